@@ -1,0 +1,39 @@
+"""journal: the append-only log of workflow runs. Knows nothing of coroutines or replay."""
+
+from ._codec import RecordedError, ValueCodec, canonical_json, fingerprint
+from ._errors import (
+    JournalError,
+    JournalUnavailable,
+    LeaseLost,
+    RunConflict,
+    RunLocked,
+    RunNotFound,
+    ValueNotJournalable,
+)
+from ._events import Event, EventKind, EventStatus, Owner, Run, RunStatus
+from ._journal import Journal
+from .stores import JournalStore, MemoryStore, SQLiteStore
+
+__all__ = [
+    "Event",
+    "EventKind",
+    "EventStatus",
+    "Journal",
+    "JournalError",
+    "JournalStore",
+    "JournalUnavailable",
+    "LeaseLost",
+    "MemoryStore",
+    "Owner",
+    "RecordedError",
+    "Run",
+    "RunConflict",
+    "RunLocked",
+    "RunNotFound",
+    "RunStatus",
+    "SQLiteStore",
+    "ValueCodec",
+    "ValueNotJournalable",
+    "canonical_json",
+    "fingerprint",
+]

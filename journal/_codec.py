@@ -1,0 +1,188 @@
+"""JSON in, typed values out: the only way values reach or leave the journal. Never pickle.
+
+Two directions, kept separate on purpose:
+
+* `canonical_json` turns call arguments and workflow inputs into stable bytes for fingerprints
+  and audit. Anything is accepted; what JSON cannot express is reduced to its type name.
+* `ValueCodec` turns a step's *result* into bytes and back into the type the step declares.
+  Here nothing is reduced: a value that cannot round-trip is refused when it is recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sys
+import traceback
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from ._errors import ValueNotJournalable
+
+_CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_VALUE_CONFIG = ConfigDict(
+    ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="strings"
+)
+
+
+def _canonical_default(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=lambda item: orjson.dumps(item, default=_canonical_default))
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return {"__bytes__": base64.b64encode(bytes(obj)).decode()}
+    if isinstance(obj, Decimal | PurePath):
+        return str(obj)
+    # An object JSON cannot express (a client, a lock, a callback) takes part in the fingerprint
+    # by its type only: its identity changes every run and would make every replay diverge.
+    cls = type(obj)
+    return {"__object__": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Stable JSON bytes for `obj` (keys sorted): equal inputs give equal bytes, run after run."""
+    return orjson.dumps(obj, default=_canonical_default, option=_CANONICAL_OPTIONS)
+
+
+def fingerprint(name: str, canonical_args: bytes) -> str:
+    """Short stable hash of a step name and its canonical arguments."""
+    digest = hashlib.blake2b(name.encode(), digest_size=12)
+    digest.update(b"\x00")
+    digest.update(canonical_args)
+    return digest.hexdigest()
+
+
+def _adapter_for(annotation: Any) -> TypeAdapter[Any]:
+    try:
+        return TypeAdapter(annotation, config=_VALUE_CONFIG)
+    except Exception:
+        # Models and dataclasses carry their own config; pydantic refuses a second one.
+        return TypeAdapter(annotation)
+
+
+class ValueCodec:
+    """Encodes values of one declared type to JSON bytes and decodes them back to that type.
+
+    Built once per step (when it is decorated), so the hot path only calls `encode`/`decode`.
+    With no annotation (`Any`) a value must come back equal to itself, else `encode` refuses it:
+    a tuple or a datetime would silently decode as a list or a string.
+    """
+
+    __slots__ = ("_adapter", "_check_equal", "annotation")
+
+    def __init__(self, annotation: Any = Any) -> None:
+        self.annotation = annotation
+        self._adapter = _adapter_for(annotation)
+        self._check_equal = annotation is Any
+
+    def encode(self, value: Any, *, what: str = "value") -> bytes:
+        """JSON bytes for `value`; `ValueNotJournalable` if it is not of the declared type."""
+        try:
+            payload = self._adapter.dump_json(value, warnings="error")
+        except (PydanticSerializationError, ValueError, TypeError) as exc:
+            raise ValueNotJournalable(
+                f"{what} of type {type(value).__name__} cannot be journaled as "
+                f"{_type_name(self.annotation)}: {_first_line(exc)}. Fix: return a JSON-able "
+                "value (str, numbers, lists, dicts, pydantic models, dataclasses, datetime, "
+                "UUID, bytes, enums) that matches the return annotation."
+            ) from exc
+        if self._check_equal:
+            decoded = self.decode(payload, what=what)
+            if decoded != value:
+                raise ValueNotJournalable(
+                    f"{what} {_short_repr(value)} would come back from the journal as "
+                    f"{_short_repr(decoded)} ({type(decoded).__name__}), because the step has "
+                    "no return annotation. Fix: annotate the return type (e.g. "
+                    f"`-> {type(value).__name__}`) so the value is rebuilt with its type."
+                )
+        return payload
+
+    def decode(self, payload: bytes, *, what: str = "value") -> Any:
+        """The typed value recorded in `payload`."""
+        try:
+            return self._adapter.validate_json(payload)
+        except ValidationError as exc:
+            raise ValueNotJournalable(
+                f"recorded {what} does not decode as {_type_name(self.annotation)}: "
+                f"{_first_line(exc)}. The return annotation changed since it was recorded, "
+                "or the value was returned without matching it."
+            ) from exc
+
+
+class RecordedError(BaseModel):
+    """An exception as the journal keeps it: type, message, args and traceback text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    """`module:qualname` of the exception class."""
+    message: str
+    args: list[Any] | None = None
+    """The exception's args when they are JSON-able, so it can be rebuilt exactly."""
+    traceback: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> RecordedError:
+        exc_type = type(exc)
+        try:
+            args: list[Any] | None = orjson.loads(orjson.dumps(list(exc.args)))
+        except TypeError:
+            args = None
+        return cls(
+            type=f"{exc_type.__module__}:{exc_type.__qualname__}",
+            message=str(exc),
+            args=args,
+            traceback="".join(traceback.format_exception(exc)),
+        )
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> RecordedError:
+        return cls.model_validate_json(payload)
+
+    def rebuild(self) -> Exception | None:
+        """The exception as an instance of its own type, or None when that is impossible.
+
+        Only classes whose module is already imported are considered: decoding a journal must
+        never import code, so a journal from an untrusted source is safe to open.
+        """
+        module_name, _, qualname = self.type.partition(":")
+        module = sys.modules.get(module_name)
+        if module is None or self.args is None:
+            return None
+        obj: Any = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return None
+        if not (isinstance(obj, type) and issubclass(obj, Exception)):
+            return None
+        try:
+            rebuilt = obj(*self.args)
+        except Exception:
+            return None
+        return rebuilt if str(rebuilt) == self.message else None
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or repr(annotation)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(exc).__name__
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+

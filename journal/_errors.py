@@ -1,0 +1,80 @@
+"""Errors raised by the journal (the log), independent of how code is re-run.
+
+    JournalError                    root of everything the journal raises
+    ├── RunNotFound                 no run with that id in this journal
+    ├── RunConflict                 a run id reused for another workflow or other inputs
+    ├── RunLocked                   another live process owns the run
+    ├── LeaseLost                   this process no longer owns the run it is writing
+    ├── ValueNotJournalable         a value or exception cannot be encoded as JSON and back
+    └── JournalUnavailable          the store cannot be opened or is not a journal
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._events import Owner
+
+
+class JournalError(Exception):
+    """Root of every error the journal raises."""
+
+
+class RunNotFound(JournalError):
+    """No run with this id exists in the journal."""
+
+    def __init__(self, run_id: str, *, hint: str = "") -> None:
+        self.run_id = run_id
+        message = f"No run {run_id!r} in this journal."
+        if hint:
+            message += f" {hint}"
+        super().__init__(message)
+
+
+class RunConflict(JournalError):
+    """A run id was reused for a different workflow or with different inputs."""
+
+    def __init__(self, run_id: str, what: str, recorded: str, given: str) -> None:
+        self.run_id = run_id
+        self.what = what
+        super().__init__(
+            f"Run {run_id!r} was recorded with {what} {recorded}, but was called now with "
+            f"{what} {given}. A run id names one execution of one workflow with one set of inputs. "
+            f"Fix: pass the original {what} to resume it, or choose a new run_id for a new run."
+        )
+
+
+class RunLocked(JournalError):
+    """Another live process owns the run; resuming it here would interleave two writers."""
+
+    def __init__(self, run_id: str, owner: Owner) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        super().__init__(
+            f"Run {run_id!r} is owned by pid {owner.pid} on host {owner.host!r} "
+            f"since {owner.since.isoformat(timespec='seconds')} (lease until "
+            f"{owner.lease_expires_at.isoformat(timespec='seconds')}). "
+            "Fix: wait for that process to finish or stop it; a dead owner's lease is taken "
+            "over automatically (at once on the same host, after the lease expires elsewhere)."
+        )
+
+
+class LeaseLost(JournalError):
+    """This process tried to write to a run it no longer owns (another process took it over)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"Run {run_id!r}: this process no longer owns the run (its lease was taken over), "
+            "so its writes were rejected and the journal is unchanged. Another process is "
+            "continuing the run; stop this one."
+        )
+
+
+class ValueNotJournalable(JournalError):
+    """A value cannot be encoded to JSON and decoded back to the declared type."""
+
+
+class JournalUnavailable(JournalError):
+    """The journal store cannot be opened, or the file is not a journal."""

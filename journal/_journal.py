@@ -1,0 +1,111 @@
+"""`Journal`: the handle users open, by path or URL, over any store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from ._errors import JournalUnavailable, RunNotFound
+from ._events import Event, Run, RunStatus
+from .stores import JournalStore, MemoryStore, SQLiteStore
+from .stores._sqlite import Durability
+
+DEFAULT_PATH = Path(".journal") / "journal.db"
+
+
+def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> JournalStore:
+    """The store a path or URL names: a file path, `sqlite:///path`, or `memory://`."""
+    if url is None:
+        url = os.environ.get("JOURNAL_URL") or DEFAULT_PATH
+    text = os.fspath(url)
+    if text.startswith("sqlite://"):
+        path = text.removeprefix("sqlite://")
+        if not path.startswith("/"):
+            raise JournalUnavailable(
+                f"{text!r} is not a valid SQLite URL. Use sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db (three slashes, then the path), or a plain path."
+            )
+        return SQLiteStore(path[1:] or DEFAULT_PATH, durability=durability)
+    if text.startswith("memory:"):
+        return MemoryStore()
+    if text.startswith(("postgresql:", "postgres:")):
+        raise JournalUnavailable(
+            "The PostgreSQL store is not part of this version of journal-replay yet. "
+            "Fix: use an SQLite path for now (the default)."
+        )
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise JournalUnavailable(
+            f"Unknown journal URL scheme {scheme!r} in {text!r}. Expected a file path, "
+            "sqlite:///path.db or memory://."
+        )
+    return SQLiteStore(text, durability=durability)
+
+
+class Journal:
+    """An append-only journal of workflow runs.
+
+    >>> j = Journal("runs.db")            # or "sqlite:///runs.db"; default .journal/journal.db
+    >>> j = Journal(store=MemoryStore())  # in tests
+
+    `durability="full"` makes every commit survive power loss (an fsync per commit); the
+    default "normal" survives any process crash, including `kill -9`.
+    """
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        store: JournalStore | None = None,
+        durability: Durability = "normal",
+    ) -> None:
+        if store is not None and url is not None:
+            raise ValueError("Pass either a url/path or a store to Journal(), not both.")
+        self.store: JournalStore = store if store is not None else open_store(url, durability)
+
+    def run(self, run_id: str) -> Run:
+        """The run named `run_id`; `RunNotFound` if there is none."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id, hint=self._nearest_hint(run_id))
+        return run
+
+    def runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        """Runs, newest first."""
+        return self.store.list_runs(
+            status=None if status is None else RunStatus(status), workflow=workflow, limit=limit
+        )
+
+    def events(self, run_id: str) -> list[Event]:
+        """Every event of the run, in the order it was appended."""
+        self.run(run_id)
+        return self.store.read_events(run_id)
+
+    def _nearest_hint(self, run_id: str) -> str:
+        known = [run.run_id for run in self.store.list_runs(limit=200)]
+        close = [rid for rid in known if run_id in rid or rid in run_id][:3]
+        if close:
+            return f"Did you mean {', '.join(map(repr, close))}?"
+        return "List runs with Journal.runs()."
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,137 @@
+"""MemoryStore: the whole journal in a dict. A public test double, and the reference store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from .._errors import LeaseLost, RunNotFound
+from .._events import Event, Owner, Run, RunStatus
+from ._ownership import check_claim
+
+
+class MemoryStore:
+    """Keeps runs and events in memory, with the same promises as the durable stores.
+
+    Nothing survives the process. Share one instance between `Journal`s to share runs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, Run] = {}
+        self._events: dict[str, list[Event]] = {}
+
+    def create_run(self, run: Run) -> Run:
+        with self._lock:
+            existing = self._runs.get(run.run_id)
+            if existing is not None:
+                return existing
+            self._runs[run.run_id] = run
+            self._events[run.run_id] = []
+            return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        return self._runs.get(run_id)
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        runs = [
+            run
+            for run in self._runs.values()
+            if (status is None or run.status == status)
+            and (workflow is None or run.workflow == workflow)
+        ]
+        runs.sort(key=lambda run: run.created_at, reverse=True)
+        return runs[:limit] if limit is not None else runs
+
+    def _require(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    def claim(self, run_id: str, owner: Owner, *, resuming: bool) -> Run:
+        with self._lock:
+            run = self._require(run_id)
+            now = datetime.now(UTC)
+            check_claim(run_id, run.owner, owner, now)
+            updated = run.model_copy(
+                update={
+                    "owner": owner,
+                    "resumes": run.resumes + (1 if resuming else 0),
+                    "updated_at": now,
+                }
+            )
+            self._runs[run_id] = updated
+            return updated
+
+    def _owned(self, run_id: str, token: str) -> Run:
+        run = self._require(run_id)
+        if run.owner is None or run.owner.token != token:
+            raise LeaseLost(run_id)
+        return run
+
+    def heartbeat(self, run_id: str, token: str, lease_expires_at: datetime) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.owner is None or run.owner.token != token:
+                return False
+            owner = run.owner.model_copy(update={"lease_expires_at": lease_expires_at})
+            self._runs[run_id] = run.model_copy(update={"owner": owner})
+            return True
+
+    def release(self, run_id: str, token: str) -> None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is not None and run.owner is not None and run.owner.token == token:
+                self._runs[run_id] = run.model_copy(update={"owner": None})
+
+    def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
+        with self._lock:
+            self._owned(run_id, token)
+            log = self._events[run_id]
+            next_seq = log[-1].seq + 1 if log else 1
+            for offset, event in enumerate(events):
+                if event.seq != next_seq + offset:
+                    raise ValueError(
+                        f"run {run_id!r}: event seq {event.seq} appended where "
+                        f"{next_seq + offset} was expected"
+                    )
+            log.extend(events)
+
+    def read_events(self, run_id: str) -> list[Event]:
+        return list(self._events.get(run_id, ()))
+
+    def finish(
+        self,
+        run_id: str,
+        token: str,
+        status: RunStatus,
+        *,
+        result: bytes | None = None,
+        error: bytes | None = None,
+    ) -> Run:
+        with self._lock:
+            run = self._owned(run_id, token)
+            now = datetime.now(UTC)
+            finished = run.model_copy(
+                update={
+                    "status": status,
+                    "result": result,
+                    "error": error,
+                    "owner": None,
+                    "updated_at": now,
+                    "finished_at": now,
+                }
+            )
+            self._runs[run_id] = finished
+            return finished
+
+    def close(self) -> None:
+        pass

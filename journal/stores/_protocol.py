@@ -1,0 +1,79 @@
+"""The narrow seam between the journal and where it is kept.
+
+Replay logic talks only to this protocol and never learns which store it has. A new store
+(PostgreSQL, a third-party one) implements these methods and passes `tests/test_store_contract.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from .._events import Event, Owner, Run, RunStatus
+
+
+@runtime_checkable
+class JournalStore(Protocol):
+    """Append-only storage of runs and their events, with one live owner per run."""
+
+    def create_run(self, run: Run) -> Run:
+        """Insert `run` unless a run with its id exists; return the stored run either way."""
+        ...
+
+    def get_run(self, run_id: str) -> Run | None:
+        """The run, or None."""
+        ...
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        """Runs, newest first, optionally filtered."""
+        ...
+
+    def claim(self, run_id: str, owner: Owner, *, resuming: bool) -> Run:
+        """Make `owner` the run's live owner; `RunLocked` if another live owner holds it.
+
+        A lease held by a dead process on this host, or expired, is taken over. `resuming`
+        counts one more resume on the run.
+        """
+        ...
+
+    def heartbeat(self, run_id: str, token: str, lease_expires_at: datetime) -> bool:
+        """Extend the lease; False if `token` no longer owns the run."""
+        ...
+
+    def release(self, run_id: str, token: str) -> None:
+        """Give up ownership (no error if already lost)."""
+        ...
+
+    def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
+        """Append `events` atomically, only while `token` owns the run, else `LeaseLost`.
+
+        Durable when this returns, at the store's durability level.
+        """
+        ...
+
+    def read_events(self, run_id: str) -> list[Event]:
+        """All events of the run in `seq` order, in one read."""
+        ...
+
+    def finish(
+        self,
+        run_id: str,
+        token: str,
+        status: RunStatus,
+        *,
+        result: bytes | None = None,
+        error: bytes | None = None,
+    ) -> Run:
+        """Record the run's outcome and release ownership; `LeaseLost` if not the owner."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. The store is unusable afterwards."""
+        ...

@@ -1,0 +1,346 @@
+"""SQLiteStore: the default journal, one embedded file in WAL mode.
+
+A committed event survives `kill -9` (synchronous=NORMAL) or power loss (synchronous=FULL).
+Events are append-only: triggers reject UPDATE and DELETE on them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from .._errors import JournalUnavailable, LeaseLost, RunNotFound
+from .._events import Event, EventKind, EventStatus, Owner, Run, RunStatus
+from ._ownership import check_claim
+
+SCHEMA_VERSION = 1
+Durability = Literal["normal", "full"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT,
+    inputs BLOB,
+    inputs_fingerprint TEXT,
+    status TEXT NOT NULL,
+    result BLOB,
+    error BLOB,
+    owner TEXT,
+    owner_token TEXT,
+    parent_run_id TEXT,
+    fork_seq INTEGER,
+    resumes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    payload BLOB,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS events_are_append_only_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'journal events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_are_append_only_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'journal events are append-only'); END;
+"""
+
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, key, kind, name, fingerprint, status, attempt, payload,"
+    " created_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE (SELECT owner_token FROM runs WHERE run_id = ?) = ?"
+)
+_RUN_COLUMNS = (
+    "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
+    " fork_seq, resumes, created_at, updated_at, finished_at"
+)
+
+
+def _ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _owner_json(owner: Owner | None) -> str | None:
+    return None if owner is None else owner.model_dump_json()
+
+
+class SQLiteStore:
+    """A journal in one SQLite file. Safe across processes; one connection per store."""
+
+    def __init__(self, path: str | Path, *, durability: Durability = "normal") -> None:
+        if durability not in ("normal", "full"):
+            raise ValueError(
+                f"durability must be 'normal' (survives a process crash) or 'full' "
+                f"(survives power loss), not {durability!r}"
+            )
+        self.path = Path(path)
+        self.durability = durability
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            self._open_schema()
+        except sqlite3.DatabaseError as exc:
+            raise JournalUnavailable(
+                f"{self.path} cannot be opened as a journal: {exc}. Fix: point the journal at "
+                "a new file or an existing journal database."
+            ) from exc
+
+    def _open_schema(self) -> None:
+        conn = self._conn
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalUnavailable(
+                f"{self.path} has journal schema version {version}, newer than this version of "
+                f"journal-replay understands ({SCHEMA_VERSION}). Fix: upgrade journal-replay."
+            )
+        tables = set(sqlite_utils.Database(conn).table_names())
+        if version == 0 and tables and not {"runs", "events"} <= tables:
+            raise JournalUnavailable(
+                f"{self.path} is an SQLite database but not a journal (it has tables "
+                f"{sorted(tables)}). Fix: use a separate file for the journal."
+            )
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
+        if version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def _run_from_row(self, row: Sequence[Any]) -> Run:
+        owner = Owner.model_validate_json(row[7]) if row[7] else None
+        return Run(
+            run_id=row[0],
+            workflow=row[1],
+            inputs=row[2],
+            inputs_fingerprint=row[3],
+            status=RunStatus(row[4]),
+            result=row[5],
+            error=row[6],
+            owner=owner,
+            parent_run_id=row[8],
+            fork_seq=row[9],
+            resumes=row[10],
+            created_at=_dt(row[11]),
+            updated_at=_dt(row[12]),
+            finished_at=_dt(row[13]),
+        )
+
+    def _select_run(self, run_id: str) -> Run | None:
+        row = self._conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else self._run_from_row(row)
+
+    def create_run(self, run: Run) -> Run:
+        with self._lock:
+            self._conn.execute(
+                f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}, owner_token)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.run_id,
+                    run.workflow,
+                    run.inputs,
+                    run.inputs_fingerprint,
+                    run.status.value,
+                    run.result,
+                    run.error,
+                    _owner_json(run.owner),
+                    run.parent_run_id,
+                    run.fork_seq,
+                    run.resumes,
+                    _ts(run.created_at),
+                    _ts(run.updated_at),
+                    None if run.finished_at is None else _ts(run.finished_at),
+                    None if run.owner is None else run.owner.token,
+                ),
+            )
+            stored = self._select_run(run.run_id)
+        assert stored is not None
+        return stored
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self._lock:
+            return self._select_run(run_id)
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        clauses, params = [], []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status.value)
+        if workflow is not None:
+            clauses.append("workflow = ?")
+            params.append(workflow)
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY created_at DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [self._run_from_row(row) for row in rows]
+
+    def claim(self, run_id: str, owner: Owner, *, resuming: bool) -> Run:
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                run = self._select_run(run_id)
+                if run is None:
+                    raise RunNotFound(run_id)
+                now = datetime.now(UTC)
+                check_claim(run_id, run.owner, owner, now)
+                conn.execute(
+                    "UPDATE runs SET owner = ?, owner_token = ?, resumes = resumes + ?,"
+                    " updated_at = ? WHERE run_id = ?",
+                    (owner.model_dump_json(), owner.token, int(resuming), _ts(now), run_id),
+                )
+                claimed = self._select_run(run_id)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        assert claimed is not None
+        return claimed
+
+    def heartbeat(self, run_id: str, token: str, lease_expires_at: datetime) -> bool:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT owner FROM runs WHERE run_id = ? AND owner_token = ?", (run_id, token)
+            ).fetchone()
+            if row is None:
+                return False
+            owner = Owner.model_validate_json(row[0]).model_copy(
+                update={"lease_expires_at": lease_expires_at}
+            )
+            cursor = self._conn.execute(
+                "UPDATE runs SET owner = ? WHERE run_id = ? AND owner_token = ?",
+                (owner.model_dump_json(), run_id, token),
+            )
+            return cursor.rowcount == 1
+
+    def release(self, run_id: str, token: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE runs SET owner = NULL, owner_token = NULL WHERE run_id = ?"
+                " AND owner_token = ?",
+                (run_id, token),
+            )
+
+    def finish(
+        self,
+        run_id: str,
+        token: str,
+        status: RunStatus,
+        *,
+        result: bytes | None = None,
+        error: bytes | None = None,
+    ) -> Run:
+        now = _ts(datetime.now(UTC))
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE runs SET status = ?, result = ?, error = ?, owner = NULL,"
+                " owner_token = NULL, updated_at = ?, finished_at = ?"
+                " WHERE run_id = ? AND owner_token = ?",
+                (status.value, result, error, now, now, run_id, token),
+            )
+            if cursor.rowcount != 1:
+                raise LeaseLost(run_id)
+            finished = self._select_run(run_id)
+        assert finished is not None
+        return finished
+
+    # -- events -------------------------------------------------------------------------------
+
+    def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
+        rows = [
+            (
+                run_id,
+                event.seq,
+                event.key,
+                event.kind.value,
+                event.name,
+                event.fingerprint,
+                event.status.value,
+                event.attempt,
+                event.payload,
+                event.created_at.timestamp(),
+                run_id,
+                token,
+            )
+            for event in events
+        ]
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                inserted = conn.executemany(_INSERT_EVENT, rows).rowcount
+                if inserted != len(rows):
+                    raise LeaseLost(run_id)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def read_events(self, run_id: str) -> list[Event]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, created_at"
+                " FROM events WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        construct = Event.model_construct
+        return [
+            construct(
+                run_id=run_id,
+                seq=seq,
+                key=key,
+                kind=EventKind(kind),
+                name=name,
+                fingerprint=fp,
+                status=EventStatus(status),
+                attempt=attempt,
+                payload=payload,
+                created_at=datetime.fromtimestamp(created, UTC),
+            )
+            for seq, key, kind, name, fp, status, attempt, payload, created in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+

@@ -1,0 +1,53 @@
+"""replay: run async workflows against a journal: durable, resumable, replayable offline.
+
+Everything a workflow may do durably, in one place:
+
+    step            journal a function's result (LLM call, tool, HTTP request, any await)
+    run             start, resume or replay a workflow as a journaled run
+    journaled       journal the steps of code you do not own, inside an `async with`
+    now, uuid4, random, sleep
+                    journaled clock, ids, randomness and durable sleep
+    idempotency_key the `run_id:key` of the live step, stable across crash and retry
+"""
+
+from journal import RunConflict, RunLocked, RunNotFound
+
+from ._determinism import now, random, sleep, uuid4
+from ._errors import (
+    FrontierReached,
+    JournalWriteFailed,
+    NonDeterminismError,
+    NotJournalable,
+    OwnershipLost,
+    ReplayError,
+    StepFailed,
+)
+from ._run import JournaledRun, RunOutcome, journaled, run, run_with_summary
+from ._session import RunSummary
+from ._steps import RetryPolicy, idempotency_key, step
+
+__all__ = [
+    "FrontierReached",
+    "JournalWriteFailed",
+    "JournaledRun",
+    "NonDeterminismError",
+    "NotJournalable",
+    "OwnershipLost",
+    "ReplayError",
+    "RetryPolicy",
+    "RunConflict",
+    "RunLocked",
+    "RunNotFound",
+    "RunOutcome",
+    "RunSummary",
+    "StepFailed",
+    "idempotency_key",
+    "journaled",
+    "now",
+    "random",
+    "run",
+    "run_with_summary",
+    "sleep",
+    "step",
+    "uuid4",
+]

@@ -1,0 +1,136 @@
+"""Errors raised while re-running code against a journal.
+
+    ReplayError (BaseException)     root; raised *through* workflow code, so a workflow's
+    │                               `except Exception` cannot swallow the engine's signals
+    ├── NonDeterminismError         the code asked for a different step than the journal holds
+    ├── FrontierReached             replay mode reached a call the journal never recorded
+    ├── NotJournalable              a step's value or the workflow's result cannot be journaled
+    ├── OwnershipLost               another process took the run over; this one must stop
+    ├── JournalWriteFailed          the store refused a write (disk full, database locked...)
+    └── StepFailed (also Exception) a step's exception whose type cannot be rebuilt
+
+Errors about the journal itself (`RunLocked`, `RunNotFound`, `RunConflict`) come from
+`journal` and are re-exported by `replay`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class ReplayError(BaseException):
+    """Root of the replay engine's errors."""
+
+
+@dataclass(frozen=True)
+class CallDescription:
+    """One side of a divergence: what was (or is now) called, with what, from where."""
+
+    name: str
+    arguments: dict[str, Any] | None
+    site: str | None
+
+    def render(self) -> str:
+        if self.arguments is None:
+            args = "..."
+        else:
+            args = ", ".join(f"{k}={_short(v)}" for k, v in self.arguments.items())
+        where = f"   at {self.site}" if self.site else ""
+        return f"{self.name}({args}){where}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def argument_changes(recorded: dict[str, Any] | None, now: dict[str, Any] | None) -> list[str]:
+    """Human lines naming each argument whose canonical value differs."""
+    if recorded is None or now is None:
+        return []
+    lines = []
+    for name in sorted(set(recorded) | set(now), key=lambda n: (n not in now, n)):
+        if name not in recorded:
+            lines.append(f"{name}: (absent) -> {_short(now[name])}")
+        elif name not in now:
+            lines.append(f"{name}: {_short(recorded[name])} -> (absent)")
+        elif recorded[name] != now[name]:
+            lines.append(f"{name}: {_short(recorded[name])} -> {_short(now[name])}")
+    return lines
+
+
+class NonDeterminismError(ReplayError):
+    """The workflow asked for a different step than the journal recorded at this point."""
+
+    def __init__(
+        self, run_id: str, key: str, recorded: CallDescription, now: CallDescription
+    ) -> None:
+        self.run_id = run_id
+        self.key = key
+        self.recorded = recorded
+        self.now = now
+        self.changed_arguments = argument_changes(recorded.arguments, now.arguments)
+        lines = [
+            f"Run {run_id!r} diverged from its journal at step {key}.",
+            f"  recorded: {recorded.render()}",
+            f"  now:      {now.render()}",
+        ]
+        if recorded.name != now.name:
+            lines.append(f"  the step name changed: {recorded.name!r} -> {now.name!r}")
+        if self.changed_arguments:
+            lines.append("  changed arguments:")
+            lines.extend(f"    {line}" for line in self.changed_arguments)
+        lines += [
+            "Likely cause: the workflow code or its inputs changed since the run was recorded, "
+            "or the code depends on something the journal does not hold (the clock, randomness, "
+            "set or dict ordering, environment).",
+            "Fix: use replay.now() / replay.uuid4() / replay.random() for such values; keep old "
+            "runs on the code path they recorded; or resume with on_divergence='fork' to keep "
+            "the journal up to this step and continue live from here.",
+        ]
+        super().__init__("\n".join(lines))
+
+
+class FrontierReached(ReplayError):
+    """Replay mode reached a call whose result the journal does not hold."""
+
+    def __init__(self, run_id: str, key: str, name: str, detail: str, nearest: str) -> None:
+        self.run_id = run_id
+        self.key = key
+        self.name = name
+        super().__init__(
+            f"Run {run_id!r}: replay reached step {key} ({name}) and {detail}. Replay mode never "
+            f"calls live. {nearest}Fix: run with mode='resume' to continue live from here."
+        )
+
+
+class NotJournalable(ReplayError):
+    """A value cannot be journaled; nothing was recorded for it."""
+
+    def __init__(self, run_id: str, key: str, name: str, reason: str) -> None:
+        self.run_id = run_id
+        self.key = key
+        super().__init__(f"Run {run_id!r}, step {key} ({name}): {reason}")
+
+
+class OwnershipLost(ReplayError):
+    """Another process took the run over; this process's writes are refused."""
+
+
+class JournalWriteFailed(ReplayError):
+    """The store refused a write; the step's result was not returned to the workflow."""
+
+
+class StepFailed(ReplayError, Exception):
+    """A step raised an exception whose type cannot be rebuilt from the journal.
+
+    Raised live and on replay alike, so both see the same thing. Carries the original type's
+    import path, its message and the recorded traceback text.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str | None = None) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.recorded_traceback = traceback
+        super().__init__(f"{type_name}: {message}")

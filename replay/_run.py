@@ -1,0 +1,393 @@
+"""Running a workflow against a journal: start, resume after a crash, or replay offline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import typing
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from journal import (
+    Journal,
+    LeaseLost,
+    Owner,
+    RecordedError,
+    Run,
+    RunConflict,
+    RunNotFound,
+    RunStatus,
+    ValueCodec,
+    ValueNotJournalable,
+    canonical_json,
+    fingerprint,
+)
+from journal.stores._ownership import HOSTNAME
+
+from ._context import TaskScope, current_scope, install_task_factory, uninstall_task_factory
+from ._errors import NotJournalable, ReplayError
+from ._log import get_logger
+from ._session import Mode, OnDivergence, RunSummary, Session, rebuild_error
+
+R = TypeVar("R")
+log = get_logger("replay")
+
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RunOutcome(Generic[R]):
+    """A workflow's result together with how this sitting obtained it."""
+
+    result: R
+    summary: RunSummary
+
+
+class _WorkflowSpec:
+    __slots__ = ("codec", "path")
+
+    def __init__(self, workflow: Callable[..., Any]) -> None:
+        if not asyncio.iscoroutinefunction(workflow):
+            raise TypeError(
+                f"run() needs an async workflow function, got {workflow!r}. Fix: define it "
+                "with `async def`, or wrap other code in `async with journaled(...)`."
+            )
+        self.path = f"{workflow.__module__}:{workflow.__qualname__}"
+        try:
+            hints = typing.get_type_hints(workflow)
+        except Exception:
+            hints = {}
+        self.codec = ValueCodec(hints.get("return", Any))
+
+
+_workflow_specs: dict[Callable[..., Any], _WorkflowSpec] = {}
+
+
+def _spec_for(workflow: Callable[..., Any]) -> _WorkflowSpec:
+    spec = _workflow_specs.get(workflow)
+    if spec is None:
+        spec = _workflow_specs[workflow] = _WorkflowSpec(workflow)
+    return spec
+
+
+def _check_mode(mode: str, on_divergence: str) -> None:
+    if mode not in ("resume", "replay"):
+        raise ValueError(
+            f"mode must be 'resume' (serve what is recorded, then continue live) or 'replay' "
+            f"(recorded results only, never live), not {mode!r}"
+        )
+    if on_divergence not in ("raise", "fork"):
+        raise ValueError(f"on_divergence must be 'raise' or 'fork', not {on_divergence!r}")
+
+
+def _new_owner(lease_seconds: float) -> Owner:
+    now = datetime.now(UTC)
+    return Owner(
+        token=uuid.uuid4().hex,
+        host=HOSTNAME,
+        pid=os.getpid(),
+        since=now,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+    )
+
+
+async def _heartbeat(session: Session, token: str, lease_seconds: float) -> None:
+    while True:
+        await asyncio.sleep(lease_seconds / 3)
+        expires = datetime.now(UTC) + timedelta(seconds=lease_seconds)
+        if not session.store.heartbeat(session.run_id, token, expires):
+            session.write_error = LeaseLost(session.run_id)
+            log.warning("run.ownership_lost", run_id=session.run_id)
+            return
+
+
+class _Sitting:
+    """One sitting: ownership, the loaded journal, the root scope. Used by run and journaled."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        run_id: str,
+        mode: Mode,
+        on_divergence: OnDivergence,
+        lease_seconds: float,
+        resuming: bool,
+    ) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.mode = mode
+        self.on_divergence = on_divergence
+        self.lease_seconds = lease_seconds
+        self.resuming = resuming
+        self.token: str | None = None
+        self.finished = False
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[Session]:
+        store = self.journal.store
+        loop = asyncio.get_running_loop()
+        if self.mode == "resume":
+            owner = _new_owner(self.lease_seconds)
+            store.claim(self.run_id, owner, resuming=self.resuming)
+            self.token = owner.token
+        events = store.read_events(self.run_id)  # read after claiming: nobody else appends
+        session = Session(
+            run_id=self.run_id,
+            store=store,
+            token=self.token,
+            mode=self.mode,
+            on_divergence=self.on_divergence,
+            events=events,
+            loop=loop,
+        )
+        log.info(
+            "run.sitting_started",
+            run_id=self.run_id,
+            mode=self.mode,
+            recorded_events=len(events),
+            resuming=self.resuming,
+        )
+        heartbeat = None
+        if self.token is not None:
+            # An empty context: the heartbeat must not take a child slot of any run's task.
+            heartbeat = loop.create_task(
+                _heartbeat(session, self.token, self.lease_seconds), context=contextvars.Context()
+            )
+        install_task_factory(loop)
+        scope_token = current_scope.set(TaskScope(session, "0"))
+        try:
+            yield session
+        finally:
+            current_scope.reset(scope_token)
+            uninstall_task_factory(loop)
+            if heartbeat is not None:
+                heartbeat.cancel()
+            if self.token is not None and not self.finished:
+                try:
+                    session.flush()  # steps in flight: their starts are worth keeping
+                except ReplayError:
+                    pass
+                store.release(self.run_id, self.token)
+
+    def finish(
+        self,
+        session: Session,
+        status: RunStatus,
+        *,
+        result: bytes | None = None,
+        error: bytes | None = None,
+    ) -> None:
+        if self.token is None:
+            return
+        session.flush()
+        try:
+            self.journal.store.finish(self.run_id, self.token, status, result=result, error=error)
+        except LeaseLost as exc:
+            session.write_error = exc
+            session.flush()
+            raise
+        self.finished = True
+
+
+def _log_summary(summary: RunSummary) -> None:
+    log.info(
+        "run.sitting_finished",
+        run_id=summary.run_id,
+        mode=summary.mode,
+        served=summary.served,
+        executed=summary.executed,
+        reexecuted=summary.reexecuted,
+        unconsumed=len(summary.unconsumed),
+    )
+    if summary.unconsumed:
+        log.warning(
+            "run.unconsumed_events",
+            run_id=summary.run_id,
+            keys=list(summary.unconsumed[:20]),
+            count=len(summary.unconsumed),
+        )
+
+
+async def run_with_summary(
+    workflow: Callable[..., Awaitable[R]],
+    *args: Any,
+    journal: Journal,
+    run_id: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    mode: Mode = "resume",
+    on_divergence: OnDivergence = "raise",
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> RunOutcome[R]:
+    """Like `run`, but also returns the sitting's `RunSummary` (served / executed / ...)."""
+    _check_mode(mode, on_divergence)
+    spec = _spec_for(workflow)
+    call_kwargs = dict(kwargs or {})
+    inputs = canonical_json({"args": list(args), "kwargs": call_kwargs})
+    inputs_fp = fingerprint(spec.path, inputs)
+    run_id = run_id or uuid.uuid4().hex
+    store = journal.store
+
+    existing = store.get_run(run_id)
+    if existing is None:
+        if mode == "replay":
+            raise RunNotFound(run_id, hint="Replay needs a recorded run; start it with mode='resume'.")
+        now = datetime.now(UTC)
+        existing = store.create_run(
+            Run(
+                run_id=run_id,
+                workflow=spec.path,
+                inputs=inputs,
+                inputs_fingerprint=inputs_fp,
+                status=RunStatus.RUNNING,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        resuming = False
+    else:
+        resuming = True
+    if existing.workflow != spec.path:
+        raise RunConflict(run_id, "workflow", repr(existing.workflow), repr(spec.path))
+    if existing.inputs_fingerprint != inputs_fp:
+        raise RunConflict(
+            run_id, "inputs", (existing.inputs or b"").decode(), inputs.decode()
+        )
+
+    if mode == "resume" and existing.status in (RunStatus.COMPLETED, RunStatus.FAILED):
+        summary = RunSummary(run_id=run_id, mode=mode, already_finished=True)
+        log.info("run.already_finished", run_id=run_id, status=existing.status.value)
+        if existing.status is RunStatus.FAILED:
+            raise rebuild_error(existing.error)
+        return RunOutcome(spec.codec.decode(existing.result or b"null"), summary)
+
+    sitting = _Sitting(journal, run_id, mode, on_divergence, lease_seconds, resuming)
+    async with sitting.open() as session:
+        try:
+            value = await workflow(*args, **call_kwargs)
+        except Exception as exc:
+            sitting.finish(session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode())
+            log.info("run.failed", run_id=run_id, error=type(exc).__name__)
+            raise
+        try:
+            payload = spec.codec.encode(value, what="workflow result")
+            result = spec.codec.decode(payload, what="workflow result")
+        except ValueNotJournalable as exc:
+            raise NotJournalable(run_id, "result", spec.path, str(exc)) from exc
+        matches = None if existing.result is None else payload == existing.result
+        sitting.finish(session, RunStatus.COMPLETED, result=payload)
+        summary = session.summary(result_matches_recorded=matches)
+    _log_summary(summary)
+    return RunOutcome(result, summary)
+
+
+async def run(
+    workflow: Callable[..., Awaitable[R]],
+    *args: Any,
+    journal: Journal,
+    run_id: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    mode: Mode = "resume",
+    on_divergence: OnDivergence = "raise",
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> R:
+    """Run `workflow(*args, **kwargs)` as the journaled run `run_id`; return its result.
+
+    >>> report = await run(agent, "cats", journal=j, run_id="cats-1")
+
+    The first call starts the run. After a crash the same call resumes it: every recorded
+    step is served from the journal, the step that was in flight runs again, and the code
+    continues live from the frontier. Once the run has finished, the call returns the
+    recorded result (or re-raises the recorded error) without running anything.
+
+    `mode="replay"` re-runs the code offline on recorded results only and raises
+    `FrontierReached` instead of calling live. `on_divergence="fork"` (resume mode) keeps the
+    journal up to a changed step and continues live from there instead of raising
+    `NonDeterminismError`. A second live process gets `RunLocked`.
+    """
+    outcome = await run_with_summary(
+        workflow,
+        *args,
+        journal=journal,
+        run_id=run_id,
+        kwargs=kwargs,
+        mode=mode,
+        on_divergence=on_divergence,
+        lease_seconds=lease_seconds,
+    )
+    return outcome.result
+
+
+class JournaledRun:
+    """Handle yielded by `journaled(...)`: the run id and, at the end, the summary."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self.run_id = session.run_id
+        self.summary: RunSummary | None = None
+
+    @property
+    def progress(self) -> RunSummary:
+        """The summary so far (served / executed / re-executed)."""
+        return self._session.summary()
+
+
+@asynccontextmanager
+async def journaled(
+    journal: Journal,
+    run_id: str,
+    *,
+    mode: Mode = "resume",
+    on_divergence: OnDivergence = "raise",
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> AsyncIterator[JournaledRun]:
+    """Journal every step awaited inside the block, for code you do not own.
+
+    >>> async with journaled(j, run_id="negotiation-7"):
+    ...     await executor.execute(program)
+
+    Re-entering the block with the same run id after a crash serves what was recorded and
+    continues live. A block that already finished is replayed: its steps are served, and a
+    step it never recorded raises `FrontierReached` (use a new run id for new work).
+    """
+    _check_mode(mode, on_divergence)
+    store = journal.store
+    existing = store.get_run(run_id)
+    if existing is None:
+        if mode == "replay":
+            raise RunNotFound(run_id, hint="Replay needs a recorded run.")
+        now = datetime.now(UTC)
+        existing = store.create_run(
+            Run(
+                run_id=run_id,
+                workflow=None,
+                inputs=None,
+                inputs_fingerprint=None,
+                status=RunStatus.RUNNING,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        resuming = False
+    else:
+        resuming = True
+    if existing.workflow is not None:
+        raise RunConflict(run_id, "workflow", repr(existing.workflow), "a journaled(...) block")
+    if existing.status in (RunStatus.COMPLETED, RunStatus.FAILED):
+        mode = "replay"
+    sitting = _Sitting(journal, run_id, mode, on_divergence, lease_seconds, resuming)
+    async with sitting.open() as session:
+        handle = JournaledRun(session)
+        try:
+            yield handle
+        except Exception as exc:
+            sitting.finish(session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode())
+            handle.summary = session.summary()
+            raise
+        sitting.finish(session, RunStatus.COMPLETED)
+        handle.summary = session.summary()
+    _log_summary(handle.summary)

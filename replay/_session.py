@@ -1,0 +1,419 @@
+"""One sitting of one run: what the journal holds, what is served, what is appended.
+
+The served-vs-live decision lives here (DESIGN.md, "Core semantics"):
+
+* recorded and finished (completed or failed) -> served: the recorded value, or the recorded
+  exception re-raised; the step's code does not run;
+* recorded but only started, or a retry pending -> in flight at the crash: run again
+  (at-least-once) with the same idempotency key;
+* not recorded -> the frontier: run live and append.
+
+Live, a step's `started` row is buffered and written by a loop callback, so a step that waits on
+I/O has its start durable while it is in flight, and a step that finishes without yielding
+writes start and completion in one transaction: one commit per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from journal import (
+    Event,
+    EventKind,
+    EventStatus,
+    JournalStore,
+    LeaseLost,
+    RecordedError,
+)
+
+from ._errors import (
+    CallDescription,
+    FrontierReached,
+    JournalWriteFailed,
+    NonDeterminismError,
+    OwnershipLost,
+    ReplayError,
+    StepFailed,
+)
+
+if TYPE_CHECKING:
+    from ._steps import StepSpec
+
+Mode = Literal["resume", "replay"]
+OnDivergence = Literal["raise", "fork"]
+
+
+@dataclass
+class Recorded:
+    """What the journal holds for one step key, folded from its rows."""
+
+    key: str
+    kind: EventKind
+    name: str
+    fingerprint: str
+    status: EventStatus
+    attempt: int
+    first_seq: int
+    args_payload: bytes | None = None
+    payload: bytes | None = None
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status is EventStatus.COMPLETED or self.status is EventStatus.FAILED
+
+
+def fold_events(events: Sequence[Event]) -> dict[str, Recorded]:
+    """Events -> per-key state, skipping ranges a divergence fork superseded."""
+    superseded = [
+        (orjson.loads(e.payload)["superseded_from_seq"], e.seq)
+        for e in events
+        if e.kind is EventKind.FORK and e.payload
+    ]
+    recorded: dict[str, Recorded] = {}
+    for event in events:
+        if event.kind is EventKind.FORK:
+            continue
+        if any(lo <= event.seq < hi for lo, hi in superseded):
+            continue
+        entry = recorded.get(event.key)
+        if entry is None:
+            entry = recorded[event.key] = Recorded(
+                key=event.key,
+                kind=event.kind,
+                name=event.name,
+                fingerprint=event.fingerprint,
+                status=event.status,
+                attempt=event.attempt,
+                first_seq=event.seq,
+            )
+        entry.status = event.status
+        entry.attempt = event.attempt
+        entry.events.append(event)
+        if event.status is EventStatus.STARTED:
+            entry.args_payload = event.payload
+        else:
+            entry.payload = event.payload
+    return recorded
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How a sitting of a run went: what the journal served and what ran live."""
+
+    run_id: str
+    mode: Mode
+    served: int = 0
+    """Steps answered from the journal without running."""
+    executed: int = 0
+    """Steps run live for the first time (past the frontier)."""
+    reexecuted: int = 0
+    """Steps that were in flight when an earlier sitting crashed, run again."""
+    unconsumed: tuple[str, ...] = ()
+    """Recorded step keys this sitting never asked for (the code took a shorter path)."""
+    already_finished: bool = False
+    """The run had finished before; its recorded outcome was returned without running code."""
+    forked_at: str | None = None
+    """Key where a divergence forked the journal (`on_divergence="fork"`)."""
+    result_matches_recorded: bool | None = None
+    """For a run with a recorded result: whether this sitting's result encodes identically."""
+
+    def __str__(self) -> str:
+        if self.already_finished:
+            return f"run {self.run_id}: already finished; recorded outcome returned, nothing ran"
+        text = (
+            f"run {self.run_id} ({self.mode}): {self.served} served from the journal, "
+            f"{self.executed} executed live, {self.reexecuted} re-executed after a crash"
+        )
+        if self.unconsumed:
+            text += f", {len(self.unconsumed)} recorded steps never reached"
+        if self.forked_at:
+            text += f", journal forked at step {self.forked_at}"
+        return text
+
+
+@dataclass(slots=True)
+class LivePlan:
+    """A step that must run: where it is journaled and with which attempt number."""
+
+    key: str
+    fingerprint: str
+    args_payload: bytes
+    attempt: int
+
+
+_site_names: dict[str, str | None] = {}
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
+
+
+def call_site(depth: int) -> str | None:
+    """`file:line` of the frame `depth` levels up, path relative to the working directory.
+
+    None when the step is the root coroutine of a task (gather, create_task): its caller is
+    the event loop, which says nothing about where the step was called.
+    """
+    try:
+        frame = sys._getframe(depth + 1)
+    except ValueError:
+        return None
+    filename = frame.f_code.co_filename
+    shown = _site_names.get(filename, "")
+    if shown is None:
+        return None
+    if shown == "":
+        if filename.startswith(_ASYNCIO_DIR):
+            _site_names[filename] = None
+            return None
+        try:
+            relative = os.path.relpath(filename)
+        except ValueError:
+            relative = filename
+        shown = _site_names[filename] = filename if relative.startswith("..") else relative
+    return f"{shown}:{frame.f_lineno}"
+
+
+class Session:
+    """The engine's state for one sitting of one run."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        store: JournalStore,
+        token: str | None,
+        mode: Mode,
+        on_divergence: OnDivergence,
+        events: Sequence[Event],
+        loop: asyncio.AbstractEventLoop,
+        frontier_hint: str = "",
+    ) -> None:
+        self.run_id = run_id
+        self.store = store
+        self.token = token
+        self.mode = mode
+        self.on_divergence = on_divergence
+        self.loop = loop
+        self.loop_thread = threading.get_ident()
+        self.frontier_hint = frontier_hint
+        self.recorded = fold_events(events)
+        self.next_seq = (events[-1].seq + 1) if events else 1
+        self.pending: list[Event] = []
+        self.flush_scheduled = False
+        self.write_error: BaseException | None = None
+        self.served_keys: list[Recorded] = []
+        self.served = 0
+        self.executed = 0
+        self.reexecuted = 0
+        self.forked_at: str | None = None
+
+    # -- deciding --------------------------------------------------------------------------
+
+    def prepare(
+        self, spec: StepSpec, key: str, args_payload: bytes, fp: str, site_depth: int
+    ) -> Recorded | LivePlan:
+        """Served (the `Recorded` entry, finished) or live (a `LivePlan`) for this call."""
+        entry = self.recorded.get(key)
+        if entry is not None and (entry.fingerprint != fp or entry.name != spec.name):
+            entry = self._diverged(spec, key, entry, args_payload, site_depth + 1)
+        if entry is not None and entry.finished:
+            del self.recorded[key]
+            self.served += 1
+            self.served_keys.append(entry)
+            return entry
+        if self.mode == "replay":
+            raise FrontierReached(
+                self.run_id,
+                key,
+                spec.name,
+                "the journal has no result for it"
+                if entry is None
+                else f"its recorded attempt {entry.attempt} never finished (a crash mid-step)",
+                self._nearest(key),
+            )
+        if self.write_error is not None:
+            self._raise_write_error()
+        if entry is None:
+            attempt = 1
+            self.executed += 1
+        else:
+            del self.recorded[key]
+            attempt = entry.attempt + 1
+            self.reexecuted += 1
+        site = call_site(site_depth + 1)
+        payload = b'{"args":' + args_payload + b',"site":' + orjson.dumps(site) + b"}"
+        return LivePlan(key=key, fingerprint=fp, args_payload=payload, attempt=attempt)
+
+    def _nearest(self, key: str) -> str:
+        if not self.recorded:
+            return self.frontier_hint
+        path = key.rpartition(":")[0]
+        same_task = sorted(k for k in self.recorded if k.rpartition(":")[0] == path)
+        candidates = same_task or sorted(self.recorded)
+        nearest = self.recorded[candidates[0]]
+        return (
+            f"The nearest unconsumed recorded step is {nearest.key} ({nearest.name}, "
+            f"{nearest.status.value}). "
+        )
+
+    def _diverged(
+        self, spec: StepSpec, key: str, entry: Recorded, args_payload: bytes, site_depth: int
+    ) -> Recorded | None:
+        recorded_args, recorded_site = _decode_started(entry.args_payload)
+        error = NonDeterminismError(
+            self.run_id,
+            key,
+            CallDescription(entry.name, recorded_args, recorded_site),
+            CallDescription(spec.name, orjson.loads(args_payload), call_site(site_depth + 1)),
+        )
+        if self.on_divergence != "fork" or self.mode != "resume":
+            raise error
+        self._fork(key, entry)
+        return None
+
+    def _fork(self, key: str, entry: Recorded) -> None:
+        """Supersede every recorded row from the diverging step on; keep what was served."""
+        cut = entry.first_seq
+        self.recorded = {k: r for k, r in self.recorded.items() if r.first_seq < cut}
+        carried = [e for r in self.served_keys if r.first_seq >= cut for e in r.events]
+        marker_payload = orjson.dumps({"superseded_from_seq": cut, "key": key})
+        events = [self._event(key, EventKind.FORK, "replay.fork", "", EventStatus.COMPLETED, 0,
+                              marker_payload)]
+        for old in carried:
+            events.append(
+                self._event(old.key, old.kind, old.name, old.fingerprint, old.status,
+                            old.attempt, old.payload)
+            )
+        self.write(events)
+        self.forked_at = key
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _event(
+        self,
+        key: str,
+        kind: EventKind,
+        name: str,
+        fp: str,
+        status: EventStatus,
+        attempt: int,
+        payload: bytes | None,
+    ) -> Event:
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        return Event.model_construct(
+            run_id=self.run_id,
+            seq=seq,
+            key=key,
+            kind=kind,
+            name=name,
+            fingerprint=fp,
+            status=status,
+            attempt=attempt,
+            payload=payload,
+            created_at=datetime.now(UTC),
+        )
+
+    def start(self, spec: StepSpec, plan: LivePlan) -> None:
+        """Buffer the `started` row; it is written before the step's first wait, or with its end."""
+        self.pending.append(
+            self._event(plan.key, spec.kind, spec.name, plan.fingerprint, EventStatus.STARTED,
+                        plan.attempt, plan.args_payload)
+        )
+        if threading.get_ident() != self.loop_thread:
+            self.write([])
+        elif not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush_pending)
+
+    def finish(
+        self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes
+    ) -> None:
+        """Append the attempt's outcome (with any buffered starts) in one transaction."""
+        self.write(
+            [self._event(plan.key, spec.kind, spec.name, plan.fingerprint, status, plan.attempt,
+                         payload)]
+        )
+
+    def _flush_pending(self) -> None:
+        self.flush_scheduled = False
+        if self.pending and self.write_error is None:
+            try:
+                self.write([])
+            except ReplayError:
+                pass  # kept in write_error; the next step raises it in the workflow
+
+    def write(self, events: list[Event]) -> None:
+        """Append buffered starts plus `events`; raise a `ReplayError` if the store refuses."""
+        if self.write_error is not None:
+            self._raise_write_error()
+        batch = self.pending + events if self.pending else events
+        if not batch:
+            return
+        assert self.token is not None, "replay mode never writes"
+        try:
+            self.store.append(self.run_id, self.token, batch)
+        except Exception as exc:  # LeaseLost, or the store's own I/O errors
+            self.write_error = exc
+            self._raise_write_error()
+        self.pending = []
+
+    def flush(self) -> None:
+        """Write buffered starts now (at the end of a sitting, or before giving up the run)."""
+        if self.pending and self.write_error is None and self.token is not None:
+            self.write([])
+
+    def _raise_write_error(self) -> None:
+        exc = self.write_error
+        if isinstance(exc, LeaseLost):
+            raise OwnershipLost(str(exc)) from exc
+        raise JournalWriteFailed(
+            f"Run {self.run_id!r}: the journal refused a write ({type(exc).__name__}: {exc}). "
+            "The step's result was not returned to the workflow; resume the run once the "
+            "store is writable again."
+        ) from exc
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def summary(self, **extra: Any) -> RunSummary:
+        unconsumed = tuple(sorted(self.recorded, key=_key_order))
+        return RunSummary(
+            run_id=self.run_id,
+            mode=self.mode,
+            served=self.served,
+            executed=self.executed,
+            reexecuted=self.reexecuted,
+            unconsumed=unconsumed,
+            forked_at=self.forked_at,
+            **extra,
+        )
+
+
+
+def _decode_started(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    if not payload:
+        return None, None
+    started = orjson.loads(payload)
+    return started.get("args"), started.get("site")
+
+
+def _key_order(key: str) -> tuple[list[int], int]:
+    path, _, counter = key.rpartition(":")
+    return [int(p) for p in path.split("/") if p.isdigit()], int(counter or 0)
+
+
+def rebuild_error(payload: bytes | None) -> Exception:
+    """The exception recorded in `payload`, as its own type or as `StepFailed`."""
+    recorded = RecordedError.decode(payload or b"")
+    rebuilt = recorded.rebuild()
+    if rebuilt is not None:
+        return rebuilt
+    return StepFailed(recorded.type, recorded.message, recorded.traceback)

@@ -1,0 +1,317 @@
+"""`@step`: make a function's result a journaled event.
+
+Outside a journaled run a step is the plain function. Inside one, each call gets a key; a
+recorded result is served without running the function, an unrecorded one runs live and is
+appended before the caller sees it, decoded exactly as replay will decode it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, overload
+
+from journal import (
+    EventKind,
+    EventStatus,
+    RecordedError,
+    ValueCodec,
+    ValueNotJournalable,
+    canonical_json,
+    fingerprint,
+)
+
+from ._context import TaskScope, current_scope, live_step_key
+from ._errors import NotJournalable, StepFailed
+from ._session import LivePlan, Recorded, Session, rebuild_error
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Frames between the user's call and Session.prepare: wrapper -> _call_* -> prepare.
+_SITE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a failing step is retried before its failure is recorded as final."""
+
+    retries: int = 0
+    """Extra attempts after the first; 0 records the first failure as final."""
+    delay: float = 0.5
+    """Seconds before the first retry."""
+    backoff: float = 2.0
+    """Factor applied to the delay after each retry."""
+    max_delay: float = 30.0
+    """Upper bound on any one delay."""
+    retry_on: tuple[type[Exception], ...] = (Exception,)
+    """Exception types worth retrying; others fail at once."""
+
+    def delay_before(self, attempt: int) -> float:
+        return float(min(self.max_delay, self.delay * self.backoff ** max(0, attempt - 1)))
+
+
+class StepSpec:
+    """Everything fixed when a function is decorated, so a call does no reflection."""
+
+    def __init__(
+        self, fn: Callable[..., Any], name: str, kind: EventKind, retry: RetryPolicy
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.kind = kind
+        self.retry = retry
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        self.positional = [
+            p.name
+            for p in self.signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        self._codec: ValueCodec | None = None
+
+    @property
+    def codec(self) -> ValueCodec:
+        # Resolved on first use: a return type may be defined after the decorated function.
+        if self._codec is None:
+            try:
+                hints = typing.get_type_hints(self.fn, include_extras=True)
+            except Exception as exc:
+                raise TypeError(
+                    f"step {self.name!r}: its annotations cannot be resolved ({exc}). "
+                    "Fix: make the return type importable where the step is defined."
+                ) from exc
+            self._codec = ValueCodec(hints.get("return", Any))
+        return self._codec
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not kwargs and len(args) <= len(self.positional):
+            return dict(zip(self.positional, args, strict=False))
+        return dict(self.signature.bind(*args, **kwargs).arguments)
+
+
+def _prepare(
+    spec: StepSpec, scope: TaskScope, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Session, Recorded | LivePlan]:
+    session = scope.session
+    key = scope.next_key()
+    args_payload = canonical_json(spec.bind(args, kwargs))
+    fp = fingerprint(spec.name, args_payload)
+    return session, session.prepare(spec, key, args_payload, fp, _SITE_DEPTH + 1)
+
+
+def _serve(spec: StepSpec, session: Session, entry: Recorded) -> Any:
+    if entry.status is EventStatus.COMPLETED:
+        try:
+            return spec.codec.decode(entry.payload or b"null", what="recorded result")
+        except ValueNotJournalable as exc:
+            raise NotJournalable(session.run_id, entry.key, spec.name, str(exc)) from exc
+    raise rebuild_error(entry.payload)
+
+
+def _record_value(spec: StepSpec, session: Session, plan: LivePlan, value: Any) -> Any:
+    codec = spec.codec
+    try:
+        payload = codec.encode(value, what="result")
+        decoded = codec.decode(payload, what="result")
+    except ValueNotJournalable as exc:
+        raise NotJournalable(session.run_id, plan.key, spec.name, str(exc)) from exc
+    session.finish(spec, plan, EventStatus.COMPLETED, payload)
+    return decoded
+
+
+def _record_failure(
+    spec: StepSpec, session: Session, plan: LivePlan, exc: Exception
+) -> tuple[bool, float]:
+    """Append the failed attempt; (retry?, delay). A final failure is re-raised by the caller."""
+    retry = spec.retry
+    will_retry = plan.attempt <= retry.retries and isinstance(exc, retry.retry_on)
+    status = EventStatus.RETRYING if will_retry else EventStatus.FAILED
+    session.finish(spec, plan, status, RecordedError.from_exception(exc).encode())
+    return will_retry, retry.delay_before(plan.attempt)
+
+
+def _as_recorded(exc: Exception) -> Exception:
+    """What the caller sees live: the original exception if replay would rebuild its type."""
+    recorded = RecordedError.from_exception(exc)
+    rebuilt = recorded.rebuild()
+    if rebuilt is not None and type(rebuilt) is type(exc):
+        return exc
+    return StepFailed(recorded.type, recorded.message, recorded.traceback)
+
+
+def _enter(session: Session, plan: LivePlan) -> tuple[Any, Any]:
+    """Run the step body outside the journal: its inner work belongs to the step."""
+    return current_scope.set(None), live_step_key.set(f"{session.run_id}:{plan.key}")
+
+
+def _leave(tokens: tuple[Any, Any]) -> None:
+    current_scope.reset(tokens[0])
+    live_step_key.reset(tokens[1])
+
+
+def _next_plan(plan: LivePlan) -> LivePlan:
+    return LivePlan(plan.key, plan.fingerprint, plan.args_payload, plan.attempt + 1)
+
+
+def _after_failure(
+    spec: StepSpec, session: Session, plan: LivePlan, exc: Exception
+) -> float | None:
+    """Journal a failed attempt; the delay before the next one, or None if it was final."""
+    will_retry, delay = _record_failure(spec, session, plan, exc)
+    if will_retry:
+        return delay
+    failure = _as_recorded(exc)
+    if failure is exc:
+        raise exc
+    raise failure from exc
+
+
+async def _call_async(
+    spec: StepSpec, scope: TaskScope, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    session, decision = _prepare(spec, scope, args, kwargs)
+    if isinstance(decision, Recorded):
+        return _serve(spec, session, decision)
+    plan = decision
+    while True:
+        session.start(spec, plan)
+        tokens = _enter(session, plan)
+        try:
+            value = await spec.fn(*args, **kwargs)
+        except Exception as exc:
+            failed: Exception | None = exc
+        else:
+            failed = None
+        finally:
+            _leave(tokens)
+        if failed is None:
+            return _record_value(spec, session, plan, value)
+        delay = _after_failure(spec, session, plan, failed)
+        await asyncio.sleep(delay or 0.0)
+        plan = _next_plan(plan)
+
+
+def _call_sync(
+    spec: StepSpec, scope: TaskScope, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    session, decision = _prepare(spec, scope, args, kwargs)
+    if isinstance(decision, Recorded):
+        return _serve(spec, session, decision)
+    plan = decision
+    while True:
+        session.start(spec, plan)
+        tokens = _enter(session, plan)
+        try:
+            value = spec.fn(*args, **kwargs)
+        except Exception as exc:
+            failed: Exception | None = exc
+        else:
+            failed = None
+        finally:
+            _leave(tokens)
+        if failed is None:
+            return _record_value(spec, session, plan, value)
+        delay = _after_failure(spec, session, plan, failed)
+        time.sleep(delay or 0.0)
+        plan = _next_plan(plan)
+
+
+def _decorate(
+    fn: Callable[P, R], name: str | None, kind: EventKind | str, retry: RetryPolicy
+) -> Callable[P, R]:
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise TypeError(
+            f"@step cannot journal generator {fn.__qualname__!r}: a step returns one value. "
+            "Fix: collect the items and return a list."
+        )
+    spec = StepSpec(fn, name or fn.__qualname__, EventKind(kind), retry)
+
+    if spec.is_async:
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            scope = current_scope.get()
+            if scope is None:
+                return await fn(*args, **kwargs)  # type: ignore[misc]
+            return await _call_async(spec, scope, args, kwargs)
+
+        async_wrapper.__replay_step__ = spec  # type: ignore[attr-defined]
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        scope = current_scope.get()
+        if scope is None:
+            return fn(*args, **kwargs)
+        return _call_sync(spec, scope, args, kwargs)
+
+    sync_wrapper.__replay_step__ = spec  # type: ignore[attr-defined]
+    return sync_wrapper  # type: ignore[return-value]
+
+
+@overload
+def step(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    kind: EventKind | str = EventKind.STEP,
+    retries: int = 0,
+    retry_delay: float = 0.5,
+    backoff: float = 2.0,
+    max_delay: float = 30.0,
+    retry_on: tuple[type[Exception], ...] = (Exception,),
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def step(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    kind: EventKind | str = EventKind.STEP,
+    retries: int = 0,
+    retry_delay: float = 0.5,
+    backoff: float = 2.0,
+    max_delay: float = 30.0,
+    retry_on: tuple[type[Exception], ...] = (Exception,),
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Journal each call's result (or exception) inside a run; a plain call outside one.
+
+    >>> @step
+    ... async def ask_llm(prompt: str) -> str: ...
+    >>> @step(name="search", kind="tool", retries=3)
+    ... async def search(query: str) -> list[Hit]: ...
+
+    The return annotation types the value on the way back from the journal; the value the
+    caller gets live is already that decoded value, so live and replay see the same thing.
+    `name` is stored in the journal: keep it when renaming the function. Each failed attempt
+    is journaled; the last one's exception is re-raised on replay as the same type (or as
+    `StepFailed` when the type cannot be rebuilt). Async and sync functions both work.
+    """
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, not {retries}")
+    policy = RetryPolicy(retries, retry_delay, backoff, max_delay, retry_on)
+
+    def decorate(f: Callable[P, R]) -> Callable[P, R]:
+        return _decorate(f, name, kind, policy)
+
+    return decorate if fn is None else decorate(fn)
+
+
+
+def idempotency_key() -> str | None:
+    """Inside a live step: `"{run_id}:{key}"`, the same on every attempt and after a crash.
+
+    Pass it to APIs that deduplicate (payments, emails) so an at-least-once re-execution
+    after a crash has no second effect. None outside a journaled step.
+    """
+    return live_step_key.get()
