@@ -47,7 +47,23 @@ def _canonical_default(obj: Any) -> Any:
 
 def canonical_json(obj: Any) -> bytes:
     """Stable JSON bytes for `obj` (keys sorted): equal inputs give equal bytes, run after run."""
-    return orjson.dumps(obj, default=_canonical_default, option=_CANONICAL_OPTIONS)
+    try:
+        return orjson.dumps(obj, default=_canonical_default, option=_CANONICAL_OPTIONS)
+    except TypeError:
+        # orjson stops at 64-bit integers; spell larger ones as strings (rare, so not the path).
+        return orjson.dumps(
+            _big_ints_as_text(obj), default=_canonical_default, option=_CANONICAL_OPTIONS
+        )
+
+
+def _big_ints_as_text(obj: Any) -> Any:
+    if isinstance(obj, int) and not isinstance(obj, bool) and not -(2**63) <= obj < 2**64:
+        return {"__int__": str(obj)}
+    if isinstance(obj, dict):
+        return {k: _big_ints_as_text(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_big_ints_as_text(v) for v in obj]
+    return obj
 
 
 def fingerprint(name: str, canonical_args: bytes) -> str:
@@ -81,8 +97,12 @@ class ValueCodec:
         self._adapter = _adapter_for(annotation)
         self._check_equal = annotation is Any
 
-    def encode(self, value: Any, *, what: str = "value") -> bytes:
-        """JSON bytes for `value`; `ValueNotJournalable` if it is not of the declared type."""
+    def record(self, value: Any, *, what: str = "value") -> tuple[bytes, Any]:
+        """(JSON bytes, the value decoded from them): what the journal keeps, what replay returns.
+
+        Raises `ValueNotJournalable` when the value is not of the declared type or would not
+        come back as itself, so a problem surfaces when it is recorded, never at replay.
+        """
         try:
             payload = self._adapter.dump_json(value, warnings="error")
         except (PydanticSerializationError, ValueError, TypeError) as exc:
@@ -92,16 +112,26 @@ class ValueCodec:
                 "value (str, numbers, lists, dicts, pydantic models, dataclasses, datetime, "
                 "UUID, bytes, enums) that matches the return annotation."
             ) from exc
-        if self._check_equal:
-            decoded = self.decode(payload, what=what)
-            if decoded != value:
-                raise ValueNotJournalable(
-                    f"{what} {_short_repr(value)} would come back from the journal as "
-                    f"{_short_repr(decoded)} ({type(decoded).__name__}), because the step has "
-                    "no return annotation. Fix: annotate the return type (e.g. "
-                    f"`-> {type(value).__name__}`) so the value is rebuilt with its type."
-                )
-        return payload
+        try:
+            decoded = self._adapter.validate_json(payload)
+        except ValidationError as exc:
+            raise ValueNotJournalable(
+                f"{what} {_short_repr(value)} does not survive the journal as "
+                f"{_type_name(self.annotation)}: {_first_line(exc)}. Common causes: an infinite "
+                "float inside a model with its own config, a value outside the declared type."
+            ) from exc
+        if self._check_equal and decoded != value:
+            raise ValueNotJournalable(
+                f"{what} {_short_repr(value)} would come back from the journal as "
+                f"{_short_repr(decoded)} ({type(decoded).__name__}), because the step has "
+                "no return annotation. Fix: annotate the return type (e.g. "
+                f"`-> {type(value).__name__}`) so the value is rebuilt with its type."
+            )
+        return payload, decoded
+
+    def encode(self, value: Any, *, what: str = "value") -> bytes:
+        """JSON bytes for `value`, checked as `record` checks them."""
+        return self.record(value, what=what)[0]
 
     def decode(self, payload: bytes, *, what: str = "value") -> Any:
         """The typed value recorded in `payload`."""

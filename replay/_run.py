@@ -274,8 +274,7 @@ async def run_with_summary(
             log.info("run.failed", run_id=run_id, error=type(exc).__name__)
             raise
         try:
-            payload = spec.codec.encode(value, what="workflow result")
-            result = spec.codec.decode(payload, what="workflow result")
+            payload, result = spec.codec.record(value, what="workflow result")
         except ValueNotJournalable as exc:
             raise NotJournalable(run_id, "result", spec.path, str(exc)) from exc
         matches = None if existing.result is None else payload == existing.result

@@ -115,10 +115,8 @@ def _serve(spec: StepSpec, session: Session, entry: Recorded) -> Any:
 
 
 def _record_value(spec: StepSpec, session: Session, plan: LivePlan, value: Any) -> Any:
-    codec = spec.codec
     try:
-        payload = codec.encode(value, what="result")
-        decoded = codec.decode(payload, what="result")
+        payload, decoded = spec.codec.record(value, what="result")
     except ValueNotJournalable as exc:
         raise NotJournalable(session.run_id, plan.key, spec.name, str(exc)) from exc
     session.finish(spec, plan, EventStatus.COMPLETED, payload)

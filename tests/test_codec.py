@@ -1,0 +1,181 @@
+"""Values survive the journal with their types: encode then decode is the identity."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from journal import RecordedError, ValueCodec, ValueNotJournalable, canonical_json, fingerprint
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Hit(BaseModel):
+    title: str
+    score: float
+    tags: list[str] = []
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+    label: str | None = None
+
+
+finite_floats = st.floats(allow_nan=False)
+json_scalars = st.none() | st.booleans() | st.integers() | finite_floats | st.text()
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+aware_datetimes = st.datetimes(timezones=st.just(dt.UTC))
+
+def test_common_values_are_accepted() -> None:
+    """The refusal branch of the law above is the exception: ordinary values all record."""
+    for annotation, value in [
+        (Hit, Hit(title="t", score=0.5)),
+        (list[Hit], [Hit(title="t", score=1.0, tags=["a"])]),
+        (Point, Point(1, 2)),
+        (bytes, b"\xff\x00"),
+        (dt.datetime, dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
+        (Any, {"a": [1, 2.5, None, "x"]}),
+        (int, 2**100),
+    ]:
+        assert ValueCodec(annotation).record(value)[1] == value
+
+
+TYPED_CASES: list[tuple[Any, st.SearchStrategy[Any]]] = [
+    (int, st.integers()),
+    (float, st.floats(allow_nan=False)),
+    (str, st.text()),
+    (bytes, st.binary()),
+    (bool, st.booleans()),
+    (dt.datetime, aware_datetimes),
+    (dt.datetime, st.datetimes()),
+    (dt.date, st.dates()),
+    (dt.timedelta, st.timedeltas()),
+    (uuid.UUID, st.uuids()),
+    (Color, st.sampled_from(Color)),
+    (tuple[int, str, bytes], st.tuples(st.integers(), st.text(), st.binary())),
+    (list[dict[str, int]], st.lists(st.dictionaries(st.text(), st.integers()))),
+    (dict[str, list[dt.datetime]], st.dictionaries(st.text(), st.lists(aware_datetimes))),
+    (set[int], st.sets(st.integers())),
+    (Hit, st.builds(Hit, title=st.text(), score=finite_floats, tags=st.lists(st.text()))),
+    (list[Hit], st.lists(st.builds(Hit, title=st.text(), score=finite_floats))),
+    (Point, st.builds(Point, x=st.integers(), y=st.integers(), label=st.none() | st.text())),
+    (int | None, st.none() | st.integers()),
+    (Any, json_values),
+]
+
+
+@pytest.mark.parametrize(("annotation", "strategy"), TYPED_CASES, ids=lambda c: repr(c)[:40])
+@given(data=st.data())
+def test_typed_round_trip(annotation: Any, strategy: st.SearchStrategy[Any], data: Any) -> None:
+    """Each value is refused when recorded, or decodes equal to and of the type of the original.
+
+    (Infinite floats inside models with their own config, for example, are refused.)
+    """
+    value = data.draw(strategy)
+    codec = ValueCodec(annotation)
+    try:
+        payload, live = codec.record(value)
+    except ValueNotJournalable:
+        return
+    decoded = codec.decode(payload)
+    assert decoded == value
+    assert live == decoded
+    if annotation is not Any and value is not None:
+        assert type(decoded) is type(value)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=True))
+def test_infinities_round_trip(value: float) -> None:
+    """Infinite floats are stored as strings and come back as the same float."""
+    codec = ValueCodec(float)
+    assert codec.decode(codec.encode(value)) == value
+
+
+def test_unannotated_tuple_is_refused_at_record_time() -> None:
+    """Without an annotation a tuple would come back as a list: refused, with the fix."""
+    with pytest.raises(ValueNotJournalable, match="annotate the return type"):
+        ValueCodec().encode((1, 2))
+
+
+def test_wrong_type_for_annotation_is_refused() -> None:
+    """A value that does not match the annotation is refused when recorded, naming both."""
+    with pytest.raises(ValueNotJournalable, match="int"):
+        ValueCodec(int).encode("not a number")
+
+
+def test_unserializable_object_is_refused() -> None:
+    """An arbitrary object cannot be journaled; the error says what can."""
+    with pytest.raises(ValueNotJournalable, match="JSON-able"):
+        ValueCodec(Any).encode(object())
+
+
+@given(json_values)
+def test_canonical_json_is_stable_under_key_order(value: Any) -> None:
+    """Equal inputs give equal bytes whatever the dict insertion order."""
+    if isinstance(value, dict):
+        reordered = dict(reversed(list(value.items())))
+        assert canonical_json(value) == canonical_json(reordered)
+    assert fingerprint("f", canonical_json(value)) == fingerprint("f", canonical_json(value))
+
+
+def test_canonical_json_reduces_objects_to_their_type() -> None:
+    """Objects JSON cannot express take part by type name, never by identity."""
+    assert canonical_json({"client": object()}) == canonical_json({"client": object()})
+    assert b"builtins.object" in canonical_json(object())
+    assert canonical_json({3, 1, 2}) == b"[1,2,3]"
+
+
+def test_fingerprint_depends_on_name_and_args() -> None:
+    """Name and arguments both change the fingerprint."""
+    args = canonical_json({"q": "cats"})
+    assert fingerprint("search", args) != fingerprint("lookup", args)
+    assert fingerprint("search", args) != fingerprint("search", canonical_json({"q": "dogs"}))
+
+
+class CustomError(Exception):
+    pass
+
+
+class NeedsTwoArgs(Exception):
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(f"{code}: {why}")
+
+
+def test_exception_round_trip_same_type_and_message() -> None:
+    """A recorded exception is rebuilt as its own type with the same message."""
+    recorded = RecordedError.decode(RecordedError.from_exception(CustomError("boom")).encode())
+    rebuilt = recorded.rebuild()
+    assert type(rebuilt) is CustomError
+    assert str(rebuilt) == "boom"
+    assert "CustomError" in (recorded.traceback or "")
+
+
+def test_exception_that_cannot_be_rebuilt_yields_none() -> None:
+    """Types whose constructor does not take their args back are not rebuilt (no guessing)."""
+    recorded = RecordedError.from_exception(NeedsTwoArgs(7, "bad"))
+    assert recorded.rebuild() is None
+
+
+def test_exception_from_unimported_module_is_never_imported() -> None:
+    """Decoding never imports code: a type from a module not loaded is not rebuilt."""
+    recorded = RecordedError(type="os_evil_module_xyz:Boom", message="x", args=["x"])
+    assert recorded.rebuild() is None
+    recorded = RecordedError(type="builtins:print", message="x", args=["x"])
+    assert recorded.rebuild() is None

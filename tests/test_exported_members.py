@@ -1,0 +1,86 @@
+"""The public surface is small and deliberate; these tests pin it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import journal
+import replay
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_replay_exports() -> None:
+    """`replay` exports exactly the names users are promised, each one present."""
+    assert sorted(replay.__all__) == sorted(
+        [
+            "FrontierReached",
+            "JournalWriteFailed",
+            "JournaledRun",
+            "NonDeterminismError",
+            "NotJournalable",
+            "OwnershipLost",
+            "ReplayError",
+            "RetryPolicy",
+            "RunConflict",
+            "RunLocked",
+            "RunNotFound",
+            "RunOutcome",
+            "RunSummary",
+            "StepFailed",
+            "idempotency_key",
+            "journaled",
+            "now",
+            "random",
+            "run",
+            "run_with_summary",
+            "sleep",
+            "step",
+            "uuid4",
+        ]
+    )
+    for name in replay.__all__:
+        assert getattr(replay, name) is not None
+
+
+def test_journal_exports() -> None:
+    """`journal` exports its models, stores, codec entry points and errors."""
+    for name in journal.__all__:
+        assert getattr(journal, name) is not None
+    assert {"Journal", "Event", "Run", "JournalStore", "MemoryStore", "SQLiteStore"} <= set(
+        journal.__all__
+    )
+
+
+def _imports(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_journal_never_imports_replay() -> None:
+    """The log knows nothing of re-execution: `journal/` never imports `replay/`."""
+    assert "replay" not in _imports("journal")
+
+
+def test_no_pickle_anywhere() -> None:
+    """A journal is data: no pickle (or its relatives) in either package."""
+    banned = {"pickle", "dill", "cloudpickle", "marshal", "shelve"}
+    assert not (_imports("journal") | _imports("replay")) & banned
+
+
+def test_engine_signals_escape_except_exception() -> None:
+    """Errors raised through workflow code are BaseExceptions; StepFailed is an Exception."""
+    for signal in (replay.NonDeterminismError, replay.FrontierReached, replay.OwnershipLost):
+        assert issubclass(signal, replay.ReplayError)
+        assert not issubclass(signal, Exception)
+    assert issubclass(replay.StepFailed, Exception)
+    assert issubclass(replay.StepFailed, replay.ReplayError)
+    assert issubclass(replay.RunLocked, journal.JournalError)

@@ -1,0 +1,239 @@
+"""The store contract: every JournalStore keeps these promises. A new store runs this suite."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from journal import (
+    Event,
+    EventKind,
+    EventStatus,
+    JournalStore,
+    JournalUnavailable,
+    LeaseLost,
+    MemoryStore,
+    Owner,
+    Run,
+    RunLocked,
+    RunStatus,
+    SQLiteStore,
+)
+from journal.stores._ownership import HOSTNAME
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalStore]:
+    s: JournalStore = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
+    yield s
+    s.close()
+
+
+def _run(run_id: str, created: datetime | None = None) -> Run:
+    now = created or datetime.now(UTC)
+    return Run(
+        run_id=run_id,
+        workflow="app:wf",
+        inputs=b'{"args":[],"kwargs":{}}',
+        inputs_fingerprint="fp",
+        status=RunStatus.RUNNING,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _owner(token: str = "t1", *, host: str = HOSTNAME, pid: int | None = None,
+           ttl: float = 60) -> Owner:
+    now = datetime.now(UTC)
+    return Owner(token=token, host=host, pid=os.getpid() if pid is None else pid, since=now,
+                 lease_expires_at=now + timedelta(seconds=ttl))
+
+
+def _event(seq: int, key: str = "0:1", status: EventStatus = EventStatus.COMPLETED,
+           payload: bytes | None = b'"v"') -> Event:
+    return Event(run_id="r", seq=seq, key=key, kind=EventKind.STEP, name="f", fingerprint="ab",
+                 status=status, attempt=1, payload=payload,
+                 created_at=datetime(2026, 1, 1, 12, 0, seq, tzinfo=UTC))
+
+
+def test_create_run_is_idempotent(store: JournalStore) -> None:
+    """Creating an existing run returns the stored one and changes nothing."""
+    first = store.create_run(_run("r"))
+    second = store.create_run(_run("r").model_copy(update={"workflow": "other:wf"}))
+    assert second.workflow == first.workflow == "app:wf"
+    assert store.get_run("r") == first
+    assert store.get_run("missing") is None
+
+
+def test_list_runs_newest_first_with_filters(store: JournalStore) -> None:
+    """Runs list newest first, filter by status and workflow, honour the limit."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(3):
+        store.create_run(_run(f"r{i}", base + timedelta(minutes=i)))
+    store.claim("r1", _owner(), resuming=False)
+    store.finish("r1", "t1", RunStatus.COMPLETED, result=b"1")
+    assert [r.run_id for r in store.list_runs()] == ["r2", "r1", "r0"]
+    assert [r.run_id for r in store.list_runs(status=RunStatus.COMPLETED)] == ["r1"]
+    assert [r.run_id for r in store.list_runs(workflow="app:wf", limit=2)] == ["r2", "r1"]
+    assert store.list_runs(workflow="nope") == []
+
+
+def test_append_and_read_round_trip(store: JournalStore) -> None:
+    """Appended events read back equal, in seq order, in one call."""
+    store.create_run(_run("r"))
+    store.claim("r", _owner(), resuming=False)
+    events = [_event(1, status=EventStatus.STARTED, payload=b'{"args":{}}'), _event(2),
+              _event(3, key="0/1:1", payload=None)]
+    store.append("r", "t1", events[:2])
+    store.append("r", "t1", events[2:])
+    assert store.read_events("r") == events
+    assert store.read_events("unknown") == []
+
+
+def test_append_requires_ownership(store: JournalStore) -> None:
+    """Only the live owner appends; a stale token is refused with nothing written."""
+    store.create_run(_run("r"))
+    store.claim("r", _owner("old", pid=_dead_pid()), resuming=False)
+    store.append("r", "old", [_event(1)])
+    store.claim("r", _owner("new"), resuming=True)  # the old owner's pid is dead: taken over
+    with pytest.raises(LeaseLost, match="no longer owns"):
+        store.append("r", "old", [_event(2)])
+    assert [e.seq for e in store.read_events("r")] == [1]
+    store.append("r", "new", [_event(2)])
+    assert [e.seq for e in store.read_events("r")] == [1, 2]
+
+
+def test_append_is_atomic(store: JournalStore) -> None:
+    """A batch that cannot be appended whole leaves nothing behind (duplicate seq here)."""
+    store.create_run(_run("r"))
+    store.claim("r", _owner(), resuming=False)
+    store.append("r", "t1", [_event(1)])
+    with pytest.raises(Exception):  # noqa: B017 - each store reports a duplicate its own way
+        store.append("r", "t1", [_event(2), _event(1)])
+    assert [e.seq for e in store.read_events("r")] == [1]
+
+
+def test_claim_refuses_a_live_owner_and_names_it(store: JournalStore) -> None:
+    """A live owner (this process, unexpired lease) keeps the run: RunLocked names it."""
+    store.create_run(_run("r"))
+    store.claim("r", _owner("a"), resuming=False)
+    with pytest.raises(RunLocked) as info:
+        store.claim("r", _owner("b"), resuming=True)
+    assert f"pid {os.getpid()}" in str(info.value) and HOSTNAME in str(info.value)
+    assert info.value.owner.token == "a"
+
+
+def test_claim_takes_over_dead_or_expired_owners(store: JournalStore) -> None:
+    """A dead pid on this host, or an expired lease anywhere, is taken over; resumes counted."""
+    store.create_run(_run("r"))
+    store.claim("r", _owner("dead", pid=_dead_pid()), resuming=False)
+    assert store.claim("r", _owner("b"), resuming=True).owner.token == "b"  # type: ignore[union-attr]
+    store.release("r", "b")
+    store.claim("r", _owner("far", host="elsewhere", ttl=-1), resuming=True)
+    claimed = store.claim("r", _owner("c"), resuming=True)
+    assert claimed.owner is not None and claimed.owner.token == "c"
+    assert claimed.resumes == 3
+    store.release("r", "c")
+    store.claim("r", _owner("far2", host="elsewhere", ttl=60), resuming=True)
+    with pytest.raises(RunLocked):
+        store.claim("r", _owner("d"), resuming=True)
+
+
+def test_heartbeat_and_release(store: JournalStore) -> None:
+    """Heartbeats extend only the owner's lease; release frees the run for anyone."""
+    store.create_run(_run("r"))
+    store.claim("r", _owner("a"), resuming=False)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert store.heartbeat("r", "a", later)
+    owner = store.get_run("r").owner  # type: ignore[union-attr]
+    assert owner is not None and abs((owner.lease_expires_at - later).total_seconds()) < 0.01
+    assert not store.heartbeat("r", "zzz", later)
+    store.release("r", "zzz")  # not the owner: no effect
+    assert store.get_run("r").owner is not None  # type: ignore[union-attr]
+    store.release("r", "a")
+    assert store.get_run("r").owner is None  # type: ignore[union-attr]
+    store.claim("r", _owner("b"), resuming=True)
+
+
+def test_finish_records_outcome_and_releases(store: JournalStore) -> None:
+    """finish() stores status and result, clears the owner; a non-owner gets LeaseLost."""
+    store.create_run(_run("r"))
+    store.claim("r", _owner("a"), resuming=False)
+    with pytest.raises(LeaseLost):
+        store.finish("r", "b", RunStatus.COMPLETED, result=b"1")
+    done = store.finish("r", "a", RunStatus.COMPLETED, result=b'{"x":1}')
+    assert (done.status, done.result, done.owner) == (RunStatus.COMPLETED, b'{"x":1}', None)
+    assert done.finished_at is not None
+    assert store.get_run("r") == done
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# -- SQLite specifics ------------------------------------------------------------------------
+
+
+def test_sqlite_events_are_append_only(tmp_path: Path) -> None:
+    """Editing or deleting an event through sqlite3 directly is rejected by triggers."""
+    s = SQLiteStore(tmp_path / "a.db")
+    s.create_run(_run("r"))
+    s.claim("r", _owner(), resuming=False)
+    s.append("r", "t1", [_event(1)])
+    s.close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE events SET payload = x'00'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM events")
+    conn.close()
+
+
+def test_sqlite_wal_and_durability_levels(tmp_path: Path) -> None:
+    """WAL journal mode; synchronous NORMAL (1) by default, FULL (2) on request."""
+    for durability, level in (("normal", 1), ("full", 2)):
+        s = SQLiteStore(tmp_path / f"{durability}.db", durability=durability)  # type: ignore[arg-type]
+        assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == level
+        s.close()
+    with pytest.raises(ValueError, match="'normal'.*'full'"):
+        SQLiteStore(tmp_path / "x.db", durability="fast")  # type: ignore[arg-type]
+
+
+def test_sqlite_refuses_newer_schema_and_foreign_databases(tmp_path: Path) -> None:
+    """A journal from a newer version, or an unrelated database, is a clear error."""
+    newer = tmp_path / "newer.db"
+    SQLiteStore(newer).close()
+    conn = sqlite3.connect(newer)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(JournalUnavailable, match="schema version 99.*upgrade"):
+        SQLiteStore(newer)
+    foreign = tmp_path / "app.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.close()
+    with pytest.raises(JournalUnavailable, match="not a journal"):
+        SQLiteStore(foreign)
+
+
+def test_sqlite_reopen_keeps_everything(tmp_path: Path) -> None:
+    """Runs and events survive closing and reopening the file."""
+    s = SQLiteStore(tmp_path / "k.db")
+    s.create_run(_run("r"))
+    s.claim("r", _owner(), resuming=False)
+    s.append("r", "t1", [_event(1), _event(2)])
+    s.close()
+    s = SQLiteStore(tmp_path / "k.db")
+    assert [e.seq for e in s.read_events("r")] == [1, 2]
+    assert s.get_run("r") is not None
+    s.close()
