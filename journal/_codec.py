@@ -215,4 +215,3 @@ def _first_line(exc: BaseException) -> str:
 def _short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-

@@ -1,12 +1,12 @@
 """Errors raised by the journal (the log), independent of how code is re-run.
 
-    JournalError                    root of everything the journal raises
-    ├── RunNotFound                 no run with that id in this journal
-    ├── RunConflict                 a run id reused for another workflow or other inputs
-    ├── RunLocked                   another live process owns the run
-    ├── LeaseLost                   this process no longer owns the run it is writing
-    ├── ValueNotJournalable         a value or exception cannot be encoded as JSON and back
-    └── JournalUnavailable          the store cannot be opened or is not a journal
+JournalError                    root of everything the journal raises
+├── RunNotFound                 no run with that id in this journal
+├── RunConflict                 a run id reused for another workflow or other inputs
+├── RunLocked                   another live process owns the run
+├── LeaseLost                   this process no longer owns the run it is writing
+├── ValueNotJournalable         a value or exception cannot be encoded as JSON and back
+└── JournalUnavailable          the store cannot be opened or is not a journal
 """
 
 from __future__ import annotations
@@ -39,10 +39,15 @@ class RunConflict(JournalError):
         self.run_id = run_id
         self.what = what
         super().__init__(
-            f"Run {run_id!r} was recorded with {what} {recorded}, but was called now with "
-            f"{what} {given}. A run id names one execution of one workflow with one set of inputs. "
-            f"Fix: pass the original {what} to resume it, or choose a new run_id for a new run."
+            f"Run {run_id!r} was recorded with {what} {_clip(recorded)}, but was called now "
+            f"with {what} {_clip(given)}. A run id names one execution of one workflow with "
+            f"one set of inputs. Fix: pass the original {what} to resume it, or choose a new "
+            "run_id for a new run."
         )
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RunLocked(JournalError):

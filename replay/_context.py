@@ -73,10 +73,12 @@ class _Factory:
 
 
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
-    factory = loop.get_task_factory()
-    if not isinstance(factory, _Factory):
-        factory = _Factory(factory)
-        loop.set_task_factory(factory)
+    current: Any = loop.get_task_factory()
+    if isinstance(current, _Factory):
+        factory = current
+    else:
+        factory = _Factory(current)
+        loop.set_task_factory(factory)  # type: ignore[arg-type]
     factory.users += 1
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import typing
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -65,7 +67,9 @@ class _WorkflowSpec:
         self.codec = ValueCodec(hints.get("return", Any))
 
 
-_workflow_specs: dict[Callable[..., Any], _WorkflowSpec] = {}
+_workflow_specs: weakref.WeakKeyDictionary[Callable[..., Any], _WorkflowSpec] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _spec_for(workflow: Callable[..., Any]) -> _WorkflowSpec:
@@ -168,10 +172,8 @@ class _Sitting:
             if heartbeat is not None:
                 heartbeat.cancel()
             if self.token is not None and not self.finished:
-                try:
+                with contextlib.suppress(ReplayError):
                     session.flush()  # steps in flight: their starts are worth keeping
-                except ReplayError:
-                    pass
                 store.release(self.run_id, self.token)
 
     def finish(
@@ -235,7 +237,9 @@ async def run_with_summary(
     existing = store.get_run(run_id)
     if existing is None:
         if mode == "replay":
-            raise RunNotFound(run_id, hint="Replay needs a recorded run; start it with mode='resume'.")
+            raise RunNotFound(
+                run_id, hint="Replay needs a recorded run; start it with mode='resume'."
+            )
         now = datetime.now(UTC)
         existing = store.create_run(
             Run(
@@ -254,9 +258,7 @@ async def run_with_summary(
     if existing.workflow != spec.path:
         raise RunConflict(run_id, "workflow", repr(existing.workflow), repr(spec.path))
     if existing.inputs_fingerprint != inputs_fp:
-        raise RunConflict(
-            run_id, "inputs", (existing.inputs or b"").decode(), inputs.decode()
-        )
+        raise RunConflict(run_id, "inputs", (existing.inputs or b"").decode(), inputs.decode())
 
     if mode == "resume" and existing.status in (RunStatus.COMPLETED, RunStatus.FAILED):
         summary = RunSummary(run_id=run_id, mode=mode, already_finished=True)
@@ -270,7 +272,9 @@ async def run_with_summary(
         try:
             value = await workflow(*args, **call_kwargs)
         except Exception as exc:
-            sitting.finish(session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode())
+            sitting.finish(
+                session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode()
+            )
             log.info("run.failed", run_id=run_id, error=type(exc).__name__)
             raise
         try:
@@ -384,7 +388,9 @@ async def journaled(
         try:
             yield handle
         except Exception as exc:
-            sitting.finish(session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode())
+            sitting.finish(
+                session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode()
+            )
             handle.summary = session.summary()
             raise
         sitting.finish(session, RunStatus.COMPLETED)

@@ -16,6 +16,7 @@ writes start and completion in one transaction: one commit per step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
@@ -44,9 +45,12 @@ from ._errors import (
     ReplayError,
     StepFailed,
 )
+from ._log import get_logger
 
 if TYPE_CHECKING:
     from ._steps import StepSpec
+
+log = get_logger("replay")
 
 Mode = Literal["resume", "replay"]
 OnDivergence = Literal["raise", "fork"]
@@ -274,7 +278,17 @@ class Session:
             CallDescription(entry.name, recorded_args, recorded_site),
             CallDescription(spec.name, orjson.loads(args_payload), call_site(site_depth + 1)),
         )
-        if self.on_divergence != "fork" or self.mode != "resume":
+        forking = self.on_divergence == "fork" and self.mode == "resume"
+        log.warning(
+            "run.diverged",
+            run_id=self.run_id,
+            key=key,
+            recorded=entry.name,
+            now=spec.name,
+            changed=error.changed_arguments,
+            action="fork" if forking else "raise",
+        )
+        if not forking:
             raise error
         self._fork(key, entry)
         return None
@@ -285,12 +299,22 @@ class Session:
         self.recorded = {k: r for k, r in self.recorded.items() if r.first_seq < cut}
         carried = [e for r in self.served_keys if r.first_seq >= cut for e in r.events]
         marker_payload = orjson.dumps({"superseded_from_seq": cut, "key": key})
-        events = [self._event(key, EventKind.FORK, "replay.fork", "", EventStatus.COMPLETED, 0,
-                              marker_payload)]
+        events = [
+            self._event(
+                key, EventKind.FORK, "replay.fork", "", EventStatus.COMPLETED, 0, marker_payload
+            )
+        ]
         for old in carried:
             events.append(
-                self._event(old.key, old.kind, old.name, old.fingerprint, old.status,
-                            old.attempt, old.payload)
+                self._event(
+                    old.key,
+                    old.kind,
+                    old.name,
+                    old.fingerprint,
+                    old.status,
+                    old.attempt,
+                    old.payload,
+                )
             )
         self.write(events)
         self.forked_at = key
@@ -325,8 +349,15 @@ class Session:
     def start(self, spec: StepSpec, plan: LivePlan) -> None:
         """Buffer the `started` row; it is written before the step's first wait, or with its end."""
         self.pending.append(
-            self._event(plan.key, spec.kind, spec.name, plan.fingerprint, EventStatus.STARTED,
-                        plan.attempt, plan.args_payload)
+            self._event(
+                plan.key,
+                spec.kind,
+                spec.name,
+                plan.fingerprint,
+                EventStatus.STARTED,
+                plan.attempt,
+                plan.args_payload,
+            )
         )
         if threading.get_ident() != self.loop_thread:
             self.write([])
@@ -334,22 +365,22 @@ class Session:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush_pending)
 
-    def finish(
-        self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes
-    ) -> None:
+    def finish(self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes) -> None:
         """Append the attempt's outcome (with any buffered starts) in one transaction."""
         self.write(
-            [self._event(plan.key, spec.kind, spec.name, plan.fingerprint, status, plan.attempt,
-                         payload)]
+            [
+                self._event(
+                    plan.key, spec.kind, spec.name, plan.fingerprint, status, plan.attempt, payload
+                )
+            ]
         )
 
     def _flush_pending(self) -> None:
         self.flush_scheduled = False
         if self.pending and self.write_error is None:
-            try:
+            # A failure is kept in write_error; the next step raises it in the workflow.
+            with contextlib.suppress(ReplayError):
                 self.write([])
-            except ReplayError:
-                pass  # kept in write_error; the next step raises it in the workflow
 
     def write(self, events: list[Event]) -> None:
         """Append buffered starts plus `events`; raise a `ReplayError` if the store refuses."""
@@ -395,7 +426,6 @@ class Session:
             forked_at=self.forked_at,
             **extra,
         )
-
 
 
 def _decode_started(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:

@@ -250,7 +250,7 @@ def _decorate(
         return _call_sync(spec, scope, args, kwargs)
 
     sync_wrapper.__replay_step__ = spec  # type: ignore[attr-defined]
-    return sync_wrapper  # type: ignore[return-value]
+    return sync_wrapper
 
 
 @overload
@@ -303,7 +303,6 @@ def step(
         return _decorate(f, name, kind, policy)
 
     return decorate if fn is None else decorate(fn)
-
 
 
 def idempotency_key() -> str | None:

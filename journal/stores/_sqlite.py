@@ -75,8 +75,8 @@ def _ts(moment: datetime) -> float:
     return moment.timestamp()
 
 
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def _owner_json(owner: Owner | None) -> str | None:
@@ -150,7 +150,7 @@ class SQLiteStore:
             resumes=row[10],
             created_at=_dt(row[11]),
             updated_at=_dt(row[12]),
-            finished_at=_dt(row[13]),
+            finished_at=None if row[13] is None else _dt(row[13]),
         )
 
     def _select_run(self, run_id: str) -> Run | None:
@@ -343,4 +343,3 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
