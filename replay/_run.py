@@ -79,6 +79,17 @@ def _spec_for(workflow: Callable[..., Any]) -> _WorkflowSpec:
     return spec
 
 
+def _same_workflow(recorded: str | None, now: str) -> bool:
+    """Equal import paths; a script's `__main__` matches the same function imported by name."""
+    if recorded == now:
+        return True
+    if recorded is None:
+        return False
+    recorded_module, _, recorded_name = recorded.partition(":")
+    now_module, _, now_name = now.partition(":")
+    return recorded_name == now_name and "__main__" in (recorded_module, now_module)
+
+
 def _check_mode(mode: str, on_divergence: str) -> None:
     if mode not in ("resume", "replay"):
         raise ValueError(
@@ -230,7 +241,7 @@ async def run_with_summary(
     spec = _spec_for(workflow)
     call_kwargs = dict(kwargs or {})
     inputs = canonical_json({"args": list(args), "kwargs": call_kwargs})
-    inputs_fp = fingerprint(spec.path, inputs)
+    inputs_fp = fingerprint("inputs", inputs)
     run_id = run_id or uuid.uuid4().hex
     store = journal.store
 
@@ -255,7 +266,7 @@ async def run_with_summary(
         resuming = False
     else:
         resuming = True
-    if existing.workflow != spec.path:
+    if not _same_workflow(existing.workflow, spec.path):
         raise RunConflict(run_id, "workflow", repr(existing.workflow), repr(spec.path))
     if existing.inputs_fingerprint != inputs_fp:
         raise RunConflict(run_id, "inputs", (existing.inputs or b"").decode(), inputs.decode())

@@ -199,6 +199,22 @@ def test_run_id_reused_for_another_workflow_is_refused(journal: Journal) -> None
         asyncio.run(run(other, "a", journal=journal, run_id="dup2"))
 
 
+def test_script_workflow_resumes_when_imported_by_name(journal: Journal) -> None:
+    """A run recorded from a script (`__main__:f`) resumes from `module:f` with the same name."""
+
+    async def three_steps(prefix: str) -> list[str]:  # same qualname, another module
+        return [await fetch(f"{prefix}-{i}") for i in range(3)]
+
+    three_steps.__module__ = "__main__"
+    three_steps.__qualname__ = "three_steps"
+    asyncio.run(run(three_steps, "s", journal=journal, run_id="main"))
+    assert journal.run("main").workflow == "__main__:three_steps"
+    outcome = asyncio.run(
+        run_with_summary(globals()["three_steps"], "s", journal=journal, run_id="main")
+    )
+    assert outcome.summary.already_finished
+
+
 def test_run_requires_async_workflow(journal: Journal) -> None:
     """A sync workflow is refused with the fix."""
 
