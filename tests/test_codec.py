@@ -43,6 +43,7 @@ json_values = st.recursive(
 )
 aware_datetimes = st.datetimes(timezones=st.just(dt.UTC))
 
+
 def test_common_values_are_accepted() -> None:
     """The refusal branch of the law above is the exception: ordinary values all record."""
     for annotation, value in [

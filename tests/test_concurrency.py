@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from journal import EventStatus, Journal, MemoryStore
 from replay import run, run_with_summary, step
 
-
 delays: dict[int, int] = {}
 
 

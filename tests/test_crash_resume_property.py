@@ -8,6 +8,7 @@ test_crash_sigkill.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -151,10 +152,8 @@ def test_crash_between_steps_loses_nothing(tmp_path: Path) -> None:
 
     wf.__qualname__ = "wf"
     with Journal(tmp_path / "j.db") as j:
-        try:
+        with contextlib.suppress(Crash):
             asyncio.run(run(wf, 3, journal=j, run_id="x"))
-        except Crash:
-            pass
         result = asyncio.run(run(wf, 3, journal=j, run_id="x"))
     assert result == [(3 * 31 + 1) % 1009, ((3 * 31 + 1) % 1009 * 31 + 1) % 1009]
     assert sorted(world.effects.values()) == [1, 1]

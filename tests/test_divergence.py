@@ -43,7 +43,9 @@ def test_changed_argument_is_named_in_the_error(journal: Journal) -> None:
     """Replay with a changed argument names the run, key, both calls and the argument."""
     asyncio.run(run(_make_workflow("cats"), "pets", journal=journal, run_id="d1"))
     with pytest.raises(NonDeterminismError) as info:
-        asyncio.run(run(_make_workflow("dogs"), "pets", journal=journal, run_id="d1", mode="replay"))
+        asyncio.run(
+            run(_make_workflow("dogs"), "pets", journal=journal, run_id="d1", mode="replay")
+        )
     err = info.value
     message = str(err)
     assert err.run_id == "d1" and err.key == "0:2"
@@ -120,7 +122,9 @@ def test_fork_on_divergence_keeps_prefix_and_continues_live(journal: Journal) ->
     # The forked journal now replays the new path faithfully, offline.
     executed.clear()
     replayed = asyncio.run(
-        run_with_summary(_make_workflow("dogs"), "pets", journal=journal, run_id="d4", mode="replay")
+        run_with_summary(
+            _make_workflow("dogs"), "pets", journal=journal, run_id="d4", mode="replay"
+        )
     )
     assert replayed.result == outcome.result
     assert executed == []

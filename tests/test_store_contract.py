@@ -49,18 +49,37 @@ def _run(run_id: str, created: datetime | None = None) -> Run:
     )
 
 
-def _owner(token: str = "t1", *, host: str = HOSTNAME, pid: int | None = None,
-           ttl: float = 60) -> Owner:
+def _owner(
+    token: str = "t1", *, host: str = HOSTNAME, pid: int | None = None, ttl: float = 60
+) -> Owner:
     now = datetime.now(UTC)
-    return Owner(token=token, host=host, pid=os.getpid() if pid is None else pid, since=now,
-                 lease_expires_at=now + timedelta(seconds=ttl))
+    return Owner(
+        token=token,
+        host=host,
+        pid=os.getpid() if pid is None else pid,
+        since=now,
+        lease_expires_at=now + timedelta(seconds=ttl),
+    )
 
 
-def _event(seq: int, key: str = "0:1", status: EventStatus = EventStatus.COMPLETED,
-           payload: bytes | None = b'"v"') -> Event:
-    return Event(run_id="r", seq=seq, key=key, kind=EventKind.STEP, name="f", fingerprint="ab",
-                 status=status, attempt=1, payload=payload,
-                 created_at=datetime(2026, 1, 1, 12, 0, seq, tzinfo=UTC))
+def _event(
+    seq: int,
+    key: str = "0:1",
+    status: EventStatus = EventStatus.COMPLETED,
+    payload: bytes | None = b'"v"',
+) -> Event:
+    return Event(
+        run_id="r",
+        seq=seq,
+        key=key,
+        kind=EventKind.STEP,
+        name="f",
+        fingerprint="ab",
+        status=status,
+        attempt=1,
+        payload=payload,
+        created_at=datetime(2026, 1, 1, 12, 0, seq, tzinfo=UTC),
+    )
 
 
 def test_create_run_is_idempotent(store: JournalStore) -> None:
@@ -89,8 +108,11 @@ def test_append_and_read_round_trip(store: JournalStore) -> None:
     """Appended events read back equal, in seq order, in one call."""
     store.create_run(_run("r"))
     store.claim("r", _owner(), resuming=False)
-    events = [_event(1, status=EventStatus.STARTED, payload=b'{"args":{}}'), _event(2),
-              _event(3, key="0/1:1", payload=None)]
+    events = [
+        _event(1, status=EventStatus.STARTED, payload=b'{"args":{}}'),
+        _event(2),
+        _event(3, key="0/1:1", payload=None),
+    ]
     store.append("r", "t1", events[:2])
     store.append("r", "t1", events[2:])
     assert store.read_events("r") == events
