@@ -16,10 +16,10 @@ import sys
 import traceback
 from decimal import Decimal
 from pathlib import PurePath
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import orjson
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ._errors import ValueNotJournalable
@@ -74,12 +74,26 @@ def fingerprint(name: str, canonical_args: bytes) -> str:
     return digest.hexdigest()
 
 
-def _adapter_for(annotation: Any) -> TypeAdapter[Any]:
+def _adapter_for(annotation: Any) -> tuple[TypeAdapter[Any], bool]:
+    """(adapter, wrapped): wrapped adapters encode `[value]`; the brackets are cut off after.
+
+    pydantic refuses a config for a dataclass or TypedDict named directly, yet applies one to
+    such a type nested in a container. Wrapping in a one-element list gives stdlib dataclasses
+    and TypedDicts base64 bytes and infinite floats too, and `[X]` minus its brackets is
+    exactly X's JSON, so the journal holds the same bytes either way.
+    """
     try:
-        return TypeAdapter(annotation, config=_VALUE_CONFIG)
-    except Exception:
-        # Models and dataclasses carry their own config; pydantic refuses a second one.
-        return TypeAdapter(annotation)
+        return TypeAdapter(annotation, config=_VALUE_CONFIG), False
+    except PydanticUserError:
+        if _is_model(annotation):
+            return TypeAdapter(annotation), False  # a model's own config rules its fields
+        return TypeAdapter(list[annotation], config=_VALUE_CONFIG), True
+
+
+def _is_model(annotation: Any) -> bool:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 class ValueCodec:
@@ -90,11 +104,18 @@ class ValueCodec:
     a tuple or a datetime would silently decode as a list or a string.
     """
 
-    __slots__ = ("_adapter", "_check_equal", "annotation")
+    __slots__ = ("_adapter", "_check_equal", "_wrapped", "annotation")
 
     def __init__(self, annotation: Any = Any) -> None:
         self.annotation = annotation
-        self._adapter = _adapter_for(annotation)
+        try:
+            self._adapter, self._wrapped = _adapter_for(annotation)
+        except PydanticUserError as exc:
+            raise ValueNotJournalable(
+                f"values of type {_type_name(annotation)} cannot be journaled: "
+                f"{str(exc).split('. ', 1)[0]}. Fix: annotate (and return) data the journal can hold, "
+                "such as a pydantic model or dataclass of the fields you need, not a live object."
+            ) from exc
         self._check_equal = annotation is Any
 
     def record(self, value: Any, *, what: str = "value") -> tuple[bytes, Any]:
@@ -104,16 +125,25 @@ class ValueCodec:
         come back as itself, so a problem surfaces when it is recorded, never at replay.
         """
         try:
-            payload = self._adapter.dump_json(value, warnings="error")
+            if self._wrapped:
+                payload = self._adapter.dump_json([value], warnings="error")[1:-1]
+            else:
+                payload = self._adapter.dump_json(value, warnings="error")
         except (PydanticSerializationError, ValueError, TypeError) as exc:
+            hint = (
+                " A pydantic model holding non-UTF-8 bytes needs model_config = "
+                "ConfigDict(ser_json_bytes='base64', val_json_bytes='base64')."
+                if "utf-8" in str(exc)
+                else ""
+            )
             raise ValueNotJournalable(
                 f"{what} of type {type(value).__name__} cannot be journaled as "
                 f"{_type_name(self.annotation)}: {_first_line(exc)}. Fix: return a JSON-able "
                 "value (str, numbers, lists, dicts, pydantic models, dataclasses, datetime, "
-                "UUID, bytes, enums) that matches the return annotation."
+                f"UUID, bytes, enums) that matches the return annotation.{hint}"
             ) from exc
         try:
-            decoded = self._adapter.validate_json(payload)
+            decoded = self._validate(payload)
         except ValidationError as exc:
             raise ValueNotJournalable(
                 f"{what} {_short_repr(value)} does not survive the journal as "
@@ -133,10 +163,15 @@ class ValueCodec:
         """JSON bytes for `value`, checked as `record` checks them."""
         return self.record(value, what=what)[0]
 
+    def _validate(self, payload: bytes) -> Any:
+        if self._wrapped:
+            return self._adapter.validate_json(b"[" + payload + b"]")[0]
+        return self._adapter.validate_json(payload)
+
     def decode(self, payload: bytes, *, what: str = "value") -> Any:
         """The typed value recorded in `payload`."""
         try:
-            return self._adapter.validate_json(payload)
+            return self._validate(payload)
         except ValidationError as exc:
             raise ValueNotJournalable(
                 f"recorded {what} does not decode as {_type_name(self.annotation)}: "
