@@ -113,8 +113,9 @@ class ValueCodec:
         except PydanticUserError as exc:
             raise ValueNotJournalable(
                 f"values of type {_type_name(annotation)} cannot be journaled: "
-                f"{str(exc).split('. ', 1)[0]}. Fix: annotate (and return) data the journal can hold, "
-                "such as a pydantic model or dataclass of the fields you need, not a live object."
+                f"{str(exc).split('. ', 1)[0]}. Fix: annotate (and return) data the journal "
+                "can hold, such as a pydantic model or dataclass of the fields you need, "
+                "not a live object."
             ) from exc
         self._check_equal = annotation is Any
 
