@@ -7,6 +7,7 @@ Everything a workflow may do durably, in one place:
     journaled       journal the steps of code you do not own, inside an `async with`
     now, uuid4, random, sleep
                     journaled clock, ids, randomness and durable sleep
+    as_completed    asyncio.as_completed whose completion order replays as it happened live
     idempotency_key the `run_id:key` of the live step, stable across crash and retry
 """
 
@@ -22,6 +23,7 @@ from ._errors import (
     ReplayError,
     StepFailed,
 )
+from ._ordering import as_completed
 from ._run import JournaledRun, RunOutcome, journaled, run, run_with_summary
 from ._session import RunSummary
 from ._steps import RetryPolicy, idempotency_key, step
@@ -41,6 +43,7 @@ __all__ = [
     "RunOutcome",
     "RunSummary",
     "StepFailed",
+    "as_completed",
     "idempotency_key",
     "journaled",
     "now",

@@ -29,6 +29,7 @@ def test_replay_exports() -> None:
             "RunOutcome",
             "RunSummary",
             "StepFailed",
+            "as_completed",
             "idempotency_key",
             "journaled",
             "now",
