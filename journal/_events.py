@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 
@@ -37,6 +39,8 @@ class EventStatus(StrEnum):
 
     `started` rows carry the canonical arguments; `completed` rows the encoded result;
     `retrying` marks a failed attempt that another attempt follows; `failed` the final failure.
+    An attempt that ends before its start was written (it never waited) is one outcome row
+    whose `args` carry what the `started` row would have held.
     """
 
     STARTED = "started"
@@ -100,3 +104,67 @@ class Event(BaseModel):
     payload: bytes | None
     """orjson bytes: arguments on `started`, the result on `completed`, the error on failure."""
     created_at: datetime
+    args: bytes | None = None
+    """On an outcome row with no `started` row before it: the call's arguments and site."""
+
+    def call_arguments(self) -> dict[str, Any] | None:
+        """The call's canonical arguments, if this row records the start of its attempt."""
+        recorded = self.payload if self.status is EventStatus.STARTED else self.args
+        if not recorded:
+            return None
+        arguments: dict[str, Any] | None = orjson.loads(recorded).get("args")
+        return arguments
+
+
+EventRow = tuple[int, str, str, str, str, str, int, bytes | None, bytes | None]
+"""An event as the replay engine reads it, straight from the store: `(seq, key, kind, name,
+fingerprint, status, attempt, payload, args)`, kind and status as their string values.
+
+Replaying a long run reads every row; plain tuples keep that at the cost of the query itself.
+"""
+
+_EVENT_FIELDS = frozenset(Event.model_fields)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def trusted_event(
+    run_id: str,
+    seq: int,
+    key: str,
+    kind: EventKind,
+    name: str,
+    fingerprint: str,
+    status: EventStatus,
+    attempt: int,
+    payload: bytes | None,
+    created_at: datetime,
+    args: bytes | None = None,
+) -> Event:
+    """An `Event` from values the engine or a store already knows are valid, without validation.
+
+    The hot path: about 0.6 us against 3 us for `Event.model_construct`. A test pins that the
+    two build equal events, so a pydantic upgrade that changes model internals is caught.
+    """
+    event = _new(Event)
+    _set(
+        event,
+        "__dict__",
+        {
+            "run_id": run_id,
+            "seq": seq,
+            "key": key,
+            "kind": kind,
+            "name": name,
+            "fingerprint": fingerprint,
+            "status": status,
+            "attempt": attempt,
+            "payload": payload,
+            "created_at": created_at,
+            "args": args,
+        },
+    )
+    _set(event, "__pydantic_fields_set__", _EVENT_FIELDS)
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event

@@ -150,21 +150,21 @@ class _Sitting:
             owner = _new_owner(self.lease_seconds)
             store.claim(self.run_id, owner, resuming=self.resuming)
             self.token = owner.token
-        events = store.read_events(self.run_id)  # read after claiming: nobody else appends
+        rows = store.read_rows(self.run_id)  # read after claiming: nobody else appends
         session = Session(
             run_id=self.run_id,
             store=store,
             token=self.token,
             mode=self.mode,
             on_divergence=self.on_divergence,
-            events=events,
+            rows=rows,
             loop=loop,
         )
         log.info(
             "run.sitting_started",
             run_id=self.run_id,
             mode=self.mode,
-            recorded_events=len(events),
+            recorded_events=len(rows),
             resuming=self.resuming,
         )
         heartbeat = None

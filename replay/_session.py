@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +35,7 @@ from journal import (
     LeaseLost,
     RecordedError,
 )
+from journal._events import EventRow, trusted_event
 
 from ._errors import (
     CallDescription,
@@ -56,57 +57,110 @@ Mode = Literal["resume", "replay"]
 OnDivergence = Literal["raise", "fork"]
 
 
-@dataclass
+_KINDS = {kind.value: kind for kind in EventKind}
+_COMPLETED, _FAILED = EventStatus.COMPLETED, EventStatus.FAILED
+_STATUSES = {status.value: status for status in EventStatus}
+
+
 class Recorded:
     """What the journal holds for one step key, folded from its rows."""
 
-    key: str
-    kind: EventKind
-    name: str
-    fingerprint: str
-    status: EventStatus
-    attempt: int
-    first_seq: int
-    args_payload: bytes | None = None
-    payload: bytes | None = None
-    events: list[Event] = field(default_factory=list)
+    __slots__ = (
+        "args_payload",
+        "attempt",
+        "fingerprint",
+        "first_seq",
+        "key",
+        "kind",
+        "name",
+        "payload",
+        "rows",
+        "status",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        kind: EventKind,
+        name: str,
+        fingerprint: str,
+        status: EventStatus,
+        attempt: int,
+        first_seq: int,
+        row: EventRow,
+    ) -> None:
+        self.key = key
+        self.kind = kind
+        self.name = name
+        self.fingerprint = fingerprint
+        self.status = status
+        self.attempt = attempt
+        self.first_seq = first_seq
+        self.args_payload: bytes | None = None
+        self.payload: bytes | None = None
+        self.rows = [row]
+        """The key's rows, carried over when a fork cuts the journal before it."""
 
     @property
     def finished(self) -> bool:
         return self.status is EventStatus.COMPLETED or self.status is EventStatus.FAILED
 
 
-def fold_events(events: Sequence[Event]) -> dict[str, Recorded]:
-    """Events -> per-key state, skipping ranges a divergence fork superseded."""
+def _from_row(row: EventRow) -> Recorded:
+    seq, key, kind, name, fp, status_text, attempt, payload, args = row
+    entry = Recorded(key, _KINDS[kind], name, fp, _STATUSES[status_text], attempt, seq, row)
+    if entry.status is EventStatus.STARTED:
+        entry.args_payload = payload
+    else:
+        entry.payload = payload
+        entry.args_payload = args
+    return entry
+
+
+def as_recorded(entry: Recorded | EventRow) -> Recorded:
+    """The full view of a folded entry (a key with one row is kept as that row)."""
+    return _from_row(entry) if isinstance(entry, tuple) else entry
+
+
+def fold_rows(rows: Sequence[EventRow]) -> dict[str, Recorded | EventRow]:
+    """Rows -> per-key state, skipping ranges a divergence fork superseded.
+
+    A key with a single row (most keys: a step that never waited is one row) is kept as the
+    row itself; serving it then costs no object at all. Keys with more rows become `Recorded`.
+    """
+    fork = EventKind.FORK.value
     superseded = [
-        (orjson.loads(e.payload)["superseded_from_seq"], e.seq)
-        for e in events
-        if e.kind is EventKind.FORK and e.payload
+        (orjson.loads(payload)["superseded_from_seq"], seq)
+        for seq, _, kind, _, _, _, _, payload, _ in rows
+        if kind == fork and payload
     ]
-    recorded: dict[str, Recorded] = {}
-    for event in events:
-        if event.kind is EventKind.FORK:
-            continue
-        if any(lo <= event.seq < hi for lo, hi in superseded):
-            continue
-        entry = recorded.get(event.key)
+    if superseded:
+        rows = [
+            row
+            for row in rows
+            if row[2] != fork and not any(lo <= row[0] < hi for lo, hi in superseded)
+        ]
+    statuses, started = _STATUSES, EventStatus.STARTED
+    recorded: dict[str, Recorded | EventRow] = {}
+    get = recorded.get
+    for row in rows:
+        key = row[1]
+        entry = get(key)
         if entry is None:
-            entry = recorded[event.key] = Recorded(
-                key=event.key,
-                kind=event.kind,
-                name=event.name,
-                fingerprint=event.fingerprint,
-                status=event.status,
-                attempt=event.attempt,
-                first_seq=event.seq,
-            )
-        entry.status = event.status
-        entry.attempt = event.attempt
-        entry.events.append(event)
-        if event.status is EventStatus.STARTED:
-            entry.args_payload = event.payload
+            recorded[key] = row
+            continue
+        if isinstance(entry, tuple):
+            entry = recorded[key] = _from_row(entry)
+        status = statuses[row[5]]
+        entry.status = status
+        entry.attempt = row[6]
+        entry.rows.append(row)
+        if status is started:
+            entry.args_payload = row[7]
         else:
-            entry.payload = event.payload
+            entry.payload = row[7]
+            if row[8] is not None:
+                entry.args_payload = row[8]
     return recorded
 
 
@@ -153,6 +207,8 @@ class LivePlan:
     fingerprint: str
     args_payload: bytes
     attempt: int
+    started: Event | None = None
+    """The buffered `started` row, until it is written."""
 
 
 _site_names: dict[str, str | None] = {}
@@ -196,7 +252,7 @@ class Session:
         token: str | None,
         mode: Mode,
         on_divergence: OnDivergence,
-        events: Sequence[Event],
+        rows: Sequence[EventRow],
         loop: asyncio.AbstractEventLoop,
         frontier_hint: str = "",
     ) -> None:
@@ -208,12 +264,12 @@ class Session:
         self.loop = loop
         self.loop_thread = threading.get_ident()
         self.frontier_hint = frontier_hint
-        self.recorded = fold_events(events)
-        self.next_seq = (events[-1].seq + 1) if events else 1
+        self.recorded = fold_rows(rows)
+        self.next_seq = (rows[-1][0] + 1) if rows else 1
         self.pending: list[Event] = []
         self.flush_scheduled = False
         self.write_error: BaseException | None = None
-        self.served_keys: list[Recorded] = []
+        self.served_keys: list[Recorded | EventRow] = []
         self.served = 0
         self.executed = 0
         self.reexecuted = 0
@@ -223,16 +279,29 @@ class Session:
 
     def prepare(
         self, spec: StepSpec, key: str, args_payload: bytes, fp: str, site_depth: int
-    ) -> Recorded | LivePlan:
-        """Served (the `Recorded` entry, finished) or live (a `LivePlan`) for this call."""
-        entry = self.recorded.get(key)
+    ) -> EventRow | LivePlan:
+        """Served (the finishing row: completed or failed) or live (a `LivePlan`)."""
+        found = self.recorded.get(key)
+        if isinstance(found, tuple):
+            # The common case on replay, kept short: one row, same call, finished.
+            if (
+                found[4] == fp
+                and found[3] == spec.name
+                and (found[5] == "completed" or found[5] == "failed")
+            ):
+                del self.recorded[key]
+                self.served += 1
+                self.served_keys.append(found)
+                return found
+            found = self.recorded[key] = _from_row(found)
+        entry = found
         if entry is not None and (entry.fingerprint != fp or entry.name != spec.name):
             entry = self._diverged(spec, key, entry, args_payload, site_depth + 1)
-        if entry is not None and entry.finished:
+        if entry is not None and (entry.status is _COMPLETED or entry.status is _FAILED):
             del self.recorded[key]
             self.served += 1
             self.served_keys.append(entry)
-            return entry
+            return entry.rows[-1]
         if self.mode == "replay":
             raise FrontierReached(
                 self.run_id,
@@ -262,7 +331,7 @@ class Session:
         path = key.rpartition(":")[0]
         same_task = sorted(k for k in self.recorded if k.rpartition(":")[0] == path)
         candidates = same_task or sorted(self.recorded)
-        nearest = self.recorded[candidates[0]]
+        nearest = as_recorded(self.recorded[candidates[0]])
         return (
             f"The nearest unconsumed recorded step is {nearest.key} ({nearest.name}, "
             f"{nearest.status.value}). "
@@ -296,24 +365,27 @@ class Session:
     def _fork(self, key: str, entry: Recorded) -> None:
         """Supersede every recorded row from the diverging step on; keep what was served."""
         cut = entry.first_seq
-        self.recorded = {k: r for k, r in self.recorded.items() if r.first_seq < cut}
-        carried = [e for r in self.served_keys if r.first_seq >= cut for e in r.events]
+        kept = {k: as_recorded(r) for k, r in self.recorded.items()}
+        self.recorded = {k: r for k, r in kept.items() if r.first_seq < cut}
+        served = [as_recorded(r) for r in self.served_keys]
+        carried = [row for r in served if r.first_seq >= cut for row in r.rows]
         marker_payload = orjson.dumps({"superseded_from_seq": cut, "key": key})
         events = [
             self._event(
                 key, EventKind.FORK, "replay.fork", "", EventStatus.COMPLETED, 0, marker_payload
             )
         ]
-        for old in carried:
+        for _, old_key, kind, name, fp, status, attempt, payload, args in carried:
             events.append(
                 self._event(
-                    old.key,
-                    old.kind,
-                    old.name,
-                    old.fingerprint,
-                    old.status,
-                    old.attempt,
-                    old.payload,
+                    old_key,
+                    _KINDS[kind],
+                    name,
+                    fp,
+                    _STATUSES[status],
+                    attempt,
+                    payload,
+                    args,
                 )
             )
         self.write(events)
@@ -330,35 +402,38 @@ class Session:
         status: EventStatus,
         attempt: int,
         payload: bytes | None,
+        args: bytes | None = None,
+        seq: int | None = None,
     ) -> Event:
-        seq = self.next_seq
-        self.next_seq = seq + 1
-        return Event.model_construct(
-            run_id=self.run_id,
-            seq=seq,
-            key=key,
-            kind=kind,
-            name=name,
-            fingerprint=fp,
-            status=status,
-            attempt=attempt,
-            payload=payload,
-            created_at=datetime.now(UTC),
+        if seq is None:
+            seq = self.next_seq
+            self.next_seq = seq + 1
+        return trusted_event(
+            self.run_id,
+            seq,
+            key,
+            kind,
+            name,
+            fp,
+            status,
+            attempt,
+            payload,
+            datetime.now(UTC),
+            args,
         )
 
     def start(self, spec: StepSpec, plan: LivePlan) -> None:
         """Buffer the `started` row; it is written before the step's first wait, or with its end."""
-        self.pending.append(
-            self._event(
-                plan.key,
-                spec.kind,
-                spec.name,
-                plan.fingerprint,
-                EventStatus.STARTED,
-                plan.attempt,
-                plan.args_payload,
-            )
+        plan.started = self._event(
+            plan.key,
+            spec.kind,
+            spec.name,
+            plan.fingerprint,
+            EventStatus.STARTED,
+            plan.attempt,
+            plan.args_payload,
         )
+        self.pending.append(plan.started)
         if threading.get_ident() != self.loop_thread:
             self.write([])
         elif not self.flush_scheduled:
@@ -366,7 +441,28 @@ class Session:
             self.loop.call_soon(self._flush_pending)
 
     def finish(self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes) -> None:
-        """Append the attempt's outcome (with any buffered starts) in one transaction."""
+        """Append the attempt's outcome (with any buffered starts) in one transaction.
+
+        If the attempt's own start is still buffered (it never waited), the outcome takes its
+        place and its seq, carrying the arguments: one row, one commit, the same information.
+        """
+        started, plan.started = plan.started, None
+        if started is not None:
+            for index, event in enumerate(self.pending):
+                if event is started:
+                    self.pending[index] = self._event(
+                        plan.key,
+                        spec.kind,
+                        spec.name,
+                        plan.fingerprint,
+                        status,
+                        plan.attempt,
+                        payload,
+                        args=plan.args_payload,
+                        seq=started.seq,
+                    )
+                    self.write([])
+                    return
         self.write(
             [
                 self._event(

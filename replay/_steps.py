@@ -23,18 +23,19 @@ from journal import (
     ValueCodec,
     ValueNotJournalable,
     canonical_json,
-    fingerprint,
 )
+from journal._codec import fingerprinter
+from journal._events import EventRow
 
 from ._context import TaskScope, current_scope, live_step_key
 from ._errors import NotJournalable, StepFailed
-from ._session import LivePlan, Recorded, Session, rebuild_error
+from ._session import LivePlan, Session, rebuild_error
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Frames between the user's call and Session.prepare: wrapper -> _call_* -> prepare.
-_SITE_DEPTH = 2
+# Frames between the user's call and Session.prepare: wrapper -> _prepare -> prepare.
+_SITE_DEPTH = 1
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class StepSpec:
     ) -> None:
         self.fn = fn
         self.name = name
+        self.fingerprint = fingerprinter(name)
         self.kind = kind
         self.retry = retry
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -73,21 +75,18 @@ class StepSpec:
             for p in self.signature.parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
-        self._codec: ValueCodec | None = None
 
-    @property
+    @functools.cached_property
     def codec(self) -> ValueCodec:
         # Resolved on first use: a return type may be defined after the decorated function.
-        if self._codec is None:
-            try:
-                hints = typing.get_type_hints(self.fn, include_extras=True)
-            except Exception as exc:
-                raise TypeError(
-                    f"step {self.name!r}: its annotations cannot be resolved ({exc}). "
-                    "Fix: make the return type importable where the step is defined."
-                ) from exc
-            self._codec = ValueCodec(hints.get("return", Any))
-        return self._codec
+        try:
+            hints = typing.get_type_hints(self.fn, include_extras=True)
+        except Exception as exc:
+            raise TypeError(
+                f"step {self.name!r}: its annotations cannot be resolved ({exc}). "
+                "Fix: make the return type importable where the step is defined."
+            ) from exc
+        return ValueCodec(hints.get("return", Any))
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if not kwargs and len(args) <= len(self.positional):
@@ -97,21 +96,23 @@ class StepSpec:
 
 def _prepare(
     spec: StepSpec, scope: TaskScope, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Session, Recorded | LivePlan]:
+) -> tuple[Session, EventRow | LivePlan]:
     session = scope.session
-    key = scope.next_key()
+    scope.steps += 1
+    key = f"{scope.path}:{scope.steps}"  # TaskScope.next_key, inlined: this is the hot path
     args_payload = canonical_json(spec.bind(args, kwargs))
-    fp = fingerprint(spec.name, args_payload)
+    fp = spec.fingerprint(args_payload)
     return session, session.prepare(spec, key, args_payload, fp, _SITE_DEPTH + 1)
 
 
-def _serve(spec: StepSpec, session: Session, entry: Recorded) -> Any:
-    if entry.status is EventStatus.COMPLETED:
+def _serve(spec: StepSpec, session: Session, row: EventRow) -> Any:
+    """The recorded outcome of the finishing `row`: its value, or its exception raised."""
+    if row[5] == "completed":
         try:
-            return spec.codec.decode(entry.payload or b"null", what="recorded result")
+            return spec.codec.decode(row[7] or b"null", what="recorded result")
         except ValueNotJournalable as exc:
-            raise NotJournalable(session.run_id, entry.key, spec.name, str(exc)) from exc
-    raise rebuild_error(entry.payload)
+            raise NotJournalable(session.run_id, row[1], spec.name, str(exc)) from exc
+    raise rebuild_error(row[7])
 
 
 def _record_value(spec: StepSpec, session: Session, plan: LivePlan, value: Any) -> Any:
@@ -170,13 +171,13 @@ def _after_failure(
     raise failure from exc
 
 
-async def _call_async(
-    spec: StepSpec, scope: TaskScope, args: tuple[Any, ...], kwargs: dict[str, Any]
+async def _run_live(
+    spec: StepSpec,
+    session: Session,
+    plan: LivePlan,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
-    session, decision = _prepare(spec, scope, args, kwargs)
-    if isinstance(decision, Recorded):
-        return _serve(spec, session, decision)
-    plan = decision
     while True:
         session.start(spec, plan)
         tokens = _enter(session, plan)
@@ -195,13 +196,13 @@ async def _call_async(
         plan = _next_plan(plan)
 
 
-def _call_sync(
-    spec: StepSpec, scope: TaskScope, args: tuple[Any, ...], kwargs: dict[str, Any]
+def _run_live_sync(
+    spec: StepSpec,
+    session: Session,
+    plan: LivePlan,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
-    session, decision = _prepare(spec, scope, args, kwargs)
-    if isinstance(decision, Recorded):
-        return _serve(spec, session, decision)
-    plan = decision
     while True:
         session.start(spec, plan)
         tokens = _enter(session, plan)
@@ -237,7 +238,10 @@ def _decorate(
             scope = current_scope.get()
             if scope is None:
                 return await fn(*args, **kwargs)  # type: ignore[misc]
-            return await _call_async(spec, scope, args, kwargs)
+            session, decision = _prepare(spec, scope, args, kwargs)
+            if isinstance(decision, tuple):
+                return _serve(spec, session, decision)  # served: no further coroutine
+            return await _run_live(spec, session, decision, args, kwargs)
 
         async_wrapper.__replay_step__ = spec  # type: ignore[attr-defined]
         return async_wrapper  # type: ignore[return-value]
@@ -247,7 +251,10 @@ def _decorate(
         scope = current_scope.get()
         if scope is None:
             return fn(*args, **kwargs)
-        return _call_sync(spec, scope, args, kwargs)
+        session, decision = _prepare(spec, scope, args, kwargs)
+        if isinstance(decision, tuple):
+            return _serve(spec, session, decision)
+        return _run_live_sync(spec, session, decision, args, kwargs)
 
     sync_wrapper.__replay_step__ = spec  # type: ignore[attr-defined]
     return sync_wrapper

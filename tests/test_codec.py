@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from journal import RecordedError, ValueCodec, ValueNotJournalable, canonical_json, fingerprint
+from journal._codec import fingerprinter
 
 
 class Color(enum.Enum):
@@ -218,3 +219,9 @@ def test_exception_from_unimported_module_is_never_imported() -> None:
     assert recorded.rebuild() is None
     recorded = RecordedError(type="builtins:print", message="x", args=["x"])
     assert recorded.rebuild() is None
+
+
+@given(st.text(), st.binary())
+def test_bound_fingerprinter_matches_fingerprint(name: str, canonical_args: bytes) -> None:
+    """The per-step fast path hashes exactly as `fingerprint` does, so journals stay valid."""
+    assert fingerprinter(name)(canonical_args) == fingerprint(name, canonical_args)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from journal import (
     Event,
@@ -26,7 +27,9 @@ from journal import (
     RunStatus,
     SQLiteStore,
 )
+from journal._events import trusted_event
 from journal.stores._ownership import HOSTNAME
+from journal.stores._sqlite import SCHEMA_VERSION
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -112,10 +115,27 @@ def test_append_and_read_round_trip(store: JournalStore) -> None:
         _event(1, status=EventStatus.STARTED, payload=b'{"args":{}}'),
         _event(2),
         _event(3, key="0/1:1", payload=None),
+        _event(4, key="0/1:2").model_copy(update={"args": b'{"args":{"q":1},"site":null}'}),
     ]
     store.append("r", "t1", events[:2])
     store.append("r", "t1", events[2:])
     assert store.read_events("r") == events
+    assert store.read_events("r")[3].call_arguments() == {"q": 1}
+    assert store.read_rows("r") == [
+        (
+            e.seq,
+            e.key,
+            e.kind.value,
+            e.name,
+            e.fingerprint,
+            e.status.value,
+            e.attempt,
+            e.payload,
+            e.args,
+        )
+        for e in events
+    ]
+    assert store.read_rows("unknown") == []
     assert store.read_events("unknown") == []
 
 
@@ -259,3 +279,61 @@ def test_sqlite_reopen_keeps_everything(tmp_path: Path) -> None:
     assert [e.seq for e in s.read_events("r")] == [1, 2]
     assert s.get_run("r") is not None
     s.close()
+
+
+def test_trusted_events_equal_validated_ones() -> None:
+    """The hot-path constructor builds exactly what pydantic validation builds (pins internals)."""
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    fields = {
+        "run_id": "r",
+        "seq": 3,
+        "key": "0/1:2",
+        "kind": EventKind.LLM,
+        "name": "ask",
+        "fingerprint": "ab",
+        "status": EventStatus.COMPLETED,
+        "attempt": 2,
+        "payload": b'"x"',
+        "created_at": moment,
+        "args": b'{"args":{}}',
+    }
+    trusted = trusted_event(**fields)
+    validated = Event(**fields)
+    assert trusted == validated and hash(trusted) == hash(validated)
+    assert trusted.model_dump_json() == validated.model_dump_json()
+    assert trusted.model_fields_set == validated.model_fields_set
+    with pytest.raises(ValidationError):
+        trusted.seq = 4  # frozen like any Event
+
+
+def test_sqlite_migrates_a_version_1_journal(tmp_path: Path) -> None:
+    """A journal written by schema 1 (no `args` column) opens, keeps its rows and takes new ones."""
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, workflow TEXT, inputs BLOB,
+            inputs_fingerprint TEXT, status TEXT NOT NULL, result BLOB, error BLOB, owner TEXT,
+            owner_token TEXT, parent_run_id TEXT, fork_seq INTEGER,
+            resumes INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, finished_at REAL);
+        CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL,
+            kind TEXT NOT NULL, name TEXT NOT NULL, fingerprint TEXT NOT NULL,
+            status TEXT NOT NULL, attempt INTEGER NOT NULL, payload BLOB,
+            created_at REAL NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+        INSERT INTO runs (run_id, status, created_at, updated_at) VALUES ('old', 'running', 1, 1);
+        INSERT INTO events VALUES ('old', 1, '0:1', 'step', 'f', 'ab', 'completed', 1, X'31', 1);
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    store = SQLiteStore(path)
+    (old,) = store.read_events("old")
+    assert old.payload == b"1" and old.args is None
+    store.claim("old", _owner(), resuming=True)
+    store.append("old", "t1", [_event(2).model_copy(update={"run_id": "old", "args": b"{}"})])
+    assert [e.args for e in store.read_events("old")] == [None, b"{}"]
+    store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from .._errors import LeaseLost, RunNotFound
-from .._events import Event, Owner, Run, RunStatus
+from .._events import Event, EventRow, Owner, Run, RunStatus
 from ._ownership import check_claim
 
 
@@ -107,6 +107,22 @@ class MemoryStore:
 
     def read_events(self, run_id: str) -> list[Event]:
         return list(self._events.get(run_id, ()))
+
+    def read_rows(self, run_id: str) -> list[EventRow]:
+        return [
+            (
+                e.seq,
+                e.key,
+                e.kind.value,
+                e.name,
+                e.fingerprint,
+                e.status.value,
+                e.attempt,
+                e.payload,
+                e.args,
+            )
+            for e in self._events.get(run_id, ())
+        ]
 
     def finish(
         self,

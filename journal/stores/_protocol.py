@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from .._events import Event, Owner, Run, RunStatus
+from .._events import Event, EventRow, Owner, Run, RunStatus
 
 
 @runtime_checkable
@@ -60,6 +60,10 @@ class JournalStore(Protocol):
 
     def read_events(self, run_id: str) -> list[Event]:
         """All events of the run in `seq` order, in one read."""
+        ...
+
+    def read_rows(self, run_id: str) -> list[EventRow]:
+        """The same events as plain `EventRow` tuples: the replay engine's fast path."""
         ...
 
     def finish(

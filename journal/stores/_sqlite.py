@@ -16,10 +16,19 @@ from typing import Any, Literal
 import sqlite_utils
 
 from .._errors import JournalUnavailable, LeaseLost, RunNotFound
-from .._events import Event, EventKind, EventStatus, Owner, Run, RunStatus
+from .._events import (
+    Event,
+    EventKind,
+    EventRow,
+    EventStatus,
+    Owner,
+    Run,
+    RunStatus,
+    trusted_event,
+)
 from ._ownership import check_claim
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Durability = Literal["normal", "full"]
 
 _SCHEMA = """
@@ -52,6 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
     attempt INTEGER NOT NULL,
     payload BLOB,
     created_at REAL NOT NULL,
+    args BLOB,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_are_append_only_update BEFORE UPDATE ON events
@@ -60,11 +70,18 @@ CREATE TRIGGER IF NOT EXISTS events_are_append_only_delete BEFORE DELETE ON even
 BEGIN SELECT RAISE(ABORT, 'journal events are append-only'); END;
 """
 
+# Each schema version's upgrade from the one before; applied in order inside one transaction.
+_MIGRATIONS = {
+    2: ["ALTER TABLE events ADD COLUMN args BLOB"],
+}
+
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, seq, key, kind, name, fingerprint, status, attempt, payload,"
-    " created_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " created_at, args) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
     " WHERE (SELECT owner_token FROM runs WHERE run_id = ?) = ?"
 )
+_KINDS = {kind.value: kind for kind in EventKind}
+_STATUSES = {status.value: status for status in EventStatus}
 _RUN_COLUMNS = (
     "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
     " fork_seq, resumes, created_at, updated_at, finished_at"
@@ -126,11 +143,22 @@ class SQLiteStore:
         conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";\n"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
+            try:
+                # Re-read under the write lock: another process may have migrated meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    for statement in _SCHEMA.split(";\n"):
+                        if statement.strip():
+                            conn.execute(statement)
+                else:
+                    for step in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[step]:
+                            conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -299,6 +327,7 @@ class SQLiteStore:
                 event.attempt,
                 event.payload,
                 event.created_at.timestamp(),
+                event.args,
                 run_id,
                 token,
             )
@@ -319,26 +348,36 @@ class SQLiteStore:
     def read_events(self, run_id: str) -> list[Event]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, created_at"
+                "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, created_at,"
+                " args FROM events WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        kinds, statuses, moment = _KINDS, _STATUSES, datetime.fromtimestamp
+        return [
+            trusted_event(
+                run_id,
+                seq,
+                key,
+                kinds[kind],
+                name,
+                fp,
+                statuses[status],
+                attempt,
+                payload,
+                moment(created, UTC),
+                args,
+            )
+            for seq, key, kind, name, fp, status, attempt, payload, created, args in rows
+        ]
+
+    def read_rows(self, run_id: str) -> list[EventRow]:
+        with self._lock:
+            rows: list[EventRow] = self._conn.execute(
+                "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, args"
                 " FROM events WHERE run_id = ? ORDER BY seq",
                 (run_id,),
             ).fetchall()
-        construct = Event.model_construct
-        return [
-            construct(
-                run_id=run_id,
-                seq=seq,
-                key=key,
-                kind=EventKind(kind),
-                name=name,
-                fingerprint=fp,
-                status=EventStatus(status),
-                attempt=attempt,
-                payload=payload,
-                created_at=datetime.fromtimestamp(created, UTC),
-            )
-            for seq, key, kind, name, fp, status, attempt, payload, created in rows
-        ]
+        return rows
 
     def close(self) -> None:
         with self._lock:
