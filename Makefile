@@ -20,7 +20,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/python examples/quickstart.py
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev lint
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-dev

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journal import EventStatus, Journal, MemoryStore
+from journal import Journal, MemoryStore
 from replay import run, run_with_summary, step
 
 delays: dict[int, int] = {}
