@@ -32,7 +32,7 @@ from journal import (
 from journal.stores._ownership import HOSTNAME
 
 from ._context import TaskScope, current_scope, install_task_factory, uninstall_task_factory
-from ._errors import NotJournalable, ReplayError
+from ._errors import NotJournalable, OwnershipLost, ReplayError
 from ._log import get_logger
 from ._session import Mode, OnDivergence, RunSummary, Session, rebuild_error
 
@@ -202,8 +202,7 @@ class _Sitting:
             self.journal.store.finish(self.run_id, self.token, status, result=result, error=error)
         except LeaseLost as exc:
             session.write_error = exc
-            session.flush()
-            raise
+            raise OwnershipLost(str(exc)) from exc
         self.finished = True
 
 

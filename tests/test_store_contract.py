@@ -337,3 +337,34 @@ def test_sqlite_migrates_a_version_1_journal(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+OPENER = """
+import sys, time
+from journal import Journal
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+Journal(sys.argv[1]).close()
+"""
+
+
+def test_sqlite_many_processes_can_create_one_new_journal_at_once(tmp_path: Path) -> None:
+    """Workers started together on a fresh file all open it (switching to WAL waits its turn)."""
+    import time
+
+    script = tmp_path / "opener.py"
+    script.write_text(OPENER)
+    for trial in range(3):
+        path = tmp_path / f"fresh-{trial}.db"
+        start = time.time() + 0.8
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(path), str(start)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        errors = [proc.communicate(timeout=60)[1] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0] * 4, errors

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +97,23 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """`PRAGMA journal_mode = WAL`, waiting out other processes opening the same new file.
+
+    Changing the journal mode needs the database to itself, and SQLite's busy handler does
+    not cover it: two processes creating one journal at once would otherwise see "locked".
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _owner_json(owner: Owner | None) -> str | None:
     return None if owner is None else owner.model_dump_json()
 
@@ -139,7 +157,7 @@ class SQLiteStore:
                 f"{self.path} is an SQLite database but not a journal (it has tables "
                 f"{sorted(tables)}). Fix: use a separate file for the journal."
             )
-        conn.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
