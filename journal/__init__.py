@@ -11,6 +11,7 @@ from ._errors import (
     ValueNotJournalable,
 )
 from ._events import Event, EventKind, EventStatus, Owner, Run, RunStatus
+from ._inspect import RunDigest, TimelineEntry, parse_since
 from ._journal import Journal
 from .stores import JournalStore, MemoryStore, SQLiteStore
 
@@ -28,12 +29,15 @@ __all__ = [
     "RecordedError",
     "Run",
     "RunConflict",
+    "RunDigest",
     "RunLocked",
     "RunNotFound",
     "RunStatus",
     "SQLiteStore",
+    "TimelineEntry",
     "ValueCodec",
     "ValueNotJournalable",
     "canonical_json",
     "fingerprint",
+    "parse_since",
 ]

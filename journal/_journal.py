@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from ._errors import JournalUnavailable, RunNotFound
 from ._events import Event, Run, RunStatus
+from ._inspect import RunDigest, TimelineEntry, digest, timeline
 from .stores import JournalStore, MemoryStore, SQLiteStore
 from .stores._sqlite import Durability
 
@@ -88,6 +90,28 @@ class Journal:
         """Every event of the run, in the order it was appended."""
         self.run(run_id)
         return self.store.read_events(run_id)
+
+    def digests(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        workflow: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = 50,
+    ) -> list[RunDigest]:
+        """Runs, newest first, each with its step count and duration (`journal runs`)."""
+        digests = []
+        for run in self.runs(status=status, workflow=workflow, limit=None):
+            if since is not None and run.created_at < since:
+                break  # newest first: every later run is older still
+            digests.append(digest(run, self.store.read_events(run.run_id)))
+            if limit is not None and len(digests) >= limit:
+                break
+        return digests
+
+    def timeline(self, run_id: str) -> list[TimelineEntry]:
+        """The run's events in order, with task depth and step durations (`journal show`)."""
+        return timeline(self.events(run_id))
 
     def _nearest_hint(self, run_id: str) -> str:
         known = [run.run_id for run in self.store.list_runs(limit=200)]

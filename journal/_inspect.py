@@ -1,0 +1,126 @@
+"""Read-side views of a journal: a digest per run, a timeline per run. What `journal runs` and
+`journal show` print, available from Python as `Journal.digests()` and `Journal.timeline()`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from ._events import Event, EventKind, EventStatus, Run
+
+_OUTCOMES = (EventStatus.COMPLETED, EventStatus.FAILED)
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """`30m`, `2h`, `7d`, `1w` before now, or an ISO date/time (UTC unless it says otherwise)."""
+    match = _AGE.match(text.strip())
+    if match:
+        amount, unit = match.groups()
+        return (now or datetime.now(UTC)) - timedelta(**{_AGE_UNITS[unit]: float(amount)})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"cannot read {text!r} as a time. Expected an age such as 30m, 2h, 7d, 1w, "
+            "or an ISO date such as 2026-11-25 or 2026-11-25T14:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RunDigest:
+    """One line about a run: the run and what its journal holds."""
+
+    run: Run
+    steps: int
+    """Step keys with a final outcome (completed or failed)."""
+    events: int
+    duration: timedelta
+    """Creation to finish, or to the last update for a run that has not finished."""
+
+    def as_json(self) -> dict[str, Any]:
+        run = self.run
+        return {
+            "run_id": run.run_id,
+            "workflow": run.workflow,
+            "status": run.status.value,
+            "steps": self.steps,
+            "events": self.events,
+            "started": run.created_at.isoformat(),
+            "duration_seconds": round(self.duration.total_seconds(), 6),
+            "resumes": run.resumes,
+            "owner": None if run.owner is None else run.owner.model_dump(mode="json"),
+        }
+
+
+def digest(run: Run, events: list[Event]) -> RunDigest:
+    outcomes = {e.key for e in events if e.status in _OUTCOMES and e.kind is not EventKind.FORK}
+    end = run.finished_at or run.updated_at
+    return RunDigest(run, len(outcomes), len(events), max(end - run.created_at, timedelta(0)))
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One event on a run's timeline, with what a reader wants next to it."""
+
+    event: Event
+    depth: int
+    """How many tasks deep the step ran: 0 for the workflow's own task."""
+    duration: timedelta | None
+    """For an outcome: time since the same attempt's `started` row (None if it had none)."""
+
+    @property
+    def payload_size(self) -> int:
+        return len(self.event.payload or b"") + len(self.event.args or b"")
+
+    def as_json(self, *, payloads: bool = False) -> dict[str, Any]:
+        e = self.event
+        entry: dict[str, Any] = {
+            "seq": e.seq,
+            "key": e.key,
+            "kind": e.kind.value,
+            "name": e.name,
+            "status": e.status.value,
+            "attempt": e.attempt,
+            "at": e.created_at.isoformat(),
+            "duration_seconds": None
+            if self.duration is None
+            else round(self.duration.total_seconds(), 6),
+            "payload_bytes": self.payload_size,
+            "fingerprint": e.fingerprint,
+        }
+        if payloads:
+            entry["payload"] = _json_or_text(e.payload)
+            entry["arguments"] = e.call_arguments()
+        return entry
+
+
+def timeline(events: list[Event]) -> list[TimelineEntry]:
+    started: dict[tuple[str, int], datetime] = {}
+    entries = []
+    for event in events:
+        duration = None
+        if event.status is EventStatus.STARTED:
+            started[(event.key, event.attempt)] = event.created_at
+        else:
+            begun = started.pop((event.key, event.attempt), None)
+            if begun is not None:
+                duration = event.created_at - begun
+        depth = event.key.rpartition(":")[0].count("/")
+        entries.append(TimelineEntry(event, depth, duration))
+    return entries
+
+
+def _json_or_text(payload: bytes | None) -> Any:
+    if payload is None:
+        return None
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload.decode(errors="replace")

@@ -1,0 +1,162 @@
+"""The `journal` command: each subcommand through typer's runner, and the installed script."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from journal import Journal
+from replay import run, step
+from replay._cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+class Stop(BaseException):
+    pass
+
+
+@step(kind="tool")
+async def fetch(page: int) -> str:
+    await asyncio.sleep(0.001 * page)
+    return f"page {page}"
+
+
+@step(kind="llm")
+async def summarise(text: str) -> str:
+    if text == "stop":
+        raise Stop
+    return text.upper()
+
+
+async def crawl(pages: int) -> str:
+    found = await asyncio.gather(*(fetch(p) for p in range(pages)))
+    return await summarise(" ".join(found))
+
+
+async def halted() -> str:
+    return await summarise("stop")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "journal.db"
+    with Journal(path) as j:
+        asyncio.run(run(crawl, 2, journal=j, run_id="crawl-old"))
+        asyncio.run(run(crawl, 3, journal=j, run_id="crawl-new"))
+        with contextlib.suppress(Stop):
+            asyncio.run(run(halted, journal=j, run_id="halted"))
+    return path
+
+
+def test_runs_lists_newest_first_with_counts(db: Path) -> None:
+    """`journal runs` shows every run, newest first, with its status and step count."""
+    result = runner.invoke(app, ["runs", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].split()[:3] == ["run", "workflow", "status"]
+    assert [line.split()[0] for line in lines[1:]] == ["halted", "crawl-new", "crawl-old"]
+    assert re.search(r"crawl-new\s+tests\.test_cli:crawl\s+completed\s+4\b", result.output)
+
+
+def test_runs_filters_and_json(db: Path) -> None:
+    """--status, --workflow, --limit and --since narrow the list; --json is machine-readable."""
+    result = runner.invoke(app, ["runs", "--db", str(db), "--status", "running", "--json"])
+    assert result.exit_code == 0, result.output
+    (only,) = json.loads(result.output)
+    assert only["run_id"] == "halted" and only["status"] == "running" and only["steps"] == 0
+    result = runner.invoke(
+        app, ["runs", "--db", str(db), "--workflow", "tests.test_cli:crawl", "--limit", "1"]
+    )
+    assert "crawl-new" in result.output and "crawl-old" not in result.output
+    recent = runner.invoke(app, ["runs", "--db", str(db), "--since", "1h", "--json"])
+    assert len(json.loads(recent.output)) == 3
+    future = runner.invoke(app, ["runs", "--db", str(db), "--since", "2999-01-01", "--json"])
+    assert json.loads(future.output) == []
+
+
+def test_show_prints_the_timeline_indented_by_task(db: Path) -> None:
+    """`journal show RUN`: one line per event; child-task keys are indented under the workflow."""
+    result = runner.invoke(app, ["show", "crawl-new", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "crawl-new" in result.output and "completed" in result.output
+    assert re.search(r"^\s+\d+\s{4}0/1:1\s+tool\s+fetch\s+started", result.output, re.M)
+    assert re.search(r"^\s+\d+\s{2}0:1\s+llm\s+summarise\s+completed", result.output, re.M)
+
+
+def test_show_step_and_payloads(db: Path) -> None:
+    """--step KEY shows one step whole, with its arguments and recorded value."""
+    result = runner.invoke(app, ["show", "crawl-new", "--db", str(db), "--step", "0:1", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    (event,) = shown["events"]
+    assert event["arguments"] == {"text": "page 0 page 1 page 2"}
+    assert event["payload"] == "PAGE 0 PAGE 1 PAGE 2"
+    text = runner.invoke(app, ["show", "crawl-new", "--db", str(db), "--payloads"])
+    assert '"PAGE 0 PAGE 1 PAGE 2"' in text.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "nope"], "No run 'nope'"),
+        (["show", "crawl-new", "--step", "9:9"], "has no step '9:9'"),
+        (["runs", "--status", "done"], "unknown status 'done'"),
+        (["runs", "--since", "yesterday"], "cannot read 'yesterday' as a time"),
+    ],
+)
+def test_bad_input_exits_1_with_the_fix(db: Path, args: list[str], message: str) -> None:
+    """Unknown runs, steps and option values are errors that say what was expected."""
+    result = runner.invoke(app, [*args, "--db", str(db)])
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_a_missing_journal_is_not_created(tmp_path: Path) -> None:
+    """Reading commands never create a database where none was."""
+    missing = tmp_path / "nowhere.db"
+    result = runner.invoke(app, ["runs", "--db", str(missing)])
+    assert result.exit_code == 1 and "no journal at" in result.output
+    assert not missing.exists()
+
+
+def test_installed_script_runs_and_every_command_is_documented(db: Path) -> None:
+    """The `journal` script works as installed, and each command has help and a docs entry."""
+    script = Path(sys.executable).with_name("journal")
+    result = subprocess.run(
+        [str(script), "runs", "--db", str(db), "--json"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 3
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    for command in app.registered_commands:
+        name = command.name or ""
+        assert command.callback is not None and command.callback.__doc__, name
+        assert f"## journal {name}" in docs, f"docs/cli.md has no section for `journal {name}`"
+    usage = runner.invoke(app, ["nonsense"])
+    assert usage.exit_code == 2
+
+
+def test_parse_since_reads_ages_and_dates() -> None:
+    """Ages count back from now; ISO dates without a zone are UTC; anything else is refused."""
+    from datetime import UTC, datetime, timedelta
+
+    from journal import parse_since
+
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert parse_since("30m", now=now) == now - timedelta(minutes=30)
+    assert parse_since("1.5h", now=now) == now - timedelta(hours=1.5)
+    assert parse_since("2w", now=now) == now - timedelta(weeks=2)
+    assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_since("2026-11-01T08:00+01:00").utcoffset() == timedelta(hours=1)
+    with pytest.raises(ValueError, match="30m, 2h, 7d"):
+        parse_since("last tuesday")
