@@ -9,6 +9,7 @@ Everything a workflow may do durably, in one place:
                     journaled clock, ids, randomness and durable sleep
     as_completed    asyncio.as_completed whose completion order replays as it happened live
     idempotency_key the `run_id:key` of the live step, stable across crash and retry
+    replay_run      re-run a recorded run offline with its own workflow and inputs
 """
 
 from journal import RunConflict, RunLocked, RunNotFound
@@ -24,6 +25,7 @@ from ._errors import (
     StepFailed,
 )
 from ._ordering import as_completed
+from ._rerun import replay_run
 from ._run import JournaledRun, RunOutcome, journaled, run, run_with_summary
 from ._session import RunSummary
 from ._steps import RetryPolicy, idempotency_key, step
@@ -48,6 +50,7 @@ __all__ = [
     "journaled",
     "now",
     "random",
+    "replay_run",
     "run",
     "run_with_summary",
     "sleep",

@@ -1,11 +1,13 @@
 """The `journal` command: a thin coat over `Journal` methods (every command has a Python twin).
 
 Exit codes: 0 success; 1 the journal said no (unknown run, unreadable or missing database,
-bad value for an option); 2 bad usage (unknown option, missing argument).
+bad value for an option); 2 bad usage (unknown option, missing argument); 3 `journal replay`
+found that the run no longer reproduces (a changed call, a missing step, another result).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -231,6 +233,61 @@ def show_command(
 def _pretty(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 200 else json.dumps(value, indent=2, ensure_ascii=False)
+
+
+@app.command("replay")
+def replay_command(
+    run_id: Annotated[str, typer.Argument(help="The run to replay.", show_default=False)],
+    db: DbOption = None,
+    entry: Annotated[
+        str | None,
+        typer.Option(
+            help="The workflow to run instead of the recorded one: module:function or "
+            "path/to/file.py:function (needed for runs recorded by a script)."
+        ),
+    ] = None,
+) -> None:
+    """Re-run a recorded run offline against its journal; exit 3 if it no longer reproduces."""
+    from ._errors import FrontierReached, NonDeterminismError
+    from ._rerun import replay_run
+
+    console = _console()
+    with _open(db) as journal:
+        try:
+            outcome = asyncio.run(replay_run(journal, run_id, entry=entry))
+        except (NonDeterminismError, FrontierReached) as exc:
+            _console_err().print(f"[bold red]does not reproduce:[/] {escape(str(exc))}")
+            raise typer.Exit(3) from None
+        except JournalError as exc:
+            _fail(str(exc))
+        except Exception as exc:  # the workflow failed where the recording did not
+            recorded = journal.run(run_id)
+            if recorded.status is RunStatus.FAILED:
+                console.print(f"reproduced the recorded failure: {type(exc).__name__}: {exc}")
+                return
+            _console_err().print(
+                f"[bold red]does not reproduce:[/] the workflow raised "
+                f"{escape(type(exc).__name__)}: {escape(str(exc))}, the recording "
+                f"{escape(recorded.status.value)}"
+            )
+            raise typer.Exit(3) from None
+    summary = outcome.summary
+    if summary.result_matches_recorded is False:
+        _console_err().print(
+            "[bold red]does not reproduce:[/] every step was served, but the result differs "
+            f"from the recorded one.\n  now: {escape(repr(outcome.result))}"
+        )
+        raise typer.Exit(3)
+    console.print(f"[green]reproduced[/]: {escape(str(summary))}")
+    if summary.unconsumed:
+        console.print(
+            f"note: {len(summary.unconsumed)} recorded steps were never asked for: "
+            + ", ".join(summary.unconsumed[:10])
+        )
+
+
+def _console_err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

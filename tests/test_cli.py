@@ -47,6 +47,19 @@ async def halted() -> str:
     return await summarise("stop")
 
 
+suffix = {"text": "", "query": "q"}
+
+
+@step(kind="tool")
+async def lookup(query: str) -> int:
+    return len(query)
+
+
+async def answer(question: str) -> str:
+    found = await lookup(question + suffix["query"])
+    return f"{question}={found}{suffix['text']}"
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "journal.db"
@@ -160,3 +173,53 @@ def test_parse_since_reads_ages_and_dates() -> None:
     assert parse_since("2026-11-01T08:00+01:00").utcoffset() == timedelta(hours=1)
     with pytest.raises(ValueError, match="30m, 2h, 7d"):
         parse_since("last tuesday")
+
+
+def test_replay_reproduces_a_recorded_run(db: Path) -> None:
+    """`journal replay RUN` imports the recorded workflow and re-runs it offline: exit 0."""
+    result = runner.invoke(app, ["replay", "crawl-new", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "reproduced" in result.output and "4 served from the journal" in result.output
+
+
+def test_replay_exits_3_with_the_divergence_when_code_changed(tmp_path: Path) -> None:
+    """A changed call is reported with the recorded and new call; a changed result too."""
+    path = tmp_path / "j.db"
+    with Journal(path) as j:
+        asyncio.run(run(answer, "why", journal=j, run_id="a-1"))
+    try:
+        suffix["query"] = "?"
+        changed = runner.invoke(app, ["replay", "a-1", "--db", str(path)])
+        assert changed.exit_code == 3
+        assert "does not reproduce" in changed.output
+        assert "query: 'whyq' -> 'why?'" in changed.output
+        suffix.update(query="q", text="!")
+        different = runner.invoke(app, ["replay", "a-1", "--db", str(path)])
+        assert different.exit_code == 3
+        assert "result differs" in different.output and "why=4!" in different.output
+    finally:
+        suffix.update(query="q", text="")
+
+
+def test_replay_of_a_script_run_needs_an_entry(tmp_path: Path) -> None:
+    """A run recorded by a script names `__main__`: the error says to pass --entry."""
+    script = tmp_path / "agent.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from journal import Journal\n"
+        "from replay import run, step\n"
+        "@step\n"
+        "async def double(n: int) -> int:\n"
+        "    return 2 * n\n"
+        "async def agent(n: int) -> int:\n"
+        "    return await double(n)\n"
+        "if __name__ == '__main__':\n"
+        "    print(asyncio.run(run(agent, 21, journal=Journal(sys.argv[1]), run_id='s-1')))\n"
+    )
+    path = tmp_path / "j.db"
+    subprocess.run([sys.executable, str(script), str(path)], check=True, capture_output=True)
+    needs = runner.invoke(app, ["replay", "s-1", "--db", str(path)])
+    assert needs.exit_code == 1 and "--entry path/to/script.py:agent" in needs.output
+    done = runner.invoke(app, ["replay", "s-1", "--db", str(path), "--entry", f"{script}:agent"])
+    assert done.exit_code == 0, done.output
+    assert "1 served from the journal" in done.output

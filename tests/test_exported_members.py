@@ -34,6 +34,7 @@ def test_replay_exports() -> None:
             "journaled",
             "now",
             "random",
+            "replay_run",
             "run",
             "run_with_summary",
             "sleep",

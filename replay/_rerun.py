@@ -1,0 +1,113 @@
+"""Re-running a recorded run from what the journal says about it: its workflow and inputs.
+
+What `journal replay RUN` does, for Python callers: find the workflow by its recorded import
+path (or an explicit entry), rebuild the inputs with the workflow's own parameter types, and
+replay it against the journal, offline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+import typing
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter
+
+from journal import Journal, JournalError
+
+from ._run import RunOutcome, run_with_summary
+
+
+class WorkflowNotFound(JournalError):
+    """The workflow a run recorded cannot be imported here."""
+
+
+def load_workflow(entry: str) -> Callable[..., Awaitable[Any]]:
+    """The function named by `module:qualname` or `path/to/file.py:qualname`.
+
+    A file is imported under its own name, so its `if __name__ == "__main__":` block does not run.
+    """
+    target, sep, qualname = entry.rpartition(":")
+    if not sep or not target or not qualname:
+        raise WorkflowNotFound(
+            f"cannot read {entry!r} as a workflow. Expected module:function or "
+            "path/to/file.py:function."
+        )
+    try:
+        if target.endswith(".py"):
+            path = Path(target).resolve()
+            if not path.exists():
+                raise FileNotFoundError(path)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules.setdefault(path.stem, module)
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and "." not in sys.path:
+                sys.path.insert(0, "")  # like `python -m`: the working directory's modules
+            module = importlib.import_module(target)
+    except (ImportError, FileNotFoundError) as exc:
+        raise WorkflowNotFound(
+            f"cannot import {target!r} for workflow {entry!r}: {exc}. Fix: run from the "
+            "directory your code imports from, or pass --entry module:function "
+            "(or path/to/file.py:function)."
+        ) from exc
+    found: Any = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            raise WorkflowNotFound(f"{target!r} has no {qualname!r} (from {entry!r}).")
+    if not inspect.iscoroutinefunction(found):
+        raise WorkflowNotFound(f"{entry!r} is not an async function.")
+    return typing.cast(Callable[..., Awaitable[Any]], found)
+
+
+def recorded_inputs(
+    workflow: Callable[..., Any], inputs: bytes | None
+) -> tuple[list[Any], dict[str, Any]]:
+    """The recorded arguments, each rebuilt as the type its parameter declares."""
+    recorded = orjson.loads(inputs or b'{"args": [], "kwargs": {}}')
+    args, kwargs = list(recorded.get("args", [])), dict(recorded.get("kwargs", {}))
+    try:
+        hints = typing.get_type_hints(workflow)
+        bound = inspect.signature(workflow).bind(*args, **kwargs)
+    except (TypeError, NameError):
+        return args, kwargs
+    for name, value in list(bound.arguments.items()):
+        if name in hints:
+            bound.arguments[name] = TypeAdapter(hints[name]).validate_python(value)
+    return list(bound.args), dict(bound.kwargs)
+
+
+async def replay_run(journal: Journal, run_id: str, *, entry: str | None = None) -> RunOutcome[Any]:
+    """Replay the recorded run `run_id` offline with its own workflow and inputs.
+
+    Raises what replay raises: `NonDeterminismError` at the first changed call,
+    `FrontierReached` if the code asks for more than was recorded. The outcome's
+    `summary.result_matches_recorded` says whether the result came out the same.
+    """
+    run = journal.run(run_id)
+    if entry is None:
+        if run.workflow is None:
+            raise WorkflowNotFound(
+                f"run {run_id!r} was recorded by a journaled(...) block, which names no "
+                "workflow. Fix: pass entry='module:function' to replay it with."
+            )
+        entry = run.workflow
+        if entry.startswith("__main__:"):
+            raise WorkflowNotFound(
+                f"run {run_id!r} was recorded by a script ({entry}). Fix: pass "
+                f"--entry path/to/script.py:{entry.partition(':')[2]}."
+            )
+    workflow = load_workflow(entry)
+    args, kwargs = recorded_inputs(workflow, run.inputs)
+    return await run_with_summary(
+        workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id, mode="replay"
+    )
