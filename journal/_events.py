@@ -107,6 +107,20 @@ class Event(BaseModel):
     args: bytes | None = None
     """On an outcome row with no `started` row before it: the call's arguments and site."""
 
+    def as_row(self) -> EventRow:
+        """The event as the plain tuple `JournalStore.read_rows` returns."""
+        return (
+            self.seq,
+            self.key,
+            self.kind.value,
+            self.name,
+            self.fingerprint,
+            self.status.value,
+            self.attempt,
+            self.payload,
+            self.args,
+        )
+
     def call_arguments(self) -> dict[str, Any] | None:
         """The call's canonical arguments, if this row records the start of its attempt."""
         recorded = self.payload if self.status is EventStatus.STARTED else self.args
@@ -122,6 +136,10 @@ fingerprint, status, attempt, payload, args)`, kind and status as their string v
 
 Replaying a long run reads every row; plain tuples keep that at the cost of the query itself.
 """
+
+KIND_BY_VALUE = {kind.value: kind for kind in EventKind}
+STATUS_BY_VALUE = {status.value: status for status in EventStatus}
+"""Row text back to enum members: a dict lookup is ~20x cheaper than calling the enum."""
 
 _EVENT_FIELDS = frozenset(Event.model_fields)
 _new = object.__new__

@@ -35,7 +35,7 @@ from journal import (
     LeaseLost,
     RecordedError,
 )
-from journal._events import EventRow, trusted_event
+from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow, trusted_event
 
 from ._errors import (
     CallDescription,
@@ -57,9 +57,7 @@ Mode = Literal["resume", "replay"]
 OnDivergence = Literal["raise", "fork"]
 
 
-_KINDS = {kind.value: kind for kind in EventKind}
 _COMPLETED, _FAILED = EventStatus.COMPLETED, EventStatus.FAILED
-_STATUSES = {status.value: status for status in EventStatus}
 
 
 class Recorded:
@@ -78,48 +76,31 @@ class Recorded:
         "status",
     )
 
-    def __init__(
-        self,
-        key: str,
-        kind: EventKind,
-        name: str,
-        fingerprint: str,
-        status: EventStatus,
-        attempt: int,
-        first_seq: int,
-        row: EventRow,
-    ) -> None:
-        self.key = key
-        self.kind = kind
-        self.name = name
-        self.fingerprint = fingerprint
-        self.status = status
-        self.attempt = attempt
-        self.first_seq = first_seq
+    def __init__(self, first: EventRow) -> None:
+        self.first_seq, self.key, kind, self.name, self.fingerprint = first[:5]
+        self.kind = KIND_BY_VALUE[kind]
         self.args_payload: bytes | None = None
         self.payload: bytes | None = None
-        self.rows = [row]
+        self.rows: list[EventRow] = []
         """The key's rows, carried over when a fork cuts the journal before it."""
+        self.apply(first)
 
-    @property
-    def finished(self) -> bool:
-        return self.status is EventStatus.COMPLETED or self.status is EventStatus.FAILED
-
-
-def _from_row(row: EventRow) -> Recorded:
-    seq, key, kind, name, fp, status_text, attempt, payload, args = row
-    entry = Recorded(key, _KINDS[kind], name, fp, _STATUSES[status_text], attempt, seq, row)
-    if entry.status is EventStatus.STARTED:
-        entry.args_payload = payload
-    else:
-        entry.payload = payload
-        entry.args_payload = args
-    return entry
+    def apply(self, row: EventRow) -> None:
+        """Fold the key's next row in: the latest status and attempt, arguments and value."""
+        self.rows.append(row)
+        self.status = STATUS_BY_VALUE[row[5]]
+        self.attempt = row[6]
+        if self.status is EventStatus.STARTED:
+            self.args_payload = row[7]
+        else:
+            self.payload = row[7]
+            if row[8] is not None:
+                self.args_payload = row[8]
 
 
 def as_recorded(entry: Recorded | EventRow) -> Recorded:
     """The full view of a folded entry (a key with one row is kept as that row)."""
-    return _from_row(entry) if isinstance(entry, tuple) else entry
+    return Recorded(entry) if isinstance(entry, tuple) else entry
 
 
 def fold_rows(rows: Sequence[EventRow]) -> dict[str, Recorded | EventRow]:
@@ -140,7 +121,6 @@ def fold_rows(rows: Sequence[EventRow]) -> dict[str, Recorded | EventRow]:
             for row in rows
             if row[2] != fork and not any(lo <= row[0] < hi for lo, hi in superseded)
         ]
-    statuses, started = _STATUSES, EventStatus.STARTED
     recorded: dict[str, Recorded | EventRow] = {}
     get = recorded.get
     for row in rows:
@@ -148,19 +128,11 @@ def fold_rows(rows: Sequence[EventRow]) -> dict[str, Recorded | EventRow]:
         entry = get(key)
         if entry is None:
             recorded[key] = row
-            continue
-        if isinstance(entry, tuple):
-            entry = recorded[key] = _from_row(entry)
-        status = statuses[row[5]]
-        entry.status = status
-        entry.attempt = row[6]
-        entry.rows.append(row)
-        if status is started:
-            entry.args_payload = row[7]
+        elif isinstance(entry, tuple):
+            folded = recorded[key] = Recorded(entry)
+            folded.apply(row)
         else:
-            entry.payload = row[7]
-            if row[8] is not None:
-                entry.args_payload = row[8]
+            entry.apply(row)
     return recorded
 
 
@@ -293,7 +265,7 @@ class Session:
                 self.served += 1
                 self.served_keys.append(found)
                 return found
-            found = self.recorded[key] = _from_row(found)
+            found = self.recorded[key] = Recorded(found)
         entry = found
         if entry is not None and (entry.fingerprint != fp or entry.name != spec.name):
             entry = self._diverged(spec, key, entry, args_payload, site_depth + 1)
@@ -379,10 +351,10 @@ class Session:
             events.append(
                 self._event(
                     old_key,
-                    _KINDS[kind],
+                    KIND_BY_VALUE[kind],
                     name,
                     fp,
-                    _STATUSES[status],
+                    STATUS_BY_VALUE[status],
                     attempt,
                     payload,
                     args,

@@ -109,20 +109,7 @@ class MemoryStore:
         return list(self._events.get(run_id, ()))
 
     def read_rows(self, run_id: str) -> list[EventRow]:
-        return [
-            (
-                e.seq,
-                e.key,
-                e.kind.value,
-                e.name,
-                e.fingerprint,
-                e.status.value,
-                e.attempt,
-                e.payload,
-                e.args,
-            )
-            for e in self._events.get(run_id, ())
-        ]
+        return [event.as_row() for event in self._events.get(run_id, ())]
 
     def finish(
         self,

@@ -18,10 +18,10 @@ import sqlite_utils
 
 from .._errors import JournalUnavailable, LeaseLost, RunNotFound
 from .._events import (
+    KIND_BY_VALUE,
+    STATUS_BY_VALUE,
     Event,
-    EventKind,
     EventRow,
-    EventStatus,
     Owner,
     Run,
     RunStatus,
@@ -81,8 +81,7 @@ _INSERT_EVENT = (
     " created_at, args) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
     " WHERE (SELECT owner_token FROM runs WHERE run_id = ?) = ?"
 )
-_KINDS = {kind.value: kind for kind in EventKind}
-_STATUSES = {status.value: status for status in EventStatus}
+
 _RUN_COLUMNS = (
     "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
     " fork_seq, resumes, created_at, updated_at, finished_at"
@@ -370,7 +369,7 @@ class SQLiteStore:
                 " args FROM events WHERE run_id = ? ORDER BY seq",
                 (run_id,),
             ).fetchall()
-        kinds, statuses, moment = _KINDS, _STATUSES, datetime.fromtimestamp
+        kinds, statuses, moment = KIND_BY_VALUE, STATUS_BY_VALUE, datetime.fromtimestamp
         return [
             trusted_event(
                 run_id,
