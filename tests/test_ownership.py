@@ -24,18 +24,17 @@ import pytest
 
 from journal import (
     Event,
-    EventKind,
     EventStatus,
     Journal,
     LeaseLost,
     Owner,
-    Run,
     RunLocked,
     RunStatus,
     SQLiteStore,
 )
 from journal.stores._ownership import HOSTNAME
 from replay import OwnershipLost, run, run_with_summary, step
+from tests.factories import dead_pid, make_event, make_owner, make_run
 
 WORKER = Path(__file__).parent / "workers" / "owner_worker.py"
 LOCKED_EXIT = 3
@@ -58,49 +57,9 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE
         time.sleep(0.005)
 
 
-def _owner(token: str, *, host: str = HOSTNAME, pid: int | None = None, ttl: float = 60) -> Owner:
-    now = datetime.now(UTC)
-    return Owner(
-        token=token,
-        host=host,
-        pid=os.getpid() if pid is None else pid,
-        since=now,
-        lease_expires_at=now + timedelta(seconds=ttl),
-    )
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def _event(run_id: str, seq: int, key: str) -> Event:
-    return Event(
-        run_id=run_id,
-        seq=seq,
-        key=key,
-        kind=EventKind.STEP,
-        name="forged",
-        fingerprint="ff",
-        status=EventStatus.COMPLETED,
-        attempt=1,
-        payload=b"1",
-        created_at=datetime.now(UTC),
-    )
-
-
-def _run_row(run_id: str) -> Run:
-    now = datetime.now(UTC)
-    return Run(
-        run_id=run_id,
-        workflow="app:wf",
-        inputs=b'{"args":[],"kwargs":{}}',
-        inputs_fingerprint="fp",
-        status=RunStatus.RUNNING,
-        created_at=now,
-        updated_at=now,
-    )
+def _forged(seq: int, key: str) -> Event:
+    """An event of run `r` that only its current owner may append."""
+    return make_event(seq, key, name="forged", payload=b"1")
 
 
 def _steal_after_expiry(db_path: Path, run_id: str, token: str) -> Owner:
@@ -114,7 +73,7 @@ def _steal_after_expiry(db_path: Path, run_id: str, token: str) -> Owner:
         while datetime.now(UTC) <= current.lease_expires_at:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        thief = _owner(token)
+        thief = make_owner(token)
         other.store.claim(run_id, thief, resuming=True)
     return thief
 
@@ -348,7 +307,7 @@ def test_live_lease_on_another_host_locks_the_run_until_it_expires(db_path: Path
         with pytest.raises(Interrupt):
             asyncio.run(run(wf, 1, journal=j, run_id="r"))
         assert j.run("r").owner is None
-        foreign = _owner("foreign", host="other-host", pid=_dead_pid(), ttl=3600)
+        foreign = make_owner("foreign", host="other-host", pid=dead_pid(), ttl=3600)
         j.store.claim("r", foreign, resuming=True)
         crash[0] = False
         recorded = j.events("r")
@@ -372,7 +331,11 @@ def test_live_lease_on_another_host_locks_the_run_until_it_expires(db_path: Path
         assert done.status is RunStatus.COMPLETED and done.owner is None
         assert done.resumes == 2  # the foreign claim and the takeover
         with pytest.raises(LeaseLost):
-            j.store.append("r", "foreign", [_event("r", len(j.events("r")) + 1, "0:9")])
+            j.store.append(
+                "r",
+                "foreign",
+                [_forged(len(j.events("r")) + 1, "0:9")],
+            )
         assert not j.store.heartbeat("r", "foreign", datetime.now(UTC) + timedelta(hours=1))
         assert j.run("r").owner is None
 
@@ -382,18 +345,32 @@ def test_stale_owner_is_fenced_out_after_a_takeover(db_path: Path) -> None:
     (A's lease expired), A's appends raise LeaseLost and write nothing (a whole batch), its
     heartbeat and finish are refused, its release leaves B in place, and B writes on."""
     with Journal(db_path) as setup:
-        setup.store.create_run(_run_row("r"))
+        setup.store.create_run(make_run("r"))
     a, b = SQLiteStore(db_path), SQLiteStore(db_path)
     try:
-        a.claim("r", _owner("a"), resuming=False)
-        a.append("r", "a", [_event("r", 1, "0:1"), _event("r", 2, "0:2")])
+        a.claim("r", make_owner("a"), resuming=False)
+        a.append(
+            "r",
+            "a",
+            [
+                _forged(1, "0:1"),
+                _forged(2, "0:2"),
+            ],
+        )
         with pytest.raises(RunLocked):  # A is alive and its lease runs: B must wait
-            b.claim("r", _owner("b"), resuming=True)
+            b.claim("r", make_owner("b"), resuming=True)
         assert a.heartbeat("r", "a", datetime.now(UTC) - timedelta(seconds=1))  # A stalls
 
-        b.claim("r", _owner("b"), resuming=True)
+        b.claim("r", make_owner("b"), resuming=True)
         with pytest.raises(LeaseLost, match="no longer owns"):
-            a.append("r", "a", [_event("r", 3, "0:3"), _event("r", 4, "0:4")])
+            a.append(
+                "r",
+                "a",
+                [
+                    _forged(3, "0:3"),
+                    _forged(4, "0:4"),
+                ],
+            )
         assert [e.seq for e in b.read_events("r")] == [1, 2]
         assert not a.heartbeat("r", "a", datetime.now(UTC) + timedelta(hours=1))
         with pytest.raises(LeaseLost):
@@ -403,9 +380,9 @@ def test_stale_owner_is_fenced_out_after_a_takeover(db_path: Path) -> None:
         assert current is not None and current.status is RunStatus.RUNNING
         assert current.owner is not None and current.owner.token == "b"
         with pytest.raises(RunLocked):  # and A cannot simply claim it back
-            a.claim("r", _owner("a"), resuming=True)
+            a.claim("r", make_owner("a"), resuming=True)
 
-        b.append("r", "b", [_event("r", 3, "0:3")])
+        b.append("r", "b", [_forged(3, "0:3")])
         assert [e.seq for e in a.read_events("r")] == [1, 2, 3]
         b.finish("r", "b", RunStatus.COMPLETED, result=b"1")
     finally:

@@ -21,8 +21,6 @@ from journal import (
     JournalUnavailable,
     LeaseLost,
     MemoryStore,
-    Owner,
-    Run,
     RunLocked,
     RunStatus,
     SQLiteStore,
@@ -30,6 +28,7 @@ from journal import (
 from journal._events import trusted_event
 from journal.stores._ownership import HOSTNAME
 from journal.stores._sqlite import SCHEMA_VERSION
+from tests.factories import dead_pid, make_event, make_owner, make_run
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -39,56 +38,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalSto
     s.close()
 
 
-def _run(run_id: str, created: datetime | None = None) -> Run:
-    now = created or datetime.now(UTC)
-    return Run(
-        run_id=run_id,
-        workflow="app:wf",
-        inputs=b'{"args":[],"kwargs":{}}',
-        inputs_fingerprint="fp",
-        status=RunStatus.RUNNING,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def _owner(
-    token: str = "t1", *, host: str = HOSTNAME, pid: int | None = None, ttl: float = 60
-) -> Owner:
-    now = datetime.now(UTC)
-    return Owner(
-        token=token,
-        host=host,
-        pid=os.getpid() if pid is None else pid,
-        since=now,
-        lease_expires_at=now + timedelta(seconds=ttl),
-    )
-
-
-def _event(
-    seq: int,
-    key: str = "0:1",
-    status: EventStatus = EventStatus.COMPLETED,
-    payload: bytes | None = b'"v"',
-) -> Event:
-    return Event(
-        run_id="r",
-        seq=seq,
-        key=key,
-        kind=EventKind.STEP,
-        name="f",
-        fingerprint="ab",
-        status=status,
-        attempt=1,
-        payload=payload,
-        created_at=datetime(2026, 1, 1, 12, 0, seq, tzinfo=UTC),
-    )
-
-
 def test_create_run_is_idempotent(store: JournalStore) -> None:
     """Creating an existing run returns the stored one and changes nothing."""
-    first = store.create_run(_run("r"))
-    second = store.create_run(_run("r").model_copy(update={"workflow": "other:wf"}))
+    first = store.create_run(make_run("r"))
+    second = store.create_run(make_run("r").model_copy(update={"workflow": "other:wf"}))
     assert second.workflow == first.workflow == "app:wf"
     assert store.get_run("r") == first
     assert store.get_run("missing") is None
@@ -98,8 +51,8 @@ def test_list_runs_newest_first_with_filters(store: JournalStore) -> None:
     """Runs list newest first, filter by status and workflow, honour the limit."""
     base = datetime(2026, 1, 1, tzinfo=UTC)
     for i in range(3):
-        store.create_run(_run(f"r{i}", base + timedelta(minutes=i)))
-    store.claim("r1", _owner(), resuming=False)
+        store.create_run(make_run(f"r{i}", base + timedelta(minutes=i)))
+    store.claim("r1", make_owner(), resuming=False)
     store.finish("r1", "t1", RunStatus.COMPLETED, result=b"1")
     assert [r.run_id for r in store.list_runs()] == ["r2", "r1", "r0"]
     assert [r.run_id for r in store.list_runs(status=RunStatus.COMPLETED)] == ["r1"]
@@ -109,13 +62,13 @@ def test_list_runs_newest_first_with_filters(store: JournalStore) -> None:
 
 def test_append_and_read_round_trip(store: JournalStore) -> None:
     """Appended events read back equal, in seq order, in one call."""
-    store.create_run(_run("r"))
-    store.claim("r", _owner(), resuming=False)
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner(), resuming=False)
     events = [
-        _event(1, status=EventStatus.STARTED, payload=b'{"args":{}}'),
-        _event(2),
-        _event(3, key="0/1:1", payload=None),
-        _event(4, key="0/1:2").model_copy(update={"args": b'{"args":{"q":1},"site":null}'}),
+        make_event(1, status=EventStatus.STARTED, payload=b'{"args":{}}'),
+        make_event(2),
+        make_event(3, key="0/1:1", payload=None),
+        make_event(4, key="0/1:2").model_copy(update={"args": b'{"args":{"q":1},"site":null}'}),
     ]
     store.append("r", "t1", events[:2])
     store.append("r", "t1", events[2:])
@@ -141,57 +94,57 @@ def test_append_and_read_round_trip(store: JournalStore) -> None:
 
 def test_append_requires_ownership(store: JournalStore) -> None:
     """Only the live owner appends; a stale token is refused with nothing written."""
-    store.create_run(_run("r"))
-    store.claim("r", _owner("old", pid=_dead_pid()), resuming=False)
-    store.append("r", "old", [_event(1)])
-    store.claim("r", _owner("new"), resuming=True)  # the old owner's pid is dead: taken over
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner("old", pid=dead_pid()), resuming=False)
+    store.append("r", "old", [make_event(1)])
+    store.claim("r", make_owner("new"), resuming=True)  # the old owner's pid is dead: taken over
     with pytest.raises(LeaseLost, match="no longer owns"):
-        store.append("r", "old", [_event(2)])
+        store.append("r", "old", [make_event(2)])
     assert [e.seq for e in store.read_events("r")] == [1]
-    store.append("r", "new", [_event(2)])
+    store.append("r", "new", [make_event(2)])
     assert [e.seq for e in store.read_events("r")] == [1, 2]
 
 
 def test_append_is_atomic(store: JournalStore) -> None:
     """A batch that cannot be appended whole leaves nothing behind (duplicate seq here)."""
-    store.create_run(_run("r"))
-    store.claim("r", _owner(), resuming=False)
-    store.append("r", "t1", [_event(1)])
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner(), resuming=False)
+    store.append("r", "t1", [make_event(1)])
     with pytest.raises(Exception):  # noqa: B017 - each store reports a duplicate its own way
-        store.append("r", "t1", [_event(2), _event(1)])
+        store.append("r", "t1", [make_event(2), make_event(1)])
     assert [e.seq for e in store.read_events("r")] == [1]
 
 
 def test_claim_refuses_a_live_owner_and_names_it(store: JournalStore) -> None:
     """A live owner (this process, unexpired lease) keeps the run: RunLocked names it."""
-    store.create_run(_run("r"))
-    store.claim("r", _owner("a"), resuming=False)
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner("a"), resuming=False)
     with pytest.raises(RunLocked) as info:
-        store.claim("r", _owner("b"), resuming=True)
+        store.claim("r", make_owner("b"), resuming=True)
     assert f"pid {os.getpid()}" in str(info.value) and HOSTNAME in str(info.value)
     assert info.value.owner.token == "a"
 
 
 def test_claim_takes_over_dead_or_expired_owners(store: JournalStore) -> None:
     """A dead pid on this host, or an expired lease anywhere, is taken over; resumes counted."""
-    store.create_run(_run("r"))
-    store.claim("r", _owner("dead", pid=_dead_pid()), resuming=False)
-    assert store.claim("r", _owner("b"), resuming=True).owner.token == "b"  # type: ignore[union-attr]
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner("dead", pid=dead_pid()), resuming=False)
+    assert store.claim("r", make_owner("b"), resuming=True).owner.token == "b"  # type: ignore[union-attr]
     store.release("r", "b")
-    store.claim("r", _owner("far", host="elsewhere", ttl=-1), resuming=True)
-    claimed = store.claim("r", _owner("c"), resuming=True)
+    store.claim("r", make_owner("far", host="elsewhere", ttl=-1), resuming=True)
+    claimed = store.claim("r", make_owner("c"), resuming=True)
     assert claimed.owner is not None and claimed.owner.token == "c"
     assert claimed.resumes == 3
     store.release("r", "c")
-    store.claim("r", _owner("far2", host="elsewhere", ttl=60), resuming=True)
+    store.claim("r", make_owner("far2", host="elsewhere", ttl=60), resuming=True)
     with pytest.raises(RunLocked):
-        store.claim("r", _owner("d"), resuming=True)
+        store.claim("r", make_owner("d"), resuming=True)
 
 
 def test_heartbeat_and_release(store: JournalStore) -> None:
     """Heartbeats extend only the owner's lease; release frees the run for anyone."""
-    store.create_run(_run("r"))
-    store.claim("r", _owner("a"), resuming=False)
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner("a"), resuming=False)
     later = datetime.now(UTC) + timedelta(hours=1)
     assert store.heartbeat("r", "a", later)
     owner = store.get_run("r").owner  # type: ignore[union-attr]
@@ -201,13 +154,13 @@ def test_heartbeat_and_release(store: JournalStore) -> None:
     assert store.get_run("r").owner is not None  # type: ignore[union-attr]
     store.release("r", "a")
     assert store.get_run("r").owner is None  # type: ignore[union-attr]
-    store.claim("r", _owner("b"), resuming=True)
+    store.claim("r", make_owner("b"), resuming=True)
 
 
 def test_finish_records_outcome_and_releases(store: JournalStore) -> None:
     """finish() stores status and result, clears the owner; a non-owner gets LeaseLost."""
-    store.create_run(_run("r"))
-    store.claim("r", _owner("a"), resuming=False)
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner("a"), resuming=False)
     with pytest.raises(LeaseLost):
         store.finish("r", "b", RunStatus.COMPLETED, result=b"1")
     done = store.finish("r", "a", RunStatus.COMPLETED, result=b'{"x":1}')
@@ -216,21 +169,12 @@ def test_finish_records_outcome_and_releases(store: JournalStore) -> None:
     assert store.get_run("r") == done
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-# -- SQLite specifics ------------------------------------------------------------------------
-
-
 def test_sqlite_events_are_append_only(tmp_path: Path) -> None:
     """Editing or deleting an event through sqlite3 directly is rejected by triggers."""
     s = SQLiteStore(tmp_path / "a.db")
-    s.create_run(_run("r"))
-    s.claim("r", _owner(), resuming=False)
-    s.append("r", "t1", [_event(1)])
+    s.create_run(make_run("r"))
+    s.claim("r", make_owner(), resuming=False)
+    s.append("r", "t1", [make_event(1)])
     s.close()
     conn = sqlite3.connect(tmp_path / "a.db")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -271,9 +215,9 @@ def test_sqlite_refuses_newer_schema_and_foreign_databases(tmp_path: Path) -> No
 def test_sqlite_reopen_keeps_everything(tmp_path: Path) -> None:
     """Runs and events survive closing and reopening the file."""
     s = SQLiteStore(tmp_path / "k.db")
-    s.create_run(_run("r"))
-    s.claim("r", _owner(), resuming=False)
-    s.append("r", "t1", [_event(1), _event(2)])
+    s.create_run(make_run("r"))
+    s.claim("r", make_owner(), resuming=False)
+    s.append("r", "t1", [make_event(1), make_event(2)])
     s.close()
     s = SQLiteStore(tmp_path / "k.db")
     assert [e.seq for e in s.read_events("r")] == [1, 2]
@@ -330,8 +274,8 @@ def test_sqlite_migrates_a_version_1_journal(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     (old,) = store.read_events("old")
     assert old.payload == b"1" and old.args is None
-    store.claim("old", _owner(), resuming=True)
-    store.append("old", "t1", [_event(2).model_copy(update={"run_id": "old", "args": b"{}"})])
+    store.claim("old", make_owner(), resuming=True)
+    store.append("old", "t1", [make_event(2).model_copy(update={"run_id": "old", "args": b"{}"})])
     assert [e.args for e in store.read_events("old")] == [None, b"{}"]
     store.close()
     conn = sqlite3.connect(path)

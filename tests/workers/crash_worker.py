@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+from effects import append_line  # type: ignore[import-not-found]  # next to this script
+
 from journal import Journal
 from replay import idempotency_key, run_with_summary, step
 
@@ -25,12 +27,7 @@ EFFECTS = ""
 def record_effect() -> None:
     key = idempotency_key()
     assert key is not None, "a step body always runs with an idempotency key"
-    fd = os.open(EFFECTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{key}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(EFFECTS, key)
 
 
 @step

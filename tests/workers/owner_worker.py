@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from effects import append_line  # type: ignore[import-not-found]  # next to this script
+
 from journal import Journal
 from replay import RunLocked, idempotency_key, run_with_summary, step
 
@@ -29,12 +31,7 @@ EFFECTS = ""
 
 
 def record_effect() -> None:
-    fd = os.open(EFFECTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{os.getpid()} {idempotency_key()}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(EFFECTS, f"{os.getpid()} {idempotency_key()}")
 
 
 @step

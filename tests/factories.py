@@ -1,0 +1,68 @@
+"""Rows for tests that talk to a store directly: a run, an owner, an event, a dead pid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from journal import Event, EventKind, EventStatus, Owner, Run, RunStatus
+from journal.stores._ownership import HOSTNAME
+
+
+def make_run(run_id: str, created: datetime | None = None) -> Run:
+    now = created or datetime.now(UTC)
+    return Run(
+        run_id=run_id,
+        workflow="app:wf",
+        inputs=b'{"args":[],"kwargs":{}}',
+        inputs_fingerprint="fp",
+        status=RunStatus.RUNNING,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def make_owner(
+    token: str = "t1", *, host: str = HOSTNAME, pid: int | None = None, ttl: float = 60
+) -> Owner:
+    """An owner whose lease ends `ttl` seconds from now (negative: already expired)."""
+    now = datetime.now(UTC)
+    return Owner(
+        token=token,
+        host=host,
+        pid=os.getpid() if pid is None else pid,
+        since=now,
+        lease_expires_at=now + timedelta(seconds=ttl),
+    )
+
+
+def make_event(
+    seq: int,
+    key: str = "0:1",
+    *,
+    run_id: str = "r",
+    name: str = "f",
+    status: EventStatus = EventStatus.COMPLETED,
+    payload: bytes | None = b'"v"',
+) -> Event:
+    return Event(
+        run_id=run_id,
+        seq=seq,
+        key=key,
+        kind=EventKind.STEP,
+        name=name,
+        fingerprint="ab",
+        status=status,
+        attempt=1,
+        payload=payload,
+        created_at=datetime(2026, 1, 1, 12, 0, seq % 60, tzinfo=UTC),
+    )
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped) on this host."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
