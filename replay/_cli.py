@@ -252,6 +252,8 @@ def replay_command(
     from ._rerun import replay_run
 
     console = _console()
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, "")  # as `python -m` does: workflows import from where you stand
     with _open(db) as journal:
         try:
             outcome = asyncio.run(replay_run(journal, run_id, entry=entry))

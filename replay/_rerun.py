@@ -50,8 +50,6 @@ def load_workflow(entry: str) -> Callable[..., Awaitable[Any]]:
             sys.modules.setdefault(path.stem, module)
             spec.loader.exec_module(module)
         else:
-            if "" not in sys.path and "." not in sys.path:
-                sys.path.insert(0, "")  # like `python -m`: the working directory's modules
             module = importlib.import_module(target)
     except (ImportError, FileNotFoundError) as exc:
         raise WorkflowNotFound(

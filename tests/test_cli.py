@@ -150,6 +150,15 @@ def test_installed_script_runs_and_every_command_is_documented(db: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 3
+    # A fresh process imports the recorded workflow (tests.test_cli:crawl) from where it stands.
+    replayed = subprocess.run(
+        [str(script), "replay", "crawl-new", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert "reproduced" in replayed.stdout
     docs = (ROOT / "docs" / "cli.md").read_text()
     for command in app.registered_commands:
         name = command.name or ""
