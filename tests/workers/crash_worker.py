@@ -12,11 +12,9 @@ finishes, prints one JSON line on stdout: the result and the sitting's RunSummar
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sys
 
-from effects import append_line  # type: ignore[import-not-found]  # next to this script
+from effects import append_line, print_outcome  # type: ignore[import-not-found]  # next to this script
 
 from journal import Journal
 from replay import idempotency_key, run_with_summary, step
@@ -65,17 +63,7 @@ def main() -> None:
             run_with_summary(workflow, int(seed), int(rounds), journal=j, run_id=run_id)
         )
         synchronous = j.store._conn.execute("PRAGMA synchronous").fetchone()[0]  # type: ignore[attr-defined]
-    summary = outcome.summary
-    report = {
-        "pid": os.getpid(),
-        "result": outcome.result,
-        "served": summary.served,
-        "executed": summary.executed,
-        "reexecuted": summary.reexecuted,
-        "unconsumed": list(summary.unconsumed),
-        "synchronous": synchronous,
-    }
-    print(json.dumps(report), flush=True)
+    print_outcome(outcome, synchronous=synchronous)
 
 
 if __name__ == "__main__":

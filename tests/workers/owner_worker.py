@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from effects import append_line  # type: ignore[import-not-found]  # next to this script
+from effects import append_line, print_outcome  # type: ignore[import-not-found]  # next to this script
 
 from journal import Journal
 from replay import RunLocked, idempotency_key, run_with_summary, step
@@ -83,15 +83,7 @@ def main() -> None:
             }
             print(json.dumps(report), flush=True)
             sys.exit(LOCKED_EXIT)
-    summary = outcome.summary
-    report = {
-        "pid": os.getpid(),
-        "result": outcome.result,
-        "served": summary.served,
-        "executed": summary.executed,
-        "reexecuted": summary.reexecuted,
-    }
-    print(json.dumps(report), flush=True)
+    print_outcome(outcome)
 
 
 if __name__ == "__main__":
