@@ -80,10 +80,16 @@ class Run(BaseModel):
     owner: Owner | None = None
     parent_run_id: str | None = None
     fork_seq: int | None = None
+    """For a fork: the parent's events before this seq were copied into this run."""
     resumes: int = 0
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+    chain: str | None = None
+    """How the run's events are hashed: `sha256`, `hmac-sha256:<key id>`, or None for a run
+    recorded before journals were chained."""
+    seal: str | None = None
+    """Hash over the last event's hash and the outcome, written when the run finishes."""
 
 
 class Event(BaseModel):
@@ -106,6 +112,10 @@ class Event(BaseModel):
     created_at: datetime
     args: bytes | None = None
     """On an outcome row with no `started` row before it: the call's arguments and site."""
+    prev_hash: str | None = None
+    """The previous event's `hash` (the run's genesis hash for seq 1)."""
+    hash: str | None = None
+    """Hash over `prev_hash` and this event's fields: see `journal._chain`."""
 
     def as_row(self) -> EventRow:
         """The event as the plain tuple `JournalStore.read_rows` returns."""
@@ -158,6 +168,8 @@ def trusted_event(
     payload: bytes | None,
     created_at: datetime,
     args: bytes | None = None,
+    prev_hash: str | None = None,
+    hash: str | None = None,
 ) -> Event:
     """An `Event` from values the engine or a store already knows are valid, without validation.
 
@@ -180,6 +192,8 @@ def trusted_event(
             "payload": payload,
             "created_at": created_at,
             "args": args,
+            "prev_hash": prev_hash,
+            "hash": hash,
         },
     )
     _set(event, "__pydantic_fields_set__", _EVENT_FIELDS)

@@ -8,9 +8,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from ._chain import Chain
 from ._errors import JournalUnavailable, RunNotFound
 from ._events import Event, Run, RunStatus
 from ._inspect import RunDigest, TimelineEntry, digest, timeline
+from ._verify import RunVerification, verify_run
 from .stores import JournalStore, MemoryStore, SQLiteStore
 from .stores._sqlite import Durability
 
@@ -53,7 +55,8 @@ class Journal:
     >>> j = Journal(store=MemoryStore())  # in tests
 
     `durability="full"` makes every commit survive power loss (an fsync per commit); the
-    default "normal" survives any process crash, including `kill -9`.
+    default "normal" survives any process crash, including `kill -9`. `hmac_key` (default:
+    the `JOURNAL_HMAC_KEY` environment variable) turns each run's hash chain into a signature.
     """
 
     def __init__(
@@ -62,9 +65,11 @@ class Journal:
         *,
         store: JournalStore | None = None,
         durability: Durability = "normal",
+        hmac_key: str | bytes | None = None,
     ) -> None:
         if store is not None and url is not None:
             raise ValueError("Pass either a url/path or a store to Journal(), not both.")
+        self.chain = Chain(hmac_key) if hmac_key is not None else Chain.from_env()
         self.store: JournalStore = store if store is not None else open_store(url, durability)
 
     def run(self, run_id: str) -> Run:
@@ -112,6 +117,15 @@ class Journal:
     def timeline(self, run_id: str) -> list[TimelineEntry]:
         """The run's events in order, with task depth and step durations (`journal show`)."""
         return timeline(self.events(run_id))
+
+    def verify(self, run_id: str | None = None) -> list[RunVerification]:
+        """Recompute the hash chain and seal of one run, or of every run (newest first).
+
+        Each result names the first broken link: the seq and the field that no longer
+        matches. `JournalError`s only for an unknown run; tampering is reported, not raised.
+        """
+        runs = [self.run(run_id)] if run_id is not None else self.store.list_runs()
+        return [verify_run(self.chain, run, self.store.read_events(run.run_id)) for run in runs]
 
     def _nearest_hint(self, run_id: str) -> str:
         known = [run.run_id for run in self.store.list_runs(limit=200)]

@@ -127,14 +127,15 @@ class _Sitting:
     def __init__(
         self,
         journal: Journal,
-        run_id: str,
+        run: Run,
         mode: Mode,
         on_divergence: OnDivergence,
         lease_seconds: float,
         resuming: bool,
     ) -> None:
         self.journal = journal
-        self.run_id = run_id
+        self.run = run
+        self.run_id = run.run_id
         self.mode = mode
         self.on_divergence = on_divergence
         self.lease_seconds = lease_seconds
@@ -146,11 +147,17 @@ class _Sitting:
     async def open(self) -> AsyncIterator[Session]:
         store = self.journal.store
         loop = asyncio.get_running_loop()
+        chain = self.journal.chain if self.run.chain is not None else None
         if self.mode == "resume":
+            if chain is not None:
+                chain.require_same(self.run)
             owner = _new_owner(self.lease_seconds)
             store.claim(self.run_id, owner, resuming=self.resuming)
             self.token = owner.token
         rows = store.read_rows(self.run_id)  # read after claiming: nobody else appends
+        head = ""
+        if chain is not None and self.token is not None:
+            head = (store.last_hash(self.run_id) if rows else None) or chain.genesis(self.run)
         session = Session(
             run_id=self.run_id,
             store=store,
@@ -159,6 +166,8 @@ class _Sitting:
             on_divergence=self.on_divergence,
             rows=rows,
             loop=loop,
+            chain=chain,
+            head=head,
         )
         log.info(
             "run.sitting_started",
@@ -198,8 +207,11 @@ class _Sitting:
         if self.token is None:
             return
         session.flush()
+        seal = session.seal(status, result, error)
         try:
-            self.journal.store.finish(self.run_id, self.token, status, result=result, error=error)
+            self.journal.store.finish(
+                self.run_id, self.token, status, result=result, error=error, seal=seal
+            )
         except LeaseLost as exc:
             session.write_error = exc
             raise OwnershipLost(str(exc)) from exc
@@ -260,6 +272,7 @@ async def run_with_summary(
                 status=RunStatus.RUNNING,
                 created_at=now,
                 updated_at=now,
+                chain=journal.chain.scheme,
             )
         )
         resuming = False
@@ -277,7 +290,7 @@ async def run_with_summary(
             raise rebuild_error(existing.error)
         return RunOutcome(spec.codec.decode(existing.result or b"null"), summary)
 
-    sitting = _Sitting(journal, run_id, mode, on_divergence, lease_seconds, resuming)
+    sitting = _Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
     async with sitting.open() as session:
         try:
             value = await workflow(*args, **call_kwargs)
@@ -383,6 +396,7 @@ async def journaled(
                 status=RunStatus.RUNNING,
                 created_at=now,
                 updated_at=now,
+                chain=journal.chain.scheme,
             )
         )
         resuming = False
@@ -392,7 +406,7 @@ async def journaled(
         raise RunConflict(run_id, "workflow", repr(existing.workflow), "a journaled(...) block")
     if existing.status in (RunStatus.COMPLETED, RunStatus.FAILED):
         mode = "replay"
-    sitting = _Sitting(journal, run_id, mode, on_divergence, lease_seconds, resuming)
+    sitting = _Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
     async with sitting.open() as session:
         handle = JournaledRun(session)
         try:

@@ -35,7 +35,8 @@ from journal import (
     LeaseLost,
     RecordedError,
 )
-from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow, trusted_event
+from journal._chain import Chain
+from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow, RunStatus, trusted_event
 
 from ._errors import (
     CallDescription,
@@ -227,6 +228,8 @@ class Session:
         rows: Sequence[EventRow],
         loop: asyncio.AbstractEventLoop,
         frontier_hint: str = "",
+        chain: Chain | None = None,
+        head: str = "",
     ) -> None:
         self.run_id = run_id
         self.store = store
@@ -246,6 +249,10 @@ class Session:
         self.executed = 0
         self.reexecuted = 0
         self.forked_at: str | None = None
+        self.chain = chain
+        """How appended events are hashed; None for a run recorded before chaining."""
+        self.head = head
+        """The hash the next appended event links to."""
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -458,12 +465,22 @@ class Session:
         if not batch:
             return
         assert self.token is not None, "replay mode never writes"
+        head = self.head
+        if self.chain is not None:
+            head = self.chain.stamp(head, batch)
         try:
             self.store.append(self.run_id, self.token, batch)
         except Exception as exc:  # LeaseLost, or the store's own I/O errors
             self.write_error = exc
             self._raise_write_error()
         self.pending = []
+        self.head = head
+
+    def seal(self, status: RunStatus, result: bytes | None, error: bytes | None) -> str | None:
+        """The seal over the last appended event and the run's outcome (None if unchained)."""
+        if self.chain is None:
+            return None
+        return self.chain.seal(self.next_seq - 1, self.head, status, result, error)
 
     def flush(self) -> None:
         """Write buffered starts now (at the end of a sitting, or before giving up the run)."""

@@ -240,6 +240,8 @@ def test_trusted_events_equal_validated_ones() -> None:
         "payload": b'"x"',
         "created_at": moment,
         "args": b'{"args":{}}',
+        "prev_hash": "a" * 64,
+        "hash": "b" * 64,
     }
     trusted = trusted_event(**fields)
     validated = Event(**fields)
@@ -312,3 +314,52 @@ def test_sqlite_many_processes_can_create_one_new_journal_at_once(tmp_path: Path
         ]
         errors = [proc.communicate(timeout=60)[1] for proc in procs]
         assert [proc.returncode for proc in procs] == [0] * 4, errors
+
+
+def test_events_keep_their_hashes_and_the_seal_is_stored(store: JournalStore) -> None:
+    """prev_hash/hash are stored as given, last_hash names the head, finish keeps the seal."""
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner(), resuming=False)
+    assert store.last_hash("r") is None
+    events = [
+        make_event(seq).model_copy(update={"prev_hash": f"{seq - 1:064x}", "hash": f"{seq:064x}"})
+        for seq in (1, 2)
+    ]
+    store.append("r", "t1", events)
+    assert store.read_events("r") == events
+    assert store.last_hash("r") == f"{2:064x}"
+    finished = store.finish("r", "t1", RunStatus.COMPLETED, result=b"1", seal="5" * 64)
+    assert finished.seal == "5" * 64 and store.get_run("r") == finished
+
+
+def test_delete_runs_removes_whole_runs_but_never_an_owned_one(store: JournalStore) -> None:
+    """Retention removes a run with all its events; a run owned right now is skipped."""
+    for run_id in ("done", "live"):
+        store.create_run(make_run(run_id))
+        store.claim(run_id, make_owner(f"t-{run_id}"), resuming=False)
+        store.append(run_id, f"t-{run_id}", [make_event(1, run_id=run_id)])
+    store.finish("done", "t-done", RunStatus.COMPLETED, result=b"1")
+    assert store.delete_runs(["done", "live", "missing"]) == 1
+    assert store.get_run("done") is None and store.read_events("done") == []
+    assert [e.seq for e in store.read_events("live")] == [1]
+
+
+def test_secret_is_made_once_and_kept(store: JournalStore) -> None:
+    """A journal secret is created by the first caller and returned unchanged afterwards."""
+    first = store.secret("salt", lambda: b"first")
+    assert store.secret("salt", lambda: b"second") == first == b"first"
+
+
+def test_sqlite_events_cannot_be_updated_or_deleted_outside_retention(tmp_path: Path) -> None:
+    """Triggers reject UPDATE and DELETE on events, even through sqlite3 directly."""
+    store = SQLiteStore(tmp_path / "t.db")
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner(), resuming=False)
+    store.append("r", "t1", [make_event(1)])
+    store.close()
+    conn = sqlite3.connect(tmp_path / "t.db")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE events SET payload = X'32'")
+    with pytest.raises(sqlite3.IntegrityError, match="only journal gc removes runs"):
+        conn.execute("DELETE FROM events")
+    conn.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from .._errors import LeaseLost, RunNotFound
@@ -21,6 +21,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._runs: dict[str, Run] = {}
         self._events: dict[str, list[Event]] = {}
+        self._secrets: dict[str, bytes] = {}
 
     def create_run(self, run: Run) -> Run:
         with self._lock:
@@ -119,6 +120,7 @@ class MemoryStore:
         *,
         result: bytes | None = None,
         error: bytes | None = None,
+        seal: str | None = None,
     ) -> Run:
         with self._lock:
             run = self._owned(run_id, token)
@@ -128,6 +130,7 @@ class MemoryStore:
                     "status": status,
                     "result": result,
                     "error": error,
+                    "seal": seal,
                     "owner": None,
                     "updated_at": now,
                     "finished_at": now,
@@ -135,6 +138,26 @@ class MemoryStore:
             )
             self._runs[run_id] = finished
             return finished
+
+    def last_hash(self, run_id: str) -> str | None:
+        log = self._events.get(run_id)
+        return log[-1].hash if log else None
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        removed = 0
+        with self._lock:
+            for run_id in run_ids:
+                run = self._runs.get(run_id)
+                if run is None or run.owner is not None:
+                    continue
+                del self._runs[run_id]
+                self._events.pop(run_id, None)
+                removed += 1
+        return removed
+
+    def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            return self._secrets.setdefault(name, make())
 
     def close(self) -> None:
         pass

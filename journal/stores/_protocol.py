@@ -6,7 +6,7 @@ Replay logic talks only to this protocol and never learns which store it has. A 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -74,8 +74,26 @@ class JournalStore(Protocol):
         *,
         result: bytes | None = None,
         error: bytes | None = None,
+        seal: str | None = None,
     ) -> Run:
-        """Record the run's outcome and release ownership; `LeaseLost` if not the owner."""
+        """Record the run's outcome and its `seal`, and release ownership; `LeaseLost` if
+        not the owner."""
+        ...
+
+    def last_hash(self, run_id: str) -> str | None:
+        """The `hash` of the run's last event (None if it has none): where its chain goes on."""
+        ...
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Remove whole runs with their events (retention); skip runs owned right now.
+
+        The only way events ever leave a store. Returns how many runs were removed.
+        """
+        ...
+
+    def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The journal's own secret `name`, created once with `make()` and kept with the journal
+        (e.g. the key that hashes redacted values)."""
         ...
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -29,8 +29,26 @@ from .._events import (
 )
 from ._ownership import check_claim
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Durability = Literal["normal", "full"]
+
+# Deleting events is the retention policy's job alone (`Journal.gc`): it removes whole runs,
+# inside a transaction that holds a permit row, and logs what it removed.
+_RETENTION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS retention_permit (granted INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS retention_log (
+    removed_at REAL NOT NULL,
+    run_id TEXT NOT NULL,
+    workflow TEXT,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    seal TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS events_are_append_only_delete BEFORE DELETE ON events
+WHEN NOT EXISTS (SELECT 1 FROM retention_permit)
+BEGIN SELECT RAISE(ABORT, 'journal events are append-only (only journal gc removes runs)'); END;
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,7 +66,9 @@ CREATE TABLE IF NOT EXISTS runs (
     resumes INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    chain TEXT,
+    seal TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
 CREATE TABLE IF NOT EXISTS events (
@@ -63,28 +83,37 @@ CREATE TABLE IF NOT EXISTS events (
     payload BLOB,
     created_at REAL NOT NULL,
     args BLOB,
+    prev_hash TEXT,
+    hash TEXT,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_are_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'journal events are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS events_are_append_only_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'journal events are append-only'); END;
 """
+_SCHEMA += _RETENTION_SCHEMA
 
 # Each schema version's upgrade from the one before; applied in order inside one transaction.
 _MIGRATIONS = {
     2: ["ALTER TABLE events ADD COLUMN args BLOB"],
+    3: [
+        "ALTER TABLE events ADD COLUMN prev_hash TEXT",
+        "ALTER TABLE events ADD COLUMN hash TEXT",
+        "ALTER TABLE runs ADD COLUMN chain TEXT",
+        "ALTER TABLE runs ADD COLUMN seal TEXT",
+        "DROP TRIGGER IF EXISTS events_are_append_only_delete",
+        *_RETENTION_SCHEMA.split(";\n"),
+    ],
 }
 
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, seq, key, kind, name, fingerprint, status, attempt, payload,"
-    " created_at, args) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " created_at, args, prev_hash, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
     " WHERE (SELECT owner_token FROM runs WHERE run_id = ?) = ?"
 )
 
 _RUN_COLUMNS = (
     "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
-    " fork_seq, resumes, created_at, updated_at, finished_at"
+    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal"
 )
 
 
@@ -170,7 +199,8 @@ class SQLiteStore:
                 else:
                     for step in range(version + 1, SCHEMA_VERSION + 1):
                         for statement in _MIGRATIONS[step]:
-                            conn.execute(statement)
+                            if statement.strip():
+                                conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -196,6 +226,8 @@ class SQLiteStore:
             created_at=_dt(row[11]),
             updated_at=_dt(row[12]),
             finished_at=None if row[13] is None else _dt(row[13]),
+            chain=row[14],
+            seal=row[15],
         )
 
     def _select_run(self, run_id: str) -> Run | None:
@@ -208,7 +240,7 @@ class SQLiteStore:
         with self._lock:
             self._conn.execute(
                 f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}, owner_token)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.run_id,
                     run.workflow,
@@ -224,6 +256,8 @@ class SQLiteStore:
                     _ts(run.created_at),
                     _ts(run.updated_at),
                     None if run.finished_at is None else _ts(run.finished_at),
+                    run.chain,
+                    run.seal,
                     None if run.owner is None else run.owner.token,
                 ),
             )
@@ -314,14 +348,15 @@ class SQLiteStore:
         *,
         result: bytes | None = None,
         error: bytes | None = None,
+        seal: str | None = None,
     ) -> Run:
         now = _ts(datetime.now(UTC))
         with self._lock:
             cursor = self._conn.execute(
-                "UPDATE runs SET status = ?, result = ?, error = ?, owner = NULL,"
+                "UPDATE runs SET status = ?, result = ?, error = ?, seal = ?, owner = NULL,"
                 " owner_token = NULL, updated_at = ?, finished_at = ?"
                 " WHERE run_id = ? AND owner_token = ?",
-                (status.value, result, error, now, now, run_id, token),
+                (status.value, result, error, seal, now, now, run_id, token),
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(run_id)
@@ -345,6 +380,8 @@ class SQLiteStore:
                 event.payload,
                 event.created_at.timestamp(),
                 event.args,
+                event.prev_hash,
+                event.hash,
                 run_id,
                 token,
             )
@@ -366,7 +403,7 @@ class SQLiteStore:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, created_at,"
-                " args FROM events WHERE run_id = ? ORDER BY seq",
+                " args, prev_hash, hash FROM events WHERE run_id = ? ORDER BY seq",
                 (run_id,),
             ).fetchall()
         kinds, statuses, moment = KIND_BY_VALUE, STATUS_BY_VALUE, datetime.fromtimestamp
@@ -383,8 +420,23 @@ class SQLiteStore:
                 payload,
                 moment(created, UTC),
                 args,
+                prev_hash,
+                digest,
             )
-            for seq, key, kind, name, fp, status, attempt, payload, created, args in rows
+            for (
+                seq,
+                key,
+                kind,
+                name,
+                fp,
+                status,
+                attempt,
+                payload,
+                created,
+                args,
+                prev_hash,
+                digest,
+            ) in rows
         ]
 
     def read_rows(self, run_id: str) -> list[EventRow]:
@@ -395,6 +447,50 @@ class SQLiteStore:
                 (run_id,),
             ).fetchall()
         return rows
+
+    def last_hash(self, run_id: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        removed = 0
+        now = _ts(datetime.now(UTC))
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT INTO retention_permit VALUES (1)")
+                for run_id in run_ids:
+                    row = conn.execute(
+                        "SELECT workflow, status, seal, owner_token FROM runs WHERE run_id = ?",
+                        (run_id,),
+                    ).fetchone()
+                    if row is None or row[3] is not None:
+                        continue  # gone already, or owned right now: never remove a live run
+                    events = conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,)).rowcount
+                    conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                    conn.execute(
+                        "INSERT INTO retention_log VALUES (?, ?, ?, ?, ?, ?)",
+                        (now, run_id, row[0], row[1], events, row[2]),
+                    )
+                    removed += 1
+                conn.execute("DELETE FROM retention_permit")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return removed
+
+    def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            conn = self._conn
+            conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (name, make()))
+            row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        value: bytes = row[0]
+        return value
 
     def close(self) -> None:
         with self._lock:

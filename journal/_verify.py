@@ -1,0 +1,195 @@
+"""Recomputing a run's hash chain and naming the first link that no longer holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from ._chain import Chain, describe_mismatch
+from ._codec import canonical_json, fingerprint
+from ._events import Event, EventStatus, Run, RunStatus
+
+Verdict = Literal["intact", "broken", "unchained", "key_needed"]
+_FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first place a run's chain fails: where, which field, and what that means."""
+
+    seq: int | None
+    """The event's seq, or None for the run itself (its header or its seal)."""
+    field: str
+    """`run` (the header), `seq`, `prev_hash`, `hash`, one of the event's own fields when it
+    can be told (`payload`, `args`), or `seal`."""
+    detail: str
+
+
+@dataclass(frozen=True)
+class RunVerification:
+    """The outcome of checking one run's chain."""
+
+    run_id: str
+    verdict: Verdict
+    events: int
+    """Events checked."""
+    sealed: bool
+    """The run is finished and its seal (outcome and last event) checked out."""
+    broken: Break | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Nothing was found edited. An unchained run is not proof of anything, but not broken."""
+        return self.verdict in ("intact", "unchained")
+
+    def __str__(self) -> str:
+        if self.verdict == "intact":
+            sealed = "sealed" if self.sealed else "not finished, so not sealed yet"
+            return f"{self.run_id}: intact ({self.events} events, {sealed})"
+        if self.verdict == "broken" and self.broken is not None:
+            where = "run" if self.broken.seq is None else f"seq {self.broken.seq}"
+            return (
+                f"{self.run_id}: BROKEN at {where}, field {self.broken.field}: {self.broken.detail}"
+            )
+        return f"{self.run_id}: {self.verdict.replace('_', ' ')}: {self.note}"
+
+
+def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerification:
+    """Recompute `run`'s chain over `events` (in seq order, read once) and its seal."""
+    if run.chain is None:
+        return RunVerification(
+            run.run_id,
+            "unchained",
+            0,
+            False,
+            note="recorded by a version of journal-replay that did not chain events",
+        )
+    if run.chain != chain.scheme:
+        return RunVerification(
+            run.run_id,
+            "key_needed",
+            0,
+            False,
+            note=describe_mismatch(run.run_id, run.chain, chain.scheme),
+        )
+    expected_prev = chain.genesis(run)
+    expected_seq = 1
+    seen: dict[str, int] = {}
+    count = 0
+    stream = iter(events)
+    for event in stream:
+        count += 1
+        broken = _check_event(chain, event, expected_seq, expected_prev, seen)
+        if broken is not None:
+            if broken.field == "prev_hash" and event.prev_hash not in seen:
+                broken = _look_ahead(broken, event, stream)
+            return RunVerification(run.run_id, "broken", count, False, broken)
+        assert event.hash is not None
+        seen[event.hash] = event.seq
+        expected_prev = event.hash
+        expected_seq += 1
+    if run.status not in _FINISHED:
+        return RunVerification(run.run_id, "intact", count, False)
+    if run.seal is None:
+        return RunVerification(
+            run.run_id,
+            "broken",
+            count,
+            False,
+            Break(None, "seal", f"the run is {run.status.value} but has no seal: it was removed"),
+        )
+    seal = chain.seal(expected_seq - 1, expected_prev, run.status, run.result, run.error)
+    if seal != run.seal:
+        return RunVerification(
+            run.run_id,
+            "broken",
+            count,
+            False,
+            Break(
+                None,
+                "seal",
+                f"the run's outcome (status {run.status.value}, result, error) or its last "
+                f"events no longer match its seal: the outcome was edited, or events after "
+                f"seq {expected_seq - 1} were removed",
+            ),
+        )
+    return RunVerification(run.run_id, "intact", count, True)
+
+
+def _check_event(
+    chain: Chain, event: Event, expected_seq: int, expected_prev: str, seen: dict[str, int]
+) -> Break | None:
+    if event.seq != expected_seq:
+        if event.seq > expected_seq:
+            missing = (
+                f"seq {expected_seq}"
+                if event.seq == expected_seq + 1
+                else f"seqs {expected_seq} to {event.seq - 1}"
+            )
+            return Break(expected_seq, "seq", f"{missing} missing: removed from the journal")
+        return Break(
+            event.seq, "seq", f"seq {event.seq} appears again after seq {expected_seq - 1}"
+        )
+    if event.hash is None or event.prev_hash is None:
+        return Break(event.seq, "hash", "the event has no hash: it was inserted by hand")
+    if event.prev_hash != expected_prev:
+        if expected_seq == 1:
+            return Break(
+                None,
+                "run",
+                "the run's header (workflow, inputs, parent, start time) no longer matches the "
+                "genesis hash its first event links to: it was edited",
+            )
+        if event.prev_hash in seen:
+            return Break(
+                event.seq,
+                "prev_hash",
+                f"it links to seq {seen[event.prev_hash]}, not to seq {event.seq - 1}: events "
+                "were reordered",
+            )
+        return Break(
+            event.seq,
+            "prev_hash",
+            f"it does not link to seq {event.seq - 1}: an event before it was removed, "
+            "replaced or reordered",
+        )
+    if chain.link(event.prev_hash, event) != event.hash:
+        field, detail = _edited_field(event)
+        return Break(event.seq, field, detail)
+    return None
+
+
+def _look_ahead(broken: Break, event: Event, rest: Iterable[Event]) -> Break:
+    """A link to an event further on means the two were swapped: say so, it is the finding."""
+    for later in rest:
+        if later.hash == event.prev_hash:
+            return Break(
+                event.seq,
+                "prev_hash",
+                f"it links to seq {later.seq}, which comes after it: events were reordered",
+            )
+    return broken
+
+
+def _edited_field(event: Event) -> tuple[str, str]:
+    """Which field of an event whose hash fails was edited, as far as the event itself tells."""
+    for name, value in (("payload", event.payload), ("args", event.args)):
+        if value is not None:
+            try:
+                orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return name, f"its {name} is no longer the JSON that was recorded (bytes edited)"
+    call = event.payload if event.status is EventStatus.STARTED else event.args
+    if call is not None and event.kind.value != "fork":
+        arguments = orjson.loads(call).get("args")
+        if fingerprint(event.name, canonical_json(arguments)) != event.fingerprint:
+            return "args", "its arguments or name no longer match its fingerprint: they were edited"
+    return (
+        "hash",
+        "its contents no longer match its hash: one of key, kind, name, status, attempt, "
+        "created_at, payload or the hash itself was edited",
+    )
