@@ -2,9 +2,11 @@
 
 from ._codec import RecordedError, ValueCodec, canonical_json, fingerprint
 from ._errors import (
+    ChainKeyMismatch,
     JournalError,
     JournalUnavailable,
     LeaseLost,
+    PayloadTooLarge,
     RunConflict,
     RunLocked,
     RunNotFound,
@@ -13,9 +15,13 @@ from ._errors import (
 from ._events import Event, EventKind, EventStatus, Owner, Run, RunStatus
 from ._inspect import RunDigest, TimelineEntry, parse_since
 from ._journal import Journal
+from ._redact import Redaction
+from ._verify import Break, RunVerification
 from .stores import JournalStore, MemoryStore, SQLiteStore
 
 __all__ = [
+    "Break",
+    "ChainKeyMismatch",
     "Event",
     "EventKind",
     "EventStatus",
@@ -26,13 +32,16 @@ __all__ = [
     "LeaseLost",
     "MemoryStore",
     "Owner",
+    "PayloadTooLarge",
     "RecordedError",
+    "Redaction",
     "Run",
     "RunConflict",
     "RunDigest",
     "RunLocked",
     "RunNotFound",
     "RunStatus",
+    "RunVerification",
     "SQLiteStore",
     "TimelineEntry",
     "ValueCodec",

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from ._errors import JournalError
+from ._errors import ChainKeyMismatch
 from ._events import Event, Run, RunStatus
 
 HMAC_KEY_ENV = "JOURNAL_HMAC_KEY"
@@ -38,10 +38,6 @@ _sha256 = hashlib.sha256
 def microseconds(moment: datetime) -> int:
     """Exact integer microseconds since the epoch: what the chain hashes for a timestamp."""
     return (moment - _EPOCH) // _MICROSECOND
-
-
-class ChainKeyMismatch(JournalError):
-    """A run was chained with an HMAC key this process does not have."""
 
 
 class Chain:

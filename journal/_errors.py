@@ -6,6 +6,8 @@ JournalError                    root of everything the journal raises
 ├── RunLocked                   another live process owns the run
 ├── LeaseLost                   this process no longer owns the run it is writing
 ├── ValueNotJournalable         a value or exception cannot be encoded as JSON and back
+│   └── PayloadTooLarge         one event's payload is over the journal's size limit
+├── ChainKeyMismatch            a run is signed with an HMAC key this process does not have
 └── JournalUnavailable          the store cannot be opened or is not a journal
 """
 
@@ -79,6 +81,32 @@ class LeaseLost(JournalError):
 
 class ValueNotJournalable(JournalError):
     """A value cannot be encoded to JSON and decoded back to the declared type."""
+
+
+class PayloadTooLarge(ValueNotJournalable):
+    """A payload is over the journal's per-event limit; nothing was written for it."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{what} is {format_size(size)}, over the journal's limit of {format_size(limit)} "
+            "per event; nothing was written for it. Fix: journal a reference (a file path, a "
+            "URL, an object id) instead of the content, or raise the limit with "
+            "Journal(..., max_payload_bytes=...)."
+        )
+
+
+def format_size(size: int) -> str:
+    """Bytes as people read them: 812 B, 3.4 kB, 12.6 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+class ChainKeyMismatch(JournalError):
+    """A run's hash chain uses an HMAC key this process does not have (or has none)."""
 
 
 class JournalUnavailable(JournalError):

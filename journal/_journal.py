@@ -12,11 +12,14 @@ from ._chain import Chain
 from ._errors import JournalUnavailable, RunNotFound
 from ._events import Event, Run, RunStatus
 from ._inspect import RunDigest, TimelineEntry, digest, timeline
+from ._redact import SALT_NAME, Redaction, Redactor, new_salt
 from ._verify import RunVerification, verify_run
 from .stores import JournalStore, MemoryStore, SQLiteStore
 from .stores._sqlite import Durability
 
 DEFAULT_PATH = Path(".journal") / "journal.db"
+DEFAULT_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+_DEFAULT_REDACTION = Redaction()
 
 
 def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> JournalStore:
@@ -57,6 +60,10 @@ class Journal:
     `durability="full"` makes every commit survive power loss (an fsync per commit); the
     default "normal" survives any process crash, including `kill -9`. `hmac_key` (default:
     the `JOURNAL_HMAC_KEY` environment variable) turns each run's hash chain into a signature.
+    `redaction` says which values are secrets, replaced before anything is written (default:
+    `Redaction()`, values under keys like authorization, api_key, password, token, cookie);
+    `None` turns redaction off. `max_payload_bytes` caps one event's payload (default 10 MB):
+    a bigger value is refused with an error naming the step, and nothing is written for it.
     """
 
     def __init__(
@@ -66,11 +73,26 @@ class Journal:
         store: JournalStore | None = None,
         durability: Durability = "normal",
         hmac_key: str | bytes | None = None,
+        redaction: Redaction | None = _DEFAULT_REDACTION,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         if store is not None and url is not None:
             raise ValueError("Pass either a url/path or a store to Journal(), not both.")
+        if max_payload_bytes < 1:
+            raise ValueError(f"max_payload_bytes must be positive, not {max_payload_bytes}")
+        self.redaction = redaction
+        self.max_payload_bytes = max_payload_bytes
+        self._redactor: Redactor | None = None
         self.chain = Chain(hmac_key) if hmac_key is not None else Chain.from_env()
         self.store: JournalStore = store if store is not None else open_store(url, durability)
+
+    def redactor(self) -> Redactor | None:
+        """The redaction policy bound to this journal's secret salt (None if redaction is off)."""
+        if self.redaction is None:
+            return None
+        if self._redactor is None:
+            self._redactor = self.redaction.bind(self.store.secret(SALT_NAME, new_salt))
+        return self._redactor
 
     def run(self, run_id: str) -> Run:
         """The run named `run_id`; `RunNotFound` if there is none."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import os
 import typing
 import uuid
@@ -19,6 +20,7 @@ from journal import (
     Journal,
     LeaseLost,
     Owner,
+    PayloadTooLarge,
     RecordedError,
     Run,
     RunConflict,
@@ -51,7 +53,7 @@ class RunOutcome(Generic[R]):
 
 
 class _WorkflowSpec:
-    __slots__ = ("codec", "path")
+    __slots__ = ("codec", "path", "positional")
 
     def __init__(self, workflow: Callable[..., Any]) -> None:
         if not asyncio.iscoroutinefunction(workflow):
@@ -65,6 +67,10 @@ class _WorkflowSpec:
         except Exception:
             hints = {}
         self.codec = ValueCodec(hints.get("return", Any))
+        parameters = inspect.signature(workflow).parameters.values()
+        self.positional = [
+            p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
 
 
 _workflow_specs: weakref.WeakKeyDictionary[Callable[..., Any], _WorkflowSpec] = (
@@ -168,6 +174,8 @@ class _Sitting:
             loop=loop,
             chain=chain,
             head=head,
+            redact=self.journal.redactor(),
+            max_payload=self.journal.max_payload_bytes,
         )
         log.info(
             "run.sitting_started",
@@ -251,7 +259,19 @@ async def run_with_summary(
     _check_mode(mode, on_divergence)
     spec = _spec_for(workflow)
     call_kwargs = dict(kwargs or {})
-    inputs = canonical_json({"args": list(args), "kwargs": call_kwargs})
+    redactor = journal.redactor()
+    if redactor is None:
+        inputs = canonical_json({"args": list(args), "kwargs": call_kwargs})
+    else:
+        # Positional inputs are redacted by their parameter's name, like step arguments.
+        named = [
+            redactor.argument(name, value)
+            for name, value in zip(spec.positional, args, strict=False)
+        ]
+        shown = named + list(args[len(named) :])
+        inputs = redactor(canonical_json({"args": shown, "kwargs": call_kwargs}))
+    if len(inputs) > journal.max_payload_bytes:
+        raise PayloadTooLarge("the workflow's inputs", len(inputs), journal.max_payload_bytes)
     inputs_fp = fingerprint("inputs", inputs)
     run_id = run_id or uuid.uuid4().hex
     store = journal.store

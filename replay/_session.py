@@ -20,7 +20,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +33,7 @@ from journal import (
     EventStatus,
     JournalStore,
     LeaseLost,
+    PayloadTooLarge,
     RecordedError,
 )
 from journal._chain import Chain
@@ -43,6 +44,7 @@ from ._errors import (
     FrontierReached,
     JournalWriteFailed,
     NonDeterminismError,
+    NotJournalable,
     OwnershipLost,
     ReplayError,
     StepFailed,
@@ -59,6 +61,8 @@ OnDivergence = Literal["raise", "fork"]
 
 
 _COMPLETED, _FAILED = EventStatus.COMPLETED, EventStatus.FAILED
+LARGE_PAYLOAD_BYTES = 1024 * 1024
+"""Payloads above this are written, with a warning: journals should hold answers, not blobs."""
 
 
 class Recorded:
@@ -230,6 +234,8 @@ class Session:
         frontier_hint: str = "",
         chain: Chain | None = None,
         head: str = "",
+        redact: Callable[[bytes], bytes] | None = None,
+        max_payload: int = 10 * 1024 * 1024,
     ) -> None:
         self.run_id = run_id
         self.store = store
@@ -253,6 +259,9 @@ class Session:
         """How appended events are hashed; None for a run recorded before chaining."""
         self.head = head
         """The hash the next appended event links to."""
+        self.redact = redact
+        """Replaces secrets in JSON bytes before they are fingerprinted or written."""
+        self.max_payload = max_payload
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -302,7 +311,17 @@ class Session:
             self.reexecuted += 1
         site = call_site(site_depth + 1)
         payload = b'{"args":' + args_payload + b',"site":' + orjson.dumps(site) + b"}"
+        self.check_size(key, spec.name, "arguments", payload)
         return LivePlan(key=key, fingerprint=fp, args_payload=payload, attempt=attempt)
+
+    def check_size(self, key: str, name: str, what: str, payload: bytes) -> None:
+        """Refuse a payload over the limit before anything of it is written; warn on big ones."""
+        size = len(payload)
+        if size > self.max_payload:
+            reason = str(PayloadTooLarge(f"its {what}", size, self.max_payload))
+            raise NotJournalable(self.run_id, key, name, reason)
+        if size > LARGE_PAYLOAD_BYTES:
+            log.warning("payload.large", run_id=self.run_id, key=key, step=name, bytes=size)
 
     def _nearest(self, key: str) -> str:
         if not self.recorded:

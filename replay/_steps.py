@@ -101,6 +101,8 @@ def _prepare(
     scope.steps += 1
     key = f"{scope.path}:{scope.steps}"  # TaskScope.next_key, inlined: this is the hot path
     args_payload = canonical_json(spec.bind(args, kwargs))
+    if session.redact is not None:
+        args_payload = session.redact(args_payload)
     fp = spec.fingerprint(args_payload)
     return session, session.prepare(spec, key, args_payload, fp, _SITE_DEPTH + 1)
 
@@ -120,6 +122,11 @@ def _record_value(spec: StepSpec, session: Session, plan: LivePlan, value: Any) 
         payload, decoded = spec.codec.record(value, what="result")
     except ValueNotJournalable as exc:
         raise NotJournalable(session.run_id, plan.key, spec.name, str(exc)) from exc
+    if session.redact is not None:
+        redacted = session.redact(payload)
+        if redacted is not payload:  # live code sees what replay will serve: the markers
+            payload, decoded = redacted, spec.codec.decode(redacted, what="redacted result")
+    session.check_size(plan.key, spec.name, "result", payload)
     session.finish(spec, plan, EventStatus.COMPLETED, payload)
     return decoded
 
@@ -131,7 +138,11 @@ def _record_failure(
     retry = spec.retry
     will_retry = plan.attempt <= retry.retries and isinstance(exc, retry.retry_on)
     status = EventStatus.RETRYING if will_retry else EventStatus.FAILED
-    session.finish(spec, plan, status, RecordedError.from_exception(exc).encode())
+    payload = RecordedError.from_exception(exc).encode()
+    if session.redact is not None:
+        payload = session.redact(payload)
+    session.check_size(plan.key, spec.name, "error", payload)
+    session.finish(spec, plan, status, payload)
     return will_retry, retry.delay_before(plan.attempt)
 
 

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import replay
-from journal import Journal
-from journal._chain import Chain, ChainKeyMismatch, microseconds
+from journal import ChainKeyMismatch, Journal
+from journal._chain import Chain, microseconds
 from journal.stores._sqlite import _dt, _ts
 
 

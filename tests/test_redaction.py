@@ -1,0 +1,243 @@
+"""Secrets never reach the disk, replay still matches, and oversized payloads are refused."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import replay
+from journal import Journal, PayloadTooLarge, Redaction
+
+SECRET = "sk-live-4f9c2e7d1b8a6350"
+
+
+@replay.step(kind="llm")
+async def call_model(prompt: str, headers: dict[str, str]) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"text": f"reply to {prompt}", "session_token": SECRET + "-session", "max_tokens": 64}
+
+
+@replay.step(kind="tool")
+def login(user: str, password: str) -> str:
+    if password != SECRET:
+        raise PermissionError(f"bad password for {user}")
+    return "ok"
+
+
+async def agent(prompt: str, api_key: str) -> str:
+    reply = await call_model(prompt, {"Authorization": f"Bearer {api_key}", "X-Trace": "t1"})
+    login("ada", api_key)
+    return str(reply["text"])
+
+
+def every_byte_on_disk(folder: Path) -> bytes:
+    """The database, its WAL and anything else SQLite left in the folder."""
+    return b"".join(p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file())
+
+
+def test_secrets_in_arguments_results_and_inputs_never_reach_the_file(tmp_path: Path) -> None:
+    """The secret is in the workflow's inputs, a header, a step argument and a result: the
+    database file and its WAL hold none of them, before or after close."""
+    journal = Journal(tmp_path / "j.db")
+    result = asyncio.run(replay.run(agent, "hi", SECRET, journal=journal, run_id="r"))
+    assert result == "reply to hi"
+    assert SECRET.encode() not in every_byte_on_disk(tmp_path)  # WAL not yet checkpointed
+    events = journal.events("r")
+    journal.close()
+    assert SECRET.encode() not in every_byte_on_disk(tmp_path)
+    first_call = orjson.loads(events[0].payload or b"")["args"]
+    assert first_call["headers"]["Authorization"].startswith("[redacted ")
+    assert first_call["headers"]["X-Trace"] == "t1"  # only secrets are touched
+    assert first_call["prompt"] == "hi"
+    reply = orjson.loads(events[1].payload or b"")
+    assert reply["session_token"].startswith("[redacted ") and reply["max_tokens"] == 64
+
+
+def test_live_code_sees_the_markers_replay_will_serve(tmp_path: Path) -> None:
+    """A redacted result is returned live as it will be served on replay: live == replay."""
+    seen: list[dict[str, Any]] = []
+
+    async def keeps_reply() -> None:
+        seen.append(await call_model("x", {}))
+
+    with Journal(tmp_path / "j.db") as journal:
+        asyncio.run(replay.run(keeps_reply, journal=journal, run_id="r"))
+        asyncio.run(replay.run(keeps_reply, journal=journal, run_id="r", mode="replay"))
+    assert seen[0] == seen[1]
+    assert seen[0]["session_token"].startswith("[redacted ")
+
+
+def test_a_redacted_run_replays_and_a_changed_secret_diverges(tmp_path: Path) -> None:
+    """Replay with the same secret matches (keyed hash); a different secret is a divergence."""
+    with Journal(tmp_path / "j.db") as journal:
+        asyncio.run(replay.run(agent, "hi", SECRET, journal=journal, run_id="r"))
+        outcome = asyncio.run(
+            replay.run_with_summary(agent, "hi", SECRET, journal=journal, run_id="r2")
+        )
+        assert outcome.summary.executed == 2
+        replayed = asyncio.run(
+            replay.run_with_summary(agent, "hi", SECRET, journal=journal, run_id="r", mode="replay")
+        )
+        assert replayed.summary.served == 2 and replayed.result == "reply to hi"
+
+        async def other_key_same_inputs(prompt: str, api_key: str) -> str:
+            return await agent(prompt, "sk-a-different-key")
+
+        other_key_same_inputs.__qualname__ = agent.__qualname__
+        with pytest.raises(replay.NonDeterminismError) as err:
+            asyncio.run(
+                replay.run(
+                    other_key_same_inputs, "hi", SECRET, journal=journal, run_id="r", mode="replay"
+                )
+            )
+    assert "headers" in str(err.value) and "[redacted " in str(err.value)
+    assert "sk-a-different-key" not in str(err.value)
+
+
+def test_recorded_redacted_inputs_replay_when_passed_through(tmp_path: Path) -> None:
+    """`journal replay` feeds back the recorded inputs, where a secret input is its marker.
+    A marker passed on unchanged is not hashed again, so such a run replays; a secret that
+    the code transforms (say into a header) cannot be rebuilt from its marker and diverges,
+    which docs/audit.md says: keep secrets out of workflow inputs."""
+
+    async def signs_in(user: str, api_key: str) -> str:
+        return login(user, api_key)
+
+    async def builds_header(prompt: str, api_key: str) -> str:
+        return str((await call_model(prompt, {"Authorization": f"Bearer {api_key}"}))["text"])
+
+    with Journal(tmp_path / "j.db") as journal:
+        asyncio.run(replay.run(signs_in, "ada", SECRET, journal=journal, run_id="passed"))
+        asyncio.run(replay.run(builds_header, "hi", SECRET, journal=journal, run_id="derived"))
+        recorded = orjson.loads(journal.run("passed").inputs or b"")["args"]
+        assert recorded[0] == "ada" and recorded[1].startswith("[redacted ")
+        outcome = asyncio.run(
+            replay.run_with_summary(
+                signs_in, *recorded, journal=journal, run_id="passed", mode="replay"
+            )
+        )
+        assert outcome.result == "ok" and outcome.summary.served == 1
+        derived = orjson.loads(journal.run("derived").inputs or b"")["args"]
+        with pytest.raises(replay.NonDeterminismError, match="Authorization"):
+            asyncio.run(
+                replay.run(
+                    builds_header, *derived, journal=journal, run_id="derived", mode="replay"
+                )
+            )
+
+
+def test_users_add_keys_and_rules(tmp_path: Path) -> None:
+    """Own key patterns and a value rule add to the defaults; defaults=False replaces them."""
+
+    @replay.step
+    def profile(person: dict[str, Any]) -> str:
+        return "done"
+
+    async def workflow() -> None:
+        profile({"name": "Ada", "ssn": "123-45-6789", "home_pin": "0042", "note": "ghp_abcdef"})
+
+    policy = Redaction(keys=["ssn", "*_pin"], rule=lambda key, value: str(value).startswith("ghp_"))
+    with Journal(tmp_path / "j.db", redaction=policy) as journal:
+        asyncio.run(replay.run(workflow, journal=journal, run_id="r"))
+        (event,) = journal.events("r")
+    person = orjson.loads(event.args or b"")["args"]["person"]
+    assert person["name"] == "Ada"
+    assert all(person[k].startswith("[redacted ") for k in ("ssn", "home_pin", "note"))
+    assert not Redaction(keys=["ssn"], defaults=False).is_secret_key("password")
+    assert Redaction().is_secret_key("X-Api-Key") and Redaction().is_secret_key("OPENAI_API_KEY")
+    assert not Redaction().is_secret_key("max_tokens")
+    with pytest.raises(ValueError, match="bare"):
+        Redaction(keys=["*"])
+
+
+def test_redaction_can_be_turned_off(tmp_path: Path) -> None:
+    """redaction=None writes values as they are (for journals that hold no secrets)."""
+    with Journal(tmp_path / "j.db", redaction=None) as journal:
+        asyncio.run(replay.run(agent, "hi", SECRET, journal=journal, run_id="r"))
+        assert SECRET.encode() in (journal.run("r").inputs or b"")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["a", "token", "Api-Key", "max_tokens", "password", "x"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_redaction_is_idempotent_and_keeps_what_is_not_secret(value: Any) -> None:
+    """Redacting twice equals redacting once; a value with no secret key is left as it was."""
+    redactor = Redaction().bind(b"salt" * 8)
+    payload = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    once = redactor(payload)
+    assert redactor(once) == once
+    if once == payload:
+        assert orjson.loads(once) == value
+
+
+def test_nothing_to_redact_costs_no_copy() -> None:
+    """Bytes without any secret-looking word come back as the very same object."""
+    redactor = Redaction().bind(b"s" * 32)
+    payload = b'{"prompt":"hello","max_tokens":5}'
+    assert redactor(payload) is payload
+
+
+def test_an_oversized_result_is_refused_naming_the_step(tmp_path: Path) -> None:
+    """A result over the limit raises NotJournalable naming the step and both sizes; no
+    completed row is written, and resuming runs the step again."""
+    calls: list[int] = []
+
+    @replay.step(name="fetch_page")
+    async def fetch_page(url: str) -> str:
+        calls.append(1)
+        await asyncio.sleep(0)
+        return "x" * 5000
+
+    async def workflow() -> str:
+        return await fetch_page("https://example.com")
+
+    with Journal(tmp_path / "j.db", max_payload_bytes=4000) as journal:
+        with pytest.raises(replay.NotJournalable) as err:
+            asyncio.run(replay.run(workflow, journal=journal, run_id="r"))
+        message = str(err.value)
+        assert "fetch_page" in message and "0:1" in message
+        assert "5.0 kB" in message and "4.0 kB" in message and "max_payload_bytes" in message
+        assert [e.status.value for e in journal.events("r")] == ["started"]
+        (verdict,) = journal.verify("r")
+        assert verdict.ok
+
+
+def test_oversized_arguments_and_inputs_are_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """Arguments over the limit fail before the step starts; so do oversized inputs."""
+
+    @replay.step
+    def summarise(text: str) -> str:
+        raise AssertionError("must not run")
+
+    async def workflow(text: str) -> str:
+        return summarise(text * 2)
+
+    with Journal(tmp_path / "j.db", max_payload_bytes=2500) as journal:
+        with pytest.raises(replay.NotJournalable, match="arguments"):
+            asyncio.run(replay.run(workflow, "y" * 1500, journal=journal, run_id="r"))
+        assert journal.events("r") == []
+        with pytest.raises(PayloadTooLarge, match="inputs"):
+            asyncio.run(replay.run(workflow, "y" * 4000, journal=journal, run_id="r2"))
+        assert [r.run_id for r in journal.runs()] == ["r"]
+    with pytest.raises(ValueError, match="positive"):
+        Journal(tmp_path / "k.db", max_payload_bytes=0)
