@@ -3,6 +3,7 @@
 from ._codec import RecordedError, ValueCodec, canonical_json, fingerprint
 from ._errors import (
     ChainKeyMismatch,
+    ForkRefused,
     JournalError,
     JournalUnavailable,
     LeaseLost,
@@ -25,6 +26,7 @@ __all__ = [
     "Event",
     "EventKind",
     "EventStatus",
+    "ForkRefused",
     "Journal",
     "JournalError",
     "JournalStore",

@@ -8,6 +8,7 @@ JournalError                    root of everything the journal raises
 ├── ValueNotJournalable         a value or exception cannot be encoded as JSON and back
 │   └── PayloadTooLarge         one event's payload is over the journal's size limit
 ├── ChainKeyMismatch            a run is signed with an HMAC key this process does not have
+├── ForkRefused                 a fork cannot be made as asked (seq, step, broken parent)
 └── JournalUnavailable          the store cannot be opened or is not a journal
 """
 
@@ -107,6 +108,10 @@ def format_size(size: int) -> str:
 
 class ChainKeyMismatch(JournalError):
     """A run's hash chain uses an HMAC key this process does not have (or has none)."""
+
+
+class ForkRefused(JournalError):
+    """A fork cannot be made as asked (seq out of range, unknown step, broken parent)."""
 
 
 class JournalUnavailable(JournalError):

@@ -151,7 +151,7 @@ KIND_BY_VALUE = {kind.value: kind for kind in EventKind}
 STATUS_BY_VALUE = {status.value: status for status in EventStatus}
 """Row text back to enum members: a dict lookup is ~20x cheaper than calling the enum."""
 
-_EVENT_FIELDS = frozenset(Event.model_fields)
+_EVENT_FIELDS = set(Event.model_fields)
 _new = object.__new__
 _set = object.__setattr__
 
@@ -196,7 +196,7 @@ def trusted_event(
             "hash": hash,
         },
     )
-    _set(event, "__pydantic_fields_set__", _EVENT_FIELDS)
+    _set(event, "__pydantic_fields_set__", _EVENT_FIELDS.copy())
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event

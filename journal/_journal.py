@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from ._chain import Chain
 from ._errors import JournalUnavailable, RunNotFound
 from ._events import Event, Run, RunStatus
+from ._fork import fork_run
 from ._inspect import RunDigest, TimelineEntry, digest, timeline
 from ._redact import SALT_NAME, Redaction, Redactor, new_salt
 from ._verify import RunVerification, verify_run
@@ -139,6 +141,38 @@ class Journal:
     def timeline(self, run_id: str) -> list[TimelineEntry]:
         """The run's events in order, with task depth and step durations (`journal show`)."""
         return timeline(self.events(run_id))
+
+    def fork(
+        self,
+        run_id: str,
+        *,
+        at: int | None = None,
+        new_run_id: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """A new run holding `run_id`'s events before seq `at`; resuming it goes live from there.
+
+        >>> j.fork("order-7", at=12, new_run_id="order-7-retry")        # retry from seq 12
+        >>> j.fork("order-7", overrides={"0:3": {"answer": "no"}})     # what if step 0:3 said no
+
+        `overrides` maps step keys to the JSON value their recorded result is replaced with;
+        without `at` the fork keeps everything up to the last overridden step. The fork names
+        its parent and fork point (`Run.parent_run_id`, `Run.fork_seq`) and ends with a `fork`
+        marker event holding the parent's seal. Resume it with `replay.run(..., run_id=...)` or
+        `journal resume`. `ForkRefused` for a seq out of range, an unknown step, or a parent
+        whose chain is broken before the fork point.
+        """
+        self.run(run_id)
+        return fork_run(
+            self.store,
+            self.chain,
+            self.redactor(),
+            self.max_payload_bytes,
+            run_id,
+            at=at,
+            new_run_id=new_run_id,
+            overrides=overrides or {},
+        )
 
     def verify(self, run_id: str | None = None) -> list[RunVerification]:
         """Recompute the hash chain and seal of one run, or of every run (newest first).

@@ -10,6 +10,7 @@ Everything a workflow may do durably, in one place:
     as_completed    asyncio.as_completed whose completion order replays as it happened live
     idempotency_key the `run_id:key` of the live step, stable across crash and retry
     replay_run      re-run a recorded run offline with its own workflow and inputs
+    resume_run      resume an interrupted run (or a fork) with its own workflow and inputs
 """
 
 from journal import RunConflict, RunLocked, RunNotFound
@@ -25,7 +26,7 @@ from ._errors import (
     StepFailed,
 )
 from ._ordering import as_completed
-from ._rerun import replay_run
+from ._rerun import replay_run, resume_run
 from ._run import JournaledRun, RunOutcome, journaled, run, run_with_summary
 from ._session import RunSummary
 from ._steps import RetryPolicy, idempotency_key, step
@@ -51,6 +52,7 @@ __all__ = [
     "now",
     "random",
     "replay_run",
+    "resume_run",
     "run",
     "run_with_summary",
     "sleep",

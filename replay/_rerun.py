@@ -2,26 +2,31 @@
 
 What `journal replay RUN` does, for Python callers: find the workflow by its recorded import
 path (or an explicit entry), rebuild the inputs with the workflow's own parameter types, and
-replay it against the journal, offline.
+replay it against the journal, offline; or resume it live (`journal resume RUN`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import inspect
+import pdb
 import sys
 import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import orjson
 from pydantic import TypeAdapter
 
-from journal import Journal, JournalError
+from journal import Journal, JournalError, Run
+from journal._events import EventRow
 
-from ._run import RunOutcome, run_with_summary
+from ._run import DebugOptions, RunOutcome, debug_options, run_with_summary
+from ._session import Session
 
 
 class WorkflowNotFound(JournalError):
@@ -84,14 +89,89 @@ def recorded_inputs(
     return list(bound.args), dict(bound.kwargs)
 
 
-async def replay_run(journal: Journal, run_id: str, *, entry: str | None = None) -> RunOutcome[Any]:
+def pdb_break(frame: FrameType, key: str, row: EventRow) -> None:
+    """Stop in pdb in the workflow's frame, at the call whose recorded result is being served."""
+    value = row[7].decode(errors="replace") if row[7] else "null"
+    print(
+        f"\njournal: step {key} ({row[3]}) is served from the journal; its recorded "
+        f"{'result' if row[5] == 'completed' else 'error'}: {value[:500]}\n"
+        "journal: pdb is in the workflow's frame at that call: inspect locals, `up` for "
+        "callers, `c` to continue the replay.",
+        flush=True,
+    )
+    debugger = pdb.Pdb()
+    debugger.reset()
+    debugger.interaction(frame, None)
+
+
+async def replay_run(
+    journal: Journal,
+    run_id: str,
+    *,
+    entry: str | None = None,
+    allow_live: bool = False,
+    break_at: str | None = None,
+    on_break: Callable[[FrameType, str, EventRow], None] = pdb_break,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunOutcome[Any]:
     """Replay the recorded run `run_id` offline with its own workflow and inputs.
 
     Raises what replay raises: `NonDeterminismError` at the first changed call,
     `FrontierReached` if the code asks for more than was recorded. The outcome's
     `summary.result_matches_recorded` says whether the result came out the same.
+
+    `allow_live` runs steps past the frontier live instead, without recording them (the
+    journal is never changed by a replay). `break_at` names a step key: when it is served,
+    `on_break(frame, key, row)` is called, by default pdb in the workflow's frame.
+    `progress(served, recorded_steps)` is called about ten times a second, and at the end.
     """
     run = journal.run(run_id)
+    workflow, args, kwargs = _recorded_call(run, entry)
+    sessions: list[Session] = []
+    options = DebugOptions(allow_live, break_at, on_break, sessions.append, entry is not None)
+    token = debug_options.set(options)
+    reporter = None
+    if progress is not None:
+        reporter = asyncio.get_running_loop().create_task(_report(sessions, progress))
+    try:
+        return await run_with_summary(
+            workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id, mode="replay"
+        )
+    finally:
+        debug_options.reset(token)
+        if reporter is not None:
+            reporter.cancel()
+            if sessions and progress is not None:
+                progress(sessions[0].served, sessions[0].served + len(sessions[0].recorded))
+
+
+async def _report(sessions: list[Session], progress: Callable[[int, int], None]) -> None:
+    total = None
+    while True:
+        await asyncio.sleep(0.1)
+        if sessions:
+            session = sessions[0]
+            if total is None:
+                total = session.served + len(session.recorded)
+            progress(session.served, total)
+
+
+async def resume_run(journal: Journal, run_id: str, *, entry: str | None = None) -> RunOutcome[Any]:
+    """Resume an interrupted run (or a fork) in this process with its own workflow and inputs.
+
+    Recorded steps are served, the rest runs live and is journaled: `journal resume RUN`.
+    A finished run returns its recorded outcome without running anything.
+    """
+    run = journal.run(run_id)
+    workflow, args, kwargs = _recorded_call(run, entry)
+    return await run_with_summary(workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id)
+
+
+def _recorded_call(
+    run: Run, entry: str | None
+) -> tuple[Callable[..., Awaitable[Any]], list[Any], dict[str, Any]]:
+    """The run's workflow (or `entry`) and its recorded inputs, typed."""
+    run_id = run.run_id
     if entry is None:
         if run.workflow is None:
             raise WorkflowNotFound(
@@ -106,6 +186,4 @@ async def replay_run(journal: Journal, run_id: str, *, entry: str | None = None)
             )
     workflow = load_workflow(entry)
     args, kwargs = recorded_inputs(workflow, run.inputs)
-    return await run_with_summary(
-        workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id, mode="replay"
-    )
+    return workflow, args, kwargs

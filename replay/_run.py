@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import FrameType
 from typing import Any, Generic, TypeVar
 
 from journal import (
@@ -31,6 +32,7 @@ from journal import (
     canonical_json,
     fingerprint,
 )
+from journal._events import EventRow
 from journal.stores._ownership import HOSTNAME
 
 from ._context import TaskScope, current_scope, install_task_factory, uninstall_task_factory
@@ -42,6 +44,24 @@ R = TypeVar("R")
 log = get_logger("replay")
 
 DEFAULT_LEASE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class DebugOptions:
+    """How `replay_run` debugs a sitting; set for its duration, read when the sitting opens."""
+
+    allow_live: bool = False
+    break_at: str | None = None
+    on_break: Callable[[FrameType, str, EventRow], None] | None = None
+    observe: Callable[[Session], None] | None = None
+    """Called with the sitting's session once it is open (progress reporting)."""
+    other_workflow: bool = False
+    """The caller chose the function (`--entry`): its name may differ from the recorded one."""
+
+
+debug_options: contextvars.ContextVar[DebugOptions | None] = contextvars.ContextVar(
+    "replay_debug_options", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -177,6 +197,13 @@ class _Sitting:
             redact=self.journal.redactor(),
             max_payload=self.journal.max_payload_bytes,
         )
+        debugging = debug_options.get()
+        if debugging is not None and self.mode == "replay":
+            session.allow_live = debugging.allow_live
+            session.break_at = debugging.break_at
+            session.on_break = debugging.on_break
+            if debugging.observe is not None:
+                debugging.observe(session)
         log.info(
             "run.sitting_started",
             run_id=self.run_id,
@@ -298,7 +325,9 @@ async def run_with_summary(
         resuming = False
     else:
         resuming = True
-    if not _same_workflow(existing.workflow, spec.path):
+    debugging = debug_options.get()
+    chosen = mode == "replay" and debugging is not None and debugging.other_workflow
+    if not chosen and not _same_workflow(existing.workflow, spec.path):
         raise RunConflict(run_id, "workflow", repr(existing.workflow), repr(spec.path))
     if existing.inputs_fingerprint != inputs_fp:
         raise RunConflict(run_id, "inputs", (existing.inputs or b"").decode(), inputs.decode())

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -109,18 +110,19 @@ def as_recorded(entry: Recorded | EventRow) -> Recorded:
 
 
 def fold_rows(rows: Sequence[EventRow]) -> dict[str, Recorded | EventRow]:
-    """Rows -> per-key state, skipping ranges a divergence fork superseded.
+    """Rows -> per-key state, without fork markers and the ranges a divergence superseded.
 
     A key with a single row (most keys: a step that never waited is one row) is kept as the
     row itself; serving it then costs no object at all. Keys with more rows become `Recorded`.
     """
     fork = EventKind.FORK.value
-    superseded = [
-        (orjson.loads(payload)["superseded_from_seq"], seq)
-        for seq, _, kind, _, _, _, _, payload, _ in rows
-        if kind == fork and payload
-    ]
-    if superseded:
+    markers = [(seq, payload) for seq, _, kind, _, _, _, _, payload, _ in rows if kind == fork]
+    if markers:
+        superseded = [
+            (start, seq)
+            for seq, payload in markers
+            if (start := orjson.loads(payload or b"{}").get("superseded_from_seq")) is not None
+        ]
         rows = [
             row
             for row in rows
@@ -262,6 +264,11 @@ class Session:
         self.redact = redact
         """Replaces secrets in JSON bytes before they are fingerprinted or written."""
         self.max_payload = max_payload
+        self.allow_live = False
+        """Replay mode only: past the frontier, run steps live without recording them."""
+        self.break_at: str | None = None
+        """Replay debugging: the step key at which `on_break` is called when it is served."""
+        self.on_break: Callable[[FrameType, str, EventRow], None] | None = None
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -280,6 +287,8 @@ class Session:
                 del self.recorded[key]
                 self.served += 1
                 self.served_keys.append(found)
+                if self.break_at is not None:
+                    self._break(key, found, site_depth + 1)
                 return found
             found = self.recorded[key] = Recorded(found)
         entry = found
@@ -289,8 +298,10 @@ class Session:
             del self.recorded[key]
             self.served += 1
             self.served_keys.append(entry)
+            if self.break_at is not None:
+                self._break(key, entry.rows[-1], site_depth + 1)
             return entry.rows[-1]
-        if self.mode == "replay":
+        if self.mode == "replay" and not self.allow_live:
             raise FrontierReached(
                 self.run_id,
                 key,
@@ -313,6 +324,15 @@ class Session:
         payload = b'{"args":' + args_payload + b',"site":' + orjson.dumps(site) + b"}"
         self.check_size(key, spec.name, "arguments", payload)
         return LivePlan(key=key, fingerprint=fp, args_payload=payload, attempt=attempt)
+
+    def _break(self, key: str, row: EventRow, site_depth: int) -> None:
+        if key != self.break_at or self.on_break is None:
+            return
+        try:
+            frame = sys._getframe(site_depth + 1)
+        except ValueError:
+            return
+        self.on_break(frame, key, row)
 
     def check_size(self, key: str, name: str, what: str, payload: bytes) -> None:
         """Refuse a payload over the limit before anything of it is written; warn on big ones."""
@@ -483,7 +503,9 @@ class Session:
         batch = self.pending + events if self.pending else events
         if not batch:
             return
-        assert self.token is not None, "replay mode never writes"
+        if self.token is None:  # replay with allow_live: live steps are not recorded
+            self.pending = []
+            return
         head = self.head
         if self.chain is not None:
             head = self.chain.stamp(head, batch)

@@ -35,6 +35,7 @@ def test_replay_exports() -> None:
             "now",
             "random",
             "replay_run",
+            "resume_run",
             "run",
             "run_with_summary",
             "sleep",

@@ -248,6 +248,7 @@ def test_trusted_events_equal_validated_ones() -> None:
     assert trusted == validated and hash(trusted) == hash(validated)
     assert trusted.model_dump_json() == validated.model_dump_json()
     assert trusted.model_fields_set == validated.model_fields_set
+    assert trusted.model_copy(update={"seq": 4}).seq == 4  # its fields set is its own
     with pytest.raises(ValidationError):
         trusted.seq = 4  # frozen like any Event
 
