@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TextIO
 
 from ._chain import Chain
 from ._errors import JournalUnavailable, RunNotFound
 from ._events import Event, Run, RunStatus
+from ._export import ExportFormat, verify_export, write_export
 from ._fork import fork_run
 from ._inspect import RunDigest, TimelineEntry, digest, timeline
 from ._redact import SALT_NAME, Redaction, Redactor, new_salt
+from ._retention import select_for_removal
 from ._verify import RunVerification, verify_run
 from .stores import JournalStore, MemoryStore, SQLiteStore
 from .stores._sqlite import Durability
@@ -137,6 +139,70 @@ class Journal:
             if limit is not None and len(digests) >= limit:
                 break
         return digests
+
+    def iter_events(self, run_id: str, *, page: int = 1000) -> Iterator[Event]:
+        """The run's events in order, read `page` at a time: constant memory for any length."""
+        after = 0
+        while True:
+            events = self.store.read_events(run_id, after_seq=after, limit=page)
+            yield from events
+            if len(events) < page:
+                return
+            after = events[-1].seq
+
+    def export(
+        self,
+        out: TextIO,
+        run_ids: Iterable[str] | None = None,
+        *,
+        format: ExportFormat = "jsonl",
+        on_event: Callable[[], None] | None = None,
+    ) -> int:
+        """Write runs (default: all, newest first) to `out`; returns the number of events.
+
+        `jsonl` and `json` carry every field the hash chain covers, so the file verifies on
+        its own (`Journal.verify_export`); `csv` is one row per event for spreadsheets;
+        `html` is one run's self-contained timeline page. Events are read page by page and
+        written as they come, so memory stays constant. `on_event` is called per event.
+        """
+        runs = (
+            self.store.list_runs() if run_ids is None else [self.run(run_id) for run_id in run_ids]
+        )
+        if format == "html" and len(runs) != 1:
+            raise ValueError(
+                f"an HTML export is one run's timeline, and {len(runs)} runs were selected. "
+                "Fix: name one run (journal export RUN --format html)."
+            )
+        return write_export(
+            out, runs, self.iter_events, format, chain=self.chain, on_event=on_event
+        )
+
+    def verify_export(self, path: str | os.PathLike[str]) -> list[RunVerification]:
+        """Verify every run in a JSONL or JSON export from the file alone, offline."""
+        return verify_export(Path(path), self.chain)
+
+    def gc(
+        self,
+        *,
+        keep_last: int | None = None,
+        older_than: timedelta | None = None,
+        statuses: Iterable[RunStatus | str] | None = None,
+        dry_run: bool = False,
+    ) -> list[Run]:
+        """Remove whole finished runs by a retention policy; the runs removed (or, with
+        `dry_run`, that would be). Owned runs are never removed; each removal is logged in
+        the journal's retention log. See `select_for_removal` for the rule."""
+        chosen = select_for_removal(
+            self.store.list_runs(),
+            keep_last=keep_last,
+            older_than=older_than,
+            statuses=None if statuses is None else [RunStatus(s) for s in statuses],
+            now=datetime.now(UTC),
+        )
+        if dry_run or not chosen:
+            return chosen
+        self.store.delete_runs([run.run_id for run in chosen])
+        return [run for run in chosen if self.store.get_run(run.run_id) is None]
 
     def timeline(self, run_id: str) -> list[TimelineEntry]:
         """The run's events in order, with task depth and step durations (`journal show`)."""

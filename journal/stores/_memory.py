@@ -106,8 +106,11 @@ class MemoryStore:
                     )
             log.extend(events)
 
-    def read_events(self, run_id: str) -> list[Event]:
-        return list(self._events.get(run_id, ()))
+    def read_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        events = [e for e in self._events.get(run_id, ()) if e.seq > after_seq]
+        return events if limit is None else events[:limit]
 
     def read_rows(self, run_id: str) -> list[EventRow]:
         return [event.as_row() for event in self._events.get(run_id, ())]

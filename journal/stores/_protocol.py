@@ -58,8 +58,11 @@ class JournalStore(Protocol):
         """
         ...
 
-    def read_events(self, run_id: str) -> list[Event]:
-        """All events of the run in `seq` order, in one read."""
+    def read_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """The run's events in `seq` order, in one read: all of them, or a page of at most
+        `limit` events after `after_seq` (exports read long runs page by page)."""
         ...
 
     def read_rows(self, run_id: str) -> list[EventRow]:

@@ -399,12 +399,15 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
                 raise
 
-    def read_events(self, run_id: str) -> list[Event]:
+    def read_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, created_at,"
-                " args, prev_hash, hash FROM events WHERE run_id = ? ORDER BY seq",
-                (run_id,),
+                " args, prev_hash, hash FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
+                " LIMIT ?",
+                (run_id, after_seq, -1 if limit is None else limit),
             ).fetchall()
         kinds, statuses, moment = KIND_BY_VALUE, STATUS_BY_VALUE, datetime.fromtimestamp
         return [

@@ -1,0 +1,294 @@
+"""Exports: a journal's runs as JSONL, JSON, CSV or an HTML timeline, written as they are read.
+
+Every format but CSV carries the hashes, so an exported file verifies on its own, offline, with
+`verify_export` (`journal verify --file`). Payloads are exported as their exact JSON text (a
+string), because the chain hashes those exact bytes: `jq '.payload | fromjson'` reads one.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal, TextIO
+
+import orjson
+
+from ._chain import Chain
+from ._errors import JournalError
+from ._events import KIND_BY_VALUE, STATUS_BY_VALUE, Event, Run, RunStatus, trusted_event
+from ._html import write_html_timeline
+from ._verify import RunVerification, verify_run
+
+ExportFormat = Literal["jsonl", "json", "csv", "html"]
+FORMATS: tuple[ExportFormat, ...] = ("jsonl", "json", "csv", "html")
+EXPORT_VERSION = "journal-replay/export/v1"
+CSV_COLUMNS = (
+    "run_id",
+    "seq",
+    "key",
+    "kind",
+    "name",
+    "status",
+    "attempt",
+    "created_at",
+    "fingerprint",
+    "payload",
+    "args",
+    "prev_hash",
+    "hash",
+)
+
+EventPages = Callable[[str], Iterable[Event]]
+"""How the exporter reads a run's events: lazily, page by page (constant memory)."""
+
+
+class ExportUnreadable(JournalError):
+    """A file given to `verify --file` is not a journal export, or is cut short."""
+
+
+def _put_bytes(record: dict[str, Any], name: str, value: bytes | None) -> None:
+    """JSON text as a string; bytes that are not UTF-8 (edited ones) as base64, kept exact."""
+    if value is None:
+        record[name] = None
+        return
+    try:
+        record[name] = value.decode()
+    except UnicodeDecodeError:
+        record[name] = None
+        record[f"{name}_base64"] = base64.b64encode(value).decode()
+
+
+def _get_bytes(record: dict[str, Any], name: str) -> bytes | None:
+    encoded = record.get(f"{name}_base64")
+    if encoded is not None:
+        return base64.b64decode(encoded)
+    text = record[name]
+    return None if text is None else str(text).encode()
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode(errors="replace")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """A run as the exports write it."""
+    record: dict[str, Any] = {
+        "type": "run",
+        "run_id": run.run_id,
+        "workflow": run.workflow,
+        "status": run.status.value,
+        "inputs_fingerprint": run.inputs_fingerprint,
+        "parent_run_id": run.parent_run_id,
+        "fork_seq": run.fork_seq,
+        "resumes": run.resumes,
+        "created_at": _iso(run.created_at),
+        "updated_at": _iso(run.updated_at),
+        "finished_at": _iso(run.finished_at),
+        "chain": run.chain,
+        "seal": run.seal,
+    }
+    for name in ("inputs", "result", "error"):
+        _put_bytes(record, name, getattr(run, name))
+    return record
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """An event as the exports write it: every field the chain covers, exactly."""
+    record: dict[str, Any] = {
+        "type": "event",
+        "run_id": event.run_id,
+        "seq": event.seq,
+        "key": event.key,
+        "kind": event.kind.value,
+        "name": event.name,
+        "fingerprint": event.fingerprint,
+        "status": event.status.value,
+        "attempt": event.attempt,
+        "created_at": _iso(event.created_at),
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+    _put_bytes(record, "payload", event.payload)
+    _put_bytes(record, "args", event.args)
+    return record
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def run_from_record(record: dict[str, Any]) -> Run:
+    return Run(
+        run_id=record["run_id"],
+        workflow=record["workflow"],
+        inputs=_get_bytes(record, "inputs"),
+        inputs_fingerprint=record["inputs_fingerprint"],
+        status=RunStatus(record["status"]),
+        result=_get_bytes(record, "result"),
+        error=_get_bytes(record, "error"),
+        parent_run_id=record["parent_run_id"],
+        fork_seq=record["fork_seq"],
+        resumes=record["resumes"],
+        created_at=datetime.fromisoformat(record["created_at"]),
+        updated_at=datetime.fromisoformat(record["updated_at"]),
+        finished_at=_moment(record["finished_at"]),
+        chain=record["chain"],
+        seal=record["seal"],
+    )
+
+
+def event_from_record(record: dict[str, Any]) -> Event:
+    return trusted_event(
+        record["run_id"],
+        int(record["seq"]),
+        record["key"],
+        KIND_BY_VALUE[record["kind"]],
+        record["name"],
+        record["fingerprint"],
+        STATUS_BY_VALUE[record["status"]],
+        int(record["attempt"]),
+        _get_bytes(record, "payload"),
+        datetime.fromisoformat(record["created_at"]),
+        _get_bytes(record, "args"),
+        record["prev_hash"],
+        record["hash"],
+    )
+
+
+def write_export(
+    out: TextIO,
+    runs: Iterable[Run],
+    events_of: EventPages,
+    fmt: ExportFormat,
+    *,
+    chain: Chain,
+    on_event: Callable[[], None] | None = None,
+) -> int:
+    """Write `runs` and their events to `out` in `fmt`; the number of events written."""
+    tick = on_event or (lambda: None)
+    written = 0
+
+    def counted(run: Run) -> Iterator[Event]:
+        nonlocal written
+        for event in events_of(run.run_id):
+            written += 1
+            tick()
+            yield event
+
+    if fmt == "jsonl":
+        out.write(_line({"type": "export", "format": EXPORT_VERSION, "exported_at": _now()}))
+        for run in runs:
+            out.write(_line(run_record(run)))
+            for event in counted(run):
+                out.write(_line(event_record(event)))
+    elif fmt == "json":
+        out.write(f'{{"format":"{EXPORT_VERSION}","exported_at":"{_now()}","runs":[')
+        for index, run in enumerate(runs):
+            head = orjson.dumps(run_record(run)).decode()
+            out.write(("," if index else "") + "\n" + head[:-1] + ',"events":[')
+            for number, event in enumerate(counted(run)):
+                out.write(
+                    ("," if number else "") + "\n" + orjson.dumps(event_record(event)).decode()
+                )
+            out.write("]}")
+        out.write("\n]}\n")
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for run in runs:
+            for event in counted(run):
+                record = event_record(event)
+                writer.writerow([record[column] for column in CSV_COLUMNS])
+    elif fmt == "html":
+        (run,) = runs
+        verdict = verify_run(chain, run, events_of(run.run_id))
+        write_html_timeline(
+            out,
+            run_record(run),
+            (event_record(event) for event in counted(run)),
+            {"ok": verdict.ok, "message": str(verdict)},
+        )
+    else:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return written
+
+
+def _line(record: dict[str, Any]) -> str:
+    return orjson.dumps(record).decode() + "\n"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def verify_export(path: Path, chain: Chain) -> list[RunVerification]:
+    """Verify every run in an exported JSONL or JSON file, offline, from the file alone."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline()
+            try:
+                header = orjson.loads(first)
+            except orjson.JSONDecodeError:
+                header = None
+            if isinstance(header, dict) and header.get("type") == "export":
+                return _verify_jsonl(handle, chain, path)
+            handle.seek(0)
+            document = orjson.loads(handle.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ExportUnreadable(
+            f"{path} is not a journal export ({exc}). Fix: pass a file written by "
+            "`journal export --format jsonl` or `--format json`."
+        ) from exc
+    if not isinstance(document, dict) or document.get("format") != EXPORT_VERSION:
+        raise ExportUnreadable(
+            f"{path} is JSON but not a journal export (no format {EXPORT_VERSION!r}). "
+            "CSV and HTML exports carry no full chain; verify a JSONL or JSON export."
+        )
+    return [
+        verify_run(
+            chain,
+            run_from_record(run),
+            (event_from_record(event) for event in run.get("events", [])),
+        )
+        for run in document["runs"]
+    ]
+
+
+def _verify_jsonl(handle: IO[bytes], chain: Chain, path: Path) -> list[RunVerification]:
+    records = (orjson.loads(line) for line in handle if line.strip())
+    pending: list[dict[str, Any]] = []
+    results = []
+
+    def events_until_next_run() -> Iterator[Event]:
+        for record in records:
+            if record.get("type") == "run":
+                pending.append(record)
+                return
+            if record.get("type") != "event":
+                raise ExportUnreadable(f"{path}: unexpected record {str(record)[:80]}")
+            yield event_from_record(record)
+
+    try:
+        for record in records:
+            pending.append(record)
+            while pending:
+                current = pending.pop()
+                if current.get("type") != "run":
+                    raise ExportUnreadable(
+                        f"{path}: an event record comes before any run record; the file was "
+                        "cut or edited."
+                    )
+                stream = events_until_next_run()
+                results.append(verify_run(chain, run_from_record(current), stream))
+                for _ in stream:  # a broken run: skip the rest of its events
+                    pass
+    except (orjson.JSONDecodeError, KeyError, ValueError) as exc:
+        raise ExportUnreadable(f"{path}: a line is not a journal export record ({exc}).") from exc
+    return results
