@@ -1,6 +1,7 @@
 """journal: the append-only log of workflow runs. Knows nothing of coroutines or replay."""
 
 from ._codec import RecordedError, ValueCodec, canonical_json, fingerprint
+from ._diff import ABSENT, RunDiff, StepDiff, StepSide
 from ._errors import (
     ChainKeyMismatch,
     ForkRefused,
@@ -21,6 +22,7 @@ from ._verify import Break, RunVerification
 from .stores import JournalStore, MemoryStore, SQLiteStore
 
 __all__ = [
+    "ABSENT",
     "Break",
     "ChainKeyMismatch",
     "Event",
@@ -39,12 +41,15 @@ __all__ = [
     "Redaction",
     "Run",
     "RunConflict",
+    "RunDiff",
     "RunDigest",
     "RunLocked",
     "RunNotFound",
     "RunStatus",
     "RunVerification",
     "SQLiteStore",
+    "StepDiff",
+    "StepSide",
     "TimelineEntry",
     "ValueCodec",
     "ValueNotJournalable",

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Self, TextIO
 
 from ._chain import Chain
+from ._diff import RunDiff, diff_runs
 from ._errors import JournalUnavailable, RunNotFound
 from ._events import Event, Run, RunStatus
 from ._export import ExportFormat, verify_export, write_export
@@ -207,6 +208,12 @@ class Journal:
     def timeline(self, run_id: str) -> list[TimelineEntry]:
         """The run's events in order, with task depth and step durations (`journal show`)."""
         return timeline(self.events(run_id))
+
+    def diff(self, run_a: str, run_b: str) -> RunDiff:
+        """Compare two runs step by step (paired by key): the first point where they differ,
+        and per step what changed (name, arguments, outcome, status, attempts)."""
+        a, b = self.run(run_a), self.run(run_b)
+        return diff_runs(a, self.iter_events(run_a), b, self.iter_events(run_b))
 
     def fork(
         self,

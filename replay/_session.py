@@ -381,12 +381,17 @@ class Session:
         return None
 
     def _fork(self, key: str, entry: Recorded) -> None:
-        """Supersede every recorded row from the diverging step on; keep what was served."""
+        """Supersede every recorded row from the diverging step on; keep what was served, and
+        every step begun before it (its rows from the cut on are carried past the marker: under
+        concurrency a step started before the change may have completed after it)."""
         cut = entry.first_seq
         kept = {k: as_recorded(r) for k, r in self.recorded.items()}
         self.recorded = {k: r for k, r in kept.items() if r.first_seq < cut}
         served = [as_recorded(r) for r in self.served_keys]
-        carried = [row for r in served if r.first_seq >= cut for row in r.rows]
+        survivors = [*served, *map(as_recorded, self.recorded.values())]
+        carried = sorted(
+            (row for r in survivors for row in r.rows if row[0] >= cut), key=lambda row: row[0]
+        )
         marker_payload = orjson.dumps({"superseded_from_seq": cut, "key": key})
         events = [
             self._event(

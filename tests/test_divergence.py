@@ -186,3 +186,45 @@ def test_fork_keeps_steps_already_served_after_the_cut(journal: Journal) -> None
     assert replayed.result == outcome.result
     assert executed == []
     assert replayed.summary.served == 3
+
+
+def test_fork_keeps_a_step_begun_before_the_change_and_finished_after_it(
+    journal: Journal,
+) -> None:
+    """gather(slow, fast(x)): slow starts first and completes last. Changing x forks at fast;
+    slow's completion (recorded after the cut) is carried over, so a later replay serves it."""
+    ran: list[str] = []
+
+    @step
+    async def slow_step() -> str:
+        ran.append("slow")
+        await asyncio.sleep(0.05)
+        return "slow"
+
+    @step
+    async def fast_step(x: str) -> str:
+        ran.append(x)
+        await asyncio.sleep(0)
+        return x
+
+    def make(x: str):  # type: ignore[no-untyped-def]
+        async def pair() -> list[str]:
+            return list(await asyncio.gather(slow_step(), fast_step(x)))
+
+        pair.__qualname__ = "pair"
+        return pair
+
+    asyncio.run(run(make("a"), journal=journal, run_id="g"))
+    order = [(e.key, e.status.value) for e in journal.events("g")]
+    assert order.index(("0/1:1", "completed")) > order.index(("0/2:1", "completed"))
+    ran.clear()
+    # A finished run is not resumed: fork it at the start and change x in the fork's sitting.
+    journal.fork("g", new_run_id="g2")
+    outcome = asyncio.run(
+        run_with_summary(make("b"), journal=journal, run_id="g2", on_divergence="fork")
+    )
+    assert outcome.result == ["slow", "b"] and ran == ["b"]
+    ran.clear()
+    replayed = asyncio.run(run_with_summary(make("b"), journal=journal, run_id="g2", mode="replay"))
+    assert replayed.result == ["slow", "b"] and ran == []
+    assert journal.verify("g2")[0].ok

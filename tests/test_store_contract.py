@@ -328,6 +328,9 @@ def test_events_keep_their_hashes_and_the_seal_is_stored(store: JournalStore) ->
     ]
     store.append("r", "t1", events)
     assert store.read_events("r") == events
+    assert store.read_events("r", after_seq=1) == events[1:]
+    assert store.read_events("r", limit=1) == events[:1]
+    assert store.count_events("r") == 2 and store.count_events("missing") == 0
     assert store.last_hash("r") == f"{2:064x}"
     finished = store.finish("r", "t1", RunStatus.COMPLETED, result=b"1", seal="5" * 64)
     assert finished.seal == "5" * 64 and store.get_run("r") == finished

@@ -142,6 +142,9 @@ class MemoryStore:
             self._runs[run_id] = finished
             return finished
 
+    def count_events(self, run_id: str) -> int:
+        return len(self._events.get(run_id, ()))
+
     def last_hash(self, run_id: str) -> str | None:
         log = self._events.get(run_id)
         return log[-1].hash if log else None

@@ -83,6 +83,10 @@ class JournalStore(Protocol):
         not the owner."""
         ...
 
+    def count_events(self, run_id: str) -> int:
+        """How many events the run has, without reading them (progress bars, listings)."""
+        ...
+
     def last_hash(self, run_id: str) -> str | None:
         """The `hash` of the run's last event (None if it has none): where its chain goes on."""
         ...

@@ -451,6 +451,14 @@ class SQLiteStore:
             ).fetchall()
         return rows
 
+    def count_events(self, run_id: str) -> int:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT count(*) FROM events WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        count: int = row[0]
+        return count
+
     def last_hash(self, run_id: str) -> str | None:
         with self._lock:
             row = self._conn.execute(

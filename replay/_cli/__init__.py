@@ -1,0 +1,18 @@
+"""The `journal` command: a thin coat over `Journal` methods (every command has a Python twin).
+
+Exit codes: 0 success; 1 the journal said no (unknown run, unreadable or missing database,
+bad value for an option); 2 bad usage (unknown option, missing argument); 3 the check failed:
+`journal replay` found that the run no longer reproduces, `journal verify` found an edit,
+`journal diff` found the runs differ.
+"""
+
+from . import _auditing, _debugging, _inspecting
+from ._app import app
+
+__all__ = ["app", "main"]
+_COMMAND_MODULES = (_auditing, _debugging, _inspecting)  # imported for their @app.command
+
+
+def main() -> None:
+    """Entry point of the `journal` script."""
+    app()

@@ -1,0 +1,102 @@
+"""The `journal` app and what its commands share: options, output, opening the journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from journal import Journal, JournalError
+from journal._journal import DEFAULT_PATH
+
+app = typer.Typer(
+    name="journal",
+    help="Inspect, replay and audit journaled workflow runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def console() -> Console:
+    # Piped output is not cut to 80 columns: tables keep every character for grep and diff.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
+
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Journal file or URL (sqlite:///path.db). Default: $JOURNAL_URL, else "
+        ".journal/journal.db.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "running": "yellow",
+    "waiting": "cyan",
+    "cancelled": "dim",
+    "retrying": "yellow",
+    "started": "yellow",
+}
+
+
+def fail(message: str) -> NoReturn:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(message)}"
+    )
+    raise typer.Exit(1)
+
+
+def open_journal(db: str | None) -> Journal:
+    """The journal to read; a missing file is an error, never silently created."""
+    target = db or os.environ.get("JOURNAL_URL") or str(DEFAULT_PATH)
+    path = target.removeprefix("sqlite:///") if target.startswith("sqlite:///") else target
+    if "://" not in path and not Path(path).exists():
+        fail(
+            f"no journal at {path}. Fix: pass --db PATH (or set JOURNAL_URL) to the journal "
+            "your workflows write to."
+        )
+    try:
+        return Journal(target)
+    except JournalError as exc:
+        fail(str(exc))
+
+
+def seconds_text(delta: timedelta | None) -> str:
+    if delta is None:
+        return ""
+    total = delta.total_seconds()
+    if total < 1:
+        return f"{total * 1000:.1f} ms"
+    if total < 120:
+        return f"{total:.2f} s"
+    return f"{total / 60:.1f} min"
+
+
+def when_text(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def styled(status: str) -> str:
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/]" if style else status
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def error_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,0 +1,211 @@
+"""Commands that re-run: `journal replay`, `journal resume`, `journal fork`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from journal import JournalError, RunStatus
+
+from .._errors import FrontierReached, NonDeterminismError
+from .._rerun import replay_run, resume_run
+from .._run import RunOutcome
+from ._app import DbOption, app, console, error_console, fail, open_journal, print_json
+
+EntryOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The workflow to run instead of the recorded one: module:function or "
+        "path/to/file.py:function (needed for runs recorded by a script)."
+    ),
+]
+
+
+def _importable_from_here() -> None:
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, "")  # as `python -m` does: workflows import from where you stand
+
+
+def _replay_with_progress(
+    journal: Any, run_id: str, entry: str | None, allow_live: bool, break_at: str | None
+) -> RunOutcome[Any]:
+    """Replay, with a progress bar on a terminal (not while pdb owns it, not when piped)."""
+    if break_at is not None or not sys.stderr.isatty():
+        return asyncio.run(
+            replay_run(journal, run_id, entry=entry, allow_live=allow_live, break_at=break_at)
+        )
+    columns = (
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps served"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=error_console(), transient=True) as bar:
+        task = bar.add_task("replay", total=None)
+
+        def advance(served: int, total: int) -> None:
+            bar.update(task, completed=served, total=total)
+
+        return asyncio.run(
+            replay_run(journal, run_id, entry=entry, allow_live=allow_live, progress=advance)
+        )
+
+
+@app.command("replay")
+def replay_command(
+    run_id: Annotated[str, typer.Argument(help="The run to replay.", show_default=False)],
+    db: DbOption = None,
+    entry: EntryOption = None,
+    allow_live: Annotated[
+        bool,
+        typer.Option(
+            "--allow-live",
+            help="Past the last recorded step, run live instead of stopping (nothing is "
+            "recorded: a replay never changes the journal).",
+        ),
+    ] = False,
+    break_at: Annotated[
+        str | None,
+        typer.Option(
+            "--break-at",
+            help="Stop in pdb, in the workflow's frame, when the step with this key is served.",
+        ),
+    ] = None,
+) -> None:
+    """Re-run a recorded run offline against its journal; exit 3 if it no longer reproduces."""
+    _importable_from_here()
+    out = console()
+    with open_journal(db) as journal:
+        try:
+            outcome = _replay_with_progress(journal, run_id, entry, allow_live, break_at)
+        except (NonDeterminismError, FrontierReached) as exc:
+            error_console().print(f"[bold red]does not reproduce:[/] {escape(str(exc))}")
+            raise typer.Exit(3) from None
+        except JournalError as exc:
+            fail(str(exc))
+        except Exception as exc:  # the workflow failed where the recording did not
+            recorded = journal.run(run_id)
+            if recorded.status is RunStatus.FAILED:
+                out.print(f"reproduced the recorded failure: {type(exc).__name__}: {exc}")
+                return
+            error_console().print(
+                f"[bold red]does not reproduce:[/] the workflow raised "
+                f"{escape(type(exc).__name__)}: {escape(str(exc))}, the recording "
+                f"{escape(recorded.status.value)}"
+            )
+            raise typer.Exit(3) from None
+    summary = outcome.summary
+    if summary.result_matches_recorded is False:
+        error_console().print(
+            "[bold red]does not reproduce:[/] the result differs from the recorded one.\n"
+            f"  now: {escape(repr(outcome.result))}\n  {escape(str(summary))}"
+        )
+        raise typer.Exit(3)
+    out.print(f"[green]reproduced[/]: {escape(str(summary))}")
+    if summary.unconsumed:
+        out.print(
+            f"note: {len(summary.unconsumed)} recorded steps were never asked for: "
+            + ", ".join(summary.unconsumed[:10])
+        )
+
+
+@app.command("resume")
+def resume_command(
+    run_id: Annotated[str, typer.Argument(help="The run (or fork) to resume.", show_default=False)],
+    db: DbOption = None,
+    entry: EntryOption = None,
+) -> None:
+    """Resume an interrupted run (or a fork) in this process: recorded steps are served, the
+    rest runs live and is journaled. A finished run prints its recorded result."""
+    _importable_from_here()
+    with open_journal(db) as journal:
+        try:
+            outcome = asyncio.run(resume_run(journal, run_id, entry=entry))
+        except JournalError as exc:
+            fail(str(exc))
+        except Exception as exc:
+            error_console().print(
+                f"[bold red]the run failed:[/] {escape(type(exc).__name__)}: {escape(str(exc))}"
+                f" (recorded in the journal; `journal show {escape(run_id)}` has the details)"
+            )
+            raise typer.Exit(1) from None
+    console().print(f"[green]{escape(str(outcome.summary))}[/]")
+    console().print(f"result: {escape(repr(outcome.result))}")
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"{text!r} is not KEY=JSON, e.g. --override '0:3={{\"ok\": 1}}'")
+    try:
+        return key, orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise typer.BadParameter(
+            f"the value for {key} is not JSON ({exc}); a string needs quotes: "
+            f"--override '{key}=\"text\"'"
+        ) from exc
+
+
+@app.command("fork")
+def fork_command(
+    run_id: Annotated[str, typer.Argument(help="The run to fork.", show_default=False)],
+    at: Annotated[
+        int | None,
+        typer.Option(
+            "--at",
+            min=1,
+            help="Copy the events before this seq; resuming the fork runs live from here. "
+            "Default: after the last overridden step, else after everything.",
+        ),
+    ] = None,
+    new_run_id: Annotated[
+        str | None, typer.Option("--as", help="The fork's run id. Default: RUN~fork-<random>.")
+    ] = None,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--override",
+            help="KEY=JSON: replace step KEY's recorded result in the fork (repeatable).",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Resume the fork right away, in this process.")
+    ] = False,
+    entry: EntryOption = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fork as JSON.")] = False,
+) -> None:
+    """Fork RUN at a step: a new run with RUN's events before --at (and any --override)."""
+    overrides = dict(_parse_override(text) for text in override or [])
+    with open_journal(db) as journal:
+        try:
+            fork = journal.fork(run_id, at=at, new_run_id=new_run_id, overrides=overrides)
+        except JournalError as exc:
+            fail(str(exc))
+        if as_json:
+            print_json(
+                {
+                    "run_id": fork.run_id,
+                    "parent_run_id": fork.parent_run_id,
+                    "fork_seq": fork.fork_seq,
+                    "overrides": sorted(overrides),
+                }
+            )
+        else:
+            changed = f", with {', '.join(sorted(overrides))} overridden" if overrides else ""
+            console().print(
+                f"forked [bold]{escape(run_id)}[/] at seq {fork.fork_seq} as "
+                f"[bold]{escape(fork.run_id)}[/]{escape(changed)}"
+            )
+            if not resume:
+                console().print(f"resume it with: journal resume {escape(fork.run_id)}")
+    if resume:
+        resume_command(fork.run_id, db=db, entry=entry)

@@ -1,0 +1,251 @@
+"""Commands that read: `journal runs`, `journal show`, `journal diff`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from journal import JournalError, RunStatus, StepSide, parse_since
+
+from ._app import (
+    DbOption,
+    JsonOption,
+    app,
+    console,
+    fail,
+    open_journal,
+    print_json,
+    seconds_text,
+    styled,
+    when_text,
+)
+
+
+@app.command("runs")
+def runs_command(
+    db: DbOption = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only runs with this status: " + ", ".join(s.value for s in RunStatus)),
+    ] = None,
+    workflow: Annotated[
+        str | None, typer.Option(help="Only runs of this workflow (module:qualname).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only runs started since: 30m, 2h, 7d, or an ISO date.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List runs, newest first: id, workflow, status, steps, start, duration, resumes."""
+    if status is not None and status not in {s.value for s in RunStatus}:
+        fail(
+            f"unknown status {status!r}. Expected one of: " + ", ".join(s.value for s in RunStatus)
+        )
+    try:
+        since_at = None if since is None else parse_since(since)
+    except ValueError as exc:
+        fail(str(exc))
+    with open_journal(db) as journal:
+        digests = journal.digests(status=status, workflow=workflow, since=since_at, limit=limit)
+    if as_json:
+        print_json([d.as_json() for d in digests])
+        return
+    out = console()
+    if not digests:
+        out.print("no runs match")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("run", "workflow", "status", "steps", "started", "duration", "resumes"):
+        table.add_column(
+            column, justify="right" if column in ("steps", "resumes") else "left", no_wrap=True
+        )
+    for d in digests:
+        table.add_row(
+            escape(d.run.run_id),
+            escape(d.run.workflow or "journaled block"),
+            styled(d.run.status.value),
+            str(d.steps),
+            when_text(d.run.created_at),
+            seconds_text(d.duration),
+            str(d.run.resumes),
+        )
+    out.print(table)
+
+
+@app.command("show")
+def show_command(
+    run_id: Annotated[str, typer.Argument(help="The run to show.", show_default=False)],
+    db: DbOption = None,
+    payloads: Annotated[
+        bool, typer.Option("--payloads", help="Print each event's arguments and value.")
+    ] = False,
+    step_key: Annotated[
+        str | None, typer.Option("--step", help="Show every event of one step key, whole.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The run's timeline: seq, key (indented by task), kind, name, status, duration, size."""
+    with open_journal(db) as journal:
+        try:
+            run = journal.run(run_id)
+            entries = journal.timeline(run_id)
+        except JournalError as exc:
+            fail(str(exc))
+    if step_key is not None:
+        entries = [entry for entry in entries if entry.event.key == step_key]
+        if not entries:
+            fail(f"run {run_id!r} has no step {step_key!r}. `journal show {run_id}` lists them.")
+        payloads = True
+    if as_json:
+        print_json(
+            {
+                "run": {
+                    "run_id": run.run_id,
+                    "workflow": run.workflow,
+                    "status": run.status.value,
+                    "resumes": run.resumes,
+                },
+                "events": [entry.as_json(payloads=payloads) for entry in entries],
+            }
+        )
+        return
+    out = console()
+    out.print(
+        f"[bold]{escape(run.run_id)}[/]  {escape(run.workflow or 'journaled block')}  "
+        f"{styled(run.status.value)}  resumes {run.resumes}  events {len(entries)}"
+    )
+    if payloads:
+        for entry in entries:
+            e, detail = entry.event, entry.as_json(payloads=True)
+            out.print(
+                f"{e.seq:>5}  {'  ' * entry.depth}{e.key}  {e.kind.value}  {escape(e.name)}  "
+                f"{styled(e.status.value)}  attempt {e.attempt}  {seconds_text(entry.duration)}"
+            )
+            if detail["arguments"] is not None:
+                out.print(f"       args:  {escape(_pretty(detail['arguments']))}")
+            if detail["payload"] is not None and e.status.value != "started":
+                out.print(f"       value: {escape(_pretty(detail['payload']))}")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("seq", "key", "kind", "name", "status", "attempt", "duration", "bytes"):
+        right = column in ("seq", "attempt", "duration", "bytes")
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
+    for entry in entries:
+        e = entry.event
+        table.add_row(
+            str(e.seq),
+            "  " * entry.depth + e.key,
+            e.kind.value,
+            escape(e.name),
+            styled(e.status.value),
+            str(e.attempt),
+            seconds_text(entry.duration),
+            str(entry.payload_size),
+        )
+    out.print(table)
+
+
+def _pretty(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 200 else json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json(value: Any) -> str:
+    return _short(json.dumps(value, ensure_ascii=False, default=repr), 200)
+
+
+def _side(step: StepSide | None) -> str:
+    if step is None:
+        return "—"
+    return f"{step.status} {_short(step.outcome)}"
+
+
+@app.command("diff")
+def diff_command(
+    run_a: Annotated[str, typer.Argument(help="The first run.", show_default=False)],
+    run_b: Annotated[str, typer.Argument(help="The run to compare it with.", show_default=False)],
+    db: DbOption = None,
+    all_steps: Annotated[
+        bool, typer.Option("--all", help="List the steps that are the same too.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare two runs step by step: where they first differ, then each differing step side
+    by side. Exit 0 when they are the same, 3 when they differ."""
+    with open_journal(db) as journal:
+        try:
+            diff = journal.diff(run_a, run_b)
+        except JournalError as exc:
+            fail(str(exc))
+    if as_json:
+        print_json(
+            {
+                "identical": diff.identical,
+                "header": [{"field": field, "a": a, "b": b} for field, a, b in diff.header],
+                "steps": [
+                    {
+                        "key": step.key,
+                        "change": step.change,
+                        "fields": list(step.fields),
+                        "a": None if step.a is None else _side_json(step.a),
+                        "b": None if step.b is None else _side_json(step.b),
+                    }
+                    for step in diff.steps
+                ],
+            }
+        )
+        raise typer.Exit(0 if diff.identical else 3)
+    out = console()
+    if diff.identical:
+        steps = len(diff.steps)
+        out.print(f"[green]same[/]: {escape(run_a)} and {escape(run_b)} agree on all {steps} steps")
+        return
+    for field, a, b in diff.header:
+        out.print(f"{field}: {escape(_short(a, 200))} [bold]->[/] {escape(_short(b, 200))}")
+    first = diff.first_difference
+    if first is not None:
+        name = (first.a or first.b).name  # type: ignore[union-attr]
+        what = ", ".join(first.fields) or first.change.replace("_", " ")
+        out.print(f"[bold]first difference[/]: step {first.key} ({escape(name)}): {escape(what)}")
+        for argument, a, b in diff.argument_changes(first):
+            out.print(f"  {escape(argument)}: {escape(_json(a))} -> {escape(_json(b))}")
+    table = Table(box=None, header_style="bold")
+    for column in ("key", "name", "change", run_a, run_b):
+        table.add_column(escape(column), no_wrap=column in ("key", "change"))
+    for step in diff.steps:
+        if step.change == "same" and not all_steps:
+            continue
+        name = (step.a or step.b).name  # type: ignore[union-attr]
+        change = step.change if step.change != "changed" else ", ".join(step.fields)
+        colour = "green" if step.change == "same" else "yellow"
+        table.add_row(
+            step.key,
+            escape(name),
+            f"[{colour}]{escape(change)}[/]",
+            escape(_side(step.a)),
+            escape(_side(step.b)),
+        )
+    out.print(table)
+    raise typer.Exit(3)
+
+
+def _side_json(step: StepSide) -> dict[str, Any]:
+    return {
+        "seq": step.seq,
+        "name": step.name,
+        "kind": step.kind,
+        "status": step.status,
+        "attempts": step.attempts,
+        "arguments": step.arguments,
+        "outcome": step.outcome,
+    }
