@@ -192,7 +192,7 @@ def test_diff_names_the_first_difference_and_exits_3(db: Path) -> None:
     assert "inputs:" in output and "first difference: step 0:1" in output
     assert 'goal: "cats" -> "dogs"' in output
     assert "arguments, outcome" in output
-    code, output = invoke("fork", "p1", "--as", "copy", "--db", str(db))
+    code, output = invoke("fork", "p1", "--as", "copy", "--resume", "--db", str(db))
     assert code == 0
     code, output = invoke("diff", "p1", "copy", "--db", str(db))
     assert code == 0 and "agree on all 3 steps" in output, output
