@@ -92,21 +92,40 @@ class Redaction:
         self.rule = rule
         self._exact = frozenset(p for p in normalised if not any(c in p for c in "*?["))
         self._globs = [re.compile(fnmatch.translate(p)) for p in normalised if p not in self._exact]
-        # A quick scan of the raw JSON decides whether parsing is needed at all: any word of any
-        # pattern, spelt with `_` or `-`, anywhere in the bytes (case-insensitive).
-        words = {w for p in normalised for w in re.split(r"[*?\[\]]+", p) if w}
-        spelt = {v for w in words for v in (w, w.replace("_", "-"))}
-        self._maybe = re.compile(
-            "|".join(sorted(map(re.escape, spelt), key=len, reverse=True)).encode(), re.IGNORECASE
-        )
+        self._decisions: dict[str, bool] = {}
+        # A quick scan of short payloads decides whether parsing is needed at all. Every key a
+        # pattern matches contains one of these fragments (lower case, `_` or `-` spelt).
+        self._maybe = re.compile(b"|".join(re.escape(f.encode()) for f in _fragments(normalised)))
 
     def is_secret_key(self, key: str) -> bool:
-        name = _normalise(key)
-        return name in self._exact or any(g.match(name) for g in self._globs)
+        decided = self._decisions.get(key)
+        if decided is None:
+            name = _normalise(key)
+            decided = name in self._exact or any(g.match(name) for g in self._globs)
+            if len(self._decisions) < 10_000:  # key names are few; a flood is not cached
+                self._decisions[key] = decided
+        return decided
 
     def bind(self, salt: bytes) -> Redactor:
         """The redactor for one journal: markers hashed with that journal's secret `salt`."""
         return Redactor(self, salt)
+
+
+def _fragments(patterns: Iterable[str]) -> list[str]:
+    """A few substrings such that every key matching any pattern contains one of them."""
+    chosen: list[str] = []
+    for parts in sorted(
+        ([w for w in re.split(r"[*?_]+", re.sub(r"\[[^\]]*\]", "*", p)) if w] for p in patterns),
+        key=len,
+    ):
+        if not any(c in part for c in chosen for part in parts):
+            chosen.append(max(parts, key=len))
+    return sorted({v for c in chosen for v in (c, c.replace("_", "-"))})
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_SCAN_LIMIT = 256
+"""Up to this many bytes a regex scan is cheaper than parsing; beyond it, parsing is."""
 
 
 class Redactor:
@@ -121,11 +140,31 @@ class Redactor:
 
     def __call__(self, payload: bytes) -> bytes:
         """`payload` with every secret replaced by its marker; the same object if none."""
-        if self._maybe is not None and self._maybe.search(payload) is None:
+        maybe = self._maybe
+        if (
+            maybe is not None
+            and len(payload) <= _SCAN_LIMIT
+            and maybe.search(payload.lower()) is None
+        ):
             return payload  # the common case: nothing that could be a secret key
         value = orjson.loads(payload)
-        redacted, changed = self._walk("", value)
-        return canonical_json(redacted) if changed else payload
+        if not self._holds_secret("", value):
+            return payload
+        return canonical_json(self._redacted("", value))
+
+    def arguments(self, bound: dict[str, Any], payload: bytes) -> bytes:
+        """Redact a step's canonical `payload` given the call's `bound` arguments.
+
+        Arguments that are all plain scalars under non-secret names (most calls: a prompt, a
+        count) need no look at the bytes at all, however long the prompt is.
+        """
+        if self._maybe is None:
+            return self(payload)
+        secret = self._policy.is_secret_key
+        for name, value in bound.items():
+            if type(value) not in _SCALARS or (secret(name) and value is not None):
+                return self(payload)
+        return payload
 
     def argument(self, name: str, value: Any) -> Any:
         """A named value (a positional workflow input): its marker if `name` is a secret key."""
@@ -137,27 +176,32 @@ class Redactor:
         digest = hmac.new(self._salt, canonical_json(secret), hashlib.sha256).hexdigest()
         return f"[redacted {digest[:16]}]"
 
-    def _walk(self, key: str, value: Any) -> tuple[Any, bool]:
-        policy = self._policy
-        if isinstance(value, str) and _MARKER.fullmatch(value):
-            return value, False  # already redacted (recorded inputs fed back on replay)
-        rule = policy.rule
-        if rule is not None and not isinstance(value, dict | list) and rule(key, value):
-            return self.marker(value), True
+    def _secret(self, key: str, value: Any) -> bool:
+        """Is this value, found under `key`, itself a secret to replace?"""
+        if value is None or _is_marker(value):
+            return False  # nothing to hide, or already redacted (recorded inputs replayed)
+        if self._policy.is_secret_key(key):
+            return True
+        rule = self._policy.rule
+        return rule is not None and not isinstance(value, dict | list) and rule(key, value)
+
+    def _holds_secret(self, key: str, value: Any) -> bool:
+        """A read-only pass first: most payloads hold no secret and are never rebuilt."""
         if isinstance(value, dict):
-            changed = False
-            out = {}
-            for k, v in value.items():
-                if policy.is_secret_key(k) and v is not None and not _is_marker(v):
-                    out[k], hit = self.marker(v), True
-                else:
-                    out[k], hit = self._walk(k, v)
-                changed |= hit
-            return out, changed
+            return any(self._secret(k, v) or self._holds_secret(k, v) for k, v in value.items())
         if isinstance(value, list):
-            items = [self._walk("", v) for v in value]
-            return [v for v, _ in items], any(hit for _, hit in items)
-        return value, False
+            return any(self._secret("", v) or self._holds_secret("", v) for v in value)
+        return key == "" and self._secret("", value)
+
+    def _redacted(self, key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: self.marker(v) if self._secret(k, v) else self._redacted(k, v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self.marker(v) if self._secret("", v) else self._redacted("", v) for v in value]
+        return self.marker(value) if key == "" and self._secret("", value) else value
 
 
 def _is_marker(value: Any) -> bool:

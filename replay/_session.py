@@ -39,6 +39,7 @@ from journal import (
 )
 from journal._chain import Chain
 from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow, RunStatus, trusted_event
+from journal._redact import Redactor
 
 from ._errors import (
     CallDescription,
@@ -236,7 +237,7 @@ class Session:
         frontier_hint: str = "",
         chain: Chain | None = None,
         head: str = "",
-        redact: Callable[[bytes], bytes] | None = None,
+        redact: Redactor | None = None,
         max_payload: int = 10 * 1024 * 1024,
     ) -> None:
         self.run_id = run_id

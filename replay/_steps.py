@@ -100,9 +100,10 @@ def _prepare(
     session = scope.session
     scope.steps += 1
     key = f"{scope.path}:{scope.steps}"  # TaskScope.next_key, inlined: this is the hot path
-    args_payload = canonical_json(spec.bind(args, kwargs))
+    bound = spec.bind(args, kwargs)
+    args_payload = canonical_json(bound)
     if session.redact is not None:
-        args_payload = session.redact(args_payload)
+        args_payload = session.redact.arguments(bound, args_payload)
     fp = spec.fingerprint(args_payload)
     return session, session.prepare(spec, key, args_payload, fp, _SITE_DEPTH + 1)
 
