@@ -213,7 +213,7 @@ def write_export(
             out,
             run_record(run),
             (event_record(event) for event in counted(run)),
-            {"ok": verdict.ok, "message": str(verdict)},
+            {"ok": verdict.ok, "message": f"chain {verdict.describe()}"},
         )
     else:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")

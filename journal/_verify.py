@@ -46,16 +46,18 @@ class RunVerification:
         """Nothing was found edited. An unchained run is not proof of anything, but not broken."""
         return self.verdict in ("intact", "unchained")
 
-    def __str__(self) -> str:
+    def describe(self) -> str:
+        """The verdict in words, without the run id."""
         if self.verdict == "intact":
             sealed = "sealed" if self.sealed else "not finished, so not sealed yet"
-            return f"{self.run_id}: intact ({self.events} events, {sealed})"
+            return f"intact ({self.events} events, {sealed})"
         if self.verdict == "broken" and self.broken is not None:
             where = "run" if self.broken.seq is None else f"seq {self.broken.seq}"
-            return (
-                f"{self.run_id}: BROKEN at {where}, field {self.broken.field}: {self.broken.detail}"
-            )
-        return f"{self.run_id}: {self.verdict.replace('_', ' ')}: {self.note}"
+            return f"BROKEN at {where}, field {self.broken.field}: {self.broken.detail}"
+        return f"{self.verdict.replace('_', ' ')}: {self.note}"
+
+    def __str__(self) -> str:
+        return f"{self.run_id}: {self.describe()}"
 
 
 def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerification:

@@ -132,7 +132,7 @@ def test_export_then_verify_file_and_tampering_exit_codes(db: Path, tmp_path: Pa
     and name the run, seq and field."""
     export = tmp_path / "all.jsonl"
     code, output = invoke("export", "--all", "-o", str(export), "--db", str(db))
-    assert code == 0 and "exported 8 events of all runs" in output
+    assert code == 0 and "exported 8 events of all runs to" in output
     code, output = invoke("verify", "--file", str(export))
     assert code == 0, output
     assert "p1" in output and "intact" in output and "sealed" in output

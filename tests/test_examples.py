@@ -32,3 +32,27 @@ def test_quickstart_kills_resumes_and_replays(tmp_path: Path) -> None:
     assert "replay offline: 10 steps served, 0 executed; same report: True" in out
     paid = int(re.search(r"calls paid in all: (\d+)", out).group(1))  # type: ignore[union-attr]
     assert 8 <= paid <= 8 + reexecuted  # only a step in flight at the kill may be paid twice
+
+
+def test_support_triage_reproduces_a_failure_and_runs_a_what_if(tmp_path: Path) -> None:
+    """The debugging example: the failed run replays offline to the same failure; the fork
+    with an overridden answer serves the lookup and runs the rest live; all runs verify; the
+    API key never reaches the journal file."""
+    db = tmp_path / "support" / "journal.db"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "support_triage.py"), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "T-102 failed: RefundRefused: refund of 250.00 is above the 200.00 limit" in out
+    assert "reproduced the failure from the journal alone" in out
+    assert "2 served from the journal, 2 executed live" in out
+    assert "result: sent to T-102: Refunded 150." in out
+    assert "diff 0:2: changed ['outcome']" in out
+    assert out.count("intact") == 3 and "sealed" in out
+    assert "the API key is in the journal: False" in out
+    on_disk = b"".join(p.read_bytes() for p in db.parent.iterdir())
+    assert b"sk-demo-not-a-real-key" not in on_disk

@@ -79,8 +79,14 @@ def export_command(
             except (JournalError, ValueError) as exc:
                 fail(str(exc))
     if output is not None:
-        runs = len(selected) if selected else "all"
-        console().print(f"exported {written} events of {runs} runs to {escape(str(output))}")
+        runs = (
+            "all runs"
+            if not selected
+            else "1 run"
+            if len(selected) == 1
+            else f"{len(selected)} runs"
+        )
+        console().print(f"exported {written} events of {runs} to {escape(str(output))}")
 
 
 @contextlib.contextmanager

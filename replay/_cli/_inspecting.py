@@ -164,10 +164,17 @@ def _json(value: Any) -> str:
     return _short(json.dumps(value, ensure_ascii=False, default=repr), 200)
 
 
+def _brief(value: Any) -> str:
+    """A header value on one line; a recorded error as `type: message`, not its traceback."""
+    if isinstance(value, dict) and {"type", "message"} <= value.keys():
+        return f"{value['type']}: {value['message']}"
+    return _short(value, 200)
+
+
 def _side(step: StepSide | None) -> str:
     if step is None:
         return "—"
-    return f"{step.status} {_short(step.outcome)}"
+    return f"{step.status} {_brief(step.outcome)[:60]}"
 
 
 @app.command("diff")
@@ -211,7 +218,7 @@ def diff_command(
         out.print(f"[green]same[/]: {escape(run_a)} and {escape(run_b)} agree on all {steps} steps")
         return
     for field, a, b in diff.header:
-        out.print(f"{field}: {escape(_short(a, 200))} [bold]->[/] {escape(_short(b, 200))}")
+        out.print(f"{field}: {escape(_brief(a))} [bold]->[/] {escape(_brief(b))}")
     first = diff.first_difference
     if first is not None:
         name = (first.a or first.b).name  # type: ignore[union-attr]
