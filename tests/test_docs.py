@@ -48,3 +48,25 @@ def test_python_block_runs(where: str, code: str, tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, f"{where} failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+LINK = re.compile(r"\]\(([\w./-]+\.md)?(?:#([\w-]+))?\)")
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_docs_lead_somewhere() -> None:
+    """Every link to a doc page (and to a heading in it) names a page and heading that exist."""
+    broken = []
+    for path in DOC_FILES:
+        for target, anchor in LINK.findall(path.read_text()):
+            page = (path.parent / target).resolve() if target else path
+            if not page.exists():
+                broken.append(f"{path.name}: {target}")
+            elif anchor and anchor not in _anchors(page):
+                broken.append(f"{path.name}: {target}#{anchor}")
+    assert not broken, broken
