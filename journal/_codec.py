@@ -265,6 +265,16 @@ class RecordedError(BaseModel):
         return rebuilt if str(rebuilt) == self.message else None
 
 
+def json_or_text(payload: bytes | None) -> Any:
+    """Recorded bytes as JSON values for reading; bytes that are not JSON as text."""
+    if payload is None:
+        return None
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload.decode(errors="replace")
+
+
 def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or repr(annotation)
 

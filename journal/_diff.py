@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
-import orjson
-
-from ._codec import canonical_json
+from ._codec import canonical_json, json_or_text
 from ._events import Event, EventKind, EventStatus, Run
 
 Change = Literal["same", "changed", "only_a", "only_b"]
@@ -122,10 +120,10 @@ def diff_runs(a: Run, a_events: Iterable[Event], b: Run, b_events: Iterable[Even
 def _header(a: Run, b: Run) -> tuple[tuple[str, Any, Any], ...]:
     fields = (
         ("workflow", a.workflow, b.workflow),
-        ("inputs", _decode(a.inputs), _decode(b.inputs)),
+        ("inputs", json_or_text(a.inputs), json_or_text(b.inputs)),
         ("status", a.status.value, b.status.value),
-        ("result", _decode(a.result), _decode(b.result)),
-        ("error", _decode(a.error), _decode(b.error)),
+        ("result", json_or_text(a.result), json_or_text(b.result)),
+        ("error", json_or_text(a.error), json_or_text(b.error)),
     )
     return tuple((name, x, y) for name, x, y in fields if not _same(x, y, errors=name == "error"))
 
@@ -164,7 +162,7 @@ def _fold(run_id: str, events: Iterable[Event]) -> dict[str, StepSide]:
         if event.kind is not EventKind.FORK:
             rows.append(event)
             continue
-        marker = _decode(event.payload)
+        marker = json_or_text(event.payload)
         start = marker.get("superseded_from_seq") if isinstance(marker, dict) else None
         if isinstance(start, int):  # a Journal.fork marker has none: nothing superseded
             superseded.append((start, event.seq))
@@ -199,7 +197,7 @@ class _Fold:
 
     def side(self) -> StepSide:
         first, last = self.first, self.last
-        recorded = _decode(self.args)
+        recorded = json_or_text(self.args)
         return StepSide(
             seq=first.seq,
             name=first.name,
@@ -207,19 +205,9 @@ class _Fold:
             status=last.status.value,
             attempts=last.attempt,
             arguments=recorded.get("args") if isinstance(recorded, dict) else recorded,
-            outcome=None if last.status is EventStatus.STARTED else _decode(last.payload),
+            outcome=None if last.status is EventStatus.STARTED else json_or_text(last.payload),
             fingerprint=first.fingerprint,
         )
-
-
-def _decode(payload: bytes | None) -> Any:
-    """JSON bytes as values; text that is not JSON is kept as text."""
-    if payload is None:
-        return None
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return payload.decode(errors="replace")
 
 
 def _same(a: Any, b: Any, *, errors: bool = False) -> bool:

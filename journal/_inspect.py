@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
+from ._codec import json_or_text
 from ._events import Event, EventKind, EventStatus, Run
 
 _OUTCOMES = (EventStatus.COMPLETED, EventStatus.FAILED)
@@ -96,7 +95,7 @@ class TimelineEntry:
             "fingerprint": e.fingerprint,
         }
         if payloads:
-            entry["payload"] = _json_or_text(e.payload)
+            entry["payload"] = json_or_text(e.payload)
             entry["arguments"] = e.call_arguments()
         return entry
 
@@ -115,12 +114,3 @@ def timeline(events: list[Event]) -> list[TimelineEntry]:
         depth = event.key.rpartition(":")[0].count("/")
         entries.append(TimelineEntry(event, depth, duration))
     return entries
-
-
-def _json_or_text(payload: bytes | None) -> Any:
-    if payload is None:
-        return None
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return payload.decode(errors="replace")
