@@ -23,7 +23,7 @@ class Break:
     seq: int | None
     """The event's seq, or None for the run itself (its header or its seal)."""
     field: str
-    """`run` (the header), `seq`, `prev_hash`, `hash`, one of the event's own fields when it
+    """`header` (the run's), `seq`, `prev_hash`, `hash`, one of the event's own fields when it
     can be told (`payload`, `args`), or `seal`."""
     detail: str
 
@@ -142,7 +142,7 @@ def _check_event(
         if expected_seq == 1:
             return Break(
                 None,
-                "run",
+                "header",
                 "the run's header (workflow, inputs, parent, start time) no longer matches the "
                 "genesis hash its first event links to: it was edited",
             )

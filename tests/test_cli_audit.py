@@ -200,3 +200,37 @@ def test_diff_names_the_first_difference_and_exits_3(db: Path) -> None:
     report = json.loads(output)
     assert code == 3 and not report["identical"]
     assert report["steps"][0]["fields"] == ["arguments", "outcome"]
+
+
+def test_the_installed_script_runs_the_audit_and_debugging_commands(
+    db: Path, tmp_path: Path
+) -> None:
+    """Each new command through the real `journal` script in its own process: fork and resume,
+    diff, export, verify (intact, then 3 after an edit), gc."""
+    script = str(Path(sys.executable).with_name("journal"))
+
+    def journal(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [script, *args, "--db", str(db)], capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
+
+    assert journal("fork", "p1", "--at", "3", "--as", "p1-retry").returncode == 0
+    resumed = journal("resume", "p1-retry")
+    assert resumed.returncode == 0 and "2 executed live" in resumed.stdout, resumed.stderr
+    assert journal("diff", "p1", "p1-retry").returncode == 0
+    assert journal("diff", "p1", "p2").returncode == 3
+    export = tmp_path / "p1.jsonl"
+    assert journal("export", "p1", "-o", str(export)).returncode == 0
+    checked = subprocess.run(
+        [script, "verify", "--file", str(export)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0 and "intact" in checked.stdout
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER events_are_append_only_update")
+    conn.execute('UPDATE runs SET inputs = CAST(\'{"args":["owls"],"kwargs":{}}\' AS BLOB)')
+    conn.commit()
+    conn.close()
+    broken = journal("verify", "p1")
+    assert broken.returncode == 3 and "run header" in broken.stdout, broken.stdout
+    removed = journal("gc", "--keep-last", "0", "--json")
+    assert removed.returncode == 0 and len(json.loads(removed.stdout)["runs"]) == 3

@@ -121,7 +121,7 @@ TAMPERING: dict[str, tuple[tuple[str, ...], int | None, str, str]] = {
     "edit the inputs": (
         ("UPDATE runs SET inputs = CAST(REPLACE(inputs, 'cats', 'dogs') AS BLOB)",),
         None,
-        "run",
+        "header",
         "header",
     ),
     "remove the seal": (("UPDATE runs SET seal = NULL",), None, "seal", "no seal"),

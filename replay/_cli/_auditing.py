@@ -106,7 +106,11 @@ def _verdict_row(verdict: RunVerification) -> tuple[str, str, str, str]:
     colour = {"intact": "green", "broken": "bold red", "unchained": "dim", "key_needed": "yellow"}
     where = ""
     if broken is not None:
-        where = ("run" if broken.seq is None else f"seq {broken.seq}") + f" · {broken.field}"
+        where = (
+            f"run {broken.field}"  # the run's header or its seal
+            if broken.seq is None
+            else f"seq {broken.seq} · {broken.field}"
+        )
     detail = broken.detail if broken is not None else verdict.note
     if verdict.verdict == "intact":
         detail = f"{verdict.events} events" + (", sealed" if verdict.sealed else ", not finished")
