@@ -160,9 +160,14 @@ class Redactor:
         """
         if self._maybe is None:
             return self(payload)
-        secret = self._policy.is_secret_key
+        known = self._policy._decisions  # name -> is it a secret key; filled on first sight
         for name, value in bound.items():
-            if type(value) not in _SCALARS or (secret(name) and value is not None):
+            if type(value) not in _SCALARS:
+                return self(payload)
+            secret = known.get(name)
+            if secret is None:
+                secret = self._policy.is_secret_key(name)
+            if secret and value is not None:
                 return self(payload)
         return payload
 
