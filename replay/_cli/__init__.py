@@ -6,8 +6,11 @@ bad value for an option); 2 bad usage (unknown option, missing argument); 3 the 
 `journal diff` found the runs differ.
 """
 
-from . import _auditing, _debugging, _inspecting
 from ._app import app
+
+# isort: off
+from . import _inspecting, _debugging, _auditing  # registration order is `journal --help` order
+# isort: on
 
 __all__ = ["app", "main"]
 _COMMAND_MODULES = (_auditing, _debugging, _inspecting)  # imported for their @app.command

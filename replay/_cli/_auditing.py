@@ -205,8 +205,10 @@ def gc_command(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Retention: remove whole finished runs by age and count. Other runs' chains are untouched;
-    each removal is logged in the journal. A run owned by a live process is never removed."""
+    """Retention: remove whole finished runs by age and count, logged in the journal.
+
+    Other runs' chains are untouched; a run owned by a live process is never removed.
+    """
     known = {s.value for s in RunStatus}
     for value in status or []:
         if value not in known:
