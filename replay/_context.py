@@ -20,13 +20,16 @@ if TYPE_CHECKING:
 class TaskScope:
     """The journaling position of one task inside one run."""
 
-    __slots__ = ("children", "path", "session", "steps")
+    __slots__ = ("children", "path", "retries", "session", "steps")
 
     def __init__(self, session: Session, path: str) -> None:
         self.session = session
         self.path = path
         self.steps = 0
         self.children = 0
+        self.retries: dict[str, Any] | None = None
+        """Integrations' retry bookkeeping: a call's fingerprint -> the key its next attempt
+        continues (an SDK retrying a request is one step with several attempts)."""
 
     def next_key(self) -> str:
         self.steps += 1

@@ -1,0 +1,408 @@
+"""Journaling HTTP transport: every request an SDK makes inside a run is a journaled step.
+
+Wrap the transport of an `httpx2` or `httpx` client (the OpenAI and Anthropic SDKs,
+pydantic-ai and litellm all take one). Inside a journaled run, each logical request gets a
+step key like any other step; the response is recorded as its status, headers and raw body
+bytes, and served from the journal on resume and replay. Outside a run, requests pass through.
+
+* The fingerprint is method + URL + canonical body (JSON keys sorted, multipart boundary
+  normalised); headers are not part of it, since SDKs send volatile ones (retry counts, OS).
+* An SDK retry is the same step's next attempt. 408/409/429/5xx responses and transport
+  errors are recorded as `retrying` attempts and never served as results.
+* Credentials never reach the journal: authorization, API-key, cookie and provider org headers
+  are dropped from the request, set-cookie and org headers from the response; bodies go
+  through the journal's redaction.
+* The body is stored as received (compressed bytes stay compressed, with their
+  content-encoding), so replay serves exactly what the SDK parsed live. A streamed (SSE)
+  response is recorded when the consumer reads it to the end; an abandoned stream is not
+  recorded as complete, and a resume makes the request again.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from journal import EventKind, EventStatus, RecordedError, canonical_json, fingerprint
+from journal._events import EventRow
+
+from .._context import TaskScope, current_scope
+from .._session import LivePlan, Session
+from ._llm import llm_metadata
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+KEPT_REQUEST_HEADERS = frozenset(
+    {
+        "content-type",
+        "accept",
+        "anthropic-version",
+        "anthropic-beta",
+        "openai-beta",
+        "idempotency-key",
+        "x-stainless-retry-count",
+    }
+)
+"""Request headers worth keeping for audit. All others (credentials above all) are dropped."""
+DROPPED_RESPONSE_HEADERS = frozenset(
+    {
+        "set-cookie",
+        "openai-organization",
+        "openai-project",
+        "anthropic-organization-id",
+    }
+)
+_LLM_PATHS = ("/chat/completions", "/completions", "/responses", "/messages", "/embeddings")
+_RETRY_HEADERS = ("x-stainless-retry-count",)
+
+
+@dataclass(frozen=True)
+class HttpStep:
+    """What `Session` needs to know about a request: its name and kind, like a `StepSpec`."""
+
+    name: str
+    kind: EventKind
+    called_from_library = True
+    """The request is made deep inside an SDK: the call site is the first user frame."""
+
+
+def _describe(request: Any) -> tuple[HttpStep, bytes, bytes, int | None]:
+    """(step, canonical arguments, fingerprinted part, retry count) of a request read fully."""
+    url = str(request.url)
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    kind = EventKind.LLM if path.endswith(_LLM_PATHS) else EventKind.TOOL
+    step = HttpStep(f"{request.method} {parts.netloc}{path}", kind)
+    body = _body_value(request.content, request.headers.get("content-type", ""))
+    matched = canonical_json({"method": request.method, "url": url, "body": body})
+    kept = {k: v for k, v in request.headers.items() if k.lower() in KEPT_REQUEST_HEADERS}
+    arguments = canonical_json(
+        {"method": request.method, "url": url, "body": body, "headers": kept}
+    )
+    retry = None
+    for name in _RETRY_HEADERS:
+        value = request.headers.get(name)
+        if value is not None and value.isdigit():
+            retry = int(value)
+    return step, arguments, matched, retry
+
+
+def _body_value(content: bytes, content_type: str) -> Any:
+    if not content:
+        return None
+    if content_type.startswith("multipart/form-data") and "boundary=" in content_type:
+        boundary = content_type.split("boundary=", 1)[1].split(";", 1)[0].strip('"')
+        content = content.replace(boundary.encode(), b"BOUNDARY")
+    try:
+        return {"json": orjson.loads(content)}
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return {"text": content.decode()}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(content).decode()}
+
+
+def _module_of(request: Any) -> Any:
+    """`httpx2` or `httpx`: responses are built from the module of the request."""
+    return importlib.import_module(type(request).__module__.split(".", 1)[0])
+
+
+def _response_payload(
+    status: int, headers: Any, raw: bytes, elapsed: float, session: Session
+) -> bytes:
+    """The journal's record of a response: status, kept headers, exact body, LLM metadata."""
+    kept = [[k, v] for k, v in headers.multi_items() if k.lower() not in DROPPED_RESPONSE_HEADERS]
+    record: dict[str, Any] = {"status": status, "headers": kept, "elapsed_ms": round(elapsed, 3)}
+    try:
+        record["body"] = raw.decode()
+    except UnicodeDecodeError:
+        record["body_base64"] = base64.b64encode(raw).decode()
+    encoded = orjson.dumps(record)
+    meta = llm_metadata(status, headers, raw)
+    if meta is not None:
+        record["llm"] = meta
+        encoded = orjson.dumps(record)
+    return _redacted_body(record, encoded, headers, raw, session)
+
+
+def _redacted_body(
+    record: dict[str, Any], encoded: bytes, headers: Any, raw: bytes, session: Session
+) -> bytes:
+    """Secrets inside a JSON body (a token endpoint's answer) are redacted like any value."""
+    redact = session.redact
+    if redact is None or "json" not in headers.get("content-type", ""):
+        return encoded
+    decoded = _decoded(headers, raw)
+    redacted = redact(decoded)
+    if redacted is decoded:
+        return encoded
+    # The stored body is now the decoded, redacted JSON: drop what described the original.
+    record["headers"] = [
+        [k, v]
+        for k, v in record["headers"]
+        if k.lower() not in ("content-encoding", "content-length")
+    ]
+    record.pop("body_base64", None)
+    record["body"] = redacted.decode()
+    return orjson.dumps(record)
+
+
+def _decoded(headers: Any, raw: bytes) -> bytes:
+    encoding = headers.get("content-encoding", "").lower()
+    if not encoding or encoding == "identity":
+        return raw
+    import httpx2
+
+    return httpx2.Response(200, headers={"content-encoding": encoding}, content=raw).content
+
+
+def _served_response(request: Any, payload: bytes | None) -> Any:
+    record = orjson.loads(payload or b"{}")
+    body = record.get("body")
+    content = body.encode() if body is not None else base64.b64decode(record["body_base64"])
+    module = _module_of(request)
+    return module.Response(
+        record["status"],
+        headers=[tuple(pair) for pair in record["headers"]],
+        content=content,
+        request=request,
+    )
+
+
+class _Call:
+    """One request inside a run: its key, and either a served row or a live plan."""
+
+    __slots__ = ("matched", "plan", "scope", "served", "session", "started_at", "step")
+
+    def __init__(self, request: Any, scope: TaskScope) -> None:
+        self.scope = scope
+        self.session = session = scope.session
+        step, arguments, matched, retry = _describe(request)
+        self.step = step
+        self.matched = matched
+        if session.redact is not None:
+            arguments = session.redact(arguments)
+        fp = fingerprint(step.name, matched)
+        retries = scope.retries or {}
+        self.served: EventRow | None = None
+        self.plan: LivePlan | None = None
+        self.started_at = time.perf_counter()
+        again = retries.get(fp)
+        if again is not None and retry != 0:
+            key, previous = again
+            if isinstance(previous, tuple):
+                self.served = previous  # replay: the recorded failure, to every retry
+                return
+            self.plan = LivePlan(key, fp, previous.args_payload, previous.attempt + 1)
+            return
+        key = scope.next_key()
+        decision = session.prepare(step, key, arguments, fp, 3)  # type: ignore[arg-type]
+        if isinstance(decision, tuple):
+            self.served = decision
+            if decision[5] != "completed":
+                self._remember(fp, key, decision)
+        else:
+            self.plan = decision
+
+    def _remember(self, fp: str, key: str, state: Any) -> None:
+        if self.scope.retries is None:
+            self.scope.retries = {}
+        self.scope.retries[fp] = (key, state)
+
+    def start(self) -> None:
+        assert self.plan is not None
+        self.session.start(self.step, self.plan)  # type: ignore[arg-type]
+
+    def completed(self, status: int, headers: Any, raw: bytes) -> None:
+        """Record the response: a result, or a retryable attempt never to be served."""
+        plan = self.plan
+        assert plan is not None
+        elapsed = (time.perf_counter() - self.started_at) * 1000
+        payload = _response_payload(status, headers, raw, elapsed, self.session)
+        self.session.check_size(plan.key, self.step.name, "response", payload)
+        fp = plan.fingerprint
+        if status in RETRYABLE_STATUS:
+            self.session.finish(self.step, plan, EventStatus.RETRYING, payload)  # type: ignore[arg-type]
+            self._remember(fp, plan.key, plan)
+            return
+        self.session.finish(self.step, plan, EventStatus.COMPLETED, payload)  # type: ignore[arg-type]
+        if self.scope.retries:
+            self.scope.retries.pop(fp, None)
+
+    def failed(self, exc: Exception) -> None:
+        """A transport error (connection refused, timeout): an attempt the SDK may retry."""
+        plan = self.plan
+        assert plan is not None
+        payload = RecordedError.from_exception(exc).encode()
+        self.session.finish(self.step, plan, EventStatus.FAILED, payload)  # type: ignore[arg-type]
+        self._remember(plan.fingerprint, plan.key, plan)
+
+    def serve(self, request: Any) -> Any:
+        assert self.served is not None
+        row = self.served
+        if row[5] == "completed":
+            return _served_response(request, row[7])
+        from .._session import rebuild_error
+
+        raise rebuild_error(row[7])
+
+
+def _is_stream(response: Any) -> bool:
+    return "text/event-stream" in response.headers.get("content-type", "")
+
+
+class AsyncJournalTransport:
+    """An async transport that journals requests made inside a run, around `inner`.
+
+    >>> client = httpx2.AsyncClient(transport=AsyncJournalTransport(httpx2.AsyncHTTPTransport()))
+    >>> llm = openai.AsyncOpenAI(http_client=client)
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: Any) -> Any:
+        scope = current_scope.get()
+        if scope is None:
+            return await self.inner.handle_async_request(request)
+        await request.aread()  # a multipart body arrives as a stream
+        call = _Call(request, scope)
+        if call.served is not None:
+            return call.serve(request)
+        call.start()
+        try:
+            response = await self.inner.handle_async_request(request)
+        except Exception as exc:
+            call.failed(exc)
+            raise
+        module = _module_of(request)
+        if _is_stream(response) and response.status_code not in RETRYABLE_STATUS:
+            return module.Response(
+                response.status_code,
+                headers=response.headers,
+                stream=_async_tee(module, response, call),
+                request=request,
+                extensions=response.extensions,
+            )
+        raw = b"".join([chunk async for chunk in response.stream])
+        await response.aclose()
+        call.completed(response.status_code, response.headers, raw)
+        return module.Response(
+            response.status_code,
+            headers=response.headers,
+            content=raw,
+            request=request,
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def __aenter__(self) -> AsyncJournalTransport:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.inner.__aexit__(*exc_info)
+
+
+class JournalTransport:
+    """The synchronous twin of `AsyncJournalTransport`, for `httpx.Client` / `httpx2.Client`."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: Any) -> Any:
+        scope = current_scope.get()
+        if scope is None:
+            return self.inner.handle_request(request)
+        request.read()
+        call = _Call(request, scope)
+        if call.served is not None:
+            return call.serve(request)
+        call.start()
+        try:
+            response = self.inner.handle_request(request)
+        except Exception as exc:
+            call.failed(exc)
+            raise
+        module = _module_of(request)
+        if _is_stream(response) and response.status_code not in RETRYABLE_STATUS:
+            return module.Response(
+                response.status_code,
+                headers=response.headers,
+                stream=_sync_tee(module, response, call),
+                request=request,
+                extensions=response.extensions,
+            )
+        raw = b"".join(response.stream)
+        response.close()
+        call.completed(response.status_code, response.headers, raw)
+        return module.Response(
+            response.status_code,
+            headers=response.headers,
+            content=raw,
+            request=request,
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> JournalTransport:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.inner.__exit__(*exc_info)
+
+
+def _async_tee(module: Any, response: Any, call: _Call) -> Any:
+    """The live stream, passed through chunk by chunk; recorded only once read to the end."""
+
+    class Tee(module.AsyncByteStream):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+            self.finished = False
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in response.stream:
+                self.chunks.append(chunk)
+                yield chunk
+            self.finished = True
+
+        async def aclose(self) -> None:
+            await response.aclose()
+            if self.finished and call.plan is not None and not getattr(self, "_done", False):
+                self._done = True
+                call.completed(response.status_code, response.headers, b"".join(self.chunks))
+
+    return Tee()
+
+
+def _sync_tee(module: Any, response: Any, call: _Call) -> Any:
+    class Tee(module.SyncByteStream):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+            self.finished = False
+
+        def __iter__(self) -> Iterator[bytes]:
+            for chunk in response.stream:
+                self.chunks.append(chunk)
+                yield chunk
+            self.finished = True
+
+        def close(self) -> None:
+            response.close()
+            if self.finished and call.plan is not None and not getattr(self, "_done", False):
+                self._done = True
+                call.completed(response.status_code, response.headers, b"".join(self.chunks))
+
+    return Tee()

@@ -1,0 +1,79 @@
+"""Ambient instrumentation: requests made by clients that code we do not own creates.
+
+`instrument()` wraps the default network transports of `httpx2` and `httpx` (whichever are
+installed) at the class level, so every client, including one created deep inside a framework
+before or after the call, has its requests journaled while a run is active. Outside a run the
+wrapped method only checks a context variable and calls the original.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .._context import current_scope
+from ._http import AsyncJournalTransport, JournalTransport
+
+_MODULES = ("httpx2", "httpx")
+_patched: dict[tuple[str, str], Any] = {}
+
+
+class _Direct:
+    """The original method, bound to the transport instance, as an `inner` transport."""
+
+    def __init__(self, original: Any, transport: Any, name: str) -> None:
+        self._call = original.__get__(transport)
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute == self._name:
+            return self._call
+        raise AttributeError(attribute)
+
+
+def instrument() -> list[str]:
+    """Journal requests of every `httpx2` / `httpx` client made inside a run; the modules
+    instrumented. Idempotent; `uninstrument()` restores the originals."""
+    done = []
+    for name in _MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        _wrap(module.AsyncHTTPTransport, "handle_async_request", name, asynchronous=True)
+        _wrap(module.HTTPTransport, "handle_request", name, asynchronous=False)
+        done.append(name)
+    return done
+
+
+def _wrap(cls: type, method: str, module: str, *, asynchronous: bool) -> None:
+    if (module, method) in _patched:
+        return
+    original = getattr(cls, method)
+    _patched[(module, method)] = (cls, original)
+
+    if asynchronous:
+
+        async def journaled_async(self: Any, request: Any) -> Any:
+            if current_scope.get() is None:
+                return await original(self, request)
+            inner = _Direct(original, self, method)
+            return await AsyncJournalTransport(inner).handle_async_request(request)
+
+        setattr(cls, method, journaled_async)
+    else:
+
+        def journaled_sync(self: Any, request: Any) -> Any:
+            if current_scope.get() is None:
+                return original(self, request)
+            inner = _Direct(original, self, method)
+            return JournalTransport(inner).handle_request(request)
+
+        setattr(cls, method, journaled_sync)
+
+
+def uninstrument() -> None:
+    """Restore the transports `instrument()` wrapped."""
+    for (_, method), (cls, original) in list(_patched.items()):
+        setattr(cls, method, original)
+    _patched.clear()
