@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from ._codec import json_or_text
 from ._events import Event, EventKind, EventStatus, Run
@@ -42,6 +45,11 @@ class RunDigest:
     events: int
     duration: timedelta
     """Creation to finish, or to the last update for a run that has not finished."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    """Token usage of the LLM calls whose provider reported it (see `llm_usage`)."""
+    cost: float | None = None
+    """Estimated cost from a price table, None without one or for a model not in it."""
 
     def as_json(self) -> dict[str, Any]:
         run = self.run
@@ -55,13 +63,58 @@ class RunDigest:
             "duration_seconds": round(self.duration.total_seconds(), 6),
             "resumes": run.resumes,
             "owner": None if run.owner is None else run.owner.model_dump(mode="json"),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "estimated_cost": self.cost,
         }
 
 
-def digest(run: Run, events: list[Event]) -> RunDigest:
+Prices = Mapping[str, Mapping[str, float]]
+"""Model name -> {"input": price per million input tokens, "output": per million output}."""
+
+
+def llm_usage(event: Event) -> dict[str, Any] | None:
+    """The LLM metadata an integration recorded with a response (model, tokens, finish
+    reason), or None: `{"provider", "model", "input_tokens", "output_tokens", "finish_reason"}`."""
+    if event.kind is not EventKind.LLM or event.status is EventStatus.STARTED:
+        return None
+    if not event.payload or b'"llm"' not in event.payload:
+        return None
+    try:
+        recorded = orjson.loads(event.payload)
+    except orjson.JSONDecodeError:
+        return None
+    usage = recorded.get("llm") if isinstance(recorded, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def digest(run: Run, events: list[Event], prices: Prices | None = None) -> RunDigest:
     outcomes = {e.key for e in events if e.status in _OUTCOMES and e.kind is not EventKind.FORK}
     end = run.finished_at or run.updated_at
-    return RunDigest(run, len(outcomes), len(events), max(end - run.created_at, timedelta(0)))
+    tokens_in = tokens_out = 0
+    cost: float | None = 0.0 if prices is not None else None
+    for event in events:
+        usage = llm_usage(event)
+        if usage is None:
+            continue
+        used_in, used_out = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+        tokens_in += used_in
+        tokens_out += used_out
+        if cost is not None and prices is not None:
+            price = prices.get(str(usage.get("model")))
+            if price is None:
+                cost = None  # one unpriced model makes the total unknown, not low
+            else:
+                cost += (used_in * price["input"] + used_out * price["output"]) / 1e6
+    return RunDigest(
+        run,
+        len(outcomes),
+        len(events),
+        max(end - run.created_at, timedelta(0)),
+        tokens_in,
+        tokens_out,
+        cost,
+    )
 
 
 @dataclass(frozen=True)
@@ -94,6 +147,9 @@ class TimelineEntry:
             "payload_bytes": self.payload_size,
             "fingerprint": e.fingerprint,
         }
+        usage = llm_usage(e)
+        if usage is not None:
+            entry["llm"] = usage
         if payloads:
             entry["payload"] = json_or_text(e.payload)
             entry["arguments"] = e.call_arguments()

@@ -15,7 +15,7 @@ from ._errors import JournalUnavailable, RunNotFound
 from ._events import Event, Run, RunStatus
 from ._export import ExportFormat, verify_export, write_export
 from ._fork import fork_run
-from ._inspect import RunDigest, TimelineEntry, digest, timeline
+from ._inspect import Prices, RunDigest, TimelineEntry, digest, timeline
 from ._redact import SALT_NAME, Redaction, Redactor, new_salt
 from ._retention import select_for_removal
 from ._verify import RunVerification, verify_run
@@ -130,13 +130,16 @@ class Journal:
         workflow: str | None = None,
         since: datetime | None = None,
         limit: int | None = 50,
+        prices: Prices | None = None,
     ) -> list[RunDigest]:
-        """Runs, newest first, each with its step count and duration (`journal runs`)."""
+        """Runs, newest first, each with its step count, duration and LLM token usage
+        (`journal runs`); with `prices` ({model: {"input": $/1M tokens, "output": ...}}), an
+        estimated cost."""
         digests = []
         for run in self.runs(status=status, workflow=workflow, limit=None):
             if since is not None and run.created_at < since:
                 break  # newest first: every later run is older still
-            digests.append(digest(run, self.store.read_events(run.run_id)))
+            digests.append(digest(run, self.store.read_events(run.run_id), prices))
             if limit is not None and len(digests) >= limit:
                 break
         return digests

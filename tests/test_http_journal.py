@@ -464,3 +464,39 @@ def test_a_changed_request_is_a_divergence_naming_the_call_site(
     message = str(err.value)
     assert "POST llm.test/v1/chat/completions" in message and "dogs" in message
     assert "tests/test_http_journal.py:" in message
+
+
+def test_runs_and_show_report_llm_usage_and_estimated_cost(
+    db_path: Path, provider: Provider, tmp_path: Path
+) -> None:
+    """`journal show` lists model, tokens and finish reason per LLM call; `journal runs`
+    sums tokens and, with a price table, estimates the cost (an unpriced model says so)."""
+    from typer.testing import CliRunner
+
+    from replay._cli import app
+
+    async def agent() -> None:
+        client = openai_client(provider)
+        for prompt in ("one", "two"):
+            await client.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": prompt}]
+            )
+
+    with Journal(db_path) as journal:
+        asyncio.run(replay.run(agent, journal=journal, run_id="priced"))
+        (digest,) = journal.digests(prices={"gpt-test": {"input": 1.0, "output": 10.0}})
+    assert (digest.input_tokens, digest.output_tokens) == (14, 4)
+    assert digest.cost == pytest.approx((14 * 1.0 + 4 * 10.0) / 1e6)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["show", "priced", "--db", str(db_path)])
+    assert shown.exit_code == 0 and "gpt-test 7+2 tokens stop" in shown.output
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"gpt-test": {"input": 1.0, "output": 10.0}}))
+    listed = runner.invoke(app, ["runs", "--db", str(db_path), "--prices", str(prices)])
+    assert listed.exit_code == 0 and "14/4" in listed.output and "$0.0001" in listed.output
+    prices.write_text(json.dumps({"other-model": {"input": 1.0, "output": 1.0}}))
+    listed = runner.invoke(app, ["runs", "--db", str(db_path), "--prices", str(prices)])
+    assert "unpriced model" in listed.output
+    prices.write_text('{"gpt-test": 3}')
+    refused = runner.invoke(app, ["runs", "--db", str(db_path), "--prices", str(prices)])
+    assert refused.exit_code == 1 and "is not a price table" in refused.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -39,9 +40,17 @@ def runs_command(
         str | None, typer.Option(help="Only runs started since: 30m, 2h, 7d, or an ISO date.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 50,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            help='A JSON price table, {"model": {"input": $, "output": $}} per million tokens: '
+            "adds each run's estimated LLM cost.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List runs, newest first: id, workflow, status, steps, start, duration, resumes."""
+    """List runs, newest first: id, workflow, status, steps, start, duration, resumes; LLM
+    tokens (and an estimated cost with --prices) when integrations recorded usage."""
     if status is not None and status not in {s.value for s in RunStatus}:
         fail(
             f"unknown status {status!r}. Expected one of: " + ", ".join(s.value for s in RunStatus)
@@ -50,8 +59,11 @@ def runs_command(
         since_at = None if since is None else parse_since(since)
     except ValueError as exc:
         fail(str(exc))
+    price_table = None if prices is None else _read_prices(prices)
     with open_journal(db) as journal:
-        digests = journal.digests(status=status, workflow=workflow, since=since_at, limit=limit)
+        digests = journal.digests(
+            status=status, workflow=workflow, since=since_at, limit=limit, prices=price_table
+        )
     if as_json:
         print_json([d.as_json() for d in digests])
         return
@@ -60,12 +72,17 @@ def runs_command(
         out.print("no runs match")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("run", "workflow", "status", "steps", "started", "duration", "resumes"):
-        table.add_column(
-            column, justify="right" if column in ("steps", "resumes") else "left", no_wrap=True
-        )
+    columns = ["run", "workflow", "status", "steps", "started", "duration", "resumes"]
+    with_tokens = any(d.input_tokens or d.output_tokens for d in digests)
+    if with_tokens:
+        columns.append("tokens in/out")
+    if price_table is not None:
+        columns.append("est. cost")
+    for column in columns:
+        right = column in ("steps", "resumes", "tokens in/out", "est. cost")
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for d in digests:
-        table.add_row(
+        row = [
             escape(d.run.run_id),
             escape(d.run.workflow or "journaled block"),
             styled(d.run.status.value),
@@ -73,8 +90,33 @@ def runs_command(
             when_text(d.run.created_at),
             seconds_text(d.duration),
             str(d.run.resumes),
-        )
+        ]
+        if with_tokens:
+            row.append(f"{d.input_tokens}/{d.output_tokens}")
+        if price_table is not None:
+            row.append("unpriced model" if d.cost is None else f"${d.cost:.4f}")
+        table.add_row(*row)
     out.print(table)
+
+
+def _read_prices(path: Path) -> dict[str, dict[str, float]]:
+    """The price table, checked: every model needs numeric `input` and `output` prices."""
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read the price table {path}: {exc}.")
+    example = '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}'
+    if not isinstance(table, dict) or not all(
+        isinstance(price, dict)
+        and isinstance(price.get("input"), int | float)
+        and isinstance(price.get("output"), int | float)
+        for price in table.values()
+    ):
+        fail(
+            f"{path} is not a price table. Expected model names mapped to USD per million "
+            f"tokens, e.g. {example}."
+        )
+    return table
 
 
 @app.command("show")
@@ -130,14 +172,20 @@ def show_command(
                 out.print(f"       args:  {escape(_pretty(detail['arguments']))}")
             if detail["payload"] is not None and e.status.value != "started":
                 out.print(f"       value: {escape(_pretty(detail['payload']))}")
+            if "llm" in detail:
+                out.print(f"       llm:   {escape(_usage_text(detail['llm']))}")
         return
+    usages = [entry.as_json().get("llm") for entry in entries]
+    columns = ["seq", "key", "kind", "name", "status", "attempt", "duration", "bytes"]
+    if any(usages):
+        columns.append("llm")
     table = Table(box=None, header_style="bold")
-    for column in ("seq", "key", "kind", "name", "status", "attempt", "duration", "bytes"):
+    for column in columns:
         right = column in ("seq", "attempt", "duration", "bytes")
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
-    for entry in entries:
+    for entry, usage in zip(entries, usages, strict=True):
         e = entry.event
-        table.add_row(
+        row = [
             str(e.seq),
             "  " * entry.depth + e.key,
             e.kind.value,
@@ -146,8 +194,18 @@ def show_command(
             str(e.attempt),
             seconds_text(entry.duration),
             str(entry.payload_size),
-        )
+        ]
+        if len(columns) > 8:
+            row.append(escape(_usage_text(usage)) if usage else "")
+        table.add_row(*row)
     out.print(table)
+
+
+def _usage_text(usage: dict[str, Any]) -> str:
+    """`gpt-4o-mini 11+3 tokens stop`: model, input+output tokens, finish reason."""
+    tokens = f"{usage.get('input_tokens') or 0}+{usage.get('output_tokens') or 0} tokens"
+    parts = [str(usage.get("model") or "?"), tokens, str(usage.get("finish_reason") or "")]
+    return " ".join(part for part in parts if part)
 
 
 def _pretty(value: Any) -> str:

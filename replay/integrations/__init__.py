@@ -8,5 +8,12 @@ uninstrument()          undo instrument()
 
 from ._http import AsyncJournalTransport, JournalTransport
 from ._instrument import instrument, uninstrument
+from ._litellm import route_litellm
 
-__all__ = ["AsyncJournalTransport", "JournalTransport", "instrument", "uninstrument"]
+__all__ = [
+    "AsyncJournalTransport",
+    "JournalTransport",
+    "instrument",
+    "route_litellm",
+    "uninstrument",
+]
