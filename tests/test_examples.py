@@ -56,3 +56,23 @@ def test_support_triage_reproduces_a_failure_and_runs_a_what_if(tmp_path: Path) 
     assert "the API key is in the journal: False" in out
     on_disk = b"".join(p.read_bytes() for p in db.parent.iterdir())
     assert b"sk-demo-not-a-real-key" not in on_disk
+
+
+def test_openai_agent_resumes_after_sigkill_without_paying_twice(tmp_path: Path) -> None:
+    """The integration example: plain OpenAI SDK code, journaled by instrument(); after the
+    kill only unanswered requests reach the API; the replay with the API gone sends none."""
+    db = tmp_path / "openai" / "journal.db"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "openai_agent.py"), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    before = int(re.search(r"received so far: (\d+)", out).group(1))  # type: ignore[union-attr]
+    on_resume = int(re.search(r"received on resume: (\d+)", out).group(1))  # type: ignore[union-attr]
+    assert 2 <= before <= 3 and before + on_resume <= 5
+    assert "(replay): 4 served from the journal, 0 executed live" in out
+    assert f"same report: True; requests in all: {before + on_resume}" in out
+    assert b"sk-example-not-real" not in b"".join(p.read_bytes() for p in db.parent.iterdir())

@@ -500,3 +500,41 @@ def test_runs_and_show_report_llm_usage_and_estimated_cost(
     prices.write_text('{"gpt-test": 3}')
     refused = runner.invoke(app, ["runs", "--db", str(db_path), "--prices", str(prices)])
     assert refused.exit_code == 1 and "is not a price table" in refused.output
+
+
+def test_tasks_the_http_stack_starts_do_not_shift_workflow_keys(
+    sqlite_journal: Journal,
+) -> None:
+    """A live request whose transport starts a task (as connection pools do) must not take a
+    child slot of the workflow's task: replay, which starts none, must see the same keys."""
+
+    async def pooled(request: httpx2.Request) -> httpx2.Response:
+        assert not offline["on"], "live request during replay"
+        await asyncio.ensure_future(asyncio.sleep(0))  # the stack's own background task
+        return chat_answer(request, 1)
+
+    offline = {"on": False}
+
+    async def agent() -> list[str]:
+        client = openai.AsyncOpenAI(
+            api_key=SECRET,
+            base_url="http://llm.test/v1",
+            http_client=httpx2.AsyncClient(
+                transport=AsyncJournalTransport(httpx2.MockTransport(pooled))
+            ),
+        )
+
+        async def ask(q: str) -> str:
+            c = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": q}]
+            )
+            return c.choices[0].message.content or ""
+
+        first = await ask("plan")
+        return [first, *await asyncio.gather(ask("x"), ask("y"))]
+
+    live = asyncio.run(replay.run(agent, journal=sqlite_journal, run_id="r"))
+    assert {e.key for e in sqlite_journal.events("r")} == {"0:1", "0/1:1", "0/2:1"}
+    offline["on"] = True
+    replayed = asyncio.run(replay.run(agent, journal=sqlite_journal, run_id="r", mode="replay"))
+    assert live == replayed == ["re: plan", "re: x", "re: y"]

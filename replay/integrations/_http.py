@@ -277,11 +277,14 @@ class AsyncJournalTransport:
         if call.served is not None:
             return call.serve(request)
         call.start()
+        outside = current_scope.set(None)  # tasks the HTTP stack starts belong to this call
         try:
             response = await self.inner.handle_async_request(request)
         except Exception as exc:
             call.failed(exc)
             raise
+        finally:
+            current_scope.reset(outside)
         module = _module_of(request)
         if _is_stream(response) and response.status_code not in RETRYABLE_STATUS:
             return module.Response(
@@ -291,8 +294,12 @@ class AsyncJournalTransport:
                 request=request,
                 extensions=response.extensions,
             )
-        raw = b"".join([chunk async for chunk in response.stream])
-        await response.aclose()
+        outside = current_scope.set(None)
+        try:
+            raw = b"".join([chunk async for chunk in response.stream])
+            await response.aclose()
+        finally:
+            current_scope.reset(outside)
         call.completed(response.status_code, response.headers, raw)
         return module.Response(
             response.status_code,
@@ -328,11 +335,14 @@ class JournalTransport:
         if call.served is not None:
             return call.serve(request)
         call.start()
+        outside = current_scope.set(None)
         try:
             response = self.inner.handle_request(request)
         except Exception as exc:
             call.failed(exc)
             raise
+        finally:
+            current_scope.reset(outside)
         module = _module_of(request)
         if _is_stream(response) and response.status_code not in RETRYABLE_STATUS:
             return module.Response(
@@ -373,13 +383,25 @@ def _async_tee(module: Any, response: Any, call: _Call) -> Any:
             self.finished = False
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            async for chunk in response.stream:
+            chunks = response.stream.__aiter__()
+            while True:
+                outside = current_scope.set(None)  # reading the body is the call's own work
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    current_scope.reset(outside)
                 self.chunks.append(chunk)
                 yield chunk
             self.finished = True
 
         async def aclose(self) -> None:
-            await response.aclose()
+            outside = current_scope.set(None)
+            try:
+                await response.aclose()
+            finally:
+                current_scope.reset(outside)
             if self.finished and call.plan is not None and not getattr(self, "_done", False):
                 self._done = True
                 call.completed(response.status_code, response.headers, b"".join(self.chunks))

@@ -1,0 +1,79 @@
+"""A stand-in for an OpenAI-compatible API on 127.0.0.1, so the examples run offline.
+
+`chat/completions` answers with a short deterministic text derived from the last user message
+(after `delay` seconds, like a real model), and every request that arrives is counted, so an
+example can show which calls were paid for.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class MockLLM:
+    """A running server: `base_url` for the SDK, `requests` for what reached it."""
+
+    def __init__(self, delay: float = 0.2) -> None:
+        self.delay = delay
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.base_url = f"http://127.0.0.1:{self._server.server_port}/v1"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        mock = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                with mock._lock:
+                    mock.requests += 1
+                    number = mock.requests
+                time.sleep(mock.delay)
+                question = body["messages"][-1]["content"]
+                reply = {
+                    "id": f"chatcmpl-{number}",
+                    "object": "chat.completion",
+                    "created": 1_764_000_000,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": answer_to(question)},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": len(question.split()), "completion_tokens": 6},
+                }
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("x-request-id", f"req_{number}")
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+def answer_to(question: str) -> str:
+    """What the stand-in model says: a plan for a topic, or a finding, or a summary."""
+    if question.startswith("plan:"):
+        return "history; habits"
+    if question.startswith("summarise:"):
+        return f"{question.count(';') + 1} findings, well supported"
+    return f"notes on {question.split(':', 1)[-1].strip()}"
