@@ -493,7 +493,7 @@ def test_runs_and_show_report_llm_usage_and_estimated_cost(
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"gpt-test": {"input": 1.0, "output": 10.0}}))
     listed = runner.invoke(app, ["runs", "--db", str(db_path), "--prices", str(prices)])
-    assert listed.exit_code == 0 and "14/4" in listed.output and "$0.0001" in listed.output
+    assert listed.exit_code == 0 and "14/4" in listed.output and "$0.000054" in listed.output
     prices.write_text(json.dumps({"other-model": {"input": 1.0, "output": 1.0}}))
     listed = runner.invoke(app, ["runs", "--db", str(db_path), "--prices", str(prices)])
     assert "unpriced model" in listed.output

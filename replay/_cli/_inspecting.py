@@ -94,9 +94,15 @@ def runs_command(
         if with_tokens:
             row.append(f"{d.input_tokens}/{d.output_tokens}")
         if price_table is not None:
-            row.append("unpriced model" if d.cost is None else f"${d.cost:.4f}")
+            row.append(_cost_text(d.cost))
         table.add_row(*row)
     out.print(table)
+
+
+def _cost_text(cost: float | None) -> str:
+    if cost is None:
+        return "unpriced model"
+    return f"${cost:.4f}" if cost >= 0.01 else f"${cost:.6f}"  # cents, or what a call costs
 
 
 def _read_prices(path: Path) -> dict[str, dict[str, float]]:
