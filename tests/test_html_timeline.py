@@ -464,3 +464,23 @@ def test_ten_thousand_events_render_every_bar(browser: WebDriver, tmp_path: Path
         f"\n10,000 events, {expected} bars: loaded and drawn in {seconds * 1000:.0f} ms, "
         f"of which building the timeline {render_ms:.0f} ms"
     )
+
+
+def test_llm_usage_recorded_by_the_integrations_is_shown(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    """A response carrying the HTTP integration's `llm` metadata shows model, tokens and finish
+    reason among the step's facts."""
+    from selenium.webdriver.common.by import By
+
+    events = agent_events()
+    llm_done = next(
+        e for e in events if e["kind"] == "llm" and e["status"] == "completed" and e["payload"]
+    )
+    usage = {"provider": "openai", "model": "gpt-4o-mini", "input_tokens": 12,
+             "output_tokens": 5, "finish_reason": "stop"}  # fmt: skip
+    llm_done["payload"] = json.dumps({"status": 200, "body": "{}", "llm": usage})
+    _open(browser, tmp_path / "run.html", _run(), events)
+    browser.find_element(By.CSS_SELECTOR, f".bar[data-key='{llm_done['key']}']").click()
+    detail = browser.find_element(By.ID, "detail").text
+    assert "gpt-4o-mini" in detail and "12 in, 5 out" in detail and "stop" in detail

@@ -538,3 +538,61 @@ def test_tasks_the_http_stack_starts_do_not_shift_workflow_keys(
     offline["on"] = True
     replayed = asyncio.run(replay.run(agent, journal=sqlite_journal, run_id="r", mode="replay"))
     assert live == replayed == ["re: plan", "re: x", "re: y"]
+
+
+def test_a_tool_calling_loop_replays_with_no_model_and_no_tool(sqlite_journal: Journal) -> None:
+    """The model asks for a tool, the tool (a @step) runs, the model answers: record, then
+    replay with both the provider and the tool switched off."""
+    tool_runs: list[str] = []
+
+    def model(request: httpx2.Request, number: int) -> httpx2.Response:
+        body = json.loads(request.content)
+        last = body["messages"][-1]
+        if last["role"] == "tool":
+            message: dict[str, Any] = {"role": "assistant", "content": f"It is {last['content']}."}
+            finish = "stop"
+        else:
+            call = {"name": "weather", "arguments": json.dumps({"city": "Oslo"})}
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "call_1", "type": "function", "function": call}],
+            }
+            finish = "tool_calls"
+        return httpx2.Response(
+            200,
+            json={
+                "id": f"c{number}",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            },
+        )
+
+    provider = Provider(model)
+
+    @replay.step(kind="tool")
+    def weather(city: str) -> str:
+        tool_runs.append(city)
+        return "sunny"
+
+    async def agent() -> str:
+        client = openai_client(provider)
+        messages: list[Any] = [{"role": "user", "content": "Weather in Oslo?"}]
+        tools: Any = [{"type": "function", "function": {"name": "weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}}}}]  # fmt: skip
+        first = await client.chat.completions.create(model="m", messages=messages, tools=tools)
+        call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+        result = weather(**json.loads(call.function.arguments))  # type: ignore[union-attr]
+        messages += [
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": result},
+        ]
+        final = await client.chat.completions.create(model="m", messages=messages, tools=tools)
+        return final.choices[0].message.content or ""
+
+    live, replayed = record_and_replay(sqlite_journal, provider, agent)
+    assert live == replayed == "It is sunny." and tool_runs == ["Oslo"]
+    kinds = [e.kind.value for e in sqlite_journal.events("r")]
+    assert kinds == ["llm", "tool", "llm"]

@@ -179,3 +179,29 @@ def test_sigkill_mid_run_then_resume_repeats_no_completed_request(
         (verdict,) = journal.verify("crash-1")
         assert verdict.sealed
         assert b"sk-worker-secret" not in db.read_bytes()
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_anthropic_against_the_local_server(
+    server: tuple[str, Path], sqlite_journal: Journal
+) -> None:
+    """The Anthropic SDK's own default client, instrumented, journals messages.create; replay
+    sends nothing, and the x-api-key never reaches the journal."""
+    import anthropic
+
+    base_url, log = server
+    root = base_url.removesuffix("/v1")
+
+    async def agent() -> str:
+        async with anthropic.AsyncAnthropic(api_key="sk-ant-secret-2222", base_url=root) as c:
+            message = await c.messages.create(
+                model="claude-test", max_tokens=20, messages=[{"role": "user", "content": "hey"}]
+            )
+            return message.content[0].text  # type: ignore[union-attr]
+
+    live = asyncio.run(replay.run(agent, journal=sqlite_journal, run_id="a"))
+    replayed = asyncio.run(replay.run(agent, journal=sqlite_journal, run_id="a", mode="replay"))
+    assert live == replayed == "echo: hey" and len(requests_logged(log)) == 1
+    (event,) = [e for e in sqlite_journal.events("a") if e.status is EventStatus.COMPLETED]
+    assert json.loads(event.payload or b"")["llm"]["provider"] == "anthropic"
+    assert b"sk-ant-secret" not in (event.args or b"") + (event.payload or b"")

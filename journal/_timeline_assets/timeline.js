@@ -248,6 +248,13 @@
     const call = parsed(callText);
     const hasArgs = call !== null && typeof call === "object" && "args" in call;
     const same = byKey.get(a.key);
+    const response = last && a.status === "completed" ? parsed(last[F.payload]) : null;
+    const llm = response && typeof response === "object" && response.llm ? response.llm : null;
+    const usage = llm ? [  // recorded by the HTTP integrations for a recognised provider
+      ["model", String(llm.model ?? DASH)],
+      ["tokens", `${llm.input_tokens ?? 0} in, ${llm.output_tokens ?? 0} out`],
+      ["finish", String(llm.finish_reason ?? DASH)],
+    ] : [];
     const parts = [
       el("h2", null, r[F.name]),
       el("div", "sub", `step ${a.key} \u00b7 ${r[F.kind]}`),
@@ -260,6 +267,7 @@
         ["duration", last ? fmt(a.end - a.start) : `at least ${fmt(a.end - a.start)}`],
         ["site", hasArgs && call.site != null ? String(call.site) : DASH],
         ["fingerprint", r[F.fingerprint] || DASH],
+        ...usage,
       ]),
       el("h3", null, "Request (arguments)"),
       el("pre", null, hasArgs ? JSON.stringify(call.args, null, 2) : pretty(callText)),
