@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import importlib
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +35,7 @@ from journal._events import EventRow
 from .._context import TaskScope, current_scope
 from .._session import LivePlan, Session
 from ._llm import llm_metadata
+from ._tee import async_tee, sync_tee
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 KEPT_REQUEST_HEADERS = frozenset(
@@ -176,7 +176,7 @@ def _served_response(request: Any, payload: bytes | None) -> Any:
     )
 
 
-class _Call:
+class Call:
     """One request inside a run: its key, and either a served row or a live plan."""
 
     __slots__ = ("matched", "plan", "scope", "served", "session", "started_at", "step")
@@ -255,7 +255,23 @@ class _Call:
 
 
 def _is_stream(response: Any) -> bool:
-    return "text/event-stream" in response.headers.get("content-type", "")
+    """A server-sent event stream worth passing through as it arrives (not an error)."""
+    return (
+        "text/event-stream" in response.headers.get("content-type", "")
+        and response.status_code not in RETRYABLE_STATUS
+    )
+
+
+def _rebuilt(request: Any, response: Any, **body: Any) -> Any:
+    """What the client gets: the live response's status and headers, with `body` (the bytes
+    read, or a tee over the stream), built from the request's own module."""
+    return _module_of(request).Response(
+        response.status_code,
+        headers=response.headers,
+        request=request,
+        extensions=response.extensions,
+        **body,
+    )
 
 
 class AsyncJournalTransport:
@@ -273,7 +289,7 @@ class AsyncJournalTransport:
         if scope is None:
             return await self.inner.handle_async_request(request)
         await request.aread()  # a multipart body arrives as a stream
-        call = _Call(request, scope)
+        call = Call(request, scope)
         if call.served is not None:
             return call.serve(request)
         call.start()
@@ -285,14 +301,9 @@ class AsyncJournalTransport:
             raise
         finally:
             current_scope.reset(outside)
-        module = _module_of(request)
-        if _is_stream(response) and response.status_code not in RETRYABLE_STATUS:
-            return module.Response(
-                response.status_code,
-                headers=response.headers,
-                stream=_async_tee(module, response, call),
-                request=request,
-                extensions=response.extensions,
+        if _is_stream(response):
+            return _rebuilt(
+                request, response, stream=async_tee(_module_of(request), response, call)
             )
         outside = current_scope.set(None)
         try:
@@ -301,13 +312,7 @@ class AsyncJournalTransport:
         finally:
             current_scope.reset(outside)
         call.completed(response.status_code, response.headers, raw)
-        return module.Response(
-            response.status_code,
-            headers=response.headers,
-            content=raw,
-            request=request,
-            extensions=response.extensions,
-        )
+        return _rebuilt(request, response, content=raw)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -331,7 +336,7 @@ class JournalTransport:
         if scope is None:
             return self.inner.handle_request(request)
         request.read()
-        call = _Call(request, scope)
+        call = Call(request, scope)
         if call.served is not None:
             return call.serve(request)
         call.start()
@@ -343,25 +348,12 @@ class JournalTransport:
             raise
         finally:
             current_scope.reset(outside)
-        module = _module_of(request)
-        if _is_stream(response) and response.status_code not in RETRYABLE_STATUS:
-            return module.Response(
-                response.status_code,
-                headers=response.headers,
-                stream=_sync_tee(module, response, call),
-                request=request,
-                extensions=response.extensions,
-            )
+        if _is_stream(response):
+            return _rebuilt(request, response, stream=sync_tee(_module_of(request), response, call))
         raw = b"".join(response.stream)
         response.close()
         call.completed(response.status_code, response.headers, raw)
-        return module.Response(
-            response.status_code,
-            headers=response.headers,
-            content=raw,
-            request=request,
-            extensions=response.extensions,
-        )
+        return _rebuilt(request, response, content=raw)
 
     def close(self) -> None:
         self.inner.close()
@@ -372,59 +364,3 @@ class JournalTransport:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.inner.__exit__(*exc_info)
-
-
-def _async_tee(module: Any, response: Any, call: _Call) -> Any:
-    """The live stream, passed through chunk by chunk; recorded only once read to the end."""
-
-    class Tee(module.AsyncByteStream):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.chunks: list[bytes] = []
-            self.finished = False
-
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            chunks = response.stream.__aiter__()
-            while True:
-                outside = current_scope.set(None)  # reading the body is the call's own work
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    current_scope.reset(outside)
-                self.chunks.append(chunk)
-                yield chunk
-            self.finished = True
-
-        async def aclose(self) -> None:
-            outside = current_scope.set(None)
-            try:
-                await response.aclose()
-            finally:
-                current_scope.reset(outside)
-            if self.finished and call.plan is not None and not getattr(self, "_done", False):
-                self._done = True
-                call.completed(response.status_code, response.headers, b"".join(self.chunks))
-
-    return Tee()
-
-
-def _sync_tee(module: Any, response: Any, call: _Call) -> Any:
-    class Tee(module.SyncByteStream):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.chunks: list[bytes] = []
-            self.finished = False
-
-        def __iter__(self) -> Iterator[bytes]:
-            for chunk in response.stream:
-                self.chunks.append(chunk)
-                yield chunk
-            self.finished = True
-
-        def close(self) -> None:
-            response.close()
-            if self.finished and call.plan is not None and not getattr(self, "_done", False):
-                self._done = True
-                call.completed(response.status_code, response.headers, b"".join(self.chunks))
-
-    return Tee()
