@@ -147,7 +147,7 @@ def _record_failure(
     return will_retry, retry.delay_before(plan.attempt)
 
 
-def _as_recorded(exc: Exception) -> Exception:
+def as_replayed_error(exc: Exception) -> Exception:
     """What the caller sees live: the original exception if replay would rebuild its type."""
     recorded = RecordedError.from_exception(exc)
     rebuilt = recorded.rebuild()
@@ -177,7 +177,7 @@ def _after_failure(
     will_retry, delay = _record_failure(spec, session, plan, exc)
     if will_retry:
         return delay
-    failure = _as_recorded(exc)
+    failure = as_replayed_error(exc)
     if failure is exc:
         raise exc
     raise failure from exc

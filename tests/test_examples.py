@@ -76,3 +76,21 @@ def test_openai_agent_resumes_after_sigkill_without_paying_twice(tmp_path: Path)
     assert "(replay): 4 served from the journal, 0 executed live" in out
     assert f"same report: True; requests in all: {before + on_resume}" in out
     assert b"sk-example-not-real" not in b"".join(p.read_bytes() for p in db.parent.iterdir())
+
+
+def test_pydantic_ai_agent_resumes_after_sigkill_and_replays_offline(tmp_path: Path) -> None:
+    """The pydantic-ai example: killed while its tool ran, resumed paying only the request not
+    yet answered, replayed with the server stopped paying none."""
+    db = tmp_path / "pai" / "journal.db"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "pydantic_ai_agent.py"), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "1 model request paid so far" in out
+    assert "replay offline: 3 steps served, 0 executed; 0 model requests paid" in out
+    assert "same answer: True" in out
+    assert "model requests paid in all: 2" in out

@@ -46,7 +46,7 @@ def _from_json(value: dict[str, Any]) -> dict[str, Any] | None:
     assert isinstance(usage, dict)
     if value.get("object") in ("chat.completion", "text_completion", "chat.completion.chunk"):
         choices = value.get("choices") or [{}]
-        return _meta(
+        return usage_summary(
             "openai",
             value.get("model"),
             usage.get("prompt_tokens"),
@@ -54,7 +54,7 @@ def _from_json(value: dict[str, Any]) -> dict[str, Any] | None:
             choices[0].get("finish_reason") if isinstance(choices[0], dict) else None,
         )
     if value.get("object") == "response":
-        return _meta(
+        return usage_summary(
             "openai",
             value.get("model"),
             usage.get("input_tokens"),
@@ -62,7 +62,7 @@ def _from_json(value: dict[str, Any]) -> dict[str, Any] | None:
             value.get("status"),
         )
     if value.get("type") == "message" and "content" in value:
-        return _meta(
+        return usage_summary(
             "anthropic",
             value.get("model"),
             usage.get("input_tokens"),
@@ -89,7 +89,7 @@ def _from_stream(body: bytes) -> dict[str, Any] | None:
             continue
         _fold_event(found, event)
     return (
-        _meta(
+        usage_summary(
             found.get("provider"),
             found.get("model"),
             found.get("input_tokens"),
@@ -131,7 +131,7 @@ def _fold_event(found: dict[str, Any], event: dict[str, Any]) -> None:
             found["output_tokens"] = usage["output_tokens"]
 
 
-def _meta(
+def usage_summary(
     provider: Any, model: Any, input_tokens: Any, output_tokens: Any, finish: Any
 ) -> dict[str, Any]:
     return {
