@@ -248,7 +248,7 @@ def caller_site(depth: int) -> str | None:
 
 
 def _site(spec: StepSpec, depth: int) -> str | None:
-    finder = caller_site if getattr(spec, "called_from_library", False) else call_site
+    finder = caller_site if spec.called_from_library else call_site
     return finder(depth + 1)
 
 

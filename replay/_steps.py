@@ -60,6 +60,9 @@ class RetryPolicy:
 class StepSpec:
     """Everything fixed when a function is decorated, so a call does no reflection."""
 
+    called_from_library = False
+    """The call site is the decorated call's caller (integrations say otherwise)."""
+
     def __init__(
         self, fn: Callable[..., Any], name: str, kind: EventKind, retry: RetryPolicy
     ) -> None:
