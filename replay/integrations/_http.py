@@ -179,14 +179,13 @@ def _served_response(request: Any, payload: bytes | None) -> Any:
 class Call:
     """One request inside a run: its key, and either a served row or a live plan."""
 
-    __slots__ = ("matched", "plan", "scope", "served", "session", "started_at", "step")
+    __slots__ = ("plan", "scope", "served", "session", "started_at", "step")
 
     def __init__(self, request: Any, scope: TaskScope) -> None:
         self.scope = scope
         self.session = session = scope.session
         step, arguments, matched, retry = _describe(request)
         self.step = step
-        self.matched = matched
         if session.redact is not None:
             arguments = session.redact(arguments)
         fp = fingerprint(step.name, matched)
