@@ -19,6 +19,8 @@ import httpx
 import httpx2
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import replay
 from journal import EventStatus, Journal
@@ -596,3 +598,53 @@ def test_a_tool_calling_loop_replays_with_no_model_and_no_tool(sqlite_journal: J
     assert live == replayed == "It is sunny." and tool_runs == ["Oslo"]
     kinds = [e.kind.value for e in sqlite_journal.events("r")]
     assert kinds == ["llm", "tool", "llm"]
+
+
+@given(
+    responses=st.lists(
+        st.tuples(
+            st.sampled_from([200, 201, 204, 400, 404]),
+            st.binary(max_size=200),
+            st.sampled_from(["application/json", "text/plain", "application/octet-stream"]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+@settings(max_examples=40)
+def test_replay_returns_the_bytes_live_returned(
+    responses: list[tuple[int, bytes, str, bool]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Law: for any responses (status, any bytes, content type, gzip or not), the replayed
+    response has the status, decoded body and headers the live one had."""
+    path = tmp_path_factory.mktemp("law") / "j.db"
+    served = iter(responses)
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        status, body, content_type, zipped = next(served)
+        headers = {"content-type": content_type, "x-request-id": "r"}
+        if zipped:
+            headers["content-encoding"] = "gzip"
+            body = gzip.compress(body)
+        return httpx2.Response(status, headers=headers, content=body)
+
+    async def fetch_all() -> list[tuple[int, bytes, list[tuple[str, str]]]]:
+        transport = AsyncJournalTransport(httpx2.MockTransport(handler))
+        async with httpx2.AsyncClient(transport=transport) as http:
+            results = []
+            for number in range(len(responses)):
+                response = await http.post("http://api.test/items", json={"n": number})
+                kept = sorted(
+                    (k, v)
+                    for k, v in response.headers.items()
+                    if k in ("content-type", "x-request-id")
+                )
+                results.append((response.status_code, response.content, kept))
+            return results
+
+    with Journal(path) as journal:
+        live = asyncio.run(replay.run(fetch_all, journal=journal, run_id="law"))
+        replayed = asyncio.run(replay.run(fetch_all, journal=journal, run_id="law", mode="replay"))
+    assert replayed == live
+    assert [r[1] for r in live] == [body for _, body, _, _ in responses]
