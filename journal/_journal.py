@@ -28,7 +28,8 @@ _DEFAULT_REDACTION = Redaction()
 
 
 def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> JournalStore:
-    """The store a path or URL names: a file path, `sqlite:///path`, or `memory://`."""
+    """The store a path or URL names: a file path, `sqlite:///path`, `memory://`, or
+    `postgresql://user@host/db` (the `postgres` extra)."""
     if url is None:
         url = os.environ.get("JOURNAL_URL") or DEFAULT_PATH
     text = os.fspath(url)
@@ -43,15 +44,14 @@ def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> Jo
     if text.startswith("memory:"):
         return MemoryStore()
     if text.startswith(("postgresql:", "postgres:")):
-        raise JournalUnavailable(
-            "The PostgreSQL store is not part of this version of journal-replay yet. "
-            "Fix: use an SQLite path for now (the default)."
-        )
+        from .stores._postgres import PostgresStore
+
+        return PostgresStore(text)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise JournalUnavailable(
             f"Unknown journal URL scheme {scheme!r} in {text!r}. Expected a file path, "
-            "sqlite:///path.db or memory://."
+            "sqlite:///path.db, memory:// or postgresql://user@host/db."
         )
     return SQLiteStore(text, durability=durability)
 

@@ -28,12 +28,20 @@ from journal import (
 from journal._events import trusted_event
 from journal.stores._ownership import HOSTNAME
 from journal.stores._sqlite import SCHEMA_VERSION
+from tests.conftest import postgres_store
 from tests.factories import dead_pid, make_event, make_owner, make_run
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalStore]:
-    s: JournalStore = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
+    """Every store keeps every promise: one contract, run on each."""
+    if request.param == "postgres":
+        schema = request.getfixturevalue("pg_schema")
+        s: JournalStore = postgres_store(schema)
+    elif request.param == "memory":
+        s = MemoryStore()
+    else:
+        s = SQLiteStore(tmp_path / "s.db")
     yield s
     s.close()
 

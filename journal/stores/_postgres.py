@@ -1,0 +1,471 @@
+"""PostgresStore: the journal in PostgreSQL, for runs that span processes and machines.
+
+The same promises as the SQLite store, kept by the database: events are append-only (triggers
+refuse UPDATE and DELETE, except retention's own, marked by a transaction-local setting), and an
+append is fenced by the owner's token under a row lock on the run, so a writer whose lease was
+taken over cannot interleave with the new owner. Connections come from a psycopg pool.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from .._errors import JournalUnavailable, LeaseLost, RunNotFound
+from .._events import (
+    KIND_BY_VALUE,
+    STATUS_BY_VALUE,
+    Event,
+    EventRow,
+    Owner,
+    Run,
+    RunStatus,
+    trusted_event,
+)
+from ._ownership import check_claim
+
+try:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        f"The PostgreSQL store needs psycopg 3 and psycopg-pool ({exc}). Fix: pip install "
+        "'journal-replay[postgres]'."
+    ) from exc
+
+SCHEMA_VERSION = 1
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT,
+    inputs BYTEA,
+    inputs_fingerprint TEXT,
+    status TEXT NOT NULL,
+    result BYTEA,
+    error BYTEA,
+    owner TEXT,
+    owner_token TEXT,
+    parent_run_id TEXT,
+    fork_seq INTEGER,
+    resumes INTEGER NOT NULL DEFAULT 0,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ,
+    chain TEXT,
+    seal TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON {s}.runs (created_at);
+CREATE TABLE IF NOT EXISTS {s}.events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    payload BYTEA,
+    created_at TIMESTAMPTZ NOT NULL,
+    args BYTEA,
+    prev_hash TEXT,
+    hash TEXT,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS {s}.retention_log (
+    removed_at TIMESTAMPTZ NOT NULL,
+    run_id TEXT NOT NULL,
+    workflow TEXT,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    seal TEXT
+);
+CREATE OR REPLACE FUNCTION {s}.events_are_append_only() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_setting('journal.retention', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'journal events are append-only (only journal gc removes runs)';
+END $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS events_are_append_only ON {s}.events;
+CREATE TRIGGER events_are_append_only BEFORE UPDATE OR DELETE ON {s}.events
+    FOR EACH ROW EXECUTE FUNCTION {s}.events_are_append_only();
+"""
+
+_RUN_COLUMNS = (
+    "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
+    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal"
+)
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+class PostgresStore:
+    """A journal in a PostgreSQL schema (default `journal`). Safe across processes and hosts.
+
+    >>> store = PostgresStore("postgresql://user@db.internal/app", schema="agents")
+    """
+
+    def __init__(
+        self, url: str, *, schema: str = "journal", min_size: int = 1, max_size: int = 8
+    ) -> None:
+        if not _NAME.match(schema):
+            raise ValueError(
+                f"schema must be a plain PostgreSQL name (lower case, digits, _), not {schema!r}"
+            )
+        self.url = url
+        self.schema = schema
+        try:
+            # One plain connection first: an unreachable server fails now, with its reason.
+            with psycopg.connect(url, connect_timeout=10) as conn:
+                self._open_schema(conn)
+            self._pool = ConnectionPool(
+                url, min_size=min_size, max_size=max_size, open=True, timeout=30
+            )
+        except psycopg.Error as exc:
+            raise JournalUnavailable(
+                f"cannot use PostgreSQL at {_without_password(url)} as a journal: "
+                f"{str(exc).strip()}. Fix: check the URL, that the server runs and that the "
+                "user may create tables."
+            ) from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            yield cursor
+
+    def _open_schema(self, conn: psycopg.Connection[Any]) -> None:
+        s = self.schema
+        with conn.transaction(), conn.cursor() as cur:
+            # One migrator at a time, across processes and hosts.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-schema:{s}",))
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            cur.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s"
+                " AND table_name = 'meta'",
+                (s,),
+            )
+            version = 0
+            if cur.fetchone() is not None:
+                cur.execute(f"SELECT value FROM {s}.meta WHERE name = 'schema_version'")
+                row = cur.fetchone()
+                version = int(bytes(row[0]).decode()) if row else 0
+            if version > SCHEMA_VERSION:
+                raise JournalUnavailable(
+                    f"schema {s!r} has journal schema version {version}, newer than this version "
+                    f"of journal-replay understands ({SCHEMA_VERSION}). Fix: upgrade "
+                    "journal-replay."
+                )
+            if version < SCHEMA_VERSION:
+                cur.execute(_DDL.format(s=s))
+                cur.execute(
+                    f"INSERT INTO {s}.meta VALUES ('schema_version', %s)"
+                    " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    (str(SCHEMA_VERSION).encode(),),
+                )
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _run_from_row(row: Sequence[Any]) -> Run:
+        return Run(
+            run_id=row[0],
+            workflow=row[1],
+            inputs=_bytes(row[2]),
+            inputs_fingerprint=row[3],
+            status=RunStatus(row[4]),
+            result=_bytes(row[5]),
+            error=_bytes(row[6]),
+            owner=Owner.model_validate_json(row[7]) if row[7] else None,
+            parent_run_id=row[8],
+            fork_seq=row[9],
+            resumes=row[10],
+            created_at=row[11],
+            updated_at=row[12],
+            finished_at=row[13],
+            chain=row[14],
+            seal=row[15],
+        )
+
+    def _select_run(self, cur: psycopg.Cursor[Any], run_id: str, lock: str = "") -> Run | None:
+        cur.execute(
+            f"SELECT {_RUN_COLUMNS} FROM {self.schema}.runs WHERE run_id = %s{lock}", (run_id,)
+        )
+        row = cur.fetchone()
+        return None if row is None else self._run_from_row(row)
+
+    def create_run(self, run: Run) -> Run:
+        with self._transaction() as cur:
+            cur.execute(
+                f"INSERT INTO {self.schema}.runs ({_RUN_COLUMNS}, owner_token) VALUES"
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (run_id) DO NOTHING",
+                (
+                    run.run_id,
+                    run.workflow,
+                    run.inputs,
+                    run.inputs_fingerprint,
+                    run.status.value,
+                    run.result,
+                    run.error,
+                    None if run.owner is None else run.owner.model_dump_json(),
+                    run.parent_run_id,
+                    run.fork_seq,
+                    run.resumes,
+                    run.created_at,
+                    run.updated_at,
+                    run.finished_at,
+                    run.chain,
+                    run.seal,
+                    None if run.owner is None else run.owner.token,
+                ),
+            )
+            stored = self._select_run(cur, run.run_id)
+        assert stored is not None
+        return stored
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self._transaction() as cur:
+            return self._select_run(cur, run_id)
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        clauses, params = [], []
+        if status is not None:
+            clauses.append("status = %s")
+            params.append(status.value)
+        if workflow is not None:
+            clauses.append("workflow = %s")
+            params.append(workflow)
+        sql = f"SELECT {_RUN_COLUMNS} FROM {self.schema}.runs"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY created_at DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._transaction() as cur:
+            cur.execute(sql, params)
+            rows = cur.fetchall()
+        return [self._run_from_row(row) for row in rows]
+
+    def claim(self, run_id: str, owner: Owner, *, resuming: bool) -> Run:
+        with self._transaction() as cur:
+            run = self._select_run(cur, run_id, " FOR UPDATE")
+            if run is None:
+                raise RunNotFound(run_id)
+            now = datetime.now(UTC)
+            check_claim(run_id, run.owner, owner, now)
+            cur.execute(
+                f"UPDATE {self.schema}.runs SET owner = %s, owner_token = %s,"
+                " resumes = resumes + %s, updated_at = %s WHERE run_id = %s",
+                (owner.model_dump_json(), owner.token, int(resuming), now, run_id),
+            )
+            claimed = self._select_run(cur, run_id)
+        assert claimed is not None
+        return claimed
+
+    def heartbeat(self, run_id: str, token: str, lease_expires_at: datetime) -> bool:
+        with self._transaction() as cur:
+            cur.execute(
+                f"SELECT owner FROM {self.schema}.runs WHERE run_id = %s AND owner_token = %s"
+                " FOR UPDATE",
+                (run_id, token),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return False
+            owner = Owner.model_validate_json(row[0]).model_copy(
+                update={"lease_expires_at": lease_expires_at}
+            )
+            cur.execute(
+                f"UPDATE {self.schema}.runs SET owner = %s WHERE run_id = %s AND owner_token = %s",
+                (owner.model_dump_json(), run_id, token),
+            )
+            return cur.rowcount == 1
+
+    def release(self, run_id: str, token: str) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                f"UPDATE {self.schema}.runs SET owner = NULL, owner_token = NULL"
+                " WHERE run_id = %s AND owner_token = %s",
+                (run_id, token),
+            )
+
+    def finish(
+        self,
+        run_id: str,
+        token: str,
+        status: RunStatus,
+        *,
+        result: bytes | None = None,
+        error: bytes | None = None,
+        seal: str | None = None,
+    ) -> Run:
+        now = datetime.now(UTC)
+        with self._transaction() as cur:
+            cur.execute(
+                f"UPDATE {self.schema}.runs SET status = %s, result = %s, error = %s, seal = %s,"
+                " owner = NULL, owner_token = NULL, updated_at = %s, finished_at = %s"
+                " WHERE run_id = %s AND owner_token = %s",
+                (status.value, result, error, seal, now, now, run_id, token),
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(run_id)
+            finished = self._select_run(cur, run_id)
+        assert finished is not None
+        return finished
+
+    # -- events -------------------------------------------------------------------------------
+
+    def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
+        with self._transaction() as cur:
+            # The row lock makes the fence hold: a claim waits for this append, or this append
+            # sees the new owner and writes nothing.
+            cur.execute(
+                f"SELECT owner_token FROM {self.schema}.runs WHERE run_id = %s FOR SHARE",
+                (run_id,),
+            )
+            row = cur.fetchone()
+            if row is None or row[0] != token:
+                raise LeaseLost(run_id)
+            cur.executemany(
+                f"INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
+                " status, attempt, payload, created_at, args, prev_hash, hash)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        run_id,
+                        e.seq,
+                        e.key,
+                        e.kind.value,
+                        e.name,
+                        e.fingerprint,
+                        e.status.value,
+                        e.attempt,
+                        e.payload,
+                        e.created_at,
+                        e.args,
+                        e.prev_hash,
+                        e.hash,
+                    )
+                    for e in events
+                ],
+            )
+
+    def read_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        with self._transaction() as cur:
+            cur.execute(
+                "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, created_at,"
+                f" args, prev_hash, hash FROM {self.schema}.events WHERE run_id = %s AND seq > %s"
+                " ORDER BY seq LIMIT %s",
+                (run_id, after_seq, limit),
+            )
+            rows = cur.fetchall()
+        kinds, statuses = KIND_BY_VALUE, STATUS_BY_VALUE
+        return [
+            trusted_event(
+                run_id,
+                seq,
+                key,
+                kinds[kind],
+                name,
+                fp,
+                statuses[status],
+                attempt,
+                _bytes(payload),
+                created,
+                _bytes(args),
+                prev_hash,
+                digest,
+            )
+            for (seq, key, kind, name, fp, status, attempt, payload, created, args, prev_hash,
+                 digest) in rows
+        ]  # fmt: skip
+
+    def read_rows(self, run_id: str) -> list[EventRow]:
+        with self._transaction() as cur:
+            cur.execute(
+                "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, args"
+                f" FROM {self.schema}.events WHERE run_id = %s ORDER BY seq",
+                (run_id,),
+            )
+            rows = cur.fetchall()
+        return [
+            (seq, key, kind, name, fp, status, attempt, _bytes(payload), _bytes(args))
+            for seq, key, kind, name, fp, status, attempt, payload, args in rows
+        ]
+
+    def count_events(self, run_id: str) -> int:
+        with self._transaction() as cur:
+            cur.execute(f"SELECT count(*) FROM {self.schema}.events WHERE run_id = %s", (run_id,))
+            row = cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def last_hash(self, run_id: str) -> str | None:
+        with self._transaction() as cur:
+            cur.execute(
+                f"SELECT hash FROM {self.schema}.events WHERE run_id = %s ORDER BY seq DESC"
+                " LIMIT 1",
+                (run_id,),
+            )
+            row = cur.fetchone()
+        return None if row is None else row[0]
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        removed = 0
+        s = self.schema
+        with self._transaction() as cur:
+            cur.execute("SELECT set_config('journal.retention', 'on', true)")
+            for run_id in run_ids:
+                cur.execute(
+                    f"SELECT workflow, status, seal, owner_token FROM {s}.runs WHERE run_id = %s"
+                    " FOR UPDATE",
+                    (run_id,),
+                )
+                row = cur.fetchone()
+                if row is None or row[3] is not None:
+                    continue  # gone already, or owned right now: never remove a live run
+                cur.execute(f"DELETE FROM {s}.events WHERE run_id = %s", (run_id,))
+                events = cur.rowcount
+                cur.execute(f"DELETE FROM {s}.runs WHERE run_id = %s", (run_id,))
+                cur.execute(
+                    f"INSERT INTO {s}.retention_log VALUES (now(), %s, %s, %s, %s, %s)",
+                    (run_id, row[0], row[1], events, row[2]),
+                )
+                removed += 1
+        return removed
+
+    def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        with self._transaction() as cur:
+            cur.execute(
+                f"INSERT INTO {self.schema}.meta VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                (f"secret:{name}", make()),
+            )
+            cur.execute(
+                f"SELECT value FROM {self.schema}.meta WHERE name = %s", (f"secret:{name}",)
+            )
+            row = cur.fetchone()
+        assert row is not None
+        return bytes(row[0])
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)

@@ -1,0 +1,78 @@
+"""What only the PostgreSQL store has to prove: its schema, its triggers, its URL, its chain."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+import replay
+from journal import Journal, JournalUnavailable
+from tests.conftest import PG_URL, drop_schema, postgres_store
+from tests.factories import make_event, make_owner, make_run
+
+
+def test_events_are_append_only_in_the_database_itself(pg_schema: str) -> None:
+    """UPDATE and DELETE on events are refused by a trigger, even through psycopg directly."""
+    store = postgres_store(pg_schema)
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner(), resuming=False)
+    store.append("r", "t1", [make_event(1)])
+    store.close()
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for statement in (
+            f"UPDATE {pg_schema}.events SET payload = 'x'",
+            f"DELETE FROM {pg_schema}.events",
+        ):
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                conn.execute(statement)
+
+
+def test_a_newer_schema_is_a_clear_error(pg_schema: str) -> None:
+    """A schema written by a newer journal-replay is refused, naming both versions."""
+    postgres_store(pg_schema).close()
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(
+            f"UPDATE {pg_schema}.meta SET value = %s WHERE name = 'schema_version'", (b"99",)
+        )
+    from journal.stores import PostgresStore
+
+    with pytest.raises(JournalUnavailable, match="version 99, newer than"):
+        PostgresStore(PG_URL, schema=pg_schema)
+
+
+def test_a_postgresql_url_opens_the_store_and_runs_verify() -> None:
+    """Journal("postgresql://...") runs workflows; their hash chains verify after a round trip
+    through TIMESTAMPTZ and BYTEA."""
+    postgres_store("journal").close()  # skips (or fails under CI) when there is no server
+
+    @replay.step(kind="llm")
+    async def ask(prompt: str) -> str:
+        await asyncio.sleep(0)
+        return prompt.upper()
+
+    async def agent(topic: str) -> list[str]:
+        return list(await asyncio.gather(ask(topic), ask(topic + "!")))
+
+    try:
+        with Journal(PG_URL) as journal:
+            assert asyncio.run(replay.run(agent, "pg", journal=journal, run_id="pg-1")) == [
+                "PG",
+                "PG!",
+            ]
+            (verdict,) = journal.verify("pg-1")
+            assert verdict.sealed and verdict.events == 4
+            replayed = asyncio.run(
+                replay.run_with_summary(agent, "pg", journal=journal, run_id="pg-1", mode="replay")
+            )
+            assert replayed.summary.served == 2
+    finally:
+        drop_schema("journal")
+
+
+def test_an_unreachable_server_says_so() -> None:
+    """A URL nobody answers is a JournalUnavailable naming the host, without the password."""
+    with pytest.raises(JournalUnavailable, match=r"127\.0\.0\.1:1/.*\*\*\*|cannot") as err:
+        Journal("postgresql://someone:hunter2@127.0.0.1:1/nothing?connect_timeout=1")
+    assert "hunter2" not in str(err.value)
