@@ -46,7 +46,7 @@ def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> Jo
     if text.startswith(("postgresql:", "postgres:")):
         from .stores._postgres import PostgresStore
 
-        return PostgresStore(text)
+        return PostgresStore.from_url(text)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise JournalUnavailable(

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -76,3 +84,52 @@ def test_an_unreachable_server_says_so() -> None:
     with pytest.raises(JournalUnavailable, match=r"127\.0\.0\.1:1/.*\*\*\*|cannot") as err:
         Journal("postgresql://someone:hunter2@127.0.0.1:1/nothing?connect_timeout=1")
     assert "hunter2" not in str(err.value)
+
+
+WORKER = Path(__file__).parent / "workers" / "zombie_worker.py"
+
+
+def _worker(url: str, effects: Path, lease: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), url, "zombie-1", str(lease), str(effects)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def test_a_paused_owner_that_wakes_after_a_takeover_cannot_append(
+    pg_schema: str, tmp_path: Path
+) -> None:
+    """SIGSTOP the owner, let its lease expire, let a second process take the run over and
+    finish it, SIGCONT the first: its writes are rejected (it exits with ownership lost), the
+    journal holds one outcome per step and verifies."""
+    postgres_store(pg_schema).close()  # skips (or fails under CI) when there is no server
+    url = f"{PG_URL}?schema={pg_schema}"
+    effects = tmp_path / "effects"
+    zombie = _worker(url, effects, lease=1.0)
+    assert zombie.stdout is not None
+    for line in zombie.stdout:
+        if line.strip() == "step 2":
+            break
+    os.kill(zombie.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)  # the lease (1 s) runs out while the owner is paused
+        taker = _worker(url, effects, lease=30.0)
+        out, err = taker.communicate(timeout=60)
+        assert taker.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1])["result"] == 6
+    finally:
+        os.kill(zombie.pid, signal.SIGCONT)
+    zombie_out, _ = zombie.communicate(timeout=60)
+    assert zombie.returncode == 4 and "ownership lost" in zombie_out
+    with Journal(url) as journal:
+        events = journal.events("zombie-1")
+        (verdict,) = journal.verify("zombie-1")
+        run = journal.run("zombie-1")
+    outcomes = Counter(e.key for e in events if e.status.value == "completed")
+    assert sorted(outcomes) == [f"0:{n}" for n in range(1, 7)]
+    assert set(outcomes.values()) == {1}  # no step completed twice in the journal
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert verdict.sealed and run.status.value == "completed" and run.result == b"6"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._errors import JournalUnavailable, LeaseLost, RunNotFound
 from .._events import (
@@ -135,6 +136,16 @@ class PostgresStore:
                 f"{str(exc).strip()}. Fix: check the URL, that the server runs and that the "
                 "user may create tables."
             ) from exc
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """`postgresql://user@host/db?schema=agents`: the `schema` parameter (default
+        `journal`) is ours; everything else goes to libpq as written."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schema = next((value for name, value in query if name == "schema"), "journal")
+        rest = urlencode([(name, value) for name, value in query if name != "schema"])
+        return cls(urlunsplit(parts._replace(query=rest)), schema=schema)
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
