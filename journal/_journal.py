@@ -5,33 +5,37 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TextIO
 
 from ._chain import Chain
+from ._config import DEFAULT_URL, load_config
 from ._diff import RunDiff, diff_runs
 from ._errors import JournalUnavailable, RunNotFound
 from ._events import Event, Run, RunStatus
 from ._export import ExportFormat, verify_export, write_export
 from ._fork import fork_run
-from ._inspect import Prices, RunDigest, TimelineEntry, digest, timeline
+from ._inspect import Prices, RunDigest, TimelineEntry, digest, parse_since, timeline
 from ._redact import SALT_NAME, Redaction, Redactor, new_salt
 from ._retention import select_for_removal
 from ._verify import RunVerification, verify_run
 from .stores import JournalStore, MemoryStore, SQLiteStore
 from .stores._sqlite import Durability
 
-DEFAULT_PATH = Path(".journal") / "journal.db"
-DEFAULT_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+DEFAULT_PATH = Path(DEFAULT_URL)
 _DEFAULT_REDACTION = Redaction()
+STORE_ENTRY_POINTS = "journal.stores"
+"""Third-party stores register here: name = URL scheme, value = a callable taking the URL."""
 
 
 def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> JournalStore:
-    """The store a path or URL names: a file path, `sqlite:///path`, `memory://`, or
-    `postgresql://user@host/db` (the `postgres` extra)."""
+    """The store a path or URL names: a file path, `sqlite:///path`, `memory://`,
+    `postgresql://user@host/db?schema=name` (the `postgres` extra), or a scheme a package
+    registered in the `journal.stores` entry-point group. None: the configured URL."""
     if url is None:
-        url = os.environ.get("JOURNAL_URL") or DEFAULT_PATH
+        url = load_config().url
     text = os.fspath(url)
     if text.startswith("sqlite://"):
         path = text.removeprefix("sqlite://")
@@ -49,9 +53,13 @@ def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> Jo
         return PostgresStore.from_url(text)
     if "://" in text:
         scheme = text.split("://", 1)[0]
+        for entry in entry_points(group=STORE_ENTRY_POINTS, name=scheme):
+            store: JournalStore = entry.load()(text)
+            return store
         raise JournalUnavailable(
             f"Unknown journal URL scheme {scheme!r} in {text!r}. Expected a file path, "
-            "sqlite:///path.db, memory:// or postgresql://user@host/db."
+            "sqlite:///path.db, memory://, postgresql://user@host/db, or a scheme an installed "
+            f"package registers in the {STORE_ENTRY_POINTS!r} entry-point group."
         )
     return SQLiteStore(text, durability=durability)
 
@@ -62,6 +70,8 @@ class Journal:
     >>> j = Journal("runs.db")            # or "sqlite:///runs.db"; default .journal/journal.db
     >>> j = Journal(store=MemoryStore())  # in tests
 
+    Arguments left out come from the configuration (`JOURNAL_URL` and friends, `journal.toml`,
+    `[tool.journal]` in pyproject.toml; see `journal._config`), then the defaults.
     `durability="full"` makes every commit survive power loss (an fsync per commit); the
     default "normal" survives any process crash, including `kill -9`. `hmac_key` (default:
     the `JOURNAL_HMAC_KEY` environment variable) turns each run's hash chain into a signature.
@@ -76,20 +86,29 @@ class Journal:
         url: str | os.PathLike[str] | None = None,
         *,
         store: JournalStore | None = None,
-        durability: Durability = "normal",
+        durability: Durability | None = None,
         hmac_key: str | bytes | None = None,
         redaction: Redaction | None = _DEFAULT_REDACTION,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_payload_bytes: int | None = None,
     ) -> None:
         if store is not None and url is not None:
             raise ValueError("Pass either a url/path or a store to Journal(), not both.")
+        settings = load_config()
+        if max_payload_bytes is None:
+            max_payload_bytes = settings.max_payload_bytes
+        if durability is None:
+            durability = "full" if settings.durability == "full" else "normal"
         if max_payload_bytes < 1:
             raise ValueError(f"max_payload_bytes must be positive, not {max_payload_bytes}")
+        self.settings = settings
+        """The configuration in force (see `journal._config`): retention for `gc`, sources."""
         self.redaction = redaction
         self.max_payload_bytes = max_payload_bytes
         self._redactor: Redactor | None = None
         self.chain = Chain(hmac_key) if hmac_key is not None else Chain.from_env()
-        self.store: JournalStore = store if store is not None else open_store(url, durability)
+        if store is None:
+            store = open_store(settings.url if url is None else url, durability)
+        self.store: JournalStore = store
 
     def redactor(self) -> Redactor | None:
         """The redaction policy bound to this journal's secret salt (None if redaction is off)."""
@@ -195,13 +214,21 @@ class Journal:
     ) -> list[Run]:
         """Remove whole finished runs by a retention policy; the runs removed (or, with
         `dry_run`, that would be). Owned runs are never removed; each removal is logged in
-        the journal's retention log. See `select_for_removal` for the rule."""
+        the journal's retention log. See `select_for_removal` for the rule. With neither limit
+        given, the configured `[retention]` policy applies, if there is one."""
+        now = datetime.now(UTC)
+        policy = self.settings.retention
+        if keep_last is None and older_than is None and policy:
+            keep_last = policy.get("keep_last")
+            if policy.get("older_than"):
+                older_than = now - parse_since(str(policy["older_than"]), now=now)
+            statuses = statuses or policy.get("statuses")
         chosen = select_for_removal(
             self.store.list_runs(),
             keep_last=keep_last,
             older_than=older_than,
             statuses=None if statuses is None else [RunStatus(s) for s in statuses],
-            now=datetime.now(UTC),
+            now=now,
         )
         if dry_run or not chosen:
             return chosen

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from journal import Journal, JournalError
-from journal._journal import DEFAULT_PATH
+from journal._config import load_config
 
 app = typer.Typer(
     name="journal",
@@ -34,8 +33,8 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        help="Journal file or URL (sqlite:///path.db). Default: $JOURNAL_URL, else "
-        ".journal/journal.db.",
+        help="Journal file or URL (sqlite:///path.db, postgresql://user@host/db). Default: "
+        "$JOURNAL_URL, journal.toml, [tool.journal] in pyproject.toml, else .journal/journal.db.",
         show_default=False,
     ),
 ]
@@ -61,7 +60,10 @@ def fail(message: str) -> NoReturn:
 
 def open_journal(db: str | None) -> Journal:
     """The journal to read; a missing file is an error, never silently created."""
-    target = db or os.environ.get("JOURNAL_URL") or str(DEFAULT_PATH)
+    try:
+        target = db or load_config().url
+    except JournalError as exc:
+        fail(str(exc))
     path = target.removeprefix("sqlite:///") if target.startswith("sqlite:///") else target
     if "://" not in path and not Path(path).exists():
         fail(
