@@ -22,6 +22,7 @@ from ._redact import SALT_NAME, Redaction, Redactor, new_salt
 from ._retention import select_for_removal
 from ._verify import RunVerification, verify_run
 from .stores import JournalStore, MemoryStore, SQLiteStore
+from .stores._ownership import owner_is_gone
 from .stores._sqlite import Durability
 
 DEFAULT_PATH = Path(DEFAULT_URL)
@@ -137,6 +138,16 @@ class Journal:
             status=None if status is None else RunStatus(status), workflow=workflow, limit=limit
         )
 
+    def interrupted(self, *, workflow: str | None = None) -> list[Run]:
+        """Runs that need resuming: `running`, with no live owner (it crashed, was killed, or
+        its lease ran out). Newest first; `journal runs --status interrupted`."""
+        now = datetime.now(UTC)
+        return [
+            run
+            for run in self.store.list_runs(status=RunStatus.RUNNING, workflow=workflow)
+            if run.owner is None or owner_is_gone(run.owner, now)
+        ]
+
     def events(self, run_id: str) -> list[Event]:
         """Every event of the run, in the order it was appended."""
         self.run(run_id)
@@ -153,9 +164,13 @@ class Journal:
     ) -> list[RunDigest]:
         """Runs, newest first, each with its step count, duration and LLM token usage
         (`journal runs`); with `prices` ({model: {"input": $/1M tokens, "output": ...}}), an
-        estimated cost."""
+        estimated cost. `status="interrupted"` lists the runs `interrupted()` returns."""
         digests = []
-        for run in self.runs(status=status, workflow=workflow, limit=None):
+        if status == "interrupted":
+            runs = self.interrupted(workflow=workflow)
+        else:
+            runs = self.runs(status=status, workflow=workflow, limit=None)
+        for run in runs:
             if since is not None and run.created_at < since:
                 break  # newest first: every later run is older still
             digests.append(digest(run, self.store.read_events(run.run_id), prices))

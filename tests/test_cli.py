@@ -232,3 +232,37 @@ def test_replay_of_a_script_run_needs_an_entry(tmp_path: Path) -> None:
     done = runner.invoke(app, ["replay", "s-1", "--db", str(path), "--entry", f"{script}:agent"])
     assert done.exit_code == 0, done.output
     assert "1 served from the journal" in done.output
+
+
+def test_runs_lists_interrupted_runs(tmp_path: Path) -> None:
+    """--status interrupted: running runs with no live owner (killed, crashed); a run a live
+    process owns is not one of them."""
+    from datetime import UTC, datetime, timedelta
+
+    from journal import Owner
+
+    path = tmp_path / "j.db"
+
+    async def cut() -> None:
+        await fetch(1)
+        raise KeyboardInterrupt
+
+    with Journal(path) as journal:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(cut, journal=journal, run_id="cut-1"))
+        asyncio.run(run(crawl, 1, journal=journal, run_id="done-1"))
+        now = datetime.now(UTC)
+        busy = journal.store.create_run(
+            journal.run("cut-1").model_copy(update={"run_id": "busy-1", "owner": None})
+        )
+        journal.store.claim(
+            busy.run_id,
+            Owner(token="t", host="elsewhere", pid=1, since=now,
+                  lease_expires_at=now + timedelta(minutes=5)),
+            resuming=False,
+        )  # fmt: skip
+        assert [r.run_id for r in journal.interrupted()] == ["cut-1"]
+    result = runner.invoke(app, ["runs", "--status", "interrupted", "--db", str(path)])
+    assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.output.splitlines()[1:] if line.strip()]
+    assert listed == ["cut-1"]

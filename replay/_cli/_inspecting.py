@@ -31,7 +31,11 @@ def runs_command(
     db: DbOption = None,
     status: Annotated[
         str | None,
-        typer.Option(help="Only runs with this status: " + ", ".join(s.value for s in RunStatus)),
+        typer.Option(
+            help="Only runs with this status: "
+            + ", ".join(s.value for s in RunStatus)
+            + ", or interrupted (running with no live owner: resume it)"
+        ),
     ] = None,
     workflow: Annotated[
         str | None, typer.Option(help="Only runs of this workflow (module:qualname).")
@@ -51,10 +55,9 @@ def runs_command(
 ) -> None:
     """List runs, newest first: id, workflow, status, steps, start, duration, resumes; LLM
     tokens (and an estimated cost with --prices) when integrations recorded usage."""
-    if status is not None and status not in {s.value for s in RunStatus}:
-        fail(
-            f"unknown status {status!r}. Expected one of: " + ", ".join(s.value for s in RunStatus)
-        )
+    statuses = [s.value for s in RunStatus] + ["interrupted"]
+    if status is not None and status not in statuses:
+        fail(f"unknown status {status!r}. Expected one of: " + ", ".join(statuses))
     try:
         since_at = None if since is None else parse_since(since)
     except ValueError as exc:
