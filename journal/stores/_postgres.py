@@ -341,22 +341,20 @@ class PostgresStore:
     # -- events -------------------------------------------------------------------------------
 
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
+        # Each row is inserted only while `token` owns the run, checked under a share lock on
+        # the run row: a claim (FOR UPDATE) waits for this transaction, or this one sees the
+        # new owner and inserts nothing. One statement per row, no extra round trip.
         with self._transaction() as cur:
-            # The row lock makes the fence hold: a claim waits for this append, or this append
-            # sees the new owner and writes nothing.
-            cur.execute(
-                f"SELECT owner_token FROM {self.schema}.runs WHERE run_id = %s FOR SHARE",
-                (run_id,),
-            )
-            row = cur.fetchone()
-            if row is None or row[0] != token:
-                raise LeaseLost(run_id)
             cur.executemany(
-                f"INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
+                f"WITH fence AS (SELECT 1 FROM {self.schema}.runs"
+                " WHERE run_id = %s AND owner_token = %s FOR SHARE)"
+                f" INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
                 " status, attempt, payload, created_at, args, prev_hash, hash)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM fence",
                 [
                     (
+                        run_id,
+                        token,
                         run_id,
                         e.seq,
                         e.key,
@@ -374,6 +372,8 @@ class PostgresStore:
                     for e in events
                 ],
             )
+            if cur.rowcount != len(events):
+                raise LeaseLost(run_id)  # the transaction rolls back: nothing half-written
 
     def read_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
