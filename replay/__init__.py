@@ -11,6 +11,7 @@ Everything a workflow may do durably, in one place:
     idempotency_key the `run_id:key` of the live step, stable across crash and retry
     replay_run      re-run a recorded run offline with its own workflow and inputs
     resume_run      resume an interrupted run (or a fork) with its own workflow and inputs
+    submit, Worker  record a run for workers to start; a worker resumes runs that need it
 """
 
 from journal import RunConflict, RunLocked, RunNotFound
@@ -27,9 +28,10 @@ from ._errors import (
 )
 from ._ordering import as_completed
 from ._rerun import replay_run, resume_run
-from ._run import JournaledRun, RunOutcome, journaled, run, run_with_summary
+from ._run import JournaledRun, RunOutcome, journaled, run, run_with_summary, submit
 from ._session import RunSummary
 from ._steps import RetryPolicy, idempotency_key, step
+from ._worker import Worker, WorkerStats
 
 __all__ = [
     "FrontierReached",
@@ -46,6 +48,8 @@ __all__ = [
     "RunOutcome",
     "RunSummary",
     "StepFailed",
+    "Worker",
+    "WorkerStats",
     "as_completed",
     "idempotency_key",
     "journaled",
@@ -57,5 +61,6 @@ __all__ = [
     "run_with_summary",
     "sleep",
     "step",
+    "submit",
     "uuid4",
 ]

@@ -25,7 +25,13 @@ from pydantic import TypeAdapter
 from journal import Journal, JournalError, Run
 from journal._events import EventRow
 
-from ._run import DebugOptions, RunOutcome, debug_options, run_with_summary
+from ._run import (
+    DEFAULT_LEASE_SECONDS,
+    DebugOptions,
+    RunOutcome,
+    debug_options,
+    run_with_summary,
+)
 from ._session import Session
 
 
@@ -156,7 +162,13 @@ async def _report(sessions: list[Session], progress: Callable[[int, int], None])
             progress(session.served, total)
 
 
-async def resume_run(journal: Journal, run_id: str, *, entry: str | None = None) -> RunOutcome[Any]:
+async def resume_run(
+    journal: Journal,
+    run_id: str,
+    *,
+    entry: str | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> RunOutcome[Any]:
     """Resume an interrupted run (or a fork) in this process with its own workflow and inputs.
 
     Recorded steps are served, the rest runs live and is journaled: `journal resume RUN`.
@@ -164,7 +176,9 @@ async def resume_run(journal: Journal, run_id: str, *, entry: str | None = None)
     """
     run = journal.run(run_id)
     workflow, args, kwargs = _recorded_call(run, entry)
-    return await run_with_summary(workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id)
+    return await run_with_summary(
+        workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id, lease_seconds=lease_seconds
+    )
 
 
 def _recorded_call(

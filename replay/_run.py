@@ -272,6 +272,83 @@ def _log_summary(summary: RunSummary) -> None:
         )
 
 
+def _inputs(
+    journal: Journal, spec: _WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bytes, str]:
+    """The run's recorded inputs (secrets redacted, size checked) and their fingerprint."""
+    redactor = journal.redactor()
+    if redactor is None:
+        inputs = canonical_json({"args": list(args), "kwargs": kwargs})
+    else:
+        # Positional inputs are redacted by their parameter's name, like step arguments.
+        named = [
+            redactor.argument(name, value)
+            for name, value in zip(spec.positional, args, strict=False)
+        ]
+        shown = named + list(args[len(named) :])
+        inputs = redactor(canonical_json({"args": shown, "kwargs": kwargs}))
+    if len(inputs) > journal.max_payload_bytes:
+        raise PayloadTooLarge("the workflow's inputs", len(inputs), journal.max_payload_bytes)
+    return inputs, fingerprint("inputs", inputs)
+
+
+def _create_run(
+    journal: Journal, spec: _WorkflowSpec, run_id: str, inputs: bytes, inputs_fp: str
+) -> Run:
+    now = datetime.now(UTC)
+    return journal.store.create_run(
+        Run(
+            run_id=run_id,
+            workflow=spec.path,
+            inputs=inputs,
+            inputs_fingerprint=inputs_fp,
+            status=RunStatus.RUNNING,
+            created_at=now,
+            updated_at=now,
+            chain=journal.chain.scheme,
+        )
+    )
+
+
+def _check_same(existing: Run, spec: _WorkflowSpec, inputs: bytes, inputs_fp: str) -> None:
+    """A run id names one workflow with one set of inputs: `RunConflict` otherwise."""
+    if not _same_workflow(existing.workflow, spec.path):
+        raise RunConflict(existing.run_id, "workflow", repr(existing.workflow), repr(spec.path))
+    if existing.inputs_fingerprint != inputs_fp:
+        raise RunConflict(
+            existing.run_id, "inputs", (existing.inputs or b"").decode(), inputs.decode()
+        )
+
+
+def submit(
+    workflow: Callable[..., Awaitable[Any]],
+    *args: Any,
+    journal: Journal,
+    run_id: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> str:
+    """Record a run for a worker to start (`journal worker`, `replay.Worker`); its run id.
+
+    Nothing runs here: the run is `running` with no owner, which is what a worker looks for.
+    Submitting the same run id again with the same workflow and inputs changes nothing.
+    """
+    spec = _spec_for(workflow)
+    if spec.path.startswith("__main__:"):
+        raise ValueError(
+            f"{spec.path} is defined in a script, which a worker cannot import. Fix: define "
+            "the workflow in a module and import it from there."
+        )
+    call_kwargs = dict(kwargs or {})
+    inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs)
+    run_id = run_id or uuid.uuid4().hex
+    existing = journal.store.get_run(run_id)
+    if existing is None:
+        existing = _create_run(journal, spec, run_id, inputs, inputs_fp)
+    _check_same(existing, spec, inputs, inputs_fp)
+    log.info("run.submitted", run_id=run_id, workflow=spec.path)
+    return run_id
+
+
 async def run_with_summary(
     workflow: Callable[..., Awaitable[R]],
     *args: Any,
@@ -286,20 +363,7 @@ async def run_with_summary(
     _check_mode(mode, on_divergence)
     spec = _spec_for(workflow)
     call_kwargs = dict(kwargs or {})
-    redactor = journal.redactor()
-    if redactor is None:
-        inputs = canonical_json({"args": list(args), "kwargs": call_kwargs})
-    else:
-        # Positional inputs are redacted by their parameter's name, like step arguments.
-        named = [
-            redactor.argument(name, value)
-            for name, value in zip(spec.positional, args, strict=False)
-        ]
-        shown = named + list(args[len(named) :])
-        inputs = redactor(canonical_json({"args": shown, "kwargs": call_kwargs}))
-    if len(inputs) > journal.max_payload_bytes:
-        raise PayloadTooLarge("the workflow's inputs", len(inputs), journal.max_payload_bytes)
-    inputs_fp = fingerprint("inputs", inputs)
+    inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs)
     run_id = run_id or uuid.uuid4().hex
     store = journal.store
 
@@ -309,28 +373,14 @@ async def run_with_summary(
             raise RunNotFound(
                 run_id, hint="Replay needs a recorded run; start it with mode='resume'."
             )
-        now = datetime.now(UTC)
-        existing = store.create_run(
-            Run(
-                run_id=run_id,
-                workflow=spec.path,
-                inputs=inputs,
-                inputs_fingerprint=inputs_fp,
-                status=RunStatus.RUNNING,
-                created_at=now,
-                updated_at=now,
-                chain=journal.chain.scheme,
-            )
-        )
+        existing = _create_run(journal, spec, run_id, inputs, inputs_fp)
         resuming = False
     else:
         resuming = True
     debugging = debug_options.get()
     chosen = mode == "replay" and debugging is not None and debugging.other_workflow
-    if not chosen and not _same_workflow(existing.workflow, spec.path):
-        raise RunConflict(run_id, "workflow", repr(existing.workflow), repr(spec.path))
-    if existing.inputs_fingerprint != inputs_fp:
-        raise RunConflict(run_id, "inputs", (existing.inputs or b"").decode(), inputs.decode())
+    if not chosen:
+        _check_same(existing, spec, inputs, inputs_fp)
 
     if mode == "resume" and existing.status in (RunStatus.COMPLETED, RunStatus.FAILED):
         summary = RunSummary(run_id=run_id, mode=mode, already_finished=True)

@@ -1,9 +1,10 @@
-"""Commands that re-run: `journal replay`, `journal resume`, `journal fork`."""
+"""Commands that re-run: `journal replay`, `journal resume`, `journal fork`, `journal worker`."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from journal import JournalError, RunStatus
 from .._errors import FrontierReached, NonDeterminismError
 from .._rerun import replay_run, resume_run
 from .._run import RunOutcome
+from .._worker import Worker, WorkerStats
 from ._app import DbOption, app, console, error_console, fail, open_journal, print_json
 
 EntryOption = Annotated[
@@ -209,3 +211,49 @@ def fork_command(
                 console().print(f"resume it with: journal resume {escape(fork.run_id)}")
     if resume:
         resume_command(fork.run_id, db=db, entry=entry)
+
+
+@app.command("worker")
+def worker_command(
+    imports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import",
+            help="A module whose workflows this worker runs (repeatable), e.g. myapp.workflows.",
+        ),
+    ] = None,
+    poll: Annotated[
+        float, typer.Option(min=0.01, help="Seconds between looks when nothing needs resuming.")
+    ] = 0.5,
+    once: Annotated[
+        bool, typer.Option("--once", help="Resume what needs it now, then exit.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Resume runs that need it (submitted, or whose process died) until SIGTERM or Ctrl+C.
+
+    Run as many as you like, on any machines sharing the journal: a run is claimed before it
+    is resumed, so none runs twice at once. On SIGTERM/SIGINT the current run is stopped and
+    its lease released, for another worker to continue.
+    """
+    _importable_from_here()
+    with open_journal(db) as journal:
+        try:
+            worker = Worker(journal, imports=imports or (), poll_seconds=poll)
+        except ImportError as exc:
+            fail(f"cannot import {exc.name or exc}: {exc}. Fix: run from your project's root.")
+        stats = asyncio.run(_work(worker, once))
+    console().print(
+        f"worker done: {stats.completed} completed, {stats.failed} failed, "
+        f"{stats.locked} taken by other workers, {stats.skipped} skipped"
+    )
+
+
+async def _work(worker: Worker, once: bool) -> WorkerStats:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    if once:
+        await worker.run_once()
+        return worker.stats
+    return await worker.run()

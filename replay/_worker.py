@@ -1,0 +1,131 @@
+"""Workers: processes that find runs with no live owner and resume them.
+
+A run needs a worker when it is `running` and nobody owns it: it was submitted and never
+started, or its process crashed, was killed, or lost its lease. Any number of workers, on any
+number of machines sharing a PostgreSQL journal, can look at once. Ownership decides who runs
+what: a worker resumes a run only by claiming it (a row lock and a lease), and a worker that
+loses the race gets `RunLocked` and moves on. No run is ever executed by two at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import random
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from journal import Journal, JournalError, Run, RunLocked
+
+from ._errors import ReplayError
+from ._log import get_logger
+from ._rerun import WorkflowNotFound, resume_run
+from ._run import DEFAULT_LEASE_SECONDS
+
+log = get_logger("replay.worker")
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did: runs it finished, failed, could not claim, or could not import."""
+
+    completed: int = 0
+    failed: int = 0
+    locked: int = 0
+    skipped: int = 0
+
+
+class Worker:
+    """Resumes interrupted runs of the journal, one at a time, until stopped.
+
+    >>> worker = Worker(Journal("postgresql://..."), imports=["myapp.workflows"])
+    >>> await worker.run()                   # until worker.stop() (or SIGTERM via the CLI)
+
+    `imports` are modules to import first, so their workflows resolve by the import path each
+    run recorded. Candidates are tried in random order, so workers spread over the work.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        imports: Iterable[str] = (),
+        poll_seconds: float = 0.5,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        self.journal = journal
+        self.poll_seconds = poll_seconds
+        self.lease_seconds = lease_seconds
+        self.stats = WorkerStats()
+        self._stopping = asyncio.Event()
+        self._unresolvable: set[str] = set()
+        for module in imports:
+            if "" not in sys.path:
+                sys.path.insert(0, "")  # as `python -m` does: import from where you stand
+            importlib.import_module(module)
+
+    def stop(self) -> None:
+        """Finish no more runs: the current one is cancelled, its lease released."""
+        self._stopping.set()
+
+    async def run(self) -> WorkerStats:
+        """Resume interrupted runs until `stop()`; between rounds wait `poll_seconds`."""
+        log.info("worker.started", poll_seconds=self.poll_seconds)
+        while not self._stopping.is_set():
+            if await self.run_once() == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.poll_seconds)
+        log.info("worker.stopped", **vars(self.stats))
+        return self.stats
+
+    async def run_once(self) -> int:
+        """One round: try every run that needs resuming now; how many this worker finished."""
+        candidates = [r for r in self.journal.interrupted() if r.run_id not in self._unresolvable]
+        random.shuffle(candidates)
+        finished = 0
+        for run in candidates:
+            if self._stopping.is_set():
+                break
+            finished += await self._resume(run)
+        return finished
+
+    async def _resume(self, run: Run) -> int:
+        if run.workflow is None or run.workflow.startswith("__main__:"):
+            self._skip(run, "it names no importable workflow (a journaled block or a script)")
+            return 0
+        task = asyncio.ensure_future(
+            resume_run(self.journal, run.run_id, lease_seconds=self.lease_seconds)
+        )
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not task.done():  # stopping: cancel the run, whose sitting releases its lease
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            log.info("worker.released", run_id=run.run_id)
+            return 0
+        try:
+            outcome = task.result()
+        except RunLocked:
+            self.stats.locked += 1  # another worker claimed it first
+            return 0
+        except (WorkflowNotFound, ReplayError) as exc:
+            # Code that no longer reproduces the run (or is gone) needs a person, not a retry.
+            self._skip(run, f"{type(exc).__name__}: {exc}")
+            return 0
+        except JournalError:
+            raise
+        except Exception as exc:  # the workflow failed: recorded as such in the journal
+            self.stats.failed += 1
+            log.info("worker.run_failed", run_id=run.run_id, error=type(exc).__name__)
+            return 1
+        self.stats.completed += 1
+        log.info("worker.recovered", run_id=run.run_id, summary=str(outcome.summary))
+        return 1
+
+    def _skip(self, run: Run, reason: str) -> None:
+        self._unresolvable.add(run.run_id)
+        self.stats.skipped += 1
+        log.warning("worker.skipped", run_id=run.run_id, reason=reason)

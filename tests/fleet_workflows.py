@@ -1,0 +1,45 @@
+"""Workflows the worker tests submit; workers import them as `tests.fleet_workflows`.
+
+Each step body appends "PID RUN_ID:KEY" to the file named by $FLEET_EFFECTS (fsync'd), so a
+test can count executions and see which process ran which run, outside the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from replay import idempotency_key, step
+
+
+def _effect() -> None:
+    path = os.environ.get("FLEET_EFFECTS")
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{os.getpid()} {idempotency_key()}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@step
+async def work(n: int, i: int) -> int:
+    await asyncio.sleep(0.002)
+    _effect()
+    return (n * 31 + i * 7) % 1009
+
+
+async def chain(n: int, steps: int) -> int:
+    """`steps` sequential steps; the result depends on every one of them."""
+    total = n
+    for i in range(steps):
+        total = (total + await work(total, i)) % 100_003
+    return total
+
+
+async def slow(seconds: float) -> str:
+    await work(0, 0)
+    await asyncio.sleep(seconds)
+    return "slept"
