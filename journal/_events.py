@@ -90,6 +90,11 @@ class Run(BaseModel):
     recorded before journals were chained."""
     seal: str | None = None
     """Hash over the last event's hash and the outcome, written when the run finishes."""
+    wake_at: datetime | None = None
+    """For a `waiting` run: when it is due again (a durable sleep's end, a signal's deadline,
+    or the moment an awaited signal arrived)."""
+    waiting_for: str | None = None
+    """For a `waiting` run: the name of the signal it waits for, if any."""
 
 
 class Event(BaseModel):

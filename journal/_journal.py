@@ -11,9 +11,10 @@ from types import TracebackType
 from typing import Any, Self, TextIO
 
 from ._chain import Chain
+from ._codec import canonical_json
 from ._config import DEFAULT_URL, load_config
 from ._diff import RunDiff, diff_runs
-from ._errors import JournalUnavailable, RunNotFound
+from ._errors import JournalUnavailable, PayloadTooLarge, RunNotFound
 from ._events import Event, Run, RunStatus
 from ._export import ExportFormat, verify_export, write_export
 from ._fork import fork_run
@@ -147,6 +148,25 @@ class Journal:
             for run in self.store.list_runs(status=RunStatus.RUNNING, workflow=workflow)
             if run.owner is None or owner_is_gone(run.owner, now)
         ]
+
+    def due(self) -> list[Run]:
+        """`waiting` runs whose time has come: a sleep ended, a signal arrived or timed out."""
+        return self.store.list_due(datetime.now(UTC))
+
+    def signal(self, run_id: str, name: str, value: Any) -> int:
+        """Send `value` (JSON) as signal `name` to the run; its number among that name's values.
+
+        A run waiting for it becomes due now; a run that has not asked yet gets it when it
+        does (nothing sent is lost). The value is redacted and size-checked like any payload.
+        """
+        self.run(run_id)
+        payload = canonical_json(value)
+        redactor = self.redactor()
+        if redactor is not None:
+            payload = redactor(payload)
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(f"signal {name!r}", len(payload), self.max_payload_bytes)
+        return self.store.send_signal(run_id, name, payload)
 
     def events(self, run_id: str) -> list[Event]:
         """Every event of the run, in the order it was appended."""

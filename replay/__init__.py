@@ -7,6 +7,7 @@ Everything a workflow may do durably, in one place:
     journaled       journal the steps of code you do not own, inside an `async with`
     now, uuid4, random, sleep
                     journaled clock, ids, randomness and durable sleep
+    signal          wait for input sent to the run (a person's approval): the run may suspend
     as_completed    asyncio.as_completed whose completion order replays as it happened live
     idempotency_key the `run_id:key` of the live step, stable across crash and retry
     replay_run      re-run a recorded run offline with its own workflow and inputs
@@ -16,7 +17,7 @@ Everything a workflow may do durably, in one place:
 
 from journal import RunConflict, RunLocked, RunNotFound
 
-from ._determinism import now, random, sleep, uuid4
+from ._determinism import now, random, signal, sleep, uuid4
 from ._errors import (
     FrontierReached,
     JournalWriteFailed,
@@ -24,7 +25,9 @@ from ._errors import (
     NotJournalable,
     OwnershipLost,
     ReplayError,
+    SignalTimeout,
     StepFailed,
+    Suspended,
 )
 from ._ordering import as_completed
 from ._rerun import replay_run, resume_run
@@ -47,7 +50,9 @@ __all__ = [
     "RunNotFound",
     "RunOutcome",
     "RunSummary",
+    "SignalTimeout",
     "StepFailed",
+    "Suspended",
     "Worker",
     "WorkerStats",
     "as_completed",
@@ -59,6 +64,7 @@ __all__ = [
     "resume_run",
     "run",
     "run_with_summary",
+    "signal",
     "sleep",
     "step",
     "submit",

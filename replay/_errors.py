@@ -7,7 +7,10 @@
     ├── NotJournalable              a step's value or the workflow's result cannot be journaled
     ├── OwnershipLost               another process took the run over; this one must stop
     ├── JournalWriteFailed          the store refused a write (disk full, database locked...)
+    ├── Suspended                   the run waits (a long sleep, a signal): left `waiting`
     └── StepFailed (also Exception) a step's exception whose type cannot be rebuilt
+
+SignalTimeout (an Exception, journaled like any step failure): a signal did not come in time.
 
 Errors about the journal itself (`RunLocked`, `RunNotFound`, `RunConflict`) come from
 `journal` and are re-exported by `replay`.
@@ -16,6 +19,7 @@ Errors about the journal itself (`RunLocked`, `RunNotFound`, `RunConflict`) come
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -120,6 +124,41 @@ class OwnershipLost(ReplayError):
 
 class JournalWriteFailed(ReplayError):
     """The store refused a write; the step's result was not returned to the workflow."""
+
+
+class Suspended(ReplayError):
+    """The run waits: for a durable sleep to end, or for a signal not sent yet.
+
+    Raised through the workflow to `run()`'s caller after the run was marked `waiting` and its
+    lease released, so the process may exit. A worker (or `journal resume`) continues the run
+    once it is due: at `wake_at`, or when signal `waiting_for` arrives.
+    """
+
+    def __init__(
+        self, run_id: str, *, wake_at: datetime | None, waiting_for: str | None = None
+    ) -> None:
+        self.run_id = run_id
+        self.wake_at = wake_at
+        self.waiting_for = waiting_for
+        what = f"signal {waiting_for!r}" if waiting_for else "its sleep to end"
+        until = f" (due by {wake_at.isoformat(timespec='seconds')})" if wake_at else ""
+        super().__init__(
+            f"Run {run_id!r} is waiting for {what}{until}. It is recorded as waiting and no "
+            "process owns it; `journal worker` continues it when it is due"
+            + (f", after `journal signal {run_id} {waiting_for} JSON`." if waiting_for else ".")
+        )
+
+
+class SignalTimeout(Exception):
+    """A signal did not arrive before its deadline. Journaled, so a replay raises it too."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(name, timeout)  # args a replay rebuilds it from
+
+    def __str__(self) -> str:
+        return f"signal {self.name!r} did not arrive within {self.timeout:g} seconds"
 
 
 class StepFailed(ReplayError, Exception):

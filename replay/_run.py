@@ -36,7 +36,7 @@ from journal._events import EventRow
 from journal.stores._ownership import HOSTNAME
 
 from ._context import TaskScope, current_scope, install_task_factory, uninstall_task_factory
-from ._errors import NotJournalable, OwnershipLost, ReplayError
+from ._errors import NotJournalable, OwnershipLost, ReplayError, Suspended
 from ._log import get_logger
 from ._session import Mode, OnDivergence, RunSummary, Session, rebuild_error
 
@@ -44,6 +44,8 @@ R = TypeVar("R")
 log = get_logger("replay")
 
 DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_SUSPEND_AFTER = 60.0
+"""A durable sleep longer than this suspends the run instead of keeping the process."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class _Sitting:
         self.resuming = resuming
         self.token: str | None = None
         self.finished = False
+        self.suspend_after = DEFAULT_SUSPEND_AFTER
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[Session]:
@@ -197,6 +200,7 @@ class _Sitting:
             redact=self.journal.redactor(),
             max_payload=self.journal.max_payload_bytes,
         )
+        session.suspend_after = self.suspend_after
         debugging = debug_options.get()
         if debugging is not None and self.mode == "replay":
             session.allow_live = debugging.allow_live
@@ -230,6 +234,25 @@ class _Sitting:
                 with contextlib.suppress(ReplayError):
                     session.flush()  # steps in flight: their starts are worth keeping
                 store.release(self.run_id, self.token)
+
+    def suspend(self, session: Session, waiting: Suspended) -> None:
+        """Leave the run `waiting` and unowned: the process may exit, a worker continues it."""
+        if self.token is None:
+            return
+        session.flush()
+        try:
+            self.journal.store.suspend(
+                self.run_id, self.token, wake_at=waiting.wake_at, waiting_for=waiting.waiting_for
+            )
+        except LeaseLost as exc:
+            raise OwnershipLost(str(exc)) from exc
+        self.finished = True
+        log.info(
+            "run.suspended",
+            run_id=self.run_id,
+            wake_at=None if waiting.wake_at is None else waiting.wake_at.isoformat(),
+            waiting_for=waiting.waiting_for,
+        )
 
     def finish(
         self,
@@ -358,6 +381,7 @@ async def run_with_summary(
     mode: Mode = "resume",
     on_divergence: OnDivergence = "raise",
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    suspend_after: float = DEFAULT_SUSPEND_AFTER,
 ) -> RunOutcome[R]:
     """Like `run`, but also returns the sitting's `RunSummary` (served / executed / ...)."""
     _check_mode(mode, on_divergence)
@@ -390,9 +414,13 @@ async def run_with_summary(
         return RunOutcome(spec.codec.decode(existing.result or b"null"), summary)
 
     sitting = _Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
+    sitting.suspend_after = suspend_after
     async with sitting.open() as session:
         try:
             value = await workflow(*args, **call_kwargs)
+        except Suspended as waiting:
+            sitting.suspend(session, waiting)
+            raise
         except Exception as exc:
             sitting.finish(
                 session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode()
@@ -419,6 +447,7 @@ async def run(
     mode: Mode = "resume",
     on_divergence: OnDivergence = "raise",
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    suspend_after: float = DEFAULT_SUSPEND_AFTER,
 ) -> R:
     """Run `workflow(*args, **kwargs)` as the journaled run `run_id`; return its result.
 
@@ -443,6 +472,7 @@ async def run(
         mode=mode,
         on_divergence=on_divergence,
         lease_seconds=lease_seconds,
+        suspend_after=suspend_after,
     )
     return outcome.result
 
@@ -469,6 +499,7 @@ async def journaled(
     mode: Mode = "resume",
     on_divergence: OnDivergence = "raise",
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    suspend_after: float = DEFAULT_SUSPEND_AFTER,
 ) -> AsyncIterator[JournaledRun]:
     """Journal every step awaited inside the block, for code you do not own.
 
@@ -506,10 +537,15 @@ async def journaled(
     if existing.status in (RunStatus.COMPLETED, RunStatus.FAILED):
         mode = "replay"
     sitting = _Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
+    sitting.suspend_after = suspend_after
     async with sitting.open() as session:
         handle = JournaledRun(session)
         try:
             yield handle
+        except Suspended as waiting:
+            sitting.suspend(session, waiting)
+            handle.summary = session.summary()
+            raise
         except Exception as exc:
             sitting.finish(
                 session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode()

@@ -296,6 +296,10 @@ class Session:
         self.redact = redact
         """Replaces secrets in JSON bytes before they are fingerprinted or written."""
         self.max_payload = max_payload
+        self.suspend_after = 60.0
+        """A durable sleep with more than this many seconds left suspends the run."""
+        self.signals_asked: dict[str, int] = {}
+        """How many times this sitting asked for each signal: the n-th ask takes the n-th value."""
         self.allow_live = False
         """Replay mode only: past the frontier, run steps live without recording them."""
         self.break_at: str | None = None

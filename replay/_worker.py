@@ -1,7 +1,8 @@
 """Workers: processes that find runs with no live owner and resume them.
 
-A run needs a worker when it is `running` and nobody owns it: it was submitted and never
-started, or its process crashed, was killed, or lost its lease. Any number of workers, on any
+A run needs a worker when it is `running` and nobody owns it (it was submitted and never
+started, or its process crashed, was killed, or lost its lease), or when it is `waiting` and
+due (its sleep ended, its signal arrived or timed out). Any number of workers, on any
 number of machines sharing a PostgreSQL journal, can look at once. Ownership decides who runs
 what: a worker resumes a run only by claiming it (a row lock and a lease), and a worker that
 loses the race gets `RunLocked` and moves on. No run is ever executed by two at once.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from journal import Journal, JournalError, Run, RunLocked
 
-from ._errors import ReplayError
+from ._errors import ReplayError, Suspended
 from ._log import get_logger
 from ._rerun import WorkflowNotFound, resume_run
 from ._run import DEFAULT_LEASE_SECONDS
@@ -35,6 +36,7 @@ class WorkerStats:
     failed: int = 0
     locked: int = 0
     skipped: int = 0
+    suspended: int = 0
 
 
 class Worker:
@@ -82,7 +84,8 @@ class Worker:
 
     async def run_once(self) -> int:
         """One round: try every run that needs resuming now; how many this worker finished."""
-        candidates = [r for r in self.journal.interrupted() if r.run_id not in self._unresolvable]
+        needing = [*self.journal.interrupted(), *self.journal.due()]
+        candidates = [r for r in needing if r.run_id not in self._unresolvable]
         random.shuffle(candidates)
         finished = 0
         for run in candidates:
@@ -110,6 +113,9 @@ class Worker:
             outcome = task.result()
         except RunLocked:
             self.stats.locked += 1  # another worker claimed it first
+            return 0
+        except Suspended:
+            self.stats.suspended += 1  # waiting again (a sleep, a signal): due later
             return 0
         except (WorkflowNotFound, ReplayError) as exc:
             # Code that no longer reproduces the run (or is gone) needs a person, not a retry.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from replay import idempotency_key, step
+from replay import idempotency_key, now, signal, sleep, step
 
 
 def _effect() -> None:
@@ -43,3 +43,20 @@ async def slow(seconds: float) -> str:
     await work(0, 0)
     await asyncio.sleep(seconds)
     return "slept"
+
+
+async def approve_refund(amount: int) -> str:
+    """A refund that waits for a person: `journal signal RUN approval '{"approved": true}'`."""
+    await work(amount, 0)
+    decision = await signal("approval")
+    if decision.get("approved"):
+        await work(amount, 1)
+        return f"refunded {amount}"
+    return "declined"
+
+
+async def nap(seconds: float) -> str:
+    """A durable sleep; "rested" if at least `seconds` passed between its two clock reads."""
+    before = await now()
+    await sleep(seconds)
+    return "rested" if (await now() - before).total_seconds() >= seconds else "early"

@@ -94,3 +94,22 @@ def test_pydantic_ai_agent_resumes_after_sigkill_and_replays_offline(tmp_path: P
     assert "replay offline: 3 steps served, 0 executed; 0 model requests paid" in out
     assert "same answer: True" in out
     assert "model requests paid in all: 2" in out
+
+
+def test_approval_waits_without_a_process_and_a_worker_finishes_it(tmp_path: Path) -> None:
+    """The human-in-the-loop example: suspended while waiting, approved with `journal
+    signal`, finished by `journal worker`, with the LLM draft paid once."""
+    db = tmp_path / "approval" / "journal.db"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "approval.py"), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "run status: waiting, owner: None" in out
+    assert "it was waiting for it and is due now" in out
+    assert "worker done: 1 completed" in out
+    assert "refund-order-7-42.5, approved by dana" in out
+    assert out.count("drafting a refund") == 1

@@ -22,6 +22,7 @@ from journal import (
     LeaseLost,
     MemoryStore,
     RunLocked,
+    RunNotFound,
     RunStatus,
     SQLiteStore,
 )
@@ -375,3 +376,38 @@ def test_sqlite_events_cannot_be_updated_or_deleted_outside_retention(tmp_path: 
     with pytest.raises(sqlite3.IntegrityError, match="only journal gc removes runs"):
         conn.execute("DELETE FROM events")
     conn.close()
+
+
+def test_suspend_waits_and_a_claim_wakes_the_run(store: JournalStore) -> None:
+    """suspend() marks the run waiting and releases it; list_due shows it once its time has
+    come; claiming it makes it running again with no wake time."""
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner(), resuming=False)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    waiting = store.suspend("r", "t1", wake_at=later, waiting_for=None)
+    assert (waiting.status, waiting.owner, waiting.wake_at) == (RunStatus.WAITING, None, later)
+    assert store.list_due(datetime.now(UTC)) == []
+    assert [r.run_id for r in store.list_due(later + timedelta(seconds=1))] == ["r"]
+    with pytest.raises(LeaseLost):
+        store.suspend("r", "t1", wake_at=None, waiting_for=None)  # no longer its owner
+    woken = store.claim("r", make_owner("t2"), resuming=True)
+    assert (woken.status, woken.wake_at, woken.waiting_for) == (RunStatus.RUNNING, None, None)
+
+
+def test_signals_are_kept_in_order_and_wake_a_waiting_run(store: JournalStore) -> None:
+    """Signals sent before anyone waits are kept, numbered per name; one sent to a run that
+    waits for that name makes it due at once; an unknown run is refused."""
+    store.create_run(make_run("r"))
+    assert store.send_signal("r", "approval", b'"early"') == 1
+    store.claim("r", make_owner(), resuming=False)
+    store.suspend("r", "t1", wake_at=None, waiting_for="approval")
+    assert store.list_due(datetime.now(UTC) + timedelta(minutes=1)) == []
+    assert store.send_signal("r", "other", b"1") == 1
+    assert store.list_due(datetime.now(UTC) + timedelta(minutes=1)) == []
+    assert store.send_signal("r", "approval", b'"late"') == 2
+    assert [r.run_id for r in store.list_due(datetime.now(UTC) + timedelta(seconds=1))] == ["r"]
+    assert store.read_signal("r", "approval", 1) == b'"early"'
+    assert store.read_signal("r", "approval", 2) == b'"late"'
+    assert store.read_signal("r", "approval", 3) is None
+    with pytest.raises(RunNotFound):
+        store.send_signal("missing", "approval", b"1")

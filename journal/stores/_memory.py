@@ -22,6 +22,7 @@ class MemoryStore:
         self._runs: dict[str, Run] = {}
         self._events: dict[str, list[Event]] = {}
         self._secrets: dict[str, bytes] = {}
+        self._signals: dict[tuple[str, str], list[bytes]] = {}
 
     def create_run(self, run: Run) -> Run:
         with self._lock:
@@ -62,11 +63,15 @@ class MemoryStore:
             run = self._require(run_id)
             now = datetime.now(UTC)
             check_claim(run_id, run.owner, owner, now)
+            waking = run.status is RunStatus.WAITING
             updated = run.model_copy(
                 update={
                     "owner": owner,
                     "resumes": run.resumes + (1 if resuming else 0),
                     "updated_at": now,
+                    "status": RunStatus.RUNNING if waking else run.status,
+                    "wake_at": None if waking else run.wake_at,
+                    "waiting_for": None if waking else run.waiting_for,
                 }
             )
             self._runs[run_id] = updated
@@ -144,6 +149,44 @@ class MemoryStore:
 
     def count_events(self, run_id: str) -> int:
         return len(self._events.get(run_id, ()))
+
+    def suspend(
+        self, run_id: str, token: str, *, wake_at: datetime | None, waiting_for: str | None
+    ) -> Run:
+        with self._lock:
+            run = self._owned(run_id, token)
+            suspended = run.model_copy(
+                update={
+                    "status": RunStatus.WAITING,
+                    "owner": None,
+                    "wake_at": wake_at,
+                    "waiting_for": waiting_for,
+                    "updated_at": datetime.now(UTC),
+                }
+            )
+            self._runs[run_id] = suspended
+            return suspended
+
+    def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
+        with self._lock:
+            run = self._require(run_id)
+            values = self._signals.setdefault((run_id, name), [])
+            values.append(payload)
+            if run.status is RunStatus.WAITING and run.waiting_for == name:
+                self._runs[run_id] = run.model_copy(update={"wake_at": datetime.now(UTC)})
+            return len(values)
+
+    def read_signal(self, run_id: str, name: str, number: int) -> bytes | None:
+        values = self._signals.get((run_id, name), [])
+        return values[number - 1] if 0 < number <= len(values) else None
+
+    def list_due(self, now: datetime) -> list[Run]:
+        due = [
+            run
+            for run in self._runs.values()
+            if run.status is RunStatus.WAITING and run.wake_at is not None and run.wake_at <= now
+        ]
+        return sorted(due, key=lambda run: run.wake_at or now)
 
     def last_hash(self, run_id: str) -> str | None:
         log = self._events.get(run_id)

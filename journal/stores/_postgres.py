@@ -59,7 +59,17 @@ CREATE TABLE IF NOT EXISTS {s}.runs (
     updated_at TIMESTAMPTZ NOT NULL,
     finished_at TIMESTAMPTZ,
     chain TEXT,
-    seal TEXT
+    seal TEXT,
+    wake_at TIMESTAMPTZ,
+    waiting_for TEXT
+);
+CREATE TABLE IF NOT EXISTS {s}.signals (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    payload BYTEA NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (run_id, name, number)
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON {s}.runs (created_at);
 CREATE TABLE IF NOT EXISTS {s}.events (
@@ -100,7 +110,7 @@ CREATE TRIGGER events_are_append_only BEFORE UPDATE OR DELETE ON {s}.events
 
 _RUN_COLUMNS = (
     "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
-    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal"
+    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal, wake_at, waiting_for"
 )
 
 
@@ -203,6 +213,8 @@ class PostgresStore:
             finished_at=row[13],
             chain=row[14],
             seal=row[15],
+            wake_at=row[16],
+            waiting_for=row[17],
         )
 
     def _select_run(self, cur: psycopg.Cursor[Any], run_id: str, lock: str = "") -> Run | None:
@@ -216,7 +228,7 @@ class PostgresStore:
         with self._transaction() as cur:
             cur.execute(
                 f"INSERT INTO {self.schema}.runs ({_RUN_COLUMNS}, owner_token) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (run_id) DO NOTHING",
                 (
                     run.run_id,
@@ -235,6 +247,8 @@ class PostgresStore:
                     run.finished_at,
                     run.chain,
                     run.seal,
+                    run.wake_at,
+                    run.waiting_for,
                     None if run.owner is None else run.owner.token,
                 ),
             )
@@ -280,7 +294,11 @@ class PostgresStore:
             check_claim(run_id, run.owner, owner, now)
             cur.execute(
                 f"UPDATE {self.schema}.runs SET owner = %s, owner_token = %s,"
-                " resumes = resumes + %s, updated_at = %s WHERE run_id = %s",
+                " resumes = resumes + %s, updated_at = %s,"
+                " wake_at = CASE status WHEN 'waiting' THEN NULL ELSE wake_at END,"
+                " waiting_for = CASE status WHEN 'waiting' THEN NULL ELSE waiting_for END,"
+                " status = CASE status WHEN 'waiting' THEN 'running' ELSE status END"
+                " WHERE run_id = %s",
                 (owner.model_dump_json(), owner.token, int(resuming), now, run_id),
             )
             claimed = self._select_run(cur, run_id)
@@ -419,6 +437,61 @@ class PostgresStore:
             (seq, key, kind, name, fp, status, attempt, _bytes(payload), _bytes(args))
             for seq, key, kind, name, fp, status, attempt, payload, args in rows
         ]
+
+    def suspend(
+        self, run_id: str, token: str, *, wake_at: datetime | None, waiting_for: str | None
+    ) -> Run:
+        with self._transaction() as cur:
+            cur.execute(
+                f"UPDATE {self.schema}.runs SET status = 'waiting', owner = NULL,"
+                " owner_token = NULL, wake_at = %s, waiting_for = %s, updated_at = now()"
+                " WHERE run_id = %s AND owner_token = %s",
+                (wake_at, waiting_for, run_id, token),
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(run_id)
+            suspended = self._select_run(cur, run_id)
+        assert suspended is not None
+        return suspended
+
+    def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
+        s = self.schema
+        with self._transaction() as cur:
+            if self._select_run(cur, run_id, " FOR UPDATE") is None:
+                raise RunNotFound(run_id)  # the row lock also orders concurrent senders
+            cur.execute(
+                f"INSERT INTO {s}.signals SELECT %s, %s, coalesce(max(number), 0) + 1, %s, now()"
+                f" FROM {s}.signals WHERE run_id = %s AND name = %s RETURNING number",
+                (run_id, name, payload, run_id, name),
+            )
+            row = cur.fetchone()
+            cur.execute(
+                f"UPDATE {s}.runs SET wake_at = now() WHERE run_id = %s AND status = 'waiting'"
+                " AND waiting_for = %s",
+                (run_id, name),
+            )
+        assert row is not None
+        return int(row[0])
+
+    def read_signal(self, run_id: str, name: str, number: int) -> bytes | None:
+        with self._transaction() as cur:
+            cur.execute(
+                f"SELECT payload FROM {self.schema}.signals WHERE run_id = %s AND name = %s"
+                " AND number = %s",
+                (run_id, name, number),
+            )
+            row = cur.fetchone()
+        return None if row is None else bytes(row[0])
+
+    def list_due(self, now: datetime) -> list[Run]:
+        with self._transaction() as cur:
+            cur.execute(
+                f"SELECT {_RUN_COLUMNS} FROM {self.schema}.runs WHERE status = 'waiting'"
+                " AND wake_at <= %s ORDER BY wake_at",
+                (now,),
+            )
+            rows = cur.fetchall()
+        return [self._run_from_row(row) for row in rows]
 
     def count_events(self, run_id: str) -> int:
         with self._transaction() as cur:

@@ -87,6 +87,26 @@ class JournalStore(Protocol):
         """How many events the run has, without reading them (progress bars, listings)."""
         ...
 
+    def suspend(
+        self, run_id: str, token: str, *, wake_at: datetime | None, waiting_for: str | None
+    ) -> Run:
+        """Mark the run `waiting` (until `wake_at`, or for signal `waiting_for`) and release
+        ownership; `LeaseLost` if `token` is not the owner. Claiming it sets it running again."""
+        ...
+
+    def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
+        """Keep the next value of signal `name` for the run; its number (1, 2, ...). A run
+        waiting for that signal becomes due now. `RunNotFound` for an unknown run."""
+        ...
+
+    def read_signal(self, run_id: str, name: str, number: int) -> bytes | None:
+        """The `number`-th value sent as signal `name` to the run, or None (not sent yet)."""
+        ...
+
+    def list_due(self, now: datetime) -> list[Run]:
+        """`waiting` runs whose `wake_at` has come, oldest due first."""
+        ...
+
     def last_hash(self, run_id: str) -> str | None:
         """The `hash` of the run's last event (None if it has none): where its chain goes on."""
         ...

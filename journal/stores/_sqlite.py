@@ -45,6 +45,14 @@ CREATE TABLE IF NOT EXISTS retention_log (
     seal TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS signals (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    sent_at REAL NOT NULL,
+    PRIMARY KEY (run_id, name, number)
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_are_append_only_delete BEFORE DELETE ON events
 WHEN NOT EXISTS (SELECT 1 FROM retention_permit)
 BEGIN SELECT RAISE(ABORT, 'journal events are append-only (only journal gc removes runs)'); END;
@@ -68,7 +76,9 @@ CREATE TABLE IF NOT EXISTS runs (
     updated_at REAL NOT NULL,
     finished_at REAL,
     chain TEXT,
-    seal TEXT
+    seal TEXT,
+    wake_at REAL,
+    waiting_for TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
 CREATE TABLE IF NOT EXISTS events (
@@ -100,6 +110,8 @@ _MIGRATIONS = {
         "ALTER TABLE events ADD COLUMN hash TEXT",
         "ALTER TABLE runs ADD COLUMN chain TEXT",
         "ALTER TABLE runs ADD COLUMN seal TEXT",
+        "ALTER TABLE runs ADD COLUMN wake_at REAL",
+        "ALTER TABLE runs ADD COLUMN waiting_for TEXT",
         "DROP TRIGGER IF EXISTS events_are_append_only_delete",
         *_RETENTION_SCHEMA.split(";\n"),
     ],
@@ -113,7 +125,7 @@ _INSERT_EVENT = (
 
 _RUN_COLUMNS = (
     "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
-    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal"
+    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal, wake_at, waiting_for"
 )
 
 
@@ -228,6 +240,8 @@ class SQLiteStore:
             finished_at=None if row[13] is None else _dt(row[13]),
             chain=row[14],
             seal=row[15],
+            wake_at=None if row[16] is None else _dt(row[16]),
+            waiting_for=row[17],
         )
 
     def _select_run(self, run_id: str) -> Run | None:
@@ -240,7 +254,7 @@ class SQLiteStore:
         with self._lock:
             self._conn.execute(
                 f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}, owner_token)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.run_id,
                     run.workflow,
@@ -258,6 +272,8 @@ class SQLiteStore:
                     None if run.finished_at is None else _ts(run.finished_at),
                     run.chain,
                     run.seal,
+                    None if run.wake_at is None else _ts(run.wake_at),
+                    run.waiting_for,
                     None if run.owner is None else run.owner.token,
                 ),
             )
@@ -305,7 +321,10 @@ class SQLiteStore:
                 check_claim(run_id, run.owner, owner, now)
                 conn.execute(
                     "UPDATE runs SET owner = ?, owner_token = ?, resumes = resumes + ?,"
-                    " updated_at = ? WHERE run_id = ?",
+                    " updated_at = ?, status = CASE status WHEN 'waiting' THEN 'running'"
+                    " ELSE status END, wake_at = CASE status WHEN 'waiting' THEN NULL"
+                    " ELSE wake_at END, waiting_for = CASE status WHEN 'waiting' THEN NULL"
+                    " ELSE waiting_for END WHERE run_id = ?",
                     (owner.model_dump_json(), owner.token, int(resuming), _ts(now), run_id),
                 )
                 claimed = self._select_run(run_id)
@@ -450,6 +469,69 @@ class SQLiteStore:
                 (run_id,),
             ).fetchall()
         return rows
+
+    def suspend(
+        self, run_id: str, token: str, *, wake_at: datetime | None, waiting_for: str | None
+    ) -> Run:
+        now = _ts(datetime.now(UTC))
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE runs SET status = 'waiting', owner = NULL, owner_token = NULL,"
+                " wake_at = ?, waiting_for = ?, updated_at = ?"
+                " WHERE run_id = ? AND owner_token = ?",
+                (None if wake_at is None else _ts(wake_at), waiting_for, now, run_id, token),
+            )
+            if cursor.rowcount != 1:
+                raise LeaseLost(run_id)
+            suspended = self._select_run(run_id)
+        assert suspended is not None
+        return suspended
+
+    def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
+        now = _ts(datetime.now(UTC))
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._select_run(run_id) is None:
+                    raise RunNotFound(run_id)
+                (number,) = conn.execute(
+                    "SELECT coalesce(max(number), 0) + 1 FROM signals"
+                    " WHERE run_id = ? AND name = ?",
+                    (run_id, name),
+                ).fetchone()
+                conn.execute(
+                    "INSERT INTO signals VALUES (?, ?, ?, ?, ?)",
+                    (run_id, name, number, payload, now),
+                )
+                conn.execute(
+                    "UPDATE runs SET wake_at = ? WHERE run_id = ? AND status = 'waiting'"
+                    " AND waiting_for = ?",
+                    (now, run_id, name),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        signal_number: int = number
+        return signal_number
+
+    def read_signal(self, run_id: str, name: str, number: int) -> bytes | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT payload FROM signals WHERE run_id = ? AND name = ? AND number = ?",
+                (run_id, name, number),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def list_due(self, now: datetime) -> list[Run]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = 'waiting' AND wake_at <= ?"
+                " ORDER BY wake_at",
+                (_ts(now),),
+            ).fetchall()
+        return [self._run_from_row(row) for row in rows]
 
     def count_events(self, run_id: str) -> int:
         with self._lock:

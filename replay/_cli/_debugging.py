@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from journal import JournalError, RunStatus
 
-from .._errors import FrontierReached, NonDeterminismError
+from .._errors import FrontierReached, NonDeterminismError, Suspended
 from .._rerun import replay_run, resume_run
 from .._run import RunOutcome
 from .._worker import Worker, WorkerStats
@@ -133,6 +133,9 @@ def resume_command(
             outcome = asyncio.run(resume_run(journal, run_id, entry=entry))
         except JournalError as exc:
             fail(str(exc))
+        except Suspended as waiting:
+            console().print(f"[cyan]waiting:[/] {escape(str(waiting))}")
+            return
         except Exception as exc:
             error_console().print(
                 f"[bold red]the run failed:[/] {escape(type(exc).__name__)}: {escape(str(exc))}"
@@ -245,7 +248,8 @@ def worker_command(
         stats = asyncio.run(_work(worker, once))
     console().print(
         f"worker done: {stats.completed} completed, {stats.failed} failed, "
-        f"{stats.locked} taken by other workers, {stats.skipped} skipped"
+        f"{stats.suspended} waiting again, {stats.locked} taken by other workers, "
+        f"{stats.skipped} skipped"
     )
 
 
@@ -257,3 +261,32 @@ async def _work(worker: Worker, once: bool) -> WorkerStats:
         await worker.run_once()
         return worker.stats
     return await worker.run()
+
+
+@app.command("signal")
+def signal_command(
+    run_id: Annotated[str, typer.Argument(help="The run to send to.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="The signal's name.", show_default=False)],
+    value: Annotated[str, typer.Argument(help='The value, as JSON: true, 42, "text", {"ok": 1}.')],
+    db: DbOption = None,
+) -> None:
+    """Send input to a run (a person's approval, an answer): a run waiting for NAME becomes
+    due and a worker continues it; a run that has not asked yet keeps it until it does."""
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not JSON ({exc}); a string needs quotes: '\"approved\"'"
+        ) from exc
+    with open_journal(db) as journal:
+        try:
+            number = journal.signal(run_id, name, parsed)
+            run = journal.run(run_id)
+        except JournalError as exc:
+            fail(str(exc))
+    state = (
+        "it was waiting for it and is due now"
+        if run.status.value == "waiting" and run.waiting_for == name
+        else f"kept until the run asks for it (the run is {run.status.value})"
+    )
+    console().print(f"signal {escape(name)} #{number} sent to {escape(run_id)}: {state}")
