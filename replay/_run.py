@@ -183,6 +183,19 @@ class _Sitting:
             owner = _new_owner(self.lease_seconds)
             store.claim(self.run_id, owner, resuming=self.resuming)
             self.token = owner.token
+            previous = self.run.owner
+            log.info(
+                "run.taken_over" if previous is not None else "run.claimed",
+                run_id=self.run_id,
+                pid=owner.pid,
+                host=owner.host,
+                lease_seconds=self.lease_seconds,
+                **(
+                    {"previous_pid": previous.pid, "previous_host": previous.host}
+                    if previous is not None
+                    else {}
+                ),
+            )
         rows = store.read_rows(self.run_id)  # read after claiming: nobody else appends
         head = ""
         if chain is not None and self.token is not None:
