@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import inspect
-import os
 import typing
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from types import FrameType
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from journal import (
     Journal,
-    LeaseLost,
-    Owner,
     PayloadTooLarge,
     RecordedError,
     Run,
@@ -32,38 +26,19 @@ from journal import (
     canonical_json,
     fingerprint,
 )
-from journal._events import EventRow
-from journal.stores._ownership import HOSTNAME
 
-from ._context import TaskScope, current_scope, install_task_factory, uninstall_task_factory
-from ._errors import NotJournalable, OwnershipLost, ReplayError, Suspended
+from ._errors import NotJournalable, Suspended
 from ._log import get_logger
 from ._session import Mode, OnDivergence, RunSummary, Session, rebuild_error
+from ._sitting import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_SUSPEND_AFTER,
+    Sitting,
+    debug_options,
+)
 
 R = TypeVar("R")
 log = get_logger("replay")
-
-DEFAULT_LEASE_SECONDS = 60.0
-DEFAULT_SUSPEND_AFTER = 60.0
-"""A durable sleep longer than this suspends the run instead of keeping the process."""
-
-
-@dataclass(frozen=True)
-class DebugOptions:
-    """How `replay_run` debugs a sitting; set for its duration, read when the sitting opens."""
-
-    allow_live: bool = False
-    break_at: str | None = None
-    on_break: Callable[[FrameType, str, EventRow], None] | None = None
-    observe: Callable[[Session], None] | None = None
-    """Called with the sitting's session once it is open (progress reporting)."""
-    other_workflow: bool = False
-    """The caller chose the function (`--entry`): its name may differ from the recorded one."""
-
-
-debug_options: contextvars.ContextVar[DebugOptions | None] = contextvars.ContextVar(
-    "replay_debug_options", default=None
-)
 
 
 @dataclass(frozen=True)
@@ -126,167 +101,6 @@ def _check_mode(mode: str, on_divergence: str) -> None:
         )
     if on_divergence not in ("raise", "fork"):
         raise ValueError(f"on_divergence must be 'raise' or 'fork', not {on_divergence!r}")
-
-
-def _new_owner(lease_seconds: float) -> Owner:
-    now = datetime.now(UTC)
-    return Owner(
-        token=uuid.uuid4().hex,
-        host=HOSTNAME,
-        pid=os.getpid(),
-        since=now,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-    )
-
-
-async def _heartbeat(session: Session, token: str, lease_seconds: float) -> None:
-    while True:
-        await asyncio.sleep(lease_seconds / 3)
-        expires = datetime.now(UTC) + timedelta(seconds=lease_seconds)
-        if not session.store.heartbeat(session.run_id, token, expires):
-            session.write_error = LeaseLost(session.run_id)
-            log.warning("run.ownership_lost", run_id=session.run_id)
-            return
-
-
-class _Sitting:
-    """One sitting: ownership, the loaded journal, the root scope. Used by run and journaled."""
-
-    def __init__(
-        self,
-        journal: Journal,
-        run: Run,
-        mode: Mode,
-        on_divergence: OnDivergence,
-        lease_seconds: float,
-        resuming: bool,
-    ) -> None:
-        self.journal = journal
-        self.run = run
-        self.run_id = run.run_id
-        self.mode = mode
-        self.on_divergence = on_divergence
-        self.lease_seconds = lease_seconds
-        self.resuming = resuming
-        self.token: str | None = None
-        self.finished = False
-        self.suspend_after = DEFAULT_SUSPEND_AFTER
-
-    @asynccontextmanager
-    async def open(self) -> AsyncIterator[Session]:
-        store = self.journal.store
-        loop = asyncio.get_running_loop()
-        chain = self.journal.chain if self.run.chain is not None else None
-        if self.mode == "resume":
-            if chain is not None:
-                chain.require_same(self.run)
-            owner = _new_owner(self.lease_seconds)
-            store.claim(self.run_id, owner, resuming=self.resuming)
-            self.token = owner.token
-            previous = self.run.owner
-            log.info(
-                "run.taken_over" if previous is not None else "run.claimed",
-                run_id=self.run_id,
-                pid=owner.pid,
-                host=owner.host,
-                lease_seconds=self.lease_seconds,
-                **(
-                    {"previous_pid": previous.pid, "previous_host": previous.host}
-                    if previous is not None
-                    else {}
-                ),
-            )
-        rows = store.read_rows(self.run_id)  # read after claiming: nobody else appends
-        head = ""
-        if chain is not None and self.token is not None:
-            head = (store.last_hash(self.run_id) if rows else None) or chain.genesis(self.run)
-        session = Session(
-            run_id=self.run_id,
-            store=store,
-            token=self.token,
-            mode=self.mode,
-            on_divergence=self.on_divergence,
-            rows=rows,
-            loop=loop,
-            chain=chain,
-            head=head,
-            redact=self.journal.redactor(),
-            max_payload=self.journal.max_payload_bytes,
-        )
-        session.suspend_after = self.suspend_after
-        debugging = debug_options.get()
-        if debugging is not None and self.mode == "replay":
-            session.allow_live = debugging.allow_live
-            session.break_at = debugging.break_at
-            session.on_break = debugging.on_break
-            if debugging.observe is not None:
-                debugging.observe(session)
-        log.info(
-            "run.sitting_started",
-            run_id=self.run_id,
-            mode=self.mode,
-            recorded_events=len(rows),
-            resuming=self.resuming,
-        )
-        heartbeat = None
-        if self.token is not None:
-            # An empty context: the heartbeat must not take a child slot of any run's task.
-            heartbeat = loop.create_task(
-                _heartbeat(session, self.token, self.lease_seconds), context=contextvars.Context()
-            )
-        install_task_factory(loop)
-        scope_token = current_scope.set(TaskScope(session, "0"))
-        try:
-            yield session
-        finally:
-            current_scope.reset(scope_token)
-            uninstall_task_factory(loop)
-            if heartbeat is not None:
-                heartbeat.cancel()
-            if self.token is not None and not self.finished:
-                with contextlib.suppress(ReplayError):
-                    session.flush()  # steps in flight: their starts are worth keeping
-                store.release(self.run_id, self.token)
-
-    def suspend(self, session: Session, waiting: Suspended) -> None:
-        """Leave the run `waiting` and unowned: the process may exit, a worker continues it."""
-        if self.token is None:
-            return
-        session.flush()
-        try:
-            self.journal.store.suspend(
-                self.run_id, self.token, wake_at=waiting.wake_at, waiting_for=waiting.waiting_for
-            )
-        except LeaseLost as exc:
-            raise OwnershipLost(str(exc)) from exc
-        self.finished = True
-        log.info(
-            "run.suspended",
-            run_id=self.run_id,
-            wake_at=None if waiting.wake_at is None else waiting.wake_at.isoformat(),
-            waiting_for=waiting.waiting_for,
-        )
-
-    def finish(
-        self,
-        session: Session,
-        status: RunStatus,
-        *,
-        result: bytes | None = None,
-        error: bytes | None = None,
-    ) -> None:
-        if self.token is None:
-            return
-        session.flush()
-        seal = session.seal(status, result, error)
-        try:
-            self.journal.store.finish(
-                self.run_id, self.token, status, result=result, error=error, seal=seal
-            )
-        except LeaseLost as exc:
-            session.write_error = exc
-            raise OwnershipLost(str(exc)) from exc
-        self.finished = True
 
 
 def _log_summary(summary: RunSummary) -> None:
@@ -426,7 +240,7 @@ async def run_with_summary(
             raise rebuild_error(existing.error)
         return RunOutcome(spec.codec.decode(existing.result or b"null"), summary)
 
-    sitting = _Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
+    sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
     sitting.suspend_after = suspend_after
     async with sitting.open() as session:
         try:
@@ -549,7 +363,7 @@ async def journaled(
         raise RunConflict(run_id, "workflow", repr(existing.workflow), "a journaled(...) block")
     if existing.status in (RunStatus.COMPLETED, RunStatus.FAILED):
         mode = "replay"
-    sitting = _Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
+    sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
     sitting.suspend_after = suspend_after
     async with sitting.open() as session:
         handle = JournaledRun(session)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from ._errors import (
     StepFailed,
 )
 from ._log import get_logger
+from ._sites import site_of
 
 if TYPE_CHECKING:
     from ._steps import StepSpec
@@ -191,67 +191,6 @@ class LivePlan:
     """The buffered `started` row, until it is written."""
 
 
-_site_names: dict[str, str | None] = {}
-_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
-
-
-def call_site(depth: int) -> str | None:
-    """`file:line` of the frame `depth` levels up, path relative to the working directory.
-
-    None when the step is the root coroutine of a task (gather, create_task): its caller is
-    the event loop, which says nothing about where the step was called.
-    """
-    try:
-        frame = sys._getframe(depth + 1)
-    except ValueError:
-        return None
-    filename = frame.f_code.co_filename
-    shown = _site_names.get(filename, "")
-    if shown is None:
-        return None
-    if shown == "":
-        if filename.startswith(_ASYNCIO_DIR):
-            _site_names[filename] = None
-            return None
-        try:
-            relative = os.path.relpath(filename)
-        except ValueError:
-            relative = filename
-        shown = _site_names[filename] = filename if relative.startswith("..") else relative
-    return f"{shown}:{frame.f_lineno}"
-
-
-_LIBRARY_DIRS = tuple(
-    {os.path.dirname(os.__file__), os.path.dirname(__file__) + os.sep}
-    | {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
-)
-
-
-def caller_site(depth: int) -> str | None:
-    """Like `call_site`, for a call made deep inside libraries (an SDK's HTTP request): the
-    first frame at or above `depth` that is not in the standard library, an installed
-    package or this engine, i.e. the user's line that made the call."""
-    try:
-        frame: FrameType | None = sys._getframe(depth + 1)
-    except ValueError:
-        return None
-    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
-        frame = frame.f_back
-    if frame is None:
-        return None
-    try:
-        relative = os.path.relpath(frame.f_code.co_filename)
-    except ValueError:
-        relative = frame.f_code.co_filename
-    shown = frame.f_code.co_filename if relative.startswith("..") else relative
-    return f"{shown}:{frame.f_lineno}"
-
-
-def _site(spec: StepSpec, depth: int) -> str | None:
-    finder = caller_site if spec.called_from_library else call_site
-    return finder(depth + 1)
-
-
 class Session:
     """The engine's state for one sitting of one run."""
 
@@ -356,7 +295,7 @@ class Session:
             del self.recorded[key]
             attempt = entry.attempt + 1
             self.reexecuted += 1
-        site = _site(spec, site_depth + 1)
+        site = site_of(spec, site_depth + 1)
         payload = b'{"args":' + args_payload + b',"site":' + orjson.dumps(site) + b"}"
         self.check_size(key, spec.name, "arguments", payload)
         return LivePlan(key=key, fingerprint=fp, args_payload=payload, attempt=attempt)
@@ -399,7 +338,7 @@ class Session:
             self.run_id,
             key,
             CallDescription(entry.name, recorded_args, recorded_site),
-            CallDescription(spec.name, orjson.loads(args_payload), _site(spec, site_depth + 1)),
+            CallDescription(spec.name, orjson.loads(args_payload), site_of(spec, site_depth + 1)),
         )
         forking = self.on_divergence == "fork" and self.mode == "resume"
         log.warning(

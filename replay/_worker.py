@@ -23,7 +23,7 @@ from journal import Journal, JournalError, Run, RunLocked
 from ._errors import ReplayError, Suspended
 from ._log import get_logger
 from ._rerun import WorkflowNotFound, resume_run
-from ._run import DEFAULT_LEASE_SECONDS
+from ._sitting import DEFAULT_LEASE_SECONDS
 
 log = get_logger("replay.worker")
 
