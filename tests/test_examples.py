@@ -10,17 +10,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_example(name: str, db: Path, *, timeout: float) -> str:
+    """Run examples/NAME as a user would, on journal `db`; its standard output."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 def test_quickstart_kills_resumes_and_replays(tmp_path: Path) -> None:
     """`make demo`: after SIGKILL the resume serves completed steps; replay runs nothing live."""
     db = tmp_path / "demo" / "journal.db"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
+    out = run_example("quickstart.py", db, timeout=60)
     resume = re.search(
         r"resume: (\d+) steps served from the journal, (\d+) re-executed .*, (\d+) executed live",
         out,
@@ -39,14 +44,7 @@ def test_support_triage_reproduces_a_failure_and_runs_a_what_if(tmp_path: Path) 
     with an overridden answer serves the lookup and runs the rest live; all runs verify; the
     API key never reaches the journal file."""
     db = tmp_path / "support" / "journal.db"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "support_triage.py"), "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
+    out = run_example("support_triage.py", db, timeout=60)
     assert "T-102 failed: RefundRefused: refund of 250.00 is above the 200.00 limit" in out
     assert "reproduced the failure from the journal alone" in out
     assert "2 served from the journal, 2 executed live" in out
@@ -62,14 +60,7 @@ def test_openai_agent_resumes_after_sigkill_without_paying_twice(tmp_path: Path)
     """The integration example: plain OpenAI SDK code, journaled by instrument(); after the
     kill only unanswered requests reach the API; the replay with the API gone sends none."""
     db = tmp_path / "openai" / "journal.db"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "openai_agent.py"), "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
+    out = run_example("openai_agent.py", db, timeout=60)
     before = int(re.search(r"received so far: (\d+)", out).group(1))  # type: ignore[union-attr]
     on_resume = int(re.search(r"received on resume: (\d+)", out).group(1))  # type: ignore[union-attr]
     assert 2 <= before <= 3 and before + on_resume <= 5
@@ -82,14 +73,7 @@ def test_pydantic_ai_agent_resumes_after_sigkill_and_replays_offline(tmp_path: P
     """The pydantic-ai example: killed while its tool ran, resumed paying only the request not
     yet answered, replayed with the server stopped paying none."""
     db = tmp_path / "pai" / "journal.db"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "pydantic_ai_agent.py"), "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
+    out = run_example("pydantic_ai_agent.py", db, timeout=90)
     assert "1 model request paid so far" in out
     assert "replay offline: 3 steps served, 0 executed; 0 model requests paid" in out
     assert "same answer: True" in out
@@ -100,14 +84,7 @@ def test_approval_waits_without_a_process_and_a_worker_finishes_it(tmp_path: Pat
     """The human-in-the-loop example: suspended while waiting, approved with `journal
     signal`, finished by `journal worker`, with the LLM draft paid once."""
     db = tmp_path / "approval" / "journal.db"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "approval.py"), "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
+    out = run_example("approval.py", db, timeout=90)
     assert "run status: waiting, owner: None" in out
     assert "it was waiting for it and is due now" in out
     assert "worker done: 1 completed" in out

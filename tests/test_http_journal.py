@@ -86,7 +86,8 @@ def chat_answer(request: httpx2.Request, number: int) -> httpx2.Response:
     )
 
 
-def openai_client(provider: Provider) -> openai.AsyncOpenAI:
+def openai_client(provider: Callable[[httpx2.Request], Any]) -> openai.AsyncOpenAI:
+    """An OpenAI client whose requests a journaling transport passes to `provider`."""
     transport = AsyncJournalTransport(httpx2.MockTransport(provider))
     return openai.AsyncOpenAI(
         api_key=SECRET,
@@ -94,6 +95,13 @@ def openai_client(provider: Provider) -> openai.AsyncOpenAI:
         http_client=httpx2.AsyncClient(transport=transport),
         max_retries=2,
     )
+
+
+async def ask(client: openai.AsyncOpenAI, question: str) -> str:
+    reply = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": question}]
+    )
+    return reply.choices[0].message.content or ""
 
 
 def record_and_replay(
@@ -277,21 +285,8 @@ def test_concurrent_calls_under_gather_replay_by_task(sqlite_journal: Journal) -
         return await answer(request)
 
     async def agent() -> list[str]:
-        client = openai.AsyncOpenAI(
-            api_key=SECRET,
-            base_url="http://llm.test/v1",
-            http_client=httpx2.AsyncClient(
-                transport=AsyncJournalTransport(httpx2.MockTransport(handler))
-            ),
-        )
-
-        async def ask(q: str) -> str:
-            c = await client.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": q}]
-            )
-            return c.choices[0].message.content or ""
-
-        return list(await asyncio.gather(ask("a"), ask("b"), ask("c")))
+        client = openai_client(handler)
+        return list(await asyncio.gather(*(ask(client, q) for q in ("a", "b", "c"))))
 
     live = asyncio.run(replay.run(agent, journal=sqlite_journal, run_id="r"))
     order = [e.key for e in sqlite_journal.events("r") if e.status is EventStatus.COMPLETED]
@@ -518,22 +513,9 @@ def test_tasks_the_http_stack_starts_do_not_shift_workflow_keys(
     offline = {"on": False}
 
     async def agent() -> list[str]:
-        client = openai.AsyncOpenAI(
-            api_key=SECRET,
-            base_url="http://llm.test/v1",
-            http_client=httpx2.AsyncClient(
-                transport=AsyncJournalTransport(httpx2.MockTransport(pooled))
-            ),
-        )
-
-        async def ask(q: str) -> str:
-            c = await client.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": q}]
-            )
-            return c.choices[0].message.content or ""
-
-        first = await ask("plan")
-        return [first, *await asyncio.gather(ask("x"), ask("y"))]
+        client = openai_client(pooled)
+        first = await ask(client, "plan")
+        return [first, *await asyncio.gather(ask(client, "x"), ask(client, "y"))]
 
     live = asyncio.run(replay.run(agent, journal=sqlite_journal, run_id="r"))
     assert {e.key for e in sqlite_journal.events("r")} == {"0:1", "0/1:1", "0/2:1"}

@@ -27,6 +27,7 @@ from .._events import (
     trusted_event,
 )
 from ._ownership import check_claim
+from ._rows import RUN_COLUMNS, run_from_row
 
 try:
     import psycopg
@@ -108,14 +109,13 @@ CREATE TRIGGER events_are_append_only BEFORE UPDATE OR DELETE ON {s}.events
     FOR EACH ROW EXECUTE FUNCTION {s}.events_are_append_only();
 """
 
-_RUN_COLUMNS = (
-    "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
-    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal, wake_at, waiting_for"
-)
-
 
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
+
+
+def _moment(value: datetime) -> datetime:
+    return value  # psycopg already returns timezone-aware datetimes
 
 
 class PostgresStore:
@@ -196,30 +196,11 @@ class PostgresStore:
 
     @staticmethod
     def _run_from_row(row: Sequence[Any]) -> Run:
-        return Run(
-            run_id=row[0],
-            workflow=row[1],
-            inputs=_bytes(row[2]),
-            inputs_fingerprint=row[3],
-            status=RunStatus(row[4]),
-            result=_bytes(row[5]),
-            error=_bytes(row[6]),
-            owner=Owner.model_validate_json(row[7]) if row[7] else None,
-            parent_run_id=row[8],
-            fork_seq=row[9],
-            resumes=row[10],
-            created_at=row[11],
-            updated_at=row[12],
-            finished_at=row[13],
-            chain=row[14],
-            seal=row[15],
-            wake_at=row[16],
-            waiting_for=row[17],
-        )
+        return run_from_row(row, _moment, _bytes)
 
     def _select_run(self, cur: psycopg.Cursor[Any], run_id: str, lock: str = "") -> Run | None:
         cur.execute(
-            f"SELECT {_RUN_COLUMNS} FROM {self.schema}.runs WHERE run_id = %s{lock}", (run_id,)
+            f"SELECT {RUN_COLUMNS} FROM {self.schema}.runs WHERE run_id = %s{lock}", (run_id,)
         )
         row = cur.fetchone()
         return None if row is None else self._run_from_row(row)
@@ -227,7 +208,7 @@ class PostgresStore:
     def create_run(self, run: Run) -> Run:
         with self._transaction() as cur:
             cur.execute(
-                f"INSERT INTO {self.schema}.runs ({_RUN_COLUMNS}, owner_token) VALUES"
+                f"INSERT INTO {self.schema}.runs ({RUN_COLUMNS}, owner_token) VALUES"
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (run_id) DO NOTHING",
                 (
@@ -274,7 +255,7 @@ class PostgresStore:
         if workflow is not None:
             clauses.append("workflow = %s")
             params.append(workflow)
-        sql = f"SELECT {_RUN_COLUMNS} FROM {self.schema}.runs"
+        sql = f"SELECT {RUN_COLUMNS} FROM {self.schema}.runs"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY created_at DESC"
@@ -486,7 +467,7 @@ class PostgresStore:
     def list_due(self, now: datetime) -> list[Run]:
         with self._transaction() as cur:
             cur.execute(
-                f"SELECT {_RUN_COLUMNS} FROM {self.schema}.runs WHERE status = 'waiting'"
+                f"SELECT {RUN_COLUMNS} FROM {self.schema}.runs WHERE status = 'waiting'"
                 " AND wake_at <= %s ORDER BY wake_at",
                 (now,),
             )

@@ -28,6 +28,7 @@ from .._events import (
     trusted_event,
 )
 from ._ownership import check_claim
+from ._rows import RUN_COLUMNS, run_from_row
 
 SCHEMA_VERSION = 3
 Durability = Literal["normal", "full"]
@@ -123,11 +124,6 @@ _INSERT_EVENT = (
     " WHERE (SELECT owner_token FROM runs WHERE run_id = ?) = ?"
 )
 
-_RUN_COLUMNS = (
-    "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
-    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal, wake_at, waiting_for"
-)
-
 
 def _ts(moment: datetime) -> float:
     return moment.timestamp()
@@ -152,6 +148,10 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.005)
+
+
+def _blob(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def _owner_json(owner: Owner | None) -> str | None:
@@ -222,38 +222,18 @@ class SQLiteStore:
     # -- runs ---------------------------------------------------------------------------------
 
     def _run_from_row(self, row: Sequence[Any]) -> Run:
-        owner = Owner.model_validate_json(row[7]) if row[7] else None
-        return Run(
-            run_id=row[0],
-            workflow=row[1],
-            inputs=row[2],
-            inputs_fingerprint=row[3],
-            status=RunStatus(row[4]),
-            result=row[5],
-            error=row[6],
-            owner=owner,
-            parent_run_id=row[8],
-            fork_seq=row[9],
-            resumes=row[10],
-            created_at=_dt(row[11]),
-            updated_at=_dt(row[12]),
-            finished_at=None if row[13] is None else _dt(row[13]),
-            chain=row[14],
-            seal=row[15],
-            wake_at=None if row[16] is None else _dt(row[16]),
-            waiting_for=row[17],
-        )
+        return run_from_row(row, _dt, _blob)
 
     def _select_run(self, run_id: str) -> Run | None:
         row = self._conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
         return None if row is None else self._run_from_row(row)
 
     def create_run(self, run: Run) -> Run:
         with self._lock:
             self._conn.execute(
-                f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}, owner_token)"
+                f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}, owner_token)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.run_id,
@@ -299,7 +279,7 @@ class SQLiteStore:
         if workflow is not None:
             clauses.append("workflow = ?")
             params.append(workflow)
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        sql = f"SELECT {RUN_COLUMNS} FROM runs"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY created_at DESC"
@@ -527,7 +507,7 @@ class SQLiteStore:
     def list_due(self, now: datetime) -> list[Run]:
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = 'waiting' AND wake_at <= ?"
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'waiting' AND wake_at <= ?"
                 " ORDER BY wake_at",
                 (_ts(now),),
             ).fetchall()

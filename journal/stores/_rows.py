@@ -1,0 +1,46 @@
+"""Database rows <-> runs, shared by the SQL stores (each converts its own column types)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from .._events import Owner, Run, RunStatus
+
+RUN_COLUMNS = (
+    "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
+    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal, wake_at, waiting_for"
+)
+"""The run columns in the order `run_from_row` reads them."""
+
+
+def run_from_row(
+    row: Sequence[Any], moment: Callable[[Any], datetime], blob: Callable[[Any], bytes | None]
+) -> Run:
+    """A `Run` from a row of `RUN_COLUMNS`; `moment` and `blob` convert the store's own
+    timestamp and binary values."""
+
+    def maybe(value: Any) -> datetime | None:
+        return None if value is None else moment(value)
+
+    return Run(
+        run_id=row[0],
+        workflow=row[1],
+        inputs=blob(row[2]),
+        inputs_fingerprint=row[3],
+        status=RunStatus(row[4]),
+        result=blob(row[5]),
+        error=blob(row[6]),
+        owner=Owner.model_validate_json(row[7]) if row[7] else None,
+        parent_run_id=row[8],
+        fork_seq=row[9],
+        resumes=row[10],
+        created_at=moment(row[11]),
+        updated_at=moment(row[12]),
+        finished_at=maybe(row[13]),
+        chain=row[14],
+        seal=row[15],
+        wake_at=maybe(row[16]),
+        waiting_for=row[17],
+    )
