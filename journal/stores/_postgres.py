@@ -27,7 +27,7 @@ from .._events import (
     trusted_event,
 )
 from ._ownership import check_claim
-from ._rows import RUN_COLUMNS, run_from_row
+from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
 
 try:
     import psycopg
@@ -248,19 +248,7 @@ class PostgresStore:
         workflow: str | None = None,
         limit: int | None = None,
     ) -> list[Run]:
-        clauses, params = [], []
-        if status is not None:
-            clauses.append("status = %s")
-            params.append(status.value)
-        if workflow is not None:
-            clauses.append("workflow = %s")
-            params.append(workflow)
-        sql = f"SELECT {RUN_COLUMNS} FROM {self.schema}.runs"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY created_at DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        sql, params = list_runs_query(f"{self.schema}.runs", "%s", status, workflow, limit)
         with self._transaction() as cur:
             cur.execute(sql, params)
             rows = cur.fetchall()

@@ -44,3 +44,28 @@ def run_from_row(
         wake_at=maybe(row[16]),
         waiting_for=row[17],
     )
+
+
+def list_runs_query(
+    table: str,
+    placeholder: str,
+    status: RunStatus | None,
+    workflow: str | None,
+    limit: int | None,
+) -> tuple[str, list[Any]]:
+    """`(sql, params)` listing runs newest first with the optional filters, for `table` in
+    a driver whose parameter placeholder is `placeholder` (`?` or `%s`)."""
+    clauses, params = [], []
+    if status is not None:
+        clauses.append(f"status = {placeholder}")
+        params.append(status.value)
+    if workflow is not None:
+        clauses.append(f"workflow = {placeholder}")
+        params.append(workflow)
+    sql = f"SELECT {RUN_COLUMNS} FROM {table}"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY created_at DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql, params

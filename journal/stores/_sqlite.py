@@ -28,7 +28,7 @@ from .._events import (
     trusted_event,
 )
 from ._ownership import check_claim
-from ._rows import RUN_COLUMNS, run_from_row
+from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
 
 SCHEMA_VERSION = 3
 Durability = Literal["normal", "full"]
@@ -272,19 +272,7 @@ class SQLiteStore:
         workflow: str | None = None,
         limit: int | None = None,
     ) -> list[Run]:
-        clauses, params = [], []
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(status.value)
-        if workflow is not None:
-            clauses.append("workflow = ?")
-            params.append(workflow)
-        sql = f"SELECT {RUN_COLUMNS} FROM runs"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY created_at DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        sql, params = list_runs_query("runs", "?", status, workflow, limit)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return [self._run_from_row(row) for row in rows]
