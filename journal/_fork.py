@@ -3,10 +3,9 @@ changed ("what if the model had answered X"), that resumes live from the fork po
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -14,11 +13,11 @@ import orjson
 from ._chain import Chain
 from ._codec import canonical_json
 from ._errors import ForkRefused, PayloadTooLarge, RunConflict
-from ._events import Event, EventKind, EventStatus, Owner, Run, RunStatus, trusted_event
+from ._events import Event, EventKind, EventStatus, Run, RunStatus, trusted_event
 from ._redact import Redactor
 from ._verify import verify_run
 from .stores import JournalStore
-from .stores._ownership import HOSTNAME
+from .stores._ownership import new_owner
 
 FORK_KEY = "fork"
 """The key of the marker event a fork appends after the copied prefix."""
@@ -62,13 +61,7 @@ def fork_run(
     replaced = _apply_overrides(run_id, prefix, overrides, redactor, max_payload)
 
     now = datetime.now(UTC)
-    owner = Owner(
-        token=uuid.uuid4().hex,
-        host=HOSTNAME,
-        pid=os.getpid(),
-        since=now,
-        lease_expires_at=now + timedelta(seconds=60),
-    )
+    owner = new_owner(60)  # held only while the copies are appended
     fork = Run(
         run_id=new_run_id,
         workflow=parent.workflow,

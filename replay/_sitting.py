@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
-from journal import Journal, LeaseLost, Owner, Run, RunStatus
+from journal import Journal, LeaseLost, Run, RunStatus
 from journal._events import EventRow
-from journal.stores._ownership import HOSTNAME
+from journal.stores._ownership import new_owner
 
 from ._context import TaskScope, current_scope, install_task_factory, uninstall_task_factory
 from ._errors import OwnershipLost, ReplayError, Suspended
@@ -50,17 +48,6 @@ class DebugOptions:
 debug_options: contextvars.ContextVar[DebugOptions | None] = contextvars.ContextVar(
     "replay_debug_options", default=None
 )
-
-
-def _new_owner(lease_seconds: float) -> Owner:
-    now = datetime.now(UTC)
-    return Owner(
-        token=uuid.uuid4().hex,
-        host=HOSTNAME,
-        pid=os.getpid(),
-        since=now,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-    )
 
 
 async def _heartbeat(session: Session, token: str, lease_seconds: float) -> None:
@@ -104,7 +91,7 @@ class Sitting:
         if self.mode == "resume":
             if chain is not None:
                 chain.require_same(self.run)
-            owner = _new_owner(self.lease_seconds)
+            owner = new_owner(self.lease_seconds)
             store.claim(self.run_id, owner, resuming=self.resuming)
             self.token = owner.token
             previous = self.run.owner

@@ -237,9 +237,7 @@ def test_replay_of_a_script_run_needs_an_entry(tmp_path: Path) -> None:
 def test_runs_lists_interrupted_runs(tmp_path: Path) -> None:
     """--status interrupted: running runs with no live owner (killed, crashed); a run a live
     process owns is not one of them."""
-    from datetime import UTC, datetime, timedelta
-
-    from journal import Owner
+    from tests.factories import make_owner
 
     path = tmp_path / "j.db"
 
@@ -251,14 +249,12 @@ def test_runs_lists_interrupted_runs(tmp_path: Path) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run(cut, journal=journal, run_id="cut-1"))
         asyncio.run(run(crawl, 1, journal=journal, run_id="done-1"))
-        now = datetime.now(UTC)
         busy = journal.store.create_run(
             journal.run("cut-1").model_copy(update={"run_id": "busy-1", "owner": None})
         )
         journal.store.claim(
             busy.run_id,
-            Owner(token="t", host="elsewhere", pid=1, since=now,
-                  lease_expires_at=now + timedelta(minutes=5)),
+            make_owner("t", host="elsewhere", pid=1, ttl=300),
             resuming=False,
         )  # fmt: skip
         assert [r.run_id for r in journal.interrupted()] == ["cut-1"]

@@ -10,14 +10,14 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 import replay
-from journal import Journal, Owner, RunStatus
+from journal import Journal, RunStatus
 from tests.conftest import PG_URL, postgres_store
+from tests.factories import make_owner
 from tests.fleet_workflows import chain, slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,11 +32,9 @@ def test_a_worker_starts_submitted_runs_and_skips_what_it_cannot_run(
     assert replay.submit(chain, 0, 3, journal=journal, run_id="s0") == "s0"  # idempotent
     assert [r.run_id for r in journal.interrupted()] == ["s2", "s1", "s0"]
     busy = journal.store.create_run(journal.run("s0").model_copy(update={"run_id": "busy"}))
-    now = datetime.now(UTC)
     journal.store.claim(
         busy.run_id,
-        Owner(token="x", host="elsewhere", pid=1, since=now,
-              lease_expires_at=now + timedelta(minutes=5)),
+        make_owner("x", host="elsewhere", pid=1, ttl=300),
         resuming=False,
     )  # fmt: skip
     journal.store.create_run(

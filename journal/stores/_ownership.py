@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 
 from .._errors import RunLocked
 from .._events import Owner
@@ -20,6 +21,18 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def new_owner(lease_seconds: float) -> Owner:
+    """An owner for this process with a fresh token, its lease `lease_seconds` long."""
+    now = datetime.now(UTC)
+    return Owner(
+        token=uuid.uuid4().hex,
+        host=HOSTNAME,
+        pid=os.getpid(),
+        since=now,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+    )
 
 
 def owner_is_gone(owner: Owner, now: datetime) -> bool:
