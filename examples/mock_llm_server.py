@@ -1,8 +1,9 @@
 """A stand-in for an OpenAI-compatible API on 127.0.0.1, so the examples run offline.
 
-`chat/completions` answers with a short deterministic text derived from the last user message
-(after `delay` seconds, like a real model), and every request that arrives is counted, so an
-example can show which calls were paid for.
+`chat/completions` answers with the text `answer(messages)` returns (by default a short
+deterministic text derived from the last user message), after `delay` seconds like a real
+model, and every request that arrives is counted, so an example can show which calls were paid
+for.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,8 +19,11 @@ from typing import Any
 class MockLLM:
     """A running server: `base_url` for the SDK, `requests` for what reached it."""
 
-    def __init__(self, delay: float = 0.2) -> None:
+    def __init__(
+        self, delay: float = 0.2, answer: Callable[[list[dict[str, Any]]], str] | None = None
+    ) -> None:
         self.delay = delay
+        self.answer = answer or (lambda messages: answer_to(str(messages[-1]["content"])))
         self.requests = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -44,7 +49,8 @@ class MockLLM:
                     mock.requests += 1
                     number = mock.requests
                 time.sleep(mock.delay)
-                question = body["messages"][-1]["content"]
+                question = str(body["messages"][-1]["content"])
+                content = mock.answer(body["messages"])
                 reply = {
                     "id": f"chatcmpl-{number}",
                     "object": "chat.completion",
@@ -53,7 +59,7 @@ class MockLLM:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": answer_to(question)},
+                            "message": {"role": "assistant", "content": content},
                             "finish_reason": "stop",
                         }
                     ],

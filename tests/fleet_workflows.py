@@ -10,18 +10,13 @@ import asyncio
 import os
 
 from replay import idempotency_key, now, signal, sleep, step
+from tests.workers.effects import append_line
 
 
 def _effect() -> None:
     path = os.environ.get("FLEET_EFFECTS")
-    if not path:
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{os.getpid()} {idempotency_key()}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if path:
+        append_line(path, f"{os.getpid()} {idempotency_key()}")
 
 
 @step

@@ -27,63 +27,29 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of litellm's cost map
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the examples' stand-in API, one folder up
+from mock_llm_server import MockLLM  # type: ignore[import-not-found]  # noqa: E402
+
 RUN_ID = "playbooks-hello-1"
 
 
-class StandIn:
-    """An OpenAI-compatible API that plays the Playbooks interpreter for hello.pbasm."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                stand_in.requests += 1
-                if "Hello from the journal" in json.dumps(body["messages"]):
-                    time.sleep(2.0)  # the slow second answer: room for Ctrl+C
-                    lines = ['`Step["Main:03:QUE"]` `Say("Goodbye from the journal")`',
-                             '`Step["Main:04:YLD"]` yld exit']  # fmt: skip
-                else:
-                    lines = ['`Step["Main:01:QUE"]` `Say("Hello from the journal")`',
-                             '`Step["Main:02:YLD"]` yld call']  # fmt: skip
-                message = {"role": "assistant", "content": "\n".join(lines)}
-                reply = {
-                    "id": f"c{stand_in.requests}",
-                    "object": "chat.completion",
-                    "created": 1,
-                    "model": body.get("model", "gpt-4o-mini"),
-                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-                }
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
+def interpreter(messages: list[dict[str, Any]]) -> str:
+    """What the Playbooks interpreter's LLM answers for hello.pbasm: hello, then goodbye."""
+    if "Hello from the journal" in json.dumps(messages):
+        time.sleep(2.0)  # the slow second answer: room for Ctrl+C
+        lines = ['`Step["Main:03:QUE"]` `Say("Goodbye from the journal")`',
+                 '`Step["Main:04:YLD"]` yld exit']  # fmt: skip
+    else:
+        lines = ['`Step["Main:01:QUE"]` `Say("Hello from the journal")`',
+                 '`Step["Main:02:YLD"]` yld call']  # fmt: skip
+    return "\n".join(lines)
 
 
 async def run_program(db: Path) -> str:
@@ -116,7 +82,7 @@ def demo(db: Path) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     for leftover in db.parent.glob(db.name + "*"):
         leftover.unlink()
-    api = StandIn()
+    api = MockLLM(delay=0.0, answer=interpreter)
     os.environ.update(environment(api.base_url))
     print(f"1. a stand-in OpenAI API at {api.base_url}")
     print("2. the program runs in a child process; Ctrl+C once the agent has said hello")
