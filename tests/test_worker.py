@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -89,6 +90,19 @@ def _worker(db: str, effects: Path) -> subprocess.Popen[str]:
     )
 
 
+def _wait_until_it_handles_sigterm(worker: subprocess.Popen[str], limit: float = 30.0) -> None:
+    """A worker started moments ago may not have installed its SIGTERM handler yet, and would
+    die of the signal instead of stopping: wait until the kernel lists SIGTERM as caught."""
+    bit = 1 << (signal.SIGTERM - 1)
+    deadline = time.monotonic() + limit
+    while worker.poll() is None and time.monotonic() < deadline:
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M).group(1), 16)
+        if caught & bit:
+            return
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize(("runs", "steps"), [(50, 20)])
 def test_four_workers_killed_at_random_finish_every_run_exactly(
     pg_schema: str, tmp_path: Path, runs: int, steps: int
@@ -121,6 +135,7 @@ def test_four_workers_killed_at_random_finish_every_run_exactly(
                     kills += 1
     finally:
         for worker in workers:
+            _wait_until_it_handles_sigterm(worker)
             worker.send_signal(signal.SIGTERM)
         outputs = [worker.communicate(timeout=30) for worker in workers]
     assert all(w.returncode == 0 for w in workers), outputs
