@@ -31,6 +31,10 @@ class EventKind(StrEnum):
     RANDOM = "random"
     SLEEP = "sleep"
     SIGNAL = "signal"
+    TIMER = "timer"
+    """A journaled timeout (`replay.timeout`, `replay.wait_for`): whether and when it expired."""
+    RUN = "run"
+    """A child run started inside a workflow: its outcome, served to the parent on replay."""
     FORK = "fork"
 
 
@@ -38,7 +42,9 @@ class EventStatus(StrEnum):
     """The life of one step attempt, one row each (the journal is append-only).
 
     `started` rows carry the canonical arguments; `completed` rows the encoded result;
-    `retrying` marks a failed attempt that another attempt follows; `failed` the final failure.
+    `retrying` marks a failed attempt that another attempt follows; `failed` the final failure;
+    `cancelled` an attempt the workflow cancelled (a timeout, `task.cancel()`, a failing
+    TaskGroup sibling): it has no value, and replay cancels it again the same way.
     An attempt that ends before its start was written (it never waited) is one outcome row
     whose `args` carry what the `started` row would have held.
     """
@@ -47,6 +53,7 @@ class EventStatus(StrEnum):
     COMPLETED = "completed"
     RETRYING = "retrying"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Owner(BaseModel):

@@ -4,13 +4,22 @@ A key is the task path plus a per-task counter: `0:3` is the third step of the w
 task, `0/2:1` the first step of its second child task. A child's path is fixed when its parent
 creates it (through a task factory on the loop), never by when it happens to run, so
 `asyncio.gather` and TaskGroups get the same keys live and on replay.
+
+Work handed to a thread pool from inside a run (`asyncio.to_thread`, `loop.run_in_executor`,
+`ThreadPoolExecutor.submit`) gets a child path when it is submitted, named after the function
+and numbered per function (`0/lookup#2`): submission order is as deterministic as task creation
+order, thread scheduling is not. Tasks and threads
+the engine starts for itself (heartbeats, a nested run's workflow) take no path at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
-from collections.abc import Coroutine
+import functools
+import threading
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,26 +27,41 @@ if TYPE_CHECKING:
 
 
 class TaskScope:
-    """The journaling position of one task inside one run."""
+    """The journaling position of one task (or one piece of thread work) inside one run."""
 
-    __slots__ = ("children", "path", "retries", "session", "steps")
+    __slots__ = ("children", "path", "retries", "session", "steps", "thread_work")
 
     def __init__(self, session: Session, path: str) -> None:
         self.session = session
         self.path = path
         self.steps = 0
         self.children = 0
+        self.thread_work: dict[str, int] | None = None
+        """Work handed to threads so far, counted per function: `name` -> how many."""
         self.retries: dict[str, Any] | None = None
         """Integrations' retry bookkeeping: a call's fingerprint -> the key its next attempt
         continues (an SDK retrying a request is one step with several attempts)."""
 
     def next_key(self) -> str:
-        self.steps += 1
-        return f"{self.path}:{self.steps}"
+        with self.session.lock:
+            self.steps += 1
+            return f"{self.path}:{self.steps}"
 
     def child(self) -> TaskScope:
-        self.children += 1
-        return TaskScope(self.session, f"{self.path}/{self.children}")
+        with self.session.lock:
+            self.children += 1
+            return TaskScope(self.session, f"{self.path}/{self.children}")
+
+    def thread_child(self, name: str) -> TaskScope:
+        """The scope of the next piece of work for function `name` handed to a thread: path
+        `0/name#2` for its second one. Counted per function, so work a library hands to a
+        thread once per process (platform detection, say) does not shift other keys."""
+        with self.session.lock:
+            counts = self.thread_work
+            if counts is None:
+                counts = self.thread_work = {}
+            number = counts[name] = counts.get(name, 0) + 1
+            return TaskScope(self.session, f"{self.path}/{name}#{number}")
 
 
 current_scope: contextvars.ContextVar[TaskScope | None] = contextvars.ContextVar(
@@ -49,6 +73,19 @@ live_step_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "replay_live_step_key", default=None
 )
 """`run_id:key` of the step whose body is running live, for idempotency keys."""
+
+
+def engine_task(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any],
+    scope: TaskScope | None = None,
+) -> asyncio.Task[Any]:
+    """A task the engine starts: it bypasses the task factory, so it takes no child path of
+    the run that is current here; its code runs under `scope` (None: outside any run)."""
+    context = contextvars.copy_context()
+    context.run(current_scope.set, scope)
+    context.run(live_step_key.set, None)
+    return asyncio.Task(coro, loop=loop, context=context)
 
 
 class _Factory:
@@ -70,8 +107,13 @@ class _Factory:
             context.run(current_scope.set, scope.child())
             kwargs["context"] = context
         if self.previous is None:
-            return asyncio.Task(coro, loop=loop, **kwargs)
-        task: asyncio.Task[Any] = self.previous(loop, coro, **kwargs)
+            task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        else:
+            task = self.previous(loop, coro, **kwargs)
+        if scope is not None:
+            tasks = scope.session.tasks
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         return task
 
 
@@ -83,6 +125,7 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
         factory = _Factory(current)
         loop.set_task_factory(factory)  # type: ignore[arg-type]
     factory.users += 1
+    _install_submit_hook()
 
 
 def uninstall_task_factory(loop: asyncio.AbstractEventLoop) -> None:
@@ -91,3 +134,98 @@ def uninstall_task_factory(loop: asyncio.AbstractEventLoop) -> None:
         factory.users -= 1
         if factory.users <= 0:
             loop.set_task_factory(factory.previous)
+    _uninstall_submit_hook()
+
+
+# -- thread pools --------------------------------------------------------------------------
+
+_submit_lock = threading.Lock()
+_submit_users = 0
+_original_submit = concurrent.futures.ThreadPoolExecutor.submit
+
+
+def _install_submit_hook() -> None:
+    global _submit_users
+    with _submit_lock:
+        _submit_users += 1
+        if _submit_users == 1:
+            concurrent.futures.ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign,assignment]
+
+
+def _uninstall_submit_hook() -> None:
+    global _submit_users
+    with _submit_lock:
+        _submit_users -= 1
+        if _submit_users <= 0:
+            _submit_users = 0
+            concurrent.futures.ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+
+
+def _submit(
+    executor: concurrent.futures.ThreadPoolExecutor,
+    fn: Callable[..., Any],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> concurrent.futures.Future[Any]:
+    """`ThreadPoolExecutor.submit`, giving work submitted inside a run its own child scope.
+
+    The work runs in the context it carries (`copy_context().run`, as `asyncio.to_thread` and
+    smolagents pass it) with the child scope set there, or, for a plain function, with the
+    child scope set around it. Either way its steps are journaled under keys fixed now.
+    """
+    scope = current_scope.get()
+    if scope is None:
+        return _original_submit(executor, fn, *args, **kwargs)
+    session = scope.session
+    carried = _carried_context(fn)
+    child = scope.thread_child(_work_name(fn, args))
+    if carried is not None:
+        carried.run(current_scope.set, child)
+        work: Callable[..., Any] = fn
+    else:
+        work = functools.partial(_in_scope, child, fn)
+    with session.lock:
+        session.threads_running += 1
+    future = _original_submit(executor, work, *args, **kwargs)
+    future.add_done_callback(functools.partial(_work_done, session))
+    return future
+
+
+def _carried_context(fn: Callable[..., Any]) -> contextvars.Context | None:
+    """The context `fn` runs in: `ctx.run` itself, or `functools.partial(ctx.run, ...)`."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    owner = getattr(target, "__self__", None)
+    if isinstance(owner, contextvars.Context) and getattr(target, "__name__", "") == "run":
+        return owner
+    return None
+
+
+def _work_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    """The name of the function a thread will run, for its key: `ctx.run(f, ...)` and
+    `partial(ctx.run, f, ...)` name `f`; the name has no `:` or `/` (key separators)."""
+    target: Any = fn
+    for _ in range(4):
+        if isinstance(target, functools.partial):
+            args = target.args + args
+            target = target.func
+        elif _carried_context(target) is not None and args:
+            target, args = args[0], args[1:]
+        else:
+            break
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    name = name.replace("<locals>.", "").replace("<lambda>", "lambda")
+    return name.replace(":", ".").replace("/", ".").replace("#", ".") or "work"
+
+
+def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    token = current_scope.set(scope)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        current_scope.reset(token)
+
+
+def _work_done(session: Session, _: concurrent.futures.Future[Any]) -> None:
+    with session.lock:
+        session.threads_running -= 1

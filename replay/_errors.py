@@ -95,6 +95,42 @@ class NonDeterminismError(ReplayError):
         ]
         super().__init__("\n".join(lines))
 
+    @classmethod
+    def out_of_order(
+        cls,
+        run_id: str,
+        key: str,
+        recorded: CallDescription | None,
+        what: str,
+        held: str,
+    ) -> NonDeterminismError:
+        """The code cannot go on in the order the run was recorded: `what` happened instead,
+        and `held` names the steps that wait for a turn that cannot come."""
+        error = cls.__new__(cls)
+        error.run_id = run_id
+        error.key = key
+        error.recorded = recorded or CallDescription("?", None, None)
+        error.now = CallDescription("(not asked)", None, None)
+        error.changed_arguments = []
+        lines = [
+            f"Run {run_id!r} cannot go on in the order it was recorded: {what}.",
+        ]
+        if recorded is not None:
+            lines.append(f"  recorded next: {recorded.render()}")
+        if held:
+            lines.append(f"  waiting for their recorded turn: {held}")
+        lines += [
+            "Results are handed to the workflow in the order it received them live, so code "
+            "that reacts to which result came first takes the same path.",
+            "Likely cause: the workflow code changed since the run was recorded, or it depends "
+            "on something the journal does not hold (a plain asyncio timer, a thread the "
+            "engine does not know, the clock, randomness).",
+            "Fix: use replay.timeout() / replay.wait_for() for timeouts that decide the path; "
+            "keep old runs on the code path they recorded; or fork the run before this step.",
+        ]
+        ReplayError.__init__(error, "\n".join(lines))
+        return error
+
 
 class FrontierReached(ReplayError):
     """Replay mode reached a call whose result the journal does not hold."""

@@ -55,6 +55,10 @@ async def _next_completed(pending: list[int], race: _Race) -> int:
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
 
 
+_next_completed.__replay_step__.passive = True  # type: ignore[attr-defined]
+"""Live, it only waits for the race's own tasks: it never makes the run busy on its own."""
+
+
 def as_completed(aws: Iterable[Awaitable[T]]) -> Iterator[Awaitable[T]]:
     """Like `asyncio.as_completed`, but replay yields results in the order the live run saw.
 

@@ -7,7 +7,7 @@ import inspect
 import typing
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +27,8 @@ from journal import (
     fingerprint,
 )
 
-from ._errors import NotJournalable, Suspended
+from ._context import engine_task
+from ._errors import NotJournalable, ReplayError, StepFailed, Suspended
 from ._log import get_logger
 from ._session import Mode, OnDivergence, RunSummary, Session, rebuild_error
 from ._sitting import (
@@ -243,17 +244,11 @@ async def run_with_summary(
     sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
     sitting.suspend_after = suspend_after
     async with sitting.open() as session:
-        try:
-            value = await workflow(*args, **call_kwargs)
-        except Suspended as waiting:
-            sitting.suspend(session, waiting)
-            raise
-        except Exception as exc:
-            sitting.finish(
-                session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode()
-            )
-            log.info("run.failed", run_id=run_id, error=type(exc).__name__)
-            raise
+        assert sitting.root_scope is not None
+        coro = typing.cast(Coroutine[Any, Any, Any], workflow(*args, **call_kwargs))
+        task = engine_task(asyncio.get_running_loop(), _body(session, coro), sitting.root_scope)
+        await _until_done(session, task)
+        value = await _outcome(sitting, session, task)
         try:
             payload, result = spec.codec.record(value, what="workflow result")
         except ValueNotJournalable as exc:
@@ -263,6 +258,90 @@ async def run_with_summary(
         summary = session.summary(result_matches_recorded=matches)
     _log_summary(summary)
     return RunOutcome(result, summary)
+
+
+async def _body(session: Session, workflow: Coroutine[Any, Any, Any]) -> Any:
+    """The workflow itself; Ctrl+C or an exit raised in its code stops the sitting at once, so
+    nothing its other tasks do while the loop unwinds is journaled."""
+    try:
+        return await workflow
+    except (KeyboardInterrupt, SystemExit, ReplayError) as exc:
+        if not isinstance(exc, StepFailed):
+            session.stop(exc)
+        raise
+
+
+async def _until_done(session: Session, task: asyncio.Task[Any]) -> None:
+    """Wait for the workflow's task. Cancelled from outside (Ctrl+C, a worker stopping), the
+    sitting stops first, so the workflow's unwinding runs and journals no step, then the
+    workflow is cancelled: the run is left as a crash at this moment would have left it."""
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        session.stop(asyncio.CancelledError())
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: it is the cancellation's, not the run's
+        await session.close_tasks(normally=False)
+        raise
+
+
+async def _outcome(sitting: Sitting, session: Session, task: asyncio.Task[Any]) -> Any:
+    """The workflow's value; or its failure recorded and raised; or the sitting stopped and
+    the engine's signal (suspension, divergence...) raised as itself."""
+    if task.cancelled():
+        stop: BaseException = asyncio.CancelledError()
+    else:
+        failure = task.exception()
+        if failure is None:
+            await session.close_tasks(normally=True)
+            return task.result()
+        stop = engine_signal(failure, session)
+        if stop is failure and isinstance(failure, Exception):
+            await session.close_tasks(normally=True)
+            sitting.finish(
+                session, RunStatus.FAILED, error=RecordedError.from_exception(failure).encode()
+            )
+            log.info("run.failed", run_id=session.run_id, error=type(failure).__name__)
+            raise failure
+    await _stopped(sitting, session, stop)
+    raise stop
+
+
+def engine_signal(failure: BaseException, session: Session) -> BaseException:
+    """What stops the sitting, if `failure` carries it: an engine signal, Ctrl+C or a
+    cancellation, itself or inside an exception group (a TaskGroup wraps what its tasks
+    raise); otherwise `failure` itself, an ordinary failure of the workflow."""
+    if isinstance(failure, StepFailed) or (
+        isinstance(failure, Exception) and not isinstance(failure, BaseExceptionGroup)
+    ):
+        return failure
+    if isinstance(failure, BaseExceptionGroup):
+        if session.stopping is not None and not isinstance(
+            session.stopping, asyncio.CancelledError
+        ):
+            return session.stopping
+        leaves = _leaves(failure)
+        signal = next((leaf for leaf in leaves if not isinstance(leaf, Exception)), None)
+        return failure if signal is None else signal
+    return failure
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for inner in group.exceptions:
+        found.extend(_leaves(inner) if isinstance(inner, BaseExceptionGroup) else [inner])
+    return found
+
+
+async def _stopped(sitting: Sitting, session: Session, stop: BaseException) -> None:
+    """The sitting ends without an outcome: tasks left running are cancelled unrecorded, and a
+    suspended run is left waiting."""
+    session.stop(stop)
+    await session.close_tasks(normally=False)
+    if isinstance(stop, Suspended):
+        sitting.suspend(session, stop)
 
 
 async def run(
@@ -365,20 +444,31 @@ async def journaled(
         mode = "replay"
     sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
     sitting.suspend_after = suspend_after
-    async with sitting.open() as session:
+    async with sitting.open(enter_scope=True) as session:
+        block_task = asyncio.current_task()
+        if block_task is not None:
+            session.root_task = block_task
+            session.root_cancelling = block_task.cancelling()
         handle = JournaledRun(session)
         try:
             yield handle
-        except Suspended as waiting:
-            sitting.suspend(session, waiting)
+        except BaseException as exc:
+            stop = engine_signal(exc, session)
+            if stop is exc and isinstance(exc, Exception):
+                await session.close_tasks(normally=True)
+                sitting.finish(
+                    session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode()
+                )
+                handle.summary = session.summary()
+                raise
+            if isinstance(stop, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                session.supersede_unwinding()  # stopped from outside while the block ran
+            await _stopped(sitting, session, stop)
             handle.summary = session.summary()
-            raise
-        except Exception as exc:
-            sitting.finish(
-                session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode()
-            )
-            handle.summary = session.summary()
-            raise
+            if stop is exc:
+                raise
+            raise stop from None
+        await session.close_tasks(normally=True)
         sitting.finish(session, RunStatus.COMPLETED)
         handle.summary = session.summary()
     _log_summary(handle.summary)

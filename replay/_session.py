@@ -1,16 +1,23 @@
-"""One sitting of one run: what the journal holds, what is served, what is appended.
+"""One sitting of one run: what is served, what runs live, what is appended, when it stops.
 
 The served-vs-live decision lives here (DESIGN.md, "Core semantics"):
 
-* recorded and finished (completed or failed) -> served: the recorded value, or the recorded
-  exception re-raised; the step's code does not run;
+* recorded and finished (completed, failed or cancelled) -> served: the recorded value, or the
+  recorded exception re-raised, handed out in the order the run received it live (`_history`);
+  the step's code does not run;
 * recorded but only started, or a retry pending -> in flight at the crash: run again
   (at-least-once) with the same idempotency key;
 * not recorded -> the frontier: run live and append.
 
 Live, a step's `started` row is buffered and written by a loop callback, so a step that waits on
 I/O has its start durable while it is in flight, and a step that finishes without yielding
-writes start and completion in one transaction: one commit per step.
+writes start and completion in one transaction: one commit per step. A sync step writes its
+start before it runs (it blocks the loop, so no callback would). A step cancelled by the
+workflow records `cancelled` with the next write.
+
+Once the sitting stops (the run suspends, the engine raises through the workflow, the run is
+cancelled from outside, or it ends), nothing more is run or journaled: a step call raises the
+stop again. Everything the session mutates is guarded by one lock, so steps may run in threads.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from ._errors import (
     ReplayError,
     StepFailed,
 )
+from ._history import History, Recorded, Turn, as_recorded, fold_rows
 from ._log import get_logger
 from ._sites import site_of
 
@@ -61,87 +69,9 @@ log = get_logger("replay")
 Mode = Literal["resume", "replay"]
 OnDivergence = Literal["raise", "fork"]
 
-
-_COMPLETED, _FAILED = EventStatus.COMPLETED, EventStatus.FAILED
+_FINISHED = ("completed", "failed", "cancelled")
 LARGE_PAYLOAD_BYTES = 1024 * 1024
 """Payloads above this are written, with a warning: journals should hold answers, not blobs."""
-
-
-class Recorded:
-    """What the journal holds for one step key, folded from its rows."""
-
-    __slots__ = (
-        "args_payload",
-        "attempt",
-        "fingerprint",
-        "first_seq",
-        "key",
-        "kind",
-        "name",
-        "payload",
-        "rows",
-        "status",
-    )
-
-    def __init__(self, first: EventRow) -> None:
-        self.first_seq, self.key, kind, self.name, self.fingerprint = first[:5]
-        self.kind = KIND_BY_VALUE[kind]
-        self.args_payload: bytes | None = None
-        self.payload: bytes | None = None
-        self.rows: list[EventRow] = []
-        """The key's rows, carried over when a fork cuts the journal before it."""
-        self.apply(first)
-
-    def apply(self, row: EventRow) -> None:
-        """Fold the key's next row in: the latest status and attempt, arguments and value."""
-        self.rows.append(row)
-        self.status = STATUS_BY_VALUE[row[5]]
-        self.attempt = row[6]
-        if self.status is EventStatus.STARTED:
-            self.args_payload = row[7]
-        else:
-            self.payload = row[7]
-            if row[8] is not None:
-                self.args_payload = row[8]
-
-
-def as_recorded(entry: Recorded | EventRow) -> Recorded:
-    """The full view of a folded entry (a key with one row is kept as that row)."""
-    return Recorded(entry) if isinstance(entry, tuple) else entry
-
-
-def fold_rows(rows: Sequence[EventRow]) -> dict[str, Recorded | EventRow]:
-    """Rows -> per-key state, without fork markers and the ranges a divergence superseded.
-
-    A key with a single row (most keys: a step that never waited is one row) is kept as the
-    row itself; serving it then costs no object at all. Keys with more rows become `Recorded`.
-    """
-    fork = EventKind.FORK.value
-    markers = [(seq, payload) for seq, _, kind, _, _, _, _, payload, _ in rows if kind == fork]
-    if markers:
-        superseded = [
-            (start, seq)
-            for seq, payload in markers
-            if (start := orjson.loads(payload or b"{}").get("superseded_from_seq")) is not None
-        ]
-        rows = [
-            row
-            for row in rows
-            if row[2] != fork and not any(lo <= row[0] < hi for lo, hi in superseded)
-        ]
-    recorded: dict[str, Recorded | EventRow] = {}
-    get = recorded.get
-    for row in rows:
-        key = row[1]
-        entry = get(key)
-        if entry is None:
-            recorded[key] = row
-        elif isinstance(entry, tuple):
-            folded = recorded[key] = Recorded(entry)
-            folded.apply(row)
-        else:
-            entry.apply(row)
-    return recorded
 
 
 @dataclass(frozen=True)
@@ -164,6 +94,9 @@ class RunSummary:
     """Key where a divergence forked the journal (`on_divergence="fork"`)."""
     result_matches_recorded: bool | None = None
     """For a run with a recorded result: whether this sitting's result encodes identically."""
+    unfinished: tuple[str, ...] = ()
+    """Steps still in flight when the run finished (a stream never read to its end, a thread
+    still running): the run was sealed with only their `started` rows."""
 
     def __str__(self) -> str:
         if self.already_finished:
@@ -176,6 +109,8 @@ class RunSummary:
             text += f", {len(self.unconsumed)} recorded steps never reached"
         if self.forked_at:
             text += f", journal forked at step {self.forked_at}"
+        if self.unfinished:
+            text += f", {len(self.unfinished)} steps unfinished when it ended"
         return text
 
 
@@ -209,6 +144,7 @@ class Session:
         head: str = "",
         redact: Redactor | None = None,
         max_payload: int = 10 * 1024 * 1024,
+        run_finished: bool = False,
     ) -> None:
         self.run_id = run_id
         self.store = store
@@ -217,12 +153,22 @@ class Session:
         self.on_divergence = on_divergence
         self.loop = loop
         self.loop_thread = threading.get_ident()
+        self.lock = threading.RLock()
         self.frontier_hint = frontier_hint
-        self.recorded = fold_rows(rows)
+        self.run_finished = run_finished
+        """The run had finished (completed or failed) before this sitting: no crash cut it."""
+        kept, self.recorded = fold_rows(rows)
+        self.history = History(run_id, kept, loop, self.lock)
+        self.history.busy = self._busy
+        self.history.on_stuck = self.stop
+        self.history.stopping = lambda: self.stopping is not None
         self.next_seq = (rows[-1][0] + 1) if rows else 1
         self.pending: list[Event] = []
+        self.cancellations: list[Event] = []
+        """Cancelled attempts: written with the next write, dropped if the sitting stops first."""
         self.flush_scheduled = False
         self.write_error: BaseException | None = None
+        self.written_seq = self.next_seq - 1
         self.served_keys: list[Recorded | EventRow] = []
         self.served = 0
         self.executed = 0
@@ -244,61 +190,100 @@ class Session:
         self.break_at: str | None = None
         """Replay debugging: the step key at which `on_break` is called when it is served."""
         self.on_break: Callable[[FrameType, str, EventRow], None] | None = None
+        self.stopping: BaseException | None = None
+        """Why the sitting stops; from then on a step call raises it again."""
+        self.ending_normally = False
+        """The workflow returned or failed: tasks it left running are cancelled, and recorded so."""
+        self.in_flight: dict[str, bool] = {}
+        """Live attempts started and not finished: key -> whether it only waits on the workflow."""
+        self.threads_running = 0
+        self.threads_held = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        """Tasks the workflow created in this run: cancelled if still pending when it ends."""
+        self.root_task: asyncio.Task[Any] | None = None
+        """For a `journaled(...)` block: the task running it, whose cancellation from outside
+        stops the sitting."""
+        self.root_cancelling = 0
+        self.unwind_from: int | None = None
+        """The first seq appended while `root_task` was being cancelled (rows a stop supersedes)."""
 
     # -- deciding --------------------------------------------------------------------------
 
     def prepare(
         self, spec: StepSpec, key: str, args_payload: bytes, fp: str, site_depth: int
-    ) -> EventRow | LivePlan:
-        """Served (the finishing row: completed or failed) or live (a `LivePlan`)."""
-        found = self.recorded.get(key)
-        if isinstance(found, tuple):
-            # The common case on replay, kept short: one row, same call, finished.
-            if (
-                found[4] == fp
-                and found[3] == spec.name
-                and (found[5] == "completed" or found[5] == "failed")
-            ):
+    ) -> EventRow | Turn | LivePlan:
+        """Served now (the finishing row), served in its turn (a `Turn`), or live (a plan)."""
+        with self.lock:
+            if self.stopping is not None:
+                raise self.stop_signal()
+            found = self.recorded.get(key)
+            if isinstance(found, tuple):
+                # The common case on replay, kept short: one row, same call, finished.
+                if found[4] == fp and found[3] == spec.name and found[5] in _FINISHED:
+                    del self.recorded[key]
+                    self.served += 1
+                    self.served_keys.append(found)
+                    if self.break_at is not None:
+                        self._break(key, found, site_depth + 1)
+                    history = self.history
+                    pos = history.pos_of[found[0]]
+                    if pos == history.cursor and found[5] != "cancelled":
+                        history.reach(pos)
+                        return found
+                    history.asked.add(key)
+                    return Turn(found, pos)
+                found = self.recorded[key] = Recorded(found)
+            entry = found
+            if entry is not None and (entry.fingerprint != fp or entry.name != spec.name):
+                entry = self._diverged(spec, key, entry, args_payload, site_depth + 1)
+            if entry is not None and entry.finished:
                 del self.recorded[key]
                 self.served += 1
-                self.served_keys.append(found)
+                self.served_keys.append(entry)
+                last = entry.rows[-1]
                 if self.break_at is not None:
-                    self._break(key, found, site_depth + 1)
-                return found
-            found = self.recorded[key] = Recorded(found)
-        entry = found
-        if entry is not None and (entry.fingerprint != fp or entry.name != spec.name):
-            entry = self._diverged(spec, key, entry, args_payload, site_depth + 1)
-        if entry is not None and (entry.status is _COMPLETED or entry.status is _FAILED):
-            del self.recorded[key]
-            self.served += 1
-            self.served_keys.append(entry)
-            if self.break_at is not None:
-                self._break(key, entry.rows[-1], site_depth + 1)
-            return entry.rows[-1]
-        if self.mode == "replay" and not self.allow_live:
-            raise FrontierReached(
-                self.run_id,
-                key,
-                spec.name,
-                "the journal has no result for it"
-                if entry is None
-                else f"its recorded attempt {entry.attempt} never finished (a crash mid-step)",
-                self._nearest(key),
-            )
-        if self.write_error is not None:
-            self._raise_write_error()
-        if entry is None:
-            attempt = 1
-            self.executed += 1
-        else:
-            del self.recorded[key]
-            attempt = entry.attempt + 1
-            self.reexecuted += 1
+                    self._break(key, last, site_depth + 1)
+                history = self.history
+                history.ask(key, entry.rows[:-1])
+                pos = history.pos_of[last[0]]
+                if pos == history.cursor and last[5] != "cancelled":
+                    history.reach(pos)
+                    return last
+                return Turn(last, pos)
+            if self.mode == "replay" and not self.allow_live:
+                error = FrontierReached(
+                    self.run_id, key, spec.name, self._unfinished(entry), self._nearest(key)
+                )
+                self.stop(error)
+                raise error
+            if self.write_error is not None:
+                self._raise_write_error()
+            if entry is None:
+                attempt = 1
+                self.executed += 1
+            else:
+                del self.recorded[key]
+                self.history.ask(key, entry.rows)
+                attempt = entry.attempt + 1
+                self.reexecuted += 1
         site = site_of(spec, site_depth + 1)
         payload = b'{"args":' + args_payload + b',"site":' + orjson.dumps(site) + b"}"
         self.check_size(key, spec.name, "arguments", payload)
         return LivePlan(key=key, fingerprint=fp, args_payload=payload, attempt=attempt)
+
+    def _unfinished(self, entry: Recorded | None) -> str:
+        if entry is None:
+            return "the journal has no result for it"
+        if self.run_finished:
+            return (
+                f"its recorded attempt {entry.attempt} never finished: the run ended while it "
+                "was still in flight (a stream not read to its end, or a thread still "
+                "running), so the journal holds no outcome for it"
+            )
+        return (
+            f"its recorded attempt {entry.attempt} never finished: the sitting that recorded "
+            "it was interrupted mid-step (a crash, a kill or a stop)"
+        )
 
     def _break(self, key: str, row: EventRow, site_depth: int) -> None:
         if key != self.break_at or self.on_break is None:
@@ -351,6 +336,7 @@ class Session:
             action="fork" if forking else "raise",
         )
         if not forking:
+            self.stop(error)
             raise error
         self._fork(key, entry)
         return None
@@ -387,7 +373,108 @@ class Session:
                 )
             )
         self.write(events)
+        self.history.forget_from(cut)
         self.forked_at = key
+
+    # -- taking turns -----------------------------------------------------------------------
+
+    async def take_turn(self, turn: Turn) -> None:
+        """Wait until `turn`'s outcome may be handed out (async callers)."""
+        try:
+            await self.history.wait_turn(turn)
+        except asyncio.CancelledError:
+            raise
+        except NonDeterminismError as error:
+            self.stop(error)
+            raise
+
+    def take_turn_sync(self, turn: Turn) -> None:
+        """`take_turn` for sync callers: a thread waits; the loop's own thread cannot, so its
+        outcome is handed out at once."""
+        if threading.get_ident() == self.loop_thread:
+            with self.lock:
+                self.history.reach(turn.pos)
+            return
+        self.history.wait_turn_blocking(turn, self._hold_thread)
+
+    async def hold_live(self, key: str, name: str) -> None:
+        """A live outcome on resume came after everything recorded: wait until that is reached."""
+        if self.history.drained:
+            return
+        await self.history.wait_drained(key, name)
+
+    def hold_live_sync(self, key: str, name: str) -> None:
+        if self.history.drained or threading.get_ident() == self.loop_thread:
+            return
+        self.history.wait_drained_blocking(key, name, self._hold_thread)
+
+    def _hold_thread(self, delta: int) -> None:
+        self.threads_held += delta
+
+    def _busy(self) -> bool:
+        if any(not passive for passive in self.in_flight.values()):
+            return True
+        return self.threads_running > self.threads_held
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def stop(self, reason: BaseException) -> None:
+        """The sitting stops: steps called from now on raise `reason` again, nothing more is
+        journaled, and whatever waits for a turn is released with it."""
+        with self.lock:
+            if self.stopping is not None:
+                return
+            self.stopping = reason
+            self.history.fail_all(reason)
+
+    def stop_signal(self) -> BaseException:
+        """What a step called after the stop raises: the stop itself (a fresh CancelledError)."""
+        reason = self.stopping
+        if reason is None or isinstance(reason, asyncio.CancelledError):
+            return asyncio.CancelledError()
+        return reason
+
+    async def close_tasks(self, *, normally: bool) -> None:
+        """Cancel the tasks the workflow left running and wait for them to unwind.
+
+        `normally`: the workflow returned or failed, and their cancellation is recorded so
+        replay cancels them the same way. Otherwise the sitting stopped, and nothing is.
+        """
+        with self.lock:
+            if normally:
+                self.ending_normally = True
+            if self.stopping is None:
+                self.stopping = asyncio.CancelledError()
+        for _ in range(20):
+            leftovers = [task for task in self.tasks if not task.done()]
+            if not leftovers:
+                return
+            for task in leftovers:
+                task.cancel()
+            await asyncio.wait(leftovers)
+            for task in leftovers:
+                if not task.cancelled():
+                    task.exception()  # retrieved: asyncio would log it when collected
+        log.warning("run.tasks_left_running", run_id=self.run_id, count=len(self.tasks))
+
+    def supersede_unwinding(self) -> None:
+        """A `journaled(...)` block was cancelled from outside: rows appended while it unwound
+        (cleanup steps, cancelled attempts) are not part of the run. Cancellations not written
+        yet are dropped; written rows are superseded by a marker, so resume sees the run as a
+        crash at the moment the stop arrived would have left it."""
+        with self.lock:
+            start = self.unwind_from
+            self.cancellations = []
+            if start is None or self.token is None or self.written_seq < start:
+                return
+            marker = orjson.dumps({"superseded_from_seq": start, "reason": "stopped"})
+            key = f"stop@{start}"
+            event = self._event(
+                key, EventKind.FORK, "replay.stop", "", EventStatus.COMPLETED, 0, marker
+            )
+            with contextlib.suppress(ReplayError):
+                self.write([event])
+            log.info("run.unwinding_superseded", run_id=self.run_id, from_seq=start)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -406,6 +493,13 @@ class Session:
         if seq is None:
             seq = self.next_seq
             self.next_seq = seq + 1
+            root = self.root_task
+            if root is not None:
+                if root.cancelling() > self.root_cancelling:
+                    if self.unwind_from is None:
+                        self.unwind_from = seq
+                else:
+                    self.unwind_from = None
         return trusted_event(
             self.run_id,
             seq,
@@ -420,23 +514,28 @@ class Session:
             args,
         )
 
-    def start(self, spec: StepSpec, plan: LivePlan) -> None:
-        """Buffer the `started` row; it is written before the step's first wait, or with its end."""
-        plan.started = self._event(
-            plan.key,
-            spec.kind,
-            spec.name,
-            plan.fingerprint,
-            EventStatus.STARTED,
-            plan.attempt,
-            plan.args_payload,
-        )
-        self.pending.append(plan.started)
-        if threading.get_ident() != self.loop_thread:
-            self.write([])
-        elif not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush_pending)
+    def start(self, spec: StepSpec, plan: LivePlan, *, sync: bool = False) -> None:
+        """Buffer the `started` row; it is written before the step's first wait, or with its
+        end. A sync call blocks the loop, so its start is written before it runs."""
+        with self.lock:
+            if self.stopping is not None:
+                raise self.stop_signal()
+            plan.started = self._event(
+                plan.key,
+                spec.kind,
+                spec.name,
+                plan.fingerprint,
+                EventStatus.STARTED,
+                plan.attempt,
+                plan.args_payload,
+            )
+            self.pending.append(plan.started)
+            self.in_flight[plan.key] = getattr(spec, "passive", False)
+            if sync or threading.get_ident() != self.loop_thread:
+                self.write([])
+            elif not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.loop.call_soon(self._flush_pending)
 
     def finish(self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes) -> None:
         """Append the attempt's outcome (with any buffered starts) in one transaction.
@@ -444,6 +543,58 @@ class Session:
         If the attempt's own start is still buffered (it never waited), the outcome takes its
         place and its seq, carrying the arguments: one row, one commit, the same information.
         """
+        with self.lock:
+            self.in_flight.pop(plan.key, None)
+            if self.stopping is not None and not self.ending_normally:
+                raise self.stop_signal()
+            self._append_outcome(spec, plan, status, payload)
+
+    def cancelled(self, spec: StepSpec, plan: LivePlan) -> None:
+        """The workflow cancelled a live attempt: record `cancelled` with the next write (a
+        stop that cancels it records nothing; the attempt stays in flight for resume)."""
+        with self.lock:
+            self.in_flight.pop(plan.key, None)
+            if self.stopping is not None and not self.ending_normally:
+                return
+            if self.token is None:
+                return
+            started, plan.started = plan.started, None
+            if started is not None and any(event is started for event in self.pending):
+                index = next(i for i, event in enumerate(self.pending) if event is started)
+                self.pending[index] = self._event(
+                    plan.key,
+                    spec.kind,
+                    spec.name,
+                    plan.fingerprint,
+                    EventStatus.CANCELLED,
+                    plan.attempt,
+                    None,
+                    args=plan.args_payload,
+                    seq=started.seq,
+                )
+                return
+            self.cancellations.append(
+                self._event(
+                    plan.key,
+                    spec.kind,
+                    spec.name,
+                    plan.fingerprint,
+                    EventStatus.CANCELLED,
+                    plan.attempt,
+                    None,
+                    # Never started (cancelled while waiting to retry): the row says with what.
+                    args=plan.args_payload if started is None else None,
+                )
+            )
+
+    def abandoned(self, plan: LivePlan) -> None:
+        """A live attempt ended by the sitting's stop: it stays in flight in the journal."""
+        with self.lock:
+            self.in_flight.pop(plan.key, None)
+
+    def _append_outcome(
+        self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes
+    ) -> None:
         started, plan.started = plan.started, None
         if started is not None:
             for index, event in enumerate(self.pending):
@@ -470,32 +621,39 @@ class Session:
         )
 
     def _flush_pending(self) -> None:
-        self.flush_scheduled = False
-        if self.pending and self.write_error is None:
-            # A failure is kept in write_error; the next step raises it in the workflow.
-            with contextlib.suppress(ReplayError):
-                self.write([])
+        with self.lock:
+            self.flush_scheduled = False
+            if self.pending and self.write_error is None:
+                # A failure is kept in write_error; the next step raises it in the workflow.
+                with contextlib.suppress(ReplayError):
+                    self.write([])
 
     def write(self, events: list[Event]) -> None:
-        """Append buffered starts plus `events`; raise a `ReplayError` if the store refuses."""
-        if self.write_error is not None:
-            self._raise_write_error()
-        batch = self.pending + events if self.pending else events
-        if not batch:
-            return
-        if self.token is None:  # replay with allow_live: live steps are not recorded
+        """Append buffered rows plus `events`; raise a `ReplayError` if the store refuses."""
+        with self.lock:
+            if self.write_error is not None:
+                self._raise_write_error()
+            batch = self.pending + events if self.pending else events
+            if self.cancellations:
+                batch = sorted(batch + self.cancellations, key=_seq)
+            if not batch:
+                return
+            if self.token is None:  # replay with allow_live: live steps are not recorded
+                self.pending = []
+                self.cancellations = []
+                return
+            head = self.head
+            if self.chain is not None:
+                head = self.chain.stamp(head, batch)
+            try:
+                self.store.append(self.run_id, self.token, batch)
+            except Exception as exc:  # LeaseLost, or the store's own I/O errors
+                self.write_error = exc
+                self._raise_write_error()
             self.pending = []
-            return
-        head = self.head
-        if self.chain is not None:
-            head = self.chain.stamp(head, batch)
-        try:
-            self.store.append(self.run_id, self.token, batch)
-        except Exception as exc:  # LeaseLost, or the store's own I/O errors
-            self.write_error = exc
-            self._raise_write_error()
-        self.pending = []
-        self.head = head
+            self.cancellations = []
+            self.head = head
+            self.written_seq = batch[-1].seq
 
     def seal(self, status: RunStatus, result: bytes | None, error: bytes | None) -> str | None:
         """The seal over the last appended event and the run's outcome (None if unchained)."""
@@ -503,25 +661,35 @@ class Session:
             return None
         return self.chain.seal(self.next_seq - 1, self.head, status, result, error)
 
-    def flush(self) -> None:
-        """Write buffered starts now (at the end of a sitting, or before giving up the run)."""
-        if self.pending and self.write_error is None and self.token is not None:
-            self.write([])
+    def flush(self, *, cancellations: bool = True) -> None:
+        """Write buffered rows now (at the end of a sitting, or before giving up the run).
+        Without `cancellations`, cancelled attempts not written yet are dropped (a stop)."""
+        with self.lock:
+            if not cancellations:
+                self.cancellations = []
+            unwritten = self.pending or self.cancellations
+            if unwritten and self.write_error is None and self.token is not None:
+                self.write([])
 
     def _raise_write_error(self) -> None:
         exc = self.write_error
         if isinstance(exc, LeaseLost):
-            raise OwnershipLost(str(exc)) from exc
-        raise JournalWriteFailed(
-            f"Run {self.run_id!r}: the journal refused a write ({type(exc).__name__}: {exc}). "
-            "The step's result was not returned to the workflow; resume the run once the "
-            "store is writable again."
-        ) from exc
+            error: ReplayError = OwnershipLost(str(exc))
+        else:
+            error = JournalWriteFailed(
+                f"Run {self.run_id!r}: the journal refused a write ({type(exc).__name__}: "
+                f"{exc}). The step's result was not returned to the workflow; resume the run "
+                "once the store is writable again."
+            )
+        self.stop(error)
+        raise error from exc
 
-    # -- serving ---------------------------------------------------------------------------
+    # -- reporting --------------------------------------------------------------------------
 
     def summary(self, **extra: Any) -> RunSummary:
-        unconsumed = tuple(sorted(self.recorded, key=_key_order))
+        with self.lock:
+            unconsumed = tuple(sorted(self.recorded, key=_key_order))
+            unfinished = tuple(sorted(self.in_flight, key=_key_order))
         return RunSummary(
             run_id=self.run_id,
             mode=self.mode,
@@ -530,8 +698,13 @@ class Session:
             reexecuted=self.reexecuted,
             unconsumed=unconsumed,
             forked_at=self.forked_at,
+            unfinished=unfinished,
             **extra,
         )
+
+
+def _seq(event: Event) -> int:
+    return event.seq
 
 
 def _decode_started(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -543,7 +716,9 @@ def _decode_started(payload: bytes | None) -> tuple[dict[str, Any] | None, str |
 
 def _key_order(key: str) -> tuple[list[int], int]:
     path, _, counter = key.rpartition(":")
-    return [int(p) for p in path.split("/") if p.isdigit()], int(counter or 0)
+    return [int(p) for p in path.split("/") if p.isdigit()], int(
+        counter
+    ) if counter.isdigit() else 0
 
 
 def rebuild_error(payload: bytes | None) -> Exception:

@@ -22,6 +22,7 @@ from journal.stores._ownership import new_owner
 
 from ._context import TaskScope, current_scope, install_task_factory, uninstall_task_factory
 from ._errors import OwnershipLost, ReplayError, Suspended
+from ._history import engine_handles
 from ._log import get_logger
 from ._session import Mode, OnDivergence, Session
 
@@ -50,14 +51,38 @@ debug_options: contextvars.ContextVar[DebugOptions | None] = contextvars.Context
 )
 
 
-async def _heartbeat(session: Session, token: str, lease_seconds: float) -> None:
-    while True:
-        await asyncio.sleep(lease_seconds / 3)
-        expires = datetime.now(UTC) + timedelta(seconds=lease_seconds)
-        if not session.store.heartbeat(session.run_id, token, expires):
+class _Heartbeat:
+    """Renews the lease every third of it, from loop callbacks the engine owns: no task, so it
+    takes no step key, and its timer does not count as the workflow waiting on something."""
+
+    def __init__(self, session: Session, token: str, lease_seconds: float) -> None:
+        self.session = session
+        self.token = token
+        self.lease_seconds = lease_seconds
+        self.handle: asyncio.TimerHandle | None = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self.handle = self.session.loop.call_later(self.lease_seconds / 3, self._beat)
+        engine_handles.add(self.handle)
+
+    def _beat(self) -> None:
+        session = self.session
+        expires = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
+        try:
+            owned = session.store.heartbeat(session.run_id, self.token, expires)
+        except Exception as exc:  # the store is unreachable for now: try again next time
+            log.warning("run.heartbeat_failed", run_id=session.run_id, error=str(exc))
+            owned = True
+        if not owned:
             session.write_error = LeaseLost(session.run_id)
             log.warning("run.ownership_lost", run_id=session.run_id)
             return
+        self._schedule()
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
 
 
 class Sitting:
@@ -82,9 +107,15 @@ class Sitting:
         self.token: str | None = None
         self.finished = False
         self.suspend_after = DEFAULT_SUSPEND_AFTER
+        self.root_scope: TaskScope | None = None
+        """The workflow's own task scope (path `0`), once the sitting is open."""
 
     @asynccontextmanager
-    async def open(self) -> AsyncIterator[Session]:
+    async def open(self, *, enter_scope: bool = False) -> AsyncIterator[Session]:
+        """The sitting's session, the run claimed (resume) and released at the end.
+
+        `enter_scope`: the caller's own code is the workflow (`journaled`), so the run's root
+        scope is set here; `run()` gives it to the workflow's task instead (`root_scope`)."""
         store = self.journal.store
         loop = asyncio.get_running_loop()
         chain = self.journal.chain if self.run.chain is not None else None
@@ -123,6 +154,7 @@ class Sitting:
             head=head,
             redact=self.journal.redactor(),
             max_payload=self.journal.max_payload_bytes,
+            run_finished=self.run.status in (RunStatus.COMPLETED, RunStatus.FAILED),
         )
         session.suspend_after = self.suspend_after
         debugging = debug_options.get()
@@ -141,16 +173,15 @@ class Sitting:
         )
         heartbeat = None
         if self.token is not None:
-            # An empty context: the heartbeat must not take a child slot of any run's task.
-            heartbeat = loop.create_task(
-                _heartbeat(session, self.token, self.lease_seconds), context=contextvars.Context()
-            )
+            heartbeat = _Heartbeat(session, self.token, self.lease_seconds)
         install_task_factory(loop)
-        scope_token = current_scope.set(TaskScope(session, "0"))
+        self.root_scope = TaskScope(session, "0")
+        scope_token = current_scope.set(self.root_scope) if enter_scope else None
         try:
             yield session
         finally:
-            current_scope.reset(scope_token)
+            if scope_token is not None:
+                current_scope.reset(scope_token)
             uninstall_task_factory(loop)
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -189,6 +220,16 @@ class Sitting:
         if self.token is None:
             return
         session.flush()
+        unfinished = session.summary().unfinished
+        if unfinished:
+            # Sealed with only their starts: say so, a replay will stop at them.
+            log.warning(
+                "run.finished_with_steps_in_flight",
+                run_id=self.run_id,
+                status=status.value,
+                keys=list(unfinished[:20]),
+                count=len(unfinished),
+            )
         seal = session.seal(status, result, error)
         try:
             self.journal.store.finish(

@@ -28,7 +28,8 @@ from journal._codec import fingerprinter
 from journal._events import EventRow
 
 from ._context import TaskScope, current_scope, live_step_key
-from ._errors import NotJournalable, StepFailed
+from ._errors import NotJournalable, ReplayError, StepFailed
+from ._history import Turn
 from ._session import LivePlan, Session, rebuild_error
 
 P = ParamSpec("P")
@@ -62,6 +63,9 @@ class StepSpec:
 
     called_from_library = False
     """The call site is the decorated call's caller (integrations say otherwise)."""
+    passive = False
+    """The live body only waits for the workflow's own tasks (`as_completed`): while it is in
+    flight the run is not busy with outside work."""
 
     def __init__(
         self, fn: Callable[..., Any], name: str, kind: EventKind, retry: RetryPolicy
@@ -99,10 +103,9 @@ class StepSpec:
 
 def _prepare(
     spec: StepSpec, scope: TaskScope, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Session, EventRow | LivePlan]:
+) -> tuple[Session, EventRow | Turn | LivePlan]:
     session = scope.session
-    scope.steps += 1
-    key = f"{scope.path}:{scope.steps}"  # TaskScope.next_key, inlined: this is the hot path
+    key = scope.next_key()
     bound = spec.bind(args, kwargs)
     args_payload = canonical_json(bound)
     if session.redact is not None:
@@ -118,6 +121,8 @@ def _serve(spec: StepSpec, session: Session, row: EventRow) -> Any:
             return spec.codec.decode(row[7] or b"null", what="recorded result")
         except ValueNotJournalable as exc:
             raise NotJournalable(session.run_id, row[1], spec.name, str(exc)) from exc
+    if row[5] == "cancelled":
+        raise asyncio.CancelledError
     raise rebuild_error(row[7])
 
 
@@ -200,15 +205,31 @@ async def _run_live(
             value = await spec.fn(*args, **kwargs)
         except Exception as exc:
             failed: Exception | None = exc
+        except asyncio.CancelledError:
+            session.cancelled(spec, plan)
+            raise
+        except BaseException as exc:
+            step_stopped(session, plan, exc)
+            raise
         else:
             failed = None
         finally:
             _leave(tokens)
         if failed is None:
-            return _record_value(spec, session, plan, value)
-        delay = _after_failure(spec, session, plan, failed)
-        await asyncio.sleep(delay or 0.0)
+            value = _record_value(spec, session, plan, value)
+            await session.hold_live(plan.key, spec.name)
+            return value
+        try:
+            delay = _after_failure(spec, session, plan, failed)
+        except Exception:
+            await session.hold_live(plan.key, spec.name)
+            raise
         plan = _next_plan(plan)
+        try:
+            await asyncio.sleep(delay or 0.0)
+        except asyncio.CancelledError:
+            session.cancelled(spec, plan)  # cancelled while waiting to retry: that attempt's end
+            raise
 
 
 def _run_live_sync(
@@ -219,21 +240,52 @@ def _run_live_sync(
     kwargs: dict[str, Any],
 ) -> Any:
     while True:
-        session.start(spec, plan)
+        session.start(spec, plan, sync=True)
         tokens = _enter(session, plan)
         try:
             value = spec.fn(*args, **kwargs)
         except Exception as exc:
             failed: Exception | None = exc
+        except BaseException as exc:
+            step_stopped(session, plan, exc)
+            raise
         else:
             failed = None
         finally:
             _leave(tokens)
         if failed is None:
-            return _record_value(spec, session, plan, value)
-        delay = _after_failure(spec, session, plan, failed)
+            value = _record_value(spec, session, plan, value)
+            session.hold_live_sync(plan.key, spec.name)
+            return value
+        try:
+            delay = _after_failure(spec, session, plan, failed)
+        except Exception:
+            session.hold_live_sync(plan.key, spec.name)
+            raise
         time.sleep(delay or 0.0)
         plan = _next_plan(plan)
+
+
+def step_stopped(session: Session, plan: LivePlan, exc: BaseException) -> None:
+    """A step body raised past `Exception` (Ctrl+C, SystemExit, an engine signal from a nested
+    run or a signal wait): the sitting stops, and the attempt stays in flight for resume."""
+    session.abandoned(plan)
+    if not isinstance(exc, StepFailed) and isinstance(
+        exc, ReplayError | KeyboardInterrupt | SystemExit
+    ):
+        session.stop(exc)
+
+
+async def _serve_in_turn(spec: StepSpec, session: Session, turn: Turn) -> Any:
+    await session.take_turn(turn)
+    return _serve(spec, session, turn.row)
+
+
+def _serve_sync(spec: StepSpec, session: Session, decision: EventRow | Turn) -> Any:
+    if isinstance(decision, Turn):
+        session.take_turn_sync(decision)
+        decision = decision.row
+    return _serve(spec, session, decision)
 
 
 def _decorate(
@@ -254,9 +306,11 @@ def _decorate(
             if scope is None:
                 return await fn(*args, **kwargs)  # type: ignore[misc]
             session, decision = _prepare(spec, scope, args, kwargs)
-            if isinstance(decision, tuple):
-                return _serve(spec, session, decision)  # served: no further coroutine
-            return await _run_live(spec, session, decision, args, kwargs)
+            if type(decision) is tuple:
+                return _serve(spec, session, decision)  # served now: no further coroutine
+            if type(decision) is Turn:
+                return await _serve_in_turn(spec, session, decision)
+            return await _run_live(spec, session, decision, args, kwargs)  # type: ignore[arg-type]
 
         async_wrapper.__replay_step__ = spec  # type: ignore[attr-defined]
         return async_wrapper  # type: ignore[return-value]
@@ -267,9 +321,9 @@ def _decorate(
         if scope is None:
             return fn(*args, **kwargs)
         session, decision = _prepare(spec, scope, args, kwargs)
-        if isinstance(decision, tuple):
-            return _serve(spec, session, decision)
-        return _run_live_sync(spec, session, decision, args, kwargs)
+        if isinstance(decision, LivePlan):
+            return _run_live_sync(spec, session, decision, args, kwargs)
+        return _serve_sync(spec, session, decision)
 
     sync_wrapper.__replay_step__ = spec  # type: ignore[attr-defined]
     return sync_wrapper

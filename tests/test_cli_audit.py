@@ -132,7 +132,7 @@ def test_export_then_verify_file_and_tampering_exit_codes(db: Path, tmp_path: Pa
     and name the run, seq and field."""
     export = tmp_path / "all.jsonl"
     code, output = invoke("export", "--all", "-o", str(export), "--db", str(db))
-    assert code == 0 and "exported 8 events of all runs to" in output
+    assert code == 0 and "exported 12 events of all runs to" in output
     code, output = invoke("verify", "--file", str(export))
     assert code == 0, output
     assert "p1" in output and "intact" in output and "sealed" in output
@@ -143,13 +143,13 @@ def test_export_then_verify_file_and_tampering_exit_codes(db: Path, tmp_path: Pa
     conn.execute("DROP TRIGGER events_are_append_only_update")
     conn.execute(
         "UPDATE events SET payload = CAST('\"did nothing\"' AS BLOB)"
-        " WHERE run_id = 'p2' AND seq = 3"
+        " WHERE run_id = 'p2' AND seq = 4"
     )
     conn.commit()
     conn.close()
     code, output = invoke("verify", "--db", str(db))
     assert code == 3
-    assert "p2" in output and "broken" in output and "seq 3 · hash" in output
+    assert "p2" in output and "broken" in output and "seq 4 · hash" in output
     code, output = invoke("verify", "p1", "--db", str(db))
     assert code == 0
     code, output = invoke("verify", "--file", str(export))

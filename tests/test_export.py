@@ -60,7 +60,7 @@ def test_jsonl_export_verifies_offline_and_round_trips_every_event(tmp_path: Pat
     assert [r["run_id"] for r in lines if r["type"] == "run"] == ["dogs", "cats"]
     stored = {e.hash: e for run_id in ("cats", "dogs") for e in journal.events(run_id)}
     rebuilt = [event_from_record(r) for r in lines if r["type"] == "event"]
-    assert len(rebuilt) == len(stored) == 6
+    assert len(rebuilt) == len(stored) == 8  # the sync step writes its start first
     assert all(stored[e.hash] == e for e in rebuilt)
     journal.close()
     (tmp_path / "j.db").unlink()
@@ -100,7 +100,7 @@ def test_json_export_is_one_document_that_verifies(tmp_path: Path) -> None:
     document = exported(journal, "json")
     journal.close()
     parsed = orjson.loads(document)
-    assert [len(run["events"]) for run in parsed["runs"]] == [3, 3]
+    assert [len(run["events"]) for run in parsed["runs"]] == [4, 4]
     path = tmp_path / "runs.json"
     path.write_text(document)
     assert all(v.sealed for v in Journal("memory://").verify_export(path))
@@ -110,7 +110,7 @@ def test_csv_export_has_one_row_per_event(tmp_path: Path) -> None:
     """CSV is for spreadsheets: a header, then one row per event with its hash."""
     with recorded(tmp_path / "j.db", "cats") as journal:
         rows = list(csv.DictReader(io.StringIO(exported(journal, "csv"))))
-        assert [int(r["seq"]) for r in rows] == [1, 2, 3]
+        assert [int(r["seq"]) for r in rows] == [1, 2, 3, 4]
         assert rows[0]["kind"] == "llm" and rows[2]["hash"] == journal.events("cats")[2].hash
 
 
@@ -118,7 +118,7 @@ def test_html_export_is_one_runs_timeline(tmp_path: Path) -> None:
     """HTML exports one run, with its verification in the header; several runs are refused."""
     with recorded(tmp_path / "j.db", "cats", "dogs") as journal:
         page = exported(journal, "html", ["cats"])
-        assert page.startswith("<!DOCTYPE html>") and "intact (3 events, sealed)" in page
+        assert page.startswith("<!DOCTYPE html>") and "intact (4 events, sealed)" in page
         with pytest.raises(ValueError, match="one run's timeline"):
             exported(journal, "html")
 
@@ -203,8 +203,8 @@ def test_gc_removes_old_finished_runs_and_keeps_the_rest(tmp_path: Path) -> None
     conn = sqlite3.connect(tmp_path / "j.db")
     logged = conn.execute("SELECT run_id, status, events FROM retention_log").fetchall()
     assert sorted(logged) == [
-        ("r1", "completed", 3),
-        ("r2", "completed", 3),
+        ("r1", "completed", 4),
+        ("r2", "completed", 4),
         ("unfinished", "running", 0),
     ]
     conn.close()

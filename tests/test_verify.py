@@ -24,12 +24,12 @@ async def ask(prompt: str) -> str:
 
 
 @replay.step(kind="tool")
-def search(query: str) -> list[str]:
-    return [f"{query}-1", f"{query}-2"]
+async def search(query: str) -> list[str]:
+    return [f"{query}-1", f"{query}-2"]  # never waits: one row, as the seqs below assume
 
 
 async def agent(topic: str) -> str:
-    found = search(topic)
+    found = await search(topic)
     answer = await ask(f"summarise {found}")
     return answer.upper()
 
@@ -67,7 +67,7 @@ def test_a_run_in_progress_verifies_without_a_seal(db_path: Path) -> None:
     """An interrupted run's events verify; it has no seal until it finishes."""
 
     async def crashes() -> None:
-        search("dogs")
+        await search("dogs")
         raise KeyboardInterrupt
 
     journal = Journal(db_path)
@@ -188,7 +188,7 @@ def test_hmac_runs_need_their_key(db_path: Path) -> None:
     assert "JOURNAL_HMAC_KEY is not set" in verdict.note
 
     async def interrupted() -> None:
-        search("x")
+        await search("x")
         raise KeyboardInterrupt
 
     signed = Journal(db_path, hmac_key="secret-one")

@@ -136,7 +136,8 @@
     b.dataset.key = a.key;
     b.dataset.seq = r[F.seq];
     b.dataset.i = a.index;
-    const mark = a.status === "failed" ? "\u2715 " : a.status === "retrying" ? "\u21bb " : "";
+    const mark = a.status === "failed" ? "\u2715 " : a.status === "retrying" ? "\u21bb "
+      : a.status === "cancelled" ? "\u2298 " : "";
     b.dataset.label = mark + r[F.name] + (r[F.attempt] > 1 ? ` #${r[F.attempt]}` : "");
     b.title = `${r[F.name]} (${a.key}) ${statusText(a)}, ${fmt(a.end - a.start)}`;
     bars[a.index] = b;
@@ -162,6 +163,7 @@
   $("summary").textContent =
     `${attempts.length} attempts of ${byKey.size} steps in ${lanes.size} tasks \u00b7 ` +
     `${count("failed")} failed \u00b7 ${count("retrying")} retried \u00b7 ` +
+    (count("cancelled") ? `${count("cancelled")} cancelled \u00b7 ` : "") +
     `${count("open")} without outcome` + (forks.length ? ` \u00b7 ${forks.length} fork(s)` : "");
 
   // -- zoom and the time axis (ticks drawn for the visible window only) -------------------------

@@ -20,6 +20,7 @@ bytes, and served from the journal on resume and replay. Outside a run, requests
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib
 import time
@@ -33,6 +34,8 @@ from journal import EventKind, EventStatus, RecordedError, canonical_json, finge
 from journal._events import EventRow
 
 from .._context import TaskScope, current_scope
+from .._errors import ReplayError
+from .._history import Turn
 from .._session import LivePlan, Session
 from ._llm import llm_metadata
 from ._tee import async_tee, sync_tee
@@ -179,7 +182,7 @@ def _served_response(request: Any, payload: bytes | None) -> Any:
 class Call:
     """One request inside a run: its key, and either a served row or a live plan."""
 
-    __slots__ = ("plan", "scope", "served", "session", "started_at", "step")
+    __slots__ = ("plan", "scope", "served", "session", "started_at", "step", "turn")
 
     def __init__(self, request: Any, scope: TaskScope) -> None:
         self.scope = scope
@@ -191,6 +194,8 @@ class Call:
         fp = fingerprint(step.name, matched)
         retries = scope.retries or {}
         self.served: EventRow | None = None
+        self.turn: Turn | None = None
+        """Set when the served response must wait for its recorded turn."""
         self.plan: LivePlan | None = None
         self.started_at = time.perf_counter()
         again = retries.get(fp)
@@ -203,6 +208,9 @@ class Call:
             return
         key = scope.next_key()
         decision = session.prepare(step, key, arguments, fp, 3)  # type: ignore[arg-type]
+        if isinstance(decision, Turn):
+            self.turn = decision
+            decision = decision.row
         if isinstance(decision, tuple):
             self.served = decision
             if decision[5] != "completed":
@@ -215,9 +223,30 @@ class Call:
             self.scope.retries = {}
         self.scope.retries[fp] = (key, state)
 
-    def start(self) -> None:
+    def start(self, *, sync: bool = False) -> None:
         assert self.plan is not None
-        self.session.start(self.step, self.plan)  # type: ignore[arg-type]
+        self.session.start(self.step, self.plan, sync=sync)  # type: ignore[arg-type]
+
+    def cancelled(self) -> None:
+        """The workflow cancelled the request while it was in flight."""
+        assert self.plan is not None
+        self.session.cancelled(self.step, self.plan)  # type: ignore[arg-type]
+
+    def stopped(self, exc: BaseException) -> None:
+        """The request ended by Ctrl+C or an engine signal: it stays in flight for resume."""
+        assert self.plan is not None
+        self.session.abandoned(self.plan)
+        if isinstance(exc, ReplayError | KeyboardInterrupt | SystemExit):
+            self.session.stop(exc)
+
+    async def hold(self) -> None:
+        """A live response on resume waits until the recorded history has been handed out."""
+        assert self.plan is not None
+        await self.session.hold_live(self.plan.key, self.step.name)
+
+    def hold_sync(self) -> None:
+        assert self.plan is not None
+        self.session.hold_live_sync(self.plan.key, self.step.name)
 
     def completed(self, status: int, headers: Any, raw: bytes) -> None:
         """Record the response: a result, or a retryable attempt never to be served."""
@@ -242,6 +271,16 @@ class Call:
         payload = RecordedError.from_exception(exc).encode()
         self.session.finish(self.step, plan, EventStatus.FAILED, payload)  # type: ignore[arg-type]
         self._remember(plan.fingerprint, plan.key, plan)
+
+    async def serve_in_turn(self, request: Any) -> Any:
+        if self.turn is not None:
+            await self.session.take_turn(self.turn)
+        return self.serve(request)
+
+    def serve_sync(self, request: Any) -> Any:
+        if self.turn is not None:
+            self.session.take_turn_sync(self.turn)
+        return self.serve(request)
 
     def serve(self, request: Any) -> Any:
         assert self.served is not None
@@ -290,13 +329,19 @@ class AsyncJournalTransport:
         await request.aread()  # a multipart body arrives as a stream
         call = Call(request, scope)
         if call.served is not None:
-            return call.serve(request)
+            return await call.serve_in_turn(request)
         call.start()
         outside = current_scope.set(None)  # tasks the HTTP stack starts belong to this call
         try:
             response = await self.inner.handle_async_request(request)
         except Exception as exc:
             call.failed(exc)
+            raise
+        except asyncio.CancelledError:
+            call.cancelled()
+            raise
+        except BaseException as exc:
+            call.stopped(exc)
             raise
         finally:
             current_scope.reset(outside)
@@ -308,9 +353,14 @@ class AsyncJournalTransport:
         try:
             raw = b"".join([chunk async for chunk in response.stream])
             await response.aclose()
+        except asyncio.CancelledError:
+            call.cancelled()
+            raise
         finally:
             current_scope.reset(outside)
         call.completed(response.status_code, response.headers, raw)
+        if response.status_code not in RETRYABLE_STATUS:
+            await call.hold()
         return _rebuilt(request, response, content=raw)
 
     async def aclose(self) -> None:
@@ -337,13 +387,16 @@ class JournalTransport:
         request.read()
         call = Call(request, scope)
         if call.served is not None:
-            return call.serve(request)
-        call.start()
+            return call.serve_sync(request)
+        call.start(sync=True)  # the loop may be blocked by this call: write the start now
         outside = current_scope.set(None)
         try:
             response = self.inner.handle_request(request)
         except Exception as exc:
             call.failed(exc)
+            raise
+        except BaseException as exc:
+            call.stopped(exc)
             raise
         finally:
             current_scope.reset(outside)
@@ -352,6 +405,8 @@ class JournalTransport:
         raw = b"".join(response.stream)
         response.close()
         call.completed(response.status_code, response.headers, raw)
+        if response.status_code not in RETRYABLE_STATUS:
+            call.hold_sync()
         return _rebuilt(request, response, content=raw)
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ calls); the backend here makes each unit one journal step. Design choices, and w
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import weakref
 from collections import Counter
@@ -59,8 +60,9 @@ from journal import EventKind, EventStatus, RecordedError, canonical_json, finge
 
 from .._context import TaskScope, current_scope, live_step_key
 from .._errors import NotJournalable
+from .._history import Turn
 from .._session import LivePlan, Session, rebuild_error
-from .._steps import as_replayed_error
+from .._steps import as_replayed_error, step_stopped
 from ._llm import usage_summary
 
 if TYPE_CHECKING:
@@ -204,6 +206,9 @@ class _JournalBackend(CallableOperationBackend[None]):
         if session.redact is not None:
             arguments = session.redact(arguments)
         decision = session.prepare(step, key, arguments, fingerprint(name, arguments), _NO_SITE)
+        if isinstance(decision, Turn):
+            await session.take_turn(decision)  # handed out in the order the run received it
+            decision = decision.row
         if isinstance(decision, tuple):
             record_durable_unit(executed=False)
             if decision[5] == "completed":
@@ -224,10 +229,17 @@ async def _run_live(
         raise _not_journalable(session, plan, step, exc) from exc.__cause__
     except Exception as exc:
         _finish(session, step, plan, EventStatus.FAILED, RecordedError.from_exception(exc).encode())
+        await session.hold_live(plan.key, step.name)
         failure = as_replayed_error(exc)  # what replay will raise: the same type, or StepFailed
         if failure is exc:
             raise
         raise failure from exc
+    except asyncio.CancelledError:
+        session.cancelled(step, plan)
+        raise
+    except BaseException as exc:
+        step_stopped(session, plan, exc)
+        raise
     finally:
         current_scope.reset(tokens[0])
         live_step_key.reset(tokens[1])
@@ -236,7 +248,9 @@ async def _run_live(
     except TypeError as exc:  # JSON_CODEC made JSON values, but orjson stops at 64-bit ints
         raise _not_journalable(session, plan, step, exc) from exc
     # Live sees what replay will serve: the stored (possibly redacted) bytes, decoded.
-    return _recorded(step, _finish(session, step, plan, EventStatus.COMPLETED, payload))
+    stored = _finish(session, step, plan, EventStatus.COMPLETED, payload)
+    await session.hold_live(plan.key, step.name)
+    return _recorded(step, stored)
 
 
 def _with_usage(response: object) -> object:

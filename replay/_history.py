@@ -1,0 +1,490 @@
+"""What the journal holds for a run, and in which order it is handed back to the workflow.
+
+The journal is an ordered history, not a lookup table (DESIGN.md, "Replay of concurrent,
+cancelled and threaded code"). Live, the workflow asked for steps and received their outcomes in
+some order, and each row's `seq` is its place in that order. On resume and replay:
+
+* a step is *asked* when the code calls it: its `started` and `retrying` rows are reached then;
+* a served outcome (completed, failed) is *handed out* only once every row recorded before it
+  has been reached; until then the asking task waits (a thread blocks);
+* a `cancelled` outcome is never handed out: the step stays pending until whatever cancelled it
+  live cancels it again;
+* a live outcome on resume happened after everything recorded, so it is held until the whole
+  recorded history has been reached.
+
+When a held step can never get its turn (the code does not ask for what was recorded next, or
+does not cancel what was cancelled live) and the loop has nothing left to run, every held party
+gets a `NonDeterminismError` naming what was expected next: never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from journal import EventKind, EventStatus
+from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow
+
+from ._errors import CallDescription, NonDeterminismError
+
+_FINISHED = frozenset({"completed", "failed", "cancelled"})
+IDLE_SECONDS = 0.5
+"""How long the loop must have nothing to do, with a party held, before replay gives up."""
+_TICK = 0.02
+_NO_PROGRESS_SECONDS = 60.0
+"""On event loops whose internals cannot be read (uvloop): give up after this long unchanged."""
+
+engine_handles: weakref.WeakSet[asyncio.TimerHandle] = weakref.WeakSet()
+"""Timers the engine itself keeps (heartbeats, these checks): they do not make a loop busy."""
+
+
+class Recorded:
+    """What the journal holds for one step key, folded from its rows."""
+
+    __slots__ = (
+        "args_payload",
+        "attempt",
+        "fingerprint",
+        "first_seq",
+        "key",
+        "kind",
+        "name",
+        "payload",
+        "rows",
+        "status",
+    )
+
+    def __init__(self, first: EventRow) -> None:
+        self.first_seq, self.key, kind, self.name, self.fingerprint = first[:5]
+        self.kind = KIND_BY_VALUE[kind]
+        self.args_payload: bytes | None = None
+        self.payload: bytes | None = None
+        self.rows: list[EventRow] = []
+        """The key's rows, in order."""
+        self.apply(first)
+
+    def apply(self, row: EventRow) -> None:
+        """Fold the key's next row in: the latest status and attempt, arguments and value."""
+        self.rows.append(row)
+        self.status = STATUS_BY_VALUE[row[5]]
+        self.attempt = row[6]
+        if self.status is EventStatus.STARTED:
+            self.args_payload = row[7]
+        else:
+            self.payload = row[7]
+            if row[8] is not None:
+                self.args_payload = row[8]
+
+    @property
+    def finished(self) -> bool:
+        return self.status.value in _FINISHED
+
+
+def as_recorded(entry: Recorded | EventRow) -> Recorded:
+    """The full view of a folded entry (a key with one row is kept as that row)."""
+    return Recorded(entry) if isinstance(entry, tuple) else entry
+
+
+def fold_rows(
+    rows: Sequence[EventRow],
+) -> tuple[Sequence[EventRow], dict[str, Recorded | EventRow]]:
+    """Rows -> (the rows that count, per-key state): without fork markers and the ranges a
+    divergence or a stop superseded.
+
+    A key with a single row (most keys: a step that never waited is one row) is kept as the
+    row itself; serving it then costs no object at all. Keys with more rows become `Recorded`.
+    """
+    fork = EventKind.FORK.value
+    markers = [(seq, payload) for seq, _, kind, _, _, _, _, payload, _ in rows if kind == fork]
+    if markers:
+        superseded = [
+            (start, seq)
+            for seq, payload in markers
+            if (start := orjson.loads(payload or b"{}").get("superseded_from_seq")) is not None
+        ]
+        rows = [
+            row
+            for row in rows
+            if row[2] != fork and not any(lo <= row[0] < hi for lo, hi in superseded)
+        ]
+    recorded: dict[str, Recorded | EventRow] = {}
+    get = recorded.get
+    for row in rows:
+        key = row[1]
+        entry = get(key)
+        if entry is None:
+            recorded[key] = row
+        elif isinstance(entry, tuple):
+            folded = recorded[key] = Recorded(entry)
+            folded.apply(row)
+        else:
+            entry.apply(row)
+    return rows, recorded
+
+
+class Turn:
+    """A served outcome that must wait for its turn: the row and its place in the history."""
+
+    __slots__ = ("pos", "row")
+
+    def __init__(self, row: EventRow, pos: int) -> None:
+        self.row = row
+        self.pos = pos
+
+
+class _Held:
+    """One party waiting for its turn: a task (a future) or a thread (an event)."""
+
+    __slots__ = ("error", "event", "future", "key", "name")
+
+    def __init__(
+        self,
+        key: str,
+        name: str,
+        future: asyncio.Future[None] | None = None,
+        event: threading.Event | None = None,
+    ) -> None:
+        self.key = key
+        self.name = name
+        self.future = future
+        self.event = event
+        self.error: BaseException | None = None
+
+    def release(self, loop: asyncio.AbstractEventLoop, on_loop: bool) -> None:
+        if self.event is not None:
+            self.event.set()
+        elif self.future is not None:
+            if on_loop:
+                _settle(self.future, None)
+            else:
+                loop.call_soon_threadsafe(_settle, self.future, None)
+
+    def fail(self, loop: asyncio.AbstractEventLoop, error: BaseException, on_loop: bool) -> None:
+        self.error = error
+        if self.event is not None:
+            self.event.set()
+        elif self.future is not None:
+            if on_loop:
+                _settle(self.future, error)
+            else:
+                loop.call_soon_threadsafe(_settle, self.future, error)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    elif isinstance(error, asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(error)
+
+
+class History:
+    """The recorded rows of a run in order, and how far the re-run code has reached them.
+
+    Every method expects the session's lock to be held by the caller, except the waits, which
+    take it themselves (a wait must not hold it while it sleeps).
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        rows: Sequence[EventRow],
+        loop: asyncio.AbstractEventLoop,
+        lock: threading.RLock,
+    ) -> None:
+        self.run_id = run_id
+        self.rows = rows
+        self.size = len(rows)
+        self.pos_of = {row[0]: index for index, row in enumerate(rows)}
+        self.reached = bytearray(self.size)
+        self.cursor = 0
+        """The first row not reached yet: every row before it has been."""
+        self.loop = loop
+        self.loop_thread = threading.get_ident()
+        self.lock = lock
+        self.held: dict[int, list[_Held]] = {}
+        """Parties waiting, by the position whose turn they wait for (`size`: the end)."""
+        self.timers: dict[int, Callable[[], None]] = {}
+        """Callbacks to run when a position's turn comes (a timeout that expired there)."""
+        self.asked: set[str] = set()
+        self.busy: Callable[[], bool] = lambda: False
+        """Whether live work of this run is in flight (a step, a thread): then nobody is stuck."""
+        self.on_stuck: Callable[[BaseException], None] = lambda error: None
+        self.stopping: Callable[[], bool] = lambda: False
+        """Whether the sitting stops: a held step cancelled then is not a divergence."""
+        self._watch: asyncio.TimerHandle | None = None
+        self._progress = (-1, -1)
+        self._quiet_since = 0.0
+        self._reaches = 0
+
+    # -- reaching ---------------------------------------------------------------------------
+
+    @property
+    def drained(self) -> bool:
+        """Every recorded row has been reached: what happens now is new."""
+        return self.cursor >= self.size
+
+    def ask(self, key: str, rows: Sequence[EventRow]) -> None:
+        """The code called the step `key`: `rows` (its rows before any outcome) are reached."""
+        self.asked.add(key)
+        pos_of = self.pos_of
+        for row in rows:
+            pos = pos_of.get(row[0])
+            if pos is not None:
+                self.reach(pos)
+
+    def place(self, row: EventRow) -> int:
+        return self.pos_of[row[0]]
+
+    def reach(self, pos: int) -> None:
+        """Row `pos` happened again; move the cursor and give the next party its turn."""
+        reached = self.reached
+        if reached[pos]:
+            return
+        reached[pos] = 1
+        self._reaches += 1
+        if pos != self.cursor:
+            return
+        size = self.size
+        cursor = pos + 1
+        while cursor < size and reached[cursor]:
+            cursor += 1
+        self.cursor = cursor
+        if self.held or self.timers:
+            self._release(cursor)
+
+    def forget_from(self, seq: int) -> None:
+        """Rows from `seq` on were superseded (a fork): nothing waits for them any more."""
+        for pos, row in enumerate(self.rows):
+            if row[0] >= seq:
+                self.reach(pos)
+
+    def _release(self, cursor: int) -> None:
+        timer = self.timers.pop(cursor, None)
+        if timer is not None:
+            timer()  # reaches `cursor` itself, which releases what comes after
+            return
+        on_loop = threading.get_ident() == self.loop_thread
+        if cursor < self.size and self.rows[cursor][5] == "cancelled":
+            return  # it waits to be cancelled, not for a turn
+        for party in self.held.pop(cursor, ()):
+            party.release(self.loop, on_loop)
+
+    def at_turn(self, pos: int, callback: Callable[[], None]) -> None:
+        """Call `callback` when row `pos` gets its turn (now, if it has it); it must reach it."""
+        if pos == self.cursor:
+            callback()
+        else:
+            self.timers[pos] = callback
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    async def wait_turn(self, turn: Turn) -> None:
+        """Return once `turn` may be handed out (its position reached), in this task.
+
+        A recorded cancellation returns only by raising CancelledError, when the code cancels
+        the step again. Raises `NonDeterminismError` if the turn can never come.
+        """
+        row, pos = turn.row, turn.pos
+        cancelled = row[5] == "cancelled"
+        with self.lock:
+            if pos == self.cursor and not cancelled:
+                self.reach(pos)
+                return
+            party = _Held(row[1], row[3], future=self.loop.create_future())
+            self.held.setdefault(pos, []).append(party)
+            self._watch_soon()
+        try:
+            await party.future  # type: ignore[misc]
+        except asyncio.CancelledError:
+            with self.lock:
+                self._drop(pos, party)
+                if cancelled:
+                    self.reach(pos)  # cancelled again, as it was live
+                    raise
+                if self.stopping():
+                    raise
+            raise self._cancelled_now(row) from None
+        with self.lock:
+            self.reach(pos)
+
+    def wait_turn_blocking(self, turn: Turn, on_hold: Callable[[int], None]) -> None:
+        """`wait_turn` for a thread: block until the turn comes. `on_hold(+1/-1)` counts the
+        threads parked here, so a parked thread does not make the run look busy."""
+        row, pos = turn.row, turn.pos
+        with self.lock:
+            if pos == self.cursor:
+                self.reach(pos)
+                return
+            party = _Held(row[1], row[3], event=threading.Event())
+            self.held.setdefault(pos, []).append(party)
+            on_hold(1)
+            self.loop.call_soon_threadsafe(self._watch_soon_locked)
+        assert party.event is not None
+        party.event.wait()
+        with self.lock:
+            on_hold(-1)
+            if party.error is not None:
+                raise party.error
+            self.reach(pos)
+
+    async def wait_drained(self, key: str, name: str) -> None:
+        """Hold a live outcome until every recorded row has been reached (resume)."""
+        with self.lock:
+            if self.cursor >= self.size:
+                return
+            party = _Held(key, name, future=self.loop.create_future())
+            self.held.setdefault(self.size, []).append(party)
+            self._watch_soon()
+        try:
+            await party.future  # type: ignore[misc]
+        except asyncio.CancelledError:
+            with self.lock:
+                self._drop(self.size, party)
+            raise
+
+    def wait_drained_blocking(self, key: str, name: str, on_hold: Callable[[int], None]) -> None:
+        with self.lock:
+            if self.cursor >= self.size:
+                return
+            party = _Held(key, name, event=threading.Event())
+            self.held.setdefault(self.size, []).append(party)
+            on_hold(1)
+            self.loop.call_soon_threadsafe(self._watch_soon_locked)
+        assert party.event is not None
+        party.event.wait()
+        with self.lock:
+            on_hold(-1)
+            if party.error is not None:
+                raise party.error
+
+    def _drop(self, pos: int, party: _Held) -> None:
+        parties = self.held.get(pos)
+        if parties and party in parties:
+            parties.remove(party)
+            if not parties:
+                del self.held[pos]
+
+    def fail_all(self, error: BaseException) -> None:
+        """Every held party raises `error` (the sitting stops)."""
+        held, self.held = self.held, {}
+        self.timers.clear()
+        on_loop = threading.get_ident() == self.loop_thread
+        for parties in held.values():
+            for party in parties:
+                party.fail(self.loop, error, on_loop)
+
+    # -- noticing that nothing can move -----------------------------------------------------
+
+    def _watch_soon_locked(self) -> None:
+        with self.lock:
+            self._watch_soon()
+
+    def _watch_soon(self) -> None:
+        if self._watch is None:
+            self._quiet_since = self.loop.time()
+            self._progress = (-1, -1)
+            self._watch = self.loop.call_later(_TICK, self._check)
+            engine_handles.add(self._watch)
+
+    def _check(self) -> None:
+        self._watch = None
+        with self.lock:
+            if not self.held:
+                return
+            now = self.loop.time()
+            progress = (self.cursor, self._reaches)
+            idle = _loop_idle(self.loop)
+            if progress != self._progress or idle is False or self.busy():
+                self._progress = progress
+                self._quiet_since = now
+            elif now - self._quiet_since >= (IDLE_SECONDS if idle else _NO_PROGRESS_SECONDS):
+                error = self.stuck_error()
+                self.on_stuck(error)
+                self.fail_all(error)
+                return
+            self._watch = self.loop.call_later(_TICK, self._check)
+            engine_handles.add(self._watch)
+
+    def stuck_error(self) -> NonDeterminismError:
+        """What the code failed to do: the row the recorded run had next, and who waits."""
+        waiting = sorted(
+            f"{party.key} ({party.name})" for parties in self.held.values() for party in parties
+        )
+        held = ", ".join(waiting[:5]) + (
+            f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+        )
+        if self.cursor >= self.size:
+            row = self.rows[-1] if self.rows else None
+        else:
+            row = self.rows[self.cursor]
+        if row is None:  # pragma: no cover - held parties imply recorded rows
+            return NonDeterminismError.out_of_order(self.run_id, "?", None, "", held)
+        seq, key, _, name, _, status, _, payload, args = row
+        arguments, site = _call_of(payload if status == "started" else args)
+        recorded = CallDescription(name, arguments, site)
+        if status == "cancelled" and key in self.asked:
+            what = (
+                f"the recorded run cancelled step {key} here (a timeout, task.cancel() or a "
+                "failing TaskGroup sibling), and nothing cancels it now"
+            )
+        elif status in ("completed", "failed") and key in self.asked:
+            what = f"step {key} was asked for but cannot take its recorded turn"
+        else:
+            what = (
+                f"the recorded run asked for step {key} at this point (event seq {seq}), and "
+                "the code does not ask for it now"
+            )
+        return NonDeterminismError.out_of_order(self.run_id, key, recorded, what, held)
+
+    def _cancelled_now(self, row: EventRow) -> NonDeterminismError:
+        arguments, site = _call_of(row[8])
+        return NonDeterminismError.out_of_order(
+            self.run_id,
+            row[1],
+            CallDescription(row[3], arguments, site),
+            f"step {row[1]} was cancelled now (a timeout, task.cancel() or a failing TaskGroup "
+            f"sibling), but the recorded run received its result ({row[5]})",
+            f"{row[1]} ({row[3]})",
+        )
+
+
+def _call_of(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    if not payload:
+        return None, None
+    try:
+        started = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(started, dict):
+        return None, None
+    return started.get("args"), started.get("site")
+
+
+def _loop_idle(loop: asyncio.AbstractEventLoop) -> bool | None:
+    """True if the loop has nothing to run and nothing to wait for but the engine's own timers;
+    None if its internals cannot be read (then only a long standstill counts)."""
+    ready = getattr(loop, "_ready", None)
+    scheduled = getattr(loop, "_scheduled", None)
+    selector = getattr(loop, "_selector", None)
+    if ready is None or scheduled is None or selector is None:
+        return None
+    if ready:
+        return False
+    for handle in scheduled:
+        if not handle.cancelled() and handle not in engine_handles:
+            return False
+    own = getattr(getattr(loop, "_ssock", None), "fileno", lambda: -1)()
+    try:
+        watched = selector.get_map()
+    except RuntimeError:
+        return None
+    return all(key.fd == own for key in watched.values())
