@@ -8,6 +8,8 @@ Everything a workflow may do durably, in one place:
     now, uuid4, random, sleep
                     journaled clock, ids, randomness and durable sleep
     signal          wait for input sent to the run (a person's approval): the run may suspend
+    timeout, wait_for
+                    asyncio.timeout / wait_for whose expiry is journaled: replayed in place
     as_completed    asyncio.as_completed whose completion order replays as it happened live
     idempotency_key the `run_id:key` of the live step, stable across crash and retry
     replay_run      re-run a recorded run offline with its own workflow and inputs
@@ -34,6 +36,7 @@ from ._rerun import replay_run, resume_run
 from ._run import JournaledRun, RunOutcome, journaled, run, run_with_summary, submit
 from ._session import RunSummary
 from ._steps import RetryPolicy, idempotency_key, step
+from ._timeouts import Timeout, timeout, wait_for
 from ._worker import Worker, WorkerStats
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "SignalTimeout",
     "StepFailed",
     "Suspended",
+    "Timeout",
     "Worker",
     "WorkerStats",
     "as_completed",
@@ -68,5 +72,7 @@ __all__ = [
     "sleep",
     "step",
     "submit",
+    "timeout",
     "uuid4",
+    "wait_for",
 ]

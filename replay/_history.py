@@ -218,8 +218,9 @@ class History:
         self.busy: Callable[[], bool] = lambda: False
         """Whether live work of this run is in flight (a step, a thread): then nobody is stuck."""
         self.on_stuck: Callable[[BaseException], None] = lambda error: None
-        self.stopping: Callable[[], bool] = lambda: False
-        """Whether the sitting stops: a held step cancelled then is not a divergence."""
+        self.stopped: Callable[[], BaseException | None] = lambda: None
+        """What the sitting stopped with (None while it goes on): a held step cancelled then is
+        not a divergence, and nothing may start waiting any more."""
         self._watch: asyncio.TimerHandle | None = None
         self._progress = (-1, -1)
         self._quiet_since = 0.0
@@ -296,6 +297,7 @@ class History:
         row, pos = turn.row, turn.pos
         cancelled = row[5] == "cancelled"
         with self.lock:
+            self._refuse_after_stop()
             if pos == self.cursor and not cancelled:
                 self.reach(pos)
                 return
@@ -310,7 +312,7 @@ class History:
                 if cancelled:
                     self.reach(pos)  # cancelled again, as it was live
                     raise
-                if self.stopping():
+                if self.stopped() is not None:
                     raise
             raise self._cancelled_now(row) from None
         with self.lock:
@@ -321,6 +323,7 @@ class History:
         threads parked here, so a parked thread does not make the run look busy."""
         row, pos = turn.row, turn.pos
         with self.lock:
+            self._refuse_after_stop()
             if pos == self.cursor:
                 self.reach(pos)
                 return
@@ -341,6 +344,7 @@ class History:
         with self.lock:
             if self.cursor >= self.size:
                 return
+            self._refuse_after_stop()
             party = _Held(key, name, future=self.loop.create_future())
             self.held.setdefault(self.size, []).append(party)
             self._watch_soon()
@@ -355,6 +359,7 @@ class History:
         with self.lock:
             if self.cursor >= self.size:
                 return
+            self._refuse_after_stop()
             party = _Held(key, name, event=threading.Event())
             self.held.setdefault(self.size, []).append(party)
             on_hold(1)
@@ -365,6 +370,11 @@ class History:
             on_hold(-1)
             if party.error is not None:
                 raise party.error
+
+    def _refuse_after_stop(self) -> None:
+        stop = self.stopped()
+        if stop is not None:
+            raise stop
 
     def _drop(self, pos: int, party: _Held) -> None:
         parties = self.held.get(pos)

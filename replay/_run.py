@@ -27,9 +27,10 @@ from journal import (
     fingerprint,
 )
 
-from ._context import engine_task
+from ._context import current_scope, engine_task
 from ._errors import NotJournalable, ReplayError, StepFailed, Suspended
 from ._log import get_logger
+from ._nested import parent_run, run_child
 from ._session import Mode, OnDivergence, RunSummary, Session, rebuild_error
 from ._sitting import (
     DEFAULT_LEASE_SECONDS,
@@ -157,6 +158,7 @@ def _create_run(
             created_at=now,
             updated_at=now,
             chain=journal.chain.scheme,
+            parent_run_id=parent_run.get(),
         )
     )
 
@@ -215,6 +217,25 @@ async def run_with_summary(
     _check_mode(mode, on_divergence)
     spec = _spec_for(workflow)
     call_kwargs = dict(kwargs or {})
+    parent = current_scope.get()
+    if parent is not None:  # awaited inside a running workflow: a child run
+        options = {
+            "mode": parent.session.mode,
+            "on_divergence": on_divergence,
+            "lease_seconds": lease_seconds,
+            "suspend_after": suspend_after,
+        }
+        return await run_child(
+            parent,
+            workflow,
+            spec,
+            run_with_summary,
+            args,
+            call_kwargs,
+            journal=journal,
+            run_id=run_id,
+            options=options,
+        )
     inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs)
     run_id = run_id or uuid.uuid4().hex
     store = journal.store

@@ -161,7 +161,7 @@ class Session:
         self.history = History(run_id, kept, loop, self.lock)
         self.history.busy = self._busy
         self.history.on_stuck = self.stop
-        self.history.stopping = lambda: self.stopping is not None
+        self.history.stopped = lambda: None if self.stopping is None else self.stop_signal()
         self.next_seq = (rows[-1][0] + 1) if rows else 1
         self.pending: list[Event] = []
         self.cancellations: list[Event] = []

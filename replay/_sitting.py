@@ -51,6 +51,11 @@ debug_options: contextvars.ContextVar[DebugOptions | None] = contextvars.Context
 )
 
 
+def child_signal(child_id: str) -> str:
+    """The signal a parent run waits for while its child run `child_id` is not finished."""
+    return f"replay.child:{child_id}"
+
+
 class _Heartbeat:
     """Renews the lease every third of it, from loop callbacks the engine owns: no task, so it
     takes no step key, and its timer does not count as the workflow waiting on something."""
@@ -239,3 +244,16 @@ class Sitting:
             session.write_error = exc
             raise OwnershipLost(str(exc)) from exc
         self.finished = True
+        self._wake_parent()
+
+    def _wake_parent(self) -> None:
+        """A child run finished: a parent left waiting for it becomes due."""
+        parent_id = self.run.parent_run_id
+        if parent_id is None or self.run.fork_seq is not None:
+            return
+        store = self.journal.store
+        parent = store.get_run(parent_id)
+        name = child_signal(self.run_id)
+        if parent is not None and parent.status is RunStatus.WAITING and parent.waiting_for == name:
+            store.send_signal(parent_id, name, b"null")
+            log.info("run.parent_woken", run_id=self.run_id, parent_run_id=parent_id)

@@ -46,7 +46,10 @@ def test_replay_exports() -> None:
             "run_with_summary",
             "sleep",
             "step",
+            "Timeout",
+            "timeout",
             "uuid4",
+            "wait_for",
         ]
     )
     for name in replay.__all__:
