@@ -111,9 +111,8 @@ class _Factory:
         else:
             task = self.previous(loop, coro, **kwargs)
         if scope is not None:
-            tasks = scope.session.tasks
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            scope.session.tasks.add(task)
+            task.add_done_callback(scope.session.task_done)
         return task
 
 

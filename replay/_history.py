@@ -34,7 +34,7 @@ from ._errors import CallDescription, NonDeterminismError
 
 _FINISHED = frozenset({"completed", "failed", "cancelled"})
 IDLE_SECONDS = 0.5
-"""How long the loop must have nothing to do, with a party held, before replay gives up."""
+"""How long nothing may move the run's tasks, with a party held, before replay gives up."""
 _TICK = 0.02
 _NO_PROGRESS_SECONDS = 60.0
 """On event loops whose internals cannot be read (uvloop): give up after this long unchanged."""
@@ -217,6 +217,8 @@ class History:
         self.asked: set[str] = set()
         self.busy: Callable[[], bool] = lambda: False
         """Whether live work of this run is in flight (a step, a thread): then nobody is stuck."""
+        self.tasks: Callable[[], set[asyncio.Task[Any]]] = set
+        """The run's own tasks (the workflow's and the ones it started)."""
         self.on_stuck: Callable[[BaseException], None] = lambda error: None
         self.stopped: Callable[[], BaseException | None] = lambda: None
         """What the sitting stopped with (None while it goes on): a held step cancelled then is
@@ -412,7 +414,7 @@ class History:
                 return
             now = self.loop.time()
             progress = (self.cursor, self._reaches)
-            idle = _loop_idle(self.loop)
+            idle = _run_idle(self.loop, self.tasks())
             if progress != self._progress or idle is False or self.busy():
                 self._progress = progress
                 self._quiet_since = now
@@ -479,22 +481,28 @@ def _call_of(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
     return started.get("args"), started.get("site")
 
 
-def _loop_idle(loop: asyncio.AbstractEventLoop) -> bool | None:
-    """True if the loop has nothing to run and nothing to wait for but the engine's own timers;
-    None if its internals cannot be read (then only a long standstill counts)."""
+def _run_idle(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]]) -> bool | None:
+    """True if nothing the loop holds can move the run's own `tasks`: none of them is ready to
+    run, and no timer will wake one (a sleep, a timeout). What else the loop serves (a web
+    server, the caller's own timeout around the run) does not count. None if the loop's
+    internals cannot be read (then only a long standstill counts)."""
     ready = getattr(loop, "_ready", None)
     scheduled = getattr(loop, "_scheduled", None)
-    selector = getattr(loop, "_selector", None)
-    if ready is None or scheduled is None or selector is None:
+    if ready is None or scheduled is None:
         return None
-    if ready:
-        return False
-    for handle in scheduled:
-        if not handle.cancelled() and handle not in engine_handles:
+    waiting_on = {id(task._fut_waiter) for task in tasks if task._fut_waiter is not None}  # type: ignore[attr-defined]
+    for handle in (*ready, *scheduled):
+        if handle.cancelled() or handle in engine_handles:
+            continue
+        if _wakes(handle, tasks, waiting_on):
             return False
-    own = getattr(getattr(loop, "_ssock", None), "fileno", lambda: -1)()
-    try:
-        watched = selector.get_map()
-    except RuntimeError:
-        return None
-    return all(key.fd == own for key in watched.values())
+    return True
+
+
+def _wakes(handle: asyncio.Handle, tasks: set[asyncio.Task[Any]], waiting_on: set[int]) -> bool:
+    """Whether `handle` runs one of `tasks`, or settles what one of them waits for."""
+    callback = getattr(handle, "_callback", None)
+    owner = getattr(callback, "__self__", None)
+    if owner is not None and (owner in tasks or getattr(owner, "_task", None) in tasks):
+        return True  # a task step or wakeup, an asyncio.Timeout or replay.Timeout firing
+    return any(id(arg) in waiting_on for arg in getattr(handle, "_args", None) or ())

@@ -268,6 +268,7 @@ async def run_with_summary(
         assert sitting.root_scope is not None
         coro = typing.cast(Coroutine[Any, Any, Any], workflow(*args, **call_kwargs))
         task = engine_task(asyncio.get_running_loop(), _body(session, coro), sitting.root_scope)
+        session.root_task = task
         await _until_done(session, task)
         value = await _outcome(sitting, session, task)
         try:
@@ -311,8 +312,9 @@ async def _until_done(session: Session, task: asyncio.Task[Any]) -> None:
 async def _outcome(sitting: Sitting, session: Session, task: asyncio.Task[Any]) -> Any:
     """The workflow's value; or its failure recorded and raised; or the sitting stopped and
     the engine's signal (suspension, divergence...) raised as itself."""
+    stop: BaseException
     if task.cancelled():
-        stop: BaseException = asyncio.CancelledError()
+        stop = engine_signal(asyncio.CancelledError(), session)
     else:
         failure = task.exception()
         if failure is None:
@@ -337,6 +339,11 @@ def engine_signal(failure: BaseException, session: Session) -> BaseException:
     if isinstance(failure, StepFailed) or (
         isinstance(failure, Exception) and not isinstance(failure, BaseExceptionGroup)
     ):
+        return failure
+    stop = session.stopping
+    if isinstance(failure, asyncio.CancelledError):
+        if session.cancelled_root and stop is not None:
+            return stop  # the engine cancelled the workflow to stop it
         return failure
     if isinstance(failure, BaseExceptionGroup):
         if session.stopping is not None and not isinstance(
@@ -468,7 +475,7 @@ async def journaled(
     async with sitting.open(enter_scope=True) as session:
         block_task = asyncio.current_task()
         if block_task is not None:
-            session.root_task = block_task
+            session.root_task = session.block_task = block_task
             session.root_cancelling = block_task.cancelling()
         handle = JournaledRun(session)
         try:
@@ -482,6 +489,8 @@ async def journaled(
                 )
                 handle.summary = session.summary()
                 raise
+            if session.cancelled_root and block_task is not None:
+                block_task.uncancel()  # that cancellation was the engine's, now spent
             if isinstance(stop, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 session.supersede_unwinding()  # stopped from outside while the block ran
             await _stopped(sitting, session, stop)

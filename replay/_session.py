@@ -160,6 +160,7 @@ class Session:
         kept, self.recorded = fold_rows(rows)
         self.history = History(run_id, kept, loop, self.lock)
         self.history.busy = self._busy
+        self.history.tasks = self._run_tasks
         self.history.on_stuck = self.stop
         self.history.stopped = lambda: None if self.stopping is None else self.stop_signal()
         self.next_seq = (rows[-1][0] + 1) if rows else 1
@@ -201,9 +202,13 @@ class Session:
         self.tasks: set[asyncio.Task[Any]] = set()
         """Tasks the workflow created in this run: cancelled if still pending when it ends."""
         self.root_task: asyncio.Task[Any] | None = None
-        """For a `journaled(...)` block: the task running it, whose cancellation from outside
-        stops the sitting."""
+        """The task running the workflow (for a `journaled(...)` block, the caller's task)."""
+        self.block_task: asyncio.Task[Any] | None = None
+        """For a `journaled(...)` block: its task, whose cancellation from outside stops the
+        sitting."""
         self.root_cancelling = 0
+        self.cancelled_root = False
+        """The engine cancelled `root_task` to stop it; its CancelledError stands for `stopping`."""
         self.unwind_from: int | None = None
         """The first seq appended while `root_task` was being cancelled (rows a stop supersedes)."""
 
@@ -411,6 +416,21 @@ class Session:
     def _hold_thread(self, delta: int) -> None:
         self.threads_held += delta
 
+    def task_done(self, task: asyncio.Task[Any]) -> None:
+        """A task of the run ended. Ctrl+C or an exit raised in one stops the sitting before
+        the loop unwinds the others."""
+        self.tasks.discard(task)
+        if not task.cancelled():
+            failure = task.exception()
+            if isinstance(failure, KeyboardInterrupt | SystemExit):
+                self.stop(failure)
+
+    def _run_tasks(self) -> set[asyncio.Task[Any]]:
+        tasks = set(self.tasks)
+        if self.root_task is not None:
+            tasks.add(self.root_task)
+        return tasks
+
     def _busy(self) -> bool:
         if any(not passive for passive in self.in_flight.values()):
             return True
@@ -426,6 +446,20 @@ class Session:
                 return
             self.stopping = reason
             self.history.fail_all(reason)
+            root = self.root_task
+            if root is None or isinstance(reason, asyncio.CancelledError) or root.done():
+                return
+            if threading.get_ident() != self.loop_thread:
+                self.loop.call_soon_threadsafe(self._cancel_root, root)
+            elif asyncio.current_task() is not root:
+                self._cancel_root(root)  # it may wait on something that will never come
+
+    def _cancel_root(self, root: asyncio.Task[Any]) -> None:
+        """The workflow's task learns of a stop raised elsewhere (another task, a check of the
+        order, a thread): it is cancelled, and the stop is raised in its place."""
+        if not root.done():
+            self.cancelled_root = True
+            root.cancel()
 
     def stop_signal(self) -> BaseException:
         """What a step called after the stop raises: the stop itself (a fresh CancelledError)."""
@@ -493,7 +527,7 @@ class Session:
         if seq is None:
             seq = self.next_seq
             self.next_seq = seq + 1
-            root = self.root_task
+            root = self.block_task
             if root is not None:
                 if root.cancelling() > self.root_cancelling:
                     if self.unwind_from is None:

@@ -192,14 +192,16 @@ class Sitting:
                 heartbeat.cancel()
             if self.token is not None and not self.finished:
                 with contextlib.suppress(ReplayError):
-                    session.flush()  # steps in flight: their starts are worth keeping
+                    # Steps in flight: their starts are worth keeping. Cancellations not written
+                    # yet are dropped: a resume cancels those steps again as a crash here would.
+                    session.flush(cancellations=False)
                 store.release(self.run_id, self.token)
 
     def suspend(self, session: Session, waiting: Suspended) -> None:
         """Leave the run `waiting` and unowned: the process may exit, a worker continues it."""
         if self.token is None:
             return
-        session.flush()
+        session.flush(cancellations=False)
         try:
             self.journal.store.suspend(
                 self.run_id, self.token, wake_at=waiting.wake_at, waiting_for=waiting.waiting_for
