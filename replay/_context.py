@@ -29,21 +29,27 @@ if TYPE_CHECKING:
 class TaskScope:
     """The journaling position of one task (or one piece of thread work) inside one run."""
 
-    __slots__ = ("children", "path", "retries", "session", "steps", "thread_work")
+    __slots__ = ("children", "deferred", "path", "retries", "session", "steps", "thread_work")
 
-    def __init__(self, session: Session, path: str) -> None:
+    def __init__(self, session: Session, path: str, *, in_thread: bool = False) -> None:
         self.session = session
         self.path = path
         self.steps = 0
         self.children = 0
         self.thread_work: dict[str, int] | None = None
         """Work handed to threads so far, counted per function: `name` -> how many."""
+        self.deferred: list[int] | None = [] if in_thread else None
+        """For work run by a thread pool: outcomes handed out whose place in the history is
+        taken only when the work ends or asks for its next step. Live, a thread went on with
+        its result before the next one arrived; so must it here, before the next is handed."""
         self.retries: dict[str, Any] | None = None
         """Integrations' retry bookkeeping: a call's fingerprint -> the key its next attempt
         continues (an SDK retrying a request is one step with several attempts)."""
 
     def next_key(self) -> str:
         with self.session.lock:
+            if self.deferred:
+                self.session.settle(self)
             self.steps += 1
             return f"{self.path}:{self.steps}"
 
@@ -61,7 +67,7 @@ class TaskScope:
             if counts is None:
                 counts = self.thread_work = {}
             number = counts[name] = counts.get(name, 0) + 1
-            return TaskScope(self.session, f"{self.path}/{name}#{number}")
+            return TaskScope(self.session, f"{self.path}/{name}#{number}", in_thread=True)
 
 
 current_scope: contextvars.ContextVar[TaskScope | None] = contextvars.ContextVar(
@@ -123,6 +129,8 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
     else:
         factory = _Factory(current)
         loop.set_task_factory(factory)  # type: ignore[arg-type]
+        if "run_in_executor" not in vars(loop):
+            setattr(loop, "run_in_executor", _RunInExecutor(loop))  # noqa: B010
     factory.users += 1
     _install_submit_hook()
 
@@ -133,10 +141,38 @@ def uninstall_task_factory(loop: asyncio.AbstractEventLoop) -> None:
         factory.users -= 1
         if factory.users <= 0:
             loop.set_task_factory(factory.previous)
+            if isinstance(vars(loop).get("run_in_executor"), _RunInExecutor):
+                delattr(loop, "run_in_executor")
     _uninstall_submit_hook()
 
 
 # -- thread pools --------------------------------------------------------------------------
+
+_via_loop: contextvars.ContextVar[list[TaskScope] | None] = contextvars.ContextVar(
+    "replay_via_loop", default=None
+)
+"""Set while `loop.run_in_executor` submits: the scope given to the work is reported back."""
+
+
+class _RunInExecutor:
+    """`loop.run_in_executor` (and so `asyncio.to_thread`): work submitted from a run ends
+    for the journal when the loop sees its result, not when the thread stops, so a result
+    handed out in that thread is in the workflow's hands before the next one is handed out."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.original = type(loop).run_in_executor.__get__(loop)
+
+    def __call__(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+        given: list[TaskScope] = []
+        token = _via_loop.set(given)
+        try:
+            future = self.original(executor, func, *args)
+        finally:
+            _via_loop.reset(token)
+        for scope in given:
+            future.add_done_callback(functools.partial(_work_done, scope))
+        return future
+
 
 _submit_lock = threading.Lock()
 _submit_users = 0
@@ -187,7 +223,11 @@ def _submit(
     with session.lock:
         session.threads_running += 1
     future = _original_submit(executor, work, *args, **kwargs)
-    future.add_done_callback(functools.partial(_work_done, session))
+    reported = _via_loop.get()
+    if reported is not None:
+        reported.append(child)  # ends when the loop has the result: see _RunInExecutor
+    else:
+        future.add_done_callback(functools.partial(_work_done, child))
     return future
 
 
@@ -225,6 +265,11 @@ def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: An
         current_scope.reset(token)
 
 
-def _work_done(session: Session, _: concurrent.futures.Future[Any]) -> None:
+def _work_done(scope: TaskScope, _: Any) -> None:
+    """Work handed to a thread ended (its future has its result): its outcomes take their
+    place in the history."""
+    session = scope.session
     with session.lock:
         session.threads_running -= 1
+        if scope.deferred:
+            session.settle(scope)

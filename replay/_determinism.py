@@ -64,7 +64,9 @@ async def sleep(seconds: float) -> None:
         return
     remaining = (wake_at - datetime.now(UTC)).total_seconds()
     if remaining > session.suspend_after:
-        raise Suspended(session.run_id, wake_at=wake_at)
+        waiting = Suspended(session.run_id, wake_at=wake_at)
+        session.stop(waiting)  # from here on the sitting runs and journals nothing
+        raise waiting
     if remaining > 0:
         await asyncio.sleep(remaining)
 

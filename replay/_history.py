@@ -320,14 +320,20 @@ class History:
         with self.lock:
             self.reach(pos)
 
-    def wait_turn_blocking(self, turn: Turn, on_hold: Callable[[int], None]) -> None:
+    def wait_turn_blocking(
+        self, turn: Turn, on_hold: Callable[[int], None], defer: list[int] | None = None
+    ) -> None:
         """`wait_turn` for a thread: block until the turn comes. `on_hold(+1/-1)` counts the
-        threads parked here, so a parked thread does not make the run look busy."""
+        threads parked here, so a parked thread does not make the run look busy. With `defer`,
+        the position is put there to be reached later instead of now."""
         row, pos = turn.row, turn.pos
         with self.lock:
             self._refuse_after_stop()
             if pos == self.cursor:
-                self.reach(pos)
+                if defer is None:
+                    self.reach(pos)
+                else:
+                    defer.append(pos)
                 return
             party = _Held(row[1], row[3], event=threading.Event())
             self.held.setdefault(pos, []).append(party)
@@ -339,7 +345,10 @@ class History:
             on_hold(-1)
             if party.error is not None:
                 raise party.error
-            self.reach(pos)
+            if defer is None:
+                self.reach(pos)
+            else:
+                defer.append(pos)
 
     async def wait_drained(self, key: str, name: str) -> None:
         """Hold a live outcome until every recorded row has been reached (resume)."""

@@ -215,9 +215,18 @@ class Session:
     # -- deciding --------------------------------------------------------------------------
 
     def prepare(
-        self, spec: StepSpec, key: str, args_payload: bytes, fp: str, site_depth: int
+        self,
+        spec: StepSpec,
+        key: str,
+        args_payload: bytes,
+        fp: str,
+        site_depth: int,
+        defer: list[int] | None = None,
     ) -> EventRow | Turn | LivePlan:
-        """Served now (the finishing row), served in its turn (a `Turn`), or live (a plan)."""
+        """Served now (the finishing row), served in its turn (a `Turn`), or live (a plan).
+
+        `defer`: the asking scope's list of outcomes handed out but not yet in place (work in
+        a thread pool): a row served now goes there instead of being reached."""
         with self.lock:
             if self.stopping is not None:
                 raise self.stop_signal()
@@ -233,7 +242,10 @@ class Session:
                     history = self.history
                     pos = history.pos_of[found[0]]
                     if pos == history.cursor and found[5] != "cancelled":
-                        history.reach(pos)
+                        if defer is None:
+                            history.reach(pos)
+                        else:
+                            defer.append(pos)
                         return found
                     history.asked.add(key)
                     return Turn(found, pos)
@@ -252,7 +264,10 @@ class Session:
                 history.ask(key, entry.rows[:-1])
                 pos = history.pos_of[last[0]]
                 if pos == history.cursor and last[5] != "cancelled":
-                    history.reach(pos)
+                    if defer is None:
+                        history.reach(pos)
+                    else:
+                        defer.append(pos)
                     return last
                 return Turn(last, pos)
             if self.mode == "replay" and not self.allow_live:
@@ -393,14 +408,21 @@ class Session:
             self.stop(error)
             raise
 
-    def take_turn_sync(self, turn: Turn) -> None:
+    def take_turn_sync(self, turn: Turn, defer: list[int] | None = None) -> None:
         """`take_turn` for sync callers: a thread waits; the loop's own thread cannot, so its
-        outcome is handed out at once."""
+        outcome is handed out at once. `defer` as for `prepare`."""
         if threading.get_ident() == self.loop_thread:
             with self.lock:
                 self.history.reach(turn.pos)
             return
-        self.history.wait_turn_blocking(turn, self._hold_thread)
+        self.history.wait_turn_blocking(turn, self._hold_thread, defer)
+
+    def settle(self, scope: Any) -> None:
+        """Outcomes handed out to thread work take their place now (it ended, or asks again)."""
+        with self.lock:
+            deferred, scope.deferred = scope.deferred, []
+            for pos in deferred:
+                self.history.reach(pos)
 
     async def hold_live(self, key: str, name: str) -> None:
         """A live outcome on resume came after everything recorded: wait until that is reached."""

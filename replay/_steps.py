@@ -111,7 +111,7 @@ def _prepare(
     if session.redact is not None:
         args_payload = session.redact.arguments(bound, args_payload)
     fp = spec.fingerprint(args_payload)
-    return session, session.prepare(spec, key, args_payload, fp, _SITE_DEPTH + 1)
+    return session, session.prepare(spec, key, args_payload, fp, _SITE_DEPTH + 1, scope.deferred)
 
 
 def _serve(spec: StepSpec, session: Session, row: EventRow) -> Any:
@@ -281,9 +281,11 @@ async def _serve_in_turn(spec: StepSpec, session: Session, turn: Turn) -> Any:
     return _serve(spec, session, turn.row)
 
 
-def _serve_sync(spec: StepSpec, session: Session, decision: EventRow | Turn) -> Any:
+def _serve_sync(
+    spec: StepSpec, session: Session, decision: EventRow | Turn, scope: TaskScope
+) -> Any:
     if isinstance(decision, Turn):
-        session.take_turn_sync(decision)
+        session.take_turn_sync(decision, scope.deferred)
         decision = decision.row
     return _serve(spec, session, decision)
 
@@ -323,7 +325,7 @@ def _decorate(
         session, decision = _prepare(spec, scope, args, kwargs)
         if isinstance(decision, LivePlan):
             return _run_live_sync(spec, session, decision, args, kwargs)
-        return _serve_sync(spec, session, decision)
+        return _serve_sync(spec, session, decision, scope)
 
     sync_wrapper.__replay_step__ = spec  # type: ignore[attr-defined]
     return sync_wrapper

@@ -207,7 +207,7 @@ class Call:
             self.plan = LivePlan(key, fp, previous.args_payload, previous.attempt + 1)
             return
         key = scope.next_key()
-        decision = session.prepare(step, key, arguments, fp, 3)  # type: ignore[arg-type]
+        decision = session.prepare(step, key, arguments, fp, 3, scope.deferred)  # type: ignore[arg-type]
         if isinstance(decision, Turn):
             self.turn = decision
             decision = decision.row
@@ -279,7 +279,7 @@ class Call:
 
     def serve_sync(self, request: Any) -> Any:
         if self.turn is not None:
-            self.session.take_turn_sync(self.turn)
+            self.session.take_turn_sync(self.turn, self.scope.deferred)
         return self.serve(request)
 
     def serve(self, request: Any) -> Any:

@@ -1,0 +1,195 @@
+"""Steps in threads: one lock over the session, keys fixed when the work is submitted."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import queue
+import random
+import threading
+import time
+from collections import Counter
+
+import httpx2
+import openai
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import replay
+from journal import Journal, MemoryStore
+from replay.integrations import JournalTransport
+
+executions: Counter[str] = Counter()
+pauses: dict[str, float] = {}
+_lock = threading.Lock()
+
+
+@replay.step(kind="tool")
+def lookup(name: str) -> str:
+    with _lock:
+        executions[name] += 1
+    time.sleep(pauses.get(name, random.uniform(0, 0.01)))
+    return f"<{name}>"
+
+
+@replay.step(kind="llm")
+def decide(order: list[str]) -> str:
+    with _lock:
+        executions["decide"] += 1
+    return ",".join(order)
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> None:
+    executions.clear()
+    pauses.clear()
+
+
+async def to_thread_under_gather(names: list[str]) -> list[str]:
+    return list(await asyncio.gather(*(asyncio.to_thread(lookup, name) for name in names)))
+
+
+def test_to_thread_under_gather_journals_every_step_under_a_fixed_key(journal: Journal) -> None:
+    """Sync steps run by asyncio.to_thread under gather: no write races (seq, chain, pending
+    rows), each call keyed by submission order, and replay serves them all."""
+    names = [f"n{i}" for i in range(12)]
+    for attempt in range(3):
+        run_id = f"t{attempt}"
+        live = asyncio.run(
+            replay.run(to_thread_under_gather, names, journal=journal, run_id=run_id)
+        )
+        assert live == [f"<{n}>" for n in names]
+        keys = {e.key: e.call_arguments() for e in journal.events(run_id) if e.call_arguments()}
+        # gather makes a task of each to_thread (0/1, 0/2, ...), which hands `lookup` over.
+        assert keys == {f"0/{i + 1}/lookup#1:1": {"name": n} for i, n in enumerate(names)}
+        assert all(v.ok for v in journal.verify(run_id))
+    executions.clear()
+    replayed = asyncio.run(
+        replay.run(to_thread_under_gather, names, journal=journal, run_id="t0", mode="replay")
+    )
+    assert replayed == live and executions == Counter()
+
+
+def parallel_tools(names: list[str]) -> str:
+    """The smolagents shape: a pool runs tools with the caller's context. Each tool reports
+    its result as it finishes, and that order goes into the next (LLM) call."""
+    finished: queue.Queue[str] = queue.Queue()
+
+    def tool(name: str) -> None:
+        finished.put(lookup(name))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        for name in names:
+            pool.submit(contextvars.copy_context().run, tool, name)
+    return decide([finished.get() for _ in names])
+
+
+async def pool_workflow(names: list[str]) -> str:
+    return parallel_tools(names)
+
+
+async def pool_in_thread(names: list[str]) -> str:
+    return await asyncio.to_thread(parallel_tools, names)
+
+
+@settings(max_examples=10)
+@given(st.permutations(range(4)))
+def test_a_thread_pool_taking_results_as_completed_replays_its_order(order: list[int]) -> None:
+    """Whatever order the tools finished in live, the pool sees that order again on replay
+    (in a thread, a served step waits for its turn), so the call fed with it matches."""
+    names = ["a", "b", "c", "d"]
+    pauses.update({n: 0.01 * rank for n, rank in zip(names, order, strict=True)})
+    journal = Journal(store=MemoryStore())
+    live = asyncio.run(replay.run(pool_in_thread, names, journal=journal, run_id="p"))
+    assert live == ",".join(f"<{n}>" for _, n in sorted(zip(order, names, strict=True)))
+    executions.clear()
+    pauses.update({n: 0.0 for n in names})
+    replayed = asyncio.run(
+        replay.run(pool_in_thread, names, journal=journal, run_id="p", mode="replay")
+    )
+    assert replayed == live and executions == Counter()
+
+
+def test_a_pool_driven_from_the_loop_thread_is_journaled_too(journal: Journal) -> None:
+    """The same pool called straight from the workflow (blocking the loop) journals its tools
+    under keys fixed at submission, and replays without running them."""
+    names = ["x", "y", "z"]
+    live = asyncio.run(replay.run(pool_workflow, names, journal=journal, run_id="q"))
+    keys = sorted(e.key for e in journal.events("q") if e.name == "lookup")
+    assert set(keys) == {f"0/parallel_tools.tool#{n}:1" for n in (1, 2, 3)}
+    executions.clear()
+    replayed = asyncio.run(
+        replay.run(pool_workflow, names, journal=journal, run_id="q", mode="replay")
+    )
+    assert replayed == live and executions == Counter()
+
+
+def test_run_in_executor_journals_the_step_and_replay_never_runs_it(journal: Journal) -> None:
+    """loop.run_in_executor(None, step) carries no context of its own: it used to run the step
+    unjournaled, live even in replay mode. It is journaled like any step now."""
+
+    async def workflow() -> list[str]:
+        loop = asyncio.get_running_loop()
+        return [await loop.run_in_executor(None, lookup, name) for name in ("p", "q")]
+
+    assert asyncio.run(replay.run(workflow, journal=journal, run_id="e")) == ["<p>", "<q>"]
+    assert [e.key for e in journal.events("e") if e.status.value == "completed"] == [
+        "0/lookup#1:1",
+        "0/lookup#2:1",
+    ]
+    executions.clear()
+    replayed = asyncio.run(replay.run(workflow, journal=journal, run_id="e", mode="replay"))
+    assert replayed == ["<p>", "<q>"] and executions == Counter()
+
+
+def test_sync_sdk_calls_from_threads_are_journaled_without_races(tmp_path: object) -> None:
+    """A sync OpenAI client used from several threads at once (to_thread under gather) through
+    the journaling transport: every request is one step, keyed by submission, replayed offline."""
+    served: list[str] = []
+
+    def provider(request: httpx2.Request) -> httpx2.Response:
+        served.append(request.url.path)
+        time.sleep(random.uniform(0, 0.01))
+        body = request.read().decode()
+        return httpx2.Response(
+            200,
+            json={
+                "id": "c",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"re {len(body)}"},
+                    }
+                ],
+            },
+        )
+
+    client = openai.OpenAI(
+        api_key="sk-test",
+        base_url="http://llm.test/v1",
+        http_client=httpx2.Client(transport=JournalTransport(httpx2.MockTransport(provider))),
+    )
+
+    def ask(prompt: str) -> str:
+        reply = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": prompt}]
+        )
+        return reply.choices[0].message.content or ""
+
+    async def workflow() -> list[str]:
+        return list(
+            await asyncio.gather(*(asyncio.to_thread(ask, f"q{i}" * (i + 1)) for i in range(8)))
+        )
+
+    journal = Journal(store=MemoryStore())
+    live = asyncio.run(replay.run(workflow, journal=journal, run_id="s"))
+    assert len(served) == 8 and len({e.key for e in journal.events("s")}) == 8
+    served.clear()
+    assert asyncio.run(replay.run(workflow, journal=journal, run_id="s", mode="replay")) == live
+    assert served == []
