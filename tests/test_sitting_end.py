@@ -159,7 +159,8 @@ def test_a_journaled_block_cancelled_from_outside_resumes_cleanly(tmp_path: Path
     async def body() -> str:
         lock = await acquire_lock()
         try:
-            return await side_effect("work", 0.3)
+            await side_effect("work", 0.3)
+            return await side_effect("checked")  # recorded where the cleanup would have been
         finally:
             await release_lock(lock)
 
@@ -176,8 +177,8 @@ def test_a_journaled_block_cancelled_from_outside_resumes_cleanly(tmp_path: Path
             await running
 
     asyncio.run(stop_midway())
-    assert asyncio.run(block()) == "work"
-    assert effects["work"] == 1 and effects["acquire"] == 1
+    assert asyncio.run(block()) == "checked"
+    assert effects["work"] == 1 and effects["acquire"] == 1 and effects["checked"] == 1
     with Journal(path) as journal:
         assert journal.run("b").status is RunStatus.COMPLETED
         assert all(v.ok for v in journal.verify("b"))
