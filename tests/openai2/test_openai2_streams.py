@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from journal import Journal
-from replay.integrations import instrument, uninstrument
+from replay.integrations import AsyncJournalTransport, instrument, uninstrument
 from tests.streams import LocalLLM, record_resume_replay, recorded_body
 
 
@@ -80,3 +80,45 @@ def test_openai2_async_chat_stream_is_recorded_at_done(
 
     recorded, resumed, replayed = record_resume_replay(sqlite_journal, server, ask)
     assert resumed == replayed and len(recorded) == 2
+
+
+def test_gzip_json_answers_are_journaled_without_httpx2(sqlite_journal: Journal) -> None:
+    """Where legacy httpx is the only HTTP stack (no httpx2 installed), a gzip-compressed JSON
+    answer, as real providers send, is decoded for redaction by legacy httpx itself: recorded,
+    then replayed offline to the same completion."""
+    import asyncio
+    import gzip
+    import json
+
+    import replay
+
+    calls: list[str] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        completion = {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "zipped"}}],
+        }  # fmt: skip
+        return httpx.Response(
+            200,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+            content=gzip.compress(json.dumps(completion).encode()),
+        )
+
+    async def agent() -> str:
+        transport = AsyncJournalTransport(httpx.MockTransport(provider))
+        async with openai.AsyncOpenAI(
+            api_key="sk-x",
+            base_url="http://llm.test/v1",
+            http_client=httpx.AsyncClient(transport=transport),
+        ) as llm:
+            completion = await llm.chat.completions.create(**_chat("zip"))
+        return completion.choices[0].message.content or ""
+
+    with pytest.raises(ModuleNotFoundError):
+        import httpx2  # noqa: F401
+    assert asyncio.run(replay.run(agent, journal=sqlite_journal, run_id="z")) == "zipped"
+    replayed = asyncio.run(replay.run(agent, journal=sqlite_journal, run_id="z", mode="replay"))
+    assert replayed == "zipped" and calls == ["/v1/chat/completions"]
