@@ -2,10 +2,14 @@
 
 openai 2.x closes a stream right after `data: [DONE]`, sync and async alike, without reading to
 EOF. Both are journaled through `instrument()`, which wraps legacy httpx's default transports.
+This environment has no httpx2 at all, so it also checks that nothing on the legacy path needs it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import json
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -15,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+import replay
 from journal import Journal
 from replay.integrations import AsyncJournalTransport, instrument, uninstrument
 from tests.streams import LocalLLM, record_resume_replay, recorded_body
@@ -86,12 +91,6 @@ def test_gzip_json_answers_are_journaled_without_httpx2(sqlite_journal: Journal)
     """Where legacy httpx is the only HTTP stack (no httpx2 installed), a gzip-compressed JSON
     answer, as real providers send, is decoded for redaction by legacy httpx itself: recorded,
     then replayed offline to the same completion."""
-    import asyncio
-    import gzip
-    import json
-
-    import replay
-
     calls: list[str] = []
 
     def provider(request: httpx.Request) -> httpx.Response:
