@@ -1,8 +1,11 @@
 """A small OpenAI- and Anthropic-compatible server on 127.0.0.1, for offline SDK tests.
 
-It answers deterministically (the reply echoes the last user message), streams server-sent
-events when asked, can fail the first N requests with 500, and appends one line per request to a
-log file so a test (even one whose client was SIGKILLed) can count what reached it.
+It answers deterministically (the reply echoes the last user message) on chat/completions,
+the Responses API and Anthropic messages, streams server-sent events when asked (one HTTP chunk
+per event, ending with the provider's terminal event), can fail the first N requests with 500, and
+appends one line per request to a log file so a test (even one whose client was SIGKILLed) can
+count what reached it. `--trailing-delay S` sends a comment S seconds after a stream's terminal
+event, as proxies with keep-alive comments do.
 
     python tests/llm_server.py --port-file PORT --log REQUESTS [--fail-first N] [--delay S]
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +23,11 @@ from typing import Any
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
+    if isinstance(body.get("input"), str):  # the Responses API's shorthand
+        return str(body["input"])
+    for message in reversed(body.get("input") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return str(message.get("content"))
     for message in reversed(body.get("messages", [])):
         if message.get("role") == "user":
             content = message.get("content")
@@ -68,6 +77,97 @@ def chat_chunks(body: dict[str, Any], number: int) -> list[dict[str, Any]]:
     return chunks
 
 
+def response_object(body: dict[str, Any], number: int, text: str | None) -> dict[str, Any]:
+    """A Responses API `response`: in progress (no text yet) or completed with `text`."""
+    done = text is not None
+    return {
+        "id": f"resp_{number}",
+        "object": "response",
+        "created_at": 1_764_000_000 + number,
+        "status": "completed" if done else "in_progress",
+        "model": body.get("model", "gpt-test"),
+        "output": [_output_message(number, text)] if done else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 11,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": len((text or "").split()),
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 11 + len((text or "").split()),
+        }
+        if done
+        else None,
+    }
+
+
+def _output_message(number: int, text: str | None) -> dict[str, Any]:
+    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
+    status = "in_progress" if text is None else "completed"
+    return {
+        "id": f"msg_{number}",
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }
+
+
+def response_events(body: dict[str, Any], number: int) -> list[tuple[str, dict[str, Any]]]:
+    """The Responses API's stream: created, the text word by word, then `response.completed`."""
+    text = f"echo: {_last_user_text(body)}"
+    item = {"item_id": f"msg_{number}", "output_index": 0, "content_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": response_object(body, number, None)}),
+        ("response.output_item.added", {"output_index": 0, "item": _output_message(number, None)}),
+        ("response.content_part.added", {**item, "part": part}),
+    ]
+    for word in text.split(" "):
+        delta = {**item, "delta": word + " ", "logprobs": []}
+        events.append(("response.output_text.delta", delta))
+    events += [
+        ("response.output_text.done", {**item, "text": text, "logprobs": []}),
+        ("response.content_part.done", {**item, "part": {**part, "text": text}}),
+        ("response.output_item.done", {"output_index": 0, "item": _output_message(number, text)}),
+        ("response.completed", {"response": response_object(body, number, text)}),
+    ]
+    return [
+        (name, {"type": name, "sequence_number": seq, **data})
+        for seq, (name, data) in enumerate(events)
+    ]
+
+
+def anthropic_events(body: dict[str, Any], number: int) -> list[tuple[str, dict[str, Any]]]:
+    """Anthropic's message stream: start, a ping, the text word by word, `message_stop`."""
+    words = f"echo: {_last_user_text(body)}".split(" ")
+    start = {**anthropic_message(body, number), "content": [], "stop_reason": None}
+    start["usage"] = {"input_tokens": 9, "output_tokens": 1}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"message": start}),
+        ("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("ping", {}),
+    ]
+    for n, word in enumerate(words):
+        text = word if n == 0 else " " + word
+        events.append(
+            ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
+        )
+    events += [
+        ("content_block_stop", {"index": 0}),
+        (
+            "message_delta",
+            {
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": len(words)},
+            },
+        ),
+        ("message_stop", {}),
+    ]
+    return [(name, {"type": name, **data}) for name, data in events]
+
+
 def anthropic_message(body: dict[str, Any], number: int) -> dict[str, Any]:
     return {
         "id": f"msg_{number}",
@@ -84,10 +184,13 @@ def anthropic_message(body: dict[str, Any], number: int) -> dict[str, Any]:
 class Counter:
     """What reached the server: one line per request in the log, and failures still to give."""
 
-    def __init__(self, log: Path, fail_first: int, delay: float) -> None:
+    def __init__(
+        self, log: Path, fail_first: int, delay: float, trailing_delay: float = 0.0
+    ) -> None:
         self.log = log
         self.fail_left = fail_first
         self.delay = delay
+        self.trailing_delay = trailing_delay
         self.lock = threading.Lock()
         self.number = 0
 
@@ -119,13 +222,24 @@ def make_handler(counter: Counter) -> type[BaseHTTPRequestHandler]:
                 self._send(500, {"error": {"message": "try again", "type": "server_error"}})
                 return
             body = json.loads(raw or b"{}")
+            streaming = bool(body.get("stream"))
             if self.path.endswith("/chat/completions"):
-                if body.get("stream"):
-                    self._stream(chat_chunks(body, number))
+                if streaming:
+                    chunks = [f"data: {json.dumps(c)}\n\n" for c in chat_chunks(body, number)]
+                    self._stream([*chunks, "data: [DONE]\n\n"])
                 else:
                     self._send(200, chat_completion(body, number))
+            elif self.path.endswith("/responses"):
+                if streaming:
+                    self._stream(_named(response_events(body, number)))
+                else:
+                    text = f"echo: {_last_user_text(body)}"
+                    self._send(200, response_object(body, number, text))
             elif self.path.endswith("/messages"):
-                self._send(200, anthropic_message(body, number), request_id="request-id")
+                if streaming:
+                    self._stream(_named(anthropic_events(body, number)), "request-id")
+                else:
+                    self._send(200, anthropic_message(body, number), request_id="request-id")
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -142,24 +256,48 @@ def make_handler(counter: Counter) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _stream(self, chunks: list[dict[str, Any]]) -> None:
+        def _stream(self, events: list[str], request_id: str = "x-request-id") -> None:
+            """One HTTP chunk per event; a late trailing comment if the server is told to."""
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("transfer-encoding", "chunked")
-            self.send_header("x-request-id", f"req_{counter.number}")
+            self.send_header(request_id, f"req_{counter.number}")
             self.end_headers()
-            for chunk in [*(f"data: {json.dumps(c)}\n\n" for c in chunks), "data: [DONE]\n\n"]:
-                data = chunk.encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            try:
+                for event in events:
+                    self._chunk(event.encode())
+                if counter.trailing_delay:
+                    time.sleep(counter.trailing_delay)
+                    self._chunk(b": keep-alive\n\n")
+                self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
+            except ConnectionError:
+                pass  # the client stopped reading after the terminal event: allowed
+
+        def _chunk(self, data: bytes) -> None:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
 
     return Handler
 
 
-def serve(log: Path, fail_first: int = 0, delay: float = 0.0) -> ThreadingHTTPServer:
+def _named(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events]
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its connection (tests of abandoned streams do) is no error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def serve(
+    log: Path, fail_first: int = 0, delay: float = 0.0, trailing_delay: float = 0.0
+) -> ThreadingHTTPServer:
     """A running server on 127.0.0.1 (port in `server.server_port`); stop with `shutdown()`."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Counter(log, fail_first, delay)))
+    counter = Counter(log, fail_first, delay, trailing_delay)
+    server = _Server(("127.0.0.1", 0), make_handler(counter))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -176,8 +314,9 @@ def main() -> None:
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--trailing-delay", type=float, default=0.0)
     args = parser.parse_args()
-    server = serve(args.log, args.fail_first, args.delay)
+    server = serve(args.log, args.fail_first, args.delay, args.trailing_delay)
     args.port_file.write_text(str(server.server_port))
     threading.Event().wait()
 

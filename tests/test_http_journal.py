@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +253,19 @@ def test_streamed_completions_replay_to_the_same_chunks(
 def test_an_abandoned_stream_is_not_recorded_as_complete(
     sqlite_journal: Journal, provider: Provider
 ) -> None:
-    """Breaking out of a stream leaves only the started row: a resume asks again."""
+    """Breaking out of a stream before its `[DONE]` arrived (the provider sends one event per
+    piece) leaves only the started row: a resume asks again."""
+
+    def in_pieces(request: httpx2.Request, number: int) -> httpx2.Response:
+        whole = chat_answer(request, number)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for event in whole.content.split(b"\n\n")[:-1]:
+                yield event + b"\n\n"
+
+        return httpx2.Response(200, headers=whole.headers, content=pieces())
+
+    provider.answer = in_pieces
 
     async def agent() -> str:
         stream = await openai_client(provider).chat.completions.create(

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ import replay
 from journal import Journal
 from replay.integrations import route_litellm
 from tests.llm_server import requests_logged, serve
+from tests.streams import LocalLLM, record_resume_replay
 
 SECRET = "sk-litellm-secret-5150"
 
@@ -84,3 +86,30 @@ def test_route_litellm_is_idempotent_and_keeps_your_sessions() -> None:
     route_litellm()
     assert litellm.client_session is mine and mine._transport.inner is inner  # type: ignore[attr-defined]
     mine.close()
+
+
+def test_litellm_sync_streams_are_recorded_and_not_paid_again(
+    tmp_path: Path, sqlite_journal: Journal
+) -> None:
+    """`completion(stream=True)`: litellm's sync openai client closes the stream at
+    `data: [DONE]`; the stream is recorded all the same, a resume after a crash pays for no
+    recorded stream again, and the replay with the server gone gives the same chunks."""
+    server = LocalLLM(tmp_path / "streams.log")
+
+    def ask(base: str, question: str) -> tuple[str, list[Any]]:
+        stream = litellm.completion(
+            model="openai/gpt-test",
+            api_base=base,
+            api_key=SECRET,
+            messages=[{"role": "user", "content": question}],
+            stream=True,
+        )
+        deltas = [c.choices[0].delta.content for c in stream if c.choices]
+        return "".join(d or "" for d in deltas), deltas
+
+    try:
+        recorded, _, _ = record_resume_replay(sqlite_journal, server, ask)
+    finally:
+        server.stop()
+    assert "".join(d or "" for d in recorded[0]) == "echo: one "
+    assert SECRET.encode() not in b"".join(e.args or b"" for e in sqlite_journal.events("s"))

@@ -13,9 +13,11 @@ bytes, and served from the journal on resume and replay. Outside a run, requests
   are dropped from the request, set-cookie and org headers from the response; bodies go
   through the journal's redaction.
 * The body is stored as received (compressed bytes stay compressed, with their
-  content-encoding), so replay serves exactly what the SDK parsed live. A streamed (SSE)
-  response is recorded when the consumer reads it to the end; an abandoned stream is not
-  recorded as complete, and a resume makes the request again.
+  content-encoding), so replay serves exactly what the SDK parsed live.
+* A streamed (SSE) response is passed through as it arrives and recorded once its terminal event
+  (`data: [DONE]`, `response.completed`, `message_stop`) has been read, before that event reaches
+  the client, whether or not the client then reads on or closes it (`_tee.py`). A stream closed
+  before its terminal event is not recorded as complete, and a resume makes the request again.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def _body_value(content: bytes, content_type: str) -> Any:
 
 
 def _module_of(request: Any) -> Any:
-    """`httpx2` or `httpx`: responses are built from the module of the request."""
+    """`httpx2` or `httpx`: responses are built from the module of the request (or headers)."""
     return importlib.import_module(type(request).__module__.split(".", 1)[0])
 
 
@@ -161,9 +163,12 @@ def _decoded(headers: Any, raw: bytes) -> bytes:
     encoding = headers.get("content-encoding", "").lower()
     if not encoding or encoding == "identity":
         return raw
-    import httpx2
-
-    return httpx2.Response(200, headers={"content-encoding": encoding}, content=raw).content
+    # The headers' own module (httpx2 or legacy httpx) decodes: either may be the only one there.
+    response = _module_of(headers).Response(
+        200, headers={"content-encoding": encoding}, content=raw
+    )
+    content: bytes = response.content
+    return content
 
 
 def _served_response(request: Any, payload: bytes | None) -> Any:

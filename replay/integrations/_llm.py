@@ -36,7 +36,7 @@ def _decoded(encoding: str, raw: bytes) -> bytes | None:
             return gzip.decompress(raw)
         if encoding == "deflate":
             return zlib.decompress(raw)
-    except (OSError, zlib.error):
+    except (OSError, EOFError, zlib.error):  # EOFError: a truncated gzip body
         return None
     return raw if encoding in ("", "identity") else None
 
@@ -123,6 +123,11 @@ def _fold_event(found: dict[str, Any], event: dict[str, Any]) -> None:
             input_tokens=usage.get("input_tokens"),
             output_tokens=usage.get("output_tokens"),
         )
+    elif kind in ("response.completed", "response.incomplete", "response.failed"):
+        response = event.get("response")
+        summary = _from_json(response) if isinstance(response, dict) else None
+        if summary is not None:
+            found.update(summary)
     elif kind == "message_delta":
         delta, usage = event.get("delta") or {}, event.get("usage") or {}
         if delta.get("stop_reason"):
