@@ -11,6 +11,8 @@ Two directions, kept separate on purpose:
 from __future__ import annotations
 
 import base64
+import dataclasses
+import enum
 import hashlib
 import math
 import sys
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, Vali
 from pydantic_core import PydanticSerializationError
 
 from ._errors import ValueNotJournalable
+from ._fidelity import Difference, difference
 
 _CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _VALUE_CONFIG = ConfigDict(
@@ -112,11 +115,13 @@ class ValueCodec:
     """Encodes values of one declared type to JSON bytes and decodes them back to that type.
 
     Built once per step (when it is decorated), so the hot path only calls `encode`/`decode`.
-    With no annotation (`Any`) a value must come back equal to itself, else `encode` refuses it:
-    a tuple or a datetime would silently decode as a list or a string.
+    A value must come back as itself (equal, with the same classes throughout), else `record`
+    refuses it: without an annotation a tuple or an enum would decode as a list or an int; a
+    validator that changes values, a subclass of the annotated class or a union whose members
+    look alike in JSON would give the workflow something other than what the step returned.
     """
 
-    __slots__ = ("_adapter", "_check_equal", "_scalar", "_wrapped", "annotation")
+    __slots__ = ("_adapter", "_scalar", "_wrapped", "annotation")
 
     def __init__(self, annotation: Any = Any) -> None:
         self.annotation = annotation
@@ -129,7 +134,6 @@ class ValueCodec:
                 "can hold, such as a pydantic model or dataclass of the fields you need, "
                 "not a live object."
             ) from exc
-        self._check_equal = annotation is Any
         # str, int, bool and float results skip pydantic (the common LLM-text case, ~10x
         # faster); anything unusual (big ints, infinities, lone surrogates) takes the full path.
         self._scalar: type | None = annotation if annotation in (str, int, bool, float) else None
@@ -171,13 +175,9 @@ class ValueCodec:
                 f"{_type_name(self.annotation)}: {_first_line(exc)}. Common causes: an infinite "
                 "float inside a model with its own config, a value outside the declared type."
             ) from exc
-        if self._check_equal and decoded != value:
-            raise ValueNotJournalable(
-                f"{what} {_short_repr(value)} would come back from the journal as "
-                f"{_short_repr(decoded)} ({type(decoded).__name__}), because the step has "
-                "no return annotation. Fix: annotate the return type (e.g. "
-                f"`-> {type(value).__name__}`) so the value is rebuilt with its type."
-            )
+        found = difference(value, decoded)
+        if found is not None:
+            raise ValueNotJournalable(_changed(what, value, decoded, found, self.annotation))
         return payload, decoded
 
     def encode(self, value: Any, *, what: str = "value") -> bytes:
@@ -275,7 +275,76 @@ def json_or_text(payload: bytes | None) -> Any:
         return payload.decode(errors="replace")
 
 
+def _changed(what: str, value: Any, whole: Any, found: Difference, annotation: Any) -> str:
+    """Why `value` would not come back as itself (`whole`), and what to do about it."""
+    original, decoded = found.original, found.decoded
+    mine, theirs = type(original).__name__, type(decoded).__name__
+    head = (
+        f"{what} {_short_repr(original)} ({mine}) would come back from the journal as "
+        f"{_short_repr(decoded)} ({theirs})"
+    )
+    if found.path:
+        head = (
+            f"{what} {_short_repr(value)} would come back from the journal as "
+            f"{_short_repr(whole)}: at {what}{found.path}, {_short_repr(original)} ({mine}) "
+            f"would become {_short_repr(decoded)} ({theirs})"
+        )
+    untyped = annotation is Any
+    if not found.class_changed:
+        return (
+            f"{head}: decoding it changes it. pydantic runs a model's validators again when "
+            "it decodes the journal, and a validator that changes values it has already "
+            "validated (doubling, appending, shifting) gives something else each time; so "
+            "does a value built without validation (model_construct). Fix: make the "
+            "validator return an already valid value unchanged (normalising is fine), or "
+            "change the value in the step before building the model."
+        )
+    if isinstance(original, enum.Enum) and not isinstance(decoded, enum.Enum):
+        reason = (
+            "the step has no return annotation, so the journal keeps the member's value only"
+            if untyped
+            else f"{_type_name(annotation)} decodes that value as {theirs}"
+        )
+        return (
+            f"{head}: {reason}. Fix: annotate the return type with the enum (e.g. "
+            f"`-> {mine}`, `-> list[{mine}]`); a union of an enum and its value's type "
+            "cannot be told apart."
+        )
+    discriminate = (
+        "a discriminated union of the classes you return (give each a field like "
+        "`kind: Literal['...']` and annotate `Annotated[A | B, Field(discriminator='kind')]`)"
+    )
+    if isinstance(original, type(decoded)) and not untyped:
+        return (
+            f"{head}: {mine} is a subclass of {theirs}, and the journal rebuilds the class the "
+            f"annotation declares, so it would lose its class and its own fields. Fix: "
+            f"annotate the class you return (`-> {mine}`), or {discriminate}."
+        )
+    if _is_record(original) and _is_record(decoded):
+        return (
+            f"{head}: the annotation {_type_name(annotation)} allows both, and their JSON "
+            f"does not tell a {mine} from a {theirs}. Fix: use {discriminate}."
+        )
+    if untyped:
+        return (
+            f"{head}, because the step has no return annotation. Fix: annotate the return "
+            f"type (e.g. `-> {type(value).__name__}`) so the value is rebuilt with its type."
+        )
+    return (
+        f"{head}. Fix: return the type {_type_name(annotation)} declares, or annotate the "
+        f"type you return (`{mine}` rather than `Any` inside containers)."
+    )
+
+
+def _is_record(value: Any) -> bool:
+    return isinstance(value, BaseModel) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    )
+
+
 def _type_name(annotation: Any) -> str:
+    if get_args(annotation):  # dict[str, Any] rather than its bare origin's name
+        return repr(annotation).replace("typing.", "")
     return getattr(annotation, "__name__", None) or repr(annotation)
 
 
