@@ -16,8 +16,6 @@ import datetime as dt
 import enum
 import hashlib
 import math
-import sys
-import traceback
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -275,63 +273,6 @@ class ValueCodec:
                 f"{_first_line(exc)}. The return annotation changed since it was recorded, "
                 "or the value was returned without matching it."
             ) from exc
-
-
-class RecordedError(BaseModel):
-    """An exception as the journal keeps it: type, message, args and traceback text."""
-
-    model_config = ConfigDict(frozen=True)
-
-    type: str
-    """`module:qualname` of the exception class."""
-    message: str
-    args: list[Any] | None = None
-    """The exception's args when they are JSON-able, so it can be rebuilt exactly."""
-    traceback: str | None = None
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> RecordedError:
-        exc_type = type(exc)
-        try:
-            args: list[Any] | None = orjson.loads(orjson.dumps(list(exc.args)))
-        except TypeError:
-            args = None
-        return cls(
-            type=f"{exc_type.__module__}:{exc_type.__qualname__}",
-            message=str(exc),
-            args=args,
-            traceback="".join(traceback.format_exception(exc)),
-        )
-
-    def encode(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
-
-    @classmethod
-    def decode(cls, payload: bytes) -> RecordedError:
-        return cls.model_validate_json(payload)
-
-    def rebuild(self) -> Exception | None:
-        """The exception as an instance of its own type, or None when that is impossible.
-
-        Only classes whose module is already imported are considered: decoding a journal must
-        never import code, so a journal from an untrusted source is safe to open.
-        """
-        module_name, _, qualname = self.type.partition(":")
-        module = sys.modules.get(module_name)
-        if module is None or self.args is None:
-            return None
-        obj: Any = module
-        for part in qualname.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                return None
-        if not (isinstance(obj, type) and issubclass(obj, Exception)):
-            return None
-        try:
-            rebuilt = obj(*self.args)
-        except Exception:
-            return None
-        return rebuilt if str(rebuilt) == self.message else None
 
 
 def json_or_text(payload: bytes | None) -> Any:

@@ -224,7 +224,7 @@ async def _run_live(
         raise _not_journalable(session, plan, step, exc) from exc.__cause__
     except Exception as exc:
         _finish(session, step, plan, EventStatus.FAILED, RecordedError.from_exception(exc).encode())
-        failure = as_replayed_error(exc)  # what replay will raise: the same type, or StepFailed
+        failure = as_replayed_error(exc, session.redact)  # what replay raises: same, or StepFailed
         if failure is exc:
             raise
         raise failure from exc
