@@ -57,8 +57,8 @@ def canonical_json(obj: Any) -> bytes:
 
     Distinct inputs give distinct bytes, except by design: objects JSON cannot express count by
     their type, a tuple or set is its items, a dataclass or model its fields. orjson writes NaN
-    and infinities as `null` and stops at 64-bit integers, so output holding `null` (rare) or
-    a refused value is spelt again by `_canonical_tree`, which marks those apart.
+    and infinities as `null`, like None, and stops at 64-bit integers, so output holding `null`
+    or a value orjson refused is spelt again by `_canonical_tree`, which tells them apart.
     """
     try:
         spelt = _dumps(obj, _canonical_default, _CANONICAL_OPTIONS)
@@ -75,7 +75,6 @@ _dumps = orjson.dumps
 _partition = bytes.partition
 
 
-_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _NATIVE_KEYS = (str, int, float, bool, type(None), enum.Enum, dt.date, dt.time, uuid.UUID)
 """Dict keys orjson spells itself (OPT_NON_STR_KEYS); other keys are spelt as canonical text."""
 
@@ -86,7 +85,9 @@ def _canonical_tree(obj: Any) -> Any:
     `{"__int__": "<digits>"}`. Anything else is left to orjson and `_canonical_default`, so a
     value without those spells exactly as the fast path spells it (fingerprints do not move)."""
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else {"__float__": _NON_FINITE[repr(obj)]}
+        if math.isfinite(obj):
+            return obj
+        return {"__float__": "NaN" if math.isnan(obj) else "Infinity" if obj > 0 else "-Infinity"}
     if isinstance(obj, int) and not isinstance(obj, bool | enum.Enum):
         return obj if -(2**63) <= obj < 2**64 else {"__int__": str(obj)}
     if isinstance(obj, dict):

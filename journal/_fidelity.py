@@ -28,94 +28,137 @@ class Difference(NamedTuple):
         return type(self.original) is not type(self.decoded)
 
 
-def difference(original: Any, decoded: Any, path: str = "") -> Difference | None:
+def difference(original: Any, decoded: Any) -> Difference | None:
     """The first place where `decoded` is not `original`, or None when it is the same value.
 
     Same means equal, with the same class at every level, except that an int may come back as
     the equal float (what a `float` annotation declares). Floats that are both NaN are the same.
     """
+    found = _differ(original, decoded)
+    if found is None:
+        return None
+    where, a, b = found
+    return Difference("".join(reversed(where)), a, b)
+
+
+_Found = tuple[list[str], Any, Any]
+"""(path segments innermost first, original part, decoded part): paths are only spelt for
+a difference, never on the way through a value that comes back the same."""
+
+_LEAF, _FLOAT, _SEQUENCE, _MAPPING, _MODEL, _DATACLASS, _SET, _OTHER = range(8)
+_CATEGORIES: dict[type, int] = {
+    str: _LEAF,
+    int: _LEAF,
+    bool: _LEAF,
+    bytes: _LEAF,
+    type(None): _LEAF,
+    float: _FLOAT,
+    list: _SEQUENCE,
+    tuple: _SEQUENCE,
+    dict: _MAPPING,
+    set: _SET,
+    frozenset: _SET,
+}
+"""What to compare for each class, decided once per class (isinstance on pydantic's metaclass
+and is_dataclass cost more than the comparison itself)."""
+_IDENTITY_EQ: Any = object.__eq__
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+"""Leaves compared inline: same class and equal is the same (unequal NaNs take the call)."""
+_ABSENT: Any = object()
+
+
+def _category(kind: type) -> int:
+    found = _CATEGORIES.get(kind)
+    if found is None:
+        if issubclass(kind, list | tuple):
+            found = _SEQUENCE
+        elif issubclass(kind, dict):
+            found = _MAPPING
+        elif issubclass(kind, BaseModel):
+            found = _MODEL
+        elif dataclasses.is_dataclass(kind):
+            found = _DATACLASS
+        elif issubclass(kind, set | frozenset):
+            found = _SET
+        else:
+            found = _OTHER
+        if len(_CATEGORIES) < 10_000:  # classes are few; a flood of them is not cached
+            _CATEGORIES[kind] = found
+    return found
+
+
+def _differ(original: Any, decoded: Any) -> _Found | None:
     if original is decoded:
         return None
     kind = type(original)
     if kind is not type(decoded):
         if kind is int and type(decoded) is float and original == decoded:
             return None
-        return Difference(path, original, decoded)
-    if kind in _LEAVES:
-        if original == decoded or (kind is float and math.isnan(original) and math.isnan(decoded)):
-            return None
-        return Difference(path, original, decoded)
-    if isinstance(original, list | tuple):
+        return [], original, decoded
+    category = _category(kind)
+    if category is _LEAF:
+        return None if original == decoded else ([], original, decoded)
+    if category is _MAPPING:
+        return _mapping(original, decoded, "[{!r}]")
+    if category is _SEQUENCE:
         if len(original) != len(decoded):
-            return Difference(path, original, decoded)
+            return [], original, decoded
         for index, (a, b) in enumerate(zip(original, decoded, strict=True)):
-            found = difference(a, b, f"{path}[{index}]")
-            if found is not None:
+            if a is b or (type(a) is type(b) and type(a) in _PLAIN and a == b):
+                continue  # the common leaf, without a call
+            if (found := _differ(a, b)) is not None:
+                found[0].append(f"[{index}]")
                 return found
         return None
-    if isinstance(original, dict):
-        return _mapping_difference(original, decoded, path)
-    if isinstance(original, BaseModel):
-        return _model_difference(original, decoded, path)
-    if dataclasses.is_dataclass(original):
+    if category is _MODEL:
+        found = _mapping(original.__dict__, decoded.__dict__, ".{}")
+        for part in ("__pydantic_extra__", "__pydantic_private__"):
+            mine, theirs = getattr(original, part), getattr(decoded, part)
+            if found is None and (mine or theirs):
+                found = _mapping(mine or {}, theirs or {}, ".{}")
+        return found
+    if category is _FLOAT:
+        if original == decoded or (math.isnan(original) and math.isnan(decoded)):
+            return None
+        return [], original, decoded
+    if category is _DATACLASS:
         for field in dataclasses.fields(original):
-            found = difference(
-                getattr(original, field.name, None),
-                getattr(decoded, field.name, None),
-                f"{path}.{field.name}",
-            )
+            a = getattr(original, field.name, None)
+            found = _differ(a, getattr(decoded, field.name, None))
             if found is not None:
+                found[0].append(f".{field.name}")
                 return found
         return None
-    if isinstance(original, set | frozenset):
-        return _set_difference(original, decoded, path)
+    if category is _SET:
+        return _set(original, decoded)
     if original == decoded or kind.__eq__ is _IDENTITY_EQ:
         # Equal, or a class compared by identity only: the same class is all one can check.
         return None
-    return Difference(path, original, decoded)
+    return [], original, decoded
 
 
-_LEAVES = frozenset({str, int, float, bool, bytes, type(None)})
-_IDENTITY_EQ: Any = object.__eq__
-
-
-def _mapping_difference(original: Any, decoded: Any, path: str) -> Difference | None:
-    if original.keys() != decoded.keys():
-        return Difference(path, original, decoded)
-    for key, value in original.items():
-        found = difference(value, decoded[key], f"{path}[{key!r}]")
-        if found is not None:
+def _mapping(original: Any, decoded: Any, spelling: str) -> _Found | None:
+    if len(original) != len(decoded):
+        return [], original, decoded
+    for key, a in original.items():
+        b = decoded.get(key, _ABSENT)  # same length and every key found: the same keys
+        if a is b or (type(a) is type(b) and type(a) in _PLAIN and a == b):
+            continue  # the common leaf, without a call
+        if b is _ABSENT:
+            return [], original, decoded
+        if (found := _differ(a, b)) is not None:
+            found[0].append(spelling.format(key))
             return found
     return None
 
 
-def _model_difference(original: BaseModel, decoded: BaseModel, path: str) -> Difference | None:
-    found = _mapping_difference(original.__dict__, decoded.__dict__, path)
-    if found is not None:
-        return _as_attribute_path(found, path)
-    for extra in ("__pydantic_extra__", "__pydantic_private__"):
-        a, b = getattr(original, extra, None) or {}, getattr(decoded, extra, None) or {}
-        found = _mapping_difference(a, b, path)
-        if found is not None:
-            return _as_attribute_path(found, path)
-    return None
-
-
-def _as_attribute_path(found: Difference, prefix: str) -> Difference:
-    """`['name']` right after a model's own path reads better as `.name`."""
-    rest = found.path[len(prefix) :]
-    if rest.startswith("['"):
-        end = rest.find("']")
-        rest = "." + rest[2:end] + rest[end + 2 :]
-    return found._replace(path=prefix + rest)
-
-
-def _set_difference(original: Any, decoded: Any, path: str) -> Difference | None:
+def _set(original: Any, decoded: Any) -> _Found | None:
     if original != decoded:
-        return Difference(path, original, decoded)
+        return [], original, decoded
     by_value = {item: item for item in decoded}  # equal items hash alike: pair them up
     for item in original:
-        found = difference(item, by_value[item], f"{path}{{{item!r}}}")
+        found = _differ(item, by_value[item])
         if found is not None:
+            found[0].append(f"{{{item!r}}}")
             return found
     return None
