@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -220,6 +221,28 @@ def test_exceptions_that_cannot_be_rebuilt_are_not(make: Callable[[], Exception]
     """Where the parts cannot be kept (pydantic's ValidationError, a live object in args),
     there is no rebuild: the engine raises StepFailed live and on replay."""
     assert RecordedError.from_exception(make()).rebuild() is None
+
+
+def test_rebuilding_an_http_error_never_imports_its_library() -> None:
+    """A record naming httpx2's error and response is not rebuilt in a process that has not
+    imported httpx2, and reading it does not import it."""
+    record = RecordedError.from_exception(
+        raised(
+            lambda: (
+                httpx2.Client(transport=httpx2.MockTransport(answering(500, b"")))
+                .get("https://api.test/")
+                .raise_for_status()
+            )
+        )
+    )
+    script = (
+        "import sys\n"
+        "from journal import RecordedError\n"
+        f"record = RecordedError.decode({record.encode()!r})\n"
+        "assert record.rebuild() is None\n"
+        "assert 'httpx2' not in sys.modules and 'httpx' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 # -- OSError ---------------------------------------------------------------------------------
