@@ -65,10 +65,27 @@ def canonical_json(obj: Any) -> bytes:
     except TypeError:
         spelt = b"null"
     # No "u" means no "null": one memchr, cheaper than the substring search (METH_O partition,
-    # cheaper than `in` or find).
+    # cheaper than `in` or find). A null from a None alone needs no second spelling.
     if 117 not in spelt or not _partition(spelt, b"null")[1]:
         return spelt
+    if spelt != b"null" and not _may_hold_non_finite(obj):
+        return spelt
     return _dumps(_canonical_tree(obj), _canonical_default, _CANONICAL_OPTIONS)
+
+
+def _may_hold_non_finite(obj: Any) -> bool:
+    """False when `obj` (plain dicts, lists and scalars) holds no NaN or infinity; True when it
+    does, or holds anything else (a model, a dataclass: `_canonical_tree` looks inside)."""
+    for value in obj.values() if type(obj) is dict else obj if type(obj) in (list, tuple) else ():
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        if kind is float:
+            if not math.isfinite(value):
+                return True
+        elif kind not in (dict, list, tuple) or _may_hold_non_finite(value):
+            return True
+    return type(obj) not in (dict, list, tuple)
 
 
 _dumps = orjson.dumps
@@ -84,11 +101,31 @@ def _canonical_tree(obj: Any) -> Any:
     apart: a NaN or infinite float becomes `{"__float__": "NaN"}`, an int beyond 64 bits
     `{"__int__": "<digits>"}`. Anything else is left to orjson and `_canonical_default`, so a
     value without those spells exactly as the fast path spells it (fingerprints do not move)."""
+    kind = type(obj)
+    if kind is str or kind is bool or obj is None:
+        return obj
+    if kind is dict:
+        return {_canonical_key(k): _canonical_tree(v) for k, v in obj.items()}
+    if kind is list or kind is tuple:
+        return [_canonical_tree(v) for v in obj]
+    if kind is float:
+        return obj if math.isfinite(obj) else _non_finite(obj)
+    if kind is int:
+        return obj if -(2**63) <= obj < 2**64 else {"__int__": str(obj)}
+    return _canonical_object(obj)
+
+
+def _non_finite(value: float) -> dict[str, str]:
+    return {"__float__": "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"}
+
+
+def _canonical_object(obj: Any) -> Any:
+    """`_canonical_tree` for subclasses and objects (rarer, so checked in full)."""
+    if isinstance(obj, enum.Enum):
+        return obj  # orjson spells a member by its value
     if isinstance(obj, float):
-        if math.isfinite(obj):
-            return obj
-        return {"__float__": "NaN" if math.isnan(obj) else "Infinity" if obj > 0 else "-Infinity"}
-    if isinstance(obj, int) and not isinstance(obj, bool | enum.Enum):
+        return obj if math.isfinite(obj) else _non_finite(obj)
+    if isinstance(obj, int) and not isinstance(obj, bool):
         return obj if -(2**63) <= obj < 2**64 else {"__int__": str(obj)}
     if isinstance(obj, dict):
         return {_canonical_key(k): _canonical_tree(v) for k, v in obj.items()}
@@ -134,7 +171,9 @@ def _canonical_order(items: set[Any] | frozenset[Any]) -> list[Any]:
 
 
 def _canonical_key(key: Any) -> Any:
-    if isinstance(key, _NATIVE_KEYS) and not (isinstance(key, int) and not -(2**63) <= key < 2**64):
+    if type(key) is str or (
+        isinstance(key, _NATIVE_KEYS) and not (isinstance(key, int) and not -(2**63) <= key < 2**64)
+    ):
         return key
     return canonical_json(key).decode()
 
