@@ -1,6 +1,6 @@
 """journal: the append-only log of workflow runs. Knows nothing of coroutines or replay."""
 
-from ._codec import RecordedError, ValueCodec, canonical_json, fingerprint
+from ._codec import ValueCodec, canonical_json, fingerprint
 from ._diff import ABSENT, RunDiff, StepDiff, StepSide
 from ._errors import (
     ChainKeyMismatch,
@@ -15,6 +15,7 @@ from ._errors import (
     ValueNotJournalable,
 )
 from ._events import Event, EventKind, EventStatus, Owner, Run, RunStatus
+from ._exceptions import RecordedError
 from ._inspect import RunDigest, TimelineEntry, parse_since
 from ._journal import Journal
 from ._redact import Redaction

@@ -11,10 +11,12 @@ Two directions, kept separate on purpose:
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime as dt
+import enum
 import hashlib
 import math
-import sys
-import traceback
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import PurePath
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, Vali
 from pydantic_core import PydanticSerializationError
 
 from ._errors import ValueNotJournalable
+from ._fidelity import Difference, difference
 
 _CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _VALUE_CONFIG = ConfigDict(
@@ -41,6 +44,8 @@ def _canonical_default(obj: Any) -> Any:
         return {"__bytes__": base64.b64encode(bytes(obj)).decode()}
     if isinstance(obj, Decimal | PurePath):
         return str(obj)
+    if isinstance(obj, tuple):  # a NamedTuple: its items, as for any tuple
+        return list(obj)
     # An object JSON cannot express (a client, a lock, a callback) takes part in the fingerprint
     # by its type only: its identity changes every run and would make every replay diverge.
     cls = type(obj)
@@ -48,24 +53,129 @@ def _canonical_default(obj: Any) -> Any:
 
 
 def canonical_json(obj: Any) -> bytes:
-    """Stable JSON bytes for `obj` (keys sorted): equal inputs give equal bytes, run after run."""
+    """Stable JSON bytes for `obj` (keys sorted): equal inputs give equal bytes, run after run.
+
+    Distinct inputs give distinct bytes, except by design: objects JSON cannot express count by
+    their type, a tuple or set is its items, a dataclass or model its fields. orjson writes NaN
+    and infinities as `null`, like None, and stops at 64-bit integers, so output holding `null`
+    or a value orjson refused is spelt again by `_canonical_tree`, which tells them apart.
+    """
     try:
-        return orjson.dumps(obj, default=_canonical_default, option=_CANONICAL_OPTIONS)
+        spelt = _dumps(obj, _canonical_default, _CANONICAL_OPTIONS)
     except TypeError:
-        # orjson stops at 64-bit integers; spell larger ones as strings (rare, so not the path).
-        return orjson.dumps(
-            _big_ints_as_text(obj), default=_canonical_default, option=_CANONICAL_OPTIONS
-        )
+        spelt = b"null"
+    # No "u" means no "null": one memchr, cheaper than the substring search (METH_O partition,
+    # cheaper than `in` or find). A null from a None alone needs no second spelling.
+    if 117 not in spelt or not _partition(spelt, b"null")[1]:
+        return spelt
+    if spelt != b"null" and not _may_hold_non_finite(obj):
+        return spelt
+    return _dumps(_canonical_tree(obj), _canonical_default, _CANONICAL_OPTIONS)
 
 
-def _big_ints_as_text(obj: Any) -> Any:
-    if isinstance(obj, int) and not isinstance(obj, bool) and not -(2**63) <= obj < 2**64:
-        return {"__int__": str(obj)}
+def _may_hold_non_finite(obj: Any) -> bool:
+    """False when `obj` (plain dicts, lists and scalars) holds no NaN or infinity; True when it
+    does, or holds anything else (a model, a dataclass: `_canonical_tree` looks inside)."""
+    for value in obj.values() if type(obj) is dict else obj if type(obj) in (list, tuple) else ():
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        if kind is float:
+            if not math.isfinite(value):
+                return True
+        elif kind not in (dict, list, tuple) or _may_hold_non_finite(value):
+            return True
+    return type(obj) not in (dict, list, tuple)
+
+
+_dumps = orjson.dumps
+_partition = bytes.partition
+
+
+_NATIVE_KEYS = (str, int, float, bool, type(None), enum.Enum, dt.date, dt.time, uuid.UUID)
+"""Dict keys orjson spells itself (OPT_NON_STR_KEYS); other keys are spelt as canonical text."""
+
+
+def _canonical_tree(obj: Any) -> Any:
+    """`obj` as plain JSON values, spelt as orjson spells them, except what orjson cannot tell
+    apart: a NaN or infinite float becomes `{"__float__": "NaN"}`, an int beyond 64 bits
+    `{"__int__": "<digits>"}`. Anything else is left to orjson and `_canonical_default`, so a
+    value without those spells exactly as the fast path spells it (fingerprints do not move)."""
+    kind = type(obj)
+    if kind is str or kind is bool or obj is None:
+        return obj
+    if kind is dict:
+        return {_canonical_key(k): _canonical_tree(v) for k, v in obj.items()}
+    if kind is list or kind is tuple:
+        return [_canonical_tree(v) for v in obj]
+    if kind is float:
+        return obj if math.isfinite(obj) else _non_finite(obj)
+    if kind is int:
+        return obj if -(2**63) <= obj < 2**64 else {"__int__": str(obj)}
+    return _canonical_object(obj)
+
+
+def _non_finite(value: float) -> dict[str, str]:
+    return {"__float__": "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"}
+
+
+def _canonical_object(obj: Any) -> Any:
+    """`_canonical_tree` for subclasses and objects (rarer, so checked in full)."""
+    if isinstance(obj, enum.Enum):
+        return obj  # orjson spells a member by its value
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else _non_finite(obj)
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        return obj if -(2**63) <= obj < 2**64 else {"__int__": str(obj)}
     if isinstance(obj, dict):
-        return {k: _big_ints_as_text(v) for k, v in obj.items()}
+        return {_canonical_key(k): _canonical_tree(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_big_ints_as_text(v) for v in obj]
+        return [_canonical_tree(v) for v in obj]
+    if isinstance(obj, BaseModel):
+        # JSON mode spells the fields as before; where it wrote null, the Python dump tells
+        # whether a NaN or an infinity was there (a model's config may write those as null).
+        raw = obj.model_dump(mode="python")
+        try:
+            spelt = obj.model_dump(mode="json")
+        except (ValueError, PydanticSerializationError):  # bytes that are not UTF-8
+            return _canonical_tree(raw)
+        return _canonical_tree(_non_finite_back(spelt, raw))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _canonical_tree(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, set | frozenset):
+        return [_canonical_tree(item) for item in _canonical_order(obj)]
     return obj
+
+
+def _non_finite_back(spelt: Any, raw: Any) -> Any:
+    """`spelt` with each null that stands for a NaN or infinite float in `raw` put back."""
+    if spelt is None:
+        return raw if isinstance(raw, float) and not math.isfinite(raw) else None
+    if isinstance(spelt, dict) and isinstance(raw, dict) and spelt.keys() == raw.keys():
+        return {k: _non_finite_back(v, raw[k]) for k, v in spelt.items()}
+    if isinstance(spelt, list) and isinstance(raw, list | tuple) and len(spelt) == len(raw):
+        return [_non_finite_back(v, r) for v, r in zip(spelt, raw, strict=True)]
+    return spelt
+
+
+def _canonical_order(items: set[Any] | frozenset[Any]) -> list[Any]:
+    """The fast path's order (items by their orjson bytes), ties and refusals decided by the
+    items' canonical bytes, so the order never depends on hashing."""
+    try:
+        keys = [
+            (orjson.dumps(item, default=_canonical_default), canonical_json(item)) for item in items
+        ]
+    except TypeError:
+        keys = [(b"", canonical_json(item)) for item in items]
+    return [item for _, item in sorted(zip(keys, items, strict=True), key=lambda pair: pair[0])]
+
+
+def _canonical_key(key: Any) -> Any:
+    if type(key) is str or (
+        isinstance(key, _NATIVE_KEYS) and not (isinstance(key, int) and not -(2**63) <= key < 2**64)
+    ):
+        return key
+    return canonical_json(key).decode()
 
 
 def fingerprint(name: str, canonical_args: bytes) -> str:
@@ -112,11 +222,13 @@ class ValueCodec:
     """Encodes values of one declared type to JSON bytes and decodes them back to that type.
 
     Built once per step (when it is decorated), so the hot path only calls `encode`/`decode`.
-    With no annotation (`Any`) a value must come back equal to itself, else `encode` refuses it:
-    a tuple or a datetime would silently decode as a list or a string.
+    A value must come back as itself (equal, with the same classes throughout), else `record`
+    refuses it: without an annotation a tuple or an enum would decode as a list or an int; a
+    validator that changes values, a subclass of the annotated class or a union whose members
+    look alike in JSON would give the workflow something other than what the step returned.
     """
 
-    __slots__ = ("_adapter", "_check_equal", "_scalar", "_wrapped", "annotation")
+    __slots__ = ("_adapter", "_scalar", "_wrapped", "annotation")
 
     def __init__(self, annotation: Any = Any) -> None:
         self.annotation = annotation
@@ -129,7 +241,6 @@ class ValueCodec:
                 "can hold, such as a pydantic model or dataclass of the fields you need, "
                 "not a live object."
             ) from exc
-        self._check_equal = annotation is Any
         # str, int, bool and float results skip pydantic (the common LLM-text case, ~10x
         # faster); anything unusual (big ints, infinities, lone surrogates) takes the full path.
         self._scalar: type | None = annotation if annotation in (str, int, bool, float) else None
@@ -171,13 +282,9 @@ class ValueCodec:
                 f"{_type_name(self.annotation)}: {_first_line(exc)}. Common causes: an infinite "
                 "float inside a model with its own config, a value outside the declared type."
             ) from exc
-        if self._check_equal and decoded != value:
-            raise ValueNotJournalable(
-                f"{what} {_short_repr(value)} would come back from the journal as "
-                f"{_short_repr(decoded)} ({type(decoded).__name__}), because the step has "
-                "no return annotation. Fix: annotate the return type (e.g. "
-                f"`-> {type(value).__name__}`) so the value is rebuilt with its type."
-            )
+        found = difference(value, decoded)
+        if found is not None:
+            raise ValueNotJournalable(_changed(what, value, decoded, found, self.annotation))
         return payload, decoded
 
     def encode(self, value: Any, *, what: str = "value") -> bytes:
@@ -208,63 +315,6 @@ class ValueCodec:
             ) from exc
 
 
-class RecordedError(BaseModel):
-    """An exception as the journal keeps it: type, message, args and traceback text."""
-
-    model_config = ConfigDict(frozen=True)
-
-    type: str
-    """`module:qualname` of the exception class."""
-    message: str
-    args: list[Any] | None = None
-    """The exception's args when they are JSON-able, so it can be rebuilt exactly."""
-    traceback: str | None = None
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> RecordedError:
-        exc_type = type(exc)
-        try:
-            args: list[Any] | None = orjson.loads(orjson.dumps(list(exc.args)))
-        except TypeError:
-            args = None
-        return cls(
-            type=f"{exc_type.__module__}:{exc_type.__qualname__}",
-            message=str(exc),
-            args=args,
-            traceback="".join(traceback.format_exception(exc)),
-        )
-
-    def encode(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
-
-    @classmethod
-    def decode(cls, payload: bytes) -> RecordedError:
-        return cls.model_validate_json(payload)
-
-    def rebuild(self) -> Exception | None:
-        """The exception as an instance of its own type, or None when that is impossible.
-
-        Only classes whose module is already imported are considered: decoding a journal must
-        never import code, so a journal from an untrusted source is safe to open.
-        """
-        module_name, _, qualname = self.type.partition(":")
-        module = sys.modules.get(module_name)
-        if module is None or self.args is None:
-            return None
-        obj: Any = module
-        for part in qualname.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                return None
-        if not (isinstance(obj, type) and issubclass(obj, Exception)):
-            return None
-        try:
-            rebuilt = obj(*self.args)
-        except Exception:
-            return None
-        return rebuilt if str(rebuilt) == self.message else None
-
-
 def json_or_text(payload: bytes | None) -> Any:
     """Recorded bytes as JSON values for reading; bytes that are not JSON as text."""
     if payload is None:
@@ -275,7 +325,76 @@ def json_or_text(payload: bytes | None) -> Any:
         return payload.decode(errors="replace")
 
 
+def _changed(what: str, value: Any, whole: Any, found: Difference, annotation: Any) -> str:
+    """Why `value` would not come back as itself (`whole`), and what to do about it."""
+    original, decoded = found.original, found.decoded
+    mine, theirs = type(original).__name__, type(decoded).__name__
+    head = (
+        f"{what} {_short_repr(original)} ({mine}) would come back from the journal as "
+        f"{_short_repr(decoded)} ({theirs})"
+    )
+    if found.path:
+        head = (
+            f"{what} {_short_repr(value)} would come back from the journal as "
+            f"{_short_repr(whole)}: at {what}{found.path}, {_short_repr(original)} ({mine}) "
+            f"would become {_short_repr(decoded)} ({theirs})"
+        )
+    untyped = annotation is Any
+    if not found.class_changed:
+        return (
+            f"{head}: decoding it changes it. pydantic runs a model's validators again when "
+            "it decodes the journal, and a validator that changes values it has already "
+            "validated (doubling, appending, shifting) gives something else each time; so "
+            "does a value built without validation (model_construct). Fix: make the "
+            "validator return an already valid value unchanged (normalising is fine), or "
+            "change the value in the step before building the model."
+        )
+    if isinstance(original, enum.Enum) and not isinstance(decoded, enum.Enum):
+        reason = (
+            "the step has no return annotation, so the journal keeps the member's value only"
+            if untyped
+            else f"{_type_name(annotation)} decodes that value as {theirs}"
+        )
+        return (
+            f"{head}: {reason}. Fix: annotate the return type with the enum (e.g. "
+            f"`-> {mine}`, `-> list[{mine}]`); a union of an enum and its value's type "
+            "cannot be told apart."
+        )
+    discriminate = (
+        "a discriminated union of the classes you return (give each a field like "
+        "`kind: Literal['...']` and annotate `Annotated[A | B, Field(discriminator='kind')]`)"
+    )
+    if isinstance(original, type(decoded)) and not untyped:
+        return (
+            f"{head}: {mine} is a subclass of {theirs}, and the journal rebuilds the class the "
+            f"annotation declares, so it would lose its class and its own fields. Fix: "
+            f"annotate the class you return (`-> {mine}`), or {discriminate}."
+        )
+    if _is_record(original) and _is_record(decoded):
+        return (
+            f"{head}: the annotation {_type_name(annotation)} allows both, and their JSON "
+            f"does not tell a {mine} from a {theirs}. Fix: use {discriminate}."
+        )
+    if untyped:
+        return (
+            f"{head}, because the step has no return annotation. Fix: annotate the return "
+            f"type (e.g. `-> {type(value).__name__}`) so the value is rebuilt with its type."
+        )
+    return (
+        f"{head}. Fix: return the type {_type_name(annotation)} declares, or annotate the "
+        f"type you return (`{mine}` rather than `Any` inside containers)."
+    )
+
+
+def _is_record(value: Any) -> bool:
+    return isinstance(value, BaseModel) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    )
+
+
 def _type_name(annotation: Any) -> str:
+    if get_args(annotation):  # dict[str, Any] rather than its bare origin's name
+        return repr(annotation).replace("typing.", "")
     return getattr(annotation, "__name__", None) or repr(annotation)
 
 

@@ -155,9 +155,9 @@ def _record_failure(
     return will_retry, retry.delay_before(plan.attempt)
 
 
-def as_replayed_error(exc: Exception) -> Exception:
+def as_replayed_error(exc: Exception, redact: Callable[[bytes], bytes] | None = None) -> Exception:
     """What the caller sees live: the original exception if replay would rebuild its type."""
-    recorded = RecordedError.from_exception(exc)
+    recorded = RecordedError.from_exception(exc).redacted(redact)  # as the journal stores it
     rebuilt = recorded.rebuild()
     if rebuilt is not None and type(rebuilt) is type(exc):
         return exc
@@ -185,7 +185,7 @@ def _after_failure(
     will_retry, delay = _record_failure(spec, session, plan, exc)
     if will_retry:
         return delay
-    failure = as_replayed_error(exc)
+    failure = as_replayed_error(exc, session.redact)
     if failure is exc:
         raise exc
     raise failure from exc

@@ -193,9 +193,10 @@ class CustomError(Exception):
     pass
 
 
-class NeedsTwoArgs(Exception):
+class HoldsAnObject(Exception):
     def __init__(self, code: int, why: str) -> None:
         super().__init__(f"{code}: {why}")
+        self.handle = object()
 
 
 def test_exception_round_trip_same_type_and_message() -> None:
@@ -208,8 +209,8 @@ def test_exception_round_trip_same_type_and_message() -> None:
 
 
 def test_exception_that_cannot_be_rebuilt_yields_none() -> None:
-    """Types whose constructor does not take their args back are not rebuilt (no guessing)."""
-    recorded = RecordedError.from_exception(NeedsTwoArgs(7, "bad"))
+    """An exception holding what JSON cannot (a live object) is not rebuilt (no half copy)."""
+    recorded = RecordedError.from_exception(HoldsAnObject(7, "bad"))
     assert recorded.rebuild() is None
 
 

@@ -139,6 +139,7 @@ def test_step_exception_is_recorded_and_reraised_as_same_type(journal: Journal) 
 class Unrebuildable(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"{code}/{reason}")
+        self.handle = object()  # a live object: the journal cannot hold it, so no rebuild
 
 
 @step

@@ -230,7 +230,7 @@ async def _run_live(
     except Exception as exc:
         _finish(session, step, plan, EventStatus.FAILED, RecordedError.from_exception(exc).encode())
         await session.hold_live(plan.key, step.name)
-        failure = as_replayed_error(exc)  # what replay will raise: the same type, or StepFailed
+        failure = as_replayed_error(exc, session.redact)  # what replay raises: same, or StepFailed
         if failure is exc:
             raise
         raise failure from exc
