@@ -226,7 +226,7 @@ class History:
         self._watch: asyncio.TimerHandle | None = None
         self._progress = (-1, -1)
         self._quiet_since = 0.0
-        self._reaches = 0
+        self.reaches = 0
 
     # -- reaching ---------------------------------------------------------------------------
 
@@ -253,7 +253,7 @@ class History:
         if reached[pos]:
             return
         reached[pos] = 1
-        self._reaches += 1
+        self.reaches += 1
         if pos != self.cursor:
             return
         size = self.size
@@ -422,7 +422,7 @@ class History:
             if not self.held:
                 return
             now = self.loop.time()
-            progress = (self.cursor, self._reaches)
+            progress = (self.cursor, self.reaches)
             idle = _run_idle(self.loop, self.tasks())
             if progress != self._progress or idle is False or self.busy():
                 self._progress = progress

@@ -47,6 +47,7 @@ from journal._chain import Chain
 from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow, RunStatus, trusted_event
 from journal._redact import Redactor
 
+from ._context import TaskScope
 from ._errors import (
     CallDescription,
     FrontierReached,
@@ -217,7 +218,7 @@ class Session:
     def prepare(
         self,
         spec: StepSpec,
-        key: str,
+        key: str | TaskScope,
         args_payload: bytes,
         fp: str,
         site_depth: int,
@@ -225,11 +226,18 @@ class Session:
     ) -> EventRow | Turn | LivePlan:
         """Served now (the finishing row), served in its turn (a `Turn`), or live (a plan).
 
-        `defer`: the asking scope's list of outcomes handed out but not yet in place (work in
-        a thread pool): a row served now goes there instead of being reached."""
+        `key` is the step's key, or the scope whose next key it is (allocated under the lock,
+        the hot path). `defer`: the asking scope's list of outcomes handed out but not yet in
+        place (work in a thread pool): a row served now goes there instead of being reached."""
         with self.lock:
             if self.stopping is not None:
                 raise self.stop_signal()
+            if not isinstance(key, str):
+                scope = key
+                if scope.deferred:
+                    self.settle(scope)
+                scope.steps += 1
+                key = f"{scope.path}:{scope.steps}"
             found = self.recorded.get(key)
             if isinstance(found, tuple):
                 # The common case on replay, kept short: one row, same call, finished.
@@ -242,10 +250,19 @@ class Session:
                     history = self.history
                     pos = history.pos_of[found[0]]
                     if pos == history.cursor and found[5] != "cancelled":
-                        if defer is None:
-                            history.reach(pos)
-                        else:
+                        if defer is not None:
                             defer.append(pos)
+                        elif not (history.held or history.timers):
+                            # History.reach inlined: nothing waits, so only the cursor moves.
+                            reached = history.reached
+                            reached[pos] = 1
+                            history.reaches += 1
+                            size, pos = history.size, pos + 1
+                            while pos < size and reached[pos]:
+                                pos += 1
+                            history.cursor = pos
+                        else:
+                            history.reach(pos)
                         return found
                     history.asked.add(key)
                     return Turn(found, pos)

@@ -105,13 +105,13 @@ def _prepare(
     spec: StepSpec, scope: TaskScope, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Session, EventRow | Turn | LivePlan]:
     session = scope.session
-    key = scope.next_key()
     bound = spec.bind(args, kwargs)
     args_payload = canonical_json(bound)
     if session.redact is not None:
         args_payload = session.redact.arguments(bound, args_payload)
     fp = spec.fingerprint(args_payload)
-    return session, session.prepare(spec, key, args_payload, fp, _SITE_DEPTH + 1, scope.deferred)
+    # The key is taken under the session's lock, with the decision: scope.next_key(), inlined.
+    return session, session.prepare(spec, scope, args_payload, fp, _SITE_DEPTH + 1, scope.deferred)
 
 
 def _serve(spec: StepSpec, session: Session, row: EventRow) -> Any:
