@@ -1,0 +1,211 @@
+"""The engine bugs the framework tests ran into, each reduced to plain asyncio code.
+
+Each test names the framework code path that hits the bug in its docstring, and is marked
+`xfail(strict=True)` with the engine point in its reason: it starts passing (and so fails the
+suite until the mark is removed) once the engine is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+
+import replay
+from journal import EventStatus, Journal
+from replay.integrations import JournalTransport
+
+CITIES = ("Paris", "Rome")
+
+
+@replay.step(name="lookup", kind="tool")
+def lookup(city: str) -> str:
+    return f"sunny in {city}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: threads — two threads' starts share Session.pending, so the second write "
+    "re-appends the first thread's row (JournalWriteFailed: UNIQUE events.run_id, events.seq)",
+)
+def test_two_threads_starting_steps_while_the_journal_is_busy(tmp_path: Path) -> None:
+    """Two threads of one run each start a sync step while another connection holds the
+    journal file's write lock (as another process appending to the same file would): each
+    step is journaled once, with consecutive seqs, and the run completes.
+
+    Framework paths: openai-agents runs each plain `def` tool of a parallel tool call with
+    `asyncio.to_thread` (agents/tool.py, `_on_invoke_tool_impl`); LangChain's ToolNode under
+    `ainvoke` runs `def` tools with `run_in_executor` (langchain_core/runnables/config.py,
+    `run_in_executor`, from langchain_core/tools/base.py `BaseTool.arun`); smolagents runs
+    parallel tool calls in a ThreadPoolExecutor (smolagents/agents.py,
+    `ToolCallingAgent.process_tool_calls`). Without the lock the same collision happens when
+    two threads start within one commit of each other: 26 of 30 plain runs of two threads
+    released by a barrier, and about one in three openai-agents runs with two parallel
+    `def` tools, failed so.
+    """
+    db = tmp_path / "journal.db"
+
+    async def agent() -> list[str]:
+        busy = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        busy.execute("BEGIN IMMEDIATE")
+        try:
+            paris = asyncio.ensure_future(asyncio.to_thread(lookup, "Paris"))
+            await asyncio.sleep(0.3)  # Paris's `started` row is being written: blocked
+            rome = asyncio.ensure_future(asyncio.to_thread(lookup, "Rome"))
+            await asyncio.sleep(0.3)  # Rome's start queues behind it
+        finally:
+            busy.execute("COMMIT")
+            busy.close()
+        return [await paris, await rome]
+
+    with Journal(db) as journal:
+        result = asyncio.run(replay.run(agent, journal=journal, run_id="busy"))
+        events = journal.events("busy")
+    assert result == ["sunny in Paris", "sunny in Rome"]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert sorted(e.key for e in events if e.status is EventStatus.COMPLETED) == ["0/1:1", "0/2:1"]
+
+
+def _parallel_tools(order: tuple[str, ...]) -> list[str]:
+    """smolagents' parallel tool calls: one pool thread per call, each running in a copy of
+    the caller's context; `order` is the order in which the threads reach their step."""
+    turn = {city: threading.Event() for city in CITIES}
+    done = {city: threading.Event() for city in CITIES}
+
+    def call(city: str) -> str:
+        assert turn[city].wait(5)
+        try:
+            return lookup(city)
+        finally:
+            done[city].set()
+
+    with ThreadPoolExecutor(len(CITIES)) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, call, c) for c in CITIES]
+        for city in order:
+            turn[city].set()
+            assert done[city].wait(5)
+        return [future.result() for future in futures]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: threads — threads copying one task's context share its key counter, so "
+    "a step's key is the order in which threads reach it (NonDeterminismError on replay)",
+)
+def test_threads_sharing_a_context_replay_whichever_asks_first(tmp_path: Path) -> None:
+    """Two calls submitted to a thread pool with copy_context(), Paris first: recorded while
+    Rome's thread reached its step first, replayed while Paris's did. Replay serves each
+    call its own recorded result.
+
+    Framework path: smolagents `ToolCallingAgent.process_tool_calls` (smolagents/agents.py)
+    submits `ctx.run(process_single_tool_call, tool_call)` with `ctx = copy_context()` for
+    each tool call of one model response to a ThreadPoolExecutor; every thread carries the
+    same journaling scope. The framework test (test_smolagents, parallel tool calls) fails
+    with `NonDeterminismError ... at step 0:2`: recorded lookup(Rome), now lookup(Paris).
+    """
+    with Journal(tmp_path / "journal.db") as journal:
+
+        async def agent(order: tuple[str, ...], mode: replay._session.Mode) -> list[str]:
+            async with replay.journaled(journal, "pool", mode=mode):
+                return await asyncio.to_thread(_parallel_tools, order)
+
+        recorded = asyncio.run(agent(("Rome", "Paris"), "resume"))
+        replayed = asyncio.run(agent(("Paris", "Rome"), "replay"))
+    assert recorded == replayed == ["sunny in Paris", "sunny in Rome"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: sync-on-loop — a step that blocks the loop thread has its `started` row "
+    "buffered for a loop callback that cannot run until the step returns",
+)
+def test_a_step_blocking_the_loop_thread_is_journaled_as_started_while_it_runs(
+    tmp_path: Path,
+) -> None:
+    """A sync step called straight from workflow code (no thread) looks, from another
+    connection, at the journal while its body runs: its `started` row is there, so a crash
+    mid-body leaves the step in flight (re-executed on resume, shown by `journal show`).
+
+    Framework path: smolagents is synchronous; `agent.run(task)` called from async code
+    runs `OpenAIServerModel.generate` (smolagents/models.py) and the tools' sync HTTP on the
+    loop thread, through the journaling `JournalTransport.handle_request`. The framework test
+    (test_smolagents, inline) killed mid-request resumes with `reexecuted=0, executed=2`:
+    the request in flight was never journaled as started.
+    """
+    db = tmp_path / "journal.db"
+    seen: list[list[tuple[str, str]]] = []
+
+    @replay.step(name="slow_lookup", kind="tool")
+    def slow_lookup(city: str) -> str:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            seen.append(conn.execute("SELECT key, status FROM events ORDER BY seq").fetchall())
+        finally:
+            conn.close()
+        return f"sunny in {city}"
+
+    async def agent() -> str:
+        return slow_lookup("Paris")
+
+    with Journal(db) as journal:
+        assert asyncio.run(replay.run(agent, journal=journal, run_id="inline")) == "sunny in Paris"
+    assert seen == [[("0:1", "started")]]
+
+
+SSE = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-test",'
+    b'"choices":[{"index":0,"delta":{"content":"Paris"},"finish_reason":null}]}\n\n'
+    b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-test",'
+    b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: streams — a sync stream closed after `data: [DONE]` without reading to "
+    "EOF is never recorded as complete (replay: FrontierReached)",
+)
+def test_a_sync_openai_stream_read_to_its_end_is_recorded(tmp_path: Path) -> None:
+    """The sync OpenAI client streams a chat completion and the code reads every chunk: the
+    request is journaled as completed, and replay serves it.
+
+    openai's `Stream.__stream__` (openai/_streaming.py) breaks out at `data: [DONE]` and
+    closes the response without reading to EOF, so the journaling tee never sees the end.
+    Framework path: smolagents with `stream_outputs=True` calls
+    `OpenAIServerModel.generate_stream` (smolagents/models.py), which iterates
+    `client.chat.completions.create(..., stream=True)` on the sync client. The framework test
+    (test_smolagents, stream_outputs) finds no model request journaled as completed.
+    """
+    asked: list[str] = []
+
+    def provider(request: httpx2.Request) -> httpx2.Response:
+        asked.append(str(request.url))
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=SSE)
+
+    transport = JournalTransport(httpx2.MockTransport(provider))
+    client = openai.OpenAI(
+        api_key="sk-test",
+        base_url="http://api.test/v1",
+        http_client=httpx2.Client(transport=transport),
+    )
+
+    async def agent() -> str:
+        stream = client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "Capital?"}], stream=True
+        )
+        return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+    with Journal(tmp_path / "journal.db") as journal:
+        live = asyncio.run(replay.run(agent, journal=journal, run_id="stream"))
+        statuses = [e.status for e in journal.events("stream")]
+        replayed = asyncio.run(replay.run(agent, journal=journal, run_id="stream", mode="replay"))
+    assert live == replayed == "Paris" and len(asked) == 1
+    assert statuses[-1] is EventStatus.COMPLETED
