@@ -191,10 +191,17 @@ def _report(stdout: Path) -> Report:
 
 
 def run_driver(
-    forks: Forks, pattern: Pattern, db: Path, base_url: str, mode: str, sitting: int = 0
+    forks: Forks,
+    pattern: Pattern,
+    db: Path,
+    base_url: str,
+    mode: str,
+    sitting: int = 0,
+    env: dict[str, str] | None = None,
 ) -> Report:
     """Run the pattern to its end in a child process; its report (the child must exit 0)."""
-    with forks.start(_argv(pattern, db, base_url, mode), pattern.env(sitting)) as child:
+    environment = {**pattern.env(sitting), **(env or {})}
+    with forks.start(_argv(pattern, db, base_url, mode), environment) as child:
         code = forks.reap(child)
     assert code == 0, f"{pattern.driver} {pattern.name} ({mode}) exited {code}:\n{child.errors()}"
     return _report(child.stdout)
@@ -282,3 +289,49 @@ def crash_resume_replay(drivers: Drivers, tmp_path: Path, pattern: Pattern) -> N
     assert (replayed.served, replayed.executed, replayed.reexecuted) == (clean.executed, 0, 0)
     assert len(requests_logged(log)) == len(paid)  # stopped server, and nothing was sent
     assert API_KEY not in db.read_bytes()
+
+
+def record_then_replay(
+    drivers: Drivers, tmp_path: Path, pattern: Pattern, held: tuple[int, ...]
+) -> Report:
+    """Record the pattern while the server holds requests `held` open (the code gives up on
+    them: a timeout), then replay it with the server stopped: the same answer, nothing run
+    live, nothing sent. The recorded sitting's report."""
+    forks = drivers(pattern.driver)
+    db, log = tmp_path / "journal.db", tmp_path / "requests.log"
+    server = serve(log, slow=dict.fromkeys(held, HOLD_SECONDS))
+    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    try:
+        recorded = run_driver(forks, pattern, db, base_url, "resume")
+    finally:
+        server.stop()
+    sent = len(requests_logged(log))
+    replayed = run_driver(forks, pattern, db, base_url, "replay")
+    assert replayed.result == recorded.result
+    assert (replayed.executed, replayed.reexecuted) == (0, 0)
+    assert len(requests_logged(log)) == sent
+    return recorded
+
+
+def soak(drivers: Drivers, tmp_path: Path, pattern: Pattern, runs: int, together: int) -> None:
+    """Record and replay the pattern `runs` times, each on a fresh journal, its `together`
+    parallel sync tool calls sending their requests at the same moment: every run must
+    record and replay (for races that only some runs hit)."""
+    forks = drivers(pattern.driver)
+    together_env = {"DRIVER_TOOLS_TOGETHER": str(together)}
+    log = tmp_path / "requests.log"
+    server = serve(log)
+    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    failed: list[str] = []
+    try:
+        for number in range(runs):
+            db = tmp_path / f"journal{number}.db"
+            try:
+                recorded = run_driver(forks, pattern, db, base_url, "resume", env=together_env)
+                replayed = run_driver(forks, pattern, db, base_url, "replay", env=together_env)
+                assert replayed.result == recorded.result
+            except AssertionError as exc:
+                failed.append(str(exc).strip().splitlines()[-1])
+    finally:
+        server.stop()
+    assert not failed, f"{len(failed)} of {runs} runs failed; the first: {failed[0]}"

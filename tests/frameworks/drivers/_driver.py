@@ -17,7 +17,10 @@ command line above would, prints `started PID`, waits for the child and prints `
 (negative: killed by that signal). The child is a process of its own; a test SIGKILLs it by pid.
 
 A tool waits `DRIVER_LATE_TOOLS[city]` seconds (a JSON object in the environment) before its
-request: the tests choose which of two parallel tool calls reaches the journal first.
+request: the tests choose which of two parallel tool calls reaches the journal first. With
+`DRIVER_TOOLS_TOGETHER=N`, sync tools instead wait for each other, N at a time, and send
+their requests at the same moment (as parallel tool calls do, without the jitter of thread
+start-up).
 """
 
 from __future__ import annotations
@@ -59,10 +62,22 @@ def _late(arguments: dict[str, Any]) -> float:
     return sum(late.get(str(value), 0.0) for value in arguments.values())
 
 
+_together: list[threading.Barrier] = []
+"""The barrier of DRIVER_TOOLS_TOGETHER, made when the job starts."""
+
+
+def _meet() -> None:
+    """Wait for the other parallel calls when DRIVER_TOOLS_TOGETHER asks for it."""
+    for barrier in _together:
+        barrier.wait(timeout=10)
+
+
 def call_tool(base_url: str, name: str, **arguments: Any) -> str:
     """A tool's work, synchronously: a POST the server counts (journaled by instrument())."""
     time.sleep(_late(arguments))
-    response = httpx.post(f"{base_url}/tools/{name}", json=arguments, timeout=60)
+    with httpx.Client(timeout=60) as client:
+        _meet()
+        response = client.post(f"{base_url}/tools/{name}", json=arguments)
     response.raise_for_status()
     return str(response.json()["result"])
 
@@ -83,6 +98,8 @@ def run_job(
     db, base_url, run_id, pattern, mode = argv
     os.environ["OPENAI_API_KEY"] = API_KEY
     os.environ["OPENAI_BASE_URL"] = base_url
+    parties = int(os.environ.get("DRIVER_TOOLS_TOGETHER", "0"))
+    _together[:] = [threading.Barrier(parties)] if parties > 1 else []
     instrument()
     setup()
     agent = patterns[pattern](base_url)

@@ -4,8 +4,10 @@ Patterns: `stategraph` (a StateGraph over MessagesState: an async model node cal
 ChatOpenAI.ainvoke with tools bound, a ToolNode with async tools, tools_condition; the model
 asks for two tools in one response, which the ToolNode runs concurrently), `stategraph_sync`
 (the same graph with plain `def` tools, which LangChain runs in executor threads with a copy
-of the context), `react` (the prebuilt create_react_agent with `def` tools, one per round).
-Every graph is run with `ainvoke`.
+of the context), `react` (the prebuilt create_react_agent with `def` tools, one per round),
+all run with `ainvoke`; and `stategraph_invoke`: a sync graph (a model node calling
+ChatOpenAI.invoke, a ToolNode with `def` tools) run with the sync `invoke`, called straight
+from the async workflow, as code that mixes sync LangGraph into async code does.
 """
 
 from __future__ import annotations
@@ -74,6 +76,21 @@ def state_graph(base_url: str, tools: list[BaseTool]) -> Any:
     return graph.compile()
 
 
+def sync_state_graph(base_url: str, tools: list[BaseTool]) -> Any:
+    llm = model(base_url).bind_tools(tools)
+
+    def call_model(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [llm.invoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("model", call_model)
+    graph.add_node("tools", ToolNode(tools))
+    graph.add_edge(START, "model")
+    graph.add_conditional_edges("model", tools_condition, ["tools", END])
+    graph.add_edge("tools", "model")
+    return graph.compile()
+
+
 def stategraph_pattern(base_url: str) -> Pattern:
     graph = state_graph(base_url, async_tools(base_url))
 
@@ -89,6 +106,16 @@ def stategraph_sync_pattern(base_url: str) -> Pattern:
 
     async def go(_: str) -> str:
         state = await graph.ainvoke({"messages": [HumanMessage(plan_prompt(QUESTION, PARALLEL))]})
+        return last_text(state["messages"])
+
+    return go
+
+
+def stategraph_invoke_pattern(base_url: str) -> Pattern:
+    graph = sync_state_graph(base_url, sync_tools(base_url))
+
+    async def go(_: str) -> str:
+        state = graph.invoke({"messages": [HumanMessage(plan_prompt(QUESTION, PARALLEL))]})
         return last_text(state["messages"])
 
     return go
@@ -115,6 +142,7 @@ if __name__ == "__main__":
         {
             "stategraph": stategraph_pattern,
             "stategraph_sync": stategraph_sync_pattern,
+            "stategraph_invoke": stategraph_invoke_pattern,
             "react": react_pattern,
         },
         setup,

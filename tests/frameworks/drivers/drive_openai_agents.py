@@ -3,11 +3,15 @@
 Patterns: `run` (Runner.run, one async tool per round, two rounds), `streamed`
 (Runner.run_streamed, events consumed to the end), `parallel` (two async tools called in one
 model response, run by the SDK as concurrent tasks), `parallel_sync` (the same with plain
-`def` tools, which the SDK runs with asyncio.to_thread). The SDK builds its own AsyncOpenAI
-client from OPENAI_BASE_URL; it speaks the chat completions API to the local server.
+`def` tools, which the SDK runs with asyncio.to_thread), `timeout` (Runner.run with the two
+async tools under `asyncio.wait_for(..., TIMEOUT)`, answering "timed out" when it expires).
+The SDK builds its own AsyncOpenAI client from OPENAI_BASE_URL; it speaks the chat completions
+API to the local server.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from _driver import (  # type: ignore[import-not-found]  # next to this script
     MODEL,
@@ -26,6 +30,8 @@ from agents import (
 )
 
 QUESTION = "What is the weather in Paris and Rome?"
+TIMEOUT = 0.5
+"""Seconds `timeout` gives the agent: the tests hold its tool calls open far longer."""
 
 
 def async_tools(base_url: str) -> list[object]:
@@ -96,6 +102,21 @@ def parallel_sync_pattern(base_url: str) -> Pattern:
     return go
 
 
+def timeout_pattern(base_url: str) -> Pattern:
+    agent = weather_agent(async_tools(base_url))
+
+    async def go(_: str) -> str:
+        try:
+            result = await asyncio.wait_for(
+                Runner.run(agent, plan_prompt(QUESTION, PARALLEL)), TIMEOUT
+            )
+        except TimeoutError:
+            return "timed out"
+        return str(result.final_output)
+
+    return go
+
+
 def setup() -> None:
     set_tracing_disabled(True)  # no trace export to the real API
     set_default_openai_api("chat_completions")
@@ -108,6 +129,7 @@ if __name__ == "__main__":
             "streamed": streamed_pattern,
             "parallel": parallel_pattern,
             "parallel_sync": parallel_sync_pattern,
+            "timeout": timeout_pattern,
         },
         setup,
     )
