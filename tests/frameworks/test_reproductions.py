@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,35 +55,47 @@ def test_two_threads_starting_steps_while_the_journal_is_busy(tmp_path: Path) ->
     """
     db = tmp_path / "journal.db"
 
-    async def agent() -> list[str]:
-        busy = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-        busy.execute("BEGIN IMMEDIATE")
+    def hold_the_write_lock(taken: threading.Event) -> None:
+        """Another writer of the same file, busy for 0.6 s (whatever the run is doing)."""
+        busy = sqlite3.connect(db, isolation_level=None)
         try:
-            paris = asyncio.ensure_future(asyncio.to_thread(lookup, "Paris"))
-            await asyncio.sleep(0.3)  # Paris's `started` row is being written: blocked
-            rome = asyncio.ensure_future(asyncio.to_thread(lookup, "Rome"))
-            await asyncio.sleep(0.3)  # Rome's start queues behind it
-        finally:
+            busy.execute("BEGIN IMMEDIATE")
+            taken.set()
+            time.sleep(0.6)
             busy.execute("COMMIT")
+        finally:
             busy.close()
-        return [await paris, await rome]
+
+    async def agent() -> list[str]:
+        taken = threading.Event()
+        other = threading.Thread(target=hold_the_write_lock, args=(taken,))
+        other.start()
+        assert taken.wait(5)
+        paris = asyncio.ensure_future(asyncio.to_thread(lookup, "Paris"))
+        await asyncio.sleep(0.2)  # Paris's `started` row is being written: blocked
+        rome = asyncio.ensure_future(asyncio.to_thread(lookup, "Rome"))
+        results = [await paris, await rome]  # Rome's start came while Paris's was blocked
+        await asyncio.to_thread(other.join)
+        return results
 
     with Journal(db) as journal:
         result = asyncio.run(replay.run(agent, journal=journal, run_id="busy"))
         events = journal.events("busy")
     assert result == ["sunny in Paris", "sunny in Rome"]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert sorted(e.key for e in events if e.status is EventStatus.COMPLETED) == ["0/1:1", "0/2:1"]
+    completed = [e for e in events if e.status is EventStatus.COMPLETED]
+    assert len(completed) == len({e.key for e in completed}) == 2
 
 
-def _parallel_tools(order: tuple[str, ...]) -> list[str]:
+def _parallel_tools(order: tuple[str, ...], wait_for_each: bool) -> list[str]:
     """smolagents' parallel tool calls: one pool thread per call, each running in a copy of
-    the caller's context; `order` is the order in which the threads reach their step."""
+    the caller's context. The threads reach their step in `order`, 0.2 s apart, or each
+    only once the one before has finished (`wait_for_each`)."""
     turn = {city: threading.Event() for city in CITIES}
     done = {city: threading.Event() for city in CITIES}
 
     def call(city: str) -> str:
-        assert turn[city].wait(5)
+        assert turn[city].wait(10)
         try:
             return lookup(city)
         finally:
@@ -91,8 +105,11 @@ def _parallel_tools(order: tuple[str, ...]) -> list[str]:
         futures = [pool.submit(contextvars.copy_context().run, call, c) for c in CITIES]
         for city in order:
             turn[city].set()
-            assert done[city].wait(5)
-        return [future.result() for future in futures]
+            if wait_for_each:
+                assert done[city].wait(10)
+            else:
+                time.sleep(0.2)
+        return [future.result(timeout=10) for future in futures]
 
 
 @pytest.mark.xfail(
@@ -102,8 +119,8 @@ def _parallel_tools(order: tuple[str, ...]) -> list[str]:
 )
 def test_threads_sharing_a_context_replay_whichever_asks_first(tmp_path: Path) -> None:
     """Two calls submitted to a thread pool with copy_context(), Paris first: recorded while
-    Rome's thread reached its step first, replayed while Paris's did. Replay serves each
-    call its own recorded result.
+    Rome's thread reached its step (and finished it) first, replayed while Paris's reached
+    it first. Replay serves each call its own recorded result.
 
     Framework paths: smolagents `ToolCallingAgent.process_tool_calls` (smolagents/agents.py)
     submits `ctx.run(process_single_tool_call, tool_call)` with `ctx = copy_context()` for
@@ -119,7 +136,67 @@ def test_threads_sharing_a_context_replay_whichever_asks_first(tmp_path: Path) -
 
         async def agent(order: tuple[str, ...], mode: replay._session.Mode) -> list[str]:
             async with replay.journaled(journal, "pool", mode=mode):
-                return await asyncio.to_thread(_parallel_tools, order)
+                return await asyncio.to_thread(_parallel_tools, order, mode == "resume")
+
+        recorded = asyncio.run(agent(("Rome", "Paris"), "resume"))
+        replayed = asyncio.run(agent(("Paris", "Rome"), "replay"))
+    assert recorded == replayed == ["sunny in Paris", "sunny in Rome"]
+
+
+def _mapped_tools(order: tuple[str, ...], wait_for_each: bool) -> list[str]:
+    """LangChain's ContextThreadPoolExecutor.map: one context copied per call *before* the
+    calls are submitted, each call run in one of them (`contexts.pop().run(fn, ...)`) inside
+    work that `submit` wraps in yet another `copy_context().run`."""
+    turn = {city: threading.Event() for city in CITIES}
+    done = {city: threading.Event() for city in CITIES}
+    contexts = [contextvars.copy_context() for _ in CITIES]
+
+    def call(city: str) -> str:
+        assert turn[city].wait(10)
+        try:
+            return contexts.pop().run(lookup, city)
+        finally:
+            done[city].set()
+
+    with ThreadPoolExecutor(len(CITIES)) as pool:
+        futures = [
+            pool.submit(functools.partial(contextvars.copy_context().run, call, city))
+            for city in CITIES
+        ]
+        for city in order:
+            turn[city].set()
+            if wait_for_each:
+                assert done[city].wait(10)
+            else:
+                time.sleep(0.2)
+        return [future.result(timeout=10) for future in futures]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: threads — work that runs in a context copied before it was submitted "
+    "(LangChain's ContextThreadPoolExecutor.map) keeps the submitting task's key counter",
+)
+def test_contexts_copied_before_submission_replay_whichever_asks_first(tmp_path: Path) -> None:
+    """The same two calls, submitted the way LangChain's ContextThreadPoolExecutor.map does:
+    each runs in a context copied before any call was submitted. Recorded while Rome's call
+    reached its step first, replayed while Paris's did: each call gets its own result.
+
+    Framework path: LangGraph's sync ToolNode (`ToolNode._func`,
+    langgraph/prebuilt/tool_node.py) runs the tool calls of one model response with
+    `executor.map(self._run_one, ...)` on `get_executor_for_config`'s
+    ContextThreadPoolExecutor (langchain_core/runnables/config.py), whose `map` copies the
+    contexts up front and whose `submit` wraps each call in `copy_context().run`. An engine
+    that gives `ThreadPoolExecutor.submit` work its own key scope by setting it in the context
+    that work carries still loses here: the call switches to the context copied earlier. The
+    framework test (test_langgraph, sync graph invoked from async code) fails with
+    `NonDeterminismError ... at step 0:2`.
+    """
+    with Journal(tmp_path / "journal.db") as journal:
+
+        async def agent(order: tuple[str, ...], mode: replay._session.Mode) -> list[str]:
+            async with replay.journaled(journal, "map", mode=mode):
+                return await asyncio.to_thread(_mapped_tools, order, mode == "resume")
 
         recorded = asyncio.run(agent(("Rome", "Paris"), "resume"))
         replayed = asyncio.run(agent(("Paris", "Rome"), "replay"))
