@@ -7,6 +7,17 @@ appends one line per request to a log file so a test (even one whose client was 
 count what reached it. `--trailing-delay S` sends a comment S seconds after a stream's terminal
 event, as proxies with keep-alive comments do.
 
+For agent frameworks it also plays a scripted agent. A user message containing
+`PLAN {"rounds": [[["lookup", {"city": "Paris"}], ...], ...], "final": "text"}` makes the
+server answer round k (k = assistant messages already in the conversation) with those tool
+calls, all in one response (parallel tool calls), and then with the final answer:
+`final: ` followed by every `[[...]]` observation the conversation carries, in message order.
+`"final": "final_answer"` ends with a call to that tool instead (smolagents' way to answer).
+`POST .../tools/NAME` with a JSON object answers `{"result": "[[NAME:v1,v2]]"}`: a tool's
+side effect that reaches the server, so it is counted like a model request. `slow={n: s}`
+holds the n-th request (1-based) for s seconds after logging it, so a test can kill its
+client while that request is in flight.
+
     python tests/llm_server.py --port-file PORT --log REQUESTS [--fail-first N] [--delay S]
 """
 
@@ -14,12 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+PLAN_MARK = "PLAN "
+OBSERVATION = re.compile(r"\[\[[^\[\]]*\]\]")
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -181,16 +197,140 @@ def anthropic_message(body: dict[str, Any], number: int) -> dict[str, Any]:
     }
 
 
+def _text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
+def agent_plan(body: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
+    """The plan a user message carries, and the index of that message; None when none does."""
+    for index, message in enumerate(body.get("messages", [])):
+        text = _text_of(message)
+        if message.get("role") == "user" and PLAN_MARK in text:
+            raw = text.split(PLAN_MARK, 1)[1].splitlines()[0]
+            plan, _ = json.JSONDecoder().raw_decode(raw.strip())
+            return plan, index
+    return None
+
+
+def agent_turn(body: dict[str, Any], plan: dict[str, Any], at: int) -> dict[str, Any]:
+    """The scripted assistant message for this point of the conversation."""
+    messages = body.get("messages", [])[at + 1 :]
+    done = sum(1 for m in messages if m.get("role") == "assistant")
+    rounds = plan.get("rounds", [])
+    if done < len(rounds):
+        calls = [
+            {
+                "id": f"call_{done}_{index}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+            for index, (name, arguments) in enumerate(rounds[done])
+        ]
+        return {"role": "assistant", "content": None, "tool_calls": calls}
+    seen = [
+        o
+        for m in messages
+        if m.get("role") != "assistant"
+        for o in OBSERVATION.findall(_text_of(m))
+    ]
+    answer = "final: " + " ".join(seen)
+    final = plan.get("final", "text")
+    if final == "text":
+        return {"role": "assistant", "content": answer}
+    call = {
+        "id": f"call_{done}_0",
+        "type": "function",
+        "function": {"name": final, "arguments": json.dumps({"answer": answer})},
+    }
+    return {"role": "assistant", "content": None, "tool_calls": [call]}
+
+
+def agent_completion(body: dict[str, Any], number: int, turn: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{number}",
+        "object": "chat.completion",
+        "created": 1_764_000_000 + number,
+        "model": body.get("model", "gpt-test"),
+        "choices": [
+            {
+                "index": 0,
+                "message": turn,
+                "finish_reason": "tool_calls" if turn.get("tool_calls") else "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+    }
+
+
+def agent_chunks(body: dict[str, Any], number: int, turn: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same turn as server-sent chunks: text word by word, each tool call as a header
+    chunk (id, name) and its arguments in two pieces, then the finish reason and usage."""
+    base = {"id": f"chatcmpl-{number}", "object": "chat.completion.chunk", "created": 1}
+    model = body.get("model", "gpt-test")
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return {**base, "model": model, "choices": [choice]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if turn.get("tool_calls"):
+        for index, call in enumerate(turn["tool_calls"]):
+            name, arguments = call["function"]["name"], call["function"]["arguments"]
+            header = {"name": name, "arguments": ""}
+            chunks.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call["id"],
+                                "type": "function",
+                                "function": header,
+                            }
+                        ]
+                    }
+                )
+            )
+            half = len(arguments) // 2
+            for piece in (arguments[:half], arguments[half:]):
+                chunks.append(
+                    chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                )
+        chunks.append(chunk({}, "tool_calls"))
+    else:
+        for word in turn["content"].split(" "):
+            chunks.append(chunk({"content": word + " "}))
+        chunks.append(chunk({}, "stop"))
+    usage = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    chunks.append({**base, "model": model, "choices": [], "usage": usage})
+    return chunks
+
+
+def tool_result(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A tool endpoint's answer: an observation the scripted agent will quote."""
+    return {"result": f"[[{name}:{','.join(str(v) for v in arguments.values())}]]"}
+
+
 class Counter:
     """What reached the server: one line per request in the log, and failures still to give."""
 
     def __init__(
-        self, log: Path, fail_first: int, delay: float, trailing_delay: float = 0.0
+        self,
+        log: Path,
+        fail_first: int,
+        delay: float,
+        trailing_delay: float = 0.0,
+        slow: Mapping[int, float] | None = None,
     ) -> None:
         self.log = log
         self.fail_left = fail_first
         self.delay = delay
         self.trailing_delay = trailing_delay
+        self.slow = dict(slow or {})
+        self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.number = 0
 
@@ -200,10 +340,19 @@ class Counter:
             failing = self.fail_left > 0
             if failing:
                 self.fail_left -= 1
+            line = {"path": path, "body": body.decode(errors="replace"), "n": self.number}
             with self.log.open("a") as handle:
-                handle.write(json.dumps({"path": path, "body": body.decode(errors="replace")}))
+                handle.write(json.dumps(line))
                 handle.write("\n")
             return self.number, failing
+
+    def hold(self, number: int) -> bool:
+        """Keep the request in flight: every request for `delay`, a chosen one for longer.
+        False when the server stopped while holding it: the request gets no answer."""
+        if self.delay:
+            time.sleep(self.delay)
+        held = self.slow.get(number)
+        return not (held and self.stopping.wait(held))
 
 
 def make_handler(counter: Counter) -> type[BaseHTTPRequestHandler]:
@@ -216,19 +365,28 @@ def make_handler(counter: Counter) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length", "0")))
             number, failing = counter.arrive(self.path, raw)
-            if counter.delay:
-                time.sleep(counter.delay)
+            if not counter.hold(number):
+                self.close_connection = True
+                return
             if failing:
                 self._send(500, {"error": {"message": "try again", "type": "server_error"}})
                 return
             body = json.loads(raw or b"{}")
             streaming = bool(body.get("stream"))
             if self.path.endswith("/chat/completions"):
-                if streaming:
-                    chunks = [f"data: {json.dumps(c)}\n\n" for c in chat_chunks(body, number)]
-                    self._stream([*chunks, "data: [DONE]\n\n"])
+                planned = agent_plan(body)
+                if planned is not None:
+                    turn = agent_turn(body, *planned)
+                    if streaming:
+                        self._stream(_data(agent_chunks(body, number, turn)))
+                    else:
+                        self._send(200, agent_completion(body, number, turn))
+                elif streaming:
+                    self._stream(_data(chat_chunks(body, number)))
                 else:
                     self._send(200, chat_completion(body, number))
+            elif "/tools/" in self.path:
+                self._send(200, tool_result(self.path.rsplit("/", 1)[1], body))
             elif self.path.endswith("/responses"):
                 if streaming:
                     self._stream(_named(response_events(body, number)))
@@ -281,24 +439,47 @@ def make_handler(counter: Counter) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _data(chunks: list[dict[str, Any]]) -> list[str]:
+    """Chat completion chunks as server-sent events, ending with `data: [DONE]`."""
+    return [*(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks), "data: [DONE]\n\n"]
+
+
 def _named(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return [f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events]
 
 
-class _Server(ThreadingHTTPServer):
+class LLMServer(ThreadingHTTPServer):
+    """The running server: `server_port`, and `stop()` (held requests are dropped unanswered)."""
+
+    def __init__(self, counter: Counter) -> None:
+        super().__init__(("127.0.0.1", 0), make_handler(counter))
+        self.counter = counter
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that drops its connection (tests of abandoned streams do) is no error."""
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
 
+    def stop(self) -> None:
+        self.counter.stopping.set()
+        self.shutdown()
+        self.server_close()
+
 
 def serve(
-    log: Path, fail_first: int = 0, delay: float = 0.0, trailing_delay: float = 0.0
-) -> ThreadingHTTPServer:
-    """A running server on 127.0.0.1 (port in `server.server_port`); stop with `shutdown()`."""
-    counter = Counter(log, fail_first, delay, trailing_delay)
-    server = _Server(("127.0.0.1", 0), make_handler(counter))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log: Path,
+    fail_first: int = 0,
+    delay: float = 0.0,
+    trailing_delay: float = 0.0,
+    slow: Mapping[int, float] | None = None,
+) -> LLMServer:
+    """A running server on 127.0.0.1 (port in `server.server_port`); stop with `shutdown()`
+    and `server_close()`, or `stop()`.
+
+    `slow={n: seconds}` holds the n-th request that long (after logging it)."""
+    server = LLMServer(Counter(log, fail_first, delay, trailing_delay, slow))
+    # A short poll interval: shutdown() returns within it (the default 0.5 s adds up in tests).
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     return server
 
 
