@@ -29,11 +29,30 @@ if TYPE_CHECKING:
 class TaskScope:
     """The journaling position of one task (or one piece of thread work) inside one run."""
 
-    __slots__ = ("children", "deferred", "path", "retries", "session", "steps", "thread_work")
+    __slots__ = (
+        "__weakref__",
+        "children",
+        "deferred",
+        "parent",
+        "path",
+        "retries",
+        "session",
+        "steps",
+        "thread_work",
+    )
 
-    def __init__(self, session: Session, path: str, *, in_thread: bool = False) -> None:
+    def __init__(
+        self,
+        session: Session,
+        path: str,
+        *,
+        in_thread: bool = False,
+        parent: TaskScope | None = None,
+    ) -> None:
         self.session = session
         self.path = path
+        self.parent = parent
+        """For work handed to a thread: the scope that handed it over."""
         self.steps = 0
         self.children = 0
         self.thread_work: dict[str, int] | None = None
@@ -62,12 +81,17 @@ class TaskScope:
         """The scope of the next piece of work for function `name` handed to a thread: path
         `0/name#2` for its second one. Counted per function, so work a library hands to a
         thread once per process (platform detection, say) does not shift other keys."""
-        with self.session.lock:
+        session = self.session
+        with session.lock:
+            if self.deferred:
+                session.settle(self)  # handing work on is doing something with what it got
             counts = self.thread_work
             if counts is None:
                 counts = self.thread_work = {}
             number = counts[name] = counts.get(name, 0) + 1
-            return TaskScope(self.session, f"{self.path}/{name}#{number}", in_thread=True)
+            child = TaskScope(session, f"{self.path}/{name}#{number}", in_thread=True, parent=self)
+            session.thread_scopes.add(child)
+            return child
 
 
 current_scope: contextvars.ContextVar[TaskScope | None] = contextvars.ContextVar(
@@ -79,6 +103,23 @@ live_step_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "replay_live_step_key", default=None
 )
 """`run_id:key` of the step whose body is running live, for idempotency keys."""
+
+
+_thread_work = threading.local()
+"""The scope of the work this pool thread runs right now (set around plain functions)."""
+
+
+def scope_here() -> TaskScope | None:
+    """The journaling scope of the code running here: `current_scope`, unless this thread runs
+    work handed over from that scope in a context copied before the work was submitted (as
+    LangChain's `ContextThreadPoolExecutor.map` does): then the work's own scope."""
+    scope = current_scope.get()
+    if scope is None:
+        return None
+    work: TaskScope | None = getattr(_thread_work, "scope", None)
+    if work is not None and work.parent is scope:
+        return work
+    return scope
 
 
 def engine_task(
@@ -209,7 +250,7 @@ def _submit(
     smolagents pass it) with the child scope set there, or, for a plain function, with the
     child scope set around it. Either way its steps are journaled under keys fixed now.
     """
-    scope = current_scope.get()
+    scope = scope_here()
     if scope is None:
         return _original_submit(executor, fn, *args, **kwargs)
     session = scope.session
@@ -217,9 +258,7 @@ def _submit(
     child = scope.thread_child(_work_name(fn, args))
     if carried is not None:
         carried.run(current_scope.set, child)
-        work: Callable[..., Any] = fn
-    else:
-        work = functools.partial(_in_scope, child, fn)
+    work = functools.partial(_in_scope, child, fn)
     with session.lock:
         session.threads_running += 1
     future = _original_submit(executor, work, *args, **kwargs)
@@ -259,9 +298,12 @@ def _work_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
 
 def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     token = current_scope.set(scope)
+    outer = getattr(_thread_work, "scope", None)
+    _thread_work.scope = scope
     try:
         return fn(*args, **kwargs)
     finally:
+        _thread_work.scope = outer
         current_scope.reset(token)
 
 

@@ -35,6 +35,8 @@ from ._errors import CallDescription, NonDeterminismError
 _FINISHED = frozenset({"completed", "failed", "cancelled"})
 IDLE_SECONDS = 0.5
 """How long nothing may move the run's tasks, with a party held, before replay gives up."""
+SETTLE_SECONDS = 0.1
+"""How long the run may stand still before what threads were handed is put in place anyway."""
 _TICK = 0.02
 _NO_PROGRESS_SECONDS = 60.0
 """On event loops whose internals cannot be read (uvloop): give up after this long unchanged."""
@@ -217,6 +219,8 @@ class History:
         self.asked: set[str] = set()
         self.busy: Callable[[], bool] = lambda: False
         """Whether live work of this run is in flight (a step, a thread): then nobody is stuck."""
+        self.settle_all: Callable[[], bool] = lambda: False
+        """Put in place what threads were handed but have not used yet; whether anything was."""
         self.tasks: Callable[[], set[asyncio.Task[Any]]] = set
         """The run's own tasks (the workflow's and the ones it started)."""
         self.on_stuck: Callable[[BaseException], None] = lambda error: None
@@ -424,10 +428,15 @@ class History:
             now = self.loop.time()
             progress = (self.cursor, self.reaches)
             idle = _run_idle(self.loop, self.tasks())
-            if progress != self._progress or idle is False or self.busy():
+            quiet = now - self._quiet_since
+            if progress != self._progress or idle is False:
                 self._progress = progress
                 self._quiet_since = now
-            elif now - self._quiet_since >= (IDLE_SECONDS if idle else _NO_PROGRESS_SECONDS):
+            elif quiet >= SETTLE_SECONDS and self.settle_all():
+                self._quiet_since = now  # a thread held its place while waiting: not stuck
+            elif self.busy():
+                self._quiet_since = now
+            elif quiet >= (IDLE_SECONDS if idle else _NO_PROGRESS_SECONDS):
                 error = self.stuck_error()
                 self.on_stuck(error)
                 self.fail_all(error)

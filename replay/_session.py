@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,6 +163,7 @@ class Session:
         self.history = History(run_id, kept, loop, self.lock)
         self.history.busy = self._busy
         self.history.tasks = self._run_tasks
+        self.history.settle_all = self.settle_all
         self.history.on_stuck = self.stop
         self.history.stopped = lambda: None if self.stopping is None else self.stop_signal()
         self.next_seq = (rows[-1][0] + 1) if rows else 1
@@ -200,6 +202,8 @@ class Session:
         """Live attempts started and not finished: key -> whether it only waits on the workflow."""
         self.threads_running = 0
         self.threads_held = 0
+        self.thread_scopes: weakref.WeakSet[TaskScope] = weakref.WeakSet()
+        """Scopes of work handed to threads: what they were handed may not be in place yet."""
         self.tasks: set[asyncio.Task[Any]] = set()
         """Tasks the workflow created in this run: cancelled if still pending when it ends."""
         self.root_task: asyncio.Task[Any] | None = None
@@ -440,6 +444,15 @@ class Session:
             deferred, scope.deferred = scope.deferred, []
             for pos in deferred:
                 self.history.reach(pos)
+
+    def settle_all(self) -> bool:
+        """Every thread's outcomes take their place (the run has stood still a while: a thread
+        waits for something of the run's without asking the engine); whether any did."""
+        with self.lock:
+            waiting = [scope for scope in self.thread_scopes if scope.deferred]
+            for scope in waiting:
+                self.settle(scope)
+            return bool(waiting)
 
     async def hold_live(self, key: str, name: str) -> None:
         """A live outcome on resume came after everything recorded: wait until that is reached."""

@@ -27,7 +27,7 @@ from journal import (
 from journal._codec import fingerprinter
 from journal._events import EventRow
 
-from ._context import TaskScope, current_scope, live_step_key
+from ._context import TaskScope, current_scope, live_step_key, scope_here
 from ._errors import NotJournalable, ReplayError, StepFailed
 from ._history import Turn
 from ._session import LivePlan, Session, rebuild_error
@@ -319,7 +319,7 @@ def _decorate(
 
     @functools.wraps(fn)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        scope = current_scope.get()
+        scope = scope_here()
         if scope is None:
             return fn(*args, **kwargs)
         session, decision = _prepare(spec, scope, args, kwargs)

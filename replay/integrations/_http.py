@@ -35,7 +35,7 @@ import orjson
 from journal import EventKind, EventStatus, RecordedError, canonical_json, fingerprint
 from journal._events import EventRow
 
-from .._context import TaskScope, current_scope
+from .._context import TaskScope, current_scope, scope_here
 from .._errors import ReplayError
 from .._history import Turn
 from .._session import LivePlan, Session
@@ -386,7 +386,7 @@ class JournalTransport:
         self.inner = inner
 
     def handle_request(self, request: Any) -> Any:
-        scope = current_scope.get()
+        scope = scope_here()
         if scope is None:
             return self.inner.handle_request(request)
         request.read()

@@ -38,12 +38,6 @@ def test_create_react_agent(forks: Drivers, tmp_path: Path) -> None:
     crash_resume_replay(forks, tmp_path, Pattern("langgraph", "react", hold=4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: threads — the sync runner's ToolNode threads share the graph's key "
-    "counter (resume: NonDeterminismError at 0:2); its model node also runs on the loop "
-    "thread (sync-on-loop)",
-)
 def test_sync_graph_invoked_from_async_code(forks: Drivers, tmp_path: Path) -> None:
     """A sync StateGraph (ChatOpenAI.invoke, a ToolNode with `def` tools) run with the sync
     `invoke` straight from the async workflow, its two tool calls started 0.2 s apart (the
@@ -54,11 +48,6 @@ def test_sync_graph_invoked_from_async_code(forks: Drivers, tmp_path: Path) -> N
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("JOURNAL_SOAK"), reason="soak test: JOURNAL_SOAK=1")
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: threads — executor threads starting within one commit of each other "
-    "collide on Session.pending (JournalWriteFailed: UNIQUE events.seq), in some runs",
-)
 def test_sync_tools_started_at_once(forks: Drivers, tmp_path: Path) -> None:
     """The StateGraph's two `def` tools started at the same moment, as the ToolNode starts
     them: 30 runs each record and replay. (The short version, started 0.2 s apart, is

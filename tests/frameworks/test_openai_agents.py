@@ -50,11 +50,6 @@ def test_parallel_sync_tools_in_threads(forks: Drivers, tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: cancellation — the tool calls cancelled by the timeout stay `started`; "
-    "replay raises FrontierReached instead of letting the same timeout cancel them again",
-)
 def test_runner_run_under_wait_for_times_out_mid_tool(forks: Drivers, tmp_path: Path) -> None:
     """Runner.run under asyncio.wait_for, whose timeout expires while both tool calls are in
     flight (the server holds them open): the run answers "timed out". Replayed with the
@@ -66,11 +61,6 @@ def test_runner_run_under_wait_for_times_out_mid_tool(forks: Drivers, tmp_path: 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("JOURNAL_SOAK"), reason="soak test: JOURNAL_SOAK=1")
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: threads — to_thread tools starting within one commit of each other "
-    "collide on Session.pending (JournalWriteFailed: UNIQUE events.seq), about half the runs",
-)
 def test_parallel_sync_tools_started_at_once(forks: Drivers, tmp_path: Path) -> None:
     """Two `def` tools of one model response started at the same moment, as the SDK starts
     them: 30 runs each record and replay. (The short version, started 0.2 s apart, is

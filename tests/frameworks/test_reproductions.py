@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx2
 import openai
-import pytest
 
 import replay
 from journal import EventStatus, Journal
@@ -32,11 +31,6 @@ def lookup(city: str) -> str:
     return f"sunny in {city}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: threads — two threads' starts share Session.pending, so the second write "
-    "re-appends the first thread's row (JournalWriteFailed: UNIQUE events.run_id, events.seq)",
-)
 def test_two_threads_starting_steps_while_the_journal_is_busy(tmp_path: Path) -> None:
     """Two threads of one run each start a sync step while another connection holds the
     journal file's write lock (as another process appending to the same file would): each
@@ -112,11 +106,6 @@ def _parallel_tools(order: tuple[str, ...], wait_for_each: bool) -> list[str]:
         return [future.result(timeout=10) for future in futures]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: threads — threads copying one task's context share its key counter, so "
-    "a step's key is the order in which threads reach it (NonDeterminismError on replay)",
-)
 def test_threads_sharing_a_context_replay_whichever_asks_first(tmp_path: Path) -> None:
     """Two calls submitted to a thread pool with copy_context(), Paris first: recorded while
     Rome's thread reached its step (and finished it) first, replayed while Paris's reached
@@ -172,11 +161,6 @@ def _mapped_tools(order: tuple[str, ...], wait_for_each: bool) -> list[str]:
         return [future.result(timeout=10) for future in futures]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: threads — work that runs in a context copied before it was submitted "
-    "(LangChain's ContextThreadPoolExecutor.map) keeps the submitting task's key counter",
-)
 def test_contexts_copied_before_submission_replay_whichever_asks_first(tmp_path: Path) -> None:
     """The same two calls, submitted the way LangChain's ContextThreadPoolExecutor.map does:
     each runs in a context copied before any call was submitted. Recorded while Rome's call
@@ -203,11 +187,6 @@ def test_contexts_copied_before_submission_replay_whichever_asks_first(tmp_path:
     assert recorded == replayed == ["sunny in Paris", "sunny in Rome"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: sync-on-loop — a step that blocks the loop thread has its `started` row "
-    "buffered for a loop callback that cannot run until the step returns",
-)
 def test_a_step_blocking_the_loop_thread_is_journaled_as_started_while_it_runs(
     tmp_path: Path,
 ) -> None:
@@ -250,11 +229,6 @@ SSE = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: streams — a sync stream closed after `data: [DONE]` without reading to "
-    "EOF is never recorded as complete (replay: FrontierReached)",
-)
 def test_a_sync_openai_stream_read_to_its_end_is_recorded(tmp_path: Path) -> None:
     """The sync OpenAI client streams a chat completion and the code reads every chunk: the
     request is journaled as completed, and replay serves it.
@@ -293,11 +267,6 @@ def test_a_sync_openai_stream_read_to_its_end_is_recorded(tmp_path: Path) -> Non
     assert statuses[-1] is EventStatus.COMPLETED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: cancellation — a step cancelled live stays `started`; replay raises "
-    "FrontierReached instead of keeping it pending until the same timeout cancels it again",
-)
 def test_a_step_cancelled_by_a_timeout_replays_as_cancelled(tmp_path: Path) -> None:
     """A step still running when asyncio.wait_for's timeout expires is cancelled, and the run
     answers "timed out". Replayed, the step does not run, and the same timeout cancels it

@@ -6,16 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.frameworks.harness import Drivers, Pattern, crash_resume_replay
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: sync-on-loop — the request in flight at the kill was never journaled as "
-    "started (resume: reexecuted=0, executed=2); test_reproductions pins it",
-)
 def test_tool_calling_agent_inline(forks: Drivers, tmp_path: Path) -> None:
     """ToolCallingAgent.run called straight from the async workflow (blocking the event
     loop's thread), killed while the second tool call is in flight."""
@@ -28,11 +21,6 @@ def test_tool_calling_agent_to_thread(forks: Drivers, tmp_path: Path) -> None:
     crash_resume_replay(forks, tmp_path, Pattern("smolagents", "to_thread", hold=4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: threads — the pool threads share one key counter, keyed by which asks "
-    "first (resume: NonDeterminismError at 0:2); test_reproductions pins it",
-)
 def test_parallel_tool_calls(forks: Drivers, tmp_path: Path) -> None:
     """Two tool calls in one model response, which smolagents runs in a ThreadPoolExecutor
     with copy_context() per call, killed with one answered and the other in flight."""
@@ -41,11 +29,6 @@ def test_parallel_tool_calls(forks: Drivers, tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: streams — sync streams closed after [DONE] are never recorded, so no "
-    "model request is journaled as completed; test_reproductions pins it",
-)
 def test_stream_outputs(forks: Drivers, tmp_path: Path) -> None:
     """stream_outputs=True: every model answer is a server-sent event stream read by the
     sync OpenAI client; killed while the second model request is in flight."""
