@@ -37,7 +37,7 @@ _VALUE_CONFIG = ConfigDict(
 
 def _canonical_default(obj: Any) -> Any:
     if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
+        return _model_json(obj)
     if isinstance(obj, set | frozenset):
         return sorted(obj, key=lambda item: orjson.dumps(item, default=_canonical_default))
     if isinstance(obj, bytes | bytearray | memoryview):
@@ -50,6 +50,36 @@ def _canonical_default(obj: Any) -> Any:
     # by its type only: its identity changes every run and would make every replay diverge.
     cls = type(obj)
     return {"__object__": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def _model_json(model: BaseModel) -> Any:
+    """A model as JSON values, with what were sets sorted: pydantic writes a set in iteration
+    order, which for strings changes from one process to the next (hash randomisation)."""
+    dumped = model.model_dump(mode="json")
+    python = model.model_dump()
+    return _sets_sorted(python, dumped) if _holds_a_set(python) else dumped
+
+
+def _holds_a_set(value: Any) -> bool:
+    if isinstance(value, set | frozenset):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_a_set(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_a_set(item) for item in value)
+    return False
+
+
+def _sets_sorted(python: Any, dumped: Any) -> Any:
+    """`dumped` (the JSON-mode dump) with each list that came from a set in `python` (the
+    python-mode dump of the same model) put in canonical order."""
+    if isinstance(python, set | frozenset) and isinstance(dumped, list):
+        return sorted(dumped, key=lambda item: orjson.dumps(item, option=_CANONICAL_OPTIONS))
+    if isinstance(python, dict) and isinstance(dumped, dict):
+        return {k: _sets_sorted(python[k], v) if k in python else v for k, v in dumped.items()}
+    if isinstance(python, list | tuple) and isinstance(dumped, list) and len(python) == len(dumped):
+        return [_sets_sorted(p, d) for p, d in zip(python, dumped, strict=True)]
+    return dumped
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -139,6 +169,8 @@ def _canonical_object(obj: Any) -> Any:
             spelt = obj.model_dump(mode="json")
         except (ValueError, PydanticSerializationError):  # bytes that are not UTF-8
             return _canonical_tree(raw)
+        if _holds_a_set(raw):
+            spelt = _sets_sorted(raw, spelt)
         return _canonical_tree(_non_finite_back(spelt, raw))
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: _canonical_tree(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

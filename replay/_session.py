@@ -196,6 +196,9 @@ class Session:
         self.on_break: Callable[[FrameType, str, EventRow], None] | None = None
         self.stopping: BaseException | None = None
         """Why the sitting stops; from then on a step call raises it again."""
+        self.closed = False
+        """The sitting is over (its outcome written or its lease released): a step that ends
+        now (a stream read after the run returned, a thread still running) is not journaled."""
         self.ending_normally = False
         """The workflow returned or failed: tasks it left running are cancelled, and recorded so."""
         self.in_flight: dict[str, bool] = {}
@@ -631,6 +634,15 @@ class Session:
         """
         with self.lock:
             self.in_flight.pop(plan.key, None)
+            if self.closed:
+                log.warning(
+                    "step.finished_after_its_run",
+                    run_id=self.run_id,
+                    key=plan.key,
+                    step=spec.name,
+                    reason="the run had ended: its outcome is not journaled",
+                )
+                return
             if self.stopping is not None and not self.ending_normally:
                 raise self.stop_signal()
             self._append_outcome(spec, plan, status, payload)
@@ -640,7 +652,7 @@ class Session:
         stop that cancels it records nothing; the attempt stays in flight for resume)."""
         with self.lock:
             self.in_flight.pop(plan.key, None)
-            if self.stopping is not None and not self.ending_normally:
+            if self.closed or (self.stopping is not None and not self.ending_normally):
                 return
             if self.token is None:
                 return

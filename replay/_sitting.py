@@ -196,6 +196,8 @@ class Sitting:
                     # yet are dropped: a resume cancels those steps again as a crash here would.
                     session.flush(cancellations=False)
                 store.release(self.run_id, self.token)
+            with session.lock:
+                session.closed = True
 
     def suspend(self, session: Session, waiting: Suspended) -> None:
         """Leave the run `waiting` and unowned: the process may exit, a worker continues it."""

@@ -14,8 +14,12 @@ import dataclasses
 import datetime as dt
 import enum
 import math
+import os
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
@@ -256,3 +260,34 @@ def test_nan_changed_to_none_is_a_divergence_on_replay(journal: Journal) -> None
     value[0] = None
     with pytest.raises(NonDeterminismError):
         asyncio.run(run(wf, journal=journal, run_id="nan", mode="replay"))
+
+
+class _Tagged(BaseModel):
+    tags: set[str]
+    groups: list[frozenset[str]] = []
+    score: float = 0.0
+
+
+def test_a_model_holding_sets_fingerprints_the_same_in_every_process() -> None:
+    """pydantic writes a set in iteration order, which for strings differs between processes
+    (hash randomisation): the canonical form sorts it, here and next to a NaN alike."""
+    script = (
+        "import math; from tests.test_fingerprints import _Tagged; from journal import "
+        "canonical_json as c; m = _Tagged(tags={'alpha', 'beta', 'gamma', 'delta', 'eps'}, "
+        "groups=[frozenset({'x', 'y', 'z', 'w'})]); "
+        "print(c({'m': m}).decode()); "
+        "print(c({'m': m.model_copy(update={'score': math.nan})}).decode())"
+    )
+    spelt = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        ).stdout
+        for seed in range(6)
+    }
+    assert len(spelt) == 1
+    assert '"tags":["alpha","beta","delta","eps","gamma"]' in spelt.pop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -363,3 +364,28 @@ class _Pieces(httpx2.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self.pieces
+
+
+def test_a_stream_read_after_its_run_ended_is_not_journaled_and_says_so(
+    sqlite_journal: Journal, server: LocalLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream opened inside a journaled block and read after the block ended: the consumer
+    gets every chunk (no OwnershipLost from a released lease), nothing more is written to the
+    finished run, and the log and the summary say the step was left in flight."""
+    caplog.set_level(logging.WARNING, logger="replay")
+
+    async def open_then_read() -> tuple[str, replay.RunSummary | None]:
+        async with openai.AsyncOpenAI(
+            api_key="sk-x", base_url=server.base_url, max_retries=0
+        ) as llm:
+            async with replay.journaled(sqlite_journal, "late") as handle:
+                stream = await llm.chat.completions.create(**_chat("read me later"), stream=True)
+            chunks = [chunk async for chunk in stream]
+        return _text(chunks), handle.summary
+
+    text, summary = asyncio.run(open_then_read())
+    assert text.strip() == "echo: read me later"
+    assert summary is not None and summary.unfinished == ("0:1",)
+    assert [e.status for e in sqlite_journal.events("late")] == [EventStatus.STARTED]
+    assert "step.finished_after_its_run" in caplog.text
+    assert all(v.ok for v in sqlite_journal.verify("late"))

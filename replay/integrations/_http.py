@@ -39,6 +39,7 @@ from .._context import TaskScope, current_scope, scope_here
 from .._errors import ReplayError
 from .._history import Turn
 from .._session import LivePlan, Session
+from .._steps import as_replayed_error
 from ._llm import llm_metadata
 from ._tee import async_tee, sync_tee
 
@@ -269,13 +270,18 @@ class Call:
         if self.scope.retries:
             self.scope.retries.pop(fp, None)
 
-    def failed(self, exc: Exception) -> None:
-        """A transport error (connection refused, timeout): an attempt the SDK may retry."""
+    def failed(self, exc: Exception) -> Exception:
+        """A transport error (connection refused, timeout): an attempt the SDK may retry.
+        Returns what to raise: `exc` itself if replay rebuilds it, else what replay raises."""
         plan = self.plan
         assert plan is not None
+        redact = self.session.redact
         payload = RecordedError.from_exception(exc).encode()
+        if redact is not None:
+            payload = redact(payload)
         self.session.finish(self.step, plan, EventStatus.FAILED, payload)  # type: ignore[arg-type]
         self._remember(plan.fingerprint, plan.key, plan)
+        return as_replayed_error(exc, redact)
 
     async def serve_in_turn(self, request: Any) -> Any:
         if self.turn is not None:
@@ -340,8 +346,10 @@ class AsyncJournalTransport:
         try:
             response = await self.inner.handle_async_request(request)
         except Exception as exc:
-            call.failed(exc)
-            raise
+            failure = call.failed(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         except asyncio.CancelledError:
             call.cancelled()
             raise
@@ -398,8 +406,10 @@ class JournalTransport:
         try:
             response = self.inner.handle_request(request)
         except Exception as exc:
-            call.failed(exc)
-            raise
+            failure = call.failed(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         except BaseException as exc:
             call.stopped(exc)
             raise
