@@ -90,3 +90,18 @@ def test_approval_waits_without_a_process_and_a_worker_finishes_it(tmp_path: Pat
     assert "worker done: 1 completed" in out
     assert "refund-order-7-42.5, approved by dana" in out
     assert out.count("drafting a refund") == 1
+
+
+def test_event_driven_agent_resumes_in_recorded_order_and_replays_at_once(tmp_path: Path) -> None:
+    """The concurrency example: searches in threads answer out of creation order, a reader
+    task per answer, a journaled timeout, a child run. Killed with only the slow read in
+    flight, the resume pays that read (and the summary not yet written) and nothing else; the
+    offline replay pays nothing and gives the same report."""
+    db = tmp_path / "events" / "journal.db"
+    out = run_example("event_driven.py", db, timeout=60)
+    assert "the searches answered in this order: ['news-hit', 'wiki-hit', 'archive-hit']" in out
+    assert "paid on resume: ['read wiki-hit', 'summarise']" in out
+    report = "report: facts from archive-hit | facts from news-hit | wiki-hit: no answer in time"
+    assert out.count(report) == 2
+    assert "(replay): 13 served from the journal, 0 executed live" in out
+    assert "tool calls paid in all: 8" in out
