@@ -1,7 +1,7 @@
 """Two runs compared step by step: which keys agree, which changed and how, which only one run
 has. Keys pair the steps, so two runs of the same code line up even though their times differ.
 
-Rows are folded per key the way the replay engine folds them (`replay._session.fold_rows`):
+Rows are folded per key the way the replay engine folds them (`replay._recorded.fold_rows`):
 fork markers are not steps, and rows a divergence fork superseded are ignored. Timestamps,
 hashes and seqs never count as differences.
 """

@@ -33,11 +33,12 @@ from ._errors import (
 )
 from ._ordering import as_completed
 from ._rerun import replay_run, resume_run
-from ._run import JournaledRun, RunOutcome, journaled, run, run_with_summary, submit
+from ._run import JournaledRun, journaled, run, run_with_summary, submit
 from ._session import RunSummary
 from ._steps import RetryPolicy, idempotency_key, step
 from ._timeouts import Timeout, timeout, wait_for
 from ._worker import Worker, WorkerStats
+from ._workflow import RunOutcome
 
 __all__ = [
     "FrontierReached",

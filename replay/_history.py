@@ -27,12 +27,10 @@ from typing import Any
 
 import orjson
 
-from journal import EventKind, EventStatus
-from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow
+from journal._events import EventRow
 
 from ._errors import CallDescription, NonDeterminismError
 
-_FINISHED = frozenset({"completed", "failed", "cancelled"})
 IDLE_SECONDS = 0.5
 """How long nothing may move the run's tasks, with a party held, before replay gives up."""
 SETTLE_SECONDS = 0.1
@@ -43,90 +41,6 @@ _NO_PROGRESS_SECONDS = 60.0
 
 engine_handles: weakref.WeakSet[asyncio.TimerHandle] = weakref.WeakSet()
 """Timers the engine itself keeps (heartbeats, these checks): they do not make a loop busy."""
-
-
-class Recorded:
-    """What the journal holds for one step key, folded from its rows."""
-
-    __slots__ = (
-        "args_payload",
-        "attempt",
-        "fingerprint",
-        "first_seq",
-        "key",
-        "kind",
-        "name",
-        "payload",
-        "rows",
-        "status",
-    )
-
-    def __init__(self, first: EventRow) -> None:
-        self.first_seq, self.key, kind, self.name, self.fingerprint = first[:5]
-        self.kind = KIND_BY_VALUE[kind]
-        self.args_payload: bytes | None = None
-        self.payload: bytes | None = None
-        self.rows: list[EventRow] = []
-        """The key's rows, in order."""
-        self.apply(first)
-
-    def apply(self, row: EventRow) -> None:
-        """Fold the key's next row in: the latest status and attempt, arguments and value."""
-        self.rows.append(row)
-        self.status = STATUS_BY_VALUE[row[5]]
-        self.attempt = row[6]
-        if self.status is EventStatus.STARTED:
-            self.args_payload = row[7]
-        else:
-            self.payload = row[7]
-            if row[8] is not None:
-                self.args_payload = row[8]
-
-    @property
-    def finished(self) -> bool:
-        return self.status.value in _FINISHED
-
-
-def as_recorded(entry: Recorded | EventRow) -> Recorded:
-    """The full view of a folded entry (a key with one row is kept as that row)."""
-    return Recorded(entry) if isinstance(entry, tuple) else entry
-
-
-def fold_rows(
-    rows: Sequence[EventRow],
-) -> tuple[Sequence[EventRow], dict[str, Recorded | EventRow]]:
-    """Rows -> (the rows that count, per-key state): without fork markers and the ranges a
-    divergence or a stop superseded.
-
-    A key with a single row (most keys: a step that never waited is one row) is kept as the
-    row itself; serving it then costs no object at all. Keys with more rows become `Recorded`.
-    """
-    fork = EventKind.FORK.value
-    markers = [(seq, payload) for seq, _, kind, _, _, _, _, payload, _ in rows if kind == fork]
-    if markers:
-        superseded = [
-            (start, seq)
-            for seq, payload in markers
-            if (start := orjson.loads(payload or b"{}").get("superseded_from_seq")) is not None
-        ]
-        rows = [
-            row
-            for row in rows
-            if row[2] != fork and not any(lo <= row[0] < hi for lo, hi in superseded)
-        ]
-    recorded: dict[str, Recorded | EventRow] = {}
-    get = recorded.get
-    for row in rows:
-        key = row[1]
-        entry = get(key)
-        if entry is None:
-            recorded[key] = row
-        elif isinstance(entry, tuple):
-            folded = recorded[key] = Recorded(entry)
-            folded.apply(row)
-        else:
-            entry.apply(row)
-    return rows, recorded
 
 
 class Turn:

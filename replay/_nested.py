@@ -17,7 +17,7 @@ import contextvars
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from journal import (
     EventKind,
@@ -36,9 +36,7 @@ from ._history import Turn
 from ._session import LivePlan, RunSummary, Session, rebuild_error
 from ._sitting import child_signal
 from ._steps import as_replayed_error, step_stopped
-
-if TYPE_CHECKING:
-    from ._run import RunOutcome, _WorkflowSpec
+from ._workflow import RunOutcome, WorkflowSpec
 
 parent_run: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "replay_parent_run", default=None
@@ -56,7 +54,7 @@ class _ChildRunStep:
     called_from_library = False
     passive = False
 
-    def __init__(self, spec: _WorkflowSpec) -> None:
+    def __init__(self, spec: WorkflowSpec) -> None:
         self.name = f"replay.run:{spec.path}"
         self.codec = spec.codec
 
@@ -64,7 +62,7 @@ class _ChildRunStep:
 async def run_child(
     scope: TaskScope,
     workflow: Callable[..., Any],
-    spec: _WorkflowSpec,
+    spec: WorkflowSpec,
     start: Callable[..., Awaitable[RunOutcome[Any]]],
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
@@ -77,8 +75,6 @@ async def run_child(
 
     `start` is `run_with_summary`, called with the child's id and `options`.
     """
-    from ._run import RunOutcome
-
     session = scope.session
     key = scope.next_key()
     child_id = run_id or f"{session.run_id}/{key}"
@@ -108,8 +104,6 @@ async def _live(
     run_it: Callable[..., Awaitable[RunOutcome[Any]]],
     child_id: str,
 ) -> RunOutcome[Any]:
-    from ._run import RunOutcome
-
     session.start(step, plan)
     # The child's sitting is a top-level one: its steps are its own, not the parent's.
     tokens = current_scope.set(None), live_step_key.set(None), parent_run.set(session.run_id)

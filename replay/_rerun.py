@@ -25,9 +25,10 @@ from pydantic import TypeAdapter
 from journal import Journal, JournalError, Run
 from journal._events import EventRow
 
-from ._run import RunOutcome, run_with_summary
+from ._run import run_with_summary
 from ._session import Session
 from ._sitting import DEFAULT_LEASE_SECONDS, DebugOptions, debug_options
+from ._workflow import RunOutcome
 
 
 class WorkflowNotFound(JournalError):

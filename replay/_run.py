@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import typing
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from journal import (
     Journal,
@@ -21,14 +18,13 @@ from journal import (
     RunConflict,
     RunNotFound,
     RunStatus,
-    ValueCodec,
     ValueNotJournalable,
     canonical_json,
     fingerprint,
 )
 
 from ._context import current_scope, engine_task
-from ._errors import NotJournalable, ReplayError, StepFailed, Suspended
+from ._errors import NotJournalable
 from ._log import get_logger
 from ._nested import parent_run, run_child
 from ._session import Mode, OnDivergence, RunSummary, Session, rebuild_error
@@ -37,51 +33,16 @@ from ._sitting import (
     DEFAULT_SUSPEND_AFTER,
     Sitting,
     debug_options,
+    end_stopped,
+    engine_signal,
+    outcome_of,
+    until_done,
+    workflow_body,
 )
+from ._workflow import RunOutcome, WorkflowSpec, spec_for
 
 R = TypeVar("R")
 log = get_logger("replay")
-
-
-@dataclass(frozen=True)
-class RunOutcome(Generic[R]):
-    """A workflow's result together with how this sitting obtained it."""
-
-    result: R
-    summary: RunSummary
-
-
-class _WorkflowSpec:
-    __slots__ = ("codec", "path", "positional")
-
-    def __init__(self, workflow: Callable[..., Any]) -> None:
-        if not asyncio.iscoroutinefunction(workflow):
-            raise TypeError(
-                f"run() needs an async workflow function, got {workflow!r}. Fix: define it "
-                "with `async def`, or wrap other code in `async with journaled(...)`."
-            )
-        self.path = f"{workflow.__module__}:{workflow.__qualname__}"
-        try:
-            hints = typing.get_type_hints(workflow)
-        except Exception:
-            hints = {}
-        self.codec = ValueCodec(hints.get("return", Any))
-        parameters = inspect.signature(workflow).parameters.values()
-        self.positional = [
-            p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-
-
-_workflow_specs: weakref.WeakKeyDictionary[Callable[..., Any], _WorkflowSpec] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _spec_for(workflow: Callable[..., Any]) -> _WorkflowSpec:
-    spec = _workflow_specs.get(workflow)
-    if spec is None:
-        spec = _workflow_specs[workflow] = _WorkflowSpec(workflow)
-    return spec
 
 
 def _same_workflow(recorded: str | None, now: str) -> bool:
@@ -125,7 +86,7 @@ def _log_summary(summary: RunSummary) -> None:
 
 
 def _inputs(
-    journal: Journal, spec: _WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    journal: Journal, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[bytes, str]:
     """The run's recorded inputs (secrets redacted, size checked) and their fingerprint."""
     redactor = journal.redactor()
@@ -145,7 +106,7 @@ def _inputs(
 
 
 def _create_run(
-    journal: Journal, spec: _WorkflowSpec, run_id: str, inputs: bytes, inputs_fp: str
+    journal: Journal, spec: WorkflowSpec, run_id: str, inputs: bytes, inputs_fp: str
 ) -> Run:
     now = datetime.now(UTC)
     return journal.store.create_run(
@@ -163,7 +124,7 @@ def _create_run(
     )
 
 
-def _check_same(existing: Run, spec: _WorkflowSpec, inputs: bytes, inputs_fp: str) -> None:
+def _check_same(existing: Run, spec: WorkflowSpec, inputs: bytes, inputs_fp: str) -> None:
     """A run id names one workflow with one set of inputs: `RunConflict` otherwise."""
     if not _same_workflow(existing.workflow, spec.path):
         raise RunConflict(existing.run_id, "workflow", repr(existing.workflow), repr(spec.path))
@@ -185,7 +146,7 @@ def submit(
     Nothing runs here: the run is `running` with no owner, which is what a worker looks for.
     Submitting the same run id again with the same workflow and inputs changes nothing.
     """
-    spec = _spec_for(workflow)
+    spec = spec_for(workflow)
     if spec.path.startswith("__main__:"):
         raise ValueError(
             f"{spec.path} is defined in a script, which a worker cannot import. Fix: define "
@@ -215,7 +176,7 @@ async def run_with_summary(
 ) -> RunOutcome[R]:
     """Like `run`, but also returns the sitting's `RunSummary` (served / executed / ...)."""
     _check_mode(mode, on_divergence)
-    spec = _spec_for(workflow)
+    spec = spec_for(workflow)
     call_kwargs = dict(kwargs or {})
     parent = current_scope.get()
     if parent is not None:  # awaited inside a running workflow: a child run
@@ -267,10 +228,12 @@ async def run_with_summary(
     async with sitting.open() as session:
         assert sitting.root_scope is not None
         coro = typing.cast(Coroutine[Any, Any, Any], workflow(*args, **call_kwargs))
-        task = engine_task(asyncio.get_running_loop(), _body(session, coro), sitting.root_scope)
+        task = engine_task(
+            asyncio.get_running_loop(), workflow_body(session, coro), sitting.root_scope
+        )
         session.root_task = task
-        await _until_done(session, task)
-        value = await _outcome(sitting, session, task)
+        await until_done(session, task)
+        value = await outcome_of(sitting, session, task)
         try:
             payload, result = spec.codec.record(value, what="workflow result")
         except ValueNotJournalable as exc:
@@ -280,96 +243,6 @@ async def run_with_summary(
         summary = session.summary(result_matches_recorded=matches)
     _log_summary(summary)
     return RunOutcome(result, summary)
-
-
-async def _body(session: Session, workflow: Coroutine[Any, Any, Any]) -> Any:
-    """The workflow itself; Ctrl+C or an exit raised in its code stops the sitting at once, so
-    nothing its other tasks do while the loop unwinds is journaled."""
-    try:
-        return await workflow
-    except (KeyboardInterrupt, SystemExit, ReplayError) as exc:
-        if not isinstance(exc, StepFailed):
-            session.stop(exc)
-        raise
-
-
-async def _until_done(session: Session, task: asyncio.Task[Any]) -> None:
-    """Wait for the workflow's task. Cancelled from outside (Ctrl+C, a worker stopping), the
-    sitting stops first, so the workflow's unwinding runs and journals no step, then the
-    workflow is cancelled: the run is left as a crash at this moment would have left it."""
-    try:
-        await asyncio.wait({task})
-    except asyncio.CancelledError:
-        session.stop(asyncio.CancelledError())
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: it is the cancellation's, not the run's
-        await session.close_tasks(normally=False)
-        raise
-
-
-async def _outcome(sitting: Sitting, session: Session, task: asyncio.Task[Any]) -> Any:
-    """The workflow's value; or its failure recorded and raised; or the sitting stopped and
-    the engine's signal (suspension, divergence...) raised as itself."""
-    stop: BaseException
-    if task.cancelled():
-        stop = engine_signal(asyncio.CancelledError(), session)
-    else:
-        failure = task.exception()
-        if failure is None:
-            await session.close_tasks(normally=True)
-            return task.result()
-        stop = engine_signal(failure, session)
-        if stop is failure and isinstance(failure, Exception):
-            await session.close_tasks(normally=True)
-            sitting.finish(
-                session, RunStatus.FAILED, error=RecordedError.from_exception(failure).encode()
-            )
-            log.info("run.failed", run_id=session.run_id, error=type(failure).__name__)
-            raise failure
-    await _stopped(sitting, session, stop)
-    raise stop
-
-
-def engine_signal(failure: BaseException, session: Session) -> BaseException:
-    """What stops the sitting, if `failure` carries it: an engine signal, Ctrl+C or a
-    cancellation, itself or inside an exception group (a TaskGroup wraps what its tasks
-    raise); otherwise `failure` itself, an ordinary failure of the workflow."""
-    if isinstance(failure, StepFailed) or (
-        isinstance(failure, Exception) and not isinstance(failure, BaseExceptionGroup)
-    ):
-        return failure
-    stop = session.stopping
-    if isinstance(failure, asyncio.CancelledError):
-        if session.cancelled_root and stop is not None:
-            return stop  # the engine cancelled the workflow to stop it
-        return failure
-    if isinstance(failure, BaseExceptionGroup):
-        if session.stopping is not None and not isinstance(
-            session.stopping, asyncio.CancelledError
-        ):
-            return session.stopping
-        leaves = _leaves(failure)
-        signal = next((leaf for leaf in leaves if not isinstance(leaf, Exception)), None)
-        return failure if signal is None else signal
-    return failure
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for inner in group.exceptions:
-        found.extend(_leaves(inner) if isinstance(inner, BaseExceptionGroup) else [inner])
-    return found
-
-
-async def _stopped(sitting: Sitting, session: Session, stop: BaseException) -> None:
-    """The sitting ends without an outcome: tasks left running are cancelled unrecorded, and a
-    suspended run is left waiting."""
-    session.stop(stop)
-    await session.close_tasks(normally=False)
-    if isinstance(stop, Suspended):
-        sitting.suspend(session, stop)
 
 
 async def run(
@@ -475,8 +348,8 @@ async def journaled(
     async with sitting.open(enter_scope=True) as session:
         block_task = asyncio.current_task()
         if block_task is not None:
-            session.root_task = session.block_task = block_task
-            session.root_cancelling = block_task.cancelling()
+            session.root_task = session.writer.block_task = block_task
+            session.writer.block_cancelling = block_task.cancelling()
         handle = JournaledRun(session)
         try:
             yield handle
@@ -492,8 +365,8 @@ async def journaled(
             if session.cancelled_root and block_task is not None:
                 block_task.uncancel()  # that cancellation was the engine's, now spent
             if isinstance(stop, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
-                session.supersede_unwinding()  # stopped from outside while the block ran
-            await _stopped(sitting, session, stop)
+                session.writer.supersede_unwinding()  # stopped from outside while the block ran
+            await end_stopped(sitting, session, stop)
             handle.summary = session.summary()
             if stop is exc:
                 raise

@@ -23,13 +23,11 @@ stop again. Everything the session mutates is guarded by one lock, so steps may 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,28 +38,26 @@ from journal import (
     EventKind,
     EventStatus,
     JournalStore,
-    LeaseLost,
     PayloadTooLarge,
     RecordedError,
 )
 from journal._chain import Chain
-from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow, RunStatus, trusted_event
+from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow
 from journal._redact import Redactor
 
 from ._context import TaskScope
 from ._errors import (
     CallDescription,
     FrontierReached,
-    JournalWriteFailed,
     NonDeterminismError,
     NotJournalable,
-    OwnershipLost,
-    ReplayError,
     StepFailed,
 )
-from ._history import History, Recorded, Turn, as_recorded, fold_rows
+from ._history import History, Turn
 from ._log import get_logger
+from ._recorded import Recorded, as_recorded, fold_rows
 from ._sites import site_of
+from ._writer import Writer
 
 if TYPE_CHECKING:
     from ._steps import StepSpec
@@ -166,22 +162,22 @@ class Session:
         self.history.settle_all = self.settle_all
         self.history.on_stuck = self.stop
         self.history.stopped = lambda: None if self.stopping is None else self.stop_signal()
-        self.next_seq = (rows[-1][0] + 1) if rows else 1
-        self.pending: list[Event] = []
-        self.cancellations: list[Event] = []
-        """Cancelled attempts: written with the next write, dropped if the sitting stops first."""
-        self.flush_scheduled = False
-        self.write_error: BaseException | None = None
-        self.written_seq = self.next_seq - 1
+        self.writer = Writer(
+            run_id=run_id,
+            store=store,
+            token=token,
+            loop=loop,
+            lock=self.lock,
+            next_seq=(rows[-1][0] + 1) if rows else 1,
+            chain=chain,
+            head=head,
+            on_failure=self.stop,
+        )
         self.served_keys: list[Recorded | EventRow] = []
         self.served = 0
         self.executed = 0
         self.reexecuted = 0
         self.forked_at: str | None = None
-        self.chain = chain
-        """How appended events are hashed; None for a run recorded before chaining."""
-        self.head = head
-        """The hash the next appended event links to."""
         self.redact = redact
         """Replaces secrets in JSON bytes before they are fingerprinted or written."""
         self.max_payload = max_payload
@@ -211,14 +207,17 @@ class Session:
         """Tasks the workflow created in this run: cancelled if still pending when it ends."""
         self.root_task: asyncio.Task[Any] | None = None
         """The task running the workflow (for a `journaled(...)` block, the caller's task)."""
-        self.block_task: asyncio.Task[Any] | None = None
-        """For a `journaled(...)` block: its task, whose cancellation from outside stops the
-        sitting."""
-        self.root_cancelling = 0
         self.cancelled_root = False
         """The engine cancelled `root_task` to stop it; its CancelledError stands for `stopping`."""
-        self.unwind_from: int | None = None
-        """The first seq appended while `root_task` was being cancelled (rows a stop supersedes)."""
+
+    @property
+    def write_error(self) -> BaseException | None:
+        """Why the store refused a write (or the lease was lost): the next step raises it."""
+        return self.writer.write_error
+
+    @write_error.setter
+    def write_error(self, error: BaseException | None) -> None:
+        self.writer.write_error = error
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -300,8 +299,8 @@ class Session:
                 )
                 self.stop(error)
                 raise error
-            if self.write_error is not None:
-                self._raise_write_error()
+            if self.writer.write_error is not None:
+                self.writer.raise_write_error()
             if entry is None:
                 attempt = 1
                 self.executed += 1
@@ -399,13 +398,13 @@ class Session:
         )
         marker_payload = orjson.dumps({"superseded_from_seq": cut, "key": key})
         events = [
-            self._event(
+            self.writer.event(
                 key, EventKind.FORK, "replay.fork", "", EventStatus.COMPLETED, 0, marker_payload
             )
         ]
         for _, old_key, kind, name, fp, status, attempt, payload, args in carried:
             events.append(
-                self._event(
+                self.writer.event(
                     old_key,
                     KIND_BY_VALUE[kind],
                     name,
@@ -416,7 +415,7 @@ class Session:
                     args,
                 )
             )
-        self.write(events)
+        self.writer.write(events)
         self.history.forget_from(cut)
         self.forked_at = key
 
@@ -546,70 +545,15 @@ class Session:
                     task.exception()  # retrieved: asyncio would log it when collected
         log.warning("run.tasks_left_running", run_id=self.run_id, count=len(self.tasks))
 
-    def supersede_unwinding(self) -> None:
-        """A `journaled(...)` block was cancelled from outside: rows appended while it unwound
-        (cleanup steps, cancelled attempts) are not part of the run. Cancellations not written
-        yet are dropped; written rows are superseded by a marker, so resume sees the run as a
-        crash at the moment the stop arrived would have left it."""
-        with self.lock:
-            start = self.unwind_from
-            self.cancellations = []
-            if start is None or self.token is None or self.written_seq < start:
-                return
-            marker = orjson.dumps({"superseded_from_seq": start, "reason": "stopped"})
-            key = f"stop@{start}"
-            event = self._event(
-                key, EventKind.FORK, "replay.stop", "", EventStatus.COMPLETED, 0, marker
-            )
-            with contextlib.suppress(ReplayError):
-                self.write([event])
-            log.info("run.unwinding_superseded", run_id=self.run_id, from_seq=start)
-
     # -- writing ---------------------------------------------------------------------------
 
-    def _event(
-        self,
-        key: str,
-        kind: EventKind,
-        name: str,
-        fp: str,
-        status: EventStatus,
-        attempt: int,
-        payload: bytes | None,
-        args: bytes | None = None,
-        seq: int | None = None,
-    ) -> Event:
-        if seq is None:
-            seq = self.next_seq
-            self.next_seq = seq + 1
-            root = self.block_task
-            if root is not None:
-                if root.cancelling() > self.root_cancelling:
-                    if self.unwind_from is None:
-                        self.unwind_from = seq
-                else:
-                    self.unwind_from = None
-        return trusted_event(
-            self.run_id,
-            seq,
-            key,
-            kind,
-            name,
-            fp,
-            status,
-            attempt,
-            payload,
-            datetime.now(UTC),
-            args,
-        )
-
     def start(self, spec: StepSpec, plan: LivePlan, *, sync: bool = False) -> None:
-        """Buffer the `started` row; it is written before the step's first wait, or with its
-        end. A sync call blocks the loop, so its start is written before it runs."""
+        """Buffer the attempt's `started` row: written before the step's first wait, or with
+        its end. A sync call blocks the loop, so its start is written before it runs."""
         with self.lock:
             if self.stopping is not None:
                 raise self.stop_signal()
-            plan.started = self._event(
+            plan.started = self.writer.event(
                 plan.key,
                 spec.kind,
                 spec.name,
@@ -618,20 +562,13 @@ class Session:
                 plan.attempt,
                 plan.args_payload,
             )
-            self.pending.append(plan.started)
             self.in_flight[plan.key] = getattr(spec, "passive", False)
-            if sync or threading.get_ident() != self.loop_thread:
-                self.write([])
-            elif not self.flush_scheduled:
-                self.flush_scheduled = True
-                self.loop.call_soon(self._flush_pending)
+            self.writer.start(plan.started, now=sync)
 
     def finish(self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes) -> None:
-        """Append the attempt's outcome (with any buffered starts) in one transaction.
-
-        If the attempt's own start is still buffered (it never waited), the outcome takes its
-        place and its seq, carrying the arguments: one row, one commit, the same information.
-        """
+        """Append the attempt's outcome (with any buffered starts) in one transaction; if its
+        own start is still buffered (it never waited), the outcome takes its place and seq,
+        carrying the arguments: one row, one commit, the same information."""
         with self.lock:
             self.in_flight.pop(plan.key, None)
             if self.closed:
@@ -645,142 +582,52 @@ class Session:
                 return
             if self.stopping is not None and not self.ending_normally:
                 raise self.stop_signal()
-            self._append_outcome(spec, plan, status, payload)
+            self.writer.outcome(*self._ending(spec, plan, status, payload))
 
     def cancelled(self, spec: StepSpec, plan: LivePlan) -> None:
         """The workflow cancelled a live attempt: record `cancelled` with the next write (a
         stop that cancels it records nothing; the attempt stays in flight for resume)."""
         with self.lock:
             self.in_flight.pop(plan.key, None)
-            if self.closed or (self.stopping is not None and not self.ending_normally):
+            if self.closed or self.writer.token is None:
                 return
-            if self.token is None:
+            if self.stopping is not None and not self.ending_normally:
                 return
-            started, plan.started = plan.started, None
-            if started is not None and any(event is started for event in self.pending):
-                index = next(i for i, event in enumerate(self.pending) if event is started)
-                self.pending[index] = self._event(
-                    plan.key,
-                    spec.kind,
-                    spec.name,
-                    plan.fingerprint,
-                    EventStatus.CANCELLED,
-                    plan.attempt,
-                    None,
-                    args=plan.args_payload,
-                    seq=started.seq,
-                )
-                return
-            self.cancellations.append(
-                self._event(
-                    plan.key,
-                    spec.kind,
-                    spec.name,
-                    plan.fingerprint,
-                    EventStatus.CANCELLED,
-                    plan.attempt,
-                    None,
-                    # Never started (cancelled while waiting to retry): the row says with what.
-                    args=plan.args_payload if started is None else None,
-                )
+            started, cancelled = self._ending(spec, plan, EventStatus.CANCELLED, None)
+            if started is None and cancelled.args is None:
+                # Never started (cancelled while waiting to retry): the row says with what.
+                cancelled = cancelled.model_copy(update={"args": plan.args_payload})
+            self.writer.cancellation(started, cancelled)
+
+    def _ending(
+        self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes | None
+    ) -> tuple[Any, Any]:
+        """(the attempt's buffered start or None, its outcome row)."""
+        started, plan.started = plan.started, None
+        writer = self.writer
+        if writer.unbuffered(started):
+            assert started is not None
+            outcome = writer.event(
+                plan.key,
+                spec.kind,
+                spec.name,
+                plan.fingerprint,
+                status,
+                plan.attempt,
+                payload,
+                args=plan.args_payload,
+                seq=started.seq,
             )
+            return started, outcome
+        outcome = writer.event(
+            plan.key, spec.kind, spec.name, plan.fingerprint, status, plan.attempt, payload
+        )
+        return (None if started is None else started), outcome
 
     def abandoned(self, plan: LivePlan) -> None:
         """A live attempt ended by the sitting's stop: it stays in flight in the journal."""
         with self.lock:
             self.in_flight.pop(plan.key, None)
-
-    def _append_outcome(
-        self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes
-    ) -> None:
-        started, plan.started = plan.started, None
-        if started is not None:
-            for index, event in enumerate(self.pending):
-                if event is started:
-                    self.pending[index] = self._event(
-                        plan.key,
-                        spec.kind,
-                        spec.name,
-                        plan.fingerprint,
-                        status,
-                        plan.attempt,
-                        payload,
-                        args=plan.args_payload,
-                        seq=started.seq,
-                    )
-                    self.write([])
-                    return
-        self.write(
-            [
-                self._event(
-                    plan.key, spec.kind, spec.name, plan.fingerprint, status, plan.attempt, payload
-                )
-            ]
-        )
-
-    def _flush_pending(self) -> None:
-        with self.lock:
-            self.flush_scheduled = False
-            if self.pending and self.write_error is None:
-                # A failure is kept in write_error; the next step raises it in the workflow.
-                with contextlib.suppress(ReplayError):
-                    self.write([])
-
-    def write(self, events: list[Event]) -> None:
-        """Append buffered rows plus `events`; raise a `ReplayError` if the store refuses."""
-        with self.lock:
-            if self.write_error is not None:
-                self._raise_write_error()
-            batch = self.pending + events if self.pending else events
-            if self.cancellations:
-                batch = sorted(batch + self.cancellations, key=_seq)
-            if not batch:
-                return
-            if self.token is None:  # replay with allow_live: live steps are not recorded
-                self.pending = []
-                self.cancellations = []
-                return
-            head = self.head
-            if self.chain is not None:
-                head = self.chain.stamp(head, batch)
-            try:
-                self.store.append(self.run_id, self.token, batch)
-            except Exception as exc:  # LeaseLost, or the store's own I/O errors
-                self.write_error = exc
-                self._raise_write_error()
-            self.pending = []
-            self.cancellations = []
-            self.head = head
-            self.written_seq = batch[-1].seq
-
-    def seal(self, status: RunStatus, result: bytes | None, error: bytes | None) -> str | None:
-        """The seal over the last appended event and the run's outcome (None if unchained)."""
-        if self.chain is None:
-            return None
-        return self.chain.seal(self.next_seq - 1, self.head, status, result, error)
-
-    def flush(self, *, cancellations: bool = True) -> None:
-        """Write buffered rows now (at the end of a sitting, or before giving up the run).
-        Without `cancellations`, cancelled attempts not written yet are dropped (a stop)."""
-        with self.lock:
-            if not cancellations:
-                self.cancellations = []
-            unwritten = self.pending or self.cancellations
-            if unwritten and self.write_error is None and self.token is not None:
-                self.write([])
-
-    def _raise_write_error(self) -> None:
-        exc = self.write_error
-        if isinstance(exc, LeaseLost):
-            error: ReplayError = OwnershipLost(str(exc))
-        else:
-            error = JournalWriteFailed(
-                f"Run {self.run_id!r}: the journal refused a write ({type(exc).__name__}: "
-                f"{exc}). The step's result was not returned to the workflow; resume the run "
-                "once the store is writable again."
-            )
-        self.stop(error)
-        raise error from exc
 
     # -- reporting --------------------------------------------------------------------------
 
@@ -799,10 +646,6 @@ class Session:
             unfinished=unfinished,
             **extra,
         )
-
-
-def _seq(event: Event) -> int:
-    return event.seq
 
 
 def _decode_started(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:

@@ -10,18 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
-from journal import Journal, LeaseLost, Run, RunStatus
+from journal import Journal, LeaseLost, RecordedError, Run, RunStatus
 from journal._events import EventRow
 from journal.stores._ownership import new_owner
 
 from ._context import TaskScope, current_scope, install_task_factory, uninstall_task_factory
-from ._errors import OwnershipLost, ReplayError, Suspended
+from ._errors import OwnershipLost, ReplayError, StepFailed, Suspended
 from ._history import engine_handles
 from ._log import get_logger
 from ._session import Mode, OnDivergence, Session
@@ -194,7 +195,7 @@ class Sitting:
                 with contextlib.suppress(ReplayError):
                     # Steps in flight: their starts are worth keeping. Cancellations not written
                     # yet are dropped: a resume cancels those steps again as a crash here would.
-                    session.flush(cancellations=False)
+                    session.writer.flush(cancellations=False)
                 store.release(self.run_id, self.token)
             with session.lock:
                 session.closed = True
@@ -203,7 +204,7 @@ class Sitting:
         """Leave the run `waiting` and unowned: the process may exit, a worker continues it."""
         if self.token is None:
             return
-        session.flush(cancellations=False)
+        session.writer.flush(cancellations=False)
         try:
             self.journal.store.suspend(
                 self.run_id, self.token, wake_at=waiting.wake_at, waiting_for=waiting.waiting_for
@@ -228,7 +229,7 @@ class Sitting:
     ) -> None:
         if self.token is None:
             return
-        session.flush()
+        session.writer.flush()
         unfinished = session.summary().unfinished
         if unfinished:
             # Sealed with only their starts: say so, a replay will stop at them.
@@ -239,7 +240,7 @@ class Sitting:
                 keys=list(unfinished[:20]),
                 count=len(unfinished),
             )
-        seal = session.seal(status, result, error)
+        seal = session.writer.seal(status, result, error)
         try:
             self.journal.store.finish(
                 self.run_id, self.token, status, result=result, error=error, seal=seal
@@ -261,3 +262,93 @@ class Sitting:
         if parent is not None and parent.status is RunStatus.WAITING and parent.waiting_for == name:
             store.send_signal(parent_id, name, b"null")
             log.info("run.parent_woken", run_id=self.run_id, parent_run_id=parent_id)
+
+
+async def workflow_body(session: Session, workflow: Coroutine[Any, Any, Any]) -> Any:
+    """The workflow itself; Ctrl+C or an exit raised in its code stops the sitting at once, so
+    nothing its other tasks do while the loop unwinds is journaled."""
+    try:
+        return await workflow
+    except (KeyboardInterrupt, SystemExit, ReplayError) as exc:
+        if not isinstance(exc, StepFailed):
+            session.stop(exc)
+        raise
+
+
+async def until_done(session: Session, task: asyncio.Task[Any]) -> None:
+    """Wait for the workflow's task. Cancelled from outside (Ctrl+C, a worker stopping), the
+    sitting stops first, so the workflow's unwinding runs and journals no step, then the
+    workflow is cancelled: the run is left as a crash at this moment would have left it."""
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        session.stop(asyncio.CancelledError())
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: it is the cancellation's, not the run's
+        await session.close_tasks(normally=False)
+        raise
+
+
+async def outcome_of(sitting: Sitting, session: Session, task: asyncio.Task[Any]) -> Any:
+    """The workflow's value; or its failure recorded and raised; or the sitting stopped and
+    the engine's signal (suspension, divergence...) raised as itself."""
+    stop: BaseException
+    if task.cancelled():
+        stop = engine_signal(asyncio.CancelledError(), session)
+    else:
+        failure = task.exception()
+        if failure is None:
+            await session.close_tasks(normally=True)
+            return task.result()
+        stop = engine_signal(failure, session)
+        if stop is failure and isinstance(failure, Exception):
+            await session.close_tasks(normally=True)
+            sitting.finish(
+                session, RunStatus.FAILED, error=RecordedError.from_exception(failure).encode()
+            )
+            log.info("run.failed", run_id=session.run_id, error=type(failure).__name__)
+            raise failure
+    await end_stopped(sitting, session, stop)
+    raise stop
+
+
+def engine_signal(failure: BaseException, session: Session) -> BaseException:
+    """What stops the sitting, if `failure` carries it: an engine signal, Ctrl+C or a
+    cancellation, itself or inside an exception group (a TaskGroup wraps what its tasks
+    raise); otherwise `failure` itself, an ordinary failure of the workflow."""
+    if isinstance(failure, StepFailed) or (
+        isinstance(failure, Exception) and not isinstance(failure, BaseExceptionGroup)
+    ):
+        return failure
+    stop = session.stopping
+    if isinstance(failure, asyncio.CancelledError):
+        if session.cancelled_root and stop is not None:
+            return stop  # the engine cancelled the workflow to stop it
+        return failure
+    if isinstance(failure, BaseExceptionGroup):
+        if session.stopping is not None and not isinstance(
+            session.stopping, asyncio.CancelledError
+        ):
+            return session.stopping
+        leaves = _leaves(failure)
+        signal = next((leaf for leaf in leaves if not isinstance(leaf, Exception)), None)
+        return failure if signal is None else signal
+    return failure
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for inner in group.exceptions:
+        found.extend(_leaves(inner) if isinstance(inner, BaseExceptionGroup) else [inner])
+    return found
+
+
+async def end_stopped(sitting: Sitting, session: Session, stop: BaseException) -> None:
+    """The sitting ends without an outcome: tasks left running are cancelled unrecorded, and a
+    suspended run is left waiting."""
+    session.stop(stop)
+    await session.close_tasks(normally=False)
+    if isinstance(stop, Suspended):
+        sitting.suspend(session, stop)

@@ -17,8 +17,8 @@ from journal import JournalError, RunStatus
 
 from .._errors import FrontierReached, NonDeterminismError, Suspended
 from .._rerun import replay_run, resume_run
-from .._run import RunOutcome
 from .._worker import Worker, WorkerStats
+from .._workflow import RunOutcome
 from ._app import DbOption, app, console, error_console, fail, open_journal, print_json
 
 EntryOption = Annotated[
