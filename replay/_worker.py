@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import random
 import sys
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -61,7 +62,10 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
         self.stats = WorkerStats()
-        self._stopping = asyncio.Event()
+        self._stop_requested = False
+        self._stop_events: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
+            weakref.WeakKeyDictionary()
+        )
         self._unresolvable: set[str] = set()
         for module in imports:
             if "" not in sys.path:
@@ -70,15 +74,28 @@ class Worker:
 
     def stop(self) -> None:
         """Finish no more runs: the current one is cancelled, its lease released."""
-        self._stopping.set()
+        self._stop_requested = True
+        for event in self._stop_events.values():
+            event.set()
+
+    def _stopping(self) -> asyncio.Event:
+        """The stop event of the running loop: a worker may be used from more than one loop
+        (`asyncio.run(worker.run_once())` twice), and an asyncio.Event belongs to one."""
+        loop = asyncio.get_running_loop()
+        event = self._stop_events.get(loop)
+        if event is None:
+            event = self._stop_events[loop] = asyncio.Event()
+            if self._stop_requested:
+                event.set()
+        return event
 
     async def run(self) -> WorkerStats:
         """Resume interrupted runs until `stop()`; between rounds wait `poll_seconds`."""
         log.info("worker.started", poll_seconds=self.poll_seconds)
-        while not self._stopping.is_set():
+        while not self._stop_requested:
             if await self.run_once() == 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.poll_seconds)
+                    await asyncio.wait_for(self._stopping().wait(), self.poll_seconds)
         log.info("worker.stopped", **vars(self.stats))
         return self.stats
 
@@ -89,7 +106,7 @@ class Worker:
         random.shuffle(candidates)
         finished = 0
         for run in candidates:
-            if self._stopping.is_set():
+            if self._stop_requested:
                 break
             finished += await self._resume(run)
         return finished
@@ -101,7 +118,7 @@ class Worker:
         task = asyncio.ensure_future(
             resume_run(self.journal, run.run_id, lease_seconds=self.lease_seconds)
         )
-        stopper = asyncio.ensure_future(self._stopping.wait())
+        stopper = asyncio.ensure_future(self._stopping().wait())
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if not task.done():  # stopping: cancel the run, whose sitting releases its lease

@@ -165,3 +165,16 @@ def test_four_workers_killed_at_random_finish_every_run_exactly(
             owners[run_id].append(pid)
     # Handovers only, never back and forth: no two processes worked on a run at once.
     assert all(len(pids) == len(set(pids)) for pids in owners.values()), owners
+
+
+def test_a_worker_used_from_two_event_loops_resumes_runs_in_both(journal: Journal) -> None:
+    """asyncio.run(worker.run_once()) twice with one Worker: the second round resumes its runs
+    too (its stop signal used to belong to the first loop, so the run was cancelled at once
+    and only logged as released)."""
+    worker = replay.Worker(journal)
+    replay.submit(chain, 1, 2, journal=journal, run_id="first")
+    assert asyncio.run(worker.run_once()) == 1
+    replay.submit(chain, 2, 2, journal=journal, run_id="second")
+    assert asyncio.run(worker.run_once()) == 1
+    assert journal.run("second").status is RunStatus.COMPLETED
+    assert worker.stats.completed == 2
