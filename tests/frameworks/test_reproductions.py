@@ -323,8 +323,9 @@ async def summarise(observations: list[str]) -> str:
 async def _control_loop() -> str:
     """llama-index-workflows' control loop, reduced: each tool call is a worker task, the
     loop waits for the next one with `asyncio.wait(FIRST_COMPLETED)` and takes ONE finished
-    worker per wake, the first created when several finished (`pick_highest_priority`); the
-    observations go to the next model request in the order the loop took them."""
+    worker per wake; when several finished, here the first created (llama-index takes the
+    first of a list it builds from a set of tasks: in effect any one). The observations go to
+    the next model request in the order the loop took them."""
 
     async def call_tool(city: str) -> str:
         await asyncio.sleep(_ask_late.get(city, 0.0))
@@ -358,11 +359,13 @@ def test_outcomes_taken_one_per_wake_replay_in_their_live_order(tmp_path: Path) 
     Framework path: llama-index-workflows' `_ControlLoopRunner.run`
     (workflows/runtime/control_loop/runner.py) waits through
     `InternalRunAdapter.wait_for_next_task` (workflows/runtime/types/plugin.py):
-    `asyncio.wait(tasks, return_when=FIRST_COMPLETED)`, then `pick_highest_priority` returns
-    one completed task per call. FunctionAgent's parallel tool calls are `call_tool` workers
-    (llama_index/core/agent/workflow/base_agent.py, `BaseWorkflowAgent.call_tool`) whose
-    results `aggregate_tool_results` collects with `ctx.collect_events` in the order the loop
-    took them, and the next model request carries the tool messages in that order. Taken
+    `asyncio.wait(tasks, return_when=FIRST_COMPLETED)`, then `pick_highest_priority`
+    (workflows/runtime/types/named_task.py) returns one completed task per call, the first in
+    the `running` list the runner builds from `self.worker_tasks`, a set. FunctionAgent's
+    parallel tool calls are `call_tool` workers (`BaseWorkflowAgent.call_tool`,
+    llama_index/core/agent/workflow/base_agent.py) whose results `aggregate_tool_results`
+    collects with `ctx.collect_events` in the order the loop took them, and the next model
+    request carries the tool messages in that order. Taken
     together, the workers also start a different number of `aggregate_tool_results` workers,
     so later step keys shift (tests/openai2/test_llamaindex.py, sync tools: FrontierReached
     at `0/1/13:1`, the nearest recorded step `0/1/14:1`; streamed: NonDeterminismError,
