@@ -7,8 +7,13 @@ BIN := $(VENV)/bin
 # tests/openai2/.
 VENV_OPENAI2 := .venv-openai2
 BIN_OPENAI2 := $(VENV_OPENAI2)/bin
+# The third: crewai on the same openai 2.x stack, kept apart because it brings httpx2 (and
+# about 1 GB of vector-store packages) with it. Its packages: tests/envs/crewai.txt; its tests:
+# tests/crewai/.
+VENV_CREWAI := .venv-crewai
+BIN_CREWAI := $(VENV_CREWAI)/bin
 
-.PHONY: demo test test-main test-openai2 lint bench clean
+.PHONY: demo test test-main test-openai2 test-crewai lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,17 +33,27 @@ $(VENV_OPENAI2)/.installed: pyproject.toml tests/envs/openai2.txt
 	$(BIN_OPENAI2)/python -m pip install -q -e . -r tests/envs/openai2.txt
 	touch $@
 
+$(VENV_CREWAI)/.installed: pyproject.toml tests/envs/crewai.txt
+	rm -rf $(VENV_CREWAI)
+	$(PYTHON) -m venv $(VENV_CREWAI)
+	$(BIN_CREWAI)/python -m pip install -q -e . -r tests/envs/crewai.txt
+	touch $@
+
 demo: $(VENV)/.installed
 	$(BIN)/python examples/quickstart.py
 
-# Both environments: the second one's tests first (they are quick), then the main suite.
-test: lint test-openai2 test-main
+# Every environment: the second and third ones' tests first (they are quick), then the main
+# suite.
+test: lint test-openai2 test-crewai test-main
 
 test-main: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
 test-openai2: $(VENV_OPENAI2)/.installed
 	$(BIN_OPENAI2)/python -m pytest -q tests/openai2
+
+test-crewai: $(VENV_CREWAI)/.installed
+	$(BIN_CREWAI)/python -m pytest -q tests/crewai
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check journal replay tests examples benchmarks
@@ -49,4 +64,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) $(VENV_OPENAI2) .journal .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_OPENAI2) $(VENV_CREWAI) .journal .pytest_cache .hypothesis

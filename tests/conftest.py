@@ -21,9 +21,19 @@ def _openai_major() -> str | None:
         return None
 
 
-# tests/openai2/ belongs to the second environment (openai 2.x, legacy httpx; `make
-# test-openai2`); the main one (openai 3, httpx2) leaves it out rather than skipping it.
-collect_ignore = [] if _openai_major() == "2" else ["openai2"]
+def _environment() -> str:
+    """Which test environment this is: `crewai` (`make test-crewai`), `openai2` (`make
+    test-openai2`: openai 2.x on legacy httpx) or `main` (openai 3 on httpx2)."""
+    try:
+        version("crewai")
+        return "crewai"
+    except PackageNotFoundError:
+        return "openai2" if _openai_major() == "2" else "main"
+
+
+# tests/openai2/ and tests/crewai/ belong to environments of their own; the others leave them
+# out rather than skipping them.
+collect_ignore = [directory for directory in ("openai2", "crewai") if directory != _environment()]
 
 settings.register_profile(
     "default",

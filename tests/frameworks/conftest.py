@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.frameworks.harness import Forks
+from tests.frameworks.harness import Drivers, session_forks
 
 
 @pytest.fixture(scope="session")
-def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Forks]]:
+def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drivers]:
     """`forks("smolagents")`: that framework's driver, ready to fork a run."""
-    started: dict[str, Forks] = {}
-
-    def get(driver: str) -> Forks:
-        if driver not in started:
-            started[driver] = Forks(driver, tmp_path_factory.mktemp(driver))
-        return started[driver]
-
-    yield get
-    for running in started.values():
-        running.close()
+    yield from session_forks(tmp_path_factory.mktemp)

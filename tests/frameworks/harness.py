@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,21 @@ Drivers = Callable[[str], "Forks"]
 """The session's drivers by name (the `forks` fixture)."""
 
 
+def session_forks(where: Callable[[str], Path]) -> Iterator[Drivers]:
+    """The body of a session-scoped `forks` fixture: `forks("smolagents")` starts that
+    driver on first use (its files under `where(driver)`); every one is closed at the end."""
+    started: dict[str, Forks] = {}
+
+    def get(driver: str) -> Forks:
+        if driver not in started:
+            started[driver] = Forks(driver, where(driver))
+        return started[driver]
+
+    yield get
+    for running in started.values():
+        running.close()
+
+
 @dataclass(frozen=True)
 class Report:
     """A driver's answer and its sitting's summary."""
@@ -85,6 +100,8 @@ class Report:
     executed: int
     reexecuted: int
     unconsumed: list[str]
+    network: list[str] = field(default_factory=list)
+    """Connections off this machine the driver refused (drivers that call forbid_network)."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +221,11 @@ def run_driver(
     with forks.start(_argv(pattern, db, base_url, mode), environment) as child:
         code = forks.reap(child)
     assert code == 0, f"{pattern.driver} {pattern.name} ({mode}) exited {code}:\n{child.errors()}"
-    return _report(child.stdout)
+    report = _report(child.stdout)
+    assert report.network == [], (
+        f"{pattern.driver} {pattern.name} reached off the machine: {report.network}"
+    )
+    return report
 
 
 def _completed_events(db: Path) -> int:

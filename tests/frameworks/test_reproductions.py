@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx2
 import openai
+import pytest
 
 import replay
 from journal import EventStatus, Journal
@@ -296,3 +297,124 @@ def test_a_step_cancelled_by_a_timeout_replays_as_cancelled(tmp_path: Path) -> N
         recorded = asyncio.run(replay.run(agent, journal=journal, run_id="timeout"))
         replayed = asyncio.run(replay.run(agent, journal=journal, run_id="timeout", mode="replay"))
     assert recorded == replayed == "timed out" and ran == ["Paris"]
+
+
+# -- llama-index: outcomes handed out back to back -----------------------------------------------
+
+_tool_delays: dict[str, float] = {}
+"""How long `timed_lookup` takes live, per city."""
+_ask_late: dict[str, float] = {}
+"""How long a tool worker waits before it asks for its step (this sitting's timing)."""
+_stop_after: dict[str, int] = {}
+"""`{"taken": n}`: the process dies once the loop has taken n observations."""
+
+
+@replay.step(name="timed_lookup", kind="tool")
+async def timed_lookup(city: str) -> str:
+    await asyncio.sleep(_tool_delays.get(city, 0.0))
+    return f"sunny in {city}"
+
+
+@replay.step(name="summarise", kind="llm")
+async def summarise(observations: list[str]) -> str:
+    return "; ".join(observations)
+
+
+async def _control_loop() -> str:
+    """llama-index-workflows' control loop, reduced: each tool call is a worker task, the
+    loop waits for the next one with `asyncio.wait(FIRST_COMPLETED)` and takes ONE finished
+    worker per wake; when several finished, here the first created (llama-index takes the
+    first of a list it builds from a set of tasks: in effect any one). The observations go to
+    the next model request in the order the loop took them."""
+
+    async def call_tool(city: str) -> str:
+        await asyncio.sleep(_ask_late.get(city, 0.0))
+        return await timed_lookup(city)
+
+    workers = [asyncio.ensure_future(call_tool(city)) for city in CITIES]
+    pending, seen = set(workers), []
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        first = min(done, key=workers.index)
+        pending |= done - {first}
+        seen.append(first.result())
+        if len(seen) == _stop_after.get("taken"):
+            raise KeyboardInterrupt  # the process dies with the other tool call in flight
+    return await summarise(seen)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: a served outcome is handed out in the same loop turn as the one recorded "
+    "before it, so the workflow sees both at once where live it took them one at a time",
+)
+def test_outcomes_taken_one_per_wake_replay_in_their_live_order(tmp_path: Path) -> None:
+    """Live, Rome's tool answers 0.2 s before Paris's, so a control loop that takes one
+    finished worker per wake takes Rome's, then Paris's, and asks the model about
+    [Rome, Paris]. Replay must take them in that order too; it gets both at once, takes
+    Paris's first (created first) and raises NonDeterminismError at the model request:
+    recorded summarise(observations=['sunny in Rome', 'sunny in Paris']), now
+    ['sunny in Paris', 'sunny in Rome'].
+
+    Framework path: llama-index-workflows' `_ControlLoopRunner.run`
+    (workflows/runtime/control_loop/runner.py) waits through
+    `InternalRunAdapter.wait_for_next_task` (workflows/runtime/types/plugin.py):
+    `asyncio.wait(tasks, return_when=FIRST_COMPLETED)`, then `pick_highest_priority`
+    (workflows/runtime/types/named_task.py) returns one completed task per call, the first in
+    the `running` list the runner builds from `self.worker_tasks`, a set. FunctionAgent's
+    parallel tool calls are `call_tool` workers (`BaseWorkflowAgent.call_tool`,
+    llama_index/core/agent/workflow/base_agent.py) whose results `aggregate_tool_results`
+    collects with `ctx.collect_events` in the order the loop took them, and the next model
+    request carries the tool messages in that order. Taken
+    together, the workers also start a different number of `aggregate_tool_results` workers,
+    so later step keys shift (tests/openai2/test_llamaindex.py, sync tools: FrontierReached
+    at `0/1/13:1`, the nearest recorded step `0/1/14:1`; streamed: NonDeterminismError,
+    "the recorded run asked for step 0/1/13:1 ... and the code does not ask for it now").
+    """
+    _tool_delays.update({"Paris": 0.2})
+    try:
+        with Journal(tmp_path / "journal.db") as journal:
+            live = asyncio.run(replay.run(_control_loop, journal=journal, run_id="loop"))
+            _tool_delays.clear()
+            replayed = asyncio.run(
+                replay.run(_control_loop, journal=journal, run_id="loop", mode="replay")
+            )
+    finally:
+        _tool_delays.clear()
+    assert live == replayed == "sunny in Rome; sunny in Paris"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: on resume, a live outcome held until the recorded history is drained is "
+    "handed out in the same loop turn as the last served one",
+)
+def test_a_held_live_outcome_comes_after_the_served_one_it_waited_for(tmp_path: Path) -> None:
+    """Killed with Rome's tool answered (and taken by the control loop) and Paris's in
+    flight. On resume Paris's call runs again and answers at once, while Rome's worker asks
+    for its (served) step 0.1 s later: Paris's live outcome waits for Rome's turn, as it
+    should, but is then handed out in the same loop turn, so the loop takes Paris's first
+    and the model is asked about [Paris, Rome], although Rome's answer came first: the
+    resumed run answers otherwise than an uninterrupted one.
+
+    Framework path: the same control loop as the test above (llama-index-workflows,
+    `InternalRunAdapter.wait_for_next_task` + `pick_highest_priority`). The framework test
+    (tests/openai2/test_llamaindex.py, parallel tool calls) resumes to
+    'final: [[lookup:Paris]] [[lookup:Rome]]' where the clean run said
+    'final: [[lookup:Rome]] [[lookup:Paris]]'.
+    """
+    _tool_delays.update({"Paris": 0.3})
+    _stop_after.update({"taken": 1})
+    try:
+        with Journal(tmp_path / "journal.db") as journal:
+            with pytest.raises(KeyboardInterrupt):
+                asyncio.run(replay.run(_control_loop, journal=journal, run_id="held"))
+            _tool_delays.clear()
+            _stop_after.clear()
+            _ask_late.update({"Rome": 0.1})
+            resumed = asyncio.run(replay.run(_control_loop, journal=journal, run_id="held"))
+    finally:
+        _tool_delays.clear()
+        _ask_late.clear()
+        _stop_after.clear()
+    assert resumed == "sunny in Rome; sunny in Paris"

@@ -8,7 +8,12 @@ here, or the wrong environment is an error.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
+
+import pytest
+
+from tests.frameworks.harness import Drivers, session_forks
 
 
 def _major(distribution: str) -> str:
@@ -23,3 +28,10 @@ if (_major("openai"), version("httpx").rsplit(".", 1)[0]) != ("2", "0.28"):
         f"tests/openai2/ needs openai 2.x and httpx 0.28 (found openai {version('openai')}, "
         f"httpx {version('httpx')}). Run it with `make test-openai2`."
     )
+
+
+@pytest.fixture(scope="session")
+def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drivers]:
+    """`forks("llamaindex")`: that framework's driver (tests/frameworks/drivers/), in
+    `--forks` mode, ready to fork a run."""
+    yield from session_forks(tmp_path_factory.mktemp)

@@ -7,8 +7,10 @@ Each driver is a script that a test runs in a subprocess (and may SIGKILL): it t
 `replay.integrations.instrument()`, runs one agent pattern as the journaled run RUN_ID on the
 SQLite journal DB against the local server at BASE_URL (tests/llm_server.py), with MODE
 `resume` (record, or resume after a kill) or `replay` (recorded results only; the server may
-be gone), and prints one line `REPORT {json}`: the agent's final answer and the sitting's
-summary (on a line of its own: a framework may have printed to stdout without a newline).
+be gone), and prints one line `REPORT {json}`: the agent's final answer, the sitting's
+summary, and `network`: the connections off this machine it refused (the run is offline: the
+tests require none). On a line of its own: a framework may have printed to stdout without a
+newline.
 
 `--forks` saves the tests the framework's import time (1-2 s a run): the script imports
 everything once, then reads one job a line on stdin (`{"args": [...], "env": {...},
@@ -26,7 +28,9 @@ start-up).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import ipaddress
 import json
 import os
 import sys
@@ -50,6 +54,47 @@ Pattern = Callable[[str], Awaitable[str]]
 
 _WARM = ("openai", "openai.types.chat", "openai.resources.chat", "httpcore", "httpcore2")
 """Modules the frameworks import lazily, on their first request: `--forks` imports them once."""
+
+
+NETWORK: list[str] = []
+"""Connections to hosts off this machine that `forbid_network()` refused, for the report."""
+
+
+def _loopback(host: object) -> bool:
+    if host is None or host == "localhost":
+        return True  # None: a numeric address is resolved
+    try:
+        return ipaddress.ip_address(
+            host.decode() if isinstance(host, bytes) else str(host)
+        ).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse_off_machine(event: str, args: tuple[Any, ...]) -> None:
+    if event == "socket.getaddrinfo":
+        host = args[0]
+    elif event == "socket.connect" and isinstance(args[1], tuple):
+        host = args[1][0]
+    else:
+        return
+    if not _loopback(host):
+        NETWORK.append(f"{event} {host!r}")
+        raise ConnectionRefusedError(f"the driver runs offline: {event} to {host!r} refused")
+
+
+_forbidden: list[bool] = []
+
+
+def forbid_network() -> None:
+    """Refuse every connection (and name lookup) that would leave this machine's loopback,
+    and list it in the report's `network`: a framework's telemetry, a cost-map or tokenizer
+    download. `main` calls it for every driver; a driver that calls it before it imports its
+    framework has import-time fetches counted too (a `--forks` child inherits what its parent
+    saw)."""
+    if not _forbidden:
+        _forbidden.append(True)
+        sys.addaudithook(_refuse_off_machine)
 
 
 def plan_prompt(question: str, rounds: list[list[tuple[str, dict[str, Any]]]], **extra: Any) -> str:
@@ -126,6 +171,7 @@ def run_job(
         "executed": summary.executed,
         "reexecuted": summary.reexecuted,
         "unconsumed": list(summary.unconsumed),
+        "network": NETWORK,
     }
     print(f"\nREPORT {json.dumps(report)}", flush=True)
 
@@ -144,7 +190,8 @@ def _become_child(job: dict[str, Any]) -> None:
 def serve_forks(patterns: dict[str, Callable[[str], Pattern]], setup: Callable[[], None]) -> None:
     """The `--forks` loop of the module docstring."""
     for name in _WARM:
-        importlib.import_module(name)
+        with contextlib.suppress(ModuleNotFoundError):  # httpcore2: not in the openai 2.x envs
+            importlib.import_module(name)
     for line in sys.stdin:
         job = json.loads(line)
         # A fork copies only the calling thread: there must be no other one.
@@ -171,6 +218,7 @@ def serve_forks(patterns: dict[str, Callable[[str], Pattern]], setup: Callable[[
 
 def main(patterns: dict[str, Callable[[str], Pattern]], setup: Callable[[], None]) -> None:
     """The command line of the module docstring."""
+    forbid_network()
     if sys.argv[1:] == ["--forks"]:
         serve_forks(patterns, setup)
     else:
