@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,13 +34,18 @@ from ._errors import CallDescription, NonDeterminismError
 
 IDLE_SECONDS = 0.5
 """How long nothing may move the run's tasks, with a party held, before replay gives up."""
+_PARK_SECONDS = 0.05
+"""How long a thread whose turn has come waits for the loop to give it before taking it."""
+_SETTLE_TURNS = 64
+"""At most this many loop turns for the run's tasks to settle before the next outcome is handed
+out anyway (a task polling with `sleep(0)` never settles)."""
 SETTLE_SECONDS = 0.1
 """How long the run may stand still before what threads were handed is put in place anyway."""
 _TICK = 0.02
 _NO_PROGRESS_SECONDS = 60.0
 """On event loops whose internals cannot be read (uvloop): give up after this long unchanged."""
 
-engine_handles: weakref.WeakSet[asyncio.TimerHandle] = weakref.WeakSet()
+engine_handles: weakref.WeakSet[asyncio.Handle] = weakref.WeakSet()
 """Timers the engine itself keeps (heartbeats, these checks): they do not make a loop busy."""
 
 
@@ -142,6 +148,9 @@ class History:
         """What the sitting stopped with (None while it goes on): a held step cancelled then is
         not a divergence, and nothing may start waiting any more."""
         self._watch: asyncio.TimerHandle | None = None
+        self._settling = False
+        self._settle_checks = 0
+        self._settle_since = 0.0
         self._progress = (-1, -1)
         self._quiet_since = 0.0
         self.reaches = 0
@@ -189,11 +198,42 @@ class History:
                 self.reach(pos)
 
     def _release(self, cursor: int) -> None:
+        """Give what waits at `cursor` its turn. A task gets it once the run's tasks have done
+        what the last outcome woke them to do: live, the next result arrived after the workflow
+        had reacted to the previous one (a loop that takes one finished task per wake must not
+        find two). So does a thread, unless the loop's thread is blocked (see `_park`)."""
+        due = cursor in self.timers or any(pos <= cursor for pos in self.held)
+        if due and not self._settling:
+            self._settling = True
+            self._settle_checks = 0
+            self._settle_since = time.monotonic()
+            if threading.get_ident() == self.loop_thread:
+                handle = self.loop.call_soon(self._settle)
+                engine_handles.add(handle)
+            else:
+                self.loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        with self.lock:
+            self._settling = False
+            busy = _run_ready(self.loop, self.tasks())
+            if busy and self._settle_checks < _SETTLE_TURNS:
+                self._settling = True
+                self._settle_checks += 1
+                engine_handles.add(self.loop.call_soon(self._settle))
+                return
+            self._give_turn(self.cursor)
+
+    def _give_turn(self, cursor: int) -> None:
+        on_loop = threading.get_ident() == self.loop_thread
+        for overtaken in [pos for pos in self.held if pos < cursor]:
+            # Reached by someone else meanwhile (a fork superseded its row): its turn is past.
+            for party in self.held.pop(overtaken):
+                party.release(self.loop, on_loop)
         timer = self.timers.pop(cursor, None)
         if timer is not None:
             timer()  # reaches `cursor` itself, which releases what comes after
             return
-        on_loop = threading.get_ident() == self.loop_thread
         if cursor < self.size and self.rows[cursor][5] == "cancelled":
             return  # it waits to be cancelled, not for a turn
         for party in self.held.pop(cursor, ()):
@@ -257,8 +297,7 @@ class History:
             self.held.setdefault(pos, []).append(party)
             on_hold(1)
             self.loop.call_soon_threadsafe(self._watch_soon_locked)
-        assert party.event is not None
-        party.event.wait()
+        self._park(party, pos)
         with self.lock:
             on_hold(-1)
             if party.error is not None:
@@ -293,12 +332,23 @@ class History:
             self.held.setdefault(self.size, []).append(party)
             on_hold(1)
             self.loop.call_soon_threadsafe(self._watch_soon_locked)
-        assert party.event is not None
-        party.event.wait()
+        self._park(party, self.size)
         with self.lock:
             on_hold(-1)
             if party.error is not None:
                 raise party.error
+
+    def _park(self, party: _Held, pos: int) -> None:
+        """Block this thread until `party` is given its turn. The turn is given on the loop,
+        once the run's tasks have settled; if the loop does not get to it (its thread is
+        blocked, waiting for this very thread), the turn is taken as soon as it has come."""
+        assert party.event is not None
+        while not party.event.wait(_PARK_SECONDS):
+            with self.lock:
+                stalled = self._settling and time.monotonic() - self._settle_since > _PARK_SECONDS
+                if stalled and pos == self.cursor and not party.event.is_set():
+                    self._drop(pos, party)
+                    return
 
     def _refuse_after_stop(self) -> None:
         stop = self.stopped()
@@ -431,10 +481,30 @@ def _run_idle(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]]) ->
     return True
 
 
+def _run_ready(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]]) -> bool:
+    """Whether a callback ready to run now runs one of the run's `tasks` or settles what one
+    waits for (False when the loop's internals cannot be read)."""
+    ready = getattr(loop, "_ready", None)
+    if not ready:
+        return False
+    waiting_on = {id(task._fut_waiter) for task in tasks if task._fut_waiter is not None}  # type: ignore[attr-defined]
+    return any(
+        not handle.cancelled()
+        and handle not in engine_handles
+        and _wakes(handle, tasks, waiting_on)
+        for handle in ready
+    )
+
+
 def _wakes(handle: asyncio.Handle, tasks: set[asyncio.Task[Any]], waiting_on: set[int]) -> bool:
     """Whether `handle` runs one of `tasks`, or settles what one of them waits for."""
     callback = getattr(handle, "_callback", None)
     owner = getattr(callback, "__self__", None)
     if owner is not None and (owner in tasks or getattr(owner, "_task", None) in tasks):
         return True  # a task step or wakeup, an asyncio.Timeout or replay.Timeout firing
-    return any(id(arg) in waiting_on for arg in getattr(handle, "_args", None) or ())
+    # A future a task waits on being settled, or a task's own done callbacks (asyncio.wait
+    # and gather learn from those that a task finished, and wake their caller).
+    return any(
+        id(arg) in waiting_on or (isinstance(arg, asyncio.Task) and arg in tasks)
+        for arg in getattr(handle, "_args", None) or ()
+    )

@@ -343,11 +343,6 @@ async def _control_loop() -> str:
     return await summarise(seen)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a served outcome is handed out in the same loop turn as the one recorded "
-    "before it, so the workflow sees both at once where live it took them one at a time",
-)
 def test_outcomes_taken_one_per_wake_replay_in_their_live_order(tmp_path: Path) -> None:
     """Live, Rome's tool answers 0.2 s before Paris's, so a control loop that takes one
     finished worker per wake takes Rome's, then Paris's, and asks the model about
@@ -384,11 +379,6 @@ def test_outcomes_taken_one_per_wake_replay_in_their_live_order(tmp_path: Path) 
     assert live == replayed == "sunny in Rome; sunny in Paris"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: on resume, a live outcome held until the recorded history is drained is "
-    "handed out in the same loop turn as the last served one",
-)
 def test_a_held_live_outcome_comes_after_the_served_one_it_waited_for(tmp_path: Path) -> None:
     """Killed with Rome's tool answered (and taken by the control loop) and Paris's in
     flight. On resume Paris's call runs again and answers at once, while Rome's worker asks

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.frameworks.harness import Drivers, Pattern, crash_resume_replay
 
 BACK_TO_BACK = (
@@ -27,7 +25,6 @@ BACK_TO_BACK = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BACK_TO_BACK)
 def test_parallel_tool_calls(forks: Drivers, tmp_path: Path) -> None:
     """One model response asks for two async tools, which the workflow runs as concurrent
     `call_tool` steps, Paris's starting 0.2 s after Rome's (Rome's after Paris's on resume):
@@ -42,10 +39,6 @@ def test_parallel_tool_calls(forks: Drivers, tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=BACK_TO_BACK + "; with tools in threads it is a race: about half the runs fail",
-)
 def test_parallel_sync_tools(forks: Drivers, tmp_path: Path) -> None:
     """The same with plain `def` tools, which FunctionTool runs in executor threads, each in a
     copy of the context: the same law.
@@ -67,7 +60,6 @@ def test_streamed_agent(forks: Drivers, tmp_path: Path) -> None:
     crash_resume_replay(forks, tmp_path, Pattern("llamaindex", "stream", hold=3))
 
 
-@pytest.mark.xfail(strict=True, reason=BACK_TO_BACK)
 def test_streamed_agent_with_parallel_tool_calls(forks: Drivers, tmp_path: Path) -> None:
     """The streamed agent whose first model answer asks for two tools at once (Paris's
     starting 0.2 s after Rome's; the other way round on resume), then for one more: killed
