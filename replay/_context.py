@@ -39,6 +39,7 @@ class TaskScope:
         "session",
         "steps",
         "thread_work",
+        "untaken",
     )
 
     def __init__(
@@ -57,6 +58,8 @@ class TaskScope:
         self.children = 0
         self.thread_work: dict[str, int] | None = None
         """Work handed to threads so far, counted per function: `name` -> how many."""
+        self.untaken = False
+        """Thread work whose step outcome is written and whose result the loop has not taken."""
         self.deferred: list[int] | None = [] if in_thread else None
         """For work run by a thread pool: outcomes handed out whose place in the history is
         taken only when the work ends or asks for its next step. Live, a thread went on with
@@ -107,6 +110,11 @@ live_step_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 _thread_work = threading.local()
 """The scope of the work this pool thread runs right now (set around plain functions)."""
+
+
+def thread_work_scope() -> TaskScope | None:
+    """The scope of the handed-over work this thread runs, if any."""
+    return getattr(_thread_work, "scope", None)
 
 
 def scope_here() -> TaskScope | None:
@@ -189,8 +197,8 @@ def uninstall_task_factory(loop: asyncio.AbstractEventLoop) -> None:
 
 # -- thread pools --------------------------------------------------------------------------
 
-_via_loop: contextvars.ContextVar[list[TaskScope] | None] = contextvars.ContextVar(
-    "replay_via_loop", default=None
+_via_loop: contextvars.ContextVar[list[tuple[TaskScope, concurrent.futures.Future[Any]]] | None] = (
+    contextvars.ContextVar("replay_via_loop", default=None)
 )
 """Set while `loop.run_in_executor` submits: the scope given to the work is reported back."""
 
@@ -204,20 +212,34 @@ class _RunInExecutor:
         self.original = type(loop).run_in_executor.__get__(loop)
 
     def __call__(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
-        given: list[TaskScope] = []
+        given: list[tuple[TaskScope, concurrent.futures.Future[Any]]] = []
         token = _via_loop.set(given)
         try:
             future = self.original(executor, func, *args)
         finally:
             _via_loop.reset(token)
-        for scope in given:
-            future.add_done_callback(functools.partial(_work_done, scope))
+        for scope, work in given:
+            future.add_done_callback(functools.partial(_loop_took, scope, work))
         return future
+
+
+def _loop_took(scope: TaskScope, work: concurrent.futures.Future[Any], future: Any) -> None:
+    """The loop's future of thread work is done. Cancelled (a timeout gave up on it), nobody
+    takes the result: the work ends for the journal when its thread does."""
+    if future.cancelled():
+        work.add_done_callback(functools.partial(_work_done, scope))
+        return
+    if isinstance(getattr(future, "_exception", None), asyncio.CancelledError):
+        future.exception()  # retrieved: work the run let go, released as its sitting ended
+    _work_done(scope, future)
 
 
 _submit_lock = threading.Lock()
 _submit_users = 0
 _original_submit = concurrent.futures.ThreadPoolExecutor.submit
+
+
+_original_start = threading.Thread.start
 
 
 def _install_submit_hook() -> None:
@@ -226,6 +248,7 @@ def _install_submit_hook() -> None:
         _submit_users += 1
         if _submit_users == 1:
             concurrent.futures.ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign,assignment]
+            threading.Thread.start = _start  # type: ignore[method-assign,assignment]
 
 
 def _uninstall_submit_hook() -> None:
@@ -235,6 +258,34 @@ def _uninstall_submit_hook() -> None:
         if _submit_users <= 0:
             _submit_users = 0
             concurrent.futures.ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+            threading.Thread.start = _original_start  # type: ignore[method-assign]
+
+
+_POOL_WORKERS = (concurrent.futures.thread._worker,)
+"""Thread targets that serve a pool for its whole life: their work items get scopes of their
+own when submitted, the thread itself none."""
+
+
+def _start(thread: threading.Thread) -> None:
+    """`threading.Thread.start`, giving a thread started inside a run (with a target) its own
+    child scope, as pool work gets: its key is fixed by start order, not by scheduling."""
+    scope = scope_here()
+    target = getattr(thread, "_target", None)
+    if scope is not None and target is not None and target not in _POOL_WORKERS:
+        args = tuple(getattr(thread, "_args", ()))
+        child = scope.thread_child(_work_name(target, args))
+        carried = _carried_context(target)
+        if carried is not None:
+            carried.run(current_scope.set, child)
+        thread._target = functools.partial(_thread_body, child, target)  # type: ignore[attr-defined]
+    _original_start(thread)
+
+
+def _thread_body(scope: TaskScope, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return _in_scope(scope, target, *args, **kwargs)
+    finally:
+        _work_done(scope, None)
 
 
 def _submit(
@@ -253,18 +304,15 @@ def _submit(
     scope = scope_here()
     if scope is None:
         return _original_submit(executor, fn, *args, **kwargs)
-    session = scope.session
     carried = _carried_context(fn)
     child = scope.thread_child(_work_name(fn, args))
     if carried is not None:
         carried.run(current_scope.set, child)
     work = functools.partial(_in_scope, child, fn)
-    with session.lock:
-        session.threads_running += 1
     future = _original_submit(executor, work, *args, **kwargs)
     reported = _via_loop.get()
     if reported is not None:
-        reported.append(child)  # ends when the loop has the result: see _RunInExecutor
+        reported.append((child, future))  # ends when the loop has the result: _RunInExecutor
     else:
         future.add_done_callback(functools.partial(_work_done, child))
     return future
@@ -297,12 +345,19 @@ def _work_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
 
 
 def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run handed-over work in its scope. It counts as the run's work in progress while it
+    runs, not while it waits in the pool's queue (then it cannot be what others wait for)."""
+    session = scope.session
     token = current_scope.set(scope)
     outer = getattr(_thread_work, "scope", None)
     _thread_work.scope = scope
+    with session.lock:
+        session.threads_running += 1
     try:
         return fn(*args, **kwargs)
     finally:
+        with session.lock:
+            session.threads_running -= 1
         _thread_work.scope = outer
         current_scope.reset(token)
 
@@ -312,6 +367,8 @@ def _work_done(scope: TaskScope, _: Any) -> None:
     place in the history."""
     session = scope.session
     with session.lock:
-        session.threads_running -= 1
+        if scope.untaken:
+            scope.untaken = False
+            session.untaken -= 1
         if scope.deferred:
             session.settle(scope)

@@ -33,7 +33,7 @@ from journal._events import EventRow
 from ._errors import CallDescription, NonDeterminismError
 
 IDLE_SECONDS = 0.5
-"""How long nothing may move the run's tasks, with a party held, before replay gives up."""
+"""How long the loop may have nothing left to do, with a party held, before replay gives up."""
 _PARK_SECONDS = 0.05
 """How long a thread whose turn has come waits for the loop to give it before taking it."""
 _SETTLE_TURNS = 64
@@ -43,14 +43,21 @@ SETTLE_SECONDS = 0.1
 """How long the run may stand still before what threads were handed is put in place anyway."""
 _TICK = 0.02
 _NO_PROGRESS_SECONDS = 60.0
-"""On event loops whose internals cannot be read (uvloop): give up after this long unchanged."""
+"""With a party held and no step or thread of the run at work, give up after this long without
+any progress, whatever else the loop does (a web server in the same loop, a long timer)."""
 
 engine_handles: weakref.WeakSet[asyncio.Handle] = weakref.WeakSet()
 """Timers the engine itself keeps (heartbeats, these checks): they do not make a loop busy."""
 
 
+_NO_OUTCOME = ("cancelled", "started", "retrying")
+"""A served row with one of these statuses is never handed out: the step stays pending until
+the code cancels it (a cancelled attempt; or an attempt in flight when the run ended)."""
+
+
 class Turn:
-    """A served outcome that must wait for its turn: the row and its place in the history."""
+    """A served outcome that must wait for its turn: the row and its place in the history
+    (-1 for a step in flight when its run ended, which has none)."""
 
     __slots__ = ("pos", "row")
 
@@ -135,19 +142,23 @@ class History:
         self.held: dict[int, list[_Held]] = {}
         """Parties waiting, by the position whose turn they wait for (`size`: the end)."""
         self.timers: dict[int, Callable[[], None]] = {}
+        self.unsettled: set[int] = set()
+        """Timers to fire as soon as their turn comes, without waiting for the run to settle."""
         """Callbacks to run when a position's turn comes (a timeout that expired there)."""
         self.asked: set[str] = set()
         self.busy: Callable[[], bool] = lambda: False
         """Whether live work of this run is in flight (a step, a thread): then nobody is stuck."""
         self.settle_all: Callable[[], bool] = lambda: False
         """Put in place what threads were handed but have not used yet; whether anything was."""
-        self.tasks: Callable[[], set[asyncio.Task[Any]]] = set
+        self.tasks: Callable[[], tuple[set[asyncio.Task[Any]], asyncio.Task[Any] | None]]
+        self.tasks = lambda: (set(), None)
         """The run's own tasks (the workflow's and the ones it started)."""
         self.on_stuck: Callable[[BaseException], None] = lambda error: None
         self.stopped: Callable[[], BaseException | None] = lambda: None
         """What the sitting stopped with (None while it goes on): a held step cancelled then is
         not a divergence, and nothing may start waiting any more."""
         self._watch: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         self._settling = False
         self._settle_checks = 0
         self._settle_since = 0.0
@@ -192,17 +203,26 @@ class History:
             self._release(cursor)
 
     def forget_from(self, seq: int) -> None:
-        """Rows from `seq` on were superseded (a fork): nothing waits for them any more."""
+        """Rows from `seq` on were superseded (a fork): nothing waits for them any more, and
+        whoever waited for one of them has its turn now (its row is carried past the fork)."""
         for pos, row in enumerate(self.rows):
             if row[0] >= seq:
                 self.reach(pos)
+        on_loop = threading.get_ident() == self.loop_thread
+        for overtaken in [pos for pos in self.held if pos < self.cursor]:
+            for party in self.held.pop(overtaken):
+                party.release(self.loop, on_loop)
 
     def _release(self, cursor: int) -> None:
         """Give what waits at `cursor` its turn. A task gets it once the run's tasks have done
         what the last outcome woke them to do: live, the next result arrived after the workflow
         had reacted to the previous one (a loop that takes one finished task per wake must not
         find two). So does a thread, unless the loop's thread is blocked (see `_park`)."""
-        due = cursor in self.timers or any(pos <= cursor for pos in self.held)
+        if cursor in self.unsettled:
+            self.unsettled.discard(cursor)
+            self._give_turn(cursor)
+            return
+        due = cursor in self.timers or cursor in self.held
         if due and not self._settling:
             self._settling = True
             self._settle_checks = 0
@@ -216,7 +236,7 @@ class History:
     def _settle(self) -> None:
         with self.lock:
             self._settling = False
-            busy = _run_ready(self.loop, self.tasks())
+            busy = run_ready(self.loop, *self.tasks())
             if busy and self._settle_checks < _SETTLE_TURNS:
                 self._settling = True
                 self._settle_checks += 1
@@ -226,10 +246,6 @@ class History:
 
     def _give_turn(self, cursor: int) -> None:
         on_loop = threading.get_ident() == self.loop_thread
-        for overtaken in [pos for pos in self.held if pos < cursor]:
-            # Reached by someone else meanwhile (a fork superseded its row): its turn is past.
-            for party in self.held.pop(overtaken):
-                party.release(self.loop, on_loop)
         timer = self.timers.pop(cursor, None)
         if timer is not None:
             timer()  # reaches `cursor` itself, which releases what comes after
@@ -239,12 +255,15 @@ class History:
         for party in self.held.pop(cursor, ()):
             party.release(self.loop, on_loop)
 
-    def at_turn(self, pos: int, callback: Callable[[], None]) -> None:
-        """Call `callback` when row `pos` gets its turn (now, if it has it); it must reach it."""
+    def at_turn(self, pos: int, callback: Callable[[], None], *, settle: bool = True) -> None:
+        """Call `callback` when row `pos` gets its turn (now, if it has it); it must reach it.
+        With `settle`, once the run's tasks have settled after the row before it."""
         if pos == self.cursor:
             callback()
         else:
             self.timers[pos] = callback
+            if not settle:
+                self.unsettled.add(pos)
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -255,7 +274,7 @@ class History:
         the step again. Raises `NonDeterminismError` if the turn can never come.
         """
         row, pos = turn.row, turn.pos
-        cancelled = row[5] == "cancelled"
+        cancelled = row[5] in _NO_OUTCOME
         with self.lock:
             self._refuse_after_stop()
             if pos == self.cursor and not cancelled:
@@ -270,11 +289,21 @@ class History:
             with self.lock:
                 self._drop(pos, party)
                 if cancelled:
-                    self.reach(pos)  # cancelled again, as it was live
+                    if pos >= 0:
+                        self.reach(pos)  # cancelled again, as it was live
                     raise
                 if self.stopped() is not None:
                     raise
-            raise self._cancelled_now(row) from None
+                # Live, the step finished before the cancellation reached it (both in one turn
+                # of the loop): the workflow got the outcome, and the cancellation at its next
+                # await. Hand the outcome out now, and the cancellation back to the task.
+                self.reach(pos)
+            task = asyncio.current_task()
+            if task is None:  # pragma: no cover - a step awaits in a task
+                raise
+            task.uncancel()
+            task.cancel()
+            return
         with self.lock:
             self.reach(pos)
 
@@ -343,9 +372,15 @@ class History:
         once the run's tasks have settled; if the loop does not get to it (its thread is
         blocked, waiting for this very thread), the turn is taken as soon as it has come."""
         assert party.event is not None
+        seen, since = self.reaches, time.monotonic()
         while not party.event.wait(_PARK_SECONDS):
             with self.lock:
-                stalled = self._settling and time.monotonic() - self._settle_since > _PARK_SECONDS
+                now = time.monotonic()
+                if self.reaches != seen:
+                    seen, since = self.reaches, now
+                elif now - since > SETTLE_SECONDS and self.settle_all():
+                    since = now  # what other threads held is in place: the loop may be blocked
+                stalled = self._settling and now - self._settle_since > _PARK_SECONDS
                 if stalled and pos == self.cursor and not party.event.is_set():
                     self._drop(pos, party)
                     return
@@ -366,6 +401,7 @@ class History:
         """Every held party raises `error` (the sitting stops)."""
         held, self.held = self.held, {}
         self.timers.clear()
+        self.unsettled.clear()
         on_loop = threading.get_ident() == self.loop_thread
         for parties in held.values():
             for party in parties:
@@ -379,32 +415,40 @@ class History:
 
     def _watch_soon(self) -> None:
         if self._watch is None:
-            self._quiet_since = self.loop.time()
+            self._quiet_since = self._idle_since = self.loop.time()
             self._progress = (-1, -1)
             self._watch = self.loop.call_later(_TICK, self._check)
             engine_handles.add(self._watch)
 
     def _check(self) -> None:
+        """Whether the held parties can still get their turns. Two clocks: the run's progress
+        (a row reached), and the loop's idleness. Nothing the loop could still do for anyone
+        (no callback, no timer, no socket) for IDLE_SECONDS means stuck; so does no progress
+        at all for a minute, with no step or thread of the run at work."""
         self._watch = None
         with self.lock:
             if not self.held:
                 return
             now = self.loop.time()
             progress = (self.cursor, self.reaches)
-            idle = _run_idle(self.loop, self.tasks())
-            quiet = now - self._quiet_since
-            if progress != self._progress or idle is False:
+            if progress != self._progress:
                 self._progress = progress
-                self._quiet_since = now
-            elif quiet >= SETTLE_SECONDS and self.settle_all():
-                self._quiet_since = now  # a thread held its place while waiting: not stuck
+                self._quiet_since = self._idle_since = now
+            elif now - self._quiet_since >= SETTLE_SECONDS and self.settle_all():
+                self._quiet_since = self._idle_since = now  # a thread kept its place: not stuck
             elif self.busy():
+                self._idle_since = now
                 self._quiet_since = now
-            elif quiet >= (IDLE_SECONDS if idle else _NO_PROGRESS_SECONDS):
-                error = self.stuck_error()
-                self.on_stuck(error)
-                self.fail_all(error)
-                return
+            else:
+                state = _loop_state(self.loop)
+                if state != "idle":
+                    self._idle_since = now
+                idle_for = now - self._idle_since
+                if idle_for >= IDLE_SECONDS or now - self._quiet_since >= _NO_PROGRESS_SECONDS:
+                    error = self.stuck_error()
+                    self.on_stuck(error)
+                    self.fail_all(error)
+                    return
             self._watch = self.loop.call_later(_TICK, self._check)
             engine_handles.add(self._watch)
 
@@ -439,17 +483,6 @@ class History:
             )
         return NonDeterminismError.out_of_order(self.run_id, key, recorded, what, held)
 
-    def _cancelled_now(self, row: EventRow) -> NonDeterminismError:
-        arguments, site = _call_of(row[8])
-        return NonDeterminismError.out_of_order(
-            self.run_id,
-            row[1],
-            CallDescription(row[3], arguments, site),
-            f"step {row[1]} was cancelled now (a timeout, task.cancel() or a failing TaskGroup "
-            f"sibling), but the recorded run received its result ({row[5]})",
-            f"{row[1]} ({row[3]})",
-        )
-
 
 def _call_of(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
     if not payload:
@@ -463,48 +496,60 @@ def _call_of(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
     return started.get("args"), started.get("site")
 
 
-def _run_idle(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]]) -> bool | None:
-    """True if nothing the loop holds can move the run's own `tasks`: none of them is ready to
-    run, and no timer will wake one (a sleep, a timeout). What else the loop serves (a web
-    server, the caller's own timeout around the run) does not count. None if the loop's
-    internals cannot be read (then only a long standstill counts)."""
+def _loop_state(loop: asyncio.AbstractEventLoop) -> str | None:
+    """What the loop may still do for anyone: "busy" (callbacks ready to run), "waiting" (a
+    timer is set or a socket, pipe or subprocess is watched: something may come), or "idle"
+    (nothing can happen but what the engine itself does). None if its internals cannot be
+    read (uvloop): then only a long standstill counts."""
     ready = getattr(loop, "_ready", None)
     scheduled = getattr(loop, "_scheduled", None)
-    if ready is None or scheduled is None:
+    selector = getattr(loop, "_selector", None)
+    if ready is None or scheduled is None or selector is None:
         return None
-    waiting_on = {id(task._fut_waiter) for task in tasks if task._fut_waiter is not None}  # type: ignore[attr-defined]
-    for handle in (*ready, *scheduled):
-        if handle.cancelled() or handle in engine_handles:
-            continue
-        if _wakes(handle, tasks, waiting_on):
-            return False
-    return True
+    if any(not handle.cancelled() and handle not in engine_handles for handle in ready):
+        return "busy"
+    if any(not handle.cancelled() and handle not in engine_handles for handle in scheduled):
+        return "waiting"
+    own = getattr(getattr(loop, "_ssock", None), "fileno", lambda: -1)()
+    try:
+        watched = selector.get_map()
+    except RuntimeError:
+        return None
+    return "waiting" if any(key.fd != own for key in watched.values()) else "idle"
 
 
-def _run_ready(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]]) -> bool:
+def run_ready(
+    loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]], root: asyncio.Task[Any] | None
+) -> bool:
     """Whether a callback ready to run now runs one of the run's `tasks` or settles what one
-    waits for (False when the loop's internals cannot be read)."""
+    waits for (False when the loop's internals cannot be read). Costs the ready callbacks,
+    not the run's tasks: a replay of thousands of tasks stays linear."""
     ready = getattr(loop, "_ready", None)
     if not ready:
         return False
-    waiting_on = {id(task._fut_waiter) for task in tasks if task._fut_waiter is not None}  # type: ignore[attr-defined]
     return any(
-        not handle.cancelled()
-        and handle not in engine_handles
-        and _wakes(handle, tasks, waiting_on)
+        not handle.cancelled() and handle not in engine_handles and _wakes(handle, tasks, root)
         for handle in ready
     )
 
 
-def _wakes(handle: asyncio.Handle, tasks: set[asyncio.Task[Any]], waiting_on: set[int]) -> bool:
-    """Whether `handle` runs one of `tasks`, or settles what one of them waits for."""
+def _wakes(
+    handle: asyncio.Handle, tasks: set[asyncio.Task[Any]], root: asyncio.Task[Any] | None
+) -> bool:
+    """Whether `handle` runs one of `tasks` (or `root`), or settles what one of them waits for."""
     callback = getattr(handle, "_callback", None)
     owner = getattr(callback, "__self__", None)
-    if owner is not None and (owner in tasks or getattr(owner, "_task", None) in tasks):
-        return True  # a task step or wakeup, an asyncio.Timeout or replay.Timeout firing
-    # A future a task waits on being settled, or a task's own done callbacks (asyncio.wait
-    # and gather learn from those that a task finished, and wake their caller).
-    return any(
-        id(arg) in waiting_on or (isinstance(arg, asyncio.Task) and arg in tasks)
-        for arg in getattr(handle, "_args", None) or ()
-    )
+    if isinstance(owner, asyncio.Task) and (owner is root or owner in tasks):
+        return True  # a task's step or wakeup
+    timed = getattr(owner, "_task", None)  # an asyncio.Timeout or a replay.Timeout firing
+    if isinstance(timed, asyncio.Task) and (timed is root or timed in tasks):
+        return True
+    for arg in getattr(handle, "_args", None) or ():
+        if isinstance(arg, asyncio.Task) and (arg is root or arg in tasks):
+            return True  # a task's done callbacks: asyncio.wait and gather wake their caller
+        if isinstance(arg, asyncio.Future):
+            for waiter, _ in arg._callbacks or ():
+                woken = getattr(waiter, "__self__", None)
+                if isinstance(woken, asyncio.Task) and (woken is root or woken in tasks):
+                    return True  # settles a future one of the tasks awaits
+    return False

@@ -36,6 +36,7 @@ from ._sitting import (
     end_stopped,
     engine_signal,
     outcome_of,
+    swallowed_stop,
     until_done,
     workflow_body,
 )
@@ -371,6 +372,11 @@ async def journaled(
             if stop is exc:
                 raise
             raise stop from None
+        swallowed = swallowed_stop(session)
+        if swallowed is not None:
+            await end_stopped(sitting, session, swallowed)
+            handle.summary = session.summary()
+            raise swallowed
         await session.close_tasks(normally=True)
         sitting.finish(session, RunStatus.COMPLETED)
         handle.summary = session.summary()

@@ -45,7 +45,7 @@ from journal._chain import Chain
 from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow
 from journal._redact import Redactor
 
-from ._context import TaskScope
+from ._context import TaskScope, thread_work_scope
 from ._errors import (
     CallDescription,
     FrontierReached,
@@ -158,7 +158,7 @@ class Session:
         kept, self.recorded = fold_rows(rows)
         self.history = History(run_id, kept, loop, self.lock)
         self.history.busy = self._busy
-        self.history.tasks = self._run_tasks
+        self.history.tasks = self.run_tasks
         self.history.settle_all = self.settle_all
         self.history.on_stuck = self.stop
         self.history.stopped = lambda: None if self.stopping is None else self.stop_signal()
@@ -201,6 +201,8 @@ class Session:
         """Live attempts started and not finished: key -> whether it only waits on the workflow."""
         self.threads_running = 0
         self.threads_held = 0
+        self.untaken = 0
+        """Thread work whose outcome is journaled but whose result the loop has not taken yet."""
         self.thread_scopes: weakref.WeakSet[TaskScope] = weakref.WeakSet()
         """Scopes of work handed to threads: what they were handed may not be in place yet."""
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -293,6 +295,13 @@ class Session:
                         defer.append(pos)
                     return last
                 return Turn(last, pos)
+            if self.mode == "replay" and entry is not None and self.run_finished:
+                # In flight when the run ended (a thread or a stream the workflow let go, a
+                # task a timeout abandoned): live it never finished, and it never does here.
+                del self.recorded[key]
+                self.history.ask(key, entry.rows)
+                self.served += 1
+                return Turn(entry.rows[-1], -1)
             if self.mode == "replay" and not self.allow_live:
                 error = FrontierReached(
                     self.run_id, key, spec.name, self._unfinished(entry), self._nearest(key)
@@ -317,12 +326,6 @@ class Session:
     def _unfinished(self, entry: Recorded | None) -> str:
         if entry is None:
             return "the journal has no result for it"
-        if self.run_finished:
-            return (
-                f"its recorded attempt {entry.attempt} never finished: the run ended while it "
-                "was still in flight (a stream not read to its end, or a thread still "
-                "running), so the journal holds no outcome for it"
-            )
         return (
             f"its recorded attempt {entry.attempt} never finished: the sitting that recorded "
             "it was interrupted mid-step (a crash, a kill or a stop)"
@@ -443,7 +446,8 @@ class Session:
     def settle(self, scope: Any) -> None:
         """Outcomes handed out to thread work take their place now (it ended, or asks again)."""
         with self.lock:
-            deferred, scope.deferred = scope.deferred, []
+            deferred = list(scope.deferred)
+            scope.deferred.clear()  # in place: a caller may hold this very list to append to
             for pos in deferred:
                 self.history.reach(pos)
 
@@ -479,11 +483,9 @@ class Session:
             if isinstance(failure, KeyboardInterrupt | SystemExit):
                 self.stop(failure)
 
-    def _run_tasks(self) -> set[asyncio.Task[Any]]:
-        tasks = set(self.tasks)
-        if self.root_task is not None:
-            tasks.add(self.root_task)
-        return tasks
+    def run_tasks(self) -> tuple[set[asyncio.Task[Any]], asyncio.Task[Any] | None]:
+        """The tasks the workflow started (no copy: read under the lock) and the workflow's own."""
+        return self.tasks, self.root_task
 
     def _busy(self) -> bool:
         if any(not passive for passive in self.in_flight.values()):
@@ -583,6 +585,11 @@ class Session:
             if self.stopping is not None and not self.ending_normally:
                 raise self.stop_signal()
             self.writer.outcome(*self._ending(spec, plan, status, payload))
+            if threading.get_ident() != self.loop_thread:
+                work = thread_work_scope()
+                if work is not None and work.session is self and not work.untaken:
+                    work.untaken = True  # until the loop takes the work's result
+                    self.untaken += 1
 
     def cancelled(self, spec: StepSpec, plan: LivePlan) -> None:
         """The workflow cancelled a live attempt: record `cancelled` with the next write (a

@@ -199,6 +199,8 @@ class Sitting:
                 store.release(self.run_id, self.token)
             with session.lock:
                 session.closed = True
+                # Whatever still waits for a turn (a thread the workflow let go) is let go too.
+                session.history.fail_all(asyncio.CancelledError())
 
     def suspend(self, session: Session, waiting: Suspended) -> None:
         """Leave the run `waiting` and unowned: the process may exit, a worker continues it."""
@@ -294,8 +296,10 @@ async def until_done(session: Session, task: asyncio.Task[Any]) -> None:
 async def outcome_of(sitting: Sitting, session: Session, task: asyncio.Task[Any]) -> Any:
     """The workflow's value; or its failure recorded and raised; or the sitting stopped and
     the engine's signal (suspension, divergence...) raised as itself."""
-    stop: BaseException
-    if task.cancelled():
+    stop: BaseException | None = swallowed_stop(session)
+    if stop is not None:
+        pass  # the engine stopped the run, whatever the workflow then made of it
+    elif task.cancelled():
         stop = engine_signal(asyncio.CancelledError(), session)
     else:
         failure = task.exception()
@@ -314,10 +318,23 @@ async def outcome_of(sitting: Sitting, session: Session, task: asyncio.Task[Any]
     raise stop
 
 
+def swallowed_stop(session: Session) -> BaseException | None:
+    """The engine's signal if the sitting stopped on one (a suspension, a divergence, a lost
+    lease) and the workflow ended anyway: caught by an `except CancelledError` or
+    `except BaseException` in its code. The run must not be sealed as if nothing happened."""
+    stop = session.stopping
+    if stop is None or isinstance(stop, asyncio.CancelledError):
+        return None
+    return stop
+
+
 def engine_signal(failure: BaseException, session: Session) -> BaseException:
     """What stops the sitting, if `failure` carries it: an engine signal, Ctrl+C or a
     cancellation, itself or inside an exception group (a TaskGroup wraps what its tasks
     raise); otherwise `failure` itself, an ordinary failure of the workflow."""
+    swallowed = swallowed_stop(session)
+    if swallowed is not None:
+        return swallowed  # what the workflow raised came after the engine had stopped it
     if isinstance(failure, StepFailed) or (
         isinstance(failure, Exception) and not isinstance(failure, BaseExceptionGroup)
     ):

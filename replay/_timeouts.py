@@ -22,7 +22,7 @@ from journal import EventKind, EventStatus, canonical_json, fingerprint
 
 from ._context import current_scope
 from ._errors import ReplayError
-from ._history import Turn
+from ._history import Turn, run_ready
 from ._session import LivePlan, Session
 from ._steps import step
 
@@ -47,6 +47,13 @@ class _TimerStep:
 
 _TIMER: Any = _TimerStep()
 _EXPIRED, _KEPT = b"true", b"false"
+_EXPIRED_BUSY = b'{"expired":true,"loop_busy":true}'
+"""Expired while the workflow still had something to take in (a thread's result the loop had
+not handed over yet): on replay it fires at once, not after the workflow settles."""
+
+
+def _expired(payload: bytes | None) -> bool:
+    return payload in (_EXPIRED, _EXPIRED_BUSY)
 
 
 class _State(enum.Enum):
@@ -106,12 +113,14 @@ class Timeout:
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             self._handle = task.get_loop().call_later(max(remaining, 0.0), self._expire_live)
         elif isinstance(decision, Turn):
-            if decision.row[7] == _EXPIRED:
+            if _expired(decision.row[7]):
+                settle = decision.row[7] != _EXPIRED_BUSY
                 with session.lock:
-                    session.history.at_turn(decision.pos, self._expire_served(decision.pos))
+                    expire = self._expire_served(decision.pos)
+                    session.history.at_turn(decision.pos, expire, settle=settle)
             else:
                 self._turn = decision  # taken when the block ends, as it was recorded
-        elif decision[7] == _EXPIRED:
+        elif _expired(decision[7]):
             self._expire()  # it expired before anything else was recorded: at once
         return self
 
@@ -120,8 +129,11 @@ class Timeout:
         assert session is not None and plan is not None
         self._plan = None
         if session.stopping is None:
-            with contextlib.suppress(ReplayError):  # kept by the session; the next step raises it
-                session.finish(_TIMER, plan, EventStatus.COMPLETED, _EXPIRED)
+            # Under the session's lock: a thread writing its outcome now comes before or after.
+            with contextlib.suppress(ReplayError), session.lock:
+                busy = session.untaken > 0 or run_ready(session.loop, *session.run_tasks())
+                outcome = _EXPIRED_BUSY if busy else _EXPIRED
+                session.finish(_TIMER, plan, EventStatus.COMPLETED, outcome)
         self._expire()
 
     def _expire_served(self, pos: int) -> Any:
@@ -161,9 +173,11 @@ class Timeout:
         self._state = _State.EXITED
         if self._plan is not None:  # live, and the deadline did not come: say so, in order
             plan, self._plan = self._plan, None
-            if session.stopping is None:
+            if session.stopping is None or session.ending_normally:
                 session.finish(_TIMER, plan, EventStatus.COMPLETED, _KEPT)
-        elif self._turn is not None and exc_type is not asyncio.CancelledError:
+        elif self._turn is not None and session.stopping is None:
+            # Taken even while a cancellation from outside unwinds the block: live, the row
+            # that says "not expired" was written on this way out too.
             turn, self._turn = self._turn, None
             await session.take_turn(turn)
         return None
