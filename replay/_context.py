@@ -19,8 +19,11 @@ import concurrent.futures
 import contextvars
 import functools
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+from ._log import get_logger
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -107,6 +110,8 @@ live_step_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 """`run_id:key` of the step whose body is running live, for idempotency keys."""
 
+
+log = get_logger("replay")
 
 _thread_work = threading.local()
 """The scope of the work this pool thread runs right now (set around plain functions)."""
@@ -308,7 +313,7 @@ def _submit(
     child = scope.thread_child(_work_name(fn, args))
     if carried is not None:
         carried.run(current_scope.set, child)
-    work = functools.partial(_in_scope, child, fn)
+    work = functools.partial(_in_pool, weakref.ref(executor), child, fn)
     future = _original_submit(executor, work, *args, **kwargs)
     reported = _via_loop.get()
     if reported is not None:
@@ -342,6 +347,43 @@ def _work_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
     name = name.replace("<locals>.", "").replace("<lambda>", "lambda")
     return name.replace(":", ".").replace("/", ".").replace("#", ".") or "work"
+
+
+def _in_pool(
+    pool: weakref.ref[concurrent.futures.ThreadPoolExecutor],
+    scope: TaskScope,
+    fn: Callable[..., Any],
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    outer = getattr(_thread_work, "pool", None)
+    _thread_work.pool = pool
+    try:
+        return _in_scope(scope, fn, *args, **kwargs)
+    finally:
+        _thread_work.pool = outer
+
+
+def widen_starved_pool() -> bool:
+    """Let the pool this thread works for start one more thread, if work waits in its queue
+    (whether it did). Called by a thread that has waited a while for its recorded turn: the
+    outcome that comes first may belong to queued work, which a pool smaller than the recorded
+    run's (another machine's default size, say) would never start while its threads wait.
+    Only served outcomes wait, so the extra threads run no real calls."""
+    ref = getattr(_thread_work, "pool", None)
+    pool = ref() if ref is not None else None
+    queue = getattr(pool, "_work_queue", None)
+    adjust = getattr(pool, "_adjust_thread_count", None)
+    lock = getattr(pool, "_shutdown_lock", None)
+    if pool is None or queue is None or adjust is None or lock is None or queue.empty():
+        return False
+    with lock:
+        if len(pool._threads) < pool._max_workers:
+            return False  # a thread is on its way
+        pool._max_workers += 1
+        adjust()
+    log.info("replay.pool_widened", workers=pool._max_workers)
+    return True
 
 
 def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -30,6 +30,7 @@ import orjson
 
 from journal._events import EventRow
 
+from ._context import widen_starved_pool
 from ._errors import CallDescription, NonDeterminismError
 
 IDLE_SECONDS = 0.5
@@ -380,6 +381,8 @@ class History:
                     seen, since = self.reaches, now
                 elif now - since > SETTLE_SECONDS and self.settle_all():
                     since = now  # what other threads held is in place: the loop may be blocked
+                elif now - since > SETTLE_SECONDS and widen_starved_pool():
+                    since = now  # the next outcome may be queued work's: it can start now
                 stalled = self._settling and now - self._settle_since > _PARK_SECONDS
                 if stalled and pos == self.cursor and not party.event.is_set():
                     self._drop(pos, party)

@@ -1,0 +1,240 @@
+"""Cases an adversarial review of the engine found, each pinned: live and replay must agree,
+a resumable run must stay resumable, and nothing may hang."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+import replay
+from journal import Journal, MemoryStore, RunStatus
+
+ran: Counter[str] = Counter()
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> None:
+    ran.clear()
+
+
+@replay.step(kind="tool")
+def lookup(name: str, pause: float = 0.0) -> str:
+    ran[name] += 1
+    time.sleep(pause)
+    return name.upper()
+
+
+@replay.step(kind="tool")
+async def fetch(name: str, pause: float = 0.0) -> str:
+    ran[name] += 1
+    await asyncio.sleep(pause)
+    return name
+
+
+def _replays_as_live(workflow: object, journal: Journal, run_id: str, times: int = 5) -> object:
+    live = asyncio.run(replay.run(workflow, journal=journal, run_id=run_id))  # type: ignore[arg-type]
+    ran.clear()
+    for _ in range(times):
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id=run_id, mode="replay"))  # type: ignore[arg-type]
+        assert again == live
+    assert ran == Counter()
+    return live
+
+
+def test_thread_work_calling_several_steps_replays(journal: Journal) -> None:
+    """Work handed to a thread that calls two sync steps in a row: the first one's place in
+    the order is taken when the second is asked (it used to be lost, and replay stuck)."""
+
+    def chain(name: str) -> str:
+        return lookup(f"{name}-1", 0.01) + lookup(f"{name}-2")
+
+    async def workflow() -> list[str]:
+        return list(await asyncio.gather(*(asyncio.to_thread(chain, n) for n in "abc")))
+
+    assert _replays_as_live(workflow, journal, "chain", times=20) == ["A-1A-2", "B-1B-2", "C-1C-2"]
+
+
+async def timeout_cut_by_sibling() -> str:
+    async def guarded() -> str:
+        async with replay.timeout(10):  # never expires: the sibling's failure ends it first
+            return await fetch("slow", 5)
+
+    async def failing() -> None:
+        await fetch("fast")
+        raise ValueError("sibling failed")
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(guarded())
+            group.create_task(failing())
+    except ExceptionGroup:
+        return await fetch("fallback")
+    return "no failure"
+
+
+def test_a_journaled_timeout_cut_short_by_a_cancellation_replays(journal: Journal) -> None:
+    """A replay.timeout block ended by a failing TaskGroup sibling (not by its deadline) is
+    journaled as not expired; replay takes that row's turn instead of waiting for it forever."""
+    assert _replays_as_live(timeout_cut_by_sibling, journal, "cut") == "fallback"
+
+
+def test_an_engine_signal_the_workflow_swallows_still_stops_the_run(journal: Journal) -> None:
+    """A background task waits for a signal (the run must suspend); the workflow's own code
+    catches the CancelledError the engine uses to stop it and returns. The run is not sealed
+    completed with the signal step in flight: it is left waiting and Suspended is raised."""
+
+    async def workflow() -> str:
+        waiter = asyncio.create_task(replay.signal("go"))
+        try:
+            await asyncio.sleep(5)
+            return str(await waiter)
+        except asyncio.CancelledError:
+            return "cancelled-fallback"
+
+    with pytest.raises(replay.Suspended):
+        asyncio.run(replay.run(workflow, journal=journal, run_id="swallow"))
+    assert journal.run("swallow").status is RunStatus.WAITING
+
+
+def test_a_task_cancelled_after_its_step_finished_gets_its_result(journal: Journal) -> None:
+    """Live, a task's step finished long before the workflow cancelled the task (a no-op):
+    replay must not let the cancellation win because outcomes come back faster."""
+
+    async def workflow() -> list[str]:
+        async def inner() -> str:
+            return await asyncio.create_task(fetch("fast", 0.005))  # one more hop after it
+
+        task = asyncio.create_task(inner())
+        other = await fetch("slow", 0.05)
+        task.cancel()
+        try:
+            return [await task, other]
+        except asyncio.CancelledError:
+            return ["cancelled", other]
+
+    assert _replays_as_live(workflow, journal, "late-cancel", times=10) == ["fast", "slow"]
+
+
+def test_a_deadline_that_beat_a_threads_result_to_the_loop_replays(journal: Journal) -> None:
+    """A thread's step finished, but the loop was busy and the journaled deadline fired before
+    the loop took the result: live says timeout, and so must every replay."""
+
+    async def hog() -> None:
+        await asyncio.sleep(0.01)
+        time.sleep(0.06)  # the loop is busy from 0.01 s to 0.07 s
+
+    async def workflow() -> str:
+        busy = asyncio.create_task(hog())
+        try:
+            answer = await replay.wait_for(asyncio.to_thread(lookup, "x", 0.03), 0.04)
+        except TimeoutError:
+            answer = "timeout"
+        await busy
+        return answer
+
+    assert _replays_as_live(workflow, journal, "beat", times=10) == "timeout"
+    expiry = [e.payload for e in journal.events("beat") if e.name == "replay.timeout"][-1]
+    assert expiry == b'{"expired":true,"loop_busy":true}'
+
+
+def test_raw_threads_get_keys_by_start_order(journal: Journal) -> None:
+    """threading.Thread(target=copy_context().run, ...) started from workflow code: each
+    thread's steps are keyed by the order the threads were started, not by which thread
+    reaches its step first, so replay pairs each with its own result."""
+
+    def draw(name: str, results: dict[str, str]) -> None:
+        results[name] = lookup(name, 0.02 if name == "a" else 0.0)
+
+    async def workflow() -> dict[str, str]:
+        results: dict[str, str] = {}
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(draw, n, results))
+            for n in "abc"
+        ]
+        for thread in threads:
+            thread.start()
+        await asyncio.to_thread(lambda: [t.join() for t in threads])
+        return dict(sorted(results.items()))
+
+    _replays_as_live(workflow, journal, "raw")
+    keys = {
+        e.key.rpartition(".")[2]: e.call_arguments()
+        for e in journal.events("raw")
+        if e.call_arguments()
+    }  # keys like 0/test_raw_threads_get_keys_by_start_order.draw#1:1
+    assert keys == {f"draw#{i}:1": {"name": n, "pause": p} for i, n, p in
+                    [(1, "a", 0.02), (2, "b", 0.0), (3, "c", 0.0)]}  # fmt: skip
+
+
+def test_waiting_on_a_timer_outside_any_step_is_not_called_stuck() -> None:
+    """While a served result is held, the workflow waits on an Event a plain timer sets
+    (deterministic, journal-free code): no false NonDeterminismError, whatever the wait."""
+
+    async def workflow() -> list[str]:
+        ready = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.8, ready.set)
+
+        async def after_event() -> str:
+            await ready.wait()
+            return await fetch("after")
+
+        late = asyncio.create_task(after_event())
+        early = asyncio.create_task(fetch("early", 0.01))
+        return [await early, await late]
+
+    journal = Journal(store=MemoryStore())
+    assert _replays_as_live(workflow, journal, "timer", times=1) == ["early", "after"]
+
+
+def test_a_smaller_pool_on_replay_replays(journal: Journal) -> None:
+    """Recorded with eight pool threads, replayed where the pool has two (another machine's
+    default size): the outcome that comes first belongs to work still in the pool's queue,
+    behind two threads that wait for their turns. The pool gets the threads it needs."""
+    workers = {"n": 8}
+
+    def fan_out() -> list[str]:
+        with concurrent.futures.ThreadPoolExecutor(workers["n"]) as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, lookup, f"w{i}", 0.02 * (8 - i))
+                for i in range(8)
+            ]
+            return [f.result() for f in futures]
+
+    async def workflow() -> list[str]:
+        return await asyncio.to_thread(fan_out)
+
+    live = asyncio.run(replay.run(workflow, journal=journal, run_id="pool"))
+    assert live == [f"W{i}" for i in range(8)]
+    workers["n"] = 2
+    ran.clear()
+    for _ in range(3):
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="pool", mode="replay"))
+        assert again == live
+    assert ran == Counter()
+
+
+def test_a_loop_blocked_on_a_pool_does_not_deadlock_replay(journal: Journal) -> None:
+    """One task's thread work and a sync call that blocks the loop on a thread pool (a sync
+    framework's batch() called from async code): on replay the pool thread may not wait for
+    the loop to take the other thread's result, since the loop waits for the pool."""
+
+    def chain() -> str:
+        return lookup("x1", 0.01)
+
+    def batch() -> list[str]:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            return list(pool.map(lambda n: lookup(n, 0.05), ["y1"]))
+
+    async def workflow() -> list[str]:
+        first = asyncio.create_task(asyncio.to_thread(chain))
+        await asyncio.sleep(0)
+        second = batch()  # blocks the loop's thread
+        return [await first, *second]
+
+    assert _replays_as_live(workflow, journal, "blocked", times=2) == ["X1", "Y1"]
