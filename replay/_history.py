@@ -89,20 +89,22 @@ class _Held:
         if self.event is not None:
             self.event.set()
         elif self.future is not None:
-            if on_loop:
+            own = self.future.get_loop()  # another loop's, for async code under asyncio.run
+            if on_loop and own is loop:
                 _settle(self.future, None)
             else:
-                loop.call_soon_threadsafe(_settle, self.future, None)
+                own.call_soon_threadsafe(_settle, self.future, None)
 
     def fail(self, loop: asyncio.AbstractEventLoop, error: BaseException, on_loop: bool) -> None:
         self.error = error
         if self.event is not None:
             self.event.set()
         elif self.future is not None:
-            if on_loop:
+            own = self.future.get_loop()
+            if on_loop and own is loop:
                 _settle(self.future, error)
             else:
-                loop.call_soon_threadsafe(_settle, self.future, error)
+                own.call_soon_threadsafe(_settle, self.future, error)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
@@ -268,11 +270,13 @@ class History:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    async def wait_turn(self, turn: Turn) -> None:
+    async def wait_turn(self, turn: Turn, on_hold: Callable[[int], None]) -> None:
         """Return once `turn` may be handed out (its position reached), in this task.
 
         A recorded cancellation returns only by raising CancelledError, when the code cancels
-        the step again. Raises `NonDeterminismError` if the turn can never come.
+        the step again. Raises `NonDeterminismError` if the turn can never come. A task on
+        another loop (async code a thread of the run runs with `asyncio.run`) counts, like a
+        waiting thread, through `on_hold`.
         """
         row, pos = turn.row, turn.pos
         cancelled = row[5] in _NO_OUTCOME
@@ -281,13 +285,13 @@ class History:
             if pos == self.cursor and not cancelled:
                 self.reach(pos)
                 return
-            party = _Held(row[1], row[3], future=self.loop.create_future())
-            self.held.setdefault(pos, []).append(party)
-            self._watch_soon()
+            party, foreign = self._held_task(row[1], row[3], pos, on_hold)
         try:
             await party.future  # type: ignore[misc]
         except asyncio.CancelledError:
             with self.lock:
+                if foreign:
+                    on_hold(-1)
                 self._drop(pos, party)
                 if cancelled:
                     if pos >= 0:
@@ -305,8 +309,31 @@ class History:
             task.uncancel()
             task.cancel()
             return
+        except BaseException:
+            if foreign:
+                with self.lock:
+                    on_hold(-1)
+            raise
         with self.lock:
+            if foreign:
+                on_hold(-1)
             self.reach(pos)
+
+    def _held_task(
+        self, key: str, name: str, pos: int, on_hold: Callable[[int], None]
+    ) -> tuple[_Held, bool]:
+        """A task's party held at `pos`, on whichever loop runs it; whether that loop is
+        another than the run's own (a thread's)."""
+        loop = asyncio.get_running_loop()
+        party = _Held(key, name, future=loop.create_future())
+        self.held.setdefault(pos, []).append(party)
+        foreign = loop is not self.loop
+        if foreign:
+            on_hold(1)
+            self.loop.call_soon_threadsafe(self._watch_soon_locked)
+        else:
+            self._watch_soon()
+        return party, foreign
 
     def wait_turn_blocking(
         self, turn: Turn, on_hold: Callable[[int], None], defer: list[int] | None = None
@@ -337,21 +364,23 @@ class History:
             else:
                 defer.append(pos)
 
-    async def wait_drained(self, key: str, name: str) -> None:
+    async def wait_drained(self, key: str, name: str, on_hold: Callable[[int], None]) -> None:
         """Hold a live outcome until every recorded row has been reached (resume)."""
         with self.lock:
             if self.cursor >= self.size:
                 return
             self._refuse_after_stop()
-            party = _Held(key, name, future=self.loop.create_future())
-            self.held.setdefault(self.size, []).append(party)
-            self._watch_soon()
+            party, foreign = self._held_task(key, name, self.size, on_hold)
         try:
             await party.future  # type: ignore[misc]
         except asyncio.CancelledError:
             with self.lock:
                 self._drop(self.size, party)
             raise
+        finally:
+            if foreign:
+                with self.lock:
+                    on_hold(-1)
 
     def wait_drained_blocking(self, key: str, name: str, on_hold: Callable[[int], None]) -> None:
         with self.lock:

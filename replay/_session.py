@@ -161,6 +161,8 @@ class Session:
         self.history.tasks = self.run_tasks
         self.history.settle_all = self.settle_all
         self.history.on_stuck = self.stop
+        self.on_interrupt: Callable[[], None] = lambda: None
+        """Called when Ctrl+C or an exit raised in the run's code stops it on the loop's thread."""
         self.history.stopped = lambda: None if self.stopping is None else self.stop_signal()
         self.writer = Writer(
             run_id=run_id,
@@ -427,7 +429,7 @@ class Session:
     async def take_turn(self, turn: Turn) -> None:
         """Wait until `turn`'s outcome may be handed out (async callers)."""
         try:
-            await self.history.wait_turn(turn)
+            await self.history.wait_turn(turn, self._hold_thread)
         except asyncio.CancelledError:
             raise
         except NonDeterminismError as error:
@@ -464,7 +466,7 @@ class Session:
         """A live outcome on resume came after everything recorded: wait until that is reached."""
         if self.history.drained:
             return
-        await self.history.wait_drained(key, name)
+        await self.history.wait_drained(key, name, self._hold_thread)
 
     def hold_live_sync(self, key: str, name: str) -> None:
         if self.history.drained or threading.get_ident() == self.loop_thread:
@@ -502,6 +504,10 @@ class Session:
                 return
             self.stopping = reason
             self.history.fail_all(reason)
+            if isinstance(reason, KeyboardInterrupt | SystemExit) and (
+                threading.get_ident() == self.loop_thread
+            ):
+                self.on_interrupt()  # it leaves the loop now: cleanup may never run
             root = self.root_task
             if root is None or isinstance(reason, asyncio.CancelledError) or root.done():
                 return

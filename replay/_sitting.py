@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -112,6 +113,7 @@ class Sitting:
         self.resuming = resuming
         self.token: str | None = None
         self.finished = False
+        self.let_go = False
         self.suspend_after = DEFAULT_SUSPEND_AFTER
         self.root_scope: TaskScope | None = None
         """The workflow's own task scope (path `0`), once the sitting is open."""
@@ -180,6 +182,7 @@ class Sitting:
         heartbeat = None
         if self.token is not None:
             heartbeat = _Heartbeat(session, self.token, self.lease_seconds)
+        session.on_interrupt = functools.partial(self._let_go, session, heartbeat)
         install_task_factory(loop)
         self.root_scope = TaskScope(session, "0")
         scope_token = current_scope.set(self.root_scope) if enter_scope else None
@@ -189,18 +192,26 @@ class Sitting:
             if scope_token is not None:
                 current_scope.reset(scope_token)
             uninstall_task_factory(loop)
-            if heartbeat is not None:
-                heartbeat.cancel()
-            if self.token is not None and not self.finished:
-                with contextlib.suppress(ReplayError):
-                    # Steps in flight: their starts are worth keeping. Cancellations not written
-                    # yet are dropped: a resume cancels those steps again as a crash here would.
-                    session.writer.flush(cancellations=False)
-                store.release(self.run_id, self.token)
+            self._let_go(session, heartbeat)
             with session.lock:
                 session.closed = True
                 # Whatever still waits for a turn (a thread the workflow let go) is let go too.
                 session.history.fail_all(asyncio.CancelledError())
+
+    def _let_go(self, session: Session, heartbeat: _Heartbeat | None) -> None:
+        """Release the run, unless it finished or was let go already. Also called the moment
+        Ctrl+C or an exit raised in a task stops the sitting: it leaves the event loop at once,
+        and `asyncio.run` may close the loop before this sitting's cleanup gets to run."""
+        if heartbeat is not None:
+            heartbeat.cancel()
+        if self.token is None or self.finished or self.let_go:
+            return
+        self.let_go = True
+        with contextlib.suppress(ReplayError):
+            # Steps in flight: their starts are worth keeping. Cancellations not written yet
+            # are dropped: a resume cancels those steps again as a crash here would.
+            session.writer.flush(cancellations=False)
+        self.journal.store.release(self.run_id, self.token)
 
     def suspend(self, session: Session, waiting: Suspended) -> None:
         """Leave the run `waiting` and unowned: the process may exit, a worker continues it."""

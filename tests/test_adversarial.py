@@ -238,3 +238,51 @@ def test_a_loop_blocked_on_a_pool_does_not_deadlock_replay(journal: Journal) -> 
         return [await first, *second]
 
     assert _replays_as_live(workflow, journal, "blocked", times=2) == ["X1", "Y1"]
+
+
+def test_async_steps_under_asyncio_run_in_threads_replay(journal: Journal) -> None:
+    """Sync code in threads runs async steps with `asyncio.run` (a sync tool wrapping an async
+    client), one of them gathering two: each thread's loop waits for its recorded turns on its
+    own loop (it used to fail: a future attached to a different loop)."""
+
+    def sync_tool(name: str, pause: float) -> list[str]:
+        async def both() -> list[str]:
+            return list(await asyncio.gather(fetch(f"{name}-x", pause), fetch(f"{name}-y")))
+
+        return asyncio.run(both())
+
+    async def workflow() -> list[list[str]]:
+        calls = (asyncio.to_thread(sync_tool, n, 0.01 * (3 - i)) for i, n in enumerate("abc"))
+        return list(await asyncio.gather(*calls))
+
+    live = _replays_as_live(workflow, journal, "foreign", times=10)
+    assert live == [[f"{n}-x", f"{n}-y"] for n in "abc"]
+
+
+def test_keyboard_interrupt_in_a_task_group_releases_the_run(journal: Journal) -> None:
+    """A second Ctrl+C (or an exit) raised inside a TaskGroup's task leaves the event loop at
+    once, before the run's own cleanup could run: the run is released anyway, so the same
+    process (a notebook) can resume it at once instead of meeting its own lease."""
+    interrupt = {"on": True}
+
+    @replay.step(kind="tool")
+    async def maybe_interrupt(name: str) -> str:
+        await asyncio.sleep(0.01)
+        if interrupt["on"] and name == "boom":
+            raise KeyboardInterrupt
+        ran[name] += 1
+        return name
+
+    async def workflow() -> list[str]:
+        async with asyncio.TaskGroup() as group:
+            first = group.create_task(maybe_interrupt("a"))
+            second = group.create_task(maybe_interrupt("boom"))
+        return [first.result(), second.result()]
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(replay.run(workflow, journal=journal, run_id="ki"))
+    assert journal.run("ki").owner is None
+    interrupt["on"] = False
+    ran.clear()
+    assert asyncio.run(replay.run(workflow, journal=journal, run_id="ki")) == ["a", "boom"]
+    assert ran == Counter({"boom": 1})  # "a" finished before the interrupt: served
