@@ -97,6 +97,12 @@ async def count_up_with_io(n: int) -> int:
     return total
 
 
+async def fan_out(n: int) -> int:
+    """`n` concurrent tasks, one step each: on replay their outcomes are handed back one at a
+    time, in the order they arrived live."""
+    return sum(await asyncio.gather(*(add_after_io(i) for i in range(n))))
+
+
 class Interrupt(BaseException):
     """Stands in for Ctrl+C: not an `Exception`, so the run is left unfinished (resumable)."""
 
@@ -301,6 +307,15 @@ async def _bench_sizes(cfg: Config, workdir: Path) -> list[Row]:
         n = cfg.io_n
         io = await _timed(_runs(j, count_up_with_io, n, f"io-{n}", "resume"), 3)
         rows.append(_row("info", "engine: step that yields once, 2 commits/step", n, io, "µs/step"))
+        n = max(cfg.sizes)
+        wide = await _timed(_runs(j, fan_out, n, f"gather-{n}", "resume"), 1)
+        rows.append(_row("info", "engine: gather of n tasks, 1 step each, live", n, wide, "µs/task"))
+        wide = []
+        for _ in range(3):  # the same recorded run, replayed three times
+            wide += await _timed(_runs(j, fan_out, n, f"gather-{n}", "replay"), 1)
+        rows.append(
+            _row("info", "engine: gather of n tasks, served in recorded order", n, wide, "µs/task")
+        )
     engine_raw.close()
     raw.close()
     return rows
