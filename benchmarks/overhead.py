@@ -309,7 +309,7 @@ async def _bench_sizes(cfg: Config, workdir: Path) -> list[Row]:
         rows.append(_row("info", "engine: step that yields once, 2 commits/step", n, io, "µs/step"))
         n = max(cfg.sizes)
         wide = await _timed(_runs(j, fan_out, n, f"gather-{n}", "resume"), 1)
-        rows.append(_row("info", "engine: gather of n tasks, 1 step each, live", n, wide, "µs/task"))
+        rows.append(_row("info", "engine: gather of n tasks, 1 step each", n, wide, "µs/task"))
         wide = []
         for _ in range(3):  # the same recorded run, replayed three times
             wide += await _timed(_runs(j, fan_out, n, f"gather-{n}", "replay"), 1)
