@@ -148,8 +148,12 @@ class Event(BaseModel):
         recorded = self.payload if self.status is EventStatus.STARTED else self.args
         if not recorded:
             return None
-        arguments: dict[str, Any] | None = orjson.loads(recorded).get("args")
-        return arguments
+        try:
+            call = orjson.loads(recorded)
+        except orjson.JSONDecodeError:
+            return None  # edited by hand: `journal verify` says where
+        arguments = call.get("args") if isinstance(call, dict) else None
+        return arguments if isinstance(arguments, dict) else None
 
 
 EventRow = tuple[int, str, str, str, str, str, int, bytes | None, bytes | None]

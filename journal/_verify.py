@@ -11,6 +11,7 @@ import orjson
 from ._chain import Chain, describe_mismatch
 from ._codec import canonical_json, fingerprint
 from ._events import Event, EventStatus, Run, RunStatus
+from .stores._damage import damage_of
 
 Verdict = Literal["intact", "broken", "unchained", "key_needed"]
 _FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -62,6 +63,9 @@ class RunVerification:
 
 def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerification:
     """Recompute `run`'s chain over `events` (in seq order, read once) and its seal."""
+    damage = damage_of(run)
+    if damage is not None:
+        return RunVerification(run.run_id, "broken", 0, False, _damaged(None, damage))
     if run.chain is None:
         return RunVerification(
             run.run_id,
@@ -85,6 +89,9 @@ def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerificati
     stream = iter(events)
     for event in stream:
         count += 1
+        damage = damage_of(event)
+        if damage is not None:
+            return RunVerification(run.run_id, "broken", count, False, _damaged(event.seq, damage))
         broken = _check_event(chain, event, expected_seq, expected_prev, seen)
         if broken is not None:
             if broken.field == "prev_hash" and event.prev_hash not in seen:
@@ -165,6 +172,11 @@ def _check_event(
     return None
 
 
+def _damaged(seq: int | None, damage: tuple[str, str]) -> Break:
+    field, what = damage
+    return Break(seq, field, f"its {field} was edited: {what}")
+
+
 def _look_ahead(broken: Break, event: Event, rest: Iterable[Event]) -> Break:
     """A link to an event further on means the two were swapped: say so, it is the finding."""
     for later in rest:
@@ -187,7 +199,11 @@ def _edited_field(event: Event) -> tuple[str, str]:
                 return name, f"its {name} is no longer the JSON that was recorded (bytes edited)"
     call = event.payload if event.status is EventStatus.STARTED else event.args
     if call is not None and event.kind.value != "fork":
-        arguments = orjson.loads(call).get("args")
+        recorded = orjson.loads(call)
+        if not isinstance(recorded, dict):
+            field = "payload" if event.status is EventStatus.STARTED else "args"
+            return field, f"its {field} is no longer the call record that was written"
+        arguments = recorded.get("args")
         if fingerprint(event.name, canonical_json(arguments)) != event.fingerprint:
             return "args", "its arguments or name no longer match its fingerprint: they were edited"
     return (

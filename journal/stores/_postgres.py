@@ -26,6 +26,7 @@ from .._events import (
     RunStatus,
     trusted_event,
 )
+from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
 from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
 
@@ -196,7 +197,7 @@ class PostgresStore:
 
     @staticmethod
     def _run_from_row(row: Sequence[Any]) -> Run:
-        return run_from_row(row, _moment, _bytes)
+        return salvage_run(row, _moment, lambda: run_from_row(row, _moment, _bytes))
 
     def _select_run(self, cur: psycopg.Cursor[Any], run_id: str, lock: str = "") -> Run | None:
         cur.execute(
@@ -373,6 +374,13 @@ class PostgresStore:
                 (run_id, after_seq, limit),
             )
             rows = cur.fetchall()
+        try:
+            return self._events(run_id, rows)
+        except KeyError:  # a kind or status edited by hand
+            return [salvage_event(run_id, row, _moment) for row in rows]
+
+    @staticmethod
+    def _events(run_id: str, rows: list[Any]) -> list[Event]:
         kinds, statuses = KIND_BY_VALUE, STATUS_BY_VALUE
         return [
             trusted_event(

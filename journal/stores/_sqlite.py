@@ -27,6 +27,7 @@ from .._events import (
     RunStatus,
     trusted_event,
 )
+from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
 from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
 
@@ -150,6 +151,21 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
             time.sleep(0.005)
 
 
+_SOUND = (
+    "(typeof(payload) IN ('blob', 'null') AND typeof(args) IN ('blob', 'null')"
+    " AND typeof(key) = 'text' AND typeof(kind) = 'text' AND typeof(name) = 'text'"
+    " AND typeof(fingerprint) = 'text' AND typeof(status) = 'text' AND typeof(seq) = 'integer'"
+    " AND typeof(attempt) = 'integer' AND typeof(prev_hash) IN ('text', 'null')"
+    " AND typeof(hash) IN ('text', 'null'))"
+)
+"""Whether an event row holds the types the journal writes (SQLite keeps whatever it is given:
+`replace()` on a payload leaves TEXT)."""
+
+
+def _unsound() -> bool:
+    raise TypeError("an event row holds a type the journal never writes")
+
+
 def _blob(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
@@ -222,7 +238,7 @@ class SQLiteStore:
     # -- runs ---------------------------------------------------------------------------------
 
     def _run_from_row(self, row: Sequence[Any]) -> Run:
-        return run_from_row(row, _dt, _blob)
+        return salvage_run(row, _dt, lambda: run_from_row(row, _dt, _blob))
 
     def _select_run(self, run_id: str) -> Run | None:
         row = self._conn.execute(
@@ -392,10 +408,17 @@ class SQLiteStore:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, created_at,"
-                " args, prev_hash, hash FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
-                " LIMIT ?",
+                f" args, prev_hash, hash, {_SOUND} FROM events WHERE run_id = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
                 (run_id, after_seq, -1 if limit is None else limit),
             ).fetchall()
+        try:
+            return self._events(run_id, rows)
+        except (KeyError, TypeError, ValueError, OverflowError, OSError):
+            return [salvage_event(run_id, row[:12], _dt) for row in rows]  # edited by hand
+
+    @staticmethod
+    def _events(run_id: str, rows: list[Any]) -> list[Event]:
         kinds, statuses, moment = KIND_BY_VALUE, STATUS_BY_VALUE, datetime.fromtimestamp
         return [
             trusted_event(
@@ -426,7 +449,9 @@ class SQLiteStore:
                 args,
                 prev_hash,
                 digest,
+                sound,
             ) in rows
+            if sound or _unsound()  # a row edited by hand: read it the careful way
         ]
 
     def read_rows(self, run_id: str) -> list[EventRow]:
