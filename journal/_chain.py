@@ -151,8 +151,9 @@ def describe_mismatch(run_id: str, recorded: str, available: str) -> str:
             f"Fix: set {HMAC_KEY_ENV} to the key the run was recorded with."
         )
     return (
-        f"Run {run_id!r} is chained with plain SHA-256, and this process signs with an HMAC "
-        f"key ({HMAC_KEY_ENV} is set). Fix: unset {HMAC_KEY_ENV} to continue or verify it."
+        f"Run {run_id!r} is chained with plain SHA-256 (unsigned), and this process signs with "
+        "an HMAC key: a signed journal does not extend an unsigned chain. Fix: if the run was "
+        "recorded unsigned on purpose, fork it (`journal fork`) to go on with a signed copy."
     )
 
 

@@ -18,10 +18,11 @@ from ._errors import JournalUnavailable, PayloadTooLarge, RunNotFound
 from ._events import Event, Run, RunStatus
 from ._export import ExportFormat, verify_export, write_export
 from ._fork import fork_run
+from ._heads import HeadEntry, parse_head
 from ._inspect import Prices, RunDigest, TimelineEntry, digest, parse_since, timeline
 from ._redact import SALT_NAME, Redaction, Redactor, new_salt
 from ._retention import select_for_removal
-from ._verify import RunVerification, verify_run
+from ._verify import RunVerification, verify_journal
 from .stores import JournalStore, MemoryStore, SQLiteStore
 from .stores._ownership import owner_is_gone
 from .stores._sqlite import Durability
@@ -111,6 +112,8 @@ class Journal:
         if store is None:
             store = open_store(settings.url if url is None else url, durability)
         self.store: JournalStore = store
+        store.head_chain = self.chain
+        store.adopt_runs()
 
     def redactor(self) -> Redactor | None:
         """The redaction policy bound to this journal's secret salt (None if redaction is off)."""
@@ -312,14 +315,25 @@ class Journal:
             overrides=overrides or {},
         )
 
-    def verify(self, run_id: str | None = None) -> list[RunVerification]:
+    def verify(
+        self, run_id: str | None = None, *, since: str | None = None
+    ) -> list[RunVerification]:
         """Recompute the hash chain and seal of one run, or of every run (newest first).
 
         Each result names the first broken link: the seq and the field that no longer
-        matches. `JournalError`s only for an unknown run; tampering is reported, not raised.
+        matches. The journal's head is checked against the runs too (a run cut short, set
+        back to running, removed or added by hand); `since`, a head `N:HASH` kept elsewhere,
+        also proves that nothing recorded up to it was removed or rewritten. `JournalError`s
+        only for an unknown run; tampering is reported, not raised.
         """
         runs = [self.run(run_id)] if run_id is not None else self.store.list_runs()
-        return [verify_run(self.chain, run, self.store.read_events(run.run_id)) for run in runs]
+        kept = None if since is None else parse_head(since)
+        return verify_journal(self.chain, self.store, runs, kept, every_run=run_id is None)
+
+    def head(self) -> HeadEntry | None:
+        """The journal head's last entry (None for a journal with no runs): `head_text(...)`
+        is what to keep elsewhere, and `verify(since=...)` checks against it."""
+        return self.store.last_head()
 
     def _nearest_hint(self, run_id: str) -> str:
         known = [run.run_id for run in self.store.list_runs(limit=200)]

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import orjson
 
-from ._chain import Chain, describe_mismatch
+from ._chain import HMAC_KEY_ENV, Chain, describe_mismatch
 from ._codec import canonical_json, fingerprint
 from ._events import Event, EventStatus, Run, RunStatus
+from ._heads import RunState, check_chain, check_runs
 from .stores._damage import damage_of
+from .stores._protocol import JournalStore
 
 Verdict = Literal["intact", "broken", "unchained", "key_needed"]
 _FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+_PLAIN = Chain()
+HEAD_ROW = "(journal head)"
+"""The run id under which `verify_journal` reports what is wrong with the head itself."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,20 @@ def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerificati
     if damage is not None:
         return RunVerification(run.run_id, "broken", 0, False, _damaged(None, damage))
     if run.chain is None:
+        first = next(iter(events), None)
+        if first is not None and (first.hash is not None or first.prev_hash is not None):
+            return RunVerification(
+                run.run_id,
+                "broken",
+                0,
+                False,
+                Break(
+                    None,
+                    "chain",
+                    "the run says it is not chained, and its events carry hashes: its chain "
+                    "scheme was removed",
+                ),
+            )
         return RunVerification(
             run.run_id,
             "unchained",
@@ -74,6 +93,8 @@ def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerificati
             False,
             note="recorded by a version of journal-replay that did not chain events",
         )
+    if run.chain == "sha256":
+        chain = _PLAIN  # a plain chain needs no key, whichever this process holds
     if run.chain != chain.scheme:
         return RunVerification(
             run.run_id,
@@ -211,3 +232,81 @@ def _edited_field(event: Event) -> tuple[str, str]:
         "its contents no longer match its hash: one of key, kind, name, status, attempt, "
         "created_at, payload or the hash itself was edited",
     )
+
+
+def verify_journal(
+    chain: Chain,
+    store: JournalStore,
+    runs: list[Run],
+    since: tuple[int, str] | None = None,
+    *,
+    every_run: bool = True,
+) -> list[RunVerification]:
+    """Verify `runs` (each one's chain and seal), and the journal's head against them: every
+    run it knows still holds the states it recorded, and its last entry's outcome. With
+    `since` (a head kept elsewhere), also that the head still holds that entry unchanged.
+    `every_run`: `runs` are all the journal's runs, so a run the head lacks, or a run the head
+    has and the journal lacks, is an edit too."""
+    entries = store.read_heads()
+    needed: dict[str, set[int]] = {}
+    for entry in entries:
+        needed.setdefault(entry.run_id, set()).add(entry.events)
+    verdicts: dict[str, RunVerification] = {}
+    states: dict[str, RunState] = {}
+    for run in runs:
+        want = needed.get(run.run_id, set())
+        hashes: dict[int, str] = {}
+
+        def tap(events: Iterable[Event], want: set[int], hashes: dict[int, str]) -> Iterator[Event]:
+            for event in events:
+                if event.seq in want and event.hash is not None:
+                    hashes[event.seq] = event.hash
+                yield event
+
+        tapped = tap(store.read_events(run.run_id), want, hashes)
+        verdicts[run.run_id] = verify_run(chain, run, tapped)
+        for _ in tapped:
+            pass  # the rest too (a run verify could not check still has the head's hashes)
+        states[run.run_id] = RunState(
+            run.status.value, store.count_events(run.run_id), hashes, run.seal, run.chain
+        )
+    chains = {chain.scheme: chain, _PLAIN.scheme: _PLAIN}
+    problems, _, missing = check_chain(chains, entries, since)
+    if every_run:
+        problems += check_runs(entries, states)
+    else:
+        problems += check_runs([e for e in entries if e.run_id in states], states)
+    extra: list[RunVerification] = []
+    for problem in problems:
+        where = "head" if problem.n is None else f"head entry {problem.n}"
+        if problem.run_id is None:
+            extra.append(
+                RunVerification(
+                    HEAD_ROW, "broken", 0, False, Break(problem.n, "head", problem.detail)
+                )
+            )
+            continue
+        found = verdicts.get(problem.run_id)
+        if found is None:
+            extra.append(
+                RunVerification(
+                    problem.run_id, "broken", 0, False, Break(None, where, problem.detail)
+                )
+            )
+        elif found.verdict != "broken":
+            verdicts[problem.run_id] = RunVerification(
+                found.run_id, "broken", found.events, False, Break(None, where, problem.detail)
+            )
+    if missing and not problems and all(v.verdict != "key_needed" for v in verdicts.values()):
+        extra.append(
+            RunVerification(
+                HEAD_ROW,
+                "key_needed",
+                len(entries),
+                False,
+                note="entries of the head are signed with "
+                + ", ".join(sorted(missing))
+                + f", and this process has {chain.scheme}. Fix: set {HMAC_KEY_ENV} to that key.",
+            )
+        )
+    return [*verdicts.values(), *extra]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 import replay
 from journal import ChainKeyMismatch, Journal
 from journal._chain import Chain, microseconds
+from journal._heads import ZERO, entry_hash, head_text
 from journal.stores._sqlite import _dt, _ts
 
 
@@ -163,16 +165,62 @@ def test_a_rewritten_chain_passes_sha256_but_not_hmac(db_path: Path) -> None:
         )
 
     record(db_path).close()
+    with Journal(db_path) as journal:
+        kept = head_text(journal.head())
     rewrite_result(db_path, Chain())
     with Journal(db_path) as journal:
-        assert journal.verify("r1")[0].ok  # the documented limit of a keyless chain
+        (verdict,) = journal.verify("r1")
+    assert verdict.broken is not None and "resealed" in verdict.broken.detail  # the head saw it
+    rewrite_head(db_path, Chain())
+    with Journal(db_path) as journal:
+        assert journal.verify("r1")[0].ok  # the documented limit of a keyless chain...
+        verdicts = journal.verify(since=kept)  # ...which a head kept elsewhere closes
+    assert any(v.broken is not None and "kept head" in v.broken.detail for v in verdicts)
 
     signed = db_path.with_name("signed.db")
     record(signed, hmac_key="k" * 32).close()
     rewrite_result(signed, Chain())  # the attacker does not have the key
+    rewrite_head(signed, Chain())
     with Journal(signed, hmac_key="k" * 32) as journal:
         (verdict,) = journal.verify("r1")
     assert not verdict.ok and verdict.broken is not None and verdict.broken.field == "seal"
+
+
+def rewrite_head(path: Path, forge: Chain) -> None:
+    """Recompute the journal's head over the runs as they are now, as an attacker would."""
+    with Journal(path) as journal:
+        entries = journal.store.read_heads()
+        runs = {run.run_id: run for run in journal.runs()}
+        counts = {run_id: journal.store.count_events(run_id) for run_id in runs}
+        last = {run_id: journal.store.last_hash(run_id) for run_id in runs}
+    forged, prev = [], ZERO
+    for entry in entries:
+        run = runs[entry.run_id]
+        if entry.reason == "finished":
+            entry = replace(
+                entry,
+                seal=run.seal,
+                status=run.status.value,
+                events=counts[entry.run_id],
+                last_hash=last[entry.run_id],
+            )
+        entry = replace(entry, prev=prev, scheme=forge.scheme)
+        entry = replace(entry, hash=entry_hash(forge, entry))
+        forged.append(entry)
+        prev = entry.hash
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TRIGGER heads_are_append_only_delete")
+    conn.execute("DELETE FROM heads")
+    conn.executemany(
+        "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.n, e.run_id, e.reason, e.status, e.events, e.last_hash, e.seal, e.run_chain,
+             _ts(e.at), e.scheme, e.prev, e.hash)
+            for e in forged
+        ],
+    )  # fmt: skip
+    conn.commit()
+    conn.close()
 
 
 def test_hmac_runs_need_their_key(db_path: Path) -> None:

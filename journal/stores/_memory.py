@@ -6,8 +6,10 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from .._chain import Chain
 from .._errors import LeaseLost, RunNotFound
 from .._events import Event, EventRow, Owner, Run, RunStatus
+from .._heads import ZERO, HeadDraft, HeadEntry, Reason
 from ._ownership import check_claim
 
 
@@ -23,6 +25,9 @@ class MemoryStore:
         self._events: dict[str, list[Event]] = {}
         self._secrets: dict[str, bytes] = {}
         self._signals: dict[tuple[str, str], list[bytes]] = {}
+        self._heads: list[HeadEntry] = []
+        self.head_chain: Chain | None = None
+        """The MAC of the journal's head entries; None writes none (set by `Journal`)."""
 
     def create_run(self, run: Run) -> Run:
         with self._lock:
@@ -31,6 +36,7 @@ class MemoryStore:
                 return existing
             self._runs[run.run_id] = run
             self._events[run.run_id] = []
+            self._append_head(run.run_id, "created")
             return run
 
     def get_run(self, run_id: str) -> Run | None:
@@ -145,6 +151,7 @@ class MemoryStore:
                 }
             )
             self._runs[run_id] = finished
+            self._append_head(run_id, "finished")
             return finished
 
     def count_events(self, run_id: str) -> int:
@@ -165,6 +172,7 @@ class MemoryStore:
                 }
             )
             self._runs[run_id] = suspended
+            self._append_head(run_id, "suspended")
             return suspended
 
     def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
@@ -199,10 +207,40 @@ class MemoryStore:
                 run = self._runs.get(run_id)
                 if run is None or run.owner is not None:
                     continue
+                self._append_head(run_id, "removed")
                 del self._runs[run_id]
                 self._events.pop(run_id, None)
                 removed += 1
         return removed
+
+    def _append_head(self, run_id: str, reason: Reason) -> None:
+        if self.head_chain is None:
+            return
+        run, events = self._runs[run_id], self._events.get(run_id, [])
+        top = self._heads[-1] if self._heads else None
+        draft = HeadDraft(
+            run_id,
+            reason,
+            run.status.value,
+            events[-1].seq if events else 0,
+            events[-1].hash if events else None,
+            run.seal,
+            run.chain,
+            self.head_chain,
+        )
+        self._heads.append(draft.place(len(self._heads) + 1, top.hash if top else ZERO))
+
+    def adopt_runs(self) -> int:
+        return 0  # a memory journal is born with its head
+
+    def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
+        with self._lock:
+            chosen = self._heads[after_n:]
+        return chosen if limit is None else chosen[:limit]
+
+    def last_head(self) -> HeadEntry | None:
+        with self._lock:
+            return self._heads[-1] if self._heads else None
 
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         with self._lock:

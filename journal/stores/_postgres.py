@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._chain import Chain
 from .._errors import JournalUnavailable, LeaseLost, RunNotFound
 from .._events import (
     KIND_BY_VALUE,
@@ -26,9 +27,10 @@ from .._events import (
     RunStatus,
     trusted_event,
 )
+from .._heads import ZERO, HeadDraft, HeadEntry, Reason
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
-from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
+from ._rows import RUN_COLUMNS, head_from_row, list_runs_query, run_from_row
 
 try:
     import psycopg
@@ -39,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "'journal-replay[postgres]'."
     ) from exc
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _DDL = """
@@ -108,6 +110,27 @@ END $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS events_are_append_only ON {s}.events;
 CREATE TRIGGER events_are_append_only BEFORE UPDATE OR DELETE ON {s}.events
     FOR EACH ROW EXECUTE FUNCTION {s}.events_are_append_only();
+CREATE TABLE IF NOT EXISTS {s}.heads (
+    n BIGINT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    last_hash TEXT,
+    seal TEXT,
+    run_chain TEXT,
+    at TIMESTAMPTZ NOT NULL,
+    scheme TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE OR REPLACE FUNCTION {s}.heads_are_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'the journal head is append-only';
+END $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS heads_are_append_only ON {s}.heads;
+CREATE TRIGGER heads_are_append_only BEFORE UPDATE OR DELETE ON {s}.heads
+    FOR EACH ROW EXECUTE FUNCTION {s}.heads_are_append_only();
 """
 
 
@@ -134,6 +157,8 @@ class PostgresStore:
             )
         self.url = url
         self.schema = schema
+        self.head_chain: Chain | None = None
+        """The MAC of the journal's head entries; None writes none (set by `Journal`)."""
         try:
             # One plain connection first: an unreachable server fails now, with its reason.
             with psycopg.connect(url, connect_timeout=10) as conn:
@@ -187,6 +212,11 @@ class PostgresStore:
                 )
             if version < SCHEMA_VERSION:
                 cur.execute(_DDL.format(s=s))
+                if version > 0:  # runs from before the head: adopted when a Journal opens
+                    cur.execute(
+                        f"INSERT INTO {s}.meta VALUES ('heads_pending', '\\x01')"
+                        " ON CONFLICT (name) DO NOTHING"
+                    )
                 cur.execute(
                     f"INSERT INTO {s}.meta VALUES ('schema_version', %s)"
                     " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
@@ -234,6 +264,8 @@ class PostgresStore:
                     None if run.owner is None else run.owner.token,
                 ),
             )
+            if cur.rowcount == 1:
+                self._append_head(cur, run.run_id, "created")
             stored = self._select_run(cur, run.run_id)
         assert stored is not None
         return stored
@@ -322,6 +354,7 @@ class PostgresStore:
             )
             if cur.rowcount != 1:
                 raise LeaseLost(run_id)
+            self._append_head(cur, run_id, "finished")
             finished = self._select_run(cur, run_id)
         assert finished is not None
         return finished
@@ -427,6 +460,7 @@ class PostgresStore:
             )
             if cur.rowcount != 1:
                 raise LeaseLost(run_id)
+            self._append_head(cur, run_id, "suspended")
             suspended = self._select_run(cur, run_id)
         assert suspended is not None
         return suspended
@@ -501,6 +535,7 @@ class PostgresStore:
                 row = cur.fetchone()
                 if row is None or row[3] is not None:
                     continue  # gone already, or owned right now: never remove a live run
+                self._append_head(cur, run_id, "removed")
                 cur.execute(f"DELETE FROM {s}.events WHERE run_id = %s", (run_id,))
                 events = cur.rowcount
                 cur.execute(f"DELETE FROM {s}.runs WHERE run_id = %s", (run_id,))
@@ -510,6 +545,99 @@ class PostgresStore:
                 )
                 removed += 1
         return removed
+
+    # -- the journal's head -------------------------------------------------------------------
+
+    _HEAD_COLUMNS = (
+        "n, run_id, reason, status, events, last_hash, seal, run_chain, at, scheme, prev, hash"
+    )
+
+    def _append_head(self, cur: psycopg.Cursor[Any], run_id: str, reason: Reason) -> None:
+        """Append the run's state now to the journal's head (inside the caller's transaction;
+        appends from every process and host are serialised by an advisory lock)."""
+        chain = self.head_chain
+        if chain is None:
+            return
+        s = self.schema
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-heads:{s}",))
+        cur.execute(f"SELECT status, seal, chain FROM {s}.runs WHERE run_id = %s", (run_id,))
+        run = cur.fetchone()
+        assert run is not None
+        cur.execute(
+            f"SELECT seq, hash FROM {s}.events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
+            (run_id,),
+        )
+        last = cur.fetchone()
+        cur.execute(f"SELECT n, hash FROM {s}.heads ORDER BY n DESC LIMIT 1")
+        top = cur.fetchone()
+        draft = HeadDraft(
+            run_id,
+            reason,
+            str(run[0]),
+            int(last[0]) if last else 0,
+            last[1] if last else None,
+            run[1],
+            run[2],
+            chain,
+        )
+        entry = draft.place(top[0] + 1 if top else 1, top[1] if top else ZERO)
+        cur.execute(
+            f"INSERT INTO {s}.heads ({self._HEAD_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                entry.n,
+                entry.run_id,
+                entry.reason,
+                entry.status,
+                entry.events,
+                entry.last_hash,
+                entry.seal,
+                entry.run_chain,
+                entry.at,
+                entry.scheme,
+                entry.prev,
+                entry.hash,
+            ),
+        )
+
+    def adopt_runs(self) -> int:
+        if self.head_chain is None:
+            return 0
+        s = self.schema
+        with self._transaction() as cur:
+            cur.execute(f"SELECT 1 FROM {s}.meta WHERE name = 'heads_pending'")
+            if cur.fetchone() is None:
+                return 0
+        with self._transaction() as cur:
+            cur.execute(f"DELETE FROM {s}.meta WHERE name = 'heads_pending'")
+            if cur.rowcount == 0:
+                return 0  # another process adopted them meanwhile
+            cur.execute(
+                f"SELECT run_id FROM {s}.runs WHERE run_id NOT IN (SELECT run_id FROM {s}.heads)"
+                " ORDER BY created_at"
+            )
+            unknown = [row[0] for row in cur.fetchall()]
+            for run_id in unknown:
+                self._append_head(cur, run_id, "adopted")
+        return len(unknown)
+
+    def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
+        with self._transaction() as cur:
+            cur.execute(
+                f"SELECT {self._HEAD_COLUMNS} FROM {self.schema}.heads WHERE n > %s ORDER BY n"
+                " LIMIT %s",
+                (after_n, limit),
+            )
+            rows = cur.fetchall()
+        return [head_from_row(row, _moment) for row in rows]
+
+    def last_head(self) -> HeadEntry | None:
+        with self._transaction() as cur:
+            cur.execute(
+                f"SELECT {self._HEAD_COLUMNS} FROM {self.schema}.heads ORDER BY n DESC LIMIT 1"
+            )
+            row = cur.fetchone()
+        return None if row is None else head_from_row(row, _moment)
 
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         with self._transaction() as cur:

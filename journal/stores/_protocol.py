@@ -10,12 +10,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from .._chain import Chain
 from .._events import Event, EventRow, Owner, Run, RunStatus
+from .._heads import HeadEntry
 
 
 @runtime_checkable
 class JournalStore(Protocol):
     """Append-only storage of runs and their events, with one live owner per run."""
+
+    head_chain: Chain | None
+    """The MAC for the journal's head (`journal._heads`), set by `Journal`. With it, creating,
+    suspending, finishing and removing a run each append an entry, in the same transaction."""
 
     def create_run(self, run: Run) -> Run:
         """Insert `run` unless a run with its id exists; return the stored run either way."""
@@ -121,6 +127,19 @@ class JournalStore(Protocol):
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         """The journal's own secret `name`, created once with `make()` and kept with the journal
         (e.g. the key that hashes redacted values)."""
+        ...
+
+    def adopt_runs(self) -> int:
+        """Once, after an upgrade that added the head: an `adopted` entry for every run already
+        there. How many."""
+        ...
+
+    def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
+        """The head's entries after `after_n`, in order."""
+        ...
+
+    def last_head(self) -> HeadEntry | None:
+        """The head's last entry, or None."""
         ...
 
     def close(self) -> None:

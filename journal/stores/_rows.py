@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from .._events import Owner, Run, RunStatus
+from .._heads import HeadEntry
 
 RUN_COLUMNS = (
     "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
@@ -69,3 +70,22 @@ def list_runs_query(
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return sql, params
+
+
+def head_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> HeadEntry:
+    """A head entry from `(n, run_id, reason, status, events, last_hash, seal, run_chain, at,
+    scheme, prev, hash)`."""
+    return HeadEntry(
+        n=row[0],
+        run_id=row[1],
+        reason=row[2],
+        status=row[3],
+        events=row[4],
+        last_hash=row[5],
+        seal=row[6],
+        run_chain=row[7],
+        at=moment(row[8]),
+        scheme=row[9],
+        prev=row[10],
+        hash=row[11],
+    )

@@ -9,13 +9,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import sqlite_utils
 
+from .._chain import Chain
 from .._errors import JournalUnavailable, LeaseLost, RunNotFound
 from .._events import (
     KIND_BY_VALUE,
@@ -27,11 +29,12 @@ from .._events import (
     RunStatus,
     trusted_event,
 )
+from .._heads import ZERO, HeadDraft, HeadEntry, Reason
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
-from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
+from ._rows import RUN_COLUMNS, head_from_row, list_runs_query, run_from_row
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 Durability = Literal["normal", "full"]
 
 # Deleting events is the retention policy's job alone (`Journal.gc`): it removes whole runs,
@@ -102,7 +105,27 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TRIGGER IF NOT EXISTS events_are_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'journal events are append-only'); END;
 """
-_SCHEMA += _RETENTION_SCHEMA
+_HEADS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS heads (
+    n INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    last_hash TEXT,
+    seal TEXT,
+    run_chain TEXT,
+    at REAL NOT NULL,
+    scheme TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS heads_are_append_only_update BEFORE UPDATE ON heads
+BEGIN SELECT RAISE(ABORT, 'the journal head is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS heads_are_append_only_delete BEFORE DELETE ON heads
+BEGIN SELECT RAISE(ABORT, 'the journal head is append-only'); END;
+"""
+_SCHEMA += _RETENTION_SCHEMA + _HEADS_SCHEMA
 
 # Each schema version's upgrade from the one before; applied in order inside one transaction.
 _MIGRATIONS = {
@@ -116,6 +139,12 @@ _MIGRATIONS = {
         "ALTER TABLE runs ADD COLUMN waiting_for TEXT",
         "DROP TRIGGER IF EXISTS events_are_append_only_delete",
         *_RETENTION_SCHEMA.split(";\n"),
+    ],
+    4: [
+        *_HEADS_SCHEMA.split(";\n"),
+        # The runs already here get `adopted` entries when a Journal next opens the file (the
+        # entries are signed with its key, which the store does not hold).
+        "INSERT OR IGNORE INTO meta VALUES ('heads_pending', x'01')",
     ],
 }
 
@@ -185,6 +214,8 @@ class SQLiteStore:
             )
         self.path = Path(path)
         self.durability = durability
+        self.head_chain: Chain | None = None
+        """The MAC of the journal's head entries; None writes none (set by `Journal`)."""
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -247,8 +278,8 @@ class SQLiteStore:
         return None if row is None else self._run_from_row(row)
 
     def create_run(self, run: Run) -> Run:
-        with self._lock:
-            self._conn.execute(
+        with self._lock, self._transaction() as conn:
+            created = conn.execute(
                 f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}, owner_token)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -272,7 +303,9 @@ class SQLiteStore:
                     run.waiting_for,
                     None if run.owner is None else run.owner.token,
                 ),
-            )
+            ).rowcount
+            if created:
+                self._append_head(run.run_id, "created")
             stored = self._select_run(run.run_id)
         assert stored is not None
         return stored
@@ -354,8 +387,8 @@ class SQLiteStore:
         seal: str | None = None,
     ) -> Run:
         now = _ts(datetime.now(UTC))
-        with self._lock:
-            cursor = self._conn.execute(
+        with self._lock, self._transaction() as conn:
+            cursor = conn.execute(
                 "UPDATE runs SET status = ?, result = ?, error = ?, seal = ?, owner = NULL,"
                 " owner_token = NULL, updated_at = ?, finished_at = ?"
                 " WHERE run_id = ? AND owner_token = ?",
@@ -363,6 +396,7 @@ class SQLiteStore:
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(run_id)
+            self._append_head(run_id, "finished")
             finished = self._select_run(run_id)
         assert finished is not None
         return finished
@@ -467,8 +501,8 @@ class SQLiteStore:
         self, run_id: str, token: str, *, wake_at: datetime | None, waiting_for: str | None
     ) -> Run:
         now = _ts(datetime.now(UTC))
-        with self._lock:
-            cursor = self._conn.execute(
+        with self._lock, self._transaction() as conn:
+            cursor = conn.execute(
                 "UPDATE runs SET status = 'waiting', owner = NULL, owner_token = NULL,"
                 " wake_at = ?, waiting_for = ?, updated_at = ?"
                 " WHERE run_id = ? AND owner_token = ?",
@@ -476,6 +510,7 @@ class SQLiteStore:
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(run_id)
+            self._append_head(run_id, "suspended")
             suspended = self._select_run(run_id)
         assert suspended is not None
         return suspended
@@ -556,6 +591,7 @@ class SQLiteStore:
                     ).fetchone()
                     if row is None or row[3] is not None:
                         continue  # gone already, or owned right now: never remove a live run
+                    self._append_head(run_id, "removed")
                     events = conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,)).rowcount
                     conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
                     conn.execute(
@@ -569,6 +605,102 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
                 raise
         return removed
+
+    # -- the journal's head -------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (the caller holds the store's lock)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _append_head(self, run_id: str, reason: Reason) -> None:
+        """Append the run's state now to the journal's head (inside the caller's transaction)."""
+        chain = self.head_chain
+        if chain is None:
+            return
+        conn = self._conn
+        run = conn.execute(
+            "SELECT status, seal, chain FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        last = conn.execute(
+            "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+        ).fetchone()
+        top = conn.execute("SELECT n, hash FROM heads ORDER BY n DESC LIMIT 1").fetchone()
+        draft = HeadDraft(
+            run_id,
+            reason,
+            str(run[0]),
+            int(last[0]) if last else 0,
+            last[1] if last else None,
+            run[1],
+            run[2],
+            chain,
+        )
+        entry = draft.place(top[0] + 1 if top else 1, top[1] if top else ZERO)
+        conn.execute(
+            "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.n,
+                entry.run_id,
+                entry.reason,
+                entry.status,
+                entry.events,
+                entry.last_hash,
+                entry.seal,
+                entry.run_chain,
+                _ts(entry.at),
+                entry.scheme,
+                entry.prev,
+                entry.hash,
+            ),
+        )
+
+    def adopt_runs(self) -> int:
+        """Once, after the upgrade that added the head: every run already in the journal gets
+        an `adopted` entry, its state at that moment. How many."""
+        if self.head_chain is None:
+            return 0
+        with self._lock:
+            pending = self._conn.execute("SELECT 1 FROM meta WHERE name = 'heads_pending'")
+            if pending.fetchone() is None:
+                return 0
+        with self._lock, self._transaction() as conn:
+            if conn.execute("DELETE FROM meta WHERE name = 'heads_pending'").rowcount == 0:
+                return 0  # another process adopted them meanwhile
+            unknown = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT run_id FROM runs WHERE run_id NOT IN (SELECT run_id FROM heads)"
+                    " ORDER BY created_at"
+                ).fetchall()
+            ]
+            for run_id in unknown:
+                self._append_head(run_id, "adopted")
+        return len(unknown)
+
+    def last_head(self) -> HeadEntry | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT n, run_id, reason, status, events, last_hash, seal, run_chain, at,"
+                " scheme, prev, hash FROM heads ORDER BY n DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else head_from_row(row, _dt)
+
+    def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT n, run_id, reason, status, events, last_hash, seal, run_chain, at,"
+                " scheme, prev, hash FROM heads WHERE n > ? ORDER BY n LIMIT ?",
+                (after_n, -1 if limit is None else limit),
+            ).fetchall()
+        return [head_from_row(row, _dt) for row in rows]
 
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         with self._lock:

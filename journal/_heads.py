@@ -1,0 +1,308 @@
+"""The journal's head: one hash chain over the states of all its runs.
+
+A run's own chain proves its events were not edited, but nothing inside a run can prove that
+the run still exists, that it has not been cut short, or that its status was not set back
+(a finished run made `running` again, its seal cleared and its last events removed). The head
+binds those. Every time a run is created, suspended, finished or removed by retention, an
+entry is appended to one journal-wide chain, in the same transaction::
+
+    hash[n] = MAC(b"journal-replay/head/v1" + hash[n-1] + fields(entry n))   hash[0] = 64 zeros
+
+An entry holds the run's id, why it was written, the run's status, how many events it had, the
+hash of the last of them, its seal and its chain scheme. The head is `n:hash[n]` of the last
+entry: kept somewhere else (a ticket, a log, another machine), it proves that nothing recorded
+up to it was removed or rewritten (`journal verify --since HEAD`). MAC is the journal's chain:
+HMAC-SHA-256 with `JOURNAL_HMAC_KEY`, so that without the key no entry can be forged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+
+from ._chain import Chain, microseconds
+
+Reason = Literal["created", "suspended", "finished", "removed", "adopted"]
+"""Why an entry was written. `adopted`: the run existed before the journal kept a head."""
+
+ZERO = "0" * 64
+"""The hash entry 1 links to."""
+
+
+@dataclass(frozen=True)
+class HeadEntry:
+    """One entry of the journal's head chain: a run's state at one moment."""
+
+    n: int
+    run_id: str
+    reason: Reason
+    status: str
+    events: int
+    """How many events the run had."""
+    last_hash: str | None
+    """The hash of its last event (None without events or without a chain)."""
+    seal: str | None
+    run_chain: str | None
+    """The run's chain scheme (`sha256`, `hmac-sha256:<key id>`, or None)."""
+    at: datetime
+    scheme: str
+    """This entry's own MAC: the chain scheme of the process that wrote it."""
+    prev: str
+    hash: str
+
+    def fields(self) -> bytes:
+        return orjson.dumps(
+            [
+                self.n,
+                self.run_id,
+                self.reason,
+                self.status,
+                self.events,
+                self.last_hash,
+                self.seal,
+                self.run_chain,
+                microseconds(self.at),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class HeadDraft:
+    """An entry before the store gives it its place (`n`, `prev`): what the writer knows."""
+
+    run_id: str
+    reason: Reason
+    status: str
+    events: int
+    last_hash: str | None
+    seal: str | None
+    run_chain: str | None
+    chain: Chain
+
+    def place(self, n: int, prev: str) -> HeadEntry:
+        """The entry at position `n` after `prev`, hashed (called inside the store's
+        transaction, which makes `n` and `prev` the head's current end)."""
+        entry = HeadEntry(
+            n=n,
+            run_id=self.run_id,
+            reason=self.reason,
+            status=self.status,
+            events=self.events,
+            last_hash=self.last_hash,
+            seal=self.seal,
+            run_chain=self.run_chain,
+            at=datetime.now(UTC),
+            scheme=self.chain.scheme,
+            prev=prev,
+            hash="",
+        )
+        return replace(entry, hash=entry_hash(self.chain, entry))
+
+
+def entry_hash(chain: Chain, entry: HeadEntry) -> str:
+    return chain.mac(b"journal-replay/head/v1" + entry.prev.encode() + entry.fields())
+
+
+def head_text(entry: HeadEntry | None) -> str:
+    """The head as users keep it: `n:hash`."""
+    return "0:" + ZERO if entry is None else f"{entry.n}:{entry.hash}"
+
+
+def parse_head(text: str) -> tuple[int, str]:
+    """`n:hash` back to its parts; ValueError with the expected form otherwise."""
+    number, _, digest = text.strip().partition(":")
+    if (
+        not number.isdigit()
+        or len(digest) != 64
+        or any(c not in "0123456789abcdef" for c in digest)
+    ):
+        raise ValueError(
+            f"{text!r} is not a journal head. Expected N:HASH as `journal head` prints it, "
+            "e.g. 42:3f2a...(64 hex characters)."
+        )
+    return int(number), digest
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the journal holds for one run now, as the head's entries are checked against it."""
+
+    status: str
+    events: int
+    hashes: Mapping[int, str]
+    """seq -> hash of the events (enough to check each entry's `last_hash`)."""
+    seal: str | None
+    chain: str | None
+
+
+@dataclass(frozen=True)
+class HeadProblem:
+    """A place where the head and the journal disagree."""
+
+    n: int | None
+    """The entry, or None for a run the head does not know."""
+    run_id: str | None
+    detail: str
+
+
+def check_chain(
+    chains: Mapping[str, Chain], entries: Iterable[HeadEntry], since: tuple[int, str] | None
+) -> tuple[list[HeadProblem], list[HeadEntry], set[str]]:
+    """Check that the entries link and that each one's MAC holds (with the chain of its scheme,
+    if it is in `chains`); and that entry `since[0]` has hash `since[1]`.
+
+    Returns the problems, the entries read, and the schemes whose key was missing."""
+    problems: list[HeadProblem] = []
+    read: list[HeadEntry] = []
+    missing: set[str] = set()
+    prev, expected = ZERO, 1
+    for entry in entries:
+        read.append(entry)
+        if entry.n != expected:
+            gap = (
+                f"entry {expected}"
+                if entry.n == expected + 1
+                else f"entries {expected}-{entry.n - 1}"
+            )
+            problems.append(HeadProblem(expected, None, f"{gap} of the head removed"))
+            return problems, read, missing
+        if entry.prev != prev:
+            problems.append(
+                HeadProblem(entry.n, entry.run_id, f"does not link to entry {entry.n - 1}")
+            )
+            return problems, read, missing
+        chain = chains.get(entry.scheme)
+        if chain is None:
+            missing.add(entry.scheme)
+        elif entry_hash(chain, entry) != entry.hash:
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    entry.run_id,
+                    "its contents no longer match its hash: the entry was edited",
+                )
+            )
+            return problems, read, missing
+        prev, expected = entry.hash, expected + 1
+    if since is not None:
+        number, digest = since
+        if number > len(read):
+            problems.append(
+                HeadProblem(
+                    number,
+                    None,
+                    f"the kept head is entry {number}, and the journal's head has only "
+                    f"{len(read)} entries: entries after {len(read)} were removed",
+                )
+            )
+        elif number > 0 and read[number - 1].hash != digest:
+            problems.append(
+                HeadProblem(
+                    number,
+                    read[number - 1].run_id,
+                    "its hash is not the kept head's: entries up to it were rewritten",
+                )
+            )
+    return problems, read, missing
+
+
+def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> list[HeadProblem]:
+    """Each run against the head: it is known to the head, it still holds every state an entry
+    recorded (its events up to that count, unchanged), and its last entry's status, seal and
+    chain scheme are its own."""
+    problems: list[HeadProblem] = []
+    latest: dict[str, HeadEntry] = {}
+    for entry in entries:
+        state = runs.get(entry.run_id)
+        if entry.reason == "removed":
+            latest[entry.run_id] = entry
+            continue
+        if state is None:
+            continue  # judged below, by its latest entry
+        if entry.events > state.events:
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    entry.run_id,
+                    f"the run had {entry.events} events here and has {state.events} now: "
+                    "events were removed",
+                )
+            )
+        elif (
+            entry.events
+            and entry.last_hash is not None
+            and state.hashes.get(entry.events) != entry.last_hash
+        ):
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    entry.run_id,
+                    f"event {entry.events} is not the one recorded here: the run's events "
+                    "were rewritten",
+                )
+            )
+        latest[entry.run_id] = entry
+    for run_id, entry in latest.items():
+        state = runs.get(run_id)
+        if entry.reason == "removed":
+            if state is not None:
+                problems.append(
+                    HeadProblem(entry.n, run_id, "the run was removed here, and is back")
+                )
+            continue
+        if state is None:
+            problems.append(
+                HeadProblem(entry.n, run_id, "the run is missing: it was removed, not by retention")
+            )
+            continue
+        if state.status in _FINISHED and not (
+            entry.reason in ("finished", "adopted") and entry.status == state.status
+        ):
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    run_id,
+                    f"the run is {state.status}, and the head's last entry for it says "
+                    f"{entry.status} ({entry.reason}): its status was rewritten",
+                )
+            )
+            continue
+        if entry.run_chain != state.chain:
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    run_id,
+                    f"the run's chain scheme was {entry.run_chain} and is now {state.chain}: "
+                    "it was changed",
+                )
+            )
+        elif entry.reason in ("finished", "adopted") and entry.status in _FINISHED:
+            if state.seal != entry.seal:
+                problems.append(
+                    HeadProblem(
+                        entry.n,
+                        run_id,
+                        "the run's seal is not the one recorded here: its outcome (status, "
+                        "result, error or last events) was rewritten and resealed",
+                    )
+                )
+            elif state.events != entry.events:
+                problems.append(
+                    HeadProblem(
+                        entry.n,
+                        run_id,
+                        f"the run finished with {entry.events} events and has {state.events}",
+                    )
+                )
+    for run_id in runs.keys() - latest.keys():
+        problems.append(
+            HeadProblem(None, run_id, "the head has no entry for this run: it was added by hand")
+        )
+    return problems
+
+
+_FINISHED = ("completed", "failed", "cancelled")
