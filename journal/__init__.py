@@ -16,6 +16,7 @@ from ._errors import (
 )
 from ._events import Event, EventKind, EventStatus, Owner, Run, RunStatus
 from ._exceptions import RecordedError
+from ._heads import HeadEntry, head_text
 from ._inspect import RunDigest, TimelineEntry, parse_since
 from ._journal import Journal
 from ._redact import Redaction
@@ -30,6 +31,7 @@ __all__ = [
     "EventKind",
     "EventStatus",
     "ForkRefused",
+    "HeadEntry",
     "Journal",
     "JournalError",
     "JournalStore",
@@ -56,5 +58,6 @@ __all__ = [
     "ValueNotJournalable",
     "canonical_json",
     "fingerprint",
+    "head_text",
     "parse_since",
 ]

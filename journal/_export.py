@@ -19,8 +19,9 @@ import orjson
 from ._chain import Chain
 from ._errors import JournalError
 from ._events import KIND_BY_VALUE, STATUS_BY_VALUE, Event, Run, RunStatus, trusted_event
+from ._heads import HeadEntry
 from ._html import write_html_timeline
-from ._verify import RunVerification, verify_run
+from ._verify import HeadCheck, RunVerification, verify_run
 
 ExportFormat = Literal["jsonl", "json", "csv", "html"]
 FORMATS: tuple[ExportFormat, ...] = ("jsonl", "json", "csv", "html")
@@ -169,9 +170,12 @@ def write_export(
     fmt: ExportFormat,
     *,
     chain: Chain,
+    heads: Iterable[HeadEntry] = (),
     on_event: Callable[[], None] | None = None,
 ) -> int:
-    """Write `runs` and their events to `out` in `fmt`; the number of events written."""
+    """Write `runs` and their events to `out` in `fmt`; the number of events written. JSONL
+    and JSON carry the journal's `heads` entries too (before the runs), so that the export
+    proves the exported runs' states against them."""
     tick = on_event or (lambda: None)
     written = 0
 
@@ -184,12 +188,17 @@ def write_export(
 
     if fmt == "jsonl":
         out.write(_line({"type": "export", "format": EXPORT_VERSION, "exported_at": _now()}))
+        for entry in heads:
+            out.write(_line(head_record(entry)))
         for run in runs:
             out.write(_line(run_record(run)))
             for event in counted(run):
                 out.write(_line(event_record(event)))
     elif fmt == "json":
-        out.write(f'{{"format":"{EXPORT_VERSION}","exported_at":"{_now()}","runs":[')
+        out.write(f'{{"format":"{EXPORT_VERSION}","exported_at":"{_now()}","heads":[')
+        for index, entry in enumerate(heads):
+            out.write(("," if index else "") + "\n" + orjson.dumps(head_record(entry)).decode())
+        out.write('],"runs":[')
         for index, run in enumerate(runs):
             head = orjson.dumps(run_record(run)).decode()
             out.write(("," if index else "") + "\n" + head[:-1] + ',"events":[')
@@ -228,8 +237,46 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def verify_export(path: Path, chain: Chain) -> list[RunVerification]:
-    """Verify every run in an exported JSONL or JSON file, offline, from the file alone."""
+def head_record(entry: HeadEntry) -> dict[str, Any]:
+    return {
+        "type": "head",
+        "n": entry.n,
+        "run_id": entry.run_id,
+        "reason": entry.reason,
+        "status": entry.status,
+        "events": entry.events,
+        "last_hash": entry.last_hash,
+        "seal": entry.seal,
+        "run_chain": entry.run_chain,
+        "at": entry.at.isoformat(),
+        "scheme": entry.scheme,
+        "prev": entry.prev,
+        "hash": entry.hash,
+    }
+
+
+def head_from_record(record: dict[str, Any]) -> HeadEntry:
+    return HeadEntry(
+        n=int(record["n"]),
+        run_id=str(record["run_id"]),
+        reason=record["reason"],
+        status=str(record["status"]),
+        events=int(record["events"]),
+        last_hash=record["last_hash"],
+        seal=record["seal"],
+        run_chain=record["run_chain"],
+        at=datetime.fromisoformat(record["at"]),
+        scheme=str(record["scheme"]),
+        prev=str(record["prev"]),
+        hash=str(record["hash"]),
+    )
+
+
+def verify_export(
+    path: Path, chain: Chain, since: tuple[int, str] | None = None
+) -> list[RunVerification]:
+    """Verify every run in an exported JSONL or JSON file, offline, from the file alone; and
+    the journal's head it carries against them (and against `since`)."""
     try:
         with path.open("rb") as handle:
             first = handle.readline()
@@ -238,7 +285,7 @@ def verify_export(path: Path, chain: Chain) -> list[RunVerification]:
             except orjson.JSONDecodeError:
                 header = None
             if isinstance(header, dict) and header.get("type") == "export":
-                return _verify_jsonl(handle, chain, path)
+                return _verify_jsonl(handle, chain, path, since)
             handle.seek(0)
             document = orjson.loads(handle.read())
     except (OSError, orjson.JSONDecodeError) as exc:
@@ -251,20 +298,28 @@ def verify_export(path: Path, chain: Chain) -> list[RunVerification]:
             f"{path} is JSON but not a journal export (no format {EXPORT_VERSION!r}). "
             "CSV and HTML exports carry no full chain; verify a JSONL or JSON export."
         )
-    return [
-        verify_run(
-            chain,
-            run_from_record(run),
-            (event_from_record(event) for event in run.get("events", [])),
-        )
-        for run in document["runs"]
-    ]
+    try:
+        check = HeadCheck(chain, [head_from_record(r) for r in document.get("heads", [])])
+        verdicts = [
+            check.verify(
+                run_from_record(run),
+                (event_from_record(event) for event in run.get("events", [])),
+            )
+            for run in document["runs"]
+        ]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ExportUnreadable(f"{path}: a record is not a journal export record ({exc}).") from exc
+    return check.results(verdicts, since, every_run=False)
 
 
-def _verify_jsonl(handle: IO[bytes], chain: Chain, path: Path) -> list[RunVerification]:
+def _verify_jsonl(
+    handle: IO[bytes], chain: Chain, path: Path, since: tuple[int, str] | None
+) -> list[RunVerification]:
+    """Runs streamed one after the other (constant memory in their events); the head's
+    entries come first, so what they need of each run is known when it is read."""
     records = (orjson.loads(line) for line in handle if line.strip())
     pending: list[dict[str, Any]] = []
-    results = []
+    results: list[RunVerification] = []
 
     def events_until_next_run() -> Iterator[Event]:
         for record in records:
@@ -276,19 +331,21 @@ def _verify_jsonl(handle: IO[bytes], chain: Chain, path: Path) -> list[RunVerifi
             yield event_from_record(record)
 
     try:
+        entries: list[HeadEntry] = []
         for record in records:
-            pending.append(record)
-            while pending:
-                current = pending.pop()
-                if current.get("type") != "run":
-                    raise ExportUnreadable(
-                        f"{path}: an event record comes before any run record; the file was "
-                        "cut or edited."
-                    )
-                stream = events_until_next_run()
-                results.append(verify_run(chain, run_from_record(current), stream))
-                for _ in stream:  # a broken run: skip the rest of its events
-                    pass
-    except (orjson.JSONDecodeError, KeyError, ValueError) as exc:
+            if record.get("type") != "head":
+                pending.append(record)
+                break
+            entries.append(head_from_record(record))
+        check = HeadCheck(chain, entries)
+        while pending:
+            current = pending.pop()
+            if current.get("type") != "run":
+                raise ExportUnreadable(
+                    f"{path}: a {current.get('type')} record comes where a run record belongs; "
+                    "the file was cut or edited."
+                )
+            results.append(check.verify(run_from_record(current), events_until_next_run()))
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
         raise ExportUnreadable(f"{path}: a line is not a journal export record ({exc}).") from exc
-    return results
+    return check.results(results, since, every_run=False)

@@ -172,7 +172,12 @@ def check_chain(
             return problems, read, missing
         if entry.prev != prev:
             problems.append(
-                HeadProblem(entry.n, entry.run_id, f"does not link to entry {entry.n - 1}")
+                HeadProblem(
+                    entry.n,
+                    None,
+                    f"entry {entry.n} (run {entry.run_id!r}) does not link to entry "
+                    f"{entry.n - 1}: an entry before it was removed or replaced",
+                )
             )
             return problems, read, missing
         chain = chains.get(entry.scheme)
@@ -182,8 +187,9 @@ def check_chain(
             problems.append(
                 HeadProblem(
                     entry.n,
-                    entry.run_id,
-                    "its contents no longer match its hash: the entry was edited",
+                    None,
+                    f"entry {entry.n} (run {entry.run_id!r}) no longer matches its hash: the "
+                    "entry was edited",
                 )
             )
             return problems, read, missing
@@ -203,8 +209,9 @@ def check_chain(
             problems.append(
                 HeadProblem(
                     number,
-                    read[number - 1].run_id,
-                    "its hash is not the kept head's: entries up to it were rewritten",
+                    None,
+                    f"entry {number}'s hash is not the kept head's: entries up to it were "
+                    "rewritten",
                 )
             )
     return problems, read, missing
@@ -218,10 +225,8 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
     latest: dict[str, HeadEntry] = {}
     for entry in entries:
         state = runs.get(entry.run_id)
-        if entry.reason == "removed":
+        if entry.reason == "removed" or state is None:
             latest[entry.run_id] = entry
-            continue
-        if state is None:
             continue  # judged below, by its latest entry
         if entry.events > state.events:
             problems.append(
@@ -281,7 +286,16 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
                 )
             )
         elif entry.reason in ("finished", "adopted") and entry.status in _FINISHED:
-            if state.seal != entry.seal:
+            if state.status != entry.status:
+                problems.append(
+                    HeadProblem(
+                        entry.n,
+                        run_id,
+                        f"the run finished {entry.status} here and is {state.status} now: its "
+                        "status was set back",
+                    )
+                )
+            elif state.seal != entry.seal:
                 problems.append(
                     HeadProblem(
                         entry.n,

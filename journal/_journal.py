@@ -221,8 +221,9 @@ class Journal:
     ) -> int:
         """Write runs (default: all, newest first) to `out`; returns the number of events.
 
-        `jsonl` and `json` carry every field the hash chain covers, so the file verifies on
-        its own (`Journal.verify_export`); `csv` is one row per event for spreadsheets;
+        `jsonl` and `json` carry every field the hash chain covers, and the journal's head,
+        so the file verifies on its own (`Journal.verify_export`); `csv` is one row per event
+        for spreadsheets;
         `html` is one run's self-contained timeline page. Events are read page by page and
         written as they come, so memory stays constant. `on_event` is called per event.
         """
@@ -235,12 +236,22 @@ class Journal:
                 "Fix: name one run (journal export RUN --format html)."
             )
         return write_export(
-            out, runs, self.iter_events, format, chain=self.chain, on_event=on_event
+            out,
+            runs,
+            self.iter_events,
+            format,
+            chain=self.chain,
+            heads=self.store.read_heads(),
+            on_event=on_event,
         )
 
-    def verify_export(self, path: str | os.PathLike[str]) -> list[RunVerification]:
-        """Verify every run in a JSONL or JSON export from the file alone, offline."""
-        return verify_export(Path(path), self.chain)
+    def verify_export(
+        self, path: str | os.PathLike[str], *, since: str | None = None
+    ) -> list[RunVerification]:
+        """Verify every run in a JSONL or JSON export from the file alone, offline: the runs'
+        chains, and the journal's head it carries against them (and against `since`, a head
+        kept elsewhere)."""
+        return verify_export(Path(path), self.chain, None if since is None else parse_head(since))
 
     def gc(
         self,

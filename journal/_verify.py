@@ -11,7 +11,7 @@ import orjson
 from ._chain import HMAC_KEY_ENV, Chain, describe_mismatch
 from ._codec import canonical_json, fingerprint
 from ._events import Event, EventStatus, Run, RunStatus
-from ._heads import RunState, check_chain, check_runs
+from ._heads import HeadEntry, RunState, check_chain, check_runs
 from .stores._damage import damage_of
 from .stores._protocol import JournalStore
 
@@ -234,6 +234,93 @@ def _edited_field(event: Event) -> tuple[str, str]:
     )
 
 
+class HeadCheck:
+    """The journal's head checked against runs read one after the other (from a store, or
+    from an export, streamed): `tap` each run's events as they are verified, then `results`."""
+
+    def __init__(self, chain: Chain, entries: list[HeadEntry]) -> None:
+        self.chain = chain
+        self.entries = entries
+        self.needed: dict[str, set[int]] = {}
+        for entry in entries:
+            self.needed.setdefault(entry.run_id, set()).add(entry.events)
+        self.states: dict[str, RunState] = {}
+
+    def verify(self, run: Run, events: Iterable[Event]) -> RunVerification:
+        """`verify_run`, noting what the head needs of the run's events (all are read)."""
+        want = self.needed.get(run.run_id, set())
+        hashes: dict[int, str] = {}
+        last = 0
+
+        def tap() -> Iterator[Event]:
+            nonlocal last
+            for event in events:
+                if event.seq in want and event.hash is not None:
+                    hashes[event.seq] = event.hash
+                last = max(last, event.seq)
+                yield event
+
+        tapped = tap()
+        verdict = verify_run(self.chain, run, tapped)
+        for _ in tapped:
+            pass  # the rest too: a run verify could not check still has the head's hashes
+        self.states[run.run_id] = RunState(run.status.value, last, hashes, run.seal, run.chain)
+        return verdict
+
+    def results(
+        self,
+        verdicts: list[RunVerification],
+        since: tuple[int, str] | None,
+        *,
+        every_run: bool,
+    ) -> list[RunVerification]:
+        """`verdicts` with what the head finds folded in, and rows for the head itself.
+        `every_run`: the runs verified are all there are (not one run, not an export of some),
+        so a run the head lacks, or one it has that is gone, is an edit too."""
+        chains = {self.chain.scheme: self.chain, _PLAIN.scheme: _PLAIN}
+        problems, _, missing = check_chain(chains, self.entries, since)
+        entries = self.entries
+        if not every_run:
+            entries = [e for e in entries if e.run_id in self.states]
+        problems += check_runs(entries, self.states)
+        by_run = {v.run_id: v for v in verdicts}
+        extra: list[RunVerification] = []
+        for problem in problems:
+            where = "head" if problem.n is None else f"head entry {problem.n}"
+            if problem.run_id is None:
+                extra.append(
+                    RunVerification(
+                        HEAD_ROW, "broken", 0, False, Break(None, where, problem.detail)
+                    )
+                )
+                continue
+            found = by_run.get(problem.run_id)
+            if found is None:
+                extra.append(
+                    RunVerification(
+                        problem.run_id, "broken", 0, False, Break(None, where, problem.detail)
+                    )
+                )
+            elif found.verdict != "broken":
+                by_run[problem.run_id] = RunVerification(
+                    found.run_id, "broken", found.events, False, Break(None, where, problem.detail)
+                )
+        if missing and not problems and all(v.verdict != "key_needed" for v in by_run.values()):
+            extra.append(
+                RunVerification(
+                    HEAD_ROW,
+                    "key_needed",
+                    len(self.entries),
+                    False,
+                    note="entries of the head are signed with "
+                    + ", ".join(sorted(missing))
+                    + f", and this process has {self.chain.scheme}. Fix: set {HMAC_KEY_ENV} to "
+                    "that key.",
+                )
+            )
+        return [*by_run.values(), *extra]
+
+
 def verify_journal(
     chain: Chain,
     store: JournalStore,
@@ -244,69 +331,7 @@ def verify_journal(
 ) -> list[RunVerification]:
     """Verify `runs` (each one's chain and seal), and the journal's head against them: every
     run it knows still holds the states it recorded, and its last entry's outcome. With
-    `since` (a head kept elsewhere), also that the head still holds that entry unchanged.
-    `every_run`: `runs` are all the journal's runs, so a run the head lacks, or a run the head
-    has and the journal lacks, is an edit too."""
-    entries = store.read_heads()
-    needed: dict[str, set[int]] = {}
-    for entry in entries:
-        needed.setdefault(entry.run_id, set()).add(entry.events)
-    verdicts: dict[str, RunVerification] = {}
-    states: dict[str, RunState] = {}
-    for run in runs:
-        want = needed.get(run.run_id, set())
-        hashes: dict[int, str] = {}
-
-        def tap(events: Iterable[Event], want: set[int], hashes: dict[int, str]) -> Iterator[Event]:
-            for event in events:
-                if event.seq in want and event.hash is not None:
-                    hashes[event.seq] = event.hash
-                yield event
-
-        tapped = tap(store.read_events(run.run_id), want, hashes)
-        verdicts[run.run_id] = verify_run(chain, run, tapped)
-        for _ in tapped:
-            pass  # the rest too (a run verify could not check still has the head's hashes)
-        states[run.run_id] = RunState(
-            run.status.value, store.count_events(run.run_id), hashes, run.seal, run.chain
-        )
-    chains = {chain.scheme: chain, _PLAIN.scheme: _PLAIN}
-    problems, _, missing = check_chain(chains, entries, since)
-    if every_run:
-        problems += check_runs(entries, states)
-    else:
-        problems += check_runs([e for e in entries if e.run_id in states], states)
-    extra: list[RunVerification] = []
-    for problem in problems:
-        where = "head" if problem.n is None else f"head entry {problem.n}"
-        if problem.run_id is None:
-            extra.append(
-                RunVerification(
-                    HEAD_ROW, "broken", 0, False, Break(problem.n, "head", problem.detail)
-                )
-            )
-            continue
-        found = verdicts.get(problem.run_id)
-        if found is None:
-            extra.append(
-                RunVerification(
-                    problem.run_id, "broken", 0, False, Break(None, where, problem.detail)
-                )
-            )
-        elif found.verdict != "broken":
-            verdicts[problem.run_id] = RunVerification(
-                found.run_id, "broken", found.events, False, Break(None, where, problem.detail)
-            )
-    if missing and not problems and all(v.verdict != "key_needed" for v in verdicts.values()):
-        extra.append(
-            RunVerification(
-                HEAD_ROW,
-                "key_needed",
-                len(entries),
-                False,
-                note="entries of the head are signed with "
-                + ", ".join(sorted(missing))
-                + f", and this process has {chain.scheme}. Fix: set {HMAC_KEY_ENV} to that key.",
-            )
-        )
-    return [*verdicts.values(), *extra]
+    `since` (a head kept elsewhere), also that the head still holds that entry unchanged."""
+    check = HeadCheck(chain, store.read_heads())
+    verdicts = [check.verify(run, store.read_events(run.run_id)) for run in runs]
+    return check.results(verdicts, since, every_run=every_run)

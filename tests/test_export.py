@@ -88,10 +88,15 @@ def test_an_edited_export_fails_verification_at_the_edit(tmp_path: Path) -> None
 
     payload_edit = [line.replace("a draft about cats", "a draft about dogs") for line in lines]
     assert "BROKEN at seq 2" in verdict_of(payload_edit)
-    assert "seq 2 missing" in verdict_of([line for i, line in enumerate(lines) if i != 3])
-    run_line = orjson.loads(lines[1])
+    types = [orjson.loads(line)["type"] for line in lines]
+    at_run = types.index("run")  # after the header and the journal's head entries
+    second = at_run + 2
+    assert orjson.loads(lines[second])["seq"] == 2
+    assert "seq 2 missing" in verdict_of([line for i, line in enumerate(lines) if i != second])
+    run_line = orjson.loads(lines[at_run])
     run_line["result"] = '"https://evil.example"'
-    assert "field seal" in verdict_of([lines[0], orjson.dumps(run_line).decode(), *lines[2:]])
+    edited = [*lines[:at_run], orjson.dumps(run_line).decode(), *lines[at_run + 1 :]]
+    assert "field seal" in verdict_of(edited)
 
 
 def test_json_export_is_one_document_that_verifies(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ def test_journal_exports() -> None:
             "EventKind",
             "EventStatus",
             "ForkRefused",
+            "HeadEntry",
             "Journal",
             "JournalError",
             "JournalStore",
@@ -93,6 +94,7 @@ def test_journal_exports() -> None:
             "ValueNotJournalable",
             "canonical_json",
             "fingerprint",
+            "head_text",
             "parse_since",
         ]
     )

@@ -8,11 +8,14 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
 import replay
 from journal import Journal
+from journal._chain import Chain, chain_events
+from journal._heads import head_text
 from replay._cli import app
 
 from . import test_verify as verify_cases
@@ -127,7 +130,6 @@ SAME_CONTENT = {
     "a payload re-typed as TEXT, same text",
     "a key as bytes",
     "the run's inputs as TEXT",
-    "an unknown run status",  # exported as running: the journal-wide head binds the status
 }
 """Edits of the storage type only: an export holds the same bytes, and verifies."""
 
@@ -175,3 +177,289 @@ def test_show_and_export_read_every_edited_journal(db_path: Path, edit: str) -> 
     for fmt in ("json", "csv", "html", "jsonl"):
         assert cli("export", "r1", "--db", str(db_path), "-f", fmt, "-o", str(exported))[0] == 0
     assert cli("verify", "--file", str(exported))[0] == 3
+
+
+# -- the journal's head: what no run's own chain can see -------------------------------------
+
+
+def record_two(path: Path, **options: str) -> str:
+    """Two finished runs and one left running (crashed); the head as it was then."""
+    with Journal(path, **options) as journal:  # type: ignore[arg-type]
+        asyncio.run(replay.run(support, "A-1", journal=journal, run_id="T-1"))
+        asyncio.run(replay.run(support, "A-2", journal=journal, run_id="T-2"))
+
+        async def crashes() -> None:
+            await refund("A-3", 1.0)
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(replay.run(crashes, journal=journal, run_id="T-3"))
+        return head_text(journal.head())
+
+
+HEAD_EDITS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "a finished run set back to running, seal cleared, last event cut": (
+        (
+            "UPDATE runs SET status = 'running', seal = NULL, finished_at = NULL"
+            " WHERE run_id = 'T-1'",
+            "DELETE FROM events WHERE run_id = 'T-1' AND seq = 2",
+        ),
+        "T-1",
+        "events were removed",
+    ),
+    "a finished run set back to waiting": (
+        ("UPDATE runs SET status = 'waiting', seal = NULL WHERE run_id = 'T-1'",),
+        "T-1",
+        "set back",
+    ),
+    "a finished run removed": (
+        ("DELETE FROM events WHERE run_id = 'T-2'", "DELETE FROM runs WHERE run_id = 'T-2'"),
+        "T-2",
+        "missing",
+    ),
+    "a crashed run removed": (
+        ("DELETE FROM events WHERE run_id = 'T-3'", "DELETE FROM runs WHERE run_id = 'T-3'"),
+        "T-3",
+        "missing",
+    ),
+    "a crashed run cut short": (("DELETE FROM events WHERE run_id = 'T-3'",), "", ""),
+    "a run added by hand": (
+        (
+            "INSERT INTO runs SELECT 'T-9', workflow, inputs, inputs_fingerprint, status, result,"
+            " error, owner, owner_token, parent_run_id, fork_seq, resumes, created_at,"
+            " updated_at, finished_at, chain, seal, wake_at, waiting_for FROM runs"
+            " WHERE run_id = 'T-3'",
+        ),
+        "T-9",
+        "added by hand",
+    ),
+    "the chain scheme unset": (("UPDATE runs SET chain = NULL WHERE run_id = 'T-1'",), "T-1", ""),
+    "a head entry edited": (
+        (
+            "DROP TRIGGER heads_are_append_only_update",
+            "UPDATE heads SET status = 'failed' WHERE n = 2",
+        ),
+        "(journal head)",
+        "edited",
+    ),
+    "a head entry removed": (
+        ("DROP TRIGGER heads_are_append_only_delete", "DELETE FROM heads WHERE n = 2"),
+        "(journal head)",
+        "removed",
+    ),
+}
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["sha256", "hmac"])
+@pytest.mark.parametrize("edit", sorted(HEAD_EDITS))
+def test_the_head_catches_what_no_run_chain_can(db_path: Path, edit: str, signed: bool) -> None:
+    """Truncation, status rewrites, removed and added runs: verify exits 3 and names the run
+    (or the head); so does verify of an export made after the edit."""
+    options = {"hmac_key": "k" * 32} if signed else {}
+    record_two(db_path, **options)
+    statements, run_id, words = HEAD_EDITS[edit]
+    edit_sqlite(db_path, *statements)
+    with Journal(db_path, **options) as journal:  # type: ignore[arg-type]
+        verdicts = {v.run_id: v for v in journal.verify()}
+    if not run_id:  # the tail of an unfinished run after its last head entry: not proven
+        assert all(v.ok for v in verdicts.values()), verdicts
+        return
+    found = verdicts[run_id]
+    assert found.verdict == "broken" and found.broken is not None, verdicts
+    assert words in found.broken.detail, found
+    exported = db_path.with_name("all.jsonl")
+    env = {"JOURNAL_HMAC_KEY": "k" * 32} if signed else {}
+    result = runner.invoke(
+        app, ["export", "--all", "--db", str(db_path), "-o", str(exported)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["verify", "--file", str(exported)], env=env)
+    if run_id in ("T-2", "T-3") and "removed" in edit:
+        assert result.exit_code == 0  # the export lacks the run, and says nothing of it...
+        code, output = cli("verify", "--db", str(db_path))
+        assert code == 3, output  # ...the journal does
+    else:
+        assert result.exit_code == 3, result.output
+
+
+def test_a_rewrite_that_recomputes_the_head_is_caught_by_a_kept_head(db_path: Path) -> None:
+    """An attacker who removes the head's last entry and sets its run back to the state the
+    entry before recorded leaves a consistent journal: only a head kept elsewhere shows it,
+    and it does, for the journal and for an export."""
+    kept = record_two(db_path)
+    with Journal(db_path) as journal:
+        entry = journal.head()
+        assert entry is not None and entry.run_id == "T-3"
+        finished_t2 = [e for e in journal.store.read_heads() if e.run_id == "T-2"][-1]
+    edit_sqlite(
+        db_path,
+        "DROP TRIGGER heads_are_append_only_delete",
+        f"DELETE FROM heads WHERE n >= {finished_t2.n}",
+        "DELETE FROM events WHERE run_id = 'T-3'",
+        "DELETE FROM runs WHERE run_id = 'T-3'",
+        "UPDATE runs SET status = 'running', seal = NULL WHERE run_id = 'T-2'",
+        "DELETE FROM events WHERE run_id = 'T-2' AND seq = 2",
+    )
+    code, output = cli("verify", "--db", str(db_path))
+    assert code == 0, output  # consistent: what a kept head is for
+    code, output = cli("verify", "--db", str(db_path), "--since", kept)
+    assert code == 3 and "removed" in output, output
+    exported = db_path.with_name("all.jsonl")
+    assert cli("export", "--all", "--db", str(db_path), "-o", str(exported))[0] == 0
+    code, output = cli("verify", "--file", str(exported), "--since", kept)
+    assert code == 3, output
+
+
+def _rechain(path: Path, run_id: str, forge: Chain) -> None:
+    """Recompute a run's whole chain and seal with `forge`, as an attacker would."""
+    with Journal(path, hmac_key="k" * 32) as journal:
+        run = journal.run(run_id).model_copy(update={"chain": forge.scheme})
+        events = chain_events(forge, run, journal.events(run_id))
+    seal = forge.seal(events[-1].seq, events[-1].hash or "", run.status, run.result, run.error)
+    edit_sqlite(
+        path,
+        *(
+            f"UPDATE events SET prev_hash = '{e.prev_hash}', hash = '{e.hash}'"
+            f" WHERE run_id = '{run_id}' AND seq = {e.seq}"
+            for e in events
+        ),
+        f"UPDATE runs SET chain = '{forge.scheme}', seal = '{seal}' WHERE run_id = '{run_id}'",
+    )
+
+
+@pytest.mark.parametrize("forge", ["sha256", "another key"])
+def test_a_signed_run_rechained_is_broken_never_key_needed(db_path: Path, forge: str) -> None:
+    """A signed run re-hashed with plain SHA-256, or re-signed with another key, is broken
+    when verified with the real key (the head's signed entry names its scheme)."""
+    record_two(db_path, hmac_key="k" * 32)
+    _rechain(db_path, "T-1", Chain() if forge == "sha256" else Chain("another key"))
+    with Journal(db_path, hmac_key="k" * 32) as journal:
+        verdicts = {v.run_id: v for v in journal.verify()}
+    assert verdicts["T-1"].verdict == "broken", verdicts["T-1"]
+    assert verdicts["T-1"].broken is not None and verdicts["T-1"].broken.field.startswith("head")
+    code, output = cli("verify", "--db", str(db_path))
+    assert code in (1, 3) and "unset" not in output.lower()
+
+
+def test_an_export_with_its_chain_scheme_nulled_is_broken(db_path: Path) -> None:
+    """`"chain": null` in an export does not make an edited run "unchained"."""
+    record(db_path)
+    exported = db_path.with_name("one.jsonl")
+    assert cli("export", "T-1", "--db", str(db_path), "-o", str(exported))[0] == 0
+    lines = []
+    for line in exported.read_text().splitlines():
+        record_ = orjson.loads(line)
+        if record_.get("type") == "run":
+            record_["chain"] = None
+            record_["result"] = '"refunded 1000000.0"'
+        lines.append(orjson.dumps(record_).decode())
+    exported.write_text("\n".join(lines) + "\n")
+    code, output = cli("verify", "--file", str(exported))
+    assert code == 3, output
+
+
+def test_retention_is_not_tampering(db_path: Path) -> None:
+    """`journal gc` removes runs through the head (a `removed` entry): the journal stays
+    intact; the removed run put back by hand is not."""
+    record_two(db_path)
+    with Journal(db_path) as journal:
+        assert [run.run_id for run in journal.gc(keep_last=0, statuses=["completed"])]
+        assert all(v.ok for v in journal.verify())
+        assert {e.reason for e in journal.store.read_heads()} >= {"removed"}
+    code, output = cli("verify", "--db", str(db_path))
+    assert code == 0, output
+
+
+def test_a_journal_from_before_the_head_adopts_its_runs(db_path: Path) -> None:
+    """A journal written before the head existed (schema 3): the first open gives each run an
+    `adopted` entry; later edits to them are caught like any other."""
+    record_two(db_path)
+    edit_sqlite(
+        db_path,
+        "DROP TABLE heads",
+        "PRAGMA user_version = 3",
+    )
+    with Journal(db_path) as journal:
+        reasons = [(e.run_id, e.reason) for e in journal.store.read_heads()]
+        assert sorted(reasons) == [("T-1", "adopted"), ("T-2", "adopted"), ("T-3", "adopted")]
+        assert all(v.ok for v in journal.verify())
+    with Journal(db_path) as journal:
+        assert len(journal.store.read_heads()) == 3  # once only
+    edit_sqlite(db_path, "UPDATE runs SET status = 'running', seal = NULL WHERE run_id = 'T-1'")
+    assert cli("verify", "--db", str(db_path))[0] == 3
+
+
+def test_the_head_holds_under_concurrent_writers(tmp_path: Path) -> None:
+    """Runs finishing at once in several processes' journals (threads with their own
+    connections here): the head stays one unbroken chain."""
+    import threading
+
+    path = tmp_path / "busy.db"
+    Journal(path).close()
+
+    def worker(index: int) -> None:
+        with Journal(path) as journal:
+            for number in range(5):
+                asyncio.run(
+                    replay.run(
+                        support,
+                        f"A-{index}-{number}",
+                        journal=journal,
+                        run_id=f"W-{index}-{number}",
+                    )
+                )
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with Journal(path) as journal:
+        verdicts = journal.verify()
+        assert len(journal.store.read_heads()) == 40
+    assert len(verdicts) == 20 and all(v.verdict == "intact" for v in verdicts), verdicts
+
+
+def test_postgres_head_catches_a_status_set_back_and_holds_under_concurrency(
+    pg_schema: str,
+) -> None:
+    """On PostgreSQL: runs finished from several connections at once keep one unbroken head
+    (appends are serialised across processes); a run set back to running is caught; a schema
+    from before the head adopts its runs once."""
+    import threading
+
+    import psycopg
+
+    postgres_store(pg_schema).close()
+
+    def worker(index: int) -> None:
+        with Journal(store=postgres_store(pg_schema)) as journal:
+            for number in range(4):
+                run_id = f"P-{index}-{number}"
+                asyncio.run(replay.run(support, run_id, journal=journal, run_id=run_id))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with Journal(store=postgres_store(pg_schema)) as journal:
+        assert len(journal.store.read_heads()) == 24
+        assert all(v.verdict == "intact" for v in journal.verify())
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(
+            f"UPDATE {pg_schema}.runs SET status = 'running', seal = NULL"  # type: ignore[arg-type]
+            " WHERE run_id = 'P-1-1'"
+        )
+    with Journal(store=postgres_store(pg_schema)) as journal:
+        verdicts = {v.run_id: v for v in journal.verify()}
+    assert verdicts["P-1-1"].verdict == "broken", verdicts["P-1-1"]
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:  # as schema version 1 left it
+        conn.execute(f"DROP TABLE {pg_schema}.heads")  # type: ignore[arg-type]
+        conn.execute(
+            f"UPDATE {pg_schema}.meta SET value = '1' WHERE name = 'schema_version'"  # type: ignore[arg-type]
+        )
+    with Journal(store=postgres_store(pg_schema)) as journal:
+        assert {e.reason for e in journal.store.read_heads()} == {"adopted"}
+        assert len(journal.store.read_heads()) == 12

@@ -16,6 +16,8 @@ from rich.table import Table
 
 from journal import Journal, JournalError, RunStatus, RunVerification, parse_since
 from journal._export import FORMATS
+from journal._heads import head_text, parse_head
+from journal._verify import HEAD_ROW
 
 from ._app import (
     DbOption,
@@ -107,7 +109,9 @@ def _verdict_row(verdict: RunVerification) -> tuple[str, str, str, str]:
     where = ""
     if broken is not None:
         where = (
-            f"run {broken.field}"  # the run's header or its seal
+            broken.field  # the journal's head itself
+            if verdict.run_id == HEAD_ROW
+            else f"run {broken.field}"  # the run's header, its seal, or the head's entry for it
             if broken.seq is None
             else f"seq {broken.seq} · {broken.field}"
         )
@@ -131,25 +135,39 @@ def verify_command(
         Path | None,
         typer.Option("--file", help="Verify a JSONL or JSON export instead of the journal."),
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="A head kept elsewhere (N:HASH, as `journal head` printed it): also prove "
+            "that nothing recorded up to it was removed or rewritten.",
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recompute hash chains and seals; name the first broken link. Exit 3 on any edit.
+    """Recompute hash chains and seals, and the journal's head over all runs; name the first
+    broken link. Exit 3 on any edit.
 
     With JOURNAL_HMAC_KEY set, chains recorded with that key are checked as signatures.
     """
+    if since is not None:
+        try:
+            parse_head(since)
+        except ValueError as exc:
+            fail(str(exc))
     try:
         if file is not None:
             if not file.exists():
                 fail(f"no file {file}. Fix: pass the path of an export (journal export -o).")
-            verdicts = Journal("memory://").verify_export(file)
+            verdicts = Journal("memory://").verify_export(file, since=since)
             if run_id is not None:
                 verdicts = [v for v in verdicts if v.run_id == run_id]
                 if not verdicts:
                     fail(f"{file} holds no run {run_id!r}.")
         else:
             with open_journal(db) as journal:
-                verdicts = journal.verify(run_id)
+                verdicts = journal.verify(run_id, since=since)
     except JournalError as exc:
         fail(str(exc))
     if as_json:
@@ -179,6 +197,28 @@ def verify_command(
         raise typer.Exit(3)
     if any(v.verdict == "key_needed" for v in verdicts):
         raise typer.Exit(1)
+
+
+@app.command("head")
+def head_command(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Print the journal's head (N:HASH): keep it elsewhere, and `journal verify --since` it
+    later proves that nothing recorded up to it was removed or rewritten."""
+    try:
+        with open_journal(db) as journal:
+            entry = journal.head()
+    except JournalError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(
+            {
+                "head": head_text(entry),
+                "entries": 0 if entry is None else entry.n,
+                "at": None if entry is None else entry.at.isoformat(),
+                "scheme": None if entry is None else entry.scheme,
+            }
+        )
+        return
+    typer.echo(head_text(entry))
 
 
 @app.command("gc")
