@@ -214,7 +214,7 @@ def write_export(
         for run in runs:
             for event in counted(run):
                 record = event_record(event)
-                writer.writerow([record[column] for column in CSV_COLUMNS])
+                writer.writerow([_csv_cell(record[column]) for column in CSV_COLUMNS])
     elif fmt == "html":
         (run,) = runs
         verdict = verify_run(chain, run, events_of(run.run_id))
@@ -227,6 +227,18 @@ def write_export(
     else:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     return written
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet will not run as a formula (OWASP's CSV injection rule): text that
+    starts with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`. Run ids,
+    step names and payloads come from the workflow, and may come from an attacker."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _line(record: dict[str, Any]) -> str:

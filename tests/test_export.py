@@ -223,3 +223,27 @@ def test_gc_never_removes_a_run_that_is_owned(tmp_path: Path) -> None:
     assert journal.gc(keep_last=0, statuses=[RunStatus.RUNNING]) == []
     assert journal.run("busy").owner is not None
     journal.close()
+
+
+def test_csv_cells_never_start_a_formula(tmp_path: Path) -> None:
+    """Run ids, step names and payloads that start with =, +, -, @, a tab or a carriage return
+    are written with a leading ' (OWASP), so a spreadsheet shows them instead of running them."""
+    from replay import run, step
+
+    @step(kind="tool", name="=HYPERLINK(\"http://evil.example\",\"click\")")
+    async def hostile(text: str) -> str:
+        return text
+
+    async def workflow() -> list[str]:
+        return [await hostile(cell) for cell in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx")]
+
+    with Journal(tmp_path / "j.db") as journal:
+        asyncio.run(run(workflow, journal=journal, run_id="-2+3"))
+        text = exported(journal, "csv")
+    rows = list(csv.reader(io.StringIO(text)))[1:]
+    assert rows
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
+    assert {row[0] for row in rows} == {"'-2+3"}
+    assert {row[4] for row in rows} == {"'=HYPERLINK(\"http://evil.example\",\"click\")"}
