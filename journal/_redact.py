@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -48,6 +49,13 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
 )
 """Key names (normalised: lower case, `-` as `_`) whose values are secrets. `*` is a wildcard.
 `max_tokens`, `total_tokens` and the like are not secrets and are not matched."""
+
+QUERY_SECRET_NAMES: frozenset[str] = frozenset(
+    {"key", "sig", "signature", "auth", "code", "pass", "pwd", "credential", "credentials"}
+)
+"""URL query parameter names (normalised) whose values are secrets, besides the secret key
+names: `?key=` and `?sig=` carry API keys and signatures in URLs (Google APIs, signed S3 and
+Azure SAS links), where the same names in JSON are usually not secrets."""
 
 SALT_NAME = "redaction-salt"
 _MARKER = re.compile(r"\[redacted [0-9a-f]{16}\]")
@@ -145,6 +153,7 @@ class Redactor:
             maybe is not None
             and len(payload) <= _SCAN_LIMIT
             and maybe.search(payload.lower()) is None
+            and b"?" not in payload
         ):
             return payload  # the common case: nothing that could be a secret key
         value = orjson.loads(payload)
@@ -162,7 +171,7 @@ class Redactor:
             return self(payload)
         known = self._policy._decisions  # name -> is it a secret key; filled on first sight
         for name, value in bound.items():
-            if type(value) not in _SCALARS:
+            if type(value) not in _SCALARS or (type(value) is str and "?" in value):
                 return self(payload)
             secret = known.get(name)
             if secret is None:
@@ -176,6 +185,45 @@ class Redactor:
         if value is not None and not _is_marker(value) and self._policy.is_secret_key(name):
             return self.marker(value)
         return value
+
+    def scrub(self, payload: bytes, bound: dict[str, Any]) -> bytes:
+        """`payload` (an error, say) with every secret found in `bound` (a call's arguments)
+        replaced by its marker wherever its text appears: in a message, in a traceback."""
+        found: list[str] = []
+        try:
+            values = orjson.loads(canonical_json(bound))  # models and dataclasses as JSON
+        except (TypeError, ValueError):
+            values = bound
+        self._collect("", values, found)
+        for secret in sorted(set(found), key=len, reverse=True):
+            if len(secret) < 4:
+                continue  # too short to scrub without mangling ordinary text
+            text = orjson.dumps(secret)[1:-1]  # as it appears inside a JSON string
+            if text in payload:
+                payload = payload.replace(text, self.marker(secret).encode())
+        return payload
+
+    def _collect(self, key: str, value: Any, found: list[str]) -> None:
+        """The secret strings in `value`: under secret keys, in URL queries, by the rule."""
+        if isinstance(value, dict):
+            for k, v in value.items():
+                self._collect(str(k), v, found)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                self._collect("", v, found)
+        elif isinstance(value, str) and not _is_marker(value):
+            if self._secret(key, value):
+                found.append(value)
+            elif "?" in value:
+                try:
+                    pairs = parse_qsl(urlsplit(value).query, keep_blank_values=True)
+                except ValueError:
+                    return
+                for name, item in pairs:
+                    if item and (
+                        self._policy.is_secret_key(name) or _normalise(name) in QUERY_SECRET_NAMES
+                    ):
+                        found.append(item)
 
     def marker(self, secret: Any) -> str:
         digest = hmac.new(self._salt, canonical_json(secret), hashlib.sha256).hexdigest()
@@ -196,7 +244,36 @@ class Redactor:
             return any(self._secret(k, v) or self._holds_secret(k, v) for k, v in value.items())
         if isinstance(value, list):
             return any(self._secret("", v) or self._holds_secret("", v) for v in value)
+        if isinstance(value, str) and self._url_redacted(value) is not None:
+            return True
         return key == "" and self._secret("", value)
+
+    def _url_redacted(self, text: str) -> str | None:
+        """`text`, a URL with secret query parameters, with their values replaced by markers;
+        None if it is not such a URL."""
+        if "?" not in text or "=" not in text or len(text) > 65_536:
+            return None
+        try:
+            parts = urlsplit(text)
+        except ValueError:
+            return None
+        if not parts.query or not (parts.scheme or text.startswith("/")):
+            return None
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        changed = False
+        kept = []
+        for name, value in pairs:
+            if (
+                value
+                and not _is_marker(value)
+                and (self._policy.is_secret_key(name) or _normalise(name) in QUERY_SECRET_NAMES)
+            ):
+                value = self.marker(value)
+                changed = True
+            kept.append((name, value))
+        if not changed:
+            return None
+        return urlunsplit(parts._replace(query=urlencode(kept, safe="[]", quote_via=quote)))
 
     def _redacted(self, key: str, value: Any) -> Any:
         if isinstance(value, dict):
@@ -206,7 +283,13 @@ class Redactor:
             }
         if isinstance(value, list):
             return [self.marker(v) if self._secret("", v) else self._redacted("", v) for v in value]
-        return self.marker(value) if key == "" and self._secret("", value) else value
+        if key == "" and self._secret("", value):
+            return self.marker(value)
+        if isinstance(value, str):
+            url = self._url_redacted(value)
+            if url is not None:
+                return url
+        return value
 
 
 def _is_marker(value: Any) -> bool:

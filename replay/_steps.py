@@ -141,15 +141,17 @@ def _record_value(spec: StepSpec, session: Session, plan: LivePlan, value: Any) 
 
 
 def _record_failure(
-    spec: StepSpec, session: Session, plan: LivePlan, exc: Exception
+    spec: StepSpec, session: Session, plan: LivePlan, exc: Exception, bound: dict[str, Any]
 ) -> tuple[bool, float]:
-    """Append the failed attempt; (retry?, delay). A final failure is re-raised by the caller."""
+    """Append the failed attempt; (retry?, delay). A final failure is re-raised by the caller.
+    Secrets redacted from the call's arguments (`bound`) are scrubbed from the error too: a
+    message like "invalid key sk-..." would otherwise write the key to disk."""
     retry = spec.retry
     will_retry = plan.attempt <= retry.retries and isinstance(exc, retry.retry_on)
     status = EventStatus.RETRYING if will_retry else EventStatus.FAILED
     payload = RecordedError.from_exception(exc).encode()
     if session.redact is not None:
-        payload = session.redact(payload)
+        payload = session.redact.scrub(session.redact(payload), bound)
     session.check_size(plan.key, spec.name, "error", payload)
     session.finish(spec, plan, status, payload)
     return will_retry, retry.delay_before(plan.attempt)
@@ -179,13 +181,21 @@ def _next_plan(plan: LivePlan) -> LivePlan:
 
 
 def _after_failure(
-    spec: StepSpec, session: Session, plan: LivePlan, exc: Exception
+    spec: StepSpec,
+    session: Session,
+    plan: LivePlan,
+    exc: Exception,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> float | None:
     """Journal a failed attempt; the delay before the next one, or None if it was final."""
-    will_retry, delay = _record_failure(spec, session, plan, exc)
+    bound = spec.bind(args, kwargs) if session.redact is not None else {}
+    will_retry, delay = _record_failure(spec, session, plan, exc, bound)
     if will_retry:
         return delay
-    failure = as_replayed_error(exc, session.redact)
+    redact = session.redact
+    scrubbed = None if redact is None else lambda p: redact.scrub(redact(p), bound)
+    failure = as_replayed_error(exc, scrubbed)
     if failure is exc:
         raise exc
     raise failure from exc
@@ -220,7 +230,7 @@ async def _run_live(
             await session.hold_live(plan.key, spec.name)
             return value
         try:
-            delay = _after_failure(spec, session, plan, failed)
+            delay = _after_failure(spec, session, plan, failed, args, kwargs)
         except Exception:
             await session.hold_live(plan.key, spec.name)
             raise
@@ -258,7 +268,7 @@ def _run_live_sync(
             session.hold_live_sync(plan.key, spec.name)
             return value
         try:
-            delay = _after_failure(spec, session, plan, failed)
+            delay = _after_failure(spec, session, plan, failed, args, kwargs)
         except Exception:
             session.hold_live_sync(plan.key, spec.name)
             raise

@@ -230,7 +230,7 @@ def test_csv_cells_never_start_a_formula(tmp_path: Path) -> None:
     are written with a leading ' (OWASP), so a spreadsheet shows them instead of running them."""
     from replay import run, step
 
-    @step(kind="tool", name="=HYPERLINK(\"http://evil.example\",\"click\")")
+    @step(kind="tool", name='=HYPERLINK("http://evil.example","click")')
     async def hostile(text: str) -> str:
         return text
 
@@ -246,4 +246,4 @@ def test_csv_cells_never_start_a_formula(tmp_path: Path) -> None:
         for cell in row:
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
     assert {row[0] for row in rows} == {"'-2+3"}
-    assert {row[4] for row in rows} == {"'=HYPERLINK(\"http://evil.example\",\"click\")"}
+    assert {row[4] for row in rows} == {'\'=HYPERLINK("http://evil.example","click")'}

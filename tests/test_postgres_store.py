@@ -133,3 +133,28 @@ def test_a_paused_owner_that_wakes_after_a_takeover_cannot_append(
     assert set(outcomes.values()) == {1}  # no step completed twice in the journal
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert verdict.sealed and run.status.value == "completed" and run.result == b"6"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:1/test?password=Sekr3tPw",
+        "postgresql://nosuchuser@127.0.0.1:5432/test?sslmode=disable&password=Sekr3tPw",
+        "postgresql://postgres:Sekr3tPw@127.0.0.1:1/test",
+        "host=127.0.0.1 port=1 password=Sekr3tPw dbname=test",
+    ],
+)
+def test_a_password_never_shows_in_an_error(url: str) -> None:
+    """However the password is given, the error (and what the CLI prints) hides it."""
+    from typer.testing import CliRunner
+
+    from journal.stores import PostgresStore
+    from replay._cli import app
+
+    with pytest.raises(JournalUnavailable) as err:
+        PostgresStore(url)
+    assert "Sekr3tPw" not in str(err.value) and "***" in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    if url.startswith("postgresql://"):
+        result = CliRunner().invoke(app, ["runs", "--db", url])
+        assert result.exit_code == 1 and "Sekr3tPw" not in result.output, result.output

@@ -168,10 +168,12 @@ class PostgresStore:
             )
         except psycopg.Error as exc:
             raise JournalUnavailable(
-                f"cannot use PostgreSQL at {_without_password(url)} as a journal: "
-                f"{str(exc).strip()}. Fix: check the URL, that the server runs and that the "
-                "user may create tables."
-            ) from exc
+                _masked(
+                    f"cannot use PostgreSQL at {url} as a journal: {str(exc).strip()}. Fix: "
+                    "check the URL, that the server runs and that the user may create tables.",
+                    url,
+                )
+            ) from None  # psycopg's own error may quote the connection string
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -656,5 +658,15 @@ class PostgresStore:
         self._pool.close()
 
 
-def _without_password(url: str) -> str:
-    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
+def _masked(text: str, url: str) -> str:
+    """`text` with the password of `url` hidden, however it was given: `user:pass@`,
+    `?password=`, `password=` in a keyword/value string, or quoted back by the server."""
+    text = re.sub(r"(//[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
+    text = re.sub(r"((?:[?&\s]|^)password=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        password = None
+    if password and len(str(password)) >= 3:
+        text = text.replace(str(password), "***")
+    return text

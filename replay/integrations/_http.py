@@ -188,10 +188,11 @@ def _served_response(request: Any, payload: bytes | None) -> Any:
 class Call:
     """One request inside a run: its key, and either a served row or a live plan."""
 
-    __slots__ = ("plan", "scope", "served", "session", "started_at", "step", "turn")
+    __slots__ = ("plan", "scope", "served", "session", "started_at", "step", "turn", "url")
 
     def __init__(self, request: Any, scope: TaskScope) -> None:
         self.scope = scope
+        self.url = str(request.url)
         self.session = session = scope.session
         step, arguments, matched, retry = _describe(request)
         self.step = step
@@ -277,11 +278,17 @@ class Call:
         assert plan is not None
         redact = self.session.redact
         payload = RecordedError.from_exception(exc).encode()
+        scrubbed = None
         if redact is not None:
-            payload = redact(payload)
+            call = {"url": self.url}  # an error naming the URL names its secret query too
+
+            def scrubbed(raw: bytes) -> bytes:
+                return redact.scrub(redact(raw), call)
+
+            payload = scrubbed(payload)
         self.session.finish(self.step, plan, EventStatus.FAILED, payload)  # type: ignore[arg-type]
         self._remember(plan.fingerprint, plan.key, plan)
-        return as_replayed_error(exc, redact)
+        return as_replayed_error(exc, scrubbed)
 
     async def serve_in_turn(self, request: Any) -> Any:
         if self.turn is not None:

@@ -1,0 +1,101 @@
+"""Secrets planted where agents put them (URL queries, error messages, a transport's failing
+request) never reach the database, its WAL, any export, `journal show` or the logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+import replay
+from journal import Journal
+from replay._cli import app
+from replay.integrations import AsyncJournalTransport
+
+QUERY_SECRET = "AIzaQuerySecret9f3c2e7d"
+SIGNATURE = "sigSecret4b8a6350e1"
+ERROR_SECRET = "sk-live-error-2c9e7f3a5b"
+TRANSPORT_SECRET = "tok-transport-8d1f4a"
+
+runner = CliRunner()
+
+
+@replay.step(kind="tool")
+async def geocode(url: str) -> str:
+    await asyncio.sleep(0)
+    return "ok " + url.split("?")[0]
+
+
+@replay.step(kind="tool")
+async def charge(api_key: str, amount: int) -> str:
+    await asyncio.sleep(0)
+    raise PermissionError(f"key {api_key} may not charge {amount}")
+
+
+async def agent() -> list[str]:
+    done = [await geocode(f"https://maps.example/geo?key={QUERY_SECRET}&q=cats")]
+    done.append(await geocode(f"https://files.example/a.pdf?X-Sig=1&sig={SIGNATURE}"))
+    try:
+        await charge(ERROR_SECRET, 5)
+    except replay.StepFailed as exc:  # a redacted error is served as StepFailed, live too
+        done.append(str(exc))
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
+
+    async with httpx.AsyncClient(
+        transport=AsyncJournalTransport(httpx.MockTransport(refuse))
+    ) as client:
+        try:
+            await client.get(f"https://api.example/v1/items?token={TRANSPORT_SECRET}&page=2")
+        except (httpx.ConnectError, replay.StepFailed) as exc:
+            done.append(type(exc).__name__)
+    return done
+
+
+def every_byte(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+@pytest.mark.parametrize("where", ["database", "exports and show"])
+def test_planted_secrets_never_reach_disk_exports_or_logs(
+    tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    folder = tmp_path / "journal"
+    db = folder / "j.db"
+    journal = Journal(db)
+    result = asyncio.run(replay.run(agent, journal=journal, run_id="secrets"))
+    # Live code sees what replay will serve: the secret is scrubbed from the message it gets.
+    assert ERROR_SECRET not in result[2] and "[redacted " in result[2]
+    secrets = [s.encode() for s in (QUERY_SECRET, SIGNATURE, ERROR_SECRET, TRANSPORT_SECRET)]
+    if where == "database":
+        on_disk = every_byte(folder)  # the WAL not checkpointed yet
+        journal.close()
+        on_disk += every_byte(folder)
+        for secret in secrets:
+            assert secret not in on_disk, secret
+    else:
+        journal.close()
+        outputs = []
+        for fmt in ("jsonl", "json", "csv", "html"):
+            out = tmp_path / f"export.{fmt}"
+            code = runner.invoke(
+                app, ["export", "secrets", "--db", str(db), "-f", fmt, "-o", str(out)]
+            ).exit_code
+            assert code == 0
+            outputs.append(out.read_bytes())
+        shown = runner.invoke(app, ["show", "secrets", "--db", str(db), "--payloads"])
+        assert shown.exit_code == 0
+        outputs.append(shown.output.encode())
+        outputs.append(caplog.text.encode())
+        for secret in secrets:
+            for output in outputs:
+                assert secret not in output, secret
+    with Journal(db) as again:
+        replayed = asyncio.run(replay.run(agent, journal=again, run_id="secrets", mode="replay"))
+    assert replayed == result
