@@ -33,7 +33,9 @@ STORE_ENTRY_POINTS = "journal.stores"
 """Third-party stores register here: name = URL scheme, value = a callable taking the URL."""
 
 
-def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> JournalStore:
+def open_store(
+    url: str | os.PathLike[str] | None, durability: Durability, *, read_only: bool = False
+) -> JournalStore:
     """The store a path or URL names: a file path, `sqlite:///path`, `memory://`,
     `postgresql://user@host/db?schema=name` (the `postgres` extra), or a scheme a package
     registered in the `journal.stores` entry-point group. None: the configured URL."""
@@ -47,13 +49,13 @@ def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> Jo
                 f"{text!r} is not a valid SQLite URL. Use sqlite:///relative/path.db or "
                 "sqlite:////absolute/path.db (three slashes, then the path), or a plain path."
             )
-        return SQLiteStore(path[1:] or DEFAULT_PATH, durability=durability)
+        return SQLiteStore(path[1:] or DEFAULT_PATH, durability=durability, read_only=read_only)
     if text.startswith("memory:"):
         return MemoryStore()
     if text.startswith(("postgresql:", "postgres:")):
         from .stores._postgres import PostgresStore
 
-        return PostgresStore.from_url(text)
+        return PostgresStore.from_url(text, read_only=read_only)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         for entry in entry_points(group=STORE_ENTRY_POINTS, name=scheme):
@@ -64,7 +66,7 @@ def open_store(url: str | os.PathLike[str] | None, durability: Durability) -> Jo
             "sqlite:///path.db, memory://, postgresql://user@host/db, or a scheme an installed "
             f"package registers in the {STORE_ENTRY_POINTS!r} entry-point group."
         )
-    return SQLiteStore(text, durability=durability)
+    return SQLiteStore(text, durability=durability, read_only=read_only)
 
 
 class Journal:
@@ -82,6 +84,8 @@ class Journal:
     `Redaction()`, values under keys like authorization, api_key, password, token, cookie);
     `None` turns redaction off. `max_payload_bytes` caps one event's payload (default 10 MB):
     a bigger value is refused with an error naming the step, and nothing is written for it.
+    `read_only=True` opens an existing journal to read (verify, export, replay, serve finished
+    runs): nothing is written, not even the schema, and a missing journal is an error.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class Journal:
         hmac_key: str | bytes | None = None,
         redaction: Redaction | None = _DEFAULT_REDACTION,
         max_payload_bytes: int | None = None,
+        read_only: bool = False,
     ) -> None:
         if store is not None and url is not None:
             raise ValueError("Pass either a url/path or a store to Journal(), not both.")
@@ -110,7 +115,9 @@ class Journal:
         self._redactor: Redactor | None = None
         self.chain = Chain(hmac_key) if hmac_key is not None else Chain.from_env()
         if store is None:
-            store = open_store(settings.url if url is None else url, durability)
+            store = open_store(
+                settings.url if url is None else url, durability, read_only=read_only
+            )
         self.store: JournalStore = store
         store.head_chain = self.chain
         store.adopt_runs()

@@ -149,7 +149,13 @@ class PostgresStore:
     """
 
     def __init__(
-        self, url: str, *, schema: str = "journal", min_size: int = 1, max_size: int = 8
+        self,
+        url: str,
+        *,
+        schema: str = "journal",
+        min_size: int = 1,
+        max_size: int = 8,
+        read_only: bool = False,
     ) -> None:
         if not _NAME.match(schema):
             raise ValueError(
@@ -157,6 +163,8 @@ class PostgresStore:
             )
         self.url = url
         self.schema = schema
+        self.read_only = read_only
+        """Opened to read: no schema or table is created, nothing is written."""
         self.head_chain: Chain | None = None
         """The MAC of the journal's head entries; None writes none (set by `Journal`)."""
         try:
@@ -166,6 +174,8 @@ class PostgresStore:
             self._pool = ConnectionPool(
                 url, min_size=min_size, max_size=max_size, open=True, timeout=30
             )
+        except _NoJournal as exc:
+            raise JournalUnavailable(_masked(f"{exc} (at {url})", url)) from None
         except psycopg.Error as exc:
             raise JournalUnavailable(
                 _masked(
@@ -176,14 +186,14 @@ class PostgresStore:
             ) from None  # psycopg's own error may quote the connection string
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, read_only: bool = False) -> PostgresStore:
         """`postgresql://user@host/db?schema=agents`: the `schema` parameter (default
         `journal`) is ours; everything else goes to libpq as written."""
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         schema = next((value for name, value in query if name == "schema"), "journal")
         rest = urlencode([(name, value) for name, value in query if name != "schema"])
-        return cls(urlunsplit(parts._replace(query=rest)), schema=schema)
+        return cls(urlunsplit(parts._replace(query=rest)), schema=schema, read_only=read_only)
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -192,6 +202,21 @@ class PostgresStore:
 
     def _open_schema(self, conn: psycopg.Connection[Any]) -> None:
         s = self.schema
+        if self.read_only:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                    (s,),
+                )
+                tables = {row[0] for row in cur.fetchall()}
+            if not {"meta", "runs", "events"} <= tables:
+                raise _NoJournal(
+                    f"no journal in schema {s!r}. Fix: check ?schema= (the default is "
+                    "`journal`) against the schema your workflows write to."
+                )
+            self._heads_table = "heads" in tables
+            return
+        self._heads_table = True
         with conn.transaction(), conn.cursor() as cur:
             # One migrator at a time, across processes and hosts.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-schema:{s}",))
@@ -603,7 +628,7 @@ class PostgresStore:
         )
 
     def adopt_runs(self) -> int:
-        if self.head_chain is None:
+        if self.head_chain is None or self.read_only:
             return 0
         s = self.schema
         with self._transaction() as cur:
@@ -624,6 +649,8 @@ class PostgresStore:
         return len(unknown)
 
     def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
+        if not self._heads_table:
+            return []  # a schema from before the head, opened to read
         with self._transaction() as cur:
             cur.execute(
                 f"SELECT {self._HEAD_COLUMNS} FROM {self.schema}.heads WHERE n > %s ORDER BY n"
@@ -634,6 +661,8 @@ class PostgresStore:
         return [head_from_row(row, _moment) for row in rows]
 
     def last_head(self) -> HeadEntry | None:
+        if not self._heads_table:
+            return None
         with self._transaction() as cur:
             cur.execute(
                 f"SELECT {self._HEAD_COLUMNS} FROM {self.schema}.heads ORDER BY n DESC LIMIT 1"
@@ -643,19 +672,27 @@ class PostgresStore:
 
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         with self._transaction() as cur:
-            cur.execute(
-                f"INSERT INTO {self.schema}.meta VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-                (f"secret:{name}", make()),
-            )
-            cur.execute(
-                f"SELECT value FROM {self.schema}.meta WHERE name = %s", (f"secret:{name}",)
-            )
+            query = f"SELECT value FROM {self.schema}.meta WHERE name = %s"
+            cur.execute(query, (f"secret:{name}",))
             row = cur.fetchone()
+            if row is None and self.read_only:
+                return make()  # nothing was ever redacted with it: nothing to match
+            if row is None:  # read first: a journal opened to read is never written
+                cur.execute(
+                    f"INSERT INTO {self.schema}.meta VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                    (f"secret:{name}", make()),
+                )
+                cur.execute(query, (f"secret:{name}",))
+                row = cur.fetchone()
         assert row is not None
         return bytes(row[0])
 
     def close(self) -> None:
         self._pool.close()
+
+
+class _NoJournal(Exception):
+    """A schema opened to read holds no journal."""
 
 
 def _masked(text: str, url: str) -> str:

@@ -206,7 +206,9 @@ def _owner_json(owner: Owner | None) -> str | None:
 class SQLiteStore:
     """A journal in one SQLite file. Safe across processes; one connection per store."""
 
-    def __init__(self, path: str | Path, *, durability: Durability = "normal") -> None:
+    def __init__(
+        self, path: str | Path, *, durability: Durability = "normal", read_only: bool = False
+    ) -> None:
         if durability not in ("normal", "full"):
             raise ValueError(
                 f"durability must be 'normal' (survives a process crash) or 'full' "
@@ -216,12 +218,29 @@ class SQLiteStore:
         self.durability = durability
         self.head_chain: Chain | None = None
         """The MAC of the journal's head entries; None writes none (set by `Journal`)."""
+        self.read_only = read_only
+        """Opened to read: nothing is ever written, not even the schema (`journal show`...)."""
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        if read_only and not self.path.is_file():
+            raise JournalUnavailable(
+                f"no journal at {self.path}. Fix: pass the path of the journal your workflows "
+                "write to (--db PATH, or JOURNAL_URL)."
             )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if read_only:
+                self._conn = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    timeout=30.0,
+                )
+            else:
+                self._conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                )
             self._conn.execute("PRAGMA busy_timeout = 30000")
             self._open_schema()
         except sqlite3.DatabaseError as exc:
@@ -244,6 +263,15 @@ class SQLiteStore:
                 f"{self.path} is an SQLite database but not a journal (it has tables "
                 f"{sorted(tables)}). Fix: use a separate file for the journal."
             )
+        self._heads_table = "heads" in tables or version < 4
+        if self.read_only:
+            if not {"runs", "events"} <= tables:
+                raise JournalUnavailable(
+                    f"no journal at {self.path}: the file holds no journal yet. Fix: pass the "
+                    "path of the journal your workflows write to."
+                )
+            self._heads_table = "heads" in tables  # an old journal is read as it is
+            return
         _switch_to_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
         if version < SCHEMA_VERSION:
@@ -665,7 +693,7 @@ class SQLiteStore:
     def adopt_runs(self) -> int:
         """Once, after the upgrade that added the head: every run already in the journal gets
         an `adopted` entry, its state at that moment. How many."""
-        if self.head_chain is None:
+        if self.head_chain is None or self.read_only:
             return 0
         with self._lock:
             pending = self._conn.execute("SELECT 1 FROM meta WHERE name = 'heads_pending'")
@@ -686,6 +714,8 @@ class SQLiteStore:
         return len(unknown)
 
     def last_head(self) -> HeadEntry | None:
+        if not self._heads_table:
+            return None  # a journal from before the head, opened to read
         with self._lock:
             row = self._conn.execute(
                 "SELECT n, run_id, reason, status, events, last_hash, seal, run_chain, at,"
@@ -694,6 +724,8 @@ class SQLiteStore:
         return None if row is None else head_from_row(row, _dt)
 
     def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
+        if not self._heads_table:
+            return []  # a journal from before the head, opened to read
         with self._lock:
             rows = self._conn.execute(
                 "SELECT n, run_id, reason, status, events, last_hash, seal, run_chain, at,"
@@ -705,8 +737,12 @@ class SQLiteStore:
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         with self._lock:
             conn = self._conn
-            conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (name, make()))
             row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+            if row is None and self.read_only:
+                return make()  # nothing was ever redacted with it: nothing to match
+            if row is None:  # read first: a journal opened to read is never written
+                conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (name, make()))
+                row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         value: bytes = row[0]
         return value
 

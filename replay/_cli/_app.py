@@ -58,8 +58,9 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def open_journal(db: str | None) -> Journal:
-    """The journal to read; a missing file is an error, never silently created."""
+def open_journal(db: str | None, *, writing: bool = False) -> Journal:
+    """The journal to use; a missing file is an error, never silently created. Unless the
+    command `writing`, it is opened to read: nothing is written, not even a schema."""
     try:
         target = db or load_config().url
     except JournalError as exc:
@@ -71,7 +72,7 @@ def open_journal(db: str | None) -> Journal:
             "your workflows write to."
         )
     try:
-        return Journal(target)
+        return Journal(target, read_only=not writing)
     except JournalError as exc:
         fail(str(exc))
 

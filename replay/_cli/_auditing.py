@@ -260,7 +260,7 @@ def gc_command(
             age = now - parse_since(older_than, now=now)
         except ValueError as exc:
             fail(str(exc))
-    with open_journal(db) as journal:
+    with open_journal(db, writing=True) as journal:
         try:
             chosen = journal.gc(
                 keep_last=keep_last, older_than=age, statuses=status, dry_run=dry_run

@@ -128,7 +128,7 @@ def resume_command(
     """Resume an interrupted run (or a fork) in this process: recorded steps are served, the
     rest runs live and is journaled. A finished run prints its recorded result."""
     _importable_from_here()
-    with open_journal(db) as journal:
+    with open_journal(db, writing=True) as journal:
         try:
             outcome = asyncio.run(resume_run(journal, run_id, entry=entry))
         except JournalError as exc:
@@ -190,7 +190,7 @@ def fork_command(
 ) -> None:
     """Fork RUN at a step: a new run with RUN's events before --at (and any --override)."""
     overrides = dict(_parse_override(text) for text in override or [])
-    with open_journal(db) as journal:
+    with open_journal(db, writing=True) as journal:
         try:
             fork = journal.fork(run_id, at=at, new_run_id=new_run_id, overrides=overrides)
         except JournalError as exc:
@@ -240,7 +240,7 @@ def worker_command(
     its lease released, for another worker to continue.
     """
     _importable_from_here()
-    with open_journal(db) as journal:
+    with open_journal(db, writing=True) as journal:
         try:
             worker = Worker(journal, imports=imports or (), poll_seconds=poll)
         except ImportError as exc:
@@ -278,7 +278,7 @@ def signal_command(
         raise typer.BadParameter(
             f"{value!r} is not JSON ({exc}); a string needs quotes: '\"approved\"'"
         ) from exc
-    with open_journal(db) as journal:
+    with open_journal(db, writing=True) as journal:
         try:
             number = journal.signal(run_id, name, parsed)
             run = journal.run(run_id)
