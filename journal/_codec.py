@@ -92,15 +92,42 @@ def canonical_json(obj: Any) -> bytes:
     """
     try:
         spelt = _dumps(obj, _canonical_default, _CANONICAL_OPTIONS)
-    except TypeError:
+    except TypeError as exc:
+        _refuse_unencodable(exc)
         spelt = b"null"
     # No "u" means no "null": one memchr, cheaper than the substring search (METH_O partition,
     # cheaper than `in` or find). A null from a None alone needs no second spelling.
     if 117 not in spelt or not _partition(spelt, b"null")[1]:
         return spelt
-    if spelt != b"null" and not _may_hold_non_finite(obj):
-        return spelt
-    return _dumps(_canonical_tree(obj), _canonical_default, _CANONICAL_OPTIONS)
+    try:
+        if spelt != b"null" and not _may_hold_non_finite(obj):
+            return spelt
+        return _dumps(_canonical_tree(obj), _canonical_default, _CANONICAL_OPTIONS)
+    except RecursionError:
+        raise ValueNotJournalable(_TOO_DEEP) from None
+    except TypeError as exc:
+        _refuse_unencodable(exc)
+        raise
+
+
+_TOO_DEEP = (
+    "it is nested too deeply for JSON, or holds itself (a list or dict that contains itself). "
+    "Fix: pass a flatter value, or break the cycle."
+)
+
+
+def _refuse_unencodable(exc: TypeError) -> None:
+    """Raise `ValueNotJournalable` for what no spelling can fix: a value nested past JSON's
+    limit or holding itself, or text with lone surrogates (not UTF-8)."""
+    message = str(exc)
+    if "ecursion" in message or "circular" in message:
+        raise ValueNotJournalable(_TOO_DEEP) from None
+    if "surrogates" in message or "UTF-8" in message:
+        raise ValueNotJournalable(
+            "it holds text with lone surrogates (e.g. '\\ud800'), which is not valid UTF-8 "
+            "and cannot be written as JSON. Fix: decode the text with errors='replace', or "
+            "pass it as bytes."
+        ) from None
 
 
 def _may_hold_non_finite(obj: Any) -> bool:

@@ -87,9 +87,44 @@ def _log_summary(summary: RunSummary) -> None:
 
 
 def _inputs(
-    journal: Journal, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    journal: Journal,
+    spec: WorkflowSpec,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    run_id: str,
 ) -> tuple[bytes, str]:
     """The run's recorded inputs (secrets redacted, size checked) and their fingerprint."""
+    try:
+        return _encoded_inputs(journal, spec, args, kwargs)
+    except PayloadTooLarge:
+        raise
+    except ValueNotJournalable as exc:
+        raise NotJournalable(run_id, "inputs", spec.path, f"the workflow's inputs: {exc}") from None
+
+
+def _run_id(run_id: str | None) -> str:
+    """`run_id`, checked; a new random one if None."""
+    if run_id is None:
+        return uuid.uuid4().hex
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise ValueError(
+            f"run_id must be a non-empty string, not {run_id!r}: an empty id would start a "
+            "new run on every call, which could never be resumed. Fix: pass a stable id "
+            "(e.g. the ticket or job it works on), or None for a new random one."
+        )
+    try:
+        run_id.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"run_id {run_id!r} holds lone surrogates, which are not valid UTF-8 and cannot be "
+            "stored. Fix: decode it with errors='replace', or use another id."
+        ) from None
+    return run_id
+
+
+def _encoded_inputs(
+    journal: Journal, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bytes, str]:
     redactor = journal.redactor()
     if redactor is None:
         inputs = canonical_json({"args": list(args), "kwargs": kwargs})
@@ -154,8 +189,8 @@ def submit(
             "the workflow in a module and import it from there."
         )
     call_kwargs = dict(kwargs or {})
-    inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs)
-    run_id = run_id or uuid.uuid4().hex
+    run_id = _run_id(run_id)
+    inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs, run_id)
     existing = journal.store.get_run(run_id)
     if existing is None:
         existing = _create_run(journal, spec, run_id, inputs, inputs_fp)
@@ -198,8 +233,8 @@ async def run_with_summary(
             run_id=run_id,
             options=options,
         )
-    inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs)
-    run_id = run_id or uuid.uuid4().hex
+    run_id = _run_id(run_id)
+    inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs, run_id)
     store = journal.store
 
     existing = store.get_run(run_id)
@@ -319,6 +354,7 @@ async def journaled(
     step it never recorded raises `FrontierReached` (use a new run id for new work).
     """
     _check_mode(mode, on_divergence)
+    run_id = _run_id(run_id)
     store = journal.store
     existing = store.get_run(run_id)
     if existing is None:

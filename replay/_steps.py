@@ -106,7 +106,11 @@ def _prepare(
 ) -> tuple[Session, EventRow | Turn | LivePlan]:
     session = scope.session
     bound = spec.bind(args, kwargs)
-    args_payload = canonical_json(bound)
+    try:
+        args_payload = canonical_json(bound)
+    except ValueNotJournalable as exc:
+        key = f"{scope.path}:{scope.steps + 1}"
+        raise NotJournalable(session.run_id, key, spec.name, f"its arguments: {exc}") from None
     if session.redact is not None:
         args_payload = session.redact.arguments(bound, args_payload)
     fp = spec.fingerprint(args_payload)

@@ -73,7 +73,7 @@ def open_journal(db: str | None, *, writing: bool = False) -> Journal:
         )
     try:
         return Journal(target, read_only=not writing)
-    except JournalError as exc:
+    except (JournalError, ValueError) as exc:  # ValueError: a bad ?schema=, say
         fail(str(exc))
 
 
