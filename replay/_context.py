@@ -38,6 +38,7 @@ class TaskScope:
         "deferred",
         "parent",
         "path",
+        "queued_in",
         "retries",
         "session",
         "steps",
@@ -67,6 +68,8 @@ class TaskScope:
         """For work run by a thread pool: outcomes handed out whose place in the history is
         taken only when the work ends or asks for its next step. Live, a thread went on with
         its result before the next one arrived; so must it here, before the next is handed."""
+        self.queued_in: Any = None
+        """For work submitted to a thread pool and not started yet: that pool."""
         self.retries: dict[str, Any] | None = None
         """Integrations' retry bookkeeping: a call's fingerprint -> the key its next attempt
         continues (an SDK retrying a request is one step with several attempts)."""
@@ -176,6 +179,42 @@ class _Factory:
         return task
 
 
+class _ThreadLoopFactory:
+    """Task factory of an event loop a thread of the run creates (sync code calling
+    `asyncio.run`): its tasks get child scopes in creation order, as on the run's own loop.
+    The first task made where the thread's own scope is current (the coroutine given to
+    `asyncio.run`) keeps that scope, so code without tasks keys as plain thread work."""
+
+    def __init__(self, scope: TaskScope) -> None:
+        self.scope = scope
+        self.first = True
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        scope = current_scope.get()
+        if scope is not None and not (scope is self.scope and self.first):
+            context = kwargs.get("context") or contextvars.copy_context()
+            context.run(current_scope.set, scope.child())
+            kwargs["context"] = context
+        if scope is self.scope:
+            self.first = False
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """`asyncio.new_event_loop`, giving a loop made by a thread of a run the task factory
+    that keys its tasks by creation order."""
+    loop = _original_new_event_loop()
+    scope = scope_here()
+    if scope is not None and threading.get_ident() != scope.session.loop_thread:
+        loop.set_task_factory(_ThreadLoopFactory(scope))  # type: ignore[arg-type]
+    return loop
+
+
+_original_new_event_loop = asyncio.events.new_event_loop
+
+
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
     current: Any = loop.get_task_factory()
     if isinstance(current, _Factory):
@@ -254,6 +293,8 @@ def _install_submit_hook() -> None:
         if _submit_users == 1:
             concurrent.futures.ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign,assignment]
             threading.Thread.start = _start  # type: ignore[method-assign,assignment]
+            asyncio.events.new_event_loop = _new_event_loop
+            asyncio.new_event_loop = _new_event_loop
 
 
 def _uninstall_submit_hook() -> None:
@@ -264,6 +305,8 @@ def _uninstall_submit_hook() -> None:
             _submit_users = 0
             concurrent.futures.ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
             threading.Thread.start = _original_start  # type: ignore[method-assign]
+            asyncio.events.new_event_loop = _original_new_event_loop
+            asyncio.new_event_loop = _original_new_event_loop
 
 
 _POOL_WORKERS = (concurrent.futures.thread._worker,)
@@ -313,8 +356,14 @@ def _submit(
     child = scope.thread_child(_work_name(fn, args))
     if carried is not None:
         carried.run(current_scope.set, child)
-    work = functools.partial(_in_pool, weakref.ref(executor), child, fn)
+    work = functools.partial(_in_scope, child, fn)
+    session = scope.session
+    with session.lock:
+        session.pools.add(executor)
+        session.queued[executor] = session.queued.get(executor, 0) + 1
+        child.queued_in = executor
     future = _original_submit(executor, work, *args, **kwargs)
+    future.add_done_callback(functools.partial(_never_started, child))
     reported = _via_loop.get()
     if reported is not None:
         reported.append((child, future))  # ends when the loop has the result: _RunInExecutor
@@ -349,41 +398,55 @@ def _work_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
     return name.replace(":", ".").replace("/", ".").replace("#", ".") or "work"
 
 
-def _in_pool(
-    pool: weakref.ref[concurrent.futures.ThreadPoolExecutor],
-    scope: TaskScope,
-    fn: Callable[..., Any],
-    *args: Any,
-    **kwargs: Any,
-) -> Any:
-    outer = getattr(_thread_work, "pool", None)
-    _thread_work.pool = pool
-    try:
-        return _in_scope(scope, fn, *args, **kwargs)
-    finally:
-        _thread_work.pool = outer
+def widen_starved(
+    pools: weakref.WeakSet[concurrent.futures.ThreadPoolExecutor],
+    queued: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int],
+    widened: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int],
+) -> bool:
+    """Let one pool of the run start one more thread, if work waits in its queue while every
+    thread it may have is taken (whether one did). Called on replay when nothing else can
+    move: the outcome due next may belong to queued work that a pool smaller than the recorded
+    run's (another machine's default size) would never start. `widened` keeps each pool's own
+    size, to be put back when the sitting ends. `queued`: how much of the run's work each pool
+    holds in its queue, not started."""
+    for pool in list(pools):
+        lock = getattr(pool, "_shutdown_lock", None)
+        if lock is None or getattr(pool, "_shutdown", True) or queued.get(pool, 0) <= 0:
+            continue
+        with lock:
+            if len(pool._threads) < pool._max_workers:
+                continue  # a thread is on its way
+            widened.setdefault(pool, pool._max_workers)
+            pool._max_workers += 1
+            pool._adjust_thread_count()
+        log.info("replay.pool_widened", workers=pool._max_workers)
+        return True
+    return False
 
 
-def widen_starved_pool() -> bool:
-    """Let the pool this thread works for start one more thread, if work waits in its queue
-    (whether it did). Called by a thread that has waited a while for its recorded turn: the
-    outcome that comes first may belong to queued work, which a pool smaller than the recorded
-    run's (another machine's default size, say) would never start while its threads wait.
-    Only served outcomes wait, so the extra threads run no real calls."""
-    ref = getattr(_thread_work, "pool", None)
-    pool = ref() if ref is not None else None
-    queue = getattr(pool, "_work_queue", None)
-    adjust = getattr(pool, "_adjust_thread_count", None)
-    lock = getattr(pool, "_shutdown_lock", None)
-    if pool is None or queue is None or adjust is None or lock is None or queue.empty():
+_INDEFINITE_WAITS = {
+    threading.Condition.wait.__code__: "timeout",  # Event.wait, Future.result, Queue.get...
+    threading.Thread._wait_for_tstate_lock.__code__: "timeout",  # Thread.join
+}
+
+
+def waits_on_the_process(frame: Any) -> bool:
+    """Whether a thread whose innermost frame is `frame` waits, with no timeout, for another
+    thread of this process to wake it (a wait with a timeout wakes by itself: it is at work)."""
+    argument = _INDEFINITE_WAITS.get(frame.f_code)
+    if argument is None:
         return False
-    with lock:
-        if len(pool._threads) < pool._max_workers:
-            return False  # a thread is on its way
-        pool._max_workers += 1
-        adjust()
-    log.info("replay.pool_widened", workers=pool._max_workers)
-    return True
+    timeout = frame.f_locals.get(argument)
+    return timeout is None or (isinstance(timeout, int | float) and timeout < 0)
+
+
+def restore_pools(
+    widened: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int],
+) -> None:
+    """Pools widened for a replay get their own size back (threads they started stay idle)."""
+    for pool, size in list(widened.items()):
+        pool._max_workers = size
+    widened.clear()
 
 
 def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -393,15 +456,35 @@ def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: An
     token = current_scope.set(scope)
     outer = getattr(_thread_work, "scope", None)
     _thread_work.scope = scope
+    ident = threading.get_ident()
     with session.lock:
+        _left_queue(scope)
         session.threads_running += 1
+        session.run_threads[ident] = session.run_threads.get(ident, 0) + 1
     try:
         return fn(*args, **kwargs)
     finally:
         with session.lock:
             session.threads_running -= 1
+            left = session.run_threads.pop(ident) - 1
+            if left:
+                session.run_threads[ident] = left
         _thread_work.scope = outer
         current_scope.reset(token)
+
+
+def _left_queue(scope: TaskScope) -> None:
+    """Work submitted to a pool started, or will never start (the caller holds the lock)."""
+    pool = scope.queued_in
+    if pool is not None:
+        scope.queued_in = None
+        queued = scope.session.queued
+        queued[pool] = queued.get(pool, 1) - 1
+
+
+def _never_started(scope: TaskScope, _: Any) -> None:
+    with scope.session.lock:
+        _left_queue(scope)  # cancelled in the queue (shutdown(cancel_futures=True), say)
 
 
 def _work_done(scope: TaskScope, _: Any) -> None:

@@ -30,7 +30,6 @@ import orjson
 
 from journal._events import EventRow
 
-from ._context import widen_starved_pool
 from ._errors import CallDescription, NonDeterminismError
 
 IDLE_SECONDS = 0.5
@@ -157,6 +156,11 @@ class History:
         self.tasks = lambda: (set(), None)
         """The run's own tasks (the workflow's and the ones it started)."""
         self.on_stuck: Callable[[BaseException], None] = lambda error: None
+        self.widen: Callable[[], bool] = lambda: False
+        """Let a starved thread pool start one more thread (replay only); whether one did."""
+        self.stuck_hint: Callable[[], str] = lambda: ""
+        """What else to say when stuck (a starved pool on resume)."""
+        self._checked_at = 0.0
         self.stopped: Callable[[], BaseException | None] = lambda: None
         """What the sitting stopped with (None while it goes on): a held step cancelled then is
         not a divergence, and nothing may start waiting any more."""
@@ -410,8 +414,12 @@ class History:
                     seen, since = self.reaches, now
                 elif now - since > SETTLE_SECONDS and self.settle_all():
                     since = now  # what other threads held is in place: the loop may be blocked
-                elif now - since > SETTLE_SECONDS and widen_starved_pool():
-                    since = now  # the next outcome may be queued work's: it can start now
+                elif (
+                    now - since > IDLE_SECONDS
+                    and now - self._checked_at > 2 * IDLE_SECONDS
+                    and self.widen()
+                ):
+                    since = now  # the loop is blocked (no check runs): queued work may start
                 stalled = self._settling and now - self._settle_since > _PARK_SECONDS
                 if stalled and pos == self.cursor and not party.event.is_set():
                     self._drop(pos, party)
@@ -459,6 +467,7 @@ class History:
         at all for a minute, with no step or thread of the run at work."""
         self._watch = None
         with self.lock:
+            self._checked_at = time.monotonic()
             if not self.held:
                 return
             now = self.loop.time()
@@ -476,7 +485,9 @@ class History:
                 if state != "idle":
                     self._idle_since = now
                 idle_for = now - self._idle_since
-                if idle_for >= IDLE_SECONDS or now - self._quiet_since >= _NO_PROGRESS_SECONDS:
+                if idle_for >= IDLE_SECONDS and self.widen():
+                    self._quiet_since = self._idle_since = now  # queued work may start now
+                elif idle_for >= IDLE_SECONDS or now - self._quiet_since >= _NO_PROGRESS_SECONDS:
                     error = self.stuck_error()
                     self.on_stuck(error)
                     self.fail_all(error)
@@ -513,7 +524,9 @@ class History:
                 f"the recorded run asked for step {key} at this point (event seq {seq}), and "
                 "the code does not ask for it now"
             )
-        return NonDeterminismError.out_of_order(self.run_id, key, recorded, what, held)
+        return NonDeterminismError.out_of_order(
+            self.run_id, key, recorded, what + self.stuck_hint(), held
+        )
 
 
 def _call_of(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:

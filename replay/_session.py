@@ -23,6 +23,7 @@ stop again. Everything the session mutates is guarded by one lock, so steps may 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
 import threading
 import weakref
@@ -45,7 +46,7 @@ from journal._chain import Chain
 from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow
 from journal._redact import Redactor
 
-from ._context import TaskScope, thread_work_scope
+from ._context import TaskScope, thread_work_scope, waits_on_the_process, widen_starved
 from ._errors import (
     CallDescription,
     FrontierReached,
@@ -160,7 +161,9 @@ class Session:
         self.history.busy = self._busy
         self.history.tasks = self.run_tasks
         self.history.settle_all = self.settle_all
-        self.history.on_stuck = self.stop
+        self.history.on_stuck = self._stuck
+        self.history.widen = self._widen
+        self.history.stuck_hint = self._stuck_hint
         self.on_interrupt: Callable[[], None] = lambda: None
         """Called when Ctrl+C or an exit raised in the run's code stops it on the loop's thread."""
         self.history.stopped = lambda: None if self.stopping is None else self.stop_signal()
@@ -205,6 +208,20 @@ class Session:
         self.threads_held = 0
         self.untaken = 0
         """Thread work whose outcome is journaled but whose result the loop has not taken yet."""
+        self.run_threads: dict[int, int] = {}
+        """Threads running the run's handed-over work now (ident -> how many pieces deep)."""
+        self.held_threads: dict[int, int] = {}
+        """Threads waiting for a recorded turn (ident -> how many waits)."""
+        self.pools: weakref.WeakSet[concurrent.futures.ThreadPoolExecutor] = weakref.WeakSet()
+        """Thread pools the run handed work to."""
+        self.queued: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        """How much of the run's work each pool holds in its queue, not started yet."""
+        self.widened: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        """Pools given more threads for this replay: their own sizes, put back at the end."""
         self.thread_scopes: weakref.WeakSet[TaskScope] = weakref.WeakSet()
         """Scopes of work handed to threads: what they were handed may not be in place yet."""
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -475,6 +492,12 @@ class Session:
 
     def _hold_thread(self, delta: int) -> None:
         self.threads_held += delta
+        ident = threading.get_ident()
+        count = self.held_threads.get(ident, 0) + delta
+        if count > 0:
+            self.held_threads[ident] = count
+        else:
+            self.held_threads.pop(ident, None)
 
     def task_done(self, task: asyncio.Task[Any]) -> None:
         """A task of the run ended. Ctrl+C or an exit raised in one stops the sitting before
@@ -490,9 +513,48 @@ class Session:
         return self.tasks, self.root_task
 
     def _busy(self) -> bool:
+        """Whether a step or a thread of the run is at work (then a standstill is not stuck).
+        A thread that waits, with no timeout, on another thread of this process (an event, a
+        future's result, a queue, a join) is not: only the run's own progress can wake it."""
         if any(not passive for passive in self.in_flight.values()):
             return True
-        return self.threads_running > self.threads_held
+        if self.threads_running <= self.threads_held:
+            return False
+        frames = sys._current_frames()
+        for ident in self.run_threads:
+            if ident in self.held_threads:
+                continue
+            frame = frames.get(ident)
+            if frame is None or not waits_on_the_process(frame):
+                return True
+        return False
+
+    def _stuck(self, error: BaseException) -> None:
+        """The run cannot go on in its recorded order: say so at once (a thread the workflow
+        blocked forever may keep the process from ending), and stop the sitting."""
+        log.error("replay.stuck", run_id=self.run_id, error=str(error))
+        self.stop(error)
+
+    def _widen(self) -> bool:
+        """On replay, a starved pool may start one more thread (no real call can happen)."""
+        if self.mode != "replay":
+            return False
+        return widen_starved(self.pools, self.queued, self.widened)
+
+    def _stuck_hint(self) -> str:
+        starved = [
+            pool
+            for pool in self.pools
+            if not getattr(pool, "_shutdown", True) and self.queued.get(pool, 0) > 0
+        ]
+        if not starved or self.mode == "replay":
+            return ""
+        sizes = ", ".join(str(pool._max_workers) for pool in starved)
+        return (
+            f"; work waits in the queue of a thread pool ({sizes} threads) whose threads all "
+            "wait for later turns: the pool has fewer threads than when the run was recorded. "
+            "Fix: give the pool more threads (max_workers) to resume this run"
+        )
 
     # -- stopping ---------------------------------------------------------------------------
 

@@ -22,7 +22,13 @@ from journal import Journal, LeaseLost, RecordedError, Run, RunStatus
 from journal._events import EventRow
 from journal.stores._ownership import new_owner
 
-from ._context import TaskScope, current_scope, install_task_factory, uninstall_task_factory
+from ._context import (
+    TaskScope,
+    current_scope,
+    install_task_factory,
+    restore_pools,
+    uninstall_task_factory,
+)
 from ._errors import OwnershipLost, ReplayError, StepFailed, Suspended
 from ._history import engine_handles
 from ._log import get_logger
@@ -114,6 +120,7 @@ class Sitting:
         self.token: str | None = None
         self.finished = False
         self.let_go = False
+        self._hooked = False
         self.suspend_after = DEFAULT_SUSPEND_AFTER
         self.root_scope: TaskScope | None = None
         """The workflow's own task scope (path `0`), once the sitting is open."""
@@ -182,8 +189,9 @@ class Sitting:
         heartbeat = None
         if self.token is not None:
             heartbeat = _Heartbeat(session, self.token, self.lease_seconds)
-        session.on_interrupt = functools.partial(self._let_go, session, heartbeat)
+        session.on_interrupt = functools.partial(self._interrupted, session, heartbeat, loop)
         install_task_factory(loop)
+        self._hooked = True
         self.root_scope = TaskScope(session, "0")
         scope_token = current_scope.set(self.root_scope) if enter_scope else None
         try:
@@ -191,12 +199,27 @@ class Sitting:
         finally:
             if scope_token is not None:
                 current_scope.reset(scope_token)
-            uninstall_task_factory(loop)
+            self._unhook(session, loop)
             self._let_go(session, heartbeat)
             with session.lock:
                 session.closed = True
                 # Whatever still waits for a turn (a thread the workflow let go) is let go too.
                 session.history.fail_all(asyncio.CancelledError())
+
+    def _unhook(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
+        """Take the engine's hooks off the loop and the thread APIs, once."""
+        if self._hooked:
+            self._hooked = False
+            uninstall_task_factory(loop)
+            restore_pools(session.widened)
+
+    def _interrupted(
+        self, session: Session, heartbeat: _Heartbeat | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Ctrl+C or an exit raised in a task: it leaves the loop at once, and asyncio.run may
+        close the loop before this sitting's cleanup runs. Release the run and unhook now."""
+        self._unhook(session, loop)
+        self._let_go(session, heartbeat)
 
     def _let_go(self, session: Session, heartbeat: _Heartbeat | None) -> None:
         """Release the run, unless it finished or was let go already. Also called the moment

@@ -141,10 +141,22 @@ class Timeout:
             session = self._session
             assert session is not None
             session.history.reach(pos)
-            if self._state is _State.ENTERED:
-                self._expire()
+            assert self._task is not None
+            loop = self._task.get_loop()
+            try:
+                here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                here = None
+            if here is loop:
+                self._expire_if_entered()
+            else:  # the turn came in another thread: cancel on the task's own loop
+                loop.call_soon_threadsafe(self._expire_if_entered)
 
         return expire
+
+    def _expire_if_entered(self) -> None:
+        if self._state is _State.ENTERED:
+            self._expire()
 
     def _expire(self) -> None:
         assert self._task is not None

@@ -10,6 +10,7 @@ import gc
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -290,3 +291,232 @@ def test_keyboard_interrupt_in_a_task_group_releases_the_run(journal: Journal) -
     ran.clear()
     assert asyncio.run(replay.run(workflow, journal=journal, run_id="ki")) == ["a", "boom"]
     assert ran == Counter({"boom": 1})  # "a" finished before the interrupt: served
+
+
+# -- a second round: pools, threads that wait on each other, loops of their own ---------------
+
+
+def test_a_one_thread_pool_is_not_widened_while_the_loop_has_work(journal: Journal) -> None:
+    """A pool of one serialises its jobs, the same size live and on replay: while the loop
+    waits on a timer, the queued job must not start beside the running one."""
+    trace: list[str] = []
+
+    def work(name: str) -> str:
+        trace.append(f"{name}-begin")
+        result = lookup(name, 0.3)
+        trace.append(f"{name}-end")
+        return result
+
+    async def workflow() -> list[Any]:
+        trace.clear()
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        loop = asyncio.get_running_loop()
+        first = loop.run_in_executor(pool, work, "a")
+        second = loop.run_in_executor(pool, work, "b")
+        await asyncio.sleep(0.15)
+        x = await fetch("x")
+        await asyncio.gather(first, second)
+        pool.shutdown()
+        return [x, list(trace)]
+
+    live = _replays_as_live(workflow, journal, "serial", times=2)
+    assert live == ["x", ["a-begin", "a-end", "b-begin", "b-end"]]
+
+
+def test_a_widened_pool_gets_its_size_back(journal: Journal) -> None:
+    """A long-lived pool widened for a replay is its own size again afterwards."""
+    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
+
+    def fan_out() -> list[str]:
+        pool = pools["now"]
+        futures = [
+            pool.submit(contextvars.copy_context().run, lookup, f"w{i}", 0.02 * (4 - i))
+            for i in range(4)
+        ]
+        return [f.result() for f in futures]
+
+    async def workflow() -> list[str]:
+        return await asyncio.to_thread(fan_out)
+
+    asyncio.run(replay.run(workflow, journal=journal, run_id="size"))
+    pools["now"].shutdown()
+    pools["now"] = concurrent.futures.ThreadPoolExecutor(1)  # as on a machine with fewer cores
+    again = asyncio.run(replay.run(workflow, journal=journal, run_id="size", mode="replay"))
+    assert again == ["W0", "W1", "W2", "W3"]
+    assert pools["now"]._max_workers == 1 and len(pools["now"]._threads) > 1
+    pools["now"].shutdown()
+
+
+def test_nested_pools_smaller_on_replay(journal: Journal) -> None:
+    """The outer pool's only thread waits on an inner pool's future while the outcome due
+    next belongs to work in the outer queue: the outer pool is the one that gets a thread."""
+    workers = {"n": 2}
+
+    def outer_a(inner: concurrent.futures.ThreadPoolExecutor) -> str:
+        return inner.submit(contextvars.copy_context().run, lookup, "inner", 0.2).result()
+
+    def fan() -> list[str]:
+        with (
+            concurrent.futures.ThreadPoolExecutor(2) as inner,
+            concurrent.futures.ThreadPoolExecutor(workers["n"]) as outer,
+        ):
+            a = outer.submit(contextvars.copy_context().run, outer_a, inner)
+            b = outer.submit(contextvars.copy_context().run, lookup, "b", 0.05)
+            return [a.result(), b.result()]
+
+    async def workflow() -> list[str]:
+        return await asyncio.to_thread(fan)
+
+    live = asyncio.run(replay.run(workflow, journal=journal, run_id="nested"))
+    workers["n"] = 1
+    started = time.monotonic()
+    again = asyncio.run(replay.run(workflow, journal=journal, run_id="nested", mode="replay"))
+    assert again == live and time.monotonic() - started < 10
+
+
+def test_a_pool_shut_down_with_cancelled_work_is_a_clear_error(journal: Journal) -> None:
+    """Shut down with cancel_futures while work is queued, then replayed with a smaller pool:
+    other work is cancelled, so replay cannot go on; it says so, and never spins."""
+    workers = {"n": 2}
+
+    def job(i: int) -> str:
+        return lookup(f"s{i}", 0.05 * (3 - i))
+
+    def fan() -> list[str]:
+        pool = concurrent.futures.ThreadPoolExecutor(workers["n"])
+        futures = [pool.submit(job, i) for i in range(4)]
+        time.sleep(0.01)
+        pool.shutdown(wait=True, cancel_futures=True)
+        return ["cancelled" if f.cancelled() else f.result() for f in futures]
+
+    async def workflow() -> list[str]:
+        return await asyncio.to_thread(fan)
+
+    assert asyncio.run(replay.run(workflow, journal=journal, run_id="shut"))[2:] == [
+        "cancelled",
+        "cancelled",
+    ]
+    workers["n"] = 1
+    started = time.monotonic()
+    with pytest.raises(replay.NonDeterminismError):
+        asyncio.run(replay.run(workflow, journal=journal, run_id="shut", mode="replay"))
+    assert time.monotonic() - started < 10
+
+
+def test_threads_waiting_on_each_other_against_the_record_are_a_clear_error() -> None:
+    """Changed code makes one thread wait for another's result while the record has its own
+    step first: the threads wait on each other, not on the world, so replay says so within
+    seconds (it used to count them as at work and wait forever)."""
+    changed = {"on": False}
+    got_b = threading.Event()
+
+    def first() -> str:
+        if changed["on"]:
+            got_b.wait()
+        return lookup("a", 0.05)
+
+    def second() -> str:
+        result = lookup("b", 0.1)
+        got_b.set()
+        return result
+
+    async def workflow() -> list[str]:
+        got_b.clear()
+        return list(await asyncio.gather(asyncio.to_thread(first), asyncio.to_thread(second)))
+
+    journal = Journal(store=MemoryStore())
+    asyncio.run(replay.run(workflow, journal=journal, run_id="blocked"))
+    changed["on"] = True
+    loop = asyncio.new_event_loop()  # not asyncio.run: it would join the blocked thread
+    started = time.monotonic()
+    try:
+        with pytest.raises(replay.NonDeterminismError, match="cannot go on in the order"):
+            loop.run_until_complete(
+                replay.run(workflow, journal=journal, run_id="blocked", mode="replay")
+            )
+        assert time.monotonic() - started < 10
+    finally:
+        got_b.set()  # let the blocked thread finish
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
+def test_replay_timeouts_on_a_threads_own_loop(journal: Journal) -> None:
+    """replay.wait_for inside asyncio.run in one thread, while another thread's steps finish
+    first: the recorded expiry cancels the task on its own loop (it used to be cancelled from
+    the wrong thread, and never woke)."""
+
+    def with_deadline() -> str:
+        async def inner() -> str:
+            try:
+                return await replay.wait_for(fetch("slow", 3), 0.2)
+            except TimeoutError:
+                return "timeout"
+
+        return asyncio.run(inner())
+
+    def other() -> list[str]:
+        async def inner() -> list[str]:
+            return [await fetch("a", 0.1), await fetch("b", 0.2)]
+
+        return asyncio.run(inner())
+
+    async def workflow() -> list[Any]:
+        return list(
+            await asyncio.gather(asyncio.to_thread(with_deadline), asyncio.to_thread(other))
+        )
+
+    assert _replays_as_live(workflow, journal, "deadline", times=3) == ["timeout", ["a", "b"]]
+
+
+def test_tasks_on_a_threads_own_loop_are_keyed_by_creation(journal: Journal) -> None:
+    """Two tasks gathered inside asyncio.run in a thread ask the same step after waits the
+    journal does not hold: each gets its own result back, never the other's."""
+    counter = iter(range(1000))
+
+    @replay.step(kind="llm")
+    async def sample(prompt: str) -> int:
+        return next(counter)
+
+    async def pair() -> list[str]:
+        async def one(name: str, pause: float) -> str:
+            await asyncio.sleep(pause)
+            return f"{name}={await sample('pick a number')}"
+
+        return list(await asyncio.gather(one("x", state["x"]), one("y", state["y"])))
+
+    state = {"x": 0.03, "y": 0.0}
+
+    async def workflow() -> list[str]:
+        return await asyncio.to_thread(lambda: asyncio.run(pair()))
+
+    live = asyncio.run(replay.run(workflow, journal=journal, run_id="keys"))
+    assert live == ["x=1", "y=0"]
+    state.update(x=0.0, y=0.03)  # the other one is first now
+    again = asyncio.run(replay.run(workflow, journal=journal, run_id="keys", mode="replay"))
+    assert again == live
+
+
+def test_an_interrupted_sitting_takes_its_hooks_off(journal: Journal) -> None:
+    """Ctrl+C raised in a step inside a TaskGroup leaves the loop before cleanup: the thread
+    hooks come off anyway, so later code in the process runs on the plain APIs."""
+    import replay._context as engine
+
+    @replay.step(kind="tool")
+    async def interrupted() -> str:
+        await asyncio.sleep(0.01)
+        raise KeyboardInterrupt
+
+    async def workflow() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(interrupted())
+
+    for number in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(replay.run(workflow, journal=journal, run_id=f"hooks-{number}"))
+        # Before the abandoned task is collected (which would run its cleanup late):
+        assert engine._submit_users == 0
+        assert concurrent.futures.ThreadPoolExecutor.submit is engine._original_submit
+        assert threading.Thread.start is engine._original_start
+        gc.collect()
+    assert engine._submit_users == 0
