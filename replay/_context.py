@@ -418,6 +418,9 @@ def widen_starved(
                 continue  # a thread is on its way
             widened.setdefault(pool, pool._max_workers)
             pool._max_workers += 1
+            idle = getattr(pool, "_idle_semaphore", None)
+            while idle is not None and idle.acquire(blocking=False):
+                pass  # it over-counts idle threads (one per finished job): start one for sure
             pool._adjust_thread_count()
         log.info("replay.pool_widened", workers=pool._max_workers)
         return True

@@ -485,7 +485,7 @@ class History:
                 if state != "idle":
                     self._idle_since = now
                 idle_for = now - self._idle_since
-                if idle_for >= IDLE_SECONDS and self.widen():
+                if idle_for >= SETTLE_SECONDS and self.widen():
                     self._quiet_since = self._idle_since = now  # queued work may start now
                 elif idle_for >= IDLE_SECONDS or now - self._quiet_since >= _NO_PROGRESS_SECONDS:
                     error = self.stuck_error()

@@ -215,7 +215,7 @@ def test_a_smaller_pool_on_replay_replays(journal: Journal) -> None:
     assert live == [f"W{i}" for i in range(8)]
     workers["n"] = 2
     ran.clear()
-    for _ in range(3):
+    for _ in range(2):
         again = asyncio.run(replay.run(workflow, journal=journal, run_id="pool", mode="replay"))
         assert again == live
     assert ran == Counter()
