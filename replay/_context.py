@@ -429,8 +429,10 @@ def widen_starved(
 
 _INDEFINITE_WAITS = {
     threading.Condition.wait.__code__: "timeout",  # Event.wait, Future.result, Queue.get...
-    threading.Thread._wait_for_tstate_lock.__code__: "timeout",  # Thread.join
 }
+_join_wait = getattr(threading.Thread, "_wait_for_tstate_lock", None)  # Thread.join, 3.11-3.12
+if _join_wait is not None:
+    _INDEFINITE_WAITS[_join_wait.__code__] = "timeout"
 
 
 def waits_on_the_process(frame: Any) -> bool:

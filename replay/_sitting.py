@@ -234,7 +234,11 @@ class Sitting:
             # Steps in flight: their starts are worth keeping. Cancellations not written yet
             # are dropped: a resume cancels those steps again as a crash here would.
             session.writer.flush(cancellations=False)
-        self.journal.store.release(self.run_id, self.token)
+        try:
+            self.journal.store.release(self.run_id, self.token)
+        except Exception as exc:  # the store is gone (a full disk, a lost server): the lease
+            # expires by itself, and the error that ended the sitting is the one to raise
+            log.warning("run.release_failed", run_id=self.run_id, error=str(exc))
 
     def suspend(self, session: Session, waiting: Suspended) -> None:
         """Leave the run `waiting` and unowned: the process may exit, a worker continues it."""

@@ -8,6 +8,7 @@ taken over cannot interleave with the new owner. Connections come from a psycopg
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from ._rows import RUN_COLUMNS, head_from_row, list_runs_query, run_from_row
 
 try:
     import psycopg
-    from psycopg_pool import ConnectionPool
+    from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         f"The PostgreSQL store needs psycopg 3 and psycopg-pool ({exc}). Fix: pip install "
@@ -140,6 +141,28 @@ def _bytes(value: Any) -> bytes | None:
 
 def _moment(value: datetime) -> datetime:
     return value  # psycopg already returns timezone-aware datetimes
+
+
+def _named(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A store method whose lost or refused connections say so, with the fix (psycopg's own
+    error, a server shut down or a backend terminated, would otherwise reach the user raw)."""
+
+    @functools.wraps(method)
+    def wrapper(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise JournalUnavailable(
+                _masked(
+                    f"the connection to PostgreSQL at {self.url} was lost or refused "
+                    f"({type(exc).__name__}: {str(exc).strip()}); nothing more was written. "
+                    "Fix: check that the server runs and accepts connections, then resume "
+                    "the run: what was written before stays.",
+                    self.url,
+                )
+            ) from None
+
+    return wrapper
 
 
 class PostgresStore:
@@ -263,6 +286,7 @@ class PostgresStore:
         row = cur.fetchone()
         return None if row is None else self._run_from_row(row)
 
+    @_named
     def create_run(self, run: Run) -> Run:
         with self._transaction() as cur:
             cur.execute(
@@ -297,10 +321,12 @@ class PostgresStore:
         assert stored is not None
         return stored
 
+    @_named
     def get_run(self, run_id: str) -> Run | None:
         with self._transaction() as cur:
             return self._select_run(cur, run_id)
 
+    @_named
     def list_runs(
         self,
         *,
@@ -314,6 +340,7 @@ class PostgresStore:
             rows = cur.fetchall()
         return [self._run_from_row(row) for row in rows]
 
+    @_named
     def claim(self, run_id: str, owner: Owner, *, resuming: bool) -> Run:
         with self._transaction() as cur:
             run = self._select_run(cur, run_id, " FOR UPDATE")
@@ -334,6 +361,7 @@ class PostgresStore:
         assert claimed is not None
         return claimed
 
+    @_named
     def heartbeat(self, run_id: str, token: str, lease_expires_at: datetime) -> bool:
         with self._transaction() as cur:
             cur.execute(
@@ -353,6 +381,7 @@ class PostgresStore:
             )
             return cur.rowcount == 1
 
+    @_named
     def release(self, run_id: str, token: str) -> None:
         with self._transaction() as cur:
             cur.execute(
@@ -361,6 +390,7 @@ class PostgresStore:
                 (run_id, token),
             )
 
+    @_named
     def finish(
         self,
         run_id: str,
@@ -388,6 +418,7 @@ class PostgresStore:
 
     # -- events -------------------------------------------------------------------------------
 
+    @_named
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
         # Each row is inserted only while `token` owns the run, checked under a share lock on
         # the run row: a claim (FOR UPDATE) waits for this transaction, or this one sees the
@@ -423,6 +454,7 @@ class PostgresStore:
             if cur.rowcount != len(events):
                 raise LeaseLost(run_id)  # the transaction rolls back: nothing half-written
 
+    @_named
     def read_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
     ) -> list[Event]:
@@ -462,6 +494,7 @@ class PostgresStore:
                  digest) in rows
         ]  # fmt: skip
 
+    @_named
     def read_rows(self, run_id: str) -> list[EventRow]:
         with self._transaction() as cur:
             cur.execute(
@@ -475,6 +508,7 @@ class PostgresStore:
             for seq, key, kind, name, fp, status, attempt, payload, args in rows
         ]
 
+    @_named
     def suspend(
         self, run_id: str, token: str, *, wake_at: datetime | None, waiting_for: str | None
     ) -> Run:
@@ -492,6 +526,7 @@ class PostgresStore:
         assert suspended is not None
         return suspended
 
+    @_named
     def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
         s = self.schema
         with self._transaction() as cur:
@@ -511,6 +546,7 @@ class PostgresStore:
         assert row is not None
         return int(row[0])
 
+    @_named
     def read_signal(self, run_id: str, name: str, number: int) -> bytes | None:
         with self._transaction() as cur:
             cur.execute(
@@ -521,6 +557,7 @@ class PostgresStore:
             row = cur.fetchone()
         return None if row is None else bytes(row[0])
 
+    @_named
     def list_due(self, now: datetime) -> list[Run]:
         with self._transaction() as cur:
             cur.execute(
@@ -531,6 +568,7 @@ class PostgresStore:
             rows = cur.fetchall()
         return [self._run_from_row(row) for row in rows]
 
+    @_named
     def count_events(self, run_id: str) -> int:
         with self._transaction() as cur:
             cur.execute(f"SELECT count(*) FROM {self.schema}.events WHERE run_id = %s", (run_id,))
@@ -538,6 +576,7 @@ class PostgresStore:
         assert row is not None
         return int(row[0])
 
+    @_named
     def last_hash(self, run_id: str) -> str | None:
         with self._transaction() as cur:
             cur.execute(
@@ -548,6 +587,7 @@ class PostgresStore:
             row = cur.fetchone()
         return None if row is None else row[0]
 
+    @_named
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         removed = 0
         s = self.schema
@@ -627,6 +667,7 @@ class PostgresStore:
             ),
         )
 
+    @_named
     def adopt_runs(self) -> int:
         if self.head_chain is None or self.read_only:
             return 0
@@ -648,6 +689,7 @@ class PostgresStore:
                 self._append_head(cur, run_id, "adopted")
         return len(unknown)
 
+    @_named
     def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
         if not self._heads_table:
             return []  # a schema from before the head, opened to read
@@ -660,6 +702,7 @@ class PostgresStore:
             rows = cur.fetchall()
         return [head_from_row(row, _moment) for row in rows]
 
+    @_named
     def last_head(self) -> HeadEntry | None:
         if not self._heads_table:
             return None
@@ -670,6 +713,7 @@ class PostgresStore:
             row = cur.fetchone()
         return None if row is None else head_from_row(row, _moment)
 
+    @_named
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         with self._transaction() as cur:
             query = f"SELECT value FROM {self.schema}.meta WHERE name = %s"

@@ -6,6 +6,8 @@ Events are append-only: triggers reject UPDATE and DELETE on them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
 import threading
 import time
@@ -191,6 +193,51 @@ _SOUND = (
 `replace()` on a payload leaves TEXT)."""
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends some itself (a full disk), and a
+    second error from ROLLBACK must never hide the first."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _named(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A store method whose SQLite errors say what happened and how to fix it: a full disk,
+    a read-only file, a lock held past the busy timeout."""
+
+    @functools.wraps(method)
+    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            raise _cause(self.path, exc) from exc
+
+    return wrapper
+
+
+def _cause(path: Path, exc: sqlite3.OperationalError) -> Exception:
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+        return JournalUnavailable(
+            f"the disk holding {path} is full ({text}); nothing more could be written, and "
+            "what was written before stays. Fix: free space on that disk, then resume the run."
+        )
+    if code == sqlite3.SQLITE_READONLY or "readonly" in text:
+        return JournalUnavailable(
+            f"{path} is read-only ({text}). Fix: make the file, its -wal and -shm files and "
+            "their folder writable by this user, or open it with Journal(..., read_only=True) "
+            "to read."
+        )
+    if code == sqlite3.SQLITE_BUSY or "locked" in text:
+        return JournalUnavailable(
+            f"{path} stayed locked by another process past the busy timeout of 30 s ({text}). "
+            "Fix: find the process holding a write transaction open on it (a sqlite3 shell, "
+            "a stuck script) and end it, then try again."
+        )
+    return exc
+
+
 def _unsound() -> bool:
     raise TypeError("an event row holds a type the journal never writes")
 
@@ -291,7 +338,7 @@ class SQLiteStore:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     # -- runs ---------------------------------------------------------------------------------
@@ -305,6 +352,7 @@ class SQLiteStore:
         ).fetchone()
         return None if row is None else self._run_from_row(row)
 
+    @_named
     def create_run(self, run: Run) -> Run:
         with self._lock, self._transaction() as conn:
             created = conn.execute(
@@ -354,6 +402,7 @@ class SQLiteStore:
             rows = self._conn.execute(sql, params).fetchall()
         return [self._run_from_row(row) for row in rows]
 
+    @_named
     def claim(self, run_id: str, owner: Owner, *, resuming: bool) -> Run:
         with self._lock:
             conn = self._conn
@@ -375,11 +424,12 @@ class SQLiteStore:
                 claimed = self._select_run(run_id)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         assert claimed is not None
         return claimed
 
+    @_named
     def heartbeat(self, run_id: str, token: str, lease_expires_at: datetime) -> bool:
         with self._lock:
             row = self._conn.execute(
@@ -396,6 +446,7 @@ class SQLiteStore:
             )
             return cursor.rowcount == 1
 
+    @_named
     def release(self, run_id: str, token: str) -> None:
         with self._lock:
             self._conn.execute(
@@ -404,6 +455,7 @@ class SQLiteStore:
                 (run_id, token),
             )
 
+    @_named
     def finish(
         self,
         run_id: str,
@@ -431,6 +483,7 @@ class SQLiteStore:
 
     # -- events -------------------------------------------------------------------------------
 
+    @_named
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
         rows = [
             (
@@ -461,7 +514,7 @@ class SQLiteStore:
                     raise LeaseLost(run_id)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     def read_events(
@@ -525,6 +578,7 @@ class SQLiteStore:
             ).fetchall()
         return rows
 
+    @_named
     def suspend(
         self, run_id: str, token: str, *, wake_at: datetime | None, waiting_for: str | None
     ) -> Run:
@@ -543,6 +597,7 @@ class SQLiteStore:
         assert suspended is not None
         return suspended
 
+    @_named
     def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
         now = _ts(datetime.now(UTC))
         with self._lock:
@@ -567,7 +622,7 @@ class SQLiteStore:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         signal_number: int = number
         return signal_number
@@ -604,6 +659,7 @@ class SQLiteStore:
             ).fetchone()
         return None if row is None else row[0]
 
+    @_named
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         removed = 0
         now = _ts(datetime.now(UTC))
@@ -630,7 +686,7 @@ class SQLiteStore:
                 conn.execute("DELETE FROM retention_permit")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         return removed
 
@@ -645,7 +701,7 @@ class SQLiteStore:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     def _append_head(self, run_id: str, reason: Reason) -> None:
@@ -690,6 +746,7 @@ class SQLiteStore:
             ),
         )
 
+    @_named
     def adopt_runs(self) -> int:
         """Once, after the upgrade that added the head: every run already in the journal gets
         an `adopted` entry, its state at that moment. How many."""
@@ -734,6 +791,7 @@ class SQLiteStore:
             ).fetchall()
         return [head_from_row(row, _dt) for row in rows]
 
+    @_named
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
         with self._lock:
             conn = self._conn

@@ -1,0 +1,159 @@
+"""Faults the trusted stores' own suites inject: a full disk, a read-only file, a lock held
+past the busy timeout, a -wal cut mid-frame, a PostgreSQL backend killed mid-step. In each:
+nothing recorded is lost, the error names the cause, resume completes, verify is intact."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import replay
+from journal import Journal, JournalUnavailable
+
+calls: Counter[int] = Counter()
+
+
+@replay.step(kind="tool")
+async def produce(i: int) -> str:
+    calls[i] += 1
+    await asyncio.sleep(0)
+    return f"{i}:" + "x" * 20_000
+
+
+async def fill(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += len(await produce(i))
+    return total
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 700 kB tmpfs (needs root, as CI has)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; CI runs as root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(f"cannot mount a tmpfs: {mounted.stderr.decode()}")
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_says_so_keeps_what_was_written_and_resumes(small_disk: Path) -> None:
+    calls.clear()
+    db = small_disk / "j.db"
+    journal = Journal(db)
+    with pytest.raises(replay.JournalWriteFailed) as err:
+        asyncio.run(replay.run(fill, 100, journal=journal, run_id="full"))
+    assert "disk holding" in str(err.value) and "is full" in str(err.value), err.value
+    assert "cannot rollback" not in str(err.value)
+    recorded = [e for e in journal.events("full") if e.status.value == "completed"]
+    assert recorded and all(v.ok for v in journal.verify())
+    journal.close()
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
+    done_before = {int(e.payload.decode().split(":")[0].strip('"')) for e in recorded if e.payload}
+    calls.clear()
+    with Journal(db) as journal:
+        total = asyncio.run(replay.run(fill, 100, journal=journal, run_id="full"))
+        assert total == sum(len(f"{i}:") + 20_000 for i in range(100))
+        assert all(v.verdict == "intact" and v.sealed for v in journal.verify())
+    assert not done_before & {i for i, n in calls.items() if n}  # nothing recorded ran again
+
+
+def test_a_read_only_file_is_journal_unavailable_with_the_fix(tmp_path: Path) -> None:
+    """Opened read-only (a file the user may not write, as `mode=ro` makes it for root too):
+    a live run is refused with the cause and the fix; finished runs are still served."""
+    db = tmp_path / "j.db"
+    with Journal(db) as journal:
+        asyncio.run(replay.run(fill, 2, journal=journal, run_id="done"))
+    with Journal(db, read_only=True) as journal:
+        assert asyncio.run(replay.run(fill, 2, journal=journal, run_id="done")) > 0
+        with pytest.raises(JournalUnavailable, match="read-only") as err:
+            asyncio.run(replay.run(fill, 2, journal=journal, run_id="new"))
+    assert "Fix:" in str(err.value)
+
+
+def test_a_lock_held_past_the_busy_timeout_is_journal_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds a write transaction open: starting a run waits out the busy
+    timeout, then says what holds it and how to fix it (not a raw 'database is locked')."""
+    db = tmp_path / "j.db"
+    Journal(db).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        journal = Journal(db)
+        journal.store._conn.execute("PRAGMA busy_timeout = 200")  # type: ignore[attr-defined]
+        with pytest.raises(JournalUnavailable, match="stayed locked") as err:
+            asyncio.run(replay.run(fill, 1, journal=journal, run_id="locked"))
+        assert "Fix:" in str(err.value)
+        journal.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_postgres_backend_killed_mid_step_names_the_lost_connection(pg_schema: str) -> None:
+    """pg_terminate_backend on every connection of the run while a step is in flight: the
+    write fails naming the lost connection (not psycopg's AdminShutdown from the lease's
+    release); resume completes without running a recorded step again; verify is intact."""
+    import psycopg
+
+    from journal.stores import PostgresStore
+
+    from .conftest import PG_URL, postgres_store
+
+    def own_store() -> PostgresStore:  # its connections carry a name only this test uses
+        return PostgresStore(f"{PG_URL}?application_name={pg_schema}", schema=pg_schema)
+
+    calls.clear()
+    killed = {"done": False}
+
+    @replay.step(kind="tool")
+    async def slow(i: int) -> int:
+        calls[i] += 1
+        if i == 1 and not killed["done"]:
+            killed["done"] = True
+            with psycopg.connect(PG_URL, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    (pg_schema,),
+                )
+        await asyncio.sleep(0)
+        return i
+
+    async def workflow() -> list[int]:
+        return [await slow(i) for i in range(3)]
+
+    journal = Journal(store=own_store())
+    with pytest.raises((replay.JournalWriteFailed, JournalUnavailable)) as err:
+        asyncio.run(replay.run(workflow, journal=journal, run_id="killed"))
+    assert "connection to PostgreSQL" in str(err.value) and "lost" in str(err.value), err.value
+    assert "AdminShutdown" not in type(err.value).__name__
+    journal.close()
+    calls.clear()
+    with Journal(store=postgres_store(pg_schema)) as journal:
+        # The lease of the killed sitting may still be held: wait it out as a worker would.
+        run = journal.run("killed")
+        if run.owner is not None:
+            journal.store.release("killed", run.owner.token)
+        assert asyncio.run(replay.run(workflow, journal=journal, run_id="killed")) == [0, 1, 2]
+        assert all(v.verdict == "intact" for v in journal.verify())
+    assert calls[0] == 0  # recorded before the kill: served
