@@ -157,3 +157,48 @@ def test_a_postgres_backend_killed_mid_step_names_the_lost_connection(pg_schema:
         assert asyncio.run(replay.run(workflow, journal=journal, run_id="killed")) == [0, 1, 2]
         assert all(v.verdict == "intact" for v in journal.verify())
     assert calls[0] == 0  # recorded before the kill: served
+
+
+def test_a_wal_cut_mid_frame_loses_only_the_torn_write(tmp_path: Path) -> None:
+    """The -wal file cut in the middle of its last frame (a torn write at power loss): SQLite
+    drops the torn transaction, nothing committed before it is lost, the chain verifies, and
+    resume completes the run."""
+    import shutil
+
+    calls.clear()
+    db = tmp_path / "live.db"
+    journal = Journal(db)
+
+    interrupt = {"on": True}
+
+    async def stops_after(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += len(await produce(i))
+        if interrupt["on"]:
+            raise KeyboardInterrupt  # leaves the run unfinished, the WAL not checkpointed
+        return total
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(replay.run(stops_after, 6, journal=journal, run_id="torn"))
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)  # the writer is still open: its WAL holds the frames
+    wal = Path(str(db) + "-wal").read_bytes()
+    assert len(wal) > 4096, "the run's rows are still in the WAL"
+    Path(str(copy) + "-wal").write_bytes(wal[: len(wal) - 1000])  # the last frame torn
+    journal.close()
+    with Journal(copy) as torn:
+        kept = [e.seq for e in torn.events("torn")]
+        assert kept == list(range(1, len(kept) + 1)) and len(kept) >= 5
+        assert all(v.ok for v in torn.verify())
+        owner = torn.run("torn").owner  # the torn frame was the lease's release
+        if owner is not None:  # its process is this one, alive: let go as its death would
+            torn.store.release("torn", owner.token)
+        calls.clear()
+        interrupt["on"] = False
+        assert asyncio.run(replay.run(stops_after, 6, journal=torn, run_id="torn")) > 0
+        assert sum(calls.values()) <= 6 - len(kept) // 2 + 1  # only what was torn runs again
+        assert all(v.verdict == "intact" for v in torn.verify())
+    conn = sqlite3.connect(copy)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.close()
