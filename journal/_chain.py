@@ -50,8 +50,9 @@ class Chain:
             key = key.encode()
         if key is not None and not key:
             raise ValueError(
-                f"an empty HMAC key signs nothing. Fix: unset {HMAC_KEY_ENV} or give it a "
-                "long random value (e.g. `python -c 'import secrets; print(secrets.token_hex())'`)."
+                f"an empty HMAC key signs nothing. Fix: give {HMAC_KEY_ENV} the journal's key, "
+                "or a long random value for a new journal (e.g. `python -c 'import secrets; "
+                "print(secrets.token_hex())'`)."
             )
         self._key = key
         self.scheme = "sha256" if key is None else f"hmac-sha256:{key_id(key)}"
