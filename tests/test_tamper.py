@@ -51,8 +51,9 @@ def edit_sqlite(path: Path, *statements: str) -> None:
     conn.close()
 
 
-def cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
+def cli(*args: str, key: str | None = None) -> tuple[int, str]:
+    env = {"JOURNAL_HMAC_KEY": key} if key else None
+    result = runner.invoke(app, list(args), env=env)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a traceback is a failure of its own
     return result.exit_code, result.output
@@ -101,28 +102,30 @@ STORAGE_EDITS: dict[str, tuple[tuple[str, ...], int | None, str]] = {
 }
 
 
+@pytest.mark.parametrize("key", [None, "k" * 32], ids=["sha256", "hmac"])
 @pytest.mark.parametrize("edit", sorted(STORAGE_EDITS))
-def test_storage_edits_are_found_not_crashed_on(db_path: Path, edit: str) -> None:
+def test_storage_edits_are_found_not_crashed_on(db_path: Path, edit: str, key: str | None) -> None:
     """Values of a type the journal never writes are edits: verify exits 3 at the right seq and
-    field; show, export and verify of the export run to the end."""
-    record(db_path)
+    field; show, export and verify of the export run to the end; signed or not."""
+    record(db_path, **({"hmac_key": key} if key else {}))
     statements, seq, field = STORAGE_EDITS[edit]
     edit_sqlite(db_path, *statements)
-    with Journal(db_path) as journal:
+    with Journal(db_path, hmac_key=key) as journal:
         (verdict,) = journal.verify("T-1")
     assert verdict.verdict == "broken" and verdict.broken is not None, verdict
     assert (verdict.broken.seq, verdict.broken.field) == (seq, field), verdict
 
-    code, output = cli("verify", "T-1", "--db", str(db_path))
+    code, output = cli("verify", "T-1", "--db", str(db_path), key=key)
     assert code == 3, output
-    code, output = cli("show", "T-1", "--db", str(db_path), "--payloads")
+    code, output = cli("show", "T-1", "--db", str(db_path), "--payloads", key=key)
     assert code == 0, output
     exported = db_path.with_name("export.jsonl")
     for fmt in ("jsonl", "json", "csv", "html"):
-        code, output = cli("export", "T-1", "--db", str(db_path), "-f", fmt, "-o", str(exported))
+        args = ("export", "T-1", "--db", str(db_path), "-f", fmt, "-o", str(exported))
+        code, output = cli(*args, key=key)
         assert code == 0, output
-    cli("export", "T-1", "--db", str(db_path), "-f", "jsonl", "-o", str(exported))
-    code, output = cli("verify", "--file", str(exported))
+    cli("export", "T-1", "--db", str(db_path), "-f", "jsonl", "-o", str(exported), key=key)
+    code, output = cli("verify", "--file", str(exported), key=key)
     assert code == (0 if edit in SAME_CONTENT else 3), output
 
 
