@@ -53,6 +53,8 @@ class HeadEntry:
     """This entry's own MAC: the chain scheme of the process that wrote it."""
     prev: str
     hash: str
+    damage: str | None = None
+    """What is wrong with an entry read from edited storage (not part of its hash)."""
 
     def fields(self) -> bytes:
         return orjson.dumps(
@@ -150,10 +152,15 @@ class HeadProblem:
 
 
 def check_chain(
-    chains: Mapping[str, Chain], entries: Iterable[HeadEntry], since: tuple[int, str] | None
+    chains: Mapping[str, Chain],
+    entries: Iterable[HeadEntry],
+    since: tuple[int, str] | None,
+    signed_by: str | None = None,
 ) -> tuple[list[HeadProblem], list[HeadEntry], set[str]]:
     """Check that the entries link and that each one's MAC holds (with the chain of its scheme,
-    if it is in `chains`); and that entry `since[0]` has hash `since[1]`.
+    if it is in `chains`); and that entry `since[0]` has hash `since[1]`. `signed_by`: the
+    scheme of the key the verifier holds: every entry must be signed with it (an attacker
+    without the key could otherwise rewrite the head with plain SHA-256).
 
     Returns the problems, the entries read, and the schemes whose key was missing."""
     problems: list[HeadProblem] = []
@@ -177,6 +184,37 @@ def check_chain(
                     None,
                     f"entry {entry.n} (run {entry.run_id!r}) does not link to entry "
                     f"{entry.n - 1}: an entry before it was removed or replaced",
+                )
+            )
+            return problems, read, missing
+        if entry.damage is not None:
+            problems.append(
+                HeadProblem(entry.n, None, f"entry {entry.n} was edited: {entry.damage}")
+            )
+            return problems, read, missing
+        if signed_by is not None and entry.scheme != signed_by:
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    None,
+                    f"entry {entry.n} (run {entry.run_id!r}) is not signed with this journal's "
+                    f"key ({signed_by}) but with {entry.scheme}: a signed journal's head takes "
+                    "only signed entries, so it was written without the key",
+                )
+            )
+            return problems, read, missing
+        if (
+            entry.run_chain is not None
+            and entry.run_chain.startswith("hmac")
+            and (entry.scheme != entry.run_chain)
+        ):
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    None,
+                    f"entry {entry.n} is for run {entry.run_id!r}, signed with "
+                    f"{entry.run_chain}, but the entry itself is not: it was written without "
+                    "that key",
                 )
             )
             return problems, read, missing
@@ -225,6 +263,20 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
     latest: dict[str, HeadEntry] = {}
     for entry in entries:
         state = runs.get(entry.run_id)
+        before = latest.get(entry.run_id)
+        if (
+            entry.reason == "removed"
+            and before is not None
+            and (before.seal != entry.seal or before.events > entry.events)
+        ):
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    entry.run_id,
+                    "the run's removal does not match its last state (its seal or events): "
+                    "the removal was not made by retention",
+                )
+            )
         if entry.reason == "removed" or state is None:
             latest[entry.run_id] = entry
             continue  # judged below, by its latest entry

@@ -51,7 +51,22 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
 `max_tokens`, `total_tokens` and the like are not secrets and are not matched."""
 
 QUERY_SECRET_NAMES: frozenset[str] = frozenset(
-    {"key", "sig", "signature", "auth", "code", "pass", "pwd", "credential", "credentials"}
+    {
+        "key",
+        "sig",
+        "signature",
+        "auth",
+        "code",
+        "pass",
+        "pwd",
+        "credential",
+        "credentials",
+        "x_amz_signature",
+        "x_amz_credential",
+        "x_amz_security_token",
+        "x_goog_signature",
+        "x_goog_credential",
+    }
 )
 """URL query parameter names (normalised) whose values are secrets, besides the secret key
 names: `?key=` and `?sig=` carry API keys and signatures in URLs (Google APIs, signed S3 and
@@ -159,7 +174,20 @@ class Redactor:
         value = orjson.loads(payload)
         if not self._holds_secret("", value):
             return payload
-        return canonical_json(self._redacted("", value))
+        # A secret found anywhere (a URL in an error's request) is scrubbed everywhere in the
+        # payload: the same text sits in the error's message, arguments and traceback.
+        found: list[str] = []
+        self._collect("", value, found)
+        return self._replace_all(canonical_json(self._redacted("", value)), found)
+
+    def _replace_all(self, payload: bytes, secrets: list[str]) -> bytes:
+        for secret in sorted(set(secrets), key=len, reverse=True):
+            if len(secret) < 4:
+                continue  # too short to scrub without mangling ordinary text
+            text = orjson.dumps(secret)[1:-1]  # as it appears inside a JSON string
+            if text in payload:
+                payload = payload.replace(text, self.marker(secret).encode())
+        return payload
 
     def arguments(self, bound: dict[str, Any], payload: bytes) -> bytes:
         """Redact a step's canonical `payload` given the call's `bound` arguments.
@@ -186,6 +214,14 @@ class Redactor:
             return self.marker(value)
         return value
 
+    def header(self, name: str, value: str) -> str:
+        """An HTTP header's value as the journal keeps it: its marker under a secret name,
+        secret query parameters redacted in a URL (a redirect's Location)."""
+        if value and not _is_marker(value) and self._policy.is_secret_key(name):
+            return self.marker(value)
+        url = self._url_redacted(value) if "?" in value else None
+        return value if url is None else url
+
     def scrub(self, payload: bytes, bound: dict[str, Any]) -> bytes:
         """`payload` (an error, say) with every secret found in `bound` (a call's arguments)
         replaced by its marker wherever its text appears: in a message, in a traceback."""
@@ -195,13 +231,7 @@ class Redactor:
         except (TypeError, ValueError):
             values = bound
         self._collect("", values, found)
-        for secret in sorted(set(found), key=len, reverse=True):
-            if len(secret) < 4:
-                continue  # too short to scrub without mangling ordinary text
-            text = orjson.dumps(secret)[1:-1]  # as it appears inside a JSON string
-            if text in payload:
-                payload = payload.replace(text, self.marker(secret).encode())
-        return payload
+        return self._replace_all(payload, found)
 
     def _collect(self, key: str, value: Any, found: list[str]) -> None:
         """The secret strings in `value`: under secret keys, in URL queries, by the rule."""
@@ -224,6 +254,8 @@ class Redactor:
                         self._policy.is_secret_key(name) or _normalise(name) in QUERY_SECRET_NAMES
                     ):
                         found.append(item)
+                    elif "?" in item:
+                        self._collect("", item, found)
 
     def marker(self, secret: Any) -> str:
         digest = hmac.new(self._salt, canonical_json(secret), hashlib.sha256).hexdigest()
@@ -270,6 +302,10 @@ class Redactor:
             ):
                 value = self.marker(value)
                 changed = True
+            elif "?" in value:
+                inner = self._url_redacted(value)  # a URL inside a URL (a redirect target)
+                if inner is not None:
+                    value, changed = inner, True
             kept.append((name, value))
         if not changed:
             return None

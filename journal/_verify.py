@@ -278,7 +278,8 @@ class HeadCheck:
         `every_run`: the runs verified are all there are (not one run, not an export of some),
         so a run the head lacks, or one it has that is gone, is an edit too."""
         chains = {self.chain.scheme: self.chain, _PLAIN.scheme: _PLAIN}
-        problems, _, missing = check_chain(chains, self.entries, since)
+        keyed = self.chain.scheme if self.chain.scheme != _PLAIN.scheme else None
+        problems, _, missing = check_chain(chains, self.entries, since, keyed)
         entries = self.entries
         if not every_run:
             entries = [e for e in entries if e.run_id in self.states]

@@ -274,6 +274,11 @@ async def run_with_summary(
             payload, result = spec.codec.record(value, what="workflow result")
         except ValueNotJournalable as exc:
             raise NotJournalable(run_id, "result", spec.path, str(exc)) from exc
+        if session.redact is not None:
+            redacted = session.redact(payload)
+            if redacted is not payload:  # the caller gets what a later call will be served
+                payload = redacted
+                result = spec.codec.decode(redacted, what="redacted workflow result")
         matches = None if existing.result is None else payload == existing.result
         sitting.finish(session, RunStatus.COMPLETED, result=payload)
         summary = session.summary(result_matches_recorded=matches)

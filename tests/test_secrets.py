@@ -4,8 +4,10 @@ request) never reach the database, its WAL, any export, `journal show` or the lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -20,6 +22,14 @@ QUERY_SECRET = "AIzaQuerySecret9f3c2e7d"
 SIGNATURE = "sigSecret4b8a6350e1"
 ERROR_SECRET = "sk-live-error-2c9e7f3a5b"
 TRANSPORT_SECRET = "tok-transport-8d1f4a"
+MORE_SECRETS = (
+    "AmzCred1x9",
+    "AmzSig2y8",
+    "AmzTok3z7",
+    "NestedKey4w6",
+    "KeyInError5v5",
+    "OauthCode6u4",
+)
 
 runner = CliRunner()
 
@@ -54,7 +64,42 @@ async def agent() -> list[str]:
             await client.get(f"https://api.example/v1/items?token={TRANSPORT_SECRET}&page=2")
         except (httpx.ConnectError, replay.StepFailed) as exc:
             done.append(type(exc).__name__)
+    done += await more_shapes()
     return done
+
+
+@replay.step(kind="tool")
+async def download(url: str) -> str:
+    return "ok"
+
+
+def _api(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/oauth":
+        location = "https://app.example/cb?code=OauthCode6u4"
+        return httpx.Response(302, headers={"location": location})
+    return httpx.Response(403)
+
+
+@replay.step(kind="tool")
+async def get_report(path: str) -> int:
+    """Builds its URL (with the key) inside the step; raise_for_status names the URL."""
+    async with httpx.AsyncClient(transport=httpx.MockTransport(_api)) as client:
+        response = await client.get("https://api.example" + path, params={"key": "KeyInError5v5"})
+        response.raise_for_status()
+        return response.status_code
+
+
+async def more_shapes() -> list[str]:
+    """A presigned S3 URL, a URL inside a URL, a key in an error raised inside a step, a
+    response's Location header, and secrets in the workflow's own result."""
+    signed = "https://b.s3.amazonaws.com/o?X-Amz-Credential=AmzCred1x9&X-Amz-Signature=AmzSig2y8"
+    await download(signed + "&X-Amz-Security-Token=AmzTok3z7")
+    await download("https://proxy.example/f?url=" + quote("https://a.example/v1?key=NestedKey4w6"))
+    with contextlib.suppress(httpx.HTTPStatusError, replay.StepFailed):
+        await get_report("/r")
+    async with httpx.AsyncClient(transport=AsyncJournalTransport(httpx.MockTransport(_api))) as c:
+        await c.get("https://id.example/oauth")
+    return ["shapes"]
 
 
 def every_byte(folder: Path) -> bytes:
@@ -72,7 +117,9 @@ def test_planted_secrets_never_reach_disk_exports_or_logs(
     result = asyncio.run(replay.run(agent, journal=journal, run_id="secrets"))
     # Live code sees what replay will serve: the secret is scrubbed from the message it gets.
     assert ERROR_SECRET not in result[2] and "[redacted " in result[2]
-    secrets = [s.encode() for s in (QUERY_SECRET, SIGNATURE, ERROR_SECRET, TRANSPORT_SECRET)]
+    secrets = [
+        s.encode() for s in (QUERY_SECRET, SIGNATURE, ERROR_SECRET, TRANSPORT_SECRET, *MORE_SECRETS)
+    ]
     if where == "database":
         on_disk = every_byte(folder)  # the WAL not checkpointed yet
         journal.close()
@@ -92,10 +139,28 @@ def test_planted_secrets_never_reach_disk_exports_or_logs(
         shown = runner.invoke(app, ["show", "secrets", "--db", str(db), "--payloads"])
         assert shown.exit_code == 0
         outputs.append(shown.output.encode())
-        outputs.append(caplog.text.encode())
+        ours = [
+            r.getMessage() for r in caplog.records if r.name.split(".")[0] in ("replay", "journal")
+        ]
+        outputs.append("\n".join(ours).encode())  # httpx's own logger prints URLs: not ours
         for secret in secrets:
             for output in outputs:
                 assert secret not in output, secret
     with Journal(db) as again:
         replayed = asyncio.run(replay.run(agent, journal=again, run_id="secrets", mode="replay"))
     assert replayed == result
+
+
+def test_secrets_in_the_workflows_result_never_reach_disk(tmp_path: Path) -> None:
+    """The run's own result is redacted like a step's: the caller gets the markers a later
+    call will be served, and the file holds none of the secrets."""
+
+    async def logs_in() -> dict[str, str]:
+        return {"token": "ResultToken7t3", "user": "ada"}
+
+    folder = tmp_path / "journal"
+    with Journal(folder / "j.db") as journal:
+        result = asyncio.run(replay.run(logs_in, journal=journal, run_id="result"))
+        again = asyncio.run(replay.run(logs_in, journal=journal, run_id="result"))
+    assert result == again and result["user"] == "ada" and result["token"].startswith("[redacted")
+    assert b"ResultToken7t3" not in every_byte(folder)

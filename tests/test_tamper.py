@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 import replay
 from journal import Journal
 from journal._chain import Chain, chain_events
-from journal._heads import head_text
+from journal._heads import entry_hash, head_text
 from replay._cli import app
 
 from . import test_verify as verify_cases
@@ -466,3 +467,106 @@ def test_postgres_head_catches_a_status_set_back_and_holds_under_concurrency(
     with Journal(store=postgres_store(pg_schema)) as journal:
         assert {e.reason for e in journal.store.read_heads()} == {"adopted"}
         assert len(journal.store.read_heads()) == 12
+
+
+# -- a second round: forging the head without the key, laundering, damaged head rows ---------
+
+
+def _plain_head(path: Path) -> None:
+    """Rebuild the head with plain SHA-256 entries, as an attacker without the key can."""
+    with Journal(path) as journal:
+        entries = journal.store.read_heads()
+    forged, prev = [], "0" * 64
+    plain = Chain()
+    for entry in entries:
+        entry = replace(entry, prev=prev, scheme=plain.scheme)
+        entry = replace(entry, hash=entry_hash(plain, entry))
+        forged.append(entry)
+        prev = entry.hash
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TRIGGER heads_are_append_only_delete")
+    conn.execute("DELETE FROM heads")
+    conn.executemany(
+        "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.n, e.run_id, e.reason, e.status, e.events, e.last_hash, e.seal, e.run_chain,
+             e.at.timestamp(), e.scheme, e.prev, e.hash)
+            for e in forged
+        ],
+    )  # fmt: skip
+    conn.commit()
+    conn.close()
+
+
+def test_a_signed_head_rebuilt_without_the_key_is_broken(db_path: Path) -> None:
+    """Without the key, an attacker rebuilds the head with plain SHA-256 (after removing a
+    signed run): verify with the key takes only signed entries, and exits 3."""
+    record_two(db_path, hmac_key="k" * 32)
+    edit_sqlite(
+        db_path, "DELETE FROM events WHERE run_id = 'T-2'", "DELETE FROM runs WHERE run_id = 'T-2'"
+    )
+    _plain_head(db_path)
+    code, output = cli("verify", "--db", str(db_path), key="k" * 32)
+    assert code == 3 and "not signed with this journal's key" in output, output
+
+
+def test_setting_the_adoption_marker_launders_nothing(db_path: Path) -> None:
+    """A run added by hand, then the once-only adoption marker set again: opening the journal
+    with the key does not sign the forged run into the head."""
+    record_two(db_path, hmac_key="k" * 32)
+    edit_sqlite(
+        db_path,
+        "INSERT INTO runs SELECT 'X-9', workflow, inputs, inputs_fingerprint, status, result,"
+        " error, owner, owner_token, parent_run_id, fork_seq, resumes, created_at, updated_at,"
+        " finished_at, chain, seal, wake_at, waiting_for FROM runs WHERE run_id = 'T-3'",
+        "INSERT OR REPLACE INTO meta VALUES ('heads_pending', x'01')",
+    )
+    with Journal(db_path, hmac_key="k" * 32) as journal:
+        assert all(e.run_id != "X-9" for e in journal.store.read_heads())
+        verdicts = {v.run_id: v for v in journal.verify()}
+    assert verdicts["X-9"].verdict == "broken", verdicts["X-9"]
+
+
+def test_a_removal_not_made_by_retention_is_broken(db_path: Path) -> None:
+    """A finished run deleted and a `removed` entry appended by hand (its seal not the run's):
+    the head says the removal was not retention's, even against a kept head."""
+    kept = record_two(db_path)
+    with Journal(db_path) as journal:
+        last = journal.head()
+    assert last is not None
+    removed = replace(last, n=last.n + 1, run_id="T-2", reason="removed", seal=None, prev=last.hash)
+    removed = replace(removed, hash=entry_hash(Chain(), removed))
+    edit_sqlite(
+        db_path,
+        "DELETE FROM events WHERE run_id = 'T-2'",
+        "DELETE FROM runs WHERE run_id = 'T-2'",
+        "INSERT INTO heads VALUES ("
+        f"{removed.n}, 'T-2', 'removed', 'completed', {removed.events}, NULL, NULL, "
+        f"'sha256', {removed.at.timestamp()}, 'sha256', '{removed.prev}', '{removed.hash}')",
+    )
+    code, output = cli("verify", "--db", str(db_path), "--since", kept)
+    assert code == 3 and "not made by retention" in output, output
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE heads SET at = 'yesterday' WHERE n = 2",
+        "UPDATE heads SET at = 1e300 WHERE n = 2",
+        "UPDATE heads SET events = 'x' WHERE n = 2",
+        "UPDATE heads SET run_id = x'00ff' WHERE n = 2",
+        "UPDATE heads SET hash = x'00' WHERE n = 2",
+    ],
+)
+def test_head_rows_edited_into_other_types_are_edits_not_crashes(
+    db_path: Path, statement: str
+) -> None:
+    record_two(db_path)
+    edit_sqlite(db_path, "DROP TRIGGER heads_are_append_only_update", statement)
+    code, output = cli("verify", "--db", str(db_path))
+    assert code == 3 and "entry 2 was edited" in output, output
+    assert cli("head", "--db", str(db_path))[0] == 0
+    exported = db_path.with_name("all.jsonl")
+    for fmt in ("jsonl", "json"):
+        args = ("export", "--all", "--db", str(db_path), "-f", fmt, "-o", str(exported))
+        assert cli(*args)[0] == 0

@@ -680,6 +680,9 @@ class PostgresStore:
             cur.execute(f"DELETE FROM {s}.meta WHERE name = 'heads_pending'")
             if cur.rowcount == 0:
                 return 0  # another process adopted them meanwhile
+            cur.execute(f"SELECT 1 FROM {s}.heads LIMIT 1")
+            if cur.fetchone() is not None:
+                return 0  # the head exists: runs it lacks were added by hand, never adopted
             cur.execute(
                 f"SELECT run_id FROM {s}.runs WHERE run_id NOT IN (SELECT run_id FROM {s}.heads)"
                 " ORDER BY created_at"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .._events import Owner, Run, RunStatus
@@ -74,7 +74,36 @@ def list_runs_query(
 
 def head_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> HeadEntry:
     """A head entry from `(n, run_id, reason, status, events, last_hash, seal, run_chain, at,
-    scheme, prev, hash)`."""
+    scheme, prev, hash)`; one edited into types the journal never writes is read as well as
+    it can be, with `damage` saying what is wrong."""
+    types: tuple[Any, ...] = (
+        int, str, str, str, int, (str, type(None)), (str, type(None)), (str, type(None))
+    )  # fmt: skip
+    wrong = [i for i, kind in enumerate(types) if not isinstance(row[i], kind)]
+    wrong += [i for i in (9, 10, 11) if not isinstance(row[i], str)]
+    try:
+        at = moment(row[8])
+    except (TypeError, ValueError, OverflowError, OSError):
+        at, wrong = datetime(1970, 1, 1, tzinfo=UTC), [*wrong, 8]
+    if wrong or isinstance(row[0], bool):
+        names = ("n", "run_id", "reason", "status", "events", "last_hash", "seal", "run_chain",
+                 "at", "scheme", "prev", "hash")  # fmt: skip
+        text = [v.hex() if isinstance(v, bytes) else str(v) for v in row]
+        return HeadEntry(
+            n=row[0] if type(row[0]) is int else -1,
+            run_id=text[1],
+            reason="adopted",
+            status=text[3],
+            events=row[4] if type(row[4]) is int else -1,
+            last_hash=text[5],
+            seal=text[6],
+            run_chain=text[7],
+            at=at,
+            scheme=text[9],
+            prev=text[10],
+            hash=text[11],
+            damage=f"its {names[min(wrong)]} holds a value the journal never writes",
+        )
     return HeadEntry(
         n=row[0],
         run_id=row[1],

@@ -759,6 +759,8 @@ class SQLiteStore:
         with self._lock, self._transaction() as conn:
             if conn.execute("DELETE FROM meta WHERE name = 'heads_pending'").rowcount == 0:
                 return 0  # another process adopted them meanwhile
+            if conn.execute("SELECT 1 FROM heads LIMIT 1").fetchone() is not None:
+                return 0  # the head exists: runs it lacks were added by hand, never adopted
             unknown = [
                 row[0]
                 for row in conn.execute(

@@ -125,6 +125,8 @@ def _response_payload(
 ) -> bytes:
     """The journal's record of a response: status, kept headers, exact body, LLM metadata."""
     kept = [[k, v] for k, v in headers.multi_items() if k.lower() not in DROPPED_RESPONSE_HEADERS]
+    if session.redact is not None:  # a secret-named header, a Location with ?code=...
+        kept = [[k, session.redact.header(k, v)] for k, v in kept]
     record: dict[str, Any] = {"status": status, "headers": kept, "elapsed_ms": round(elapsed, 3)}
     try:
         record["body"] = raw.decode()
