@@ -21,7 +21,7 @@ from ._errors import JournalError
 from ._events import KIND_BY_VALUE, STATUS_BY_VALUE, Event, Run, RunStatus, trusted_event
 from ._heads import HeadEntry
 from ._html import write_html_timeline
-from ._verify import HeadCheck, RunVerification, verify_run
+from ._verify import HEAD_ROW, Break, HeadCheck, RunVerification, verify_run
 
 ExportFormat = Literal["jsonl", "json", "csv", "html"]
 FORMATS: tuple[ExportFormat, ...] = ("jsonl", "json", "csv", "html")
@@ -172,10 +172,13 @@ def write_export(
     chain: Chain,
     heads: Iterable[HeadEntry] = (),
     on_event: Callable[[], None] | None = None,
+    every_run: bool = False,
 ) -> int:
     """Write `runs` and their events to `out` in `fmt`; the number of events written. JSONL
     and JSON carry the journal's `heads` entries too (before the runs), so that the export
-    proves the exported runs' states against them."""
+    proves the exported runs' states against them, and a manifest: which runs it holds (all
+    of the journal's, with `every_run`), MAC'd with the chain, so that a run cut from the file
+    is found (with the key, by anyone who cannot sign)."""
     tick = on_event or (lambda: None)
     written = 0
 
@@ -186,8 +189,12 @@ def write_export(
             tick()
             yield event
 
+    runs = list(runs)
+    heads = list(heads)
+    manifest = _manifest(chain, every_run, [run.run_id for run in runs], heads)
     if fmt == "jsonl":
-        out.write(_line({"type": "export", "format": EXPORT_VERSION, "exported_at": _now()}))
+        header = {"type": "export", "format": EXPORT_VERSION, "exported_at": _now(), **manifest}
+        out.write(_line(header))
         for entry in heads:
             out.write(_line(head_record(entry)))
         for run in runs:
@@ -195,7 +202,8 @@ def write_export(
             for event in counted(run):
                 out.write(_line(event_record(event)))
     elif fmt == "json":
-        out.write(f'{{"format":"{EXPORT_VERSION}","exported_at":"{_now()}","heads":[')
+        fields = orjson.dumps(manifest).decode()[1:-1]
+        out.write(f'{{"format":"{EXPORT_VERSION}","exported_at":"{_now()}",{fields},"heads":[')
         for index, entry in enumerate(heads):
             out.write(("," if index else "") + "\n" + orjson.dumps(head_record(entry)).decode())
         out.write('],"runs":[')
@@ -249,6 +257,56 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _manifest(
+    chain: Chain, every_run: bool, run_ids: list[str], heads: list[HeadEntry]
+) -> dict[str, Any]:
+    scope = "all" if every_run else "some"
+    head = heads[-1].hash if heads else ""
+    return {
+        "scope": scope,
+        "run_count": len(run_ids),
+        "manifest_scheme": chain.scheme,
+        "manifest": _manifest_mac(chain, scope, run_ids, head),
+    }
+
+
+def _manifest_mac(chain: Chain, scope: str, run_ids: list[str], head: str) -> str:
+    return chain.mac(b"journal-replay/export/v1" + orjson.dumps([scope, sorted(run_ids), head]))
+
+
+def _check_manifest(
+    header: dict[str, Any], chain: Chain, run_ids: list[str], heads: list[HeadEntry]
+) -> tuple[bool, RunVerification | None]:
+    """(whether the export holds all of the journal's runs, what is wrong with its manifest)."""
+    if "manifest" not in header:
+        return False, None  # an export from before manifests: it proves its runs only
+    scheme = header.get("manifest_scheme")
+    every_run = header.get("scope") == "all"
+    keyed = chain.scheme != "sha256"
+    if keyed and scheme != chain.scheme:
+        detail = (
+            f"the export's manifest is signed with {scheme}, not with this key ({chain.scheme}):"
+            " it was rewritten without the key"
+        )
+        return every_run, RunVerification(
+            HEAD_ROW, "broken", 0, False, Break(None, "manifest", detail)
+        )
+    signer = chain if scheme == chain.scheme else Chain() if scheme == "sha256" else None
+    if signer is None:
+        return every_run, None  # signed with a key this process does not have
+    head = heads[-1].hash if heads else ""
+    if _manifest_mac(signer, str(header.get("scope")), run_ids, head) != header["manifest"]:
+        detail = "the runs in the file are not the ones exported: runs were cut from it or added"
+        return every_run, RunVerification(
+            HEAD_ROW, "broken", 0, False, Break(None, "manifest", detail)
+        )
+    return every_run, None
+
+
+def _manifest_broken(detail: str) -> RunVerification:
+    return RunVerification(HEAD_ROW, "broken", 0, False, Break(None, "manifest", detail))
+
+
 def head_record(entry: HeadEntry) -> dict[str, Any]:
     return {
         "type": "head",
@@ -297,7 +355,7 @@ def verify_export(
             except orjson.JSONDecodeError:
                 header = None
             if isinstance(header, dict) and header.get("type") == "export":
-                return _verify_jsonl(handle, chain, path, since)
+                return _verify_jsonl(handle, chain, path, since, header)
             handle.seek(0)
             document = orjson.loads(handle.read())
     except (OSError, orjson.JSONDecodeError) as exc:
@@ -311,7 +369,8 @@ def verify_export(
             "CSV and HTML exports carry no full chain; verify a JSONL or JSON export."
         )
     try:
-        check = HeadCheck(chain, [head_from_record(r) for r in document.get("heads", [])])
+        entries = [head_from_record(r) for r in document.get("heads", [])]
+        check = HeadCheck(chain, entries)
         verdicts = [
             check.verify(
                 run_from_record(run),
@@ -319,13 +378,20 @@ def verify_export(
             )
             for run in document["runs"]
         ]
+        ids = [str(run["run_id"]) for run in document["runs"]]
     except (KeyError, ValueError, TypeError) as exc:
         raise ExportUnreadable(f"{path}: a record is not a journal export record ({exc}).") from exc
-    return check.results(verdicts, since, every_run=False)
+    every_run, wrong = _check_manifest(document, chain, ids, entries)
+    results = check.results(verdicts, since, every_run=every_run)
+    return results if wrong is None else [*results, wrong]
 
 
 def _verify_jsonl(
-    handle: IO[bytes], chain: Chain, path: Path, since: tuple[int, str] | None
+    handle: IO[bytes],
+    chain: Chain,
+    path: Path,
+    since: tuple[int, str] | None,
+    header: dict[str, Any],
 ) -> list[RunVerification]:
     """Runs streamed one after the other (constant memory in their events); the head's
     entries come first, so what they need of each run is known when it is read."""
@@ -360,4 +426,6 @@ def _verify_jsonl(
             results.append(check.verify(run_from_record(current), events_until_next_run()))
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
         raise ExportUnreadable(f"{path}: a line is not a journal export record ({exc}).") from exc
-    return check.results(results, since, every_run=False)
+    every_run, wrong = _check_manifest(header, chain, [v.run_id for v in results], entries)
+    verdicts = check.results(results, since, every_run=every_run)
+    return verdicts if wrong is None else [*verdicts, wrong]

@@ -250,6 +250,7 @@ class Journal:
             chain=self.chain,
             heads=self.store.read_heads(),
             on_event=on_event,
+            every_run=run_ids is None,
         )
 
     def verify_export(

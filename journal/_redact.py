@@ -171,7 +171,10 @@ class Redactor:
             and b"?" not in payload
         ):
             return payload  # the common case: nothing that could be a secret key
-        value = orjson.loads(payload)
+        try:
+            value = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return payload  # not JSON (a body that only says it is): nothing keyed to look at
         if not self._holds_secret("", value):
             return payload
         # A secret found anywhere (a URL in an error's request) is scrubbed everywhere in the

@@ -182,8 +182,11 @@ def test_a_rewritten_chain_passes_sha256_but_not_hmac(db_path: Path) -> None:
     rewrite_result(signed, Chain())  # the attacker does not have the key
     rewrite_head(signed, Chain())
     with Journal(signed, hmac_key="k" * 32) as journal:
-        (verdict,) = journal.verify("r1")
+        verdicts = {v.run_id: v for v in journal.verify("r1")}
+    verdict = verdicts["r1"]
     assert not verdict.ok and verdict.broken is not None and verdict.broken.field == "seal"
+    head = verdicts["(journal head)"]  # and the head, rebuilt without the key, is not signed
+    assert head.broken is not None and "not signed with this journal's key" in head.broken.detail
 
 
 def rewrite_head(path: Path, forge: Chain) -> None:
