@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -147,6 +147,8 @@ def _fragments(patterns: Iterable[str]) -> list[str]:
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_MAY_BE_URL = re.compile(r"[?#@]").search
+"""A string that may be a URL holding a secret (a query, a fragment, a user:pass@)."""
 _SCAN_LIMIT = 256
 """Up to this many bytes a regex scan is cheaper than parsing; beyond it, parsing is."""
 
@@ -169,6 +171,8 @@ class Redactor:
             and len(payload) <= _SCAN_LIMIT
             and maybe.search(payload.lower()) is None
             and b"?" not in payload
+            and b"@" not in payload
+            and b"#" not in payload
         ):
             return payload  # the common case: nothing that could be a secret key
         try:
@@ -202,7 +206,7 @@ class Redactor:
             return self(payload)
         known = self._policy._decisions  # name -> is it a secret key; filled on first sight
         for name, value in bound.items():
-            if type(value) not in _SCALARS or (type(value) is str and "?" in value):
+            if type(value) not in _SCALARS or (type(value) is str and _MAY_BE_URL(value)):
                 return self(payload)
             secret = known.get(name)
             if secret is None:
@@ -222,7 +226,7 @@ class Redactor:
         secret query parameters redacted in a URL (a redirect's Location)."""
         if value and not _is_marker(value) and self._policy.is_secret_key(name):
             return self.marker(value)
-        url = self._url_redacted(value) if "?" in value else None
+        url = self._url_redacted(value)
         return value if url is None else url
 
     def scrub(self, payload: bytes, bound: dict[str, Any]) -> bytes:
@@ -237,28 +241,21 @@ class Redactor:
         return self._replace_all(payload, found)
 
     def _collect(self, key: str, value: Any, found: list[str]) -> None:
-        """The secret strings in `value`: under secret keys, in URL queries, by the rule."""
+        """The secret strings in `value`: under secret keys, in URLs, in `[name, value]` pairs,
+        by the rule."""
         if isinstance(value, dict):
             for k, v in value.items():
                 self._collect(str(k), v, found)
         elif isinstance(value, list | tuple):
+            if isinstance(value, list) and self._secret_pair(value):
+                found.append(value[1])
             for v in value:
                 self._collect("", v, found)
         elif isinstance(value, str) and not _is_marker(value):
             if self._secret(key, value):
                 found.append(value)
-            elif "?" in value:
-                try:
-                    pairs = parse_qsl(urlsplit(value).query, keep_blank_values=True)
-                except ValueError:
-                    return
-                for name, item in pairs:
-                    if item and (
-                        self._policy.is_secret_key(name) or _normalise(name) in QUERY_SECRET_NAMES
-                    ):
-                        found.append(item)
-                    elif "?" in item:
-                        self._collect("", item, found)
+            else:
+                found.extend(self._url_secrets(value))
 
     def marker(self, secret: Any) -> str:
         digest = hmac.new(self._salt, canonical_json(secret), hashlib.sha256).hexdigest()
@@ -278,41 +275,85 @@ class Redactor:
         if isinstance(value, dict):
             return any(self._secret(k, v) or self._holds_secret(k, v) for k, v in value.items())
         if isinstance(value, list):
+            if self._secret_pair(value):
+                return True
             return any(self._secret("", v) or self._holds_secret("", v) for v in value)
         if isinstance(value, str) and self._url_redacted(value) is not None:
             return True
         return key == "" and self._secret("", value)
 
-    def _url_redacted(self, text: str) -> str | None:
-        """`text`, a URL with secret query parameters, with their values replaced by markers;
-        None if it is not such a URL."""
-        if "?" not in text or "=" not in text or len(text) > 65_536:
-            return None
+    def _secret_pair(self, value: list[Any]) -> bool:
+        """`[name, value]` with a secret name: a header as an HTTP library lists it."""
+        return (
+            len(value) == 2
+            and isinstance(value[0], str)
+            and isinstance(value[1], str)
+            and bool(value[1])
+            and not _is_marker(value[1])
+            and self._policy.is_secret_key(value[0])
+        )
+
+    def _query_secret(self, name: str) -> bool:
+        name = _normalise(name).removesuffix("[]")
+        return self._policy.is_secret_key(name) or name in QUERY_SECRET_NAMES
+
+    def _url_secrets(self, text: str) -> list[str]:
+        """The secrets in `text` if it is a URL: secret query or fragment parameters (an OAuth
+        `#access_token=`), a password in `user:pass@host`, and those of URLs inside it."""
+        if len(text) > 65_536 or not ("=" in text or "@" in text) or "/" not in text:
+            return []
         try:
             parts = urlsplit(text)
+            password = unquote(parts.password) if parts.password else None
         except ValueError:
+            return []
+        if not (parts.scheme or text.startswith("/")):
+            return []
+        found = [password] if password and not _is_marker(password) else []
+        for part in (parts.query, parts.fragment):
+            if "=" not in part:
+                continue
+            for name, value in parse_qsl(part, keep_blank_values=True):
+                if value and not _is_marker(value) and self._query_secret(name):
+                    found.append(value)
+                elif "/" in value:
+                    found.extend(self._url_secrets(value))
+        return found
+
+    def _url_redacted(self, text: str) -> str | None:
+        """`text`, a URL holding secrets (see `_url_secrets`), with each replaced by its marker;
+        None if it is not such a URL."""
+        secrets = self._url_secrets(text)
+        if not secrets:
             return None
-        if not parts.query or not (parts.scheme or text.startswith("/")):
-            return None
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        changed = False
+        parts = urlsplit(text)
+        netloc = parts.netloc
+        if parts.password and not _is_marker(unquote(parts.password)):
+            user, _, host = netloc.rpartition("@")
+            name = user.split(":", 1)[0]
+            netloc = f"{name}:{quote(self.marker(parts.password), safe='')}@{host}"
+        return urlunsplit(
+            parts._replace(
+                netloc=netloc,
+                query=self._pairs_redacted(parts.query),
+                fragment=self._pairs_redacted(parts.fragment),
+            )
+        )
+
+    def _pairs_redacted(self, part: str) -> str:
+        if "=" not in part:
+            return part
         kept = []
-        for name, value in pairs:
-            if (
-                value
-                and not _is_marker(value)
-                and (self._policy.is_secret_key(name) or _normalise(name) in QUERY_SECRET_NAMES)
-            ):
-                value = self.marker(value)
-                changed = True
-            elif "?" in value:
+        changed = False
+        for name, value in parse_qsl(part, keep_blank_values=True):
+            if value and not _is_marker(value) and self._query_secret(name):
+                value, changed = self.marker(value), True
+            elif "/" in value:
                 inner = self._url_redacted(value)  # a URL inside a URL (a redirect target)
                 if inner is not None:
                     value, changed = inner, True
             kept.append((name, value))
-        if not changed:
-            return None
-        return urlunsplit(parts._replace(query=urlencode(kept, safe="[]", quote_via=quote)))
+        return urlencode(kept, safe="[]", quote_via=quote) if changed else part
 
     def _redacted(self, key: str, value: Any) -> Any:
         if isinstance(value, dict):
@@ -321,6 +362,8 @@ class Redactor:
                 for k, v in value.items()
             }
         if isinstance(value, list):
+            if self._secret_pair(value):
+                return [value[0], self.marker(value[1])]
             return [self.marker(v) if self._secret("", v) else self._redacted("", v) for v in value]
         if key == "" and self._secret("", value):
             return self.marker(value)

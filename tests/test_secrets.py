@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -164,3 +165,38 @@ def test_secrets_in_the_workflows_result_never_reach_disk(tmp_path: Path) -> Non
         again = asyncio.run(replay.run(logs_in, journal=journal, run_id="result"))
     assert result == again and result["user"] == "ada" and result["token"].startswith("[redacted")
     assert b"ResultToken7t3" not in every_byte(folder)
+
+
+@pytest.mark.parametrize(
+    ("value", "secret"),
+    [
+        ({"dsn": "postgresql://bob:Passw0rdX1@db.example/app"}, "Passw0rdX1"),
+        ({"callback": "https://app.example/cb#access_token=FragTok2&state=1"}, "FragTok2"),
+        ({"url": "https://a.example/v1?api_key[]=ArrKey3"}, "ArrKey3"),
+        ({"headers": [["Authorization", "Bearer PairTok4"], ["X-Trace", "t1"]]}, "PairTok4"),
+        ({"url": "https://gcs.example/o?X-Goog-Signature=GoogSig5"}, "GoogSig5"),
+    ],
+)
+def test_more_places_secrets_hide_are_redacted_once_and_for_all(
+    tmp_path: Path, value: dict[str, object], secret: str
+) -> None:
+    """A password in user:pass@, an OAuth fragment, an array parameter, a header as a
+    [name, value] pair, a GCS signature: redacted in a step's arguments, idempotently, and
+    the step replays."""
+
+    @replay.step(kind="tool")
+    async def call(request: dict[str, object]) -> str:
+        return "ok"
+
+    async def workflow() -> str:
+        return await call(value)
+
+    folder = tmp_path / "journal"
+    with Journal(folder / "j.db") as journal:
+        asyncio.run(replay.run(workflow, journal=journal, run_id="shapes"))
+        assert asyncio.run(replay.run(workflow, journal=journal, run_id="shapes", mode="replay"))
+        redactor = journal.redactor()
+    assert redactor is not None
+    once = redactor(orjson.dumps(value))
+    assert secret.encode() not in once and redactor(once) == once
+    assert secret.encode() not in every_byte(folder)
