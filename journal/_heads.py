@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -72,37 +72,50 @@ class HeadEntry:
         )
 
 
-@dataclass(frozen=True)
-class HeadDraft:
-    """An entry before the store gives it its place (`n`, `prev`): what the writer knows."""
+def next_entry(
+    chain: Chain,
+    run_id: str,
+    reason: Reason,
+    run: tuple[Any, Any, Any],
+    last: tuple[Any, Any] | None,
+    top: tuple[Any, Any] | None,
+) -> HeadEntry:
+    """The entry a store appends for `run_id` now, hashed with `chain`: `run` is the run's
+    `(status, seal, chain)`, `last` its last event's `(seq, hash)`, `top` the head's last
+    entry's `(n, hash)`; the store reads them inside the transaction that appends."""
+    entry = HeadEntry(
+        n=top[0] + 1 if top else 1,
+        run_id=run_id,
+        reason=reason,
+        status=str(run[0]),
+        events=int(last[0]) if last else 0,
+        last_hash=last[1] if last else None,
+        seal=run[1],
+        run_chain=run[2],
+        at=datetime.now(UTC),
+        scheme=chain.scheme,
+        prev=top[1] if top else ZERO,
+        hash="",
+    )
+    return replace(entry, hash=entry_hash(chain, entry))
 
-    run_id: str
-    reason: Reason
-    status: str
-    events: int
-    last_hash: str | None
-    seal: str | None
-    run_chain: str | None
-    chain: Chain
 
-    def place(self, n: int, prev: str) -> HeadEntry:
-        """The entry at position `n` after `prev`, hashed (called inside the store's
-        transaction, which makes `n` and `prev` the head's current end)."""
-        entry = HeadEntry(
-            n=n,
-            run_id=self.run_id,
-            reason=self.reason,
-            status=self.status,
-            events=self.events,
-            last_hash=self.last_hash,
-            seal=self.seal,
-            run_chain=self.run_chain,
-            at=datetime.now(UTC),
-            scheme=self.chain.scheme,
-            prev=prev,
-            hash="",
-        )
-        return replace(entry, hash=entry_hash(self.chain, entry))
+def entry_row(entry: HeadEntry, at: Any) -> tuple[Any, ...]:
+    """The entry as the SQL stores' `heads` columns hold it (`at` in the store's own type)."""
+    return (
+        entry.n,
+        entry.run_id,
+        entry.reason,
+        entry.status,
+        entry.events,
+        entry.last_hash,
+        entry.seal,
+        entry.run_chain,
+        at,
+        entry.scheme,
+        entry.prev,
+        entry.hash,
+    )
 
 
 def entry_hash(chain: Chain, entry: HeadEntry) -> str:

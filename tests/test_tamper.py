@@ -478,19 +478,7 @@ def _plain_head(path: Path) -> None:
         entry = replace(entry, hash=entry_hash(plain, entry))
         forged.append(entry)
         prev = entry.hash
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER heads_are_append_only_delete")
-    conn.execute("DELETE FROM heads")
-    conn.executemany(
-        "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (e.n, e.run_id, e.reason, e.status, e.events, e.last_hash, e.seal, e.run_chain,
-             e.at.timestamp(), e.scheme, e.prev, e.hash)
-            for e in forged
-        ],
-    )  # fmt: skip
-    conn.commit()
-    conn.close()
+    verify_cases.replace_heads(path, forged)
 
 
 def test_a_signed_head_rebuilt_without_the_key_is_broken(db_path: Path) -> None:

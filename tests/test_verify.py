@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import replay
 from journal import ChainKeyMismatch, Journal
 from journal._chain import Chain, microseconds
-from journal._heads import ZERO, entry_hash, head_text
+from journal._heads import ZERO, HeadEntry, entry_hash, entry_row, head_text
 from journal.stores._sqlite import _dt, _ts
 
 
@@ -211,17 +211,18 @@ def rewrite_head(path: Path, forge: Chain) -> None:
         entry = replace(entry, hash=entry_hash(forge, entry))
         forged.append(entry)
         prev = entry.hash
+    replace_heads(path, forged)
+
+
+def replace_heads(path: Path, entries: list[HeadEntry]) -> None:
+    """Put `entries` in place of the journal's head, with sqlite3, triggers dropped."""
     conn = sqlite3.connect(path)
     conn.execute("DROP TRIGGER heads_are_append_only_delete")
     conn.execute("DELETE FROM heads")
     conn.executemany(
         "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (e.n, e.run_id, e.reason, e.status, e.events, e.last_hash, e.seal, e.run_chain,
-             _ts(e.at), e.scheme, e.prev, e.hash)
-            for e in forged
-        ],
-    )  # fmt: skip
+        [entry_row(e, _ts(e.at)) for e in entries],
+    )
     conn.commit()
     conn.close()
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from .._chain import Chain
 from .._errors import LeaseLost, RunNotFound
 from .._events import Event, EventRow, Owner, Run, RunStatus
-from .._heads import ZERO, HeadDraft, HeadEntry, Reason
+from .._heads import HeadEntry, Reason, next_entry
 from ._ownership import check_claim
 
 
@@ -218,17 +218,15 @@ class MemoryStore:
             return
         run, events = self._runs[run_id], self._events.get(run_id, [])
         top = self._heads[-1] if self._heads else None
-        draft = HeadDraft(
+        entry = next_entry(
+            self.head_chain,
             run_id,
             reason,
-            run.status.value,
-            events[-1].seq if events else 0,
-            events[-1].hash if events else None,
-            run.seal,
-            run.chain,
-            self.head_chain,
+            (run.status.value, run.seal, run.chain),
+            (events[-1].seq, events[-1].hash) if events else None,
+            (top.n, top.hash) if top else None,
         )
-        self._heads.append(draft.place(len(self._heads) + 1, top.hash if top else ZERO))
+        self._heads.append(entry)
 
     def adopt_runs(self) -> int:
         return 0  # a memory journal is born with its head

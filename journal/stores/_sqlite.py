@@ -31,7 +31,7 @@ from .._events import (
     RunStatus,
     trusted_event,
 )
-from .._heads import ZERO, HeadDraft, HeadEntry, Reason
+from .._heads import HeadEntry, Reason, entry_row, next_entry
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
 from ._rows import RUN_COLUMNS, head_from_row, list_runs_query, run_from_row
@@ -717,33 +717,10 @@ class SQLiteStore:
             "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
         ).fetchone()
         top = conn.execute("SELECT n, hash FROM heads ORDER BY n DESC LIMIT 1").fetchone()
-        draft = HeadDraft(
-            run_id,
-            reason,
-            str(run[0]),
-            int(last[0]) if last else 0,
-            last[1] if last else None,
-            run[1],
-            run[2],
-            chain,
-        )
-        entry = draft.place(top[0] + 1 if top else 1, top[1] if top else ZERO)
+        entry = next_entry(chain, run_id, reason, run, last, top)
         conn.execute(
             "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.n,
-                entry.run_id,
-                entry.reason,
-                entry.status,
-                entry.events,
-                entry.last_hash,
-                entry.seal,
-                entry.run_chain,
-                _ts(entry.at),
-                entry.scheme,
-                entry.prev,
-                entry.hash,
-            ),
+            entry_row(entry, _ts(entry.at)),
         )
 
     @_named
