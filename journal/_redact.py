@@ -147,8 +147,14 @@ def _fragments(patterns: Iterable[str]) -> list[str]:
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-_MAY_BE_URL = re.compile(r"[?#@]").search
-"""A string that may be a URL holding a secret (a query, a fragment, a user:pass@)."""
+
+
+def _may_hold_url_secret(text: str) -> bool:
+    """Whether `text` may be a URL holding a secret (`_url_secrets` needs a `/`, and an `=`
+    or an `@`): substring tests, cheap on a long prompt that is none."""
+    return "/" in text and ("=" in text or "@" in text)
+
+
 _SCAN_LIMIT = 256
 """Up to this many bytes a regex scan is cheaper than parsing; beyond it, parsing is."""
 
@@ -170,9 +176,7 @@ class Redactor:
             maybe is not None
             and len(payload) <= _SCAN_LIMIT
             and maybe.search(payload.lower()) is None
-            and b"?" not in payload
-            and b"@" not in payload
-            and b"#" not in payload
+            and (b"/" not in payload or (b"=" not in payload and b"@" not in payload))
         ):
             return payload  # the common case: nothing that could be a secret key
         try:
@@ -206,7 +210,7 @@ class Redactor:
             return self(payload)
         known = self._policy._decisions  # name -> is it a secret key; filled on first sight
         for name, value in bound.items():
-            if type(value) not in _SCALARS or (type(value) is str and _MAY_BE_URL(value)):
+            if type(value) not in _SCALARS or (type(value) is str and _may_hold_url_secret(value)):
                 return self(payload)
             secret = known.get(name)
             if secret is None:
