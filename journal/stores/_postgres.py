@@ -8,8 +8,6 @@ taken over cannot interleave with the new owner. Connections come from a psycopg
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,111 +26,23 @@ from .._events import (
     RunStatus,
     trusted_event,
 )
-from .._heads import HeadEntry, Reason, entry_row, next_entry
+from .._heads import HeadEntry, Reason
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
-from ._rows import RUN_COLUMNS, head_from_row, list_runs_query, run_from_row
+from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
 
 try:
     import psycopg
-    from psycopg_pool import ConnectionPool, PoolTimeout
+    from psycopg_pool import ConnectionPool
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         f"The PostgreSQL store needs psycopg 3 and psycopg-pool ({exc}). Fix: pip install "
         "'journal-replay[postgres]'."
     ) from exc
 
-SCHEMA_VERSION = 2
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS {s}.meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
-CREATE TABLE IF NOT EXISTS {s}.runs (
-    run_id TEXT PRIMARY KEY,
-    workflow TEXT,
-    inputs BYTEA,
-    inputs_fingerprint TEXT,
-    status TEXT NOT NULL,
-    result BYTEA,
-    error BYTEA,
-    owner TEXT,
-    owner_token TEXT,
-    parent_run_id TEXT,
-    fork_seq INTEGER,
-    resumes INTEGER NOT NULL DEFAULT 0,
-    created_at TIMESTAMPTZ NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL,
-    finished_at TIMESTAMPTZ,
-    chain TEXT,
-    seal TEXT,
-    wake_at TIMESTAMPTZ,
-    waiting_for TEXT
-);
-CREATE TABLE IF NOT EXISTS {s}.signals (
-    run_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    payload BYTEA NOT NULL,
-    sent_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (run_id, name, number)
-);
-CREATE INDEX IF NOT EXISTS runs_by_created ON {s}.runs (created_at);
-CREATE TABLE IF NOT EXISTS {s}.events (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    payload BYTEA,
-    created_at TIMESTAMPTZ NOT NULL,
-    args BYTEA,
-    prev_hash TEXT,
-    hash TEXT,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE TABLE IF NOT EXISTS {s}.retention_log (
-    removed_at TIMESTAMPTZ NOT NULL,
-    run_id TEXT NOT NULL,
-    workflow TEXT,
-    status TEXT NOT NULL,
-    events INTEGER NOT NULL,
-    seal TEXT
-);
-CREATE OR REPLACE FUNCTION {s}.events_are_append_only() RETURNS trigger AS $$
-BEGIN
-    IF TG_OP = 'DELETE' AND current_setting('journal.retention', true) = 'on' THEN
-        RETURN OLD;
-    END IF;
-    RAISE EXCEPTION 'journal events are append-only (only journal gc removes runs)';
-END $$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS events_are_append_only ON {s}.events;
-CREATE TRIGGER events_are_append_only BEFORE UPDATE OR DELETE ON {s}.events
-    FOR EACH ROW EXECUTE FUNCTION {s}.events_are_append_only();
-CREATE TABLE IF NOT EXISTS {s}.heads (
-    n BIGINT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    status TEXT NOT NULL,
-    events INTEGER NOT NULL,
-    last_hash TEXT,
-    seal TEXT,
-    run_chain TEXT,
-    at TIMESTAMPTZ NOT NULL,
-    scheme TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE OR REPLACE FUNCTION {s}.heads_are_append_only() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'the journal head is append-only';
-END $$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS heads_are_append_only ON {s}.heads;
-CREATE TRIGGER heads_are_append_only BEFORE UPDATE OR DELETE ON {s}.heads
-    FOR EACH ROW EXECUTE FUNCTION {s}.heads_are_append_only();
-"""
+from . import _postgres_heads as _heads
+from ._postgres_schema import NAME, NoJournal, masked, open_schema
+from ._postgres_schema import named_errors as _named
 
 
 def _bytes(value: Any) -> bytes | None:
@@ -141,28 +51,6 @@ def _bytes(value: Any) -> bytes | None:
 
 def _moment(value: datetime) -> datetime:
     return value  # psycopg already returns timezone-aware datetimes
-
-
-def _named(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A store method whose lost or refused connections say so, with the fix (psycopg's own
-    error, a server shut down or a backend terminated, would otherwise reach the user raw)."""
-
-    @functools.wraps(method)
-    def wrapper(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise JournalUnavailable(
-                _masked(
-                    f"the connection to PostgreSQL at {self.url} was lost or refused "
-                    f"({type(exc).__name__}: {str(exc).strip()}); nothing more was written. "
-                    "Fix: check that the server runs and accepts connections, then resume "
-                    "the run: what was written before stays.",
-                    self.url,
-                )
-            ) from None
-
-    return wrapper
 
 
 class PostgresStore:
@@ -180,7 +68,7 @@ class PostgresStore:
         max_size: int = 8,
         read_only: bool = False,
     ) -> None:
-        if not _NAME.match(schema):
+        if not NAME.match(schema):
             raise ValueError(
                 f"schema must be a plain PostgreSQL name (lower case, digits, _), not {schema!r}"
             )
@@ -193,15 +81,15 @@ class PostgresStore:
         try:
             # One plain connection first: an unreachable server fails now, with its reason.
             with psycopg.connect(url, connect_timeout=10) as conn:
-                self._open_schema(conn)
+                self._heads_table = open_schema(conn, schema, read_only=read_only)
             self._pool = ConnectionPool(
                 url, min_size=min_size, max_size=max_size, open=True, timeout=30
             )
-        except _NoJournal as exc:
-            raise JournalUnavailable(_masked(f"{exc} (at {url})", url)) from None
+        except NoJournal as exc:
+            raise JournalUnavailable(masked(f"{exc} (at {url})", url)) from None
         except psycopg.Error as exc:
             raise JournalUnavailable(
-                _masked(
+                masked(
                     f"cannot use PostgreSQL at {url} as a journal: {str(exc).strip()}. Fix: "
                     "check the URL, that the server runs and that the user may create tables.",
                     url,
@@ -222,56 +110,6 @@ class PostgresStore:
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             yield cursor
-
-    def _open_schema(self, conn: psycopg.Connection[Any]) -> None:
-        s = self.schema
-        if self.read_only:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                    (s,),
-                )
-                tables = {row[0] for row in cur.fetchall()}
-            if not {"meta", "runs", "events"} <= tables:
-                raise _NoJournal(
-                    f"no journal in schema {s!r}. Fix: check ?schema= (the default is "
-                    "`journal`) against the schema your workflows write to."
-                )
-            self._heads_table = "heads" in tables
-            return
-        self._heads_table = True
-        with conn.transaction(), conn.cursor() as cur:
-            # One migrator at a time, across processes and hosts.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-schema:{s}",))
-            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-            cur.execute(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s"
-                " AND table_name = 'meta'",
-                (s,),
-            )
-            version = 0
-            if cur.fetchone() is not None:
-                cur.execute(f"SELECT value FROM {s}.meta WHERE name = 'schema_version'")
-                row = cur.fetchone()
-                version = int(bytes(row[0]).decode()) if row else 0
-            if version > SCHEMA_VERSION:
-                raise JournalUnavailable(
-                    f"schema {s!r} has journal schema version {version}, newer than this version "
-                    f"of journal-replay understands ({SCHEMA_VERSION}). Fix: upgrade "
-                    "journal-replay."
-                )
-            if version < SCHEMA_VERSION:
-                cur.execute(_DDL.format(s=s))
-                if version > 0:  # runs from before the head: adopted when a Journal opens
-                    cur.execute(
-                        f"INSERT INTO {s}.meta VALUES ('heads_pending', '\\x01')"
-                        " ON CONFLICT (name) DO NOTHING"
-                    )
-                cur.execute(
-                    f"INSERT INTO {s}.meta VALUES ('schema_version', %s)"
-                    " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                    (str(SCHEMA_VERSION).encode(),),
-                )
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -615,83 +453,36 @@ class PostgresStore:
 
     # -- the journal's head -------------------------------------------------------------------
 
-    _HEAD_COLUMNS = (
-        "n, run_id, reason, status, events, last_hash, seal, run_chain, at, scheme, prev, hash"
-    )
-
     def _append_head(self, cur: psycopg.Cursor[Any], run_id: str, reason: Reason) -> None:
-        """Append the run's state now to the journal's head (inside the caller's transaction;
-        appends from every process and host are serialised by an advisory lock)."""
-        chain = self.head_chain
-        if chain is None:
-            return
-        s = self.schema
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-heads:{s}",))
-        cur.execute(f"SELECT status, seal, chain FROM {s}.runs WHERE run_id = %s", (run_id,))
-        run = cur.fetchone()
-        assert run is not None
-        cur.execute(
-            f"SELECT seq, hash FROM {s}.events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
-            (run_id,),
-        )
-        last = cur.fetchone()
-        cur.execute(f"SELECT n, hash FROM {s}.heads ORDER BY n DESC LIMIT 1")
-        top = cur.fetchone()
-        entry = next_entry(chain, run_id, reason, run, last, top)
-        cur.execute(
-            f"INSERT INTO {s}.heads ({self._HEAD_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            entry_row(entry, entry.at),
-        )
+        """Append the run's state now to the journal's head (inside the caller's transaction)."""
+        if self.head_chain is not None:
+            _heads.append_head(cur, self.schema, self.head_chain, run_id, reason)
 
     @_named
     def adopt_runs(self) -> int:
+        """Once, after the upgrade that added the head: every run already in the journal gets
+        an `adopted` entry, its state at that moment. How many."""
         if self.head_chain is None or self.read_only:
             return 0
-        s = self.schema
         with self._transaction() as cur:
-            cur.execute(f"SELECT 1 FROM {s}.meta WHERE name = 'heads_pending'")
-            if cur.fetchone() is None:
+            if not _heads.adoption_pending(cur, self.schema):
                 return 0
         with self._transaction() as cur:
-            cur.execute(f"DELETE FROM {s}.meta WHERE name = 'heads_pending'")
-            if cur.rowcount == 0:
-                return 0  # another process adopted them meanwhile
-            cur.execute(f"SELECT 1 FROM {s}.heads LIMIT 1")
-            if cur.fetchone() is not None:
-                return 0  # the head exists: runs it lacks were added by hand, never adopted
-            cur.execute(
-                f"SELECT run_id FROM {s}.runs WHERE run_id NOT IN (SELECT run_id FROM {s}.heads)"
-                " ORDER BY created_at"
-            )
-            unknown = [row[0] for row in cur.fetchall()]
-            for run_id in unknown:
-                self._append_head(cur, run_id, "adopted")
-        return len(unknown)
+            return _heads.adopt_runs(cur, self.schema, self.head_chain)
 
     @_named
     def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
         if not self._heads_table:
             return []  # a schema from before the head, opened to read
         with self._transaction() as cur:
-            cur.execute(
-                f"SELECT {self._HEAD_COLUMNS} FROM {self.schema}.heads WHERE n > %s ORDER BY n"
-                " LIMIT %s",
-                (after_n, limit),
-            )
-            rows = cur.fetchall()
-        return [head_from_row(row, _moment) for row in rows]
+            return _heads.read_heads(cur, self.schema, after_n, limit)
 
     @_named
     def last_head(self) -> HeadEntry | None:
         if not self._heads_table:
             return None
         with self._transaction() as cur:
-            cur.execute(
-                f"SELECT {self._HEAD_COLUMNS} FROM {self.schema}.heads ORDER BY n DESC LIMIT 1"
-            )
-            row = cur.fetchone()
-        return None if row is None else head_from_row(row, _moment)
+            return _heads.last_head(cur, self.schema)
 
     @_named
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
@@ -713,21 +504,3 @@ class PostgresStore:
 
     def close(self) -> None:
         self._pool.close()
-
-
-class _NoJournal(Exception):
-    """A schema opened to read holds no journal."""
-
-
-def _masked(text: str, url: str) -> str:
-    """`text` with the password of `url` hidden, however it was given: `user:pass@`,
-    `?password=`, `password=` in a keyword/value string, or quoted back by the server."""
-    text = re.sub(r"(//[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
-    text = re.sub(r"((?:[?&\s]|^)password=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
-    try:
-        password = psycopg.conninfo.conninfo_to_dict(url).get("password")
-    except psycopg.Error:
-        password = None
-    if password and len(str(password)) >= 3:
-        text = text.replace(str(password), "***")
-    return text

@@ -6,21 +6,16 @@ Events are append-only: triggers reject UPDATE and DELETE on them.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-
-import sqlite_utils
+from typing import Any
 
 from .._chain import Chain
-from .._errors import JournalUnavailable, LeaseLost, RunNotFound
+from .._errors import LeaseLost, RunNotFound
 from .._events import (
     KIND_BY_VALUE,
     STATUS_BY_VALUE,
@@ -31,124 +26,15 @@ from .._events import (
     RunStatus,
     trusted_event,
 )
-from .._heads import HeadEntry, Reason, entry_row, next_entry
+from .._heads import HeadEntry, Reason
+from . import _sqlite_heads as _heads
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
-from ._rows import RUN_COLUMNS, head_from_row, list_runs_query, run_from_row
+from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
+from ._sqlite_file import SCHEMA_VERSION, SOUND_EVENT, Durability, connect, rollback
+from ._sqlite_file import named_errors as _named
 
-SCHEMA_VERSION = 4
-Durability = Literal["normal", "full"]
-
-# Deleting events is the retention policy's job alone (`Journal.gc`): it removes whole runs,
-# inside a transaction that holds a permit row, and logs what it removed.
-_RETENTION_SCHEMA = """
-CREATE TABLE IF NOT EXISTS retention_permit (granted INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS retention_log (
-    removed_at REAL NOT NULL,
-    run_id TEXT NOT NULL,
-    workflow TEXT,
-    status TEXT NOT NULL,
-    events INTEGER NOT NULL,
-    seal TEXT
-);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS signals (
-    run_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    sent_at REAL NOT NULL,
-    PRIMARY KEY (run_id, name, number)
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS events_are_append_only_delete BEFORE DELETE ON events
-WHEN NOT EXISTS (SELECT 1 FROM retention_permit)
-BEGIN SELECT RAISE(ABORT, 'journal events are append-only (only journal gc removes runs)'); END;
-"""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    workflow TEXT,
-    inputs BLOB,
-    inputs_fingerprint TEXT,
-    status TEXT NOT NULL,
-    result BLOB,
-    error BLOB,
-    owner TEXT,
-    owner_token TEXT,
-    parent_run_id TEXT,
-    fork_seq INTEGER,
-    resumes INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    finished_at REAL,
-    chain TEXT,
-    seal TEXT,
-    wake_at REAL,
-    waiting_for TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    payload BLOB,
-    created_at REAL NOT NULL,
-    args BLOB,
-    prev_hash TEXT,
-    hash TEXT,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS events_are_append_only_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'journal events are append-only'); END;
-"""
-_HEADS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS heads (
-    n INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    status TEXT NOT NULL,
-    events INTEGER NOT NULL,
-    last_hash TEXT,
-    seal TEXT,
-    run_chain TEXT,
-    at REAL NOT NULL,
-    scheme TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS heads_are_append_only_update BEFORE UPDATE ON heads
-BEGIN SELECT RAISE(ABORT, 'the journal head is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS heads_are_append_only_delete BEFORE DELETE ON heads
-BEGIN SELECT RAISE(ABORT, 'the journal head is append-only'); END;
-"""
-_SCHEMA += _RETENTION_SCHEMA + _HEADS_SCHEMA
-
-# Each schema version's upgrade from the one before; applied in order inside one transaction.
-_MIGRATIONS = {
-    2: ["ALTER TABLE events ADD COLUMN args BLOB"],
-    3: [
-        "ALTER TABLE events ADD COLUMN prev_hash TEXT",
-        "ALTER TABLE events ADD COLUMN hash TEXT",
-        "ALTER TABLE runs ADD COLUMN chain TEXT",
-        "ALTER TABLE runs ADD COLUMN seal TEXT",
-        "ALTER TABLE runs ADD COLUMN wake_at REAL",
-        "ALTER TABLE runs ADD COLUMN waiting_for TEXT",
-        "DROP TRIGGER IF EXISTS events_are_append_only_delete",
-        *_RETENTION_SCHEMA.split(";\n"),
-    ],
-    4: [
-        *_HEADS_SCHEMA.split(";\n"),
-        # The runs already here get `adopted` entries when a Journal next opens the file (the
-        # entries are signed with its key, which the store does not hold).
-        "INSERT OR IGNORE INTO meta VALUES ('heads_pending', x'01')",
-    ],
-}
+__all__ = ["SCHEMA_VERSION", "Durability", "SQLiteStore"]
 
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, seq, key, kind, name, fingerprint, status, attempt, payload,"
@@ -163,79 +49,6 @@ def _ts(moment: datetime) -> float:
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def _switch_to_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
-    """`PRAGMA journal_mode = WAL`, waiting out other processes opening the same new file.
-
-    Changing the journal mode needs the database to itself, and SQLite's busy handler does
-    not cover it: two processes creating one journal at once would otherwise see "locked".
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
-
-
-_SOUND = (
-    "(typeof(payload) IN ('blob', 'null') AND typeof(args) IN ('blob', 'null')"
-    " AND typeof(key) = 'text' AND typeof(kind) = 'text' AND typeof(name) = 'text'"
-    " AND typeof(fingerprint) = 'text' AND typeof(status) = 'text' AND typeof(seq) = 'integer'"
-    " AND typeof(attempt) = 'integer' AND typeof(prev_hash) IN ('text', 'null')"
-    " AND typeof(hash) IN ('text', 'null'))"
-)
-"""Whether an event row holds the types the journal writes (SQLite keeps whatever it is given:
-`replace()` on a payload leaves TEXT)."""
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back if a transaction is still open: SQLite ends some itself (a full disk), and a
-    second error from ROLLBACK must never hide the first."""
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-
-
-def _named(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A store method whose SQLite errors say what happened and how to fix it: a full disk,
-    a read-only file, a lock held past the busy timeout."""
-
-    @functools.wraps(method)
-    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.OperationalError as exc:
-            raise _cause(self.path, exc) from exc
-
-    return wrapper
-
-
-def _cause(path: Path, exc: sqlite3.OperationalError) -> Exception:
-    code = getattr(exc, "sqlite_errorcode", None)
-    text = str(exc)
-    if code == sqlite3.SQLITE_FULL or "disk is full" in text:
-        return JournalUnavailable(
-            f"the disk holding {path} is full ({text}); nothing more could be written, and "
-            "what was written before stays. Fix: free space on that disk, then resume the run."
-        )
-    if code == sqlite3.SQLITE_READONLY or "readonly" in text:
-        return JournalUnavailable(
-            f"{path} is read-only ({text}). Fix: make the file, its -wal and -shm files and "
-            "their folder writable by this user, or open it with Journal(..., read_only=True) "
-            "to read."
-        )
-    if code == sqlite3.SQLITE_BUSY or "locked" in text:
-        return JournalUnavailable(
-            f"{path} stayed locked by another process past the busy timeout of 30 s ({text}). "
-            "Fix: find the process holding a write transaction open on it (a sqlite3 shell, "
-            "a stuck script) and end it, then try again."
-        )
-    return exc
 
 
 def _unsound() -> bool:
@@ -268,78 +81,7 @@ class SQLiteStore:
         self.read_only = read_only
         """Opened to read: nothing is ever written, not even the schema (`journal show`...)."""
         self._lock = threading.Lock()
-        if read_only and not self.path.is_file():
-            raise JournalUnavailable(
-                f"no journal at {self.path}. Fix: pass the path of the journal your workflows "
-                "write to (--db PATH, or JOURNAL_URL)."
-            )
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if read_only:
-                self._conn = sqlite3.connect(
-                    f"{self.path.resolve().as_uri()}?mode=ro",
-                    uri=True,
-                    isolation_level=None,
-                    check_same_thread=False,
-                    timeout=30.0,
-                )
-            else:
-                self._conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-                )
-            self._conn.execute("PRAGMA busy_timeout = 30000")
-            self._open_schema()
-        except sqlite3.DatabaseError as exc:
-            raise JournalUnavailable(
-                f"{self.path} cannot be opened as a journal: {exc}. Fix: point the journal at "
-                "a new file or an existing journal database."
-            ) from exc
-
-    def _open_schema(self) -> None:
-        conn = self._conn
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise JournalUnavailable(
-                f"{self.path} has journal schema version {version}, newer than this version of "
-                f"journal-replay understands ({SCHEMA_VERSION}). Fix: upgrade journal-replay."
-            )
-        tables = set(sqlite_utils.Database(conn).table_names())
-        if version == 0 and tables and not {"runs", "events"} <= tables:
-            raise JournalUnavailable(
-                f"{self.path} is an SQLite database but not a journal (it has tables "
-                f"{sorted(tables)}). Fix: use a separate file for the journal."
-            )
-        self._heads_table = "heads" in tables or version < 4
-        if self.read_only:
-            if not {"runs", "events"} <= tables:
-                raise JournalUnavailable(
-                    f"no journal at {self.path}: the file holds no journal yet. Fix: pass the "
-                    "path of the journal your workflows write to."
-                )
-            self._heads_table = "heads" in tables  # an old journal is read as it is
-            return
-        _switch_to_wal(conn)
-        conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
-        if version < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-read under the write lock: another process may have migrated meanwhile.
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    for statement in _SCHEMA.split(";\n"):
-                        if statement.strip():
-                            conn.execute(statement)
-                else:
-                    for step in range(version + 1, SCHEMA_VERSION + 1):
-                        for statement in _MIGRATIONS[step]:
-                            if statement.strip():
-                                conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
+        self._conn, self._heads_table = connect(self.path, durability, read_only=read_only)
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -424,7 +166,7 @@ class SQLiteStore:
                 claimed = self._select_run(run_id)
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                rollback(conn)
                 raise
         assert claimed is not None
         return claimed
@@ -514,7 +256,7 @@ class SQLiteStore:
                     raise LeaseLost(run_id)
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                rollback(conn)
                 raise
 
     def read_events(
@@ -523,7 +265,7 @@ class SQLiteStore:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, created_at,"
-                f" args, prev_hash, hash, {_SOUND} FROM events WHERE run_id = ? AND seq > ?"
+                f" args, prev_hash, hash, {SOUND_EVENT} FROM events WHERE run_id = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
                 (run_id, after_seq, -1 if limit is None else limit),
             ).fetchall()
@@ -622,7 +364,7 @@ class SQLiteStore:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                rollback(conn)
                 raise
         signal_number: int = number
         return signal_number
@@ -686,7 +428,7 @@ class SQLiteStore:
                 conn.execute("DELETE FROM retention_permit")
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                rollback(conn)
                 raise
         return removed
 
@@ -701,27 +443,13 @@ class SQLiteStore:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            _rollback(conn)
+            rollback(conn)
             raise
 
     def _append_head(self, run_id: str, reason: Reason) -> None:
         """Append the run's state now to the journal's head (inside the caller's transaction)."""
-        chain = self.head_chain
-        if chain is None:
-            return
-        conn = self._conn
-        run = conn.execute(
-            "SELECT status, seal, chain FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        last = conn.execute(
-            "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
-        ).fetchone()
-        top = conn.execute("SELECT n, hash FROM heads ORDER BY n DESC LIMIT 1").fetchone()
-        entry = next_entry(chain, run_id, reason, run, last, top)
-        conn.execute(
-            "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            entry_row(entry, _ts(entry.at)),
-        )
+        if self.head_chain is not None:
+            _heads.append_head(self._conn, self.head_chain, run_id, reason)
 
     @_named
     def adopt_runs(self) -> int:
@@ -730,45 +458,22 @@ class SQLiteStore:
         if self.head_chain is None or self.read_only:
             return 0
         with self._lock:
-            pending = self._conn.execute("SELECT 1 FROM meta WHERE name = 'heads_pending'")
-            if pending.fetchone() is None:
+            if not _heads.adoption_pending(self._conn):
                 return 0
         with self._lock, self._transaction() as conn:
-            if conn.execute("DELETE FROM meta WHERE name = 'heads_pending'").rowcount == 0:
-                return 0  # another process adopted them meanwhile
-            if conn.execute("SELECT 1 FROM heads LIMIT 1").fetchone() is not None:
-                return 0  # the head exists: runs it lacks were added by hand, never adopted
-            unknown = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT run_id FROM runs WHERE run_id NOT IN (SELECT run_id FROM heads)"
-                    " ORDER BY created_at"
-                ).fetchall()
-            ]
-            for run_id in unknown:
-                self._append_head(run_id, "adopted")
-        return len(unknown)
+            return _heads.adopt_runs(conn, self.head_chain)
 
     def last_head(self) -> HeadEntry | None:
         if not self._heads_table:
             return None  # a journal from before the head, opened to read
         with self._lock:
-            row = self._conn.execute(
-                "SELECT n, run_id, reason, status, events, last_hash, seal, run_chain, at,"
-                " scheme, prev, hash FROM heads ORDER BY n DESC LIMIT 1"
-            ).fetchone()
-        return None if row is None else head_from_row(row, _dt)
+            return _heads.last_head(self._conn)
 
     def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
         if not self._heads_table:
             return []  # a journal from before the head, opened to read
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT n, run_id, reason, status, events, last_hash, seal, run_chain, at,"
-                " scheme, prev, hash FROM heads WHERE n > ? ORDER BY n LIMIT ?",
-                (after_n, -1 if limit is None else limit),
-            ).fetchall()
-        return [head_from_row(row, _dt) for row in rows]
+            return _heads.read_heads(self._conn, after_n, limit)
 
     @_named
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes:

@@ -1,0 +1,81 @@
+"""The journal's head in a PostgreSQL schema: entries appended inside a store's transaction
+(serialised across processes and hosts by an advisory lock), the runs adopted once after the
+upgrade that added the head, and reading the entries back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from .._chain import Chain
+from .._heads import HeadEntry, Reason, entry_row, next_entry
+from ._rows import head_from_row
+
+_COLUMNS = "n, run_id, reason, status, events, last_hash, seal, run_chain, at, scheme, prev, hash"
+
+Cursor = psycopg.Cursor[Any]
+
+
+def _moment(value: datetime) -> datetime:
+    return value  # psycopg already returns timezone-aware datetimes
+
+
+def append_head(cur: Cursor, s: str, chain: Chain, run_id: str, reason: Reason) -> None:
+    """Append the run's state now to the head of schema `s` (inside the caller's
+    transaction)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-heads:{s}",))
+    cur.execute(f"SELECT status, seal, chain FROM {s}.runs WHERE run_id = %s", (run_id,))
+    run = cur.fetchone()
+    assert run is not None
+    cur.execute(
+        f"SELECT seq, hash FROM {s}.events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
+        (run_id,),
+    )
+    last = cur.fetchone()
+    cur.execute(f"SELECT n, hash FROM {s}.heads ORDER BY n DESC LIMIT 1")
+    top = cur.fetchone()
+    entry = next_entry(chain, run_id, reason, run, last, top)
+    cur.execute(
+        f"INSERT INTO {s}.heads ({_COLUMNS})"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        entry_row(entry, entry.at),
+    )
+
+
+def adoption_pending(cur: Cursor, s: str) -> bool:
+    cur.execute(f"SELECT 1 FROM {s}.meta WHERE name = 'heads_pending'")
+    return cur.fetchone() is not None
+
+
+def adopt_runs(cur: Cursor, s: str, chain: Chain) -> int:
+    """Inside the caller's transaction: if the upgrade's marker is still there, take it away
+    and give every run an `adopted` entry, its state now. How many."""
+    cur.execute(f"DELETE FROM {s}.meta WHERE name = 'heads_pending'")
+    if cur.rowcount == 0:
+        return 0  # another process adopted them meanwhile
+    cur.execute(f"SELECT 1 FROM {s}.heads LIMIT 1")
+    if cur.fetchone() is not None:
+        return 0  # the head exists: runs it lacks were added by hand, never adopted
+    cur.execute(
+        f"SELECT run_id FROM {s}.runs WHERE run_id NOT IN (SELECT run_id FROM {s}.heads)"
+        " ORDER BY created_at"
+    )
+    unknown = [row[0] for row in cur.fetchall()]
+    for run_id in unknown:
+        append_head(cur, s, chain, run_id, "adopted")
+    return len(unknown)
+
+
+def read_heads(cur: Cursor, s: str, after_n: int, limit: int | None) -> list[HeadEntry]:
+    cur.execute(
+        f"SELECT {_COLUMNS} FROM {s}.heads WHERE n > %s ORDER BY n LIMIT %s", (after_n, limit)
+    )
+    return [head_from_row(row, _moment) for row in cur.fetchall()]
+
+
+def last_head(cur: Cursor, s: str) -> HeadEntry | None:
+    cur.execute(f"SELECT {_COLUMNS} FROM {s}.heads ORDER BY n DESC LIMIT 1")
+    row = cur.fetchone()
+    return None if row is None else head_from_row(row, _moment)

@@ -1,0 +1,199 @@
+"""A PostgreSQL journal schema: its tables (created, or upgraded from older versions, by one
+process at a time), how a schema opened only to read is checked, and errors that never show the
+password."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from .._errors import JournalUnavailable
+
+SCHEMA_VERSION = 2
+NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+"""A schema name we put into SQL: a plain PostgreSQL name."""
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT,
+    inputs BYTEA,
+    inputs_fingerprint TEXT,
+    status TEXT NOT NULL,
+    result BYTEA,
+    error BYTEA,
+    owner TEXT,
+    owner_token TEXT,
+    parent_run_id TEXT,
+    fork_seq INTEGER,
+    resumes INTEGER NOT NULL DEFAULT 0,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ,
+    chain TEXT,
+    seal TEXT,
+    wake_at TIMESTAMPTZ,
+    waiting_for TEXT
+);
+CREATE TABLE IF NOT EXISTS {s}.signals (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    payload BYTEA NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (run_id, name, number)
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON {s}.runs (created_at);
+CREATE TABLE IF NOT EXISTS {s}.events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    payload BYTEA,
+    created_at TIMESTAMPTZ NOT NULL,
+    args BYTEA,
+    prev_hash TEXT,
+    hash TEXT,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS {s}.retention_log (
+    removed_at TIMESTAMPTZ NOT NULL,
+    run_id TEXT NOT NULL,
+    workflow TEXT,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    seal TEXT
+);
+CREATE OR REPLACE FUNCTION {s}.events_are_append_only() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_setting('journal.retention', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'journal events are append-only (only journal gc removes runs)';
+END $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS events_are_append_only ON {s}.events;
+CREATE TRIGGER events_are_append_only BEFORE UPDATE OR DELETE ON {s}.events
+    FOR EACH ROW EXECUTE FUNCTION {s}.events_are_append_only();
+CREATE TABLE IF NOT EXISTS {s}.heads (
+    n BIGINT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    last_hash TEXT,
+    seal TEXT,
+    run_chain TEXT,
+    at TIMESTAMPTZ NOT NULL,
+    scheme TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE OR REPLACE FUNCTION {s}.heads_are_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'the journal head is append-only';
+END $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS heads_are_append_only ON {s}.heads;
+CREATE TRIGGER heads_are_append_only BEFORE UPDATE OR DELETE ON {s}.heads
+    FOR EACH ROW EXECUTE FUNCTION {s}.heads_are_append_only();
+"""
+
+
+def open_schema(conn: psycopg.Connection[Any], s: str, *, read_only: bool) -> bool:
+    """Make schema `s` a current journal (unless `read_only`, which only checks it holds one);
+    whether it has the head table (an old schema read as it is has none)."""
+    if read_only:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (s,),
+            )
+            tables = {row[0] for row in cur.fetchall()}
+        if not {"meta", "runs", "events"} <= tables:
+            raise NoJournal(
+                f"no journal in schema {s!r}. Fix: check ?schema= (the default is "
+                "`journal`) against the schema your workflows write to."
+            )
+        return "heads" in tables
+    with conn.transaction(), conn.cursor() as cur:
+        # One migrator at a time, across processes and hosts.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-schema:{s}",))
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        cur.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = %s"
+            " AND table_name = 'meta'",
+            (s,),
+        )
+        version = 0
+        if cur.fetchone() is not None:
+            cur.execute(f"SELECT value FROM {s}.meta WHERE name = 'schema_version'")
+            row = cur.fetchone()
+            version = int(bytes(row[0]).decode()) if row else 0
+        if version > SCHEMA_VERSION:
+            raise JournalUnavailable(
+                f"schema {s!r} has journal schema version {version}, newer than this version "
+                f"of journal-replay understands ({SCHEMA_VERSION}). Fix: upgrade "
+                "journal-replay."
+            )
+        if version < SCHEMA_VERSION:
+            cur.execute(_DDL.format(s=s))
+            if version > 0:  # runs from before the head: adopted when a Journal opens
+                cur.execute(
+                    f"INSERT INTO {s}.meta VALUES ('heads_pending', '\\x01')"
+                    " ON CONFLICT (name) DO NOTHING"
+                )
+            cur.execute(
+                f"INSERT INTO {s}.meta VALUES ('schema_version', %s)"
+                " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                (str(SCHEMA_VERSION).encode(),),
+            )
+    return True
+
+
+def named_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A store method whose lost or refused connections say so, with the fix (psycopg's own
+    error, a server shut down or a backend terminated, would otherwise reach the user raw)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise JournalUnavailable(
+                masked(
+                    f"the connection to PostgreSQL at {self.url} was lost or refused "
+                    f"({type(exc).__name__}: {str(exc).strip()}); nothing more was written. "
+                    "Fix: check that the server runs and accepts connections, then resume "
+                    "the run: what was written before stays.",
+                    self.url,
+                )
+            ) from None
+
+    return wrapper
+
+
+class NoJournal(Exception):
+    """A schema opened to read holds no journal."""
+
+
+def masked(text: str, url: str) -> str:
+    """`text` with the password of `url` hidden, however it was given: `user:pass@`,
+    `?password=`, `password=` in a keyword/value string, or quoted back by the server."""
+    text = re.sub(r"(//[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
+    text = re.sub(r"((?:[?&\s]|^)password=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        password = None
+    if password and len(str(password)) >= 3:
+        text = text.replace(str(password), "***")
+    return text

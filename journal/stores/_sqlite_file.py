@@ -1,0 +1,284 @@
+"""An SQLite journal file: opening it (to write, or only to read), its schema and the
+upgrades from older versions, WAL mode, and what SQLite's errors mean for the user."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from .._errors import JournalUnavailable
+
+SCHEMA_VERSION = 4
+Durability = Literal["normal", "full"]
+
+# Deleting events is the retention policy's job alone (`Journal.gc`): it removes whole runs,
+# inside a transaction that holds a permit row, and logs what it removed.
+_RETENTION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS retention_permit (granted INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS retention_log (
+    removed_at REAL NOT NULL,
+    run_id TEXT NOT NULL,
+    workflow TEXT,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    seal TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS signals (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    sent_at REAL NOT NULL,
+    PRIMARY KEY (run_id, name, number)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS events_are_append_only_delete BEFORE DELETE ON events
+WHEN NOT EXISTS (SELECT 1 FROM retention_permit)
+BEGIN SELECT RAISE(ABORT, 'journal events are append-only (only journal gc removes runs)'); END;
+"""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT,
+    inputs BLOB,
+    inputs_fingerprint TEXT,
+    status TEXT NOT NULL,
+    result BLOB,
+    error BLOB,
+    owner TEXT,
+    owner_token TEXT,
+    parent_run_id TEXT,
+    fork_seq INTEGER,
+    resumes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    chain TEXT,
+    seal TEXT,
+    wake_at REAL,
+    waiting_for TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    payload BLOB,
+    created_at REAL NOT NULL,
+    args BLOB,
+    prev_hash TEXT,
+    hash TEXT,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS events_are_append_only_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'journal events are append-only'); END;
+"""
+_HEADS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS heads (
+    n INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    last_hash TEXT,
+    seal TEXT,
+    run_chain TEXT,
+    at REAL NOT NULL,
+    scheme TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS heads_are_append_only_update BEFORE UPDATE ON heads
+BEGIN SELECT RAISE(ABORT, 'the journal head is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS heads_are_append_only_delete BEFORE DELETE ON heads
+BEGIN SELECT RAISE(ABORT, 'the journal head is append-only'); END;
+"""
+_SCHEMA += _RETENTION_SCHEMA + _HEADS_SCHEMA
+
+# Each schema version's upgrade from the one before; applied in order inside one transaction.
+_MIGRATIONS = {
+    2: ["ALTER TABLE events ADD COLUMN args BLOB"],
+    3: [
+        "ALTER TABLE events ADD COLUMN prev_hash TEXT",
+        "ALTER TABLE events ADD COLUMN hash TEXT",
+        "ALTER TABLE runs ADD COLUMN chain TEXT",
+        "ALTER TABLE runs ADD COLUMN seal TEXT",
+        "ALTER TABLE runs ADD COLUMN wake_at REAL",
+        "ALTER TABLE runs ADD COLUMN waiting_for TEXT",
+        "DROP TRIGGER IF EXISTS events_are_append_only_delete",
+        *_RETENTION_SCHEMA.split(";\n"),
+    ],
+    4: [
+        *_HEADS_SCHEMA.split(";\n"),
+        # The runs already here get `adopted` entries when a Journal next opens the file (the
+        # entries are signed with its key, which the store does not hold).
+        "INSERT OR IGNORE INTO meta VALUES ('heads_pending', x'01')",
+    ],
+}
+
+
+SOUND_EVENT = (
+    "(typeof(payload) IN ('blob', 'null') AND typeof(args) IN ('blob', 'null')"
+    " AND typeof(key) = 'text' AND typeof(kind) = 'text' AND typeof(name) = 'text'"
+    " AND typeof(fingerprint) = 'text' AND typeof(status) = 'text' AND typeof(seq) = 'integer'"
+    " AND typeof(attempt) = 'integer' AND typeof(prev_hash) IN ('text', 'null')"
+    " AND typeof(hash) IN ('text', 'null'))"
+)
+"""Whether an event row holds the types the journal writes (SQLite keeps whatever it is given:
+`replace()` on a payload leaves TEXT)."""
+
+
+def connect(
+    path: Path, durability: Durability, *, read_only: bool
+) -> tuple[sqlite3.Connection, bool]:
+    """A connection to the journal at `path`, its schema current (created or upgraded) unless
+    `read_only`; and whether the file has the head table (an old journal read as it is has
+    none)."""
+    if read_only and not path.is_file():
+        raise JournalUnavailable(
+            f"no journal at {path}. Fix: pass the path of the journal your workflows "
+            "write to (--db PATH, or JOURNAL_URL)."
+        )
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if read_only:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+            )
+        else:
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn, _open_schema(conn, path, durability, read_only)
+    except sqlite3.DatabaseError as exc:
+        raise JournalUnavailable(
+            f"{path} cannot be opened as a journal: {exc}. Fix: point the journal at "
+            "a new file or an existing journal database."
+        ) from exc
+
+
+def _open_schema(
+    conn: sqlite3.Connection, path: Path, durability: Durability, read_only: bool
+) -> bool:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise JournalUnavailable(
+            f"{path} has journal schema version {version}, newer than this version of "
+            f"journal-replay understands ({SCHEMA_VERSION}). Fix: upgrade journal-replay."
+        )
+    tables = set(sqlite_utils.Database(conn).table_names())
+    if version == 0 and tables and not {"runs", "events"} <= tables:
+        raise JournalUnavailable(
+            f"{path} is an SQLite database but not a journal (it has tables "
+            f"{sorted(tables)}). Fix: use a separate file for the journal."
+        )
+    if read_only:
+        if not {"runs", "events"} <= tables:
+            raise JournalUnavailable(
+                f"no journal at {path}: the file holds no journal yet. Fix: pass the "
+                "path of the journal your workflows write to."
+            )
+        return "heads" in tables  # an old journal is read as it is
+    _switch_to_wal(conn)
+    conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+    if version < SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                for statement in _SCHEMA.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+            else:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        if statement.strip():
+                            conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            rollback(conn)
+            raise
+    return True
+
+
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """`PRAGMA journal_mode = WAL`, waiting out other processes opening the same new file.
+
+    Changing the journal mode needs the database to itself, and SQLite's busy handler does
+    not cover it: two processes creating one journal at once would otherwise see "locked".
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends some itself (a full disk), and a
+    second error from ROLLBACK must never hide the first."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def named_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A store method whose SQLite errors say what happened and how to fix it: a full disk,
+    a read-only file, a lock held past the busy timeout (the store has a `path`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            raise _cause(self.path, exc) from exc
+
+    return wrapper
+
+
+def _cause(path: Path, exc: sqlite3.OperationalError) -> Exception:
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+        return JournalUnavailable(
+            f"the disk holding {path} is full ({text}); nothing more could be written, and "
+            "what was written before stays. Fix: free space on that disk, then resume the run."
+        )
+    if code == sqlite3.SQLITE_READONLY or "readonly" in text:
+        return JournalUnavailable(
+            f"{path} is read-only ({text}). Fix: make the file, its -wal and -shm files and "
+            "their folder writable by this user, or open it with Journal(..., read_only=True) "
+            "to read."
+        )
+    if code == sqlite3.SQLITE_BUSY or "locked" in text:
+        return JournalUnavailable(
+            f"{path} stayed locked by another process past the busy timeout of 30 s ({text}). "
+            "Fix: find the process holding a write transaction open on it (a sqlite3 shell, "
+            "a stuck script) and end it, then try again."
+        )
+    return exc

@@ -1,0 +1,69 @@
+"""The journal's head in an SQLite file: entries appended inside a store's write transaction,
+the runs adopted once after the upgrade that added the head, and reading the entries back."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+from .._chain import Chain
+from .._heads import HeadEntry, Reason, entry_row, next_entry
+from ._rows import head_from_row
+
+_COLUMNS = "n, run_id, reason, status, events, last_hash, seal, run_chain, at, scheme, prev, hash"
+
+
+def _moment(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def append_head(conn: sqlite3.Connection, chain: Chain, run_id: str, reason: Reason) -> None:
+    """Append the run's state now to the journal's head (inside the caller's transaction)."""
+    run = conn.execute(
+        "SELECT status, seal, chain FROM runs WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    last = conn.execute(
+        "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+    ).fetchone()
+    top = conn.execute("SELECT n, hash FROM heads ORDER BY n DESC LIMIT 1").fetchone()
+    entry = next_entry(chain, run_id, reason, run, last, top)
+    conn.execute(
+        f"INSERT INTO heads ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        entry_row(entry, entry.at.timestamp()),
+    )
+
+
+def adopt_runs(conn: sqlite3.Connection, chain: Chain) -> int:
+    """Inside the caller's transaction: if the upgrade's marker is still there, take it away
+    and give every run an `adopted` entry, its state now. How many."""
+    if conn.execute("DELETE FROM meta WHERE name = 'heads_pending'").rowcount == 0:
+        return 0  # another process adopted them meanwhile
+    if conn.execute("SELECT 1 FROM heads LIMIT 1").fetchone() is not None:
+        return 0  # the head exists: runs it lacks were added by hand, never adopted
+    unknown = [
+        row[0]
+        for row in conn.execute(
+            "SELECT run_id FROM runs WHERE run_id NOT IN (SELECT run_id FROM heads)"
+            " ORDER BY created_at"
+        ).fetchall()
+    ]
+    for run_id in unknown:
+        append_head(conn, chain, run_id, "adopted")
+    return len(unknown)
+
+
+def adoption_pending(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM meta WHERE name = 'heads_pending'").fetchone() is not None
+
+
+def last_head(conn: sqlite3.Connection) -> HeadEntry | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM heads ORDER BY n DESC LIMIT 1").fetchone()
+    return None if row is None else head_from_row(row, _moment)
+
+
+def read_heads(conn: sqlite3.Connection, after_n: int, limit: int | None) -> list[HeadEntry]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM heads WHERE n > ? ORDER BY n LIMIT ?",
+        (after_n, -1 if limit is None else limit),
+    ).fetchall()
+    return [head_from_row(row, _moment) for row in rows]
