@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -185,9 +185,3 @@ def _fields(event: Event) -> bytes:
 
 
 _dumps = orjson.dumps
-
-
-def chain_events(chain: Chain, run: Run, events: Iterable[Event]) -> list[Event]:
-    """A run's events rechained from its genesis (for copies: forks, imports)."""
-    chained, _ = chain.extend(chain.genesis(run), list(events))
-    return chained

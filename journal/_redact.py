@@ -74,6 +74,10 @@ Azure SAS links), where the same names in JSON are usually not secrets."""
 
 SALT_NAME = "redaction-salt"
 _MARKER = re.compile(r"\[redacted [0-9a-f]{16}\]")
+_ANY_MARKER = re.compile(
+    r"\[redacted [0-9a-f]{16}\]|(?:\[|%5B)redacted(?:%20|\+)[0-9a-f]{16}(?:\]|%5D)"
+)
+"""A marker as written, or URL-quoted inside a URL: never rewritten when secrets are scrubbed."""
 
 SecretRule = Callable[[str, Any], bool]
 """`rule(key, value) -> True` to redact `value`; `key` is "" for list items and the top level."""
@@ -189,16 +193,35 @@ class Redactor:
         # payload: the same text sits in the error's message, arguments and traceback.
         found: list[str] = []
         self._collect("", value, found)
-        return self._replace_all(canonical_json(self._redacted("", value)), found)
+        redacted = self._redacted("", value)
+        pattern = self._scrubber(found)
+        if pattern is not None:
+            redacted = self._scrubbed(redacted, pattern)
+        return canonical_json(redacted)
 
-    def _replace_all(self, payload: bytes, secrets: list[str]) -> bytes:
-        for secret in sorted(set(secrets), key=len, reverse=True):
-            if len(secret) < 4:
-                continue  # too short to scrub without mangling ordinary text
-            text = orjson.dumps(secret)[1:-1]  # as it appears inside a JSON string
-            if text in payload:
-                payload = payload.replace(text, self.marker(secret).encode())
-        return payload
+    def _scrubber(self, secrets: list[str]) -> re.Pattern[str] | None:
+        """One pattern finding markers (kept as they are) and each secret of 4 characters or
+        more (shorter ones would mangle ordinary text), the longest first."""
+        wanted = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        if not wanted:
+            return None
+        return re.compile("|".join([_ANY_MARKER.pattern, *map(re.escape, wanted)]))
+
+    def _scrubbed(self, value: Any, pattern: re.Pattern[str]) -> Any:
+        """`value` with each secret `pattern` finds in its strings replaced by its marker.
+        Keys are left alone (a secret that is a common word must not rename a field), and so
+        are markers already there (a secret may be a piece of one)."""
+        if isinstance(value, str):
+            return pattern.sub(self._replacement, value)
+        if isinstance(value, dict):
+            return {k: self._scrubbed(v, pattern) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrubbed(v, pattern) for v in value]
+        return value
+
+    def _replacement(self, match: re.Match[str]) -> str:
+        text = match.group()
+        return text if _ANY_MARKER.fullmatch(text) else self.marker(text)
 
     def arguments(self, bound: dict[str, Any], payload: bytes) -> bytes:
         """Redact a step's canonical `payload` given the call's `bound` arguments.
@@ -242,7 +265,16 @@ class Redactor:
         except (TypeError, ValueError):
             values = bound
         self._collect("", values, found)
-        return self._replace_all(payload, found)
+        pattern = self._scrubber(found)
+        if pattern is None or not any(
+            orjson.dumps(s)[1:-1] in payload for s in found if len(s) >= 4
+        ):
+            return payload  # no secret of the call appears in it
+        try:
+            return canonical_json(self._scrubbed(orjson.loads(payload), pattern))
+        except orjson.JSONDecodeError:  # not JSON: scrub it as text
+            text = payload.decode("utf-8", "surrogateescape")
+            return pattern.sub(self._replacement, text).encode("utf-8", "surrogateescape")
 
     def _collect(self, key: str, value: Any, found: list[str]) -> None:
         """The secret strings in `value`: under secret keys, in URLs, in `[name, value]` pairs,

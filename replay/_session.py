@@ -138,7 +138,6 @@ class Session:
         on_divergence: OnDivergence,
         rows: Sequence[EventRow],
         loop: asyncio.AbstractEventLoop,
-        frontier_hint: str = "",
         chain: Chain | None = None,
         head: str = "",
         redact: Redactor | None = None,
@@ -153,7 +152,6 @@ class Session:
         self.loop = loop
         self.loop_thread = threading.get_ident()
         self.lock = threading.RLock()
-        self.frontier_hint = frontier_hint
         self.run_finished = run_finished
         """The run had finished (completed or failed) before this sitting: no crash cut it."""
         kept, self.recorded = fold_rows(rows)
@@ -370,7 +368,7 @@ class Session:
 
     def _nearest(self, key: str) -> str:
         if not self.recorded:
-            return self.frontier_hint
+            return ""
         path = key.rpartition(":")[0]
         same_task = sorted(k for k in self.recorded if k.rpartition(":")[0] == path)
         candidates = same_task or sorted(self.recorded)

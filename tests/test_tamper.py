@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import replay
 from journal import Journal
-from journal._chain import Chain, chain_events
+from journal._chain import Chain
 from journal._heads import entry_hash, head_text
 from replay._cli import app
 
@@ -313,7 +313,7 @@ def _rechain(path: Path, run_id: str, forge: Chain) -> None:
     """Recompute a run's whole chain and seal with `forge`, as an attacker would."""
     with Journal(path, hmac_key="k" * 32) as journal:
         run = journal.run(run_id).model_copy(update={"chain": forge.scheme})
-        events = chain_events(forge, run, journal.events(run_id))
+        events, _ = forge.extend(forge.genesis(run), journal.events(run_id))
     seal = forge.seal(events[-1].seq, events[-1].hash or "", run.status, run.result, run.error)
     edit_sqlite(
         path,
