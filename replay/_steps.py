@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import random
 import time
 import typing
 from collections.abc import Callable
@@ -53,9 +54,39 @@ class RetryPolicy:
     """Upper bound on any one delay."""
     retry_on: tuple[type[Exception], ...] = (Exception,)
     """Exception types worth retrying; others fail at once."""
+    jitter: float = 0.1
+    """Up to this fraction of each delay is taken off at random, so that runs that failed
+    together (a rate limit) do not all retry at the same moment. 0 for exact delays."""
 
-    def delay_before(self, attempt: int) -> float:
-        return float(min(self.max_delay, self.delay * self.backoff ** max(0, attempt - 1)))
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be {rule}, not {value!r}"
+            for name, value, ok, rule in [
+                ("retries", self.retries, self.retries >= 0, "0 or more"),
+                ("retry_delay", self.delay, self.delay >= 0, "0 or more seconds"),
+                ("backoff", self.backoff, self.backoff >= 1, "1 or more (1 keeps delays equal)"),
+                ("max_delay", self.max_delay, self.max_delay >= 0, "0 or more seconds"),
+                ("jitter", self.jitter, 0 <= self.jitter <= 1, "between 0 and 1"),
+            ]
+            if not ok
+        ]
+        if problems:
+            raise ValueError("; ".join(problems) + ".")
+
+    def delay_before(self, attempt: int, draw: Callable[[], float] | None = None) -> float:
+        """Seconds to wait after failed attempt `attempt` (1 for the first): `delay` times
+        `backoff` for each attempt before, at most `max_delay`, less up to `jitter` of it."""
+        base = min(self.max_delay, self.delay * self.backoff ** max(0, attempt - 1))
+        if not self.jitter:
+            return float(base)
+        return float(base * (1.0 - self.jitter * (draw or _draw)()))
+
+
+_draw = random.Random().random
+"""Jitter's own source: never the workflow's `random` (seeded by users, journaled by us)."""
+_pause = asyncio.sleep
+_pause_sync = time.sleep
+"""How retries wait: module names, so that tests can run the clock."""
 
 
 class StepSpec:
@@ -240,7 +271,7 @@ async def _run_live(
             raise
         plan = _next_plan(plan)
         try:
-            await asyncio.sleep(delay or 0.0)
+            await _pause(delay or 0.0)
         except asyncio.CancelledError:
             session.cancelled(spec, plan)  # cancelled while waiting to retry: that attempt's end
             raise
@@ -276,7 +307,7 @@ def _run_live_sync(
         except Exception:
             session.hold_live_sync(plan.key, spec.name)
             raise
-        time.sleep(delay or 0.0)
+        _pause_sync(delay or 0.0)
         plan = _next_plan(plan)
 
 
@@ -359,6 +390,7 @@ def step(
     backoff: float = 2.0,
     max_delay: float = 30.0,
     retry_on: tuple[type[Exception], ...] = (Exception,),
+    jitter: float = 0.1,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -373,6 +405,7 @@ def step(
     backoff: float = 2.0,
     max_delay: float = 30.0,
     retry_on: tuple[type[Exception], ...] = (Exception,),
+    jitter: float = 0.1,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Journal each call's result (or exception) inside a run; a plain call outside one.
 
@@ -386,10 +419,12 @@ def step(
     `name` is stored in the journal: keep it when renaming the function. Each failed attempt
     is journaled; the last one's exception is re-raised on replay as the same type (or as
     `StepFailed` when the type cannot be rebuilt). Async and sync functions both work.
+
+    A failed attempt is retried `retries` times, for the exception types in `retry_on`, after
+    `retry_delay` seconds multiplied by `backoff` for each retry before, at most `max_delay`,
+    less up to `jitter` of it at random (`RetryPolicy.delay_before`).
     """
-    if retries < 0:
-        raise ValueError(f"retries must be 0 or more, not {retries}")
-    policy = RetryPolicy(retries, retry_delay, backoff, max_delay, retry_on)
+    policy = RetryPolicy(retries, retry_delay, backoff, max_delay, retry_on, jitter)
 
     def decorate(f: Callable[P, R]) -> Callable[P, R]:
         return _decorate(f, name, kind, policy)
