@@ -6,13 +6,13 @@ import dataclasses
 import datetime as dt
 import enum
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from journal import RecordedError, ValueCodec, ValueNotJournalable, canonical_json, fingerprint
@@ -131,6 +131,21 @@ def test_model_with_own_config_refuses_binary_bytes_with_the_fix() -> None:
 
     with pytest.raises(ValueNotJournalable, match="ser_json_bytes='base64'"):
         ValueCodec(Blob).encode(Blob(raw=b"\xff"))
+
+
+def test_annotated_constraints_hold_both_ways() -> None:
+    """`Annotated[...]` keeps its pydantic constraints: a value outside them is refused when
+    recorded, and a recorded one edited outside them is refused when served."""
+    positive = ValueCodec(Annotated[int, Field(gt=0)])
+    assert positive.decode(positive.encode(5)) == 5
+    with pytest.raises(ValueNotJournalable, match="greater than 0"):
+        positive.encode(-1)
+    with pytest.raises(ValueNotJournalable, match="greater than 0"):
+        positive.decode(b"-1")
+    short = ValueCodec(Annotated[Hit, Field(description="a hit")])
+    assert short.decode(short.encode(Hit(title="t", score=1.0))) == Hit(title="t", score=1.0)
+    with pytest.raises(ValueNotJournalable, match="infinite float inside a model"):
+        short.record(Hit(title="t", score=float("inf")))  # the model's own config still rules
 
 
 def test_model_with_own_config_refuses_infinity() -> None:

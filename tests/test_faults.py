@@ -8,6 +8,7 @@ import asyncio
 import os
 import sqlite3
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 import replay
 from journal import Journal, JournalUnavailable
+from journal.stores._sqlite_file import _switch_to_wal
 
 calls: Counter[int] = Counter()
 
@@ -95,7 +97,7 @@ def test_a_lock_held_past_the_busy_timeout_is_journal_unavailable(
     timeout, then says what holds it and how to fix it (not a raw 'database is locked')."""
     db = tmp_path / "j.db"
     Journal(db).close()
-    holder = sqlite3.connect(db, isolation_level=None)
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     try:
         journal = Journal(db)
@@ -202,3 +204,32 @@ def test_a_wal_cut_mid_frame_loses_only_the_torn_write(tmp_path: Path) -> None:
     conn = sqlite3.connect(copy)
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     conn.close()
+
+
+def test_switching_to_wal_waits_out_a_lock_but_no_other_error(tmp_path: Path) -> None:
+    """Two processes creating one journal race for WAL mode: "locked" is waited out. Any
+    other error (here, a file opened read-only) is raised at the first try, not retried for
+    the whole timeout."""
+    db = tmp_path / "plain.db"
+    plain = sqlite3.connect(db)
+    plain.execute("CREATE TABLE t (x)")
+    plain.commit()
+    plain.close()
+    reader = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, isolation_level=None)
+    tries: list[str] = []
+    reader.set_trace_callback(tries.append)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        _switch_to_wal(reader, timeout=1.0)
+    assert tries == ["PRAGMA journal_mode = WAL"]
+    reader.close()
+
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    writer = sqlite3.connect(db, isolation_level=None, timeout=0.0)  # no busy handler
+    released = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    released.start()
+    _switch_to_wal(writer, timeout=10.0)
+    released.join()
+    assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    writer.close()
+    holder.close()

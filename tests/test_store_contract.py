@@ -346,14 +346,17 @@ def test_events_keep_their_hashes_and_the_seal_is_stored(store: JournalStore) ->
 
 
 def test_delete_runs_removes_whole_runs_but_never_an_owned_one(store: JournalStore) -> None:
-    """Retention removes a run with all its events; a run owned right now is skipped."""
-    for run_id in ("done", "live"):
+    """Retention removes a run with all its events; a run owned right now, or gone already,
+    is skipped, and the runs after it are still removed."""
+    for run_id in ("done", "live", "later"):
         store.create_run(make_run(run_id))
         store.claim(run_id, make_owner(f"t-{run_id}"), resuming=False)
         store.append(run_id, f"t-{run_id}", [make_event(1, run_id=run_id)])
     store.finish("done", "t-done", RunStatus.COMPLETED, result=b"1")
-    assert store.delete_runs(["done", "live", "missing"]) == 1
+    store.finish("later", "t-later", RunStatus.FAILED, error=b"{}")
+    assert store.delete_runs(["done", "live", "missing", "later"]) == 2
     assert store.get_run("done") is None and store.read_events("done") == []
+    assert store.get_run("later") is None and store.read_events("later") == []
     assert [e.seq for e in store.read_events("live")] == [1]
 
 
@@ -411,3 +414,9 @@ def test_signals_are_kept_in_order_and_wake_a_waiting_run(store: JournalStore) -
     assert store.read_signal("r", "approval", 3) is None
     with pytest.raises(RunNotFound):
         store.send_signal("missing", "approval", b"1")
+    if isinstance(store, SQLiteStore):  # the refusal left no write transaction open
+        other = sqlite3.connect(store.path, timeout=0.1, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.send_signal("r", "approval", b'"next"') == 3

@@ -112,7 +112,13 @@ TAMPERING: dict[str, tuple[tuple[str, ...], int | None, str, str]] = {
         ),
         2,
         "prev_hash",
-        "links to",
+        "it links to seq 3, which comes after it: events were reordered",
+    ),
+    "replace an event's link": (
+        (f"UPDATE events SET prev_hash = '{'0' * 64}' WHERE seq = 3",),
+        3,
+        "prev_hash",
+        "it does not link to seq 2: an event before it was removed, replaced or reordered",
     ),
     "edit the result": (
         ("UPDATE runs SET result = CAST('\"ALL FINE\"' AS BLOB)",),
