@@ -334,6 +334,9 @@ async def until_done(session: Session, task: asyncio.Task[Any]) -> None:
 async def outcome_of(sitting: Sitting, session: Session, task: asyncio.Task[Any]) -> Any:
     """The workflow's value; or its failure recorded and raised; or the sitting stopped and
     the engine's signal (suspension, divergence...) raised as itself."""
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: what is raised is decided here, and asyncio must not
+        # report "Task exception was never retrieved" for a run that merely suspended
     stop: BaseException | None = swallowed_stop(session)
     if stop is not None:
         pass  # the engine stopped the run, whatever the workflow then made of it
