@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import enum
 import hashlib
+import json
 import math
 import uuid
 from collections.abc import Callable
@@ -70,15 +71,19 @@ def _holds_a_set(value: Any) -> bool:
     return False
 
 
-def _sets_sorted(python: Any, dumped: Any) -> Any:
+def _by_orjson(item: Any) -> bytes:
+    return orjson.dumps(item, option=_CANONICAL_OPTIONS)
+
+
+def _sets_sorted(python: Any, dumped: Any, key: Callable[[Any], bytes] = _by_orjson) -> Any:
     """`dumped` (the JSON-mode dump) with each list that came from a set in `python` (the
-    python-mode dump of the same model) put in canonical order."""
+    python-mode dump of the same model) put in canonical order (by `key` of each item)."""
     if isinstance(python, set | frozenset) and isinstance(dumped, list):
-        return sorted(dumped, key=lambda item: orjson.dumps(item, option=_CANONICAL_OPTIONS))
+        return sorted(dumped, key=key)
     if isinstance(python, dict) and isinstance(dumped, dict):
-        return {k: _sets_sorted(python[k], v) if k in python else v for k, v in dumped.items()}
+        return {k: _sets_sorted(python[k], v, key) if k in python else v for k, v in dumped.items()}
     if isinstance(python, list | tuple) and isinstance(dumped, list) and len(python) == len(dumped):
-        return [_sets_sorted(p, d) for p, d in zip(python, dumped, strict=True)]
+        return [_sets_sorted(p, d, key) for p, d in zip(python, dumped, strict=True)]
     return dumped
 
 
@@ -287,7 +292,7 @@ class ValueCodec:
     look alike in JSON would give the workflow something other than what the step returned.
     """
 
-    __slots__ = ("_adapter", "_scalar", "_wrapped", "annotation")
+    __slots__ = ("_adapter", "_scalar", "_sets", "_wrapped", "annotation")
 
     def __init__(self, annotation: Any = Any) -> None:
         self.annotation = annotation
@@ -303,6 +308,10 @@ class ValueCodec:
         # str, int, bool and float results skip pydantic (the common LLM-text case, ~10x
         # faster); anything unusual (big ints, infinities, lone surrogates) takes the full path.
         self._scalar: type | None = annotation if annotation in (str, int, bool, float) else None
+        self._sets = self._scalar is None and _may_hold_a_set(self._adapter)
+        """pydantic writes a set in iteration order, which for strings changes from one process
+        to the next (hash randomisation): such values are spelt again with their sets sorted,
+        so that one value has one spelling (replay's comparison, `journal diff`)."""
 
     def record(self, value: Any, *, what: str = "value") -> tuple[bytes, Any]:
         """(JSON bytes, the value decoded from them): what the journal keeps, what replay returns.
@@ -333,6 +342,8 @@ class ValueCodec:
                 "value (str, numbers, lists, dicts, pydantic models, dataclasses, datetime, "
                 f"UUID, bytes, enums) that matches the return annotation.{hint}"
             ) from exc
+        if self._sets:
+            payload = self._sets_sorted(value, payload)
         try:
             decoded = self._validate(payload)
         except ValidationError as exc:
@@ -345,6 +356,16 @@ class ValueCodec:
         if found is not None:
             raise ValueNotJournalable(_changed(what, value, decoded, found, self.annotation))
         return payload, decoded
+
+    def _sets_sorted(self, value: Any, payload: bytes) -> bytes:
+        python = self._adapter.dump_python([value] if self._wrapped else value)
+        if self._wrapped:
+            python = python[0]
+        if not _holds_a_set(python):
+            return payload
+        # The standard json module: orjson would turn integers past 64 bits into floats.
+        spelt = _sets_sorted(python, json.loads(payload), key=canonical_json)
+        return json.dumps(spelt, ensure_ascii=False, separators=(",", ":")).encode()
 
     def encode(self, value: Any, *, what: str = "value") -> bytes:
         """JSON bytes for `value`, checked as `record` checks them."""
@@ -372,6 +393,16 @@ class ValueCodec:
                 f"{_first_line(exc)}. The return annotation changed since it was recorded, "
                 "or the value was returned without matching it."
             ) from exc
+
+
+def _may_hold_a_set(adapter: TypeAdapter[Any]) -> bool:
+    """Whether values of the adapter's type may hold a set (its JSON schema has an array of
+    unique items); True when the schema cannot tell."""
+    try:
+        schema = orjson.dumps(adapter.json_schema())
+    except Exception:  # a type without a JSON schema: look at each value instead
+        return True
+    return b'"uniqueItems":true' in schema
 
 
 def json_or_text(payload: bytes | None) -> Any:

@@ -14,6 +14,10 @@ import asyncio
 import dataclasses
 import enum
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -23,6 +27,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from journal import Journal, ValueCodec, ValueNotJournalable
 from replay import NotJournalable, run, step
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Doubler(BaseModel):
@@ -325,3 +331,45 @@ def test_what_is_recorded_comes_back_as_returned(
         return
     assert same(value, live), (value, live)
     assert same(live, codec.decode(payload))
+
+
+_RECORD_WITH_SEED = """
+import asyncio, sys
+import replay
+from journal import Journal
+from tests.golden import workflows
+workflows.flaky_failures[0] = 0
+with Journal(sys.argv[1]) as journal:
+    asyncio.run(replay.run(workflows.research, "cats", journal=journal, run_id="sets"))
+"""
+
+
+def test_sets_are_spelt_the_same_in_every_process(tmp_path: Path) -> None:
+    """pydantic writes a set in iteration order, which for strings changes with the process's
+    hash seed. Recorded under one seed and replayed under others, a result holding sets is
+    the same bytes, and `journal replay` says it reproduces (it once said "does not reproduce:
+    the result differs" about a run that did)."""
+    db = tmp_path / "j.db"
+    recorded = subprocess.run(
+        [sys.executable, "-c", _RECORD_WITH_SEED, str(db)],
+        env={**os.environ, "PYTHONHASHSEED": "1"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    with Journal(db, read_only=True) as journal:
+        result = journal.run("sets").result or b""
+        step_payloads = [e.payload for e in journal.events("sets") if e.name == "search"]
+    assert result.count(b'"tags":["a","b"]') == 3
+    assert all(p is not None and b'"tags":["a","b"]' in p for p in step_payloads)
+    script = str(Path(sys.executable).with_name("journal"))
+    for seed in ("2", "3", "4", "5"):
+        replayed = subprocess.run(
+            [script, "replay", "sets", "--db", str(db)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
