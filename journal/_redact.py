@@ -17,7 +17,16 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import (
+    parse_qsl,
+    quote,
+    quote_plus,
+    unquote,
+    unquote_plus,
+    urlencode,
+    urlsplit,
+    urlunsplit,
+)
 
 import orjson
 
@@ -41,14 +50,24 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "refresh_token",
     "id_token",
     "auth_token",
+    "x_auth_token",
+    "x_subject_token",
+    "api_token",
+    "*_api_token",
+    "secret_key",
+    "*_secret_key",
+    "secret_access_key",
+    "*_secret_access_key",
     "session_token",
     "bearer_token",
     "cookie",
+    "cookies",
     "set_cookie",
     "private_key",
 )
-"""Key names (normalised: lower case, `-` as `_`) whose values are secrets. `*` is a wildcard.
-`max_tokens`, `total_tokens` and the like are not secrets and are not matched."""
+"""Key names (normalised: lower case, `-` and camelCase as `_`) whose values are secrets. `*` is
+a wildcard. `max_tokens`, `total_tokens`, `next_page_token` and the like are not secrets and are
+not matched (a result's pagination token must reach the code unchanged)."""
 
 QUERY_SECRET_NAMES: frozenset[str] = frozenset(
     {
@@ -84,7 +103,12 @@ SecretRule = Callable[[str, Any], bool]
 
 
 def _normalise(key: str) -> str:
-    return key.lower().replace("-", "_")
+    """`Api-Key`, `api_key`, `apiKey` and `SecretAccessKey` as one spelling: lower case, words
+    joined by `_` (camelCase split where a lower-case letter or digit meets a capital)."""
+    return _CAMEL.sub("_", key).lower().replace("-", "_")
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 class Redaction:
@@ -194,34 +218,32 @@ class Redactor:
         found: list[str] = []
         self._collect("", value, found)
         redacted = self._redacted("", value)
-        pattern = self._scrubber(found)
-        if pattern is not None:
-            redacted = self._scrubbed(redacted, pattern)
+        scrubber = self._scrubber(found)
+        if scrubber is not None:
+            redacted = self._scrubbed(redacted, scrubber)
         return canonical_json(redacted)
 
-    def _scrubber(self, secrets: list[str]) -> re.Pattern[str] | None:
-        """One pattern finding markers (kept as they are) and each secret of 4 characters or
-        more (shorter ones would mangle ordinary text), the longest first."""
-        wanted = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-        if not wanted:
-            return None
-        return re.compile("|".join([_ANY_MARKER.pattern, *map(re.escape, wanted)]))
+    def _scrubber(self, secrets: Iterable[str]) -> _Scrubber | None:
+        """What finds each secret of 4 characters or more (shorter ones would mangle ordinary
+        text) in the forms it takes in messages, and markers (kept as they are)."""
+        forms: dict[str, str] = {}
+        for secret in secrets:
+            if len(secret) >= 4:
+                for form in _forms(secret):
+                    forms.setdefault(form, secret)
+        return _Scrubber(self, forms) if forms else None
 
-    def _scrubbed(self, value: Any, pattern: re.Pattern[str]) -> Any:
-        """`value` with each secret `pattern` finds in its strings replaced by its marker.
-        Keys are left alone (a secret that is a common word must not rename a field), and so
-        are markers already there (a secret may be a piece of one)."""
+    def _scrubbed(self, value: Any, scrubber: _Scrubber) -> Any:
+        """`value` with each secret in its strings replaced by its marker. Keys are left alone
+        (a secret that is a common word must not rename a field), and so are markers already
+        there (a secret may be a piece of one)."""
         if isinstance(value, str):
-            return pattern.sub(self._replacement, value)
+            return scrubber(value)
         if isinstance(value, dict):
-            return {k: self._scrubbed(v, pattern) for k, v in value.items()}
+            return {k: self._scrubbed(v, scrubber) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._scrubbed(v, pattern) for v in value]
+            return [self._scrubbed(v, scrubber) for v in value]
         return value
-
-    def _replacement(self, match: re.Match[str]) -> str:
-        text = match.group()
-        return text if _ANY_MARKER.fullmatch(text) else self.marker(text)
 
     def arguments(self, bound: dict[str, Any], payload: bytes) -> bytes:
         """Redact a step's canonical `payload` given the call's `bound` arguments.
@@ -233,7 +255,9 @@ class Redactor:
             return self(payload)
         known = self._policy._decisions  # name -> is it a secret key; filled on first sight
         for name, value in bound.items():
-            if type(value) not in _SCALARS or (type(value) is str and _may_hold_url_secret(value)):
+            if type(value) not in _SCALARS or (
+                type(value) is str and (_may_hold_url_secret(value) or self._may_be_line(value))
+            ):
                 return self(payload)
             secret = known.get(name)
             if secret is None:
@@ -241,6 +265,16 @@ class Redactor:
             if secret and value is not None:
                 return self(payload)
         return payload
+
+    def _may_be_line(self, text: str) -> bool:
+        """Whether a short `text` may be a secret line (`API_KEY=...`): cheap tests first."""
+        maybe = self._maybe
+        return (
+            len(text) <= 1024
+            and ("=" in text or ":" in text)
+            and maybe is not None
+            and maybe.search(text.lower().encode()) is not None
+        )
 
     def argument(self, name: str, value: Any) -> Any:
         """A named value (a positional workflow input): its marker if `name` is a secret key."""
@@ -253,33 +287,57 @@ class Redactor:
         secret query parameters redacted in a URL (a redirect's Location)."""
         if value and not _is_marker(value) and self._policy.is_secret_key(name):
             return self.marker(value)
-        url = self._url_redacted(value)
+        url = self._text_redacted(value)
         return value if url is None else url
 
     def scrub(self, payload: bytes, bound: dict[str, Any]) -> bytes:
         """`payload` (an error, say) with every secret found in `bound` (a call's arguments)
         replaced by its marker wherever its text appears: in a message, in a traceback."""
+        return self.scrub_secrets(payload, self.secrets_in(bound))
+
+    def form(self, text: str) -> str:
+        """A form-encoded body (`a=1&client_secret=...`, an OAuth token request or answer)
+        with its secret fields' values replaced by their markers."""
+        return self._pairs_redacted(text)
+
+    def form_secrets(self, text: str) -> list[str]:
+        """The secrets of a form-encoded body, decoded and as spelt."""
+        found: list[str] = []
+        for name, value, raw in _raw_pairs(text):
+            if value and not _is_marker(value) and self._query_secret(name):
+                found.extend({value, raw})
+        return found
+
+    def secrets_in(self, bound: dict[str, Any]) -> list[str]:
+        """The secrets in `bound` (a call's arguments, a run's inputs): under secret keys, in
+        URLs, in `[name, value]` pairs, by the rule, in `SecretStr` and `SecretBytes`."""
         found: list[str] = []
         try:
             values = orjson.loads(canonical_json(bound))  # models and dataclasses as JSON
         except (TypeError, ValueError):
             values = bound
         self._collect("", values, found)
-        pattern = self._scrubber(found)
-        if pattern is None or not any(
-            orjson.dumps(s)[1:-1] in payload for s in found if len(s) >= 4
-        ):
-            return payload  # no secret of the call appears in it
+        _hidden(bound, found, 0)
+        return found
+
+    def scrub_secrets(self, payload: bytes, secrets: Iterable[str]) -> bytes:
+        """`payload` with each of `secrets` replaced by its marker wherever its text appears,
+        as written or quoted (URL-quoted, escaped, after `Bearer `)."""
+        scrubber = self._scrubber(secrets)
+        if scrubber is None or not scrubber.appears_in(payload):
+            return payload  # none of the secrets appears in it
         try:
-            return canonical_json(self._scrubbed(orjson.loads(payload), pattern))
+            return canonical_json(self._scrubbed(orjson.loads(payload), scrubber))
         except orjson.JSONDecodeError:  # not JSON: scrub it as text
             text = payload.decode("utf-8", "surrogateescape")
-            return pattern.sub(self._replacement, text).encode("utf-8", "surrogateescape")
+            return scrubber(text).encode("utf-8", "surrogateescape")
 
     def _collect(self, key: str, value: Any, found: list[str]) -> None:
         """The secret strings in `value`: under secret keys, in URLs, in `[name, value]` pairs,
         by the rule."""
         if isinstance(value, dict):
+            if self._named_secret(value):
+                found.append(value["value"])
             for k, v in value.items():
                 self._collect(str(k), v, found)
         elif isinstance(value, list | tuple):
@@ -289,9 +347,10 @@ class Redactor:
                 self._collect("", v, found)
         elif isinstance(value, str) and not _is_marker(value):
             if self._secret(key, value):
-                found.append(value)
+                if value.strip("*"):  # not a masked value (pydantic's SecretStr in JSON)
+                    found.append(value)
             else:
-                found.extend(self._url_secrets(value))
+                found.extend(self._text_secrets(value))
 
     def marker(self, secret: Any) -> str:
         digest = hmac.new(self._salt, canonical_json(secret), hashlib.sha256).hexdigest()
@@ -309,14 +368,30 @@ class Redactor:
     def _holds_secret(self, key: str, value: Any) -> bool:
         """A read-only pass first: most payloads hold no secret and are never rebuilt."""
         if isinstance(value, dict):
+            if self._named_secret(value):
+                return True
             return any(self._secret(k, v) or self._holds_secret(k, v) for k, v in value.items())
         if isinstance(value, list):
             if self._secret_pair(value):
                 return True
             return any(self._secret("", v) or self._holds_secret("", v) for v in value)
-        if isinstance(value, str) and self._url_redacted(value) is not None:
+        if isinstance(value, str) and self._text_redacted(value) is not None:
             return True
         return key == "" and self._secret("", value)
+
+    def _named_secret(self, value: dict[str, Any]) -> bool:
+        """`{"name": "OPENAI_API_KEY", "value": ...}`: a secret named by a field beside it, as
+        Kubernetes env lists, HAR files and HTTP clients' header lists write them."""
+        secret = value.get("value")
+        name = value.get("name", value.get("key"))
+        return (
+            len(value) <= 4
+            and isinstance(secret, str)
+            and bool(secret)
+            and not _is_marker(secret)
+            and isinstance(name, str)
+            and self._policy.is_secret_key(name)
+        )
 
     def _secret_pair(self, value: list[Any]) -> bool:
         """`[name, value]` with a secret name: a header as an HTTP library lists it."""
@@ -333,6 +408,56 @@ class Redactor:
         name = _normalise(name).removesuffix("[]")
         return self._policy.is_secret_key(name) or name in QUERY_SECRET_NAMES
 
+    def _text_secrets(self, text: str) -> list[str]:
+        """The secrets of `text` if it is a URL, or of the URLs in it (a prompt, a message), or
+        of a secret line."""
+        line = self._line_secret(text)
+        if line is not None:
+            return [line.group(2)]
+        if not _may_hold_url_secret(text) or len(text) > 65_536:
+            return []
+        found = self._url_secrets(text)
+        if not found and "://" in text:
+            for url in _URL_IN_TEXT.findall(text):
+                if url != text:
+                    found.extend(self._url_secrets(url))
+        return found
+
+    def _line_secret(self, text: str) -> re.Match[str] | None:
+        """`OPENAI_API_KEY=sk-...` or `Authorization: Bearer ...`: one line naming a secret and
+        giving it (an env list, a header line in a command), the value a single word or a
+        credential after an auth scheme; prose (`password: at least 8 characters`) is not."""
+        if len(text) > 1024 or ("=" not in text and ":" not in text):
+            return None
+        line = _SECRET_LINE.fullmatch(text)
+        if line is None or _is_marker(line.group(2)):
+            return None
+        return line if self._policy.is_secret_key(line.group(1)) else None
+
+    def _text_redacted(self, text: str) -> str | None:
+        """`text` with the secrets of its URLs (or of a secret line) replaced by their markers;
+        None if it has none."""
+        line = self._line_secret(text)
+        if line is not None:
+            return text[: line.start(2)] + self.marker(line.group(2)) + text[line.end(2) :]
+        if not _may_hold_url_secret(text) or len(text) > 65_536:
+            return None
+        whole = self._url_redacted(text)
+        if whole is not None or "://" not in text:
+            return whole
+        changed = False
+
+        def redacted(match: re.Match[str]) -> str:
+            nonlocal changed
+            inner = self._url_redacted(match.group())
+            if inner is None:
+                return match.group()
+            changed = True
+            return inner
+
+        spelt = _URL_IN_TEXT.sub(redacted, text)
+        return spelt if changed else None
+
     def _url_secrets(self, text: str) -> list[str]:
         """The secrets in `text` if it is a URL: secret query or fragment parameters (an OAuth
         `#access_token=`), a password in `user:pass@host`, and those of URLs inside it."""
@@ -343,15 +468,17 @@ class Redactor:
             password = unquote(parts.password) if parts.password else None
         except ValueError:
             return []
-        if not (parts.scheme or text.startswith("/")):
-            return []
+        if not (text.startswith("/") or text[len(parts.scheme) :].startswith("://")):
+            return []  # `note: see ?sig=...` is prose with a colon, not a URL
         found = [password] if password and not _is_marker(password) else []
         for part in (parts.query, parts.fragment):
             if "=" not in part:
                 continue
-            for name, value in parse_qsl(part, keep_blank_values=True):
+            for name, value, raw in _raw_pairs(part):
                 if value and not _is_marker(value) and self._query_secret(name):
                     found.append(value)
+                    if raw != value:  # as the URL spells it: an error message quotes the URL
+                        found.append(raw)
                 elif "/" in value:
                     found.extend(self._url_secrets(value))
         return found
@@ -393,10 +520,13 @@ class Redactor:
 
     def _redacted(self, key: str, value: Any) -> Any:
         if isinstance(value, dict):
-            return {
+            redacted = {
                 k: self.marker(v) if self._secret(k, v) else self._redacted(k, v)
                 for k, v in value.items()
             }
+            if self._named_secret(value):
+                redacted["value"] = self.marker(value["value"])
+            return redacted
         if isinstance(value, list):
             if self._secret_pair(value):
                 return [value[0], self.marker(value[1])]
@@ -404,10 +534,86 @@ class Redactor:
         if key == "" and self._secret("", value):
             return self.marker(value)
         if isinstance(value, str):
-            url = self._url_redacted(value)
+            url = self._text_redacted(value)
             if url is not None:
                 return url
         return value
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`)]+")
+"""A URL inside prose or markdown (it ends at a space, a quote or a closing parenthesis)."""
+_SECRET_LINE = re.compile(
+    r"\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(?:=|:\s)\s*"
+    r"((?:(?:bearer|basic|token|bot|digest|apikey)\s+)?[^\s\"']+)\s*",
+    re.IGNORECASE,
+)
+_AUTH_SCHEME = re.compile(r"(?i)(?:bearer|basic|token|bot|digest|apikey)\s+(\S{8,})")
+
+
+class _Scrubber:
+    """Replaces the forms of some secrets in a text by their markers."""
+
+    __slots__ = ("_forms", "_pattern", "_redactor")
+
+    def __init__(self, redactor: Redactor, forms: dict[str, str]) -> None:
+        self._redactor = redactor
+        self._forms = forms
+        wanted = sorted(forms, key=len, reverse=True)
+        self._pattern = re.compile("|".join([_ANY_MARKER.pattern, *map(re.escape, wanted)]))
+
+    def appears_in(self, payload: bytes) -> bool:
+        return any(orjson.dumps(form)[1:-1] in payload for form in self._forms)
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(self._replacement, text)
+
+    def _replacement(self, match: re.Match[str]) -> str:
+        text = match.group()
+        if _ANY_MARKER.fullmatch(text):
+            return text
+        return self._redactor.marker(self._forms[text])
+
+
+def _forms(secret: str) -> set[str]:
+    """The ways a secret's text shows in a message: as it is, URL-quoted, escaped as `repr`
+    escapes it, and the credential after an auth scheme (`Bearer X` names `X`)."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), repr(secret)[1:-1]}
+    scheme = _AUTH_SCHEME.fullmatch(secret)
+    if scheme is not None:
+        forms.add(scheme.group(1))
+    return {form for form in forms if len(form) >= 4}
+
+
+def _raw_pairs(part: str) -> list[tuple[str, str, str]]:
+    """A query's `(name, value, value as spelt)`: decoded like `parse_qsl`, and raw."""
+    pairs = []
+    for field in part.split("&"):
+        if "=" in field:
+            name, raw = field.split("=", 1)
+            pairs.append((unquote_plus(name), unquote_plus(raw), raw))
+    return pairs
+
+
+def _hidden(value: Any, found: list[str], depth: int) -> None:
+    """The values of pydantic `SecretStr` / `SecretBytes` in `value` (JSON shows only stars)."""
+    if depth > 20:
+        return
+    reveal = getattr(value, "get_secret_value", None)
+    if callable(reveal) and type(value).__module__.startswith("pydantic"):
+        secret = reveal()
+        if isinstance(secret, bytes):
+            secret = secret.decode("utf-8", "replace")
+        if isinstance(secret, str) and secret:
+            found.append(secret)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _hidden(item, found, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _hidden(item, found, depth + 1)
+    elif hasattr(type(value), "__pydantic_fields__"):
+        for name in type(value).__pydantic_fields__:
+            _hidden(getattr(value, name, None), found, depth + 1)
 
 
 def _is_marker(value: Any) -> bool:

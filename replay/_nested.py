@@ -120,7 +120,7 @@ async def _live(
     except Exception as exc:
         payload = RecordedError.from_exception(exc).encode()
         if session.redact is not None:
-            payload = session.redact(payload)
+            payload = session.redact.scrub_secrets(session.redact(payload), session.secrets)
         session.finish(step, plan, EventStatus.FAILED, payload)
         await session.hold_live(plan.key, step.name)
         failure = as_replayed_error(exc)

@@ -262,6 +262,9 @@ async def run_with_summary(
     sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
     sitting.suspend_after = suspend_after
     async with sitting.open() as session:
+        if session.redact is not None:  # the inputs' secrets, by parameter name
+            named = dict(zip(spec.positional, args, strict=False))
+            session.secrets.update(session.redact.secrets_in({**named, **call_kwargs}))
         assert sitting.root_scope is not None
         coro = typing.cast(Coroutine[Any, Any, Any], workflow(*args, **call_kwargs))
         task = engine_task(
@@ -275,7 +278,7 @@ async def run_with_summary(
         except ValueNotJournalable as exc:
             raise NotJournalable(run_id, "result", spec.path, str(exc)) from exc
         if session.redact is not None:
-            redacted = session.redact(payload)
+            redacted = session.redact.scrub_secrets(session.redact(payload), session.secrets)
             if redacted is not payload:  # the caller gets what a later call will be served
                 payload = redacted
                 result = spec.codec.decode(redacted, what="redacted workflow result")

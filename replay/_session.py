@@ -182,6 +182,10 @@ class Session:
         self.reexecuted = 0
         self.forked_at: str | None = None
         self.redact = redact
+        self.secrets: set[str] = set()
+        """Secrets redacted in this sitting (from step arguments, requests, the inputs), held
+        in memory only: scrubbed from the run's own error and result, and from step errors,
+        wherever their text appears."""
         """Replaces secrets in JSON bytes before they are fingerprinted or written."""
         self.max_payload = max_payload
         self.suspend_after = 60.0

@@ -280,6 +280,9 @@ class Sitting:
                 keys=list(unfinished[:20]),
                 count=len(unfinished),
             )
+        if error is not None and session.redact is not None:  # the run's own failure: its
+            # message or traceback may name a secret the run used (a step's cause, a URL)
+            error = session.redact.scrub_secrets(session.redact(error), session.secrets)
         seal = session.writer.seal(status, result, error)
         try:
             self.journal.store.finish(

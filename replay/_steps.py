@@ -143,7 +143,10 @@ def _prepare(
         key = f"{scope.path}:{scope.steps + 1}"
         raise NotJournalable(session.run_id, key, spec.name, f"its arguments: {exc}") from None
     if session.redact is not None:
-        args_payload = session.redact.arguments(bound, args_payload)
+        redacted = session.redact.arguments(bound, args_payload)
+        if redacted is not args_payload:  # the call holds secrets: remember them
+            session.secrets.update(session.redact.secrets_in(bound))
+            args_payload = redacted
     fp = spec.fingerprint(args_payload)
     # The key is taken under the session's lock, with the decision: scope.next_key(), inlined.
     return session, session.prepare(spec, scope, args_payload, fp, _SITE_DEPTH + 1, scope.deferred)
@@ -185,8 +188,10 @@ def _record_failure(
     will_retry = plan.attempt <= retry.retries and isinstance(exc, retry.retry_on)
     status = EventStatus.RETRYING if will_retry else EventStatus.FAILED
     payload = RecordedError.from_exception(exc).encode()
-    if session.redact is not None:
-        payload = session.redact.scrub(session.redact(payload), bound)
+    redact = session.redact
+    if redact is not None:
+        secrets = [*redact.secrets_in(bound), *session.secrets]
+        payload = redact.scrub_secrets(redact(payload), secrets)
     session.check_size(plan.key, spec.name, "error", payload)
     session.finish(spec, plan, status, payload)
     return will_retry, retry.delay_before(plan.attempt)
@@ -229,7 +234,10 @@ def _after_failure(
     if will_retry:
         return delay
     redact = session.redact
-    scrubbed = None if redact is None else lambda p: redact.scrub(redact(p), bound)
+    scrubbed = None
+    if redact is not None:
+        secrets = [*redact.secrets_in(bound), *session.secrets]
+        scrubbed = lambda p: redact.scrub_secrets(redact(p), secrets)  # noqa: E731
     failure = as_replayed_error(exc, scrubbed)
     if failure is exc:
         raise exc

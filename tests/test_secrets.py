@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import httpx
 import orjson
+import pydantic
 import pytest
 from typer.testing import CliRunner
 
@@ -200,3 +201,136 @@ def test_more_places_secrets_hide_are_redacted_once_and_for_all(
     once = redactor(orjson.dumps(value))
     assert secret.encode() not in once and redactor(once) == once
     assert secret.encode() not in every_byte(folder)
+
+
+# Third adversarial round: where secrets still reached the disk.
+
+RUN_ERROR_SECRET = "RunErrKey8s2"
+BASIC_PASSWORD = "BasicPw9r1x"
+FORM_SECRET = "FormSecret7q0"
+FORM_TOKEN = "FormToken6p9"
+QUOTED_TOKEN = "Quoted+Tok/5o8=="
+SSE_TOKEN = "SseToken4n7"
+BARE_TOKEN = "BareTok3m6x"
+SECRET_STR = "SecretStr2l5"
+CAMEL_SECRET = "CamelSak1k4"
+PROSE_SIG = "ProseSig0j3"
+NAMED_VALUE = "NamedVal9i2"
+ENV_LINE = "EnvLine8h1"
+HEADER_LINE = "HeaderLine7g0"
+THIRD_ROUND = (
+    RUN_ERROR_SECRET,
+    BASIC_PASSWORD,
+    FORM_SECRET,
+    FORM_TOKEN,
+    quote(QUOTED_TOKEN, safe=""),
+    QUOTED_TOKEN,
+    SSE_TOKEN,
+    BARE_TOKEN,
+    SECRET_STR,
+    CAMEL_SECRET,
+    PROSE_SIG,
+    NAMED_VALUE,
+    ENV_LINE,
+    HEADER_LINE,
+)
+
+
+def _third_round_api(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/token":  # RFC 6749: form-encoded request, and here answer
+        return httpx.Response(
+            200,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            content=f"access_token={FORM_TOKEN}&scope=repo".encode(),
+        )
+    if request.url.path == "/events":  # an MCP server's streamed answer
+        body = f'event: message\ndata: {{"result": {{"access_token": "{SSE_TOKEN}"}}}}\n\n'
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    if request.url.path == "/signed":
+        return httpx.Response(403, json={"error": "expired"})
+    return httpx.Response(200, json={"ok": True})
+
+
+@replay.step(kind="tool")
+async def call_with(headers: dict[str, str]) -> str:
+    raise PermissionError(f"token {BARE_TOKEN} was revoked")  # names the bare token
+
+
+class Settings(pydantic.BaseModel):
+    api_key: pydantic.SecretStr
+    region: str
+
+
+@replay.step(kind="tool")
+async def configure(settings: Settings) -> str:
+    raise ValueError(f"key {settings.api_key.get_secret_value()} is not valid in eu")
+
+
+@replay.step(kind="tool")
+async def remember(value: object) -> str:
+    return "ok"
+
+
+async def third_round() -> str:
+    transport = AsyncJournalTransport(httpx.MockTransport(_third_round_api))
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.get(f"https://bob:{BASIC_PASSWORD}@registry.example/v2/items")
+        await client.post(
+            "https://id.example/token",
+            data={"grant_type": "client_credentials", "client_secret": FORM_SECRET},
+        )
+        await client.get("https://mcp.example/events")
+        signed = await client.get(
+            "https://s3.example/b/o", params={"X-Amz-Security-Token": QUOTED_TOKEN}
+        )
+        with contextlib.suppress(httpx.HTTPStatusError):
+            signed.raise_for_status()  # its message quotes the URL, percent-encoded
+    with contextlib.suppress(replay.StepFailed):
+        await call_with({"Authorization": f"Bearer {BARE_TOKEN}"})
+    with contextlib.suppress(replay.StepFailed):
+        await configure(Settings(api_key=pydantic.SecretStr(SECRET_STR), region="eu"))
+    await remember({"SecretAccessKey": CAMEL_SECRET, "maxTokens": 5})
+    await remember(f"Fetch [the file](https://s3.example/x?X-Amz-Signature={PROSE_SIG}) now.")
+    await remember({"env": [{"name": "OPENAI_API_KEY", "value": NAMED_VALUE}]})
+    await remember([f"OPENAI_API_KEY={ENV_LINE}", "curl", f"Authorization: Bearer {HEADER_LINE}"])
+    return await charge(RUN_ERROR_SECRET, 7)  # not caught: the run fails with the secret
+
+
+def test_third_round_secrets_never_reach_disk_or_exports(tmp_path: Path) -> None:
+    """The run's own failure (a step's cause in its traceback), a user:pass@ URL's step name,
+    OAuth form bodies both ways, a percent-encoded signature in an HTTP error, a streamed
+    event, the bare token of a `Bearer` header, a SecretStr, camelCase key names, a URL in
+    prose or markdown, name/value lists, env and header lines: none reaches the disk, an
+    export or `journal show`; and the run replays."""
+    folder = tmp_path / "journal"
+    db = folder / "j.db"
+    with Journal(db) as journal, pytest.raises(replay.StepFailed):
+        asyncio.run(replay.run(third_round, journal=journal, run_id="r3"))
+    outputs = [every_byte(folder)]
+    for fmt in ("jsonl", "json", "csv", "html"):
+        out = tmp_path / f"export.{fmt}"
+        assert runner.invoke(app, ["export", "r3", "--db", str(db), "-f", fmt, "-o", str(out)])
+        outputs.append(out.read_bytes())
+    shown = runner.invoke(app, ["show", "r3", "--db", str(db), "--payloads"])
+    outputs.append(shown.output.encode())
+    for secret in THIRD_ROUND:
+        for output in outputs:
+            assert secret.encode() not in output, secret
+    with Journal(db) as journal:
+        names = {e.name for e in journal.events("r3")}
+        assert "GET registry.example/v2/items" in names
+        with pytest.raises(replay.StepFailed):
+            asyncio.run(replay.run(third_round, journal=journal, run_id="r3", mode="replay"))
+
+
+def test_prose_with_a_colon_is_not_taken_for_a_url(tmp_path: Path) -> None:
+    """`echo: ... ?sig=X please` once lost `please` and its first word's case to a marker:
+    text is redacted only where it holds a URL, and nothing else in it changes."""
+    with Journal(tmp_path / "j.db") as journal:
+        redactor = journal.redactor()
+    assert redactor is not None
+    prose = orjson.dumps({"answer": "Echo: see ?sig=abc123 please"})
+    assert redactor(prose) == prose
+    linked = orjson.loads(redactor(orjson.dumps({"m": "See https://x.example/a?sig=abc123 now"})))
+    assert linked["m"].startswith("See https://x.example/a?sig=") and linked["m"].endswith(" now")
+    assert "abc123" not in linked["m"]

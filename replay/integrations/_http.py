@@ -34,6 +34,7 @@ import orjson
 
 from journal import EventKind, EventStatus, RecordedError, canonical_json, fingerprint
 from journal._events import EventRow
+from journal._redact import Redactor
 
 from .._context import TaskScope, current_scope, scope_here
 from .._errors import ReplayError
@@ -84,7 +85,8 @@ def _describe(request: Any) -> tuple[HttpStep, bytes, bytes, int | None]:
     parts = urlsplit(url)
     path = parts.path or "/"
     kind = EventKind.LLM if path.endswith(_LLM_PATHS) else EventKind.TOOL
-    step = HttpStep(f"{request.method} {parts.netloc}{path}", kind)
+    host = parts.netloc.rpartition("@")[2]  # never `user:password@`: the name is not redacted
+    step = HttpStep(f"{request.method} {host}{path}", kind)
     body = _body_value(request.content, request.headers.get("content-type", ""))
     matched = canonical_json({"method": request.method, "url": url, "body": body})
     kept = {k: v for k, v in request.headers.items() if k.lower() in KEPT_REQUEST_HEADERS}
@@ -140,15 +142,54 @@ def _response_payload(
     return _redacted_body(record, encoded, headers, raw, session)
 
 
+def _is_form(headers: Any) -> bool:
+    return "application/x-www-form-urlencoded" in headers.get("content-type", "")
+
+
+def _form_redacted(arguments: bytes, redact: Redactor) -> tuple[bytes, list[str]]:
+    """A request's arguments with its form-encoded body's secret fields redacted (an OAuth
+    token request: `client_secret=`, `password=`, `code=`); and those secrets."""
+    record = orjson.loads(arguments)
+    body = record.get("body")
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        return arguments, []
+    text = body["text"]
+    redacted = redact.form(text)
+    if redacted == text:
+        return arguments, []
+    body["text"] = redacted
+    return canonical_json(record), redact.form_secrets(text)
+
+
 def _redacted_body(
     record: dict[str, Any], encoded: bytes, headers: Any, raw: bytes, session: Session
 ) -> bytes:
-    """Secrets inside a JSON body (a token endpoint's answer) are redacted like any value."""
+    """Secrets inside a JSON or form-encoded body (a token endpoint's answer) are redacted
+    like any value."""
     redact = session.redact
-    if redact is None or "json" not in headers.get("content-type", ""):
+    if redact is None:
         return encoded
-    decoded = _decoded(headers, raw)
-    redacted = redact(decoded)
+    content_type = headers.get("content-type", "")
+    if "json" in content_type:
+        decoded = _decoded(headers, raw)
+        redacted = redact(decoded)
+    elif "application/x-www-form-urlencoded" in content_type or "text/event-stream" in (
+        content_type
+    ):
+        decoded = _decoded(headers, raw)
+        try:
+            text = decoded.decode()
+        except UnicodeDecodeError:
+            return encoded
+        if "event-stream" in content_type:
+            spelt = _events_redacted(text, redact)
+        else:
+            spelt = redact.form(text)
+        if spelt == text:
+            return encoded
+        redacted = spelt.encode()
+    else:
+        return encoded
     if redacted is decoded:
         return encoded
     # The stored body is now the decoded, redacted JSON: drop what described the original.
@@ -160,6 +201,23 @@ def _redacted_body(
     record.pop("body_base64", None)
     record["body"] = redacted.decode()
     return orjson.dumps(record)
+
+
+def _events_redacted(text: str, redact: Redactor) -> str:
+    """A server-sent event stream with the secrets in its JSON `data:` lines redacted (an MCP
+    server's answer, a tool call's arguments streamed by an LLM); the framing kept."""
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        if not line.startswith("data:"):
+            continue
+        data = line[5:]
+        lead = " " if data.startswith(" ") else ""
+        end = "\r" if data.endswith("\r") else ""
+        raw = data[len(lead) : len(data) - len(end)].encode()
+        redacted = redact(raw)
+        if redacted is not raw:
+            lines[number] = f"data:{lead}{redacted.decode()}{end}"
+    return "\n".join(lines)
 
 
 def _decoded(headers: Any, raw: bytes) -> bytes:
@@ -200,6 +258,13 @@ class Call:
         self.step = step
         if session.redact is not None:
             arguments = session.redact(arguments)
+            secrets = session.redact.secrets_in(
+                {"url": self.url, "headers": [[k, v] for k, v in request.headers.items()]}
+            )
+            if _is_form(request.headers):
+                arguments, found = _form_redacted(arguments, session.redact)
+                secrets.extend(found)
+            session.secrets.update(secrets)
         fp = fingerprint(step.name, matched)
         retries = scope.retries or {}
         self.served: EventRow | None = None
@@ -282,10 +347,10 @@ class Call:
         payload = RecordedError.from_exception(exc).encode()
         scrubbed = None
         if redact is not None:
-            call = {"url": self.url}  # an error naming the URL names its secret query too
+            secrets = [*redact.secrets_in({"url": self.url}), *self.session.secrets]
 
-            def scrubbed(raw: bytes) -> bytes:
-                return redact.scrub(redact(raw), call)
+            def scrubbed(raw: bytes) -> bytes:  # an error naming the URL names its query too
+                return redact.scrub_secrets(redact(raw), secrets)
 
             payload = scrubbed(payload)
         self.session.finish(self.step, plan, EventStatus.FAILED, payload)  # type: ignore[arg-type]
