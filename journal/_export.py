@@ -148,19 +148,36 @@ def run_from_record(record: dict[str, Any]) -> Run:
 def event_from_record(record: dict[str, Any]) -> Event:
     return trusted_event(
         record["run_id"],
-        int(record["seq"]),
-        record["key"],
+        _int(record["seq"]),
+        _str(record["key"]),
         KIND_BY_VALUE[record["kind"]],
-        record["name"],
-        record["fingerprint"],
+        _str(record["name"]),
+        _str(record["fingerprint"]),
         STATUS_BY_VALUE[record["status"]],
-        int(record["attempt"]),
+        _int(record["attempt"]),
         _get_bytes(record, "payload"),
         datetime.fromisoformat(record["created_at"]),
         _get_bytes(record, "args"),
         record["prev_hash"],
         record["hash"],
     )
+
+
+def _int(value: Any) -> int:
+    """An integer as the export wrote it: `1.9` or `true` is an edit, not a 1."""
+    if type(value) is not int:
+        raise TypeError(f"{value!r} where an integer was written")
+    return value
+
+
+def _str(value: Any) -> str:
+    if type(value) is not str:
+        raise TypeError(f"{value!r} where text was written")
+    return value
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else _str(value)
 
 
 def write_export(
@@ -279,8 +296,13 @@ def _check_manifest(
 ) -> tuple[bool, RunVerification | None]:
     """(whether the export holds all of the journal's runs, what is wrong with its manifest)."""
     if "manifest" not in header:
-        return False, None  # an export from before manifests: it proves its runs only
+        return False, _manifest_broken(
+            "the export's manifest (which runs it holds) was removed: runs may have been cut "
+            "from it"
+        )
     scheme = header.get("manifest_scheme")
+    if not isinstance(scheme, str) or not (scheme == "sha256" or scheme.startswith("hmac-sha256:")):
+        return False, _manifest_broken(f"the export's manifest scheme {scheme!r} was edited")
     every_run = header.get("scope") == "all"
     keyed = chain.scheme != "sha256"
     if keyed and scheme != chain.scheme:
@@ -327,18 +349,18 @@ def head_record(entry: HeadEntry) -> dict[str, Any]:
 
 def head_from_record(record: dict[str, Any]) -> HeadEntry:
     return HeadEntry(
-        n=int(record["n"]),
-        run_id=str(record["run_id"]),
+        n=_int(record["n"]),
+        run_id=_str(record["run_id"]),
         reason=record["reason"],
-        status=str(record["status"]),
-        events=int(record["events"]),
-        last_hash=record["last_hash"],
-        seal=record["seal"],
-        run_chain=record["run_chain"],
+        status=_str(record["status"]),
+        events=_int(record["events"]),
+        last_hash=_str_or_none(record["last_hash"]),
+        seal=_str_or_none(record["seal"]),
+        run_chain=_str_or_none(record["run_chain"]),
         at=datetime.fromisoformat(record["at"]),
-        scheme=str(record["scheme"]),
-        prev=str(record["prev"]),
-        hash=str(record["hash"]),
+        scheme=_str(record["scheme"]),
+        prev=_str(record["prev"]),
+        hash=_str(record["hash"]),
     )
 
 
@@ -379,7 +401,7 @@ def verify_export(
             for run in document["runs"]
         ]
         ids = [str(run["run_id"]) for run in document["runs"]]
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ExportUnreadable(f"{path}: a record is not a journal export record ({exc}).") from exc
     every_run, wrong = _check_manifest(document, chain, ids, entries)
     results = check.results(verdicts, since, every_run=every_run)
@@ -424,7 +446,7 @@ def _verify_jsonl(
                     "the file was cut or edited."
                 )
             results.append(check.verify(run_from_record(current), events_until_next_run()))
-    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ExportUnreadable(f"{path}: a line is not a journal export record ({exc}).") from exc
     every_run, wrong = _check_manifest(header, chain, [v.run_id for v in results], entries)
     verdicts = check.results(results, since, every_run=every_run)

@@ -103,8 +103,11 @@ def fork_run(
     chained, _ = chain.extend(chain.genesis(fork), copies)
     try:
         store.append(new_run_id, owner.token, chained)
-    finally:
+    except BaseException:
         store.release(new_run_id, owner.token)
+        raise
+    # The head takes the fork as made: its copied events are covered before it ever resumes.
+    store.release(new_run_id, owner.token, head="forked")
     stored = store.get_run(new_run_id)
     assert stored is not None
     return stored

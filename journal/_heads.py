@@ -26,8 +26,9 @@ import orjson
 
 from ._chain import Chain, microseconds
 
-Reason = Literal["created", "suspended", "finished", "removed", "adopted"]
-"""Why an entry was written. `adopted`: the run existed before the journal kept a head."""
+Reason = Literal["created", "suspended", "finished", "removed", "adopted", "forked"]
+"""Why an entry was written. `adopted`: the run existed before the journal kept a head;
+`forked`: a fork's copied events are in place (before it is ever resumed)."""
 
 ZERO = "0" * 64
 """The hash entry 1 links to."""
@@ -44,7 +45,9 @@ class HeadEntry:
     events: int
     """How many events the run had."""
     last_hash: str | None
-    """The hash of its last event (None without events or without a chain)."""
+    """The hash of its last event; before it has any, its genesis (the hash of its header:
+    workflow, inputs, parent, start), so that a run not started yet is bound too. None
+    without a chain."""
     seal: str | None
     run_chain: str | None
     """The run's chain scheme (`sha256`, `hmac-sha256:<key id>`, or None)."""
@@ -79,6 +82,7 @@ def next_entry(
     run: tuple[Any, Any, Any],
     last: tuple[Any, Any] | None,
     top: tuple[Any, Any] | None,
+    genesis: str | None = None,
 ) -> HeadEntry:
     """The entry a store appends for `run_id` now, hashed with `chain`: `run` is the run's
     `(status, seal, chain)`, `last` its last event's `(seq, hash)`, `top` the head's last
@@ -89,7 +93,7 @@ def next_entry(
         reason=reason,
         status=str(run[0]),
         events=int(last[0]) if last else 0,
-        last_hash=last[1] if last else None,
+        last_hash=last[1] if last else genesis,
         seal=run[1],
         run_chain=run[2],
         at=datetime.now(UTC),
@@ -98,6 +102,11 @@ def next_entry(
         hash="",
     )
     return replace(entry, hash=entry_hash(chain, entry))
+
+
+def genesis_of(chain: Chain, run: Any) -> str | None:
+    """The run's genesis hash, if `chain` is the run's own (else it cannot be computed)."""
+    return chain.genesis(run) if run.chain == chain.scheme else None
 
 
 def entry_row(entry: HeadEntry, at: Any) -> tuple[Any, ...]:
@@ -152,6 +161,8 @@ class RunState:
     """seq -> hash of the events (enough to check each entry's `last_hash`)."""
     seal: str | None
     chain: str | None
+    genesis: str | None = None
+    """The hash of the run's header, if the verifier can compute it (its chain's key)."""
 
 
 @dataclass(frozen=True)
@@ -277,17 +288,23 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
     for entry in entries:
         state = runs.get(entry.run_id)
         before = latest.get(entry.run_id)
-        if (
-            entry.reason == "removed"
-            and before is not None
-            and (before.seal != entry.seal or before.events > entry.events)
-        ):
+        if before is None and entry.reason not in ("created", "adopted"):
             problems.append(
                 HeadProblem(
                     entry.n,
                     entry.run_id,
-                    "the run's removal does not match its last state (its seal or events): "
-                    "the removal was not made by retention",
+                    f"the head's first entry for the run says {entry.reason}, not created: "
+                    "the run's row was put in the journal by hand (before the run started)",
+                )
+            )
+        if entry.reason == "removed" and before is not None and _removal_differs(before, entry):
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    entry.run_id,
+                    f"the run's removal does not match its last state ({before.reason}, "
+                    f"{before.status}, {before.events} events, its seal): the run was edited "
+                    "before it was removed, or the removal was not made by retention",
                 )
             )
         if entry.reason == "removed" or state is None:
@@ -300,6 +317,20 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
                     entry.run_id,
                     f"the run had {entry.events} events here and has {state.events} now: "
                     "events were removed",
+                )
+            )
+        elif (
+            not entry.events
+            and entry.last_hash is not None
+            and state.genesis is not None
+            and state.genesis != entry.last_hash
+        ):
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    entry.run_id,
+                    "the run's header (workflow, inputs, parent, start time) is not the one "
+                    "recorded here: it was edited",
                 )
             )
         elif (
@@ -385,3 +416,17 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
 
 
 _FINISHED = ("completed", "failed", "cancelled")
+
+
+def _removal_differs(before: HeadEntry, removal: HeadEntry) -> bool:
+    """A removal by retention removes the run as the head last saw it: the same status, seal
+    and events; and a finished run only once the head saw it finish."""
+    if removal.status in _FINISHED or before.status in _FINISHED:
+        return (
+            before.reason not in ("finished", "adopted")
+            or before.status != removal.status
+            or before.seal != removal.seal
+            or before.events != removal.events
+        )
+    # An unfinished run may have grown (and been claimed: waiting -> running) since.
+    return before.seal != removal.seal or before.events > removal.events

@@ -20,12 +20,15 @@ from ._export import ExportFormat, verify_export, write_export
 from ._fork import fork_run
 from ._heads import HeadEntry, parse_head
 from ._inspect import Prices, RunDigest, TimelineEntry, digest, parse_since, timeline
+from ._log import get_logger
 from ._redact import SALT_NAME, Redaction, Redactor, new_salt
 from ._retention import select_for_removal
-from ._verify import RunVerification, verify_journal
+from ._verify import RunVerification, verify_journal, verify_run
 from .stores import JournalStore, MemoryStore, SQLiteStore
 from .stores._ownership import owner_is_gone
 from .stores._sqlite import Durability
+
+log = get_logger("journal")
 
 DEFAULT_PATH = Path(DEFAULT_URL)
 _DEFAULT_REDACTION = Redaction()
@@ -287,10 +290,26 @@ class Journal:
             statuses=None if statuses is None else [RunStatus(s) for s in statuses],
             now=now,
         )
+        chosen = [run for run in chosen if self._removable(run)]
         if dry_run or not chosen:
             return chosen
         self.store.delete_runs([run.run_id for run in chosen])
         return [run for run in chosen if self.store.get_run(run.run_id) is None]
+
+    def _removable(self, run: Run) -> bool:
+        """Retention removes only runs that verify: an edited run is evidence, and removing
+        it would have the head sign its removal as routine."""
+        verdict = verify_run(self.chain, run, self.iter_events(run.run_id))
+        if verdict.ok:
+            return True
+        log.warning(
+            "journal.gc_kept_run",
+            run_id=run.run_id,
+            verdict=verdict.verdict,
+            why=verdict.describe(),
+            fix="run `journal verify` on the journal; a run that does not verify is kept",
+        )
+        return False
 
     def timeline(self, run_id: str) -> list[TimelineEntry]:
         """The run's events in order, with task depth and step durations (`journal show`)."""

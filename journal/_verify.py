@@ -11,7 +11,7 @@ import orjson
 from ._chain import HMAC_KEY_ENV, Chain, describe_mismatch
 from ._codec import canonical_json, fingerprint
 from ._events import Event, EventStatus, Run, RunStatus
-from ._heads import HeadEntry, RunState, check_chain, check_runs
+from ._heads import HeadEntry, RunState, check_chain, check_runs, genesis_of
 from .stores._damage import damage_of
 from .stores._protocol import JournalStore
 
@@ -66,11 +66,30 @@ class RunVerification:
         return f"{self.run_id}: {self.describe()}"
 
 
+_ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
 def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerification:
     """Recompute `run`'s chain over `events` (in seq order, read once) and its seal."""
     damage = damage_of(run)
     if damage is not None:
         return RunVerification(run.run_id, "broken", 0, False, _damaged(None, damage))
+    if run.status not in _ENDED and (
+        run.result is not None or run.error is not None or run.seal is not None
+    ):
+        field = "seal" if run.seal is not None else "result" if run.result is not None else "error"
+        return RunVerification(
+            run.run_id,
+            "broken",
+            0,
+            False,
+            Break(
+                None,
+                field,
+                f"the run is {run.status.value} and holds a {field}, which only "
+                "a finished run has: it was edited in",
+            ),
+        )
     if run.chain is None:
         first = next(iter(events), None)
         if first is not None and (first.hash is not None or first.prev_hash is not None):
@@ -245,6 +264,8 @@ class HeadCheck:
         for entry in entries:
             self.needed.setdefault(entry.run_id, set()).add(entry.events)
         self.states: dict[str, RunState] = {}
+        self.duplicates: set[str] = set()
+        """Run ids met twice: two rows (or records) for one run, one of them forged."""
 
     def verify(self, run: Run, events: Iterable[Event]) -> RunVerification:
         """`verify_run`, noting what the head needs of the run's events (all are read)."""
@@ -264,7 +285,14 @@ class HeadCheck:
         verdict = verify_run(self.chain, run, tapped)
         for _ in tapped:
             pass  # the rest too: a run verify could not check still has the head's hashes
-        self.states[run.run_id] = RunState(run.status.value, last, hashes, run.seal, run.chain)
+        if run.run_id in self.states:
+            self.duplicates.add(run.run_id)
+        genesis = None
+        if damage_of(run) is None:
+            genesis = genesis_of(self.chain, run) or genesis_of(_PLAIN, run)
+        self.states[run.run_id] = RunState(
+            run.status.value, last, hashes, run.seal, run.chain, genesis
+        )
         return verdict
 
     def results(
@@ -285,6 +313,19 @@ class HeadCheck:
             entries = [e for e in entries if e.run_id in self.states]
         problems += check_runs(entries, self.states)
         by_run = {v.run_id: v for v in verdicts}
+        for run_id in self.duplicates:
+            by_run[run_id] = RunVerification(
+                run_id,
+                "broken",
+                0,
+                False,
+                Break(
+                    None,
+                    "run_id",
+                    "the run appears twice (two rows for one id): one is "
+                    "forged, and a reader may meet either",
+                ),
+            )
         extra: list[RunVerification] = []
         for problem in problems:
             where = "head" if problem.n is None else f"head entry {problem.n}"
@@ -334,5 +375,23 @@ def verify_journal(
     run it knows still holds the states it recorded, and its last entry's outcome. With
     `since` (a head kept elsewhere), also that the head still holds that entry unchanged."""
     check = HeadCheck(chain, store.read_heads())
-    verdicts = [check.verify(run, store.read_events(run.run_id)) for run in runs]
+    verdicts = []
+    for run in runs:
+        events = store.read_events(run.run_id)
+        verdict = check.verify(run, events)
+        hidden = store.count_events(run.run_id) - len(events)
+        if hidden and verdict.verdict != "broken":  # rows at seq 0 or below: no reader sees them
+            verdict = RunVerification(
+                run.run_id,
+                "broken",
+                verdict.events,
+                False,
+                Break(
+                    None,
+                    "seq",
+                    f"{hidden} event rows lie outside the run's sequence (seq "
+                    "below 1), where no reader looks: they were put there by hand",
+                ),
+            )
+        verdicts.append(verdict)
     return check.results(verdicts, since, every_run=every_run)

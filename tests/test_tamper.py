@@ -204,7 +204,7 @@ def record_two(path: Path, **options: str) -> str:
 HEAD_EDITS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "a finished run set back to running, seal cleared, last event cut": (
         (
-            "UPDATE runs SET status = 'running', seal = NULL, finished_at = NULL"
+            "UPDATE runs SET status = 'running', seal = NULL, result = NULL, finished_at = NULL"
             " WHERE run_id = 'T-1'",
             "DELETE FROM events WHERE run_id = 'T-1' AND seq = 2",
         ),
@@ -212,7 +212,7 @@ HEAD_EDITS: dict[str, tuple[tuple[str, ...], str, str]] = {
         "events were removed",
     ),
     "a finished run set back to waiting": (
-        ("UPDATE runs SET status = 'waiting', seal = NULL WHERE run_id = 'T-1'",),
+        ("UPDATE runs SET status = 'waiting', seal = NULL, result = NULL WHERE run_id = 'T-1'",),
         "T-1",
         "set back",
     ),
@@ -296,7 +296,7 @@ def test_a_rewrite_that_recomputes_the_head_is_caught_by_a_kept_head(db_path: Pa
         f"DELETE FROM heads WHERE n >= {finished_t2.n}",
         "DELETE FROM events WHERE run_id = 'T-3'",
         "DELETE FROM runs WHERE run_id = 'T-3'",
-        "UPDATE runs SET status = 'running', seal = NULL WHERE run_id = 'T-2'",
+        "UPDATE runs SET status = 'running', seal = NULL, result = NULL WHERE run_id = 'T-2'",
         "DELETE FROM events WHERE run_id = 'T-2' AND seq = 2",
     )
     code, output = cli("verify", "--db", str(db_path))

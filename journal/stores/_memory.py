@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from .._chain import Chain
 from .._errors import LeaseLost, RunNotFound
 from .._events import Event, EventRow, Owner, Run, RunStatus
-from .._heads import HeadEntry, Reason, next_entry
+from .._heads import HeadEntry, Reason, genesis_of, next_entry
 from ._ownership import check_claim
 
 
@@ -98,11 +98,13 @@ class MemoryStore:
             self._runs[run_id] = run.model_copy(update={"owner": owner})
             return True
 
-    def release(self, run_id: str, token: str) -> None:
+    def release(self, run_id: str, token: str, *, head: Reason | None = None) -> None:
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None and run.owner is not None and run.owner.token == token:
                 self._runs[run_id] = run.model_copy(update={"owner": None})
+                if head is not None:
+                    self._append_head(run_id, head)
 
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
         with self._lock:
@@ -225,6 +227,7 @@ class MemoryStore:
             (run.status.value, run.seal, run.chain),
             (events[-1].seq, events[-1].hash) if events else None,
             (top.n, top.hash) if top else None,
+            None if events else genesis_of(self.head_chain, run),
         )
         self._heads.append(entry)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .._chain import Chain
 from .._errors import JournalUnavailable, LeaseLost, RunNotFound
@@ -45,12 +45,43 @@ from ._postgres_schema import NAME, NoJournal, masked, open_schema
 from ._postgres_schema import named_errors as _named
 
 
+def _read_committed(conn: psycopg.Connection[Any]) -> None:
+    """Every connection reads committed data, whatever the database's default: the head's
+    next entry is read after the lock that orders appends, never from an older snapshot
+    (REPEATABLE READ would have two writers number their entries alike)."""
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+
+
+def _sound(seq: Any, attempt: Any, payload: Any, created: Any, args: Any) -> bool:
+    """Whether an event row holds the types the journal writes (a column's type can be
+    changed with ALTER TABLE: text payloads, naive timestamps, numeric attempts)."""
+    return (
+        type(seq) is int
+        and type(attempt) is int
+        and (payload is None or type(payload) is bytes)
+        and (args is None or type(args) is bytes)
+        and (created is None or (type(created) is datetime and created.tzinfo is not None))
+    )
+
+
+def _unsound() -> bool:
+    raise TypeError("an event row holds a type the journal never writes")
+
+
+def _aware(value: Any) -> datetime:
+    if type(value) is not datetime or value.tzinfo is None:
+        raise TypeError(f"{value!r} is not a time with a zone")
+    return value
+
+
+def _blob_of(value: Any) -> bytes | None:
+    if value is None or type(value) is bytes:
+        return value
+    return str(value).encode("utf-8", "surrogateescape")
+
+
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
-
-
-def _moment(value: datetime) -> datetime:
-    return value  # psycopg already returns timezone-aware datetimes
 
 
 class PostgresStore:
@@ -81,9 +112,14 @@ class PostgresStore:
         try:
             # One plain connection first: an unreachable server fails now, with its reason.
             with psycopg.connect(url, connect_timeout=10) as conn:
-                self._heads_table = open_schema(conn, schema, read_only=read_only)
+                self._heads_table, self._upgraded = open_schema(conn, schema, read_only=read_only)
             self._pool = ConnectionPool(
-                url, min_size=min_size, max_size=max_size, open=True, timeout=30
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                open=True,
+                timeout=30,
+                configure=_read_committed,
             )
         except NoJournal as exc:
             raise JournalUnavailable(masked(f"{exc} (at {url})", url)) from None
@@ -103,7 +139,9 @@ class PostgresStore:
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         schema = next((value for name, value in query if name == "schema"), "journal")
-        rest = urlencode([(name, value) for name, value in query if name != "schema"])
+        # The other parameters as written (re-encoding would turn `%20` into `+`, which
+        # libpq does not read as a space in `options=-c%20...`).
+        rest = "&".join(p for p in parts.query.split("&") if p and p.split("=")[0] != "schema")
         return cls(urlunsplit(parts._replace(query=rest)), schema=schema, read_only=read_only)
 
     @contextmanager
@@ -115,7 +153,7 @@ class PostgresStore:
 
     @staticmethod
     def _run_from_row(row: Sequence[Any]) -> Run:
-        return salvage_run(row, _moment, lambda: run_from_row(row, _moment, _bytes))
+        return salvage_run(row, _aware, lambda: run_from_row(row, _aware, _bytes))
 
     def _select_run(self, cur: psycopg.Cursor[Any], run_id: str, lock: str = "") -> Run | None:
         cur.execute(
@@ -220,13 +258,15 @@ class PostgresStore:
             return cur.rowcount == 1
 
     @_named
-    def release(self, run_id: str, token: str) -> None:
+    def release(self, run_id: str, token: str, *, head: Reason | None = None) -> None:
         with self._transaction() as cur:
             cur.execute(
                 f"UPDATE {self.schema}.runs SET owner = NULL, owner_token = NULL"
                 " WHERE run_id = %s AND owner_token = %s",
                 (run_id, token),
             )
+            if cur.rowcount and head is not None:
+                self._append_head(cur, run_id, head)
 
     @_named
     def finish(
@@ -306,8 +346,8 @@ class PostgresStore:
             rows = cur.fetchall()
         try:
             return self._events(run_id, rows)
-        except KeyError:  # a kind or status edited by hand
-            return [salvage_event(run_id, row, _moment) for row in rows]
+        except (KeyError, TypeError):  # a value or a column's type edited by hand
+            return [salvage_event(run_id, row, _aware) for row in rows]
 
     @staticmethod
     def _events(run_id: str, rows: list[Any]) -> list[Event]:
@@ -330,6 +370,7 @@ class PostgresStore:
             )
             for (seq, key, kind, name, fp, status, attempt, payload, created, args, prev_hash,
                  digest) in rows
+            if _sound(seq, attempt, payload, created, args) or _unsound()
         ]  # fmt: skip
 
     @_named
@@ -337,14 +378,21 @@ class PostgresStore:
         with self._transaction() as cur:
             cur.execute(
                 "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, args"
-                f" FROM {self.schema}.events WHERE run_id = %s ORDER BY seq",
+                f" FROM {self.schema}.events WHERE run_id = %s AND seq > 0 ORDER BY seq",
                 (run_id,),
             )
             rows = cur.fetchall()
-        return [
-            (seq, key, kind, name, fp, status, attempt, _bytes(payload), _bytes(args))
-            for seq, key, kind, name, fp, status, attempt, payload, args in rows
-        ]
+        try:
+            return [
+                (seq, key, kind, name, fp, status, attempt, _bytes(payload), _bytes(args))
+                for seq, key, kind, name, fp, status, attempt, payload, args in rows
+                if _sound(seq, attempt, payload, None, args) or _unsound()
+            ]
+        except TypeError:  # a column's type edited by hand: replay refuses it as changed
+            return [
+                (seq, key, kind, name, fp, status, attempt, _blob_of(payload), _blob_of(args))
+                for seq, key, kind, name, fp, status, attempt, payload, args in rows
+            ]
 
     @_named
     def suspend(
@@ -461,9 +509,11 @@ class PostgresStore:
     @_named
     def adopt_runs(self) -> int:
         """Once, after the upgrade that added the head: every run already in the journal gets
-        an `adopted` entry, its state at that moment. How many."""
-        if self.head_chain is None or self.read_only:
+        an `adopted` entry, its state at that moment, written by the process that upgraded
+        the schema and by no other (see `SQLiteStore.adopt_runs`). How many."""
+        if self.head_chain is None or self.read_only or not self._upgraded:
             return 0
+        self._upgraded = False
         with self._transaction() as cur:
             if not _heads.adoption_pending(cur, self.schema):
                 return 0

@@ -10,25 +10,32 @@ from typing import Any
 import psycopg
 
 from .._chain import Chain
-from .._heads import HeadEntry, Reason, entry_row, next_entry
-from ._rows import head_from_row
+from .._heads import HeadEntry, Reason, entry_row, genesis_of, next_entry
+from ._rows import RUN_COLUMNS, head_from_row, run_from_row
 
 _COLUMNS = "n, run_id, reason, status, events, last_hash, seal, run_chain, at, scheme, prev, hash"
 
 Cursor = psycopg.Cursor[Any]
 
 
-def _moment(value: datetime) -> datetime:
-    return value  # psycopg already returns timezone-aware datetimes
+def _moment(value: Any) -> datetime:
+    """psycopg returns timezone-aware datetimes for our columns; anything else was altered."""
+    if type(value) is not datetime or value.tzinfo is None:
+        raise TypeError(f"{value!r} is not a time with a zone")
+    return value
+
+
+def _blob(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def append_head(cur: Cursor, s: str, chain: Chain, run_id: str, reason: Reason) -> None:
     """Append the run's state now to the head of schema `s` (inside the caller's
     transaction)."""
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-heads:{s}",))
-    cur.execute(f"SELECT status, seal, chain FROM {s}.runs WHERE run_id = %s", (run_id,))
-    run = cur.fetchone()
-    assert run is not None
+    cur.execute(f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE run_id = %s", (run_id,))
+    row = cur.fetchone()
+    assert row is not None
     cur.execute(
         f"SELECT seq, hash FROM {s}.events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
         (run_id,),
@@ -36,7 +43,10 @@ def append_head(cur: Cursor, s: str, chain: Chain, run_id: str, reason: Reason) 
     last = cur.fetchone()
     cur.execute(f"SELECT n, hash FROM {s}.heads ORDER BY n DESC LIMIT 1")
     top = cur.fetchone()
-    entry = next_entry(chain, run_id, reason, run, last, top)
+    genesis = None
+    if last is None:  # no event binds the run's header yet: the entry does
+        genesis = genesis_of(chain, run_from_row(row, _moment, _blob))
+    entry = next_entry(chain, run_id, reason, (row[4], row[15], row[14]), last, top, genesis)
     cur.execute(
         f"INSERT INTO {s}.heads ({_COLUMNS})"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",

@@ -108,9 +108,10 @@ CREATE TRIGGER heads_are_append_only BEFORE UPDATE OR DELETE ON {s}.heads
 """
 
 
-def open_schema(conn: psycopg.Connection[Any], s: str, *, read_only: bool) -> bool:
+def open_schema(conn: psycopg.Connection[Any], s: str, *, read_only: bool) -> tuple[bool, bool]:
     """Make schema `s` a current journal (unless `read_only`, which only checks it holds one);
-    whether it has the head table (an old schema read as it is has none)."""
+    whether it has the head table (an old schema read as it is has none), and whether this
+    call upgraded a journal from before the head (its runs are adopted by this process only)."""
     if read_only:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(
@@ -123,7 +124,8 @@ def open_schema(conn: psycopg.Connection[Any], s: str, *, read_only: bool) -> bo
                 f"no journal in schema {s!r}. Fix: check ?schema= (the default is "
                 "`journal`) against the schema your workflows write to."
             )
-        return "heads" in tables
+        return "heads" in tables, False
+    upgraded = False
     with conn.transaction(), conn.cursor() as cur:
         # One migrator at a time, across processes and hosts.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-schema:{s}",))
@@ -147,6 +149,7 @@ def open_schema(conn: psycopg.Connection[Any], s: str, *, read_only: bool) -> bo
         if version < SCHEMA_VERSION:
             cur.execute(_DDL.format(s=s))
             if version > 0:  # runs from before the head: adopted when a Journal opens
+                upgraded = True
                 cur.execute(
                     f"INSERT INTO {s}.meta VALUES ('heads_pending', '\\x01')"
                     " ON CONFLICT (name) DO NOTHING"
@@ -156,7 +159,7 @@ def open_schema(conn: psycopg.Connection[Any], s: str, *, read_only: bool) -> bo
                 " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
                 (str(SCHEMA_VERSION).encode(),),
             )
-    return True
+    return True, upgraded
 
 
 def named_errors(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -176,6 +179,15 @@ def named_errors(method: Callable[..., Any]) -> Callable[..., Any]:
                     "the run: what was written before stays.",
                     self.url,
                 )
+            ) from None
+        except (psycopg.errors.ProgrammingError, psycopg.errors.DataError) as exc:
+            # Only an altered schema makes our own statements fail this way (a column's type
+            # changed, a column dropped): the journal was edited, say so plainly.
+            raise JournalUnavailable(
+                f"the journal's tables in schema {self.schema!r} are not the ones journal-replay "
+                f"created ({type(exc).__name__}: {str(exc).strip().splitlines()[0]}): they were "
+                "altered by hand, so the journal cannot be read or trusted as it is. Fix: treat "
+                "it as tampered; restore it from a backup or an export, and verify that."
             ) from None
 
     return wrapper

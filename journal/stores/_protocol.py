@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from .._chain import Chain
 from .._events import Event, EventRow, Owner, Run, RunStatus
-from .._heads import HeadEntry
+from .._heads import HeadEntry, Reason
 
 
 @runtime_checkable
@@ -53,8 +53,9 @@ class JournalStore(Protocol):
         """Extend the lease; False if `token` no longer owns the run."""
         ...
 
-    def release(self, run_id: str, token: str) -> None:
-        """Give up ownership (no error if already lost)."""
+    def release(self, run_id: str, token: str, *, head: Reason | None = None) -> None:
+        """Give up ownership (no error if already lost); with `head`, append the run's state
+        to the journal's head in the same transaction (a fork, once its events are in)."""
         ...
 
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:

@@ -14,6 +14,10 @@ RUN_COLUMNS = (
     " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal, wake_at, waiting_for"
 )
 """The run columns in the order `run_from_row` reads them."""
+_TEXT = (1, 3, 4, 7, 8, 14, 15, 17)
+"""workflow, inputs_fingerprint, status, owner, parent_run_id, chain, seal, waiting_for."""
+_BINARY = (2, 5, 6)
+"""inputs, result, error: a value of another type was edited in (a driver would convert it)."""
 
 
 def run_from_row(
@@ -24,6 +28,15 @@ def run_from_row(
 
     def maybe(value: Any) -> datetime | None:
         return None if value is None else moment(value)
+
+    for index in _TEXT:
+        if row[index] is not None and type(row[index]) is not str:
+            raise TypeError(f"run column {index} holds {type(row[index]).__name__}, not text")
+    for index in _BINARY:
+        if row[index] is not None and not isinstance(row[index], bytes | memoryview):
+            raise TypeError(f"run column {index} holds {type(row[index]).__name__}, not bytes")
+    if type(row[0]) is not str:
+        raise TypeError("a run id that is not text")
 
     return Run(
         run_id=row[0],

@@ -31,7 +31,14 @@ from . import _sqlite_heads as _heads
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
 from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
-from ._sqlite_file import SCHEMA_VERSION, SOUND_EVENT, Durability, connect, rollback
+from ._sqlite_file import (
+    SCHEMA_VERSION,
+    SOUND_EVENT,
+    Durability,
+    connect,
+    lenient_text,
+    rollback,
+)
 from ._sqlite_file import named_errors as _named
 
 __all__ = ["SCHEMA_VERSION", "Durability", "SQLiteStore"]
@@ -81,7 +88,9 @@ class SQLiteStore:
         self.read_only = read_only
         """Opened to read: nothing is ever written, not even the schema (`journal show`...)."""
         self._lock = threading.Lock()
-        self._conn, self._heads_table = connect(self.path, durability, read_only=read_only)
+        self._conn, self._heads_table, self._upgraded = connect(
+            self.path, durability, read_only=read_only
+        )
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -128,10 +137,12 @@ class SQLiteStore:
         assert stored is not None
         return stored
 
+    @lenient_text
     def get_run(self, run_id: str) -> Run | None:
         with self._lock:
             return self._select_run(run_id)
 
+    @lenient_text
     def list_runs(
         self,
         *,
@@ -189,13 +200,17 @@ class SQLiteStore:
             return cursor.rowcount == 1
 
     @_named
-    def release(self, run_id: str, token: str) -> None:
-        with self._lock:
-            self._conn.execute(
-                "UPDATE runs SET owner = NULL, owner_token = NULL WHERE run_id = ?"
-                " AND owner_token = ?",
-                (run_id, token),
-            )
+    def release(self, run_id: str, token: str, *, head: Reason | None = None) -> None:
+        release = (
+            "UPDATE runs SET owner = NULL, owner_token = NULL WHERE run_id = ? AND owner_token = ?"
+        )
+        if head is None:
+            with self._lock:
+                self._conn.execute(release, (run_id, token))
+            return
+        with self._lock, self._transaction() as conn:
+            if conn.execute(release, (run_id, token)).rowcount:
+                self._append_head(run_id, head)
 
     @_named
     def finish(
@@ -259,6 +274,7 @@ class SQLiteStore:
                 rollback(conn)
                 raise
 
+    @lenient_text
     def read_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
     ) -> list[Event]:
@@ -311,11 +327,12 @@ class SQLiteStore:
             if sound or _unsound()  # a row edited by hand: read it the careful way
         ]
 
+    @lenient_text
     def read_rows(self, run_id: str) -> list[EventRow]:
         with self._lock:
             rows: list[EventRow] = self._conn.execute(
                 "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, args"
-                " FROM events WHERE run_id = ? ORDER BY seq",
+                " FROM events WHERE run_id = ? AND seq > 0 ORDER BY seq",
                 (run_id,),
             ).fetchall()
         return rows
@@ -377,6 +394,7 @@ class SQLiteStore:
             ).fetchone()
         return None if row is None else bytes(row[0])
 
+    @lenient_text
     def list_due(self, now: datetime) -> list[Run]:
         with self._lock:
             rows = self._conn.execute(
@@ -454,21 +472,26 @@ class SQLiteStore:
     @_named
     def adopt_runs(self) -> int:
         """Once, after the upgrade that added the head: every run already in the journal gets
-        an `adopted` entry, its state at that moment. How many."""
-        if self.head_chain is None or self.read_only:
+        an `adopted` entry, its state at that moment, written by the process that upgraded
+        the file and by no other (a marker in the file alone could be set again by hand, to
+        have a head rebuilt over edited runs and signed). How many."""
+        if self.head_chain is None or self.read_only or not self._upgraded:
             return 0
+        self._upgraded = False
         with self._lock:
             if not _heads.adoption_pending(self._conn):
                 return 0
         with self._lock, self._transaction() as conn:
             return _heads.adopt_runs(conn, self.head_chain)
 
+    @lenient_text
     def last_head(self) -> HeadEntry | None:
         if not self._heads_table:
             return None  # a journal from before the head, opened to read
         with self._lock:
             return _heads.last_head(self._conn)
 
+    @lenient_text
     def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
         if not self._heads_table:
             return []  # a journal from before the head, opened to read

@@ -143,10 +143,11 @@ SOUND_EVENT = (
 
 def connect(
     path: Path, durability: Durability, *, read_only: bool
-) -> tuple[sqlite3.Connection, bool]:
+) -> tuple[sqlite3.Connection, bool, bool]:
     """A connection to the journal at `path`, its schema current (created or upgraded) unless
-    `read_only`; and whether the file has the head table (an old journal read as it is has
-    none)."""
+    `read_only`; whether the file has the head table (an old journal read as it is has none);
+    and whether this call upgraded a journal from before the head (its runs are to be adopted,
+    by this process only)."""
     if read_only and not path.is_file():
         raise JournalUnavailable(
             f"no journal at {path}. Fix: pass the path of the journal your workflows "
@@ -168,7 +169,7 @@ def connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
         conn.execute("PRAGMA busy_timeout = 30000")
-        return conn, _open_schema(conn, path, durability, read_only)
+        return conn, *_open_schema(conn, path, durability, read_only)
     except sqlite3.DatabaseError as exc:
         raise JournalUnavailable(
             f"{path} cannot be opened as a journal: {exc}. Fix: point the journal at "
@@ -178,7 +179,7 @@ def connect(
 
 def _open_schema(
     conn: sqlite3.Connection, path: Path, durability: Durability, read_only: bool
-) -> bool:
+) -> tuple[bool, bool]:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise JournalUnavailable(
@@ -197,9 +198,10 @@ def _open_schema(
                 f"no journal at {path}: the file holds no journal yet. Fix: pass the "
                 "path of the journal your workflows write to."
             )
-        return "heads" in tables  # an old journal is read as it is
+        return "heads" in tables, False  # an old journal is read as it is
     _switch_to_wal(conn)
     conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+    upgraded = False
     if version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -216,10 +218,11 @@ def _open_schema(
                             conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
+            upgraded = 0 < version < 4
         except BaseException:
             rollback(conn)
             raise
-    return True
+    return True, upgraded
 
 
 def _switch_to_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
@@ -259,6 +262,32 @@ def named_errors(method: Callable[..., Any]) -> Callable[..., Any]:
             raise _cause(self.path, exc) from exc
 
     return wrapper
+
+
+def lenient_text(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A reading store method that reads text which is not UTF-8 (bytes cast to TEXT by hand)
+    with U+FFFD where it does not decode, instead of failing: the edit then shows where it
+    was made (a hash no longer matches), and show and export read to the end."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise
+        conn = self._conn
+        conn.text_factory = _replacing
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            conn.text_factory = str
+
+    return wrapper
+
+
+def _replacing(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 def _cause(path: Path, exc: sqlite3.OperationalError) -> Exception:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime
+from typing import Any
 
 from .._chain import Chain
-from .._heads import HeadEntry, Reason, entry_row, next_entry
-from ._rows import head_from_row
+from .._heads import HeadEntry, Reason, entry_row, genesis_of, next_entry
+from ._rows import RUN_COLUMNS, head_from_row, run_from_row
 
 _COLUMNS = "n, run_id, reason, status, events, last_hash, seal, run_chain, at, scheme, prev, hash"
 
@@ -17,16 +18,21 @@ def _moment(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _blob(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 def append_head(conn: sqlite3.Connection, chain: Chain, run_id: str, reason: Reason) -> None:
     """Append the run's state now to the journal's head (inside the caller's transaction)."""
-    run = conn.execute(
-        "SELECT status, seal, chain FROM runs WHERE run_id = ?", (run_id,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     last = conn.execute(
         "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
     ).fetchone()
     top = conn.execute("SELECT n, hash FROM heads ORDER BY n DESC LIMIT 1").fetchone()
-    entry = next_entry(chain, run_id, reason, run, last, top)
+    genesis = None
+    if last is None:  # no event binds the run's header yet: the entry does
+        genesis = genesis_of(chain, run_from_row(row, _moment, _blob))
+    entry = next_entry(chain, run_id, reason, (row[4], row[15], row[14]), last, top, genesis)
     conn.execute(
         f"INSERT INTO heads ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         entry_row(entry, entry.at.timestamp()),

@@ -15,12 +15,27 @@ from rich.markup import escape
 from journal import Journal, JournalError
 from journal._config import load_config
 
+from .._errors import ReplayError
+
+
+class _Commands(typer.core.TyperGroup):
+    """Every command: an error the journal or the engine raised that the command did not
+    handle itself is one line on stderr and exit 1, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (JournalError, ReplayError) as exc:
+            fail(str(exc))
+
+
 app = typer.Typer(
     name="journal",
     help="Inspect, replay and audit journaled workflow runs.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Commands,
 )
 
 
