@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ._fidelity import difference
 from ._http_parts import describe_http, revive_http
-from ._redact import _MARKER
+from ._secret_text import MARKER as _MARKER
 
 ATTRIBUTE_LIMIT = 256 * 1024
 """Bytes of JSON one attribute (or response body) may take; a bigger one is not kept."""

@@ -17,20 +17,18 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import (
-    parse_qsl,
-    quote,
-    quote_plus,
-    unquote,
-    unquote_plus,
-    urlencode,
-    urlsplit,
-    urlunsplit,
-)
 
 import orjson
 
 from ._codec import canonical_json
+from ._secret_text import (
+    Scrubber,
+    TextSecrets,
+    forms_of,
+    is_marker,
+    may_hold_url_secret,
+    normalise,
+)
 
 DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "authorization",
@@ -69,46 +67,9 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
 a wildcard. `max_tokens`, `total_tokens`, `next_page_token` and the like are not secrets and are
 not matched (a result's pagination token must reach the code unchanged)."""
 
-QUERY_SECRET_NAMES: frozenset[str] = frozenset(
-    {
-        "key",
-        "sig",
-        "signature",
-        "auth",
-        "code",
-        "pass",
-        "pwd",
-        "credential",
-        "credentials",
-        "x_amz_signature",
-        "x_amz_credential",
-        "x_amz_security_token",
-        "x_goog_signature",
-        "x_goog_credential",
-    }
-)
-"""URL query parameter names (normalised) whose values are secrets, besides the secret key
-names: `?key=` and `?sig=` carry API keys and signatures in URLs (Google APIs, signed S3 and
-Azure SAS links), where the same names in JSON are usually not secrets."""
-
 SALT_NAME = "redaction-salt"
-_MARKER = re.compile(r"\[redacted [0-9a-f]{16}\]")
-_ANY_MARKER = re.compile(
-    r"\[redacted [0-9a-f]{16}\]|(?:\[|%5B)redacted(?:%20|\+)[0-9a-f]{16}(?:\]|%5D)"
-)
-"""A marker as written, or URL-quoted inside a URL: never rewritten when secrets are scrubbed."""
-
 SecretRule = Callable[[str, Any], bool]
 """`rule(key, value) -> True` to redact `value`; `key` is "" for list items and the top level."""
-
-
-def _normalise(key: str) -> str:
-    """`Api-Key`, `api_key`, `apiKey` and `SecretAccessKey` as one spelling: lower case, words
-    joined by `_` (camelCase split where a lower-case letter or digit meets a capital)."""
-    return _CAMEL.sub("_", key).lower().replace("-", "_")
-
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 class Redaction:
@@ -138,7 +99,7 @@ class Redaction:
                 f"Redaction keys must be key names or patterns like 'ssn' or '*_pin', got "
                 f"{bad!r}. A bare '*' would redact everything; use rule= for that."
             )
-        normalised = sorted({_normalise(p) for p in patterns})
+        normalised = sorted({normalise(p) for p in patterns})
         self.keys: tuple[str, ...] = tuple(normalised)
         self.rule = rule
         self._exact = frozenset(p for p in normalised if not any(c in p for c in "*?["))
@@ -151,7 +112,7 @@ class Redaction:
     def is_secret_key(self, key: str) -> bool:
         decided = self._decisions.get(key)
         if decided is None:
-            name = _normalise(key)
+            name = normalise(key)
             decided = name in self._exact or any(g.match(name) for g in self._globs)
             if len(self._decisions) < 10_000:  # key names are few; a flood is not cached
                 self._decisions[key] = decided
@@ -177,12 +138,6 @@ def _fragments(patterns: Iterable[str]) -> list[str]:
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _may_hold_url_secret(text: str) -> bool:
-    """Whether `text` may be a URL holding a secret (`_url_secrets` needs a `/`, and an `=`
-    or an `@`): substring tests, cheap on a long prompt that is none."""
-    return "/" in text and ("=" in text or "@" in text)
-
-
 _SCAN_LIMIT = 256
 """Up to this many bytes a regex scan is cheaper than parsing; beyond it, parsing is."""
 
@@ -190,11 +145,12 @@ _SCAN_LIMIT = 256
 class Redactor:
     """A `Redaction` bound to a journal's salt: turns JSON bytes into redacted JSON bytes."""
 
-    __slots__ = ("_maybe", "_policy", "_salt")
+    __slots__ = ("_maybe", "_policy", "_salt", "_text")
 
     def __init__(self, policy: Redaction, salt: bytes) -> None:
         self._policy = policy
         self._salt = salt
+        self._text = TextSecrets(policy.is_secret_key, self.marker)
         self._maybe = None if policy.rule is not None else policy._maybe
 
     def __call__(self, payload: bytes) -> bytes:
@@ -223,17 +179,17 @@ class Redactor:
             redacted = self._scrubbed(redacted, scrubber)
         return canonical_json(redacted)
 
-    def _scrubber(self, secrets: Iterable[str]) -> _Scrubber | None:
+    def _scrubber(self, secrets: Iterable[str]) -> Scrubber | None:
         """What finds each secret of 4 characters or more (shorter ones would mangle ordinary
         text) in the forms it takes in messages, and markers (kept as they are)."""
         forms: dict[str, str] = {}
         for secret in secrets:
             if len(secret) >= 4:
-                for form in _forms(secret):
+                for form in forms_of(secret):
                     forms.setdefault(form, secret)
-        return _Scrubber(self, forms) if forms else None
+        return Scrubber(self.marker, forms) if forms else None
 
-    def _scrubbed(self, value: Any, scrubber: _Scrubber) -> Any:
+    def _scrubbed(self, value: Any, scrubber: Scrubber) -> Any:
         """`value` with each secret in its strings replaced by its marker. Keys are left alone
         (a secret that is a common word must not rename a field), and so are markers already
         there (a secret may be a piece of one)."""
@@ -256,7 +212,7 @@ class Redactor:
         known = self._policy._decisions  # name -> is it a secret key; filled on first sight
         for name, value in bound.items():
             if type(value) not in _SCALARS or (
-                type(value) is str and (_may_hold_url_secret(value) or self._may_be_line(value))
+                type(value) is str and (may_hold_url_secret(value) or self._may_be_line(value))
             ):
                 return self(payload)
             secret = known.get(name)
@@ -278,16 +234,16 @@ class Redactor:
 
     def argument(self, name: str, value: Any) -> Any:
         """A named value (a positional workflow input): its marker if `name` is a secret key."""
-        if value is not None and not _is_marker(value) and self._policy.is_secret_key(name):
+        if value is not None and not is_marker(value) and self._policy.is_secret_key(name):
             return self.marker(value)
         return value
 
     def header(self, name: str, value: str) -> str:
         """An HTTP header's value as the journal keeps it: its marker under a secret name,
         secret query parameters redacted in a URL (a redirect's Location)."""
-        if value and not _is_marker(value) and self._policy.is_secret_key(name):
+        if value and not is_marker(value) and self._policy.is_secret_key(name):
             return self.marker(value)
-        url = self._text_redacted(value)
+        url = self._text.redacted(value)
         return value if url is None else url
 
     def scrub(self, payload: bytes, bound: dict[str, Any]) -> bytes:
@@ -298,15 +254,11 @@ class Redactor:
     def form(self, text: str) -> str:
         """A form-encoded body (`a=1&client_secret=...`, an OAuth token request or answer)
         with its secret fields' values replaced by their markers."""
-        return self._pairs_redacted(text)
+        return self._text.form(text)
 
     def form_secrets(self, text: str) -> list[str]:
         """The secrets of a form-encoded body, decoded and as spelt."""
-        found: list[str] = []
-        for name, value, raw in _raw_pairs(text):
-            if value and not _is_marker(value) and self._query_secret(name):
-                found.extend({value, raw})
-        return found
+        return self._text.form_secrets(text)
 
     def secrets_in(self, bound: dict[str, Any]) -> list[str]:
         """The secrets in `bound` (a call's arguments, a run's inputs): under secret keys, in
@@ -345,12 +297,12 @@ class Redactor:
                 found.append(value[1])
             for v in value:
                 self._collect("", v, found)
-        elif isinstance(value, str) and not _is_marker(value):
+        elif isinstance(value, str) and not is_marker(value):
             if self._secret(key, value):
                 if value.strip("*"):  # not a masked value (pydantic's SecretStr in JSON)
                     found.append(value)
             else:
-                found.extend(self._text_secrets(value))
+                found.extend(self._text.secrets(value))
 
     def marker(self, secret: Any) -> str:
         digest = hmac.new(self._salt, canonical_json(secret), hashlib.sha256).hexdigest()
@@ -358,7 +310,7 @@ class Redactor:
 
     def _secret(self, key: str, value: Any) -> bool:
         """Is this value, found under `key`, itself a secret to replace?"""
-        if value is None or _is_marker(value):
+        if value is None or is_marker(value):
             return False  # nothing to hide, or already redacted (recorded inputs replayed)
         if self._policy.is_secret_key(key):
             return True
@@ -375,7 +327,7 @@ class Redactor:
             if self._secret_pair(value):
                 return True
             return any(self._secret("", v) or self._holds_secret("", v) for v in value)
-        if isinstance(value, str) and self._text_redacted(value) is not None:
+        if isinstance(value, str) and self._text.redacted(value) is not None:
             return True
         return key == "" and self._secret("", value)
 
@@ -388,7 +340,7 @@ class Redactor:
             len(value) <= 4
             and isinstance(secret, str)
             and bool(secret)
-            and not _is_marker(secret)
+            and not is_marker(secret)
             and isinstance(name, str)
             and self._policy.is_secret_key(name)
         )
@@ -400,123 +352,9 @@ class Redactor:
             and isinstance(value[0], str)
             and isinstance(value[1], str)
             and bool(value[1])
-            and not _is_marker(value[1])
+            and not is_marker(value[1])
             and self._policy.is_secret_key(value[0])
         )
-
-    def _query_secret(self, name: str) -> bool:
-        name = _normalise(name).removesuffix("[]")
-        return self._policy.is_secret_key(name) or name in QUERY_SECRET_NAMES
-
-    def _text_secrets(self, text: str) -> list[str]:
-        """The secrets of `text` if it is a URL, or of the URLs in it (a prompt, a message), or
-        of a secret line."""
-        line = self._line_secret(text)
-        if line is not None:
-            return [line.group(2)]
-        if not _may_hold_url_secret(text) or len(text) > 65_536:
-            return []
-        found = self._url_secrets(text)
-        if not found and "://" in text:
-            for url in _URL_IN_TEXT.findall(text):
-                if url != text:
-                    found.extend(self._url_secrets(url))
-        return found
-
-    def _line_secret(self, text: str) -> re.Match[str] | None:
-        """`OPENAI_API_KEY=sk-...` or `Authorization: Bearer ...`: one line naming a secret and
-        giving it (an env list, a header line in a command), the value a single word or a
-        credential after an auth scheme; prose (`password: at least 8 characters`) is not."""
-        if len(text) > 1024 or ("=" not in text and ":" not in text):
-            return None
-        line = _SECRET_LINE.fullmatch(text)
-        if line is None or _is_marker(line.group(2)):
-            return None
-        return line if self._policy.is_secret_key(line.group(1)) else None
-
-    def _text_redacted(self, text: str) -> str | None:
-        """`text` with the secrets of its URLs (or of a secret line) replaced by their markers;
-        None if it has none."""
-        line = self._line_secret(text)
-        if line is not None:
-            return text[: line.start(2)] + self.marker(line.group(2)) + text[line.end(2) :]
-        if not _may_hold_url_secret(text) or len(text) > 65_536:
-            return None
-        whole = self._url_redacted(text)
-        if whole is not None or "://" not in text:
-            return whole
-        changed = False
-
-        def redacted(match: re.Match[str]) -> str:
-            nonlocal changed
-            inner = self._url_redacted(match.group())
-            if inner is None:
-                return match.group()
-            changed = True
-            return inner
-
-        spelt = _URL_IN_TEXT.sub(redacted, text)
-        return spelt if changed else None
-
-    def _url_secrets(self, text: str) -> list[str]:
-        """The secrets in `text` if it is a URL: secret query or fragment parameters (an OAuth
-        `#access_token=`), a password in `user:pass@host`, and those of URLs inside it."""
-        if len(text) > 65_536 or not ("=" in text or "@" in text) or "/" not in text:
-            return []
-        try:
-            parts = urlsplit(text)
-            password = unquote(parts.password) if parts.password else None
-        except ValueError:
-            return []
-        if not (text.startswith("/") or text[len(parts.scheme) :].startswith("://")):
-            return []  # `note: see ?sig=...` is prose with a colon, not a URL
-        found = [password] if password and not _is_marker(password) else []
-        for part in (parts.query, parts.fragment):
-            if "=" not in part:
-                continue
-            for name, value, raw in _raw_pairs(part):
-                if value and not _is_marker(value) and self._query_secret(name):
-                    found.append(value)
-                    if raw != value:  # as the URL spells it: an error message quotes the URL
-                        found.append(raw)
-                elif "/" in value:
-                    found.extend(self._url_secrets(value))
-        return found
-
-    def _url_redacted(self, text: str) -> str | None:
-        """`text`, a URL holding secrets (see `_url_secrets`), with each replaced by its marker;
-        None if it is not such a URL."""
-        secrets = self._url_secrets(text)
-        if not secrets:
-            return None
-        parts = urlsplit(text)
-        netloc = parts.netloc
-        if parts.password and not _is_marker(unquote(parts.password)):
-            user, _, host = netloc.rpartition("@")
-            name = user.split(":", 1)[0]
-            netloc = f"{name}:{quote(self.marker(parts.password), safe='')}@{host}"
-        return urlunsplit(
-            parts._replace(
-                netloc=netloc,
-                query=self._pairs_redacted(parts.query),
-                fragment=self._pairs_redacted(parts.fragment),
-            )
-        )
-
-    def _pairs_redacted(self, part: str) -> str:
-        if "=" not in part:
-            return part
-        kept = []
-        changed = False
-        for name, value in parse_qsl(part, keep_blank_values=True):
-            if value and not _is_marker(value) and self._query_secret(name):
-                value, changed = self.marker(value), True
-            elif "/" in value:
-                inner = self._url_redacted(value)  # a URL inside a URL (a redirect target)
-                if inner is not None:
-                    value, changed = inner, True
-            kept.append((name, value))
-        return urlencode(kept, safe="[]", quote_via=quote) if changed else part
 
     def _redacted(self, key: str, value: Any) -> Any:
         if isinstance(value, dict):
@@ -534,64 +372,10 @@ class Redactor:
         if key == "" and self._secret("", value):
             return self.marker(value)
         if isinstance(value, str):
-            url = self._text_redacted(value)
+            url = self._text.redacted(value)
             if url is not None:
                 return url
         return value
-
-
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`)]+")
-"""A URL inside prose or markdown (it ends at a space, a quote or a closing parenthesis)."""
-_SECRET_LINE = re.compile(
-    r"\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(?:=|:\s)\s*"
-    r"((?:(?:bearer|basic|token|bot|digest|apikey)\s+)?[^\s\"']+)\s*",
-    re.IGNORECASE,
-)
-_AUTH_SCHEME = re.compile(r"(?i)(?:bearer|basic|token|bot|digest|apikey)\s+(\S{8,})")
-
-
-class _Scrubber:
-    """Replaces the forms of some secrets in a text by their markers."""
-
-    __slots__ = ("_forms", "_pattern", "_redactor")
-
-    def __init__(self, redactor: Redactor, forms: dict[str, str]) -> None:
-        self._redactor = redactor
-        self._forms = forms
-        wanted = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join([_ANY_MARKER.pattern, *map(re.escape, wanted)]))
-
-    def appears_in(self, payload: bytes) -> bool:
-        return any(orjson.dumps(form)[1:-1] in payload for form in self._forms)
-
-    def __call__(self, text: str) -> str:
-        return self._pattern.sub(self._replacement, text)
-
-    def _replacement(self, match: re.Match[str]) -> str:
-        text = match.group()
-        if _ANY_MARKER.fullmatch(text):
-            return text
-        return self._redactor.marker(self._forms[text])
-
-
-def _forms(secret: str) -> set[str]:
-    """The ways a secret's text shows in a message: as it is, URL-quoted, escaped as `repr`
-    escapes it, and the credential after an auth scheme (`Bearer X` names `X`)."""
-    forms = {secret, quote(secret, safe=""), quote_plus(secret), repr(secret)[1:-1]}
-    scheme = _AUTH_SCHEME.fullmatch(secret)
-    if scheme is not None:
-        forms.add(scheme.group(1))
-    return {form for form in forms if len(form) >= 4}
-
-
-def _raw_pairs(part: str) -> list[tuple[str, str, str]]:
-    """A query's `(name, value, value as spelt)`: decoded like `parse_qsl`, and raw."""
-    pairs = []
-    for field in part.split("&"):
-        if "=" in field:
-            name, raw = field.split("=", 1)
-            pairs.append((unquote_plus(name), unquote_plus(raw), raw))
-    return pairs
 
 
 def _hidden(value: Any, found: list[str], depth: int) -> None:
@@ -614,10 +398,6 @@ def _hidden(value: Any, found: list[str], depth: int) -> None:
     elif hasattr(type(value), "__pydantic_fields__"):
         for name in type(value).__pydantic_fields__:
             _hidden(getattr(value, name, None), found, depth + 1)
-
-
-def _is_marker(value: Any) -> bool:
-    return isinstance(value, str) and _MARKER.fullmatch(value) is not None
 
 
 def new_salt() -> bytes:
