@@ -133,3 +133,12 @@ def test_engine_signals_escape_except_exception() -> None:
     assert issubclass(replay.StepFailed, Exception)
     assert issubclass(replay.StepFailed, replay.ReplayError)
     assert issubclass(replay.RunLocked, journal.JournalError)
+
+
+def test_both_packages_say_they_are_typed() -> None:
+    """PEP 561: type checkers read our hints only if each package ships a `py.typed`, and the
+    built wheel (hatchling takes every file in a package) carries it."""
+    for package in (journal, replay):
+        assert (Path(package.__file__).parent / "py.typed").is_file(), package.__name__
+    project = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert '"Typing :: Typed"' in project
