@@ -50,7 +50,9 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def argument_changes(recorded: dict[str, Any] | None, now: dict[str, Any] | None) -> list[str]:
-    """Human lines naming each argument whose canonical value differs."""
+    """Human lines naming each argument whose canonical value differs: for a long value (a
+    prompt, a request body), the first place inside it where the two differ, and that part of
+    each side, so that two long values never look alike in the message."""
     if recorded is None or now is None:
         return []
     lines = []
@@ -60,8 +62,39 @@ def argument_changes(recorded: dict[str, Any] | None, now: dict[str, Any] | None
         elif name not in now:
             lines.append(f"{name}: {_short(recorded[name])} -> (absent)")
         elif recorded[name] != now[name]:
-            lines.append(f"{name}: {_short(recorded[name])} -> {_short(now[name])}")
+            where, before, after = first_difference(recorded[name], now[name], name)
+            lines.append(f"{where}: {before} -> {after}")
     return lines
+
+
+def first_difference(a: Any, b: Any, path: str) -> tuple[str, str, str]:
+    """(where, a's part, b's part) at the first place two JSON values differ: a key, an item,
+    or a character of a string (shown with some of the text around it)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            inner = f"{path}.{key}" if str(key).isidentifier() else f"{path}[{key!r}]"
+            if key not in a:
+                return inner, "(absent)", _short(b[key])
+            if key not in b:
+                return inner, _short(a[key]), "(absent)"
+            if a[key] != b[key]:
+                return first_difference(a[key], b[key], inner)
+    if isinstance(a, list) and isinstance(b, list):
+        for index, (x, y) in enumerate(zip(a, b, strict=False)):
+            if x != y:
+                return first_difference(x, y, f"{path}[{index}]")
+        return f"{path} (length)", f"{len(a)} items", f"{len(b)} items"
+    if isinstance(a, str) and isinstance(b, str) and (len(a) > 40 or len(b) > 40):
+        at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+        at = min(len(a), len(b)) if at is None else at
+        return f"{path}, at character {at}", _window(a, at), _window(b, at)
+    return path, _short(a), _short(b)
+
+
+def _window(text: str, at: int, before: int = 20, after: int = 30) -> str:
+    start = max(0, at - before)
+    part = text[start : at + after]
+    return ("..." if start else "") + repr(part) + ("..." if at + after < len(text) else "")
 
 
 class NonDeterminismError(ReplayError):

@@ -58,6 +58,37 @@ def test_changed_argument_is_named_in_the_error(journal: Journal) -> None:
     assert "replay.now()" in message and "on_divergence='fork'" in message
 
 
+@step(kind="llm")
+async def ask(messages: list[dict[str, str]], model: str = "m") -> str:
+    return "ok"
+
+
+PREAMBLE = "You are a careful assistant who answers in full sentences, citing sources. " * 3
+
+
+def test_a_long_argument_shows_where_it_differs(journal: Journal) -> None:
+    """Two long prompts that differ late look alike cut to 60 characters: the error names the
+    path inside the argument and the character where they differ, with the text around it."""
+
+    def agent_about(topic: str):  # type: ignore[no-untyped-def]
+        async def agent() -> str:
+            content = f"{PREAMBLE}The user asks about {topic}."
+            return await ask(
+                [{"role": "system", "content": "hi"}, {"role": "user", "content": content}]
+            )
+
+        return agent
+
+    asyncio.run(run(agent_about("cats"), journal=journal, run_id="long"))
+    with pytest.raises(NonDeterminismError) as info:
+        asyncio.run(run(agent_about("dogs"), journal=journal, run_id="long", mode="replay"))
+    at = len(PREAMBLE) + len("The user asks about ")
+    (change,) = info.value.changed_arguments
+    assert change.startswith(f"messages[1].content, at character {at}: ")
+    recorded, now = change.split(": ", 1)[1].split(" -> ")
+    assert "about cats" in recorded and "about dogs" in now
+
+
 def test_changed_step_name_is_named(journal: Journal) -> None:
     """Calling another step at a recorded key says which name changed."""
     asyncio.run(run(_make_workflow("cats"), "pets", journal=journal, run_id="d2"))
