@@ -84,7 +84,7 @@ def first_difference(a: Any, b: Any, path: str) -> tuple[str, str, str]:
             if x != y:
                 return first_difference(x, y, f"{path}[{index}]")
         return f"{path} (length)", f"{len(a)} items", f"{len(b)} items"
-    if isinstance(a, str) and isinstance(b, str) and (len(a) > 40 or len(b) > 40):
+    if isinstance(a, str) and isinstance(b, str) and max(len(repr(a)), len(repr(b))) > 60:
         at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
         at = min(len(a), len(b)) if at is None else at
         return f"{path}, at character {at}", _window(a, at), _window(b, at)
