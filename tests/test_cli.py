@@ -262,3 +262,28 @@ def test_runs_lists_interrupted_runs(tmp_path: Path) -> None:
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.splitlines()[1:] if line.strip()]
     assert listed == ["cut-1"]
+
+
+def test_version_and_short_help_and_plain_help_texts() -> None:
+    """`journal --version`, `-h` everywhere, and help texts without `<bool>` placeholders, whose
+    brackets are text (`[tool.journal]` once vanished as markup); through the installed script."""
+    from importlib.metadata import version
+
+    script = str(Path(sys.executable).with_name("journal"))
+    shown = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert (
+        shown.returncode == 0
+        and shown.stdout.strip() == f"journal-replay {version('journal-replay')}"
+    )
+    top = subprocess.run([script, "-h"], capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0 and "Commands:" in top.stdout
+    commands = re.findall(r"^  ([a-z]+)  ", top.stdout, flags=re.MULTILINE)
+    assert {"runs", "show", "replay", "verify", "head", "gc"} <= set(commands)
+    for command in commands:
+        text = subprocess.run(
+            [script, command, "-h"], capture_output=True, text=True, timeout=60
+        ).stdout
+        assert "<bool>" not in text, command
+        assert "Usage: journal " in text, command
+    runs_help = subprocess.run([script, "runs", "-h"], capture_output=True, text=True).stdout
+    assert "[tool.journal]" in runs_help

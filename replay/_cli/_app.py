@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -36,7 +37,32 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     cls=_Commands,
+    # Plain help, as the CLIs people script print it (click's own): flags without `<bool>`,
+    # and `[tool.journal]` in a help text is text, not markup.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"journal-replay {version('journal-replay')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version of journal-replay and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Inspect, replay and audit journaled workflow runs."""
 
 
 def console() -> Console:
