@@ -193,19 +193,25 @@ class Journal:
         workflow: str | None = None,
         since: datetime | None = None,
         limit: int | None = 50,
+        offset: int = 0,
         prices: Prices | None = None,
     ) -> list[RunDigest]:
         """Runs, newest first, each with its step count, duration and LLM token usage
         (`journal runs`); with `prices` ({model: {"input": $/1M tokens, "output": ...}}), an
-        estimated cost. `status="interrupted"` lists the runs `interrupted()` returns."""
+        estimated cost. `status="interrupted"` lists the runs `interrupted()` returns. The
+        first `offset` matching runs are skipped (the next page)."""
         digests = []
         if status == "interrupted":
             runs = self.interrupted(workflow=workflow)
         else:
             runs = self.runs(status=status, workflow=workflow, limit=None)
+        skipped = 0
         for run in runs:
             if since is not None and run.created_at < since:
                 break  # newest first: every later run is older still
+            if skipped < offset:
+                skipped += 1
+                continue
             digests.append(digest(run, self.store.read_events(run.run_id), prices))
             if limit is not None and len(digests) >= limit:
                 break

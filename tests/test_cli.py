@@ -287,3 +287,24 @@ def test_version_and_short_help_and_plain_help_texts() -> None:
         assert "Usage: journal " in text, command
     runs_help = subprocess.run([script, "runs", "-h"], capture_output=True, text=True).stdout
     assert "[tool.journal]" in runs_help
+
+
+def test_runs_pages_and_says_when_more_match(tmp_path: Path) -> None:
+    """`journal runs` stops at --limit and says so on stderr (it once stopped silently at 50);
+    --offset gives the next page; --jsonl prints one object per line."""
+    db = tmp_path / "j.db"
+
+    async def tiny(n: int) -> int:
+        return n
+
+    with Journal(db) as journal:
+        for n in range(5):
+            asyncio.run(run(tiny, n, journal=journal, run_id=f"r{n}"))
+    first = CliRunner().invoke(app, ["runs", "--db", str(db), "--limit", "2", "--jsonl"])
+    assert first.exit_code == 0
+    lines = [line for line in first.stdout.splitlines() if line.startswith("{")]
+    assert [json.loads(line)["run_id"] for line in lines] == ["r4", "r3"]
+    assert "more match: --offset 2" in first.stderr
+    last = CliRunner().invoke(app, ["runs", "--db", str(db), "--limit", "2", "--offset", "4"])
+    assert last.exit_code == 0 and "r0" in last.stdout and "r1" not in last.stdout
+    assert "more match" not in last.stderr

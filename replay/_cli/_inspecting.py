@@ -17,6 +17,7 @@ from ._app import (
     JsonOption,
     app,
     console,
+    error_console,
     fail,
     open_journal,
     print_json,
@@ -43,7 +44,12 @@ def runs_command(
     since: Annotated[
         str | None, typer.Option(help="Only runs started since: 30m, 2h, 7d, or an ISO date.")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, help="At most this many runs (a page); says so if more match.")
+    ] = 50,
+    offset: Annotated[
+        int, typer.Option(min=0, help="Skip this many matching runs first: the next page.")
+    ] = 0,
     prices: Annotated[
         Path | None,
         typer.Option(
@@ -52,9 +58,13 @@ def runs_command(
         ),
     ] = None,
     as_json: JsonOption = False,
+    as_jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="Print one JSON object per run, a line each.")
+    ] = False,
 ) -> None:
     """List runs, newest first: id, workflow, status, steps, start, duration, resumes; LLM
-    tokens (and an estimated cost with --prices) when integrations recorded usage."""
+    tokens (and an estimated cost with --prices) when integrations recorded usage. A page of
+    --limit runs at a time (--offset for the next); when more match, stderr says so."""
     statuses = [s.value for s in RunStatus] + ["interrupted"]
     if status is not None and status not in statuses:
         fail(f"unknown status {status!r}. Expected one of: " + ", ".join(statuses))
@@ -65,8 +75,24 @@ def runs_command(
     price_table = None if prices is None else _read_prices(prices)
     with open_journal(db) as journal:
         digests = journal.digests(
-            status=status, workflow=workflow, since=since_at, limit=limit, prices=price_table
+            status=status,
+            workflow=workflow,
+            since=since_at,
+            limit=limit + 1,  # one more: whether the page is all there is
+            offset=offset,
+            prices=price_table,
         )
+    more = len(digests) > limit
+    digests = digests[:limit]
+    if more:
+        error_console().print(
+            f"showing runs {offset + 1}-{offset + limit}; more match: --offset {offset + limit} "
+            "for the next page, or a larger --limit"
+        )
+    if as_jsonl:
+        for d in digests:
+            print(json.dumps(d.as_json(), ensure_ascii=False))
+        return
     if as_json:
         print_json([d.as_json() for d in digests])
         return
