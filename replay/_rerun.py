@@ -55,7 +55,19 @@ def load_workflow(entry: str) -> Callable[..., Awaitable[Any]]:
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
             sys.modules.setdefault(path.stem, module)
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except RuntimeError as exc:
+                if "running event loop" not in str(exc):
+                    raise
+                _close_coroutines(exc)
+                sys.modules.pop(path.stem, None)
+                raise WorkflowNotFound(
+                    f"{target} starts its workflow when it is imported (a top-level "
+                    "`asyncio.run(...)`), so it cannot be loaded to replay a run; nothing was "
+                    'replayed. Fix: put the call under `if __name__ == "__main__":` at the '
+                    "bottom of the file, then replay again."
+                ) from None
         else:
             module = importlib.import_module(target)
     except (ImportError, FileNotFoundError) as exc:
@@ -72,6 +84,17 @@ def load_workflow(entry: str) -> Callable[..., Awaitable[Any]]:
     if not inspect.iscoroutinefunction(found):
         raise WorkflowNotFound(f"{entry!r} is not an async function.")
     return typing.cast(Callable[..., Awaitable[Any]], found)
+
+
+def _close_coroutines(exc: BaseException) -> None:
+    """Close the coroutine a refused `asyncio.run(main())` was handed, so that Python does not
+    also warn that it was never awaited."""
+    frame_tb = exc.__traceback__
+    while frame_tb is not None:
+        for value in frame_tb.tb_frame.f_locals.values():
+            if inspect.iscoroutine(value):
+                value.close()
+        frame_tb = frame_tb.tb_next
 
 
 def recorded_inputs(

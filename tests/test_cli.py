@@ -308,3 +308,46 @@ def test_runs_pages_and_says_when_more_match(tmp_path: Path) -> None:
     last = CliRunner().invoke(app, ["runs", "--db", str(db), "--limit", "2", "--offset", "4"])
     assert last.exit_code == 0 and "r0" in last.stdout and "r1" not in last.stdout
     assert "more match" not in last.stderr
+
+
+_UNGUARDED = """
+import asyncio
+from journal import Journal
+from replay import run, step
+
+@step
+async def ask(q: str) -> str:
+    return f"answer to {q}"
+
+async def agent(topic: str) -> str:
+    return await ask(topic)
+
+async def main() -> None:
+    with Journal("runs.db") as j:
+        print(await run(agent, "cats", journal=j, run_id="ng-1"))
+
+asyncio.run(main())
+"""
+
+
+def test_replaying_a_script_without_a_main_guard_says_so(tmp_path: Path) -> None:
+    """A script that runs itself when imported (no `if __name__ == "__main__":`) cannot be
+    loaded inside replay: a clear error naming the fix, exit 1, never "does not reproduce"
+    (it once exited 3 with a false divergence) and no never-awaited warning."""
+    (tmp_path / "agent.py").write_text(_UNGUARDED)
+    recorded = subprocess.run(
+        [sys.executable, "agent.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    script = str(Path(sys.executable).with_name("journal"))
+    replayed = subprocess.run(
+        [script, "replay", "ng-1", "--entry", "agent.py:agent", "--db", "runs.db"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+    assert 'if __name__ == "__main__":' in replayed.stderr
+    assert "does not reproduce" not in replayed.stderr + replayed.stdout
+    assert "never awaited" not in replayed.stderr

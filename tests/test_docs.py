@@ -50,6 +50,39 @@ def test_python_block_runs(where: str, code: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, f"{where} failed:\n{proc.stdout}\n{proc.stderr}"
 
 
+def test_every_example_runs_twice_in_one_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A reader who runs the README's example and then every docs page's, in one folder, and
+    then all of them again: no example trips over another's journal or run ids (two once
+    shared `runs.db` and `cats-1` and failed with a misleading "return annotation changed"),
+    and each works on a journal it already wrote."""
+    folder = tmp_path_factory.mktemp("reader")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNAL_")}
+    for round_ in (1, 2):
+        for where, code in BLOCKS:
+            script = folder / "block.py"
+            script.write_text(code)
+            proc = subprocess.run(
+                [sys.executable, str(script)],
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert proc.returncode == 0, f"{where}, round {round_}:\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_examples_that_start_a_run_show_the_main_guard() -> None:
+    """`journal replay --entry file.py:fn` imports the file: an example that starts its run at
+    import could not be replayed from the CLI, so every one shows the guard."""
+    unguarded = [
+        where
+        for where, code in BLOCKS
+        if "asyncio.run(" in code and 'if __name__ == "__main__":' not in code
+    ]
+    assert unguarded == []
+
+
 LINK = re.compile(r"\]\(([\w./-]+\.md)?(?:#([\w-]+))?\)")
 
 
