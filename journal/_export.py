@@ -25,7 +25,10 @@ from ._verify import HEAD_ROW, Break, HeadCheck, RunVerification, verify_run
 
 ExportFormat = Literal["jsonl", "json", "csv", "html"]
 FORMATS: tuple[ExportFormat, ...] = ("jsonl", "json", "csv", "html")
-EXPORT_VERSION = "journal-replay/export/v1"
+EXPORT_VERSION = "journal-replay/export/v2"
+"""v2 carries the journal's head and a manifest of the runs it holds; v1 (written before
+either) is still read and verified, its runs by their own chains."""
+_FORMATS_READ = (EXPORT_VERSION, "journal-replay/export/v1")
 CSV_COLUMNS = (
     "run_id",
     "seq",
@@ -377,6 +380,12 @@ def verify_export(
             except orjson.JSONDecodeError:
                 header = None
             if isinstance(header, dict) and header.get("type") == "export":
+                if header.get("format") not in _FORMATS_READ:
+                    raise ExportUnreadable(
+                        f"{path} is an export of format {header.get('format')!r}, which this "
+                        f"version does not read ({', '.join(_FORMATS_READ)}). Fix: verify it "
+                        "with the version of journal-replay that wrote it, or a newer one."
+                    )
                 return _verify_jsonl(handle, chain, path, since, header)
             handle.seek(0)
             document = orjson.loads(handle.read())
@@ -385,7 +394,7 @@ def verify_export(
             f"{path} is not a journal export ({exc}). Fix: pass a file written by "
             "`journal export --format jsonl` or `--format json`."
         ) from exc
-    if not isinstance(document, dict) or document.get("format") != EXPORT_VERSION:
+    if not isinstance(document, dict) or document.get("format") not in _FORMATS_READ:
         raise ExportUnreadable(
             f"{path} is JSON but not a journal export (no format {EXPORT_VERSION!r}). "
             "CSV and HTML exports carry no full chain; verify a JSONL or JSON export."
@@ -403,6 +412,8 @@ def verify_export(
         ids = [str(run["run_id"]) for run in document["runs"]]
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ExportUnreadable(f"{path}: a record is not a journal export record ({exc}).") from exc
+    if document.get("format") != EXPORT_VERSION:
+        return _without_head(verdicts, since)
     every_run, wrong = _check_manifest(document, chain, ids, entries)
     results = check.results(verdicts, since, every_run=every_run)
     return results if wrong is None else [*results, wrong]
@@ -448,6 +459,27 @@ def _verify_jsonl(
             results.append(check.verify(run_from_record(current), events_until_next_run()))
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ExportUnreadable(f"{path}: a line is not a journal export record ({exc}).") from exc
+    if header.get("format") != EXPORT_VERSION:
+        return _without_head(results, since)
     every_run, wrong = _check_manifest(header, chain, [v.run_id for v in results], entries)
     verdicts = check.results(results, since, every_run=every_run)
     return verdicts if wrong is None else [*verdicts, wrong]
+
+
+def _without_head(
+    verdicts: list[RunVerification], since: tuple[int, str] | None
+) -> list[RunVerification]:
+    """An export from before the head (format v1): its runs, each by its own chain."""
+    if since is not None and since[0] > 0:
+        return [
+            *verdicts,
+            _manifest_broken(
+                f"the kept head is entry {since[0]}, and this export (format v1, from before "
+                "the head) carries none: it cannot show that nothing was removed"
+            ),
+        ]
+    note = (
+        "an export from before the head (format v1): its runs are checked by their own chains "
+        "only, not which runs it should hold"
+    )
+    return [*verdicts, RunVerification(HEAD_ROW, "unchained", 0, False, note=note)]

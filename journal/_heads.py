@@ -284,10 +284,37 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
     recorded (its events up to that count, unchanged), and its last entry's status, seal and
     chain scheme are its own."""
     problems: list[HeadProblem] = []
-    latest: dict[str, HeadEntry] = {}
+    entries = list(entries)
+    # A run id used again after retention removed its run starts a new life: the entries of
+    # the old one are checked among themselves, never against the new run.
+    last_life: dict[str, int] = {}
+    removed: set[str] = set()
     for entry in entries:
+        if entry.reason == "removed":
+            removed.add(entry.run_id)
+        elif entry.reason == "created" and entry.run_id in removed:
+            last_life[entry.run_id] = entry.n
+            removed.discard(entry.run_id)
+    latest: dict[str, HeadEntry] = {}
+    first: dict[str, HeadEntry] = {}
+    for entry in entries:
+        if entry.n == last_life.get(entry.run_id):
+            latest.pop(entry.run_id, None)
+            first.pop(entry.run_id, None)
         state = runs.get(entry.run_id)
+        if entry.n < last_life.get(entry.run_id, 0):
+            state = None  # an earlier life's run: gone, as its removal entry says
         before = latest.get(entry.run_id)
+        begun = first.setdefault(entry.run_id, entry)
+        if entry.run_chain != begun.run_chain:
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    entry.run_id,
+                    f"the run was chained with {begun.run_chain} (entry {begun.n}) and is "
+                    f"{entry.run_chain} here: its chain scheme was changed",
+                )
+            )
         if before is None and entry.reason not in ("created", "adopted"):
             problems.append(
                 HeadProblem(
@@ -421,6 +448,8 @@ _FINISHED = ("completed", "failed", "cancelled")
 def _removal_differs(before: HeadEntry, removal: HeadEntry) -> bool:
     """A removal by retention removes the run as the head last saw it: the same status, seal
     and events; and a finished run only once the head saw it finish."""
+    if before.run_chain != removal.run_chain:
+        return True
     if removal.status in _FINISHED or before.status in _FINISHED:
         return (
             before.reason not in ("finished", "adopted")

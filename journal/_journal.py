@@ -23,7 +23,7 @@ from ._inspect import Prices, RunDigest, TimelineEntry, digest, parse_since, tim
 from ._log import get_logger
 from ._redact import SALT_NAME, Redaction, Redactor, new_salt
 from ._retention import select_for_removal
-from ._verify import RunVerification, verify_journal, verify_run
+from ._verify import HEAD_ROW, RunVerification, verify_journal
 from .stores import JournalStore, MemoryStore, SQLiteStore
 from .stores._ownership import owner_is_gone
 from .stores._sqlite import Durability
@@ -37,7 +37,11 @@ STORE_ENTRY_POINTS = "journal.stores"
 
 
 def open_store(
-    url: str | os.PathLike[str] | None, durability: Durability, *, read_only: bool = False
+    url: str | os.PathLike[str] | None,
+    durability: Durability,
+    *,
+    read_only: bool = False,
+    head_chain: Chain | None = None,
 ) -> JournalStore:
     """The store a path or URL names: a file path, `sqlite:///path`, `memory://`,
     `postgresql://user@host/db?schema=name` (the `postgres` extra), or a scheme a package
@@ -52,13 +56,18 @@ def open_store(
                 f"{text!r} is not a valid SQLite URL. Use sqlite:///relative/path.db or "
                 "sqlite:////absolute/path.db (three slashes, then the path), or a plain path."
             )
-        return SQLiteStore(path[1:] or DEFAULT_PATH, durability=durability, read_only=read_only)
+        return SQLiteStore(
+            path[1:] or DEFAULT_PATH,
+            durability=durability,
+            read_only=read_only,
+            head_chain=head_chain,
+        )
     if text.startswith("memory:"):
         return MemoryStore()
     if text.startswith(("postgresql:", "postgres:")):
         from .stores._postgres import PostgresStore
 
-        return PostgresStore.from_url(text, read_only=read_only)
+        return PostgresStore.from_url(text, read_only=read_only, head_chain=head_chain)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         for entry in entry_points(group=STORE_ENTRY_POINTS, name=scheme):
@@ -69,7 +78,7 @@ def open_store(
             "sqlite:///path.db, memory://, postgresql://user@host/db, or a scheme an installed "
             f"package registers in the {STORE_ENTRY_POINTS!r} entry-point group."
         )
-    return SQLiteStore(text, durability=durability, read_only=read_only)
+    return SQLiteStore(text, durability=durability, read_only=read_only, head_chain=head_chain)
 
 
 class Journal:
@@ -118,8 +127,11 @@ class Journal:
         self._redactor: Redactor | None = None
         self.chain = Chain(hmac_key) if hmac_key is not None else Chain.from_env()
         if store is None:
-            store = open_store(
-                settings.url if url is None else url, durability, read_only=read_only
+            store = open_store(  # the chain at once: an upgrade adopts its runs in one go
+                settings.url if url is None else url,
+                durability,
+                read_only=read_only,
+                head_chain=self.chain,
             )
         self.store: JournalStore = store
         store.head_chain = self.chain
@@ -296,26 +308,31 @@ class Journal:
             statuses=None if statuses is None else [RunStatus(s) for s in statuses],
             now=now,
         )
-        chosen = [run for run in chosen if self._removable(run)]
+        chosen = self._removable(chosen)
         if dry_run or not chosen:
             return chosen
         self.store.delete_runs([run.run_id for run in chosen])
         return [run for run in chosen if self.store.get_run(run.run_id) is None]
 
-    def _removable(self, run: Run) -> bool:
-        """Retention removes only runs that verify: an edited run is evidence, and removing
-        it would have the head sign its removal as routine."""
-        verdict = verify_run(self.chain, run, self.iter_events(run.run_id))
-        if verdict.ok:
-            return True
-        log.warning(
-            "journal.gc_kept_run",
-            run_id=run.run_id,
-            verdict=verdict.verdict,
-            why=verdict.describe(),
-            fix="run `journal verify` on the journal; a run that does not verify is kept",
-        )
-        return False
+    def _removable(self, runs: list[Run]) -> list[Run]:
+        """The runs retention may remove: those that verify, their chains and the head's
+        entries for them alike. An edited run is evidence, and removing it would have the head
+        record its removal as routine."""
+        if not runs:
+            return runs
+        verdicts = verify_journal(self.chain, self.store, runs, every_run=False)
+        broken = {v.run_id: v for v in verdicts if not v.ok}
+        for run_id, verdict in broken.items():
+            log.warning(
+                "journal.gc_kept_run",
+                run_id=run_id,
+                verdict=verdict.verdict,
+                why=verdict.describe(),
+                fix="run `journal verify` on the journal; a run that does not verify is kept",
+            )
+        if any(v.run_id == HEAD_ROW for v in broken.values()):
+            return []  # the head itself does not verify: remove nothing
+        return [run for run in runs if run.run_id not in broken]
 
     def timeline(self, run_id: str) -> list[TimelineEntry]:
         """The run's events in order, with task depth and step durations (`journal show`)."""

@@ -363,6 +363,37 @@ class HeadCheck:
         return [*by_run.values(), *extra]
 
 
+def _without_head(
+    chain: Chain, store: JournalStore, runs: list[Run], since: tuple[int, str] | None
+) -> list[RunVerification]:
+    """A journal from before the head, read as it is: each run by its own chain; the head's
+    row says there is none (broken if a kept head says there was one)."""
+    verdicts = [verify_run(chain, run, store.read_events(run.run_id)) for run in runs]
+    if since is not None and since[0] > 0:
+        head = RunVerification(
+            HEAD_ROW,
+            "broken",
+            0,
+            False,
+            Break(
+                None,
+                "head",
+                f"the kept head is entry {since[0]}, and the journal has no "
+                "head at all: it was removed",
+            ),
+        )
+    else:
+        head = RunVerification(
+            HEAD_ROW,
+            "unchained",
+            0,
+            False,
+            note="the journal is from before the head (its runs are checked by their own "
+            "chains only); a writer opening it upgrades it and starts its head",
+        )
+    return [*verdicts, head]
+
+
 def verify_journal(
     chain: Chain,
     store: JournalStore,
@@ -374,6 +405,8 @@ def verify_journal(
     """Verify `runs` (each one's chain and seal), and the journal's head against them: every
     run it knows still holds the states it recorded, and its last entry's outcome. With
     `since` (a head kept elsewhere), also that the head still holds that entry unchanged."""
+    if not getattr(store, "has_head", True):
+        return _without_head(chain, store, runs, since)
     check = HeadCheck(chain, store.read_heads())
     verdicts = []
     for run in runs:

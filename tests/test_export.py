@@ -56,7 +56,7 @@ def test_jsonl_export_verifies_offline_and_round_trips_every_event(tmp_path: Pat
     journal = recorded(tmp_path / "j.db", "cats", "dogs")
     text = exported(journal)
     lines = [orjson.loads(line) for line in text.splitlines()]
-    assert lines[0]["type"] == "export" and lines[0]["format"] == "journal-replay/export/v1"
+    assert lines[0]["type"] == "export" and lines[0]["format"] == "journal-replay/export/v2"
     assert [r["run_id"] for r in lines if r["type"] == "run"] == ["dogs", "cats"]
     stored = {e.hash: e for run_id in ("cats", "dogs") for e in journal.events(run_id)}
     rebuilt = [event_from_record(r) for r in lines if r["type"] == "event"]

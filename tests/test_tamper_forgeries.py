@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import psycopg
 import pytest
 
 import replay
-from journal import Journal, RunStatus
+from journal import Journal, RunStatus, fingerprint
 from journal.stores import PostgresStore
 
 from .conftest import PG_URL
@@ -274,3 +277,125 @@ def test_postgres_writers_hold_under_repeatable_read(pg_schema: str) -> None:
     with Journal(url, hmac_key=KEY) as journal:
         assert all(v.ok for v in journal.verify())
         assert len(journal.store.read_heads()) == 36
+
+
+# Fourth round: around the third round's checks, and false alarms on honest use.
+
+
+def _as_schema_3(path: Path) -> None:
+    """The journal as a version from before the head left it: no head table, schema 3."""
+    edit_sqlite(
+        path,
+        "DROP TRIGGER heads_are_append_only_delete",
+        "DROP TRIGGER heads_are_append_only_update",
+        "DROP TABLE heads",
+        "DELETE FROM meta WHERE name = 'heads_pending'",
+        "PRAGMA user_version = 3",
+    )
+
+
+def test_a_journal_from_before_the_head_verifies_read_only_and_adopts_when_upgraded(
+    db_path: Path,
+) -> None:
+    """Read as it is, its runs verify by their chains (it once said every run was "added by
+    hand"); the first writer upgrades it and adopts its runs in the upgrade's transaction."""
+    record_two(db_path, hmac_key=KEY)
+    _as_schema_3(db_path)
+    with Journal(db_path, hmac_key=KEY, read_only=True) as journal:
+        verdicts = {v.run_id: v for v in journal.verify()}
+    assert all(v.ok for v in verdicts.values()), verdicts
+    assert "before the head" in verdicts["(journal head)"].note
+    code, output = cli("verify", "--db", str(db_path), "--since", "1:" + "0" * 64, key=KEY)
+    assert code == 3, output  # a kept head says there was one
+    with Journal(db_path, hmac_key=KEY) as journal:
+        assert {e.reason for e in journal.store.read_heads()} == {"adopted"}
+    assert set(_verdicts(db_path).values()) == {"intact"}
+
+
+_DIES_WHILE_ADOPTING = """
+import os, sys
+from journal import Journal
+from journal.stores import _sqlite_heads
+
+def die(*args, **kwargs):
+    os._exit(9)
+
+_sqlite_heads.adopt_runs = die
+Journal(sys.argv[1], hmac_key=sys.argv[2])
+"""
+
+
+def test_a_process_killed_while_upgrading_leaves_the_journal_as_it_was(db_path: Path) -> None:
+    """The upgrade and the adoption of the old runs are one transaction: killed between them,
+    the journal is still schema 3, and the next writer upgrades and adopts (a marker once
+    stayed set with no process ever allowed to adopt: every old run "added by hand")."""
+    record_two(db_path, hmac_key=KEY)
+    _as_schema_3(db_path)
+    died = subprocess.run(
+        [sys.executable, "-c", _DIES_WHILE_ADOPTING, str(db_path), KEY], capture_output=True
+    )
+    assert died.returncode == 9
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+    conn.close()
+    with Journal(db_path, hmac_key=KEY):
+        pass
+    assert set(_verdicts(db_path).values()) == {"intact"}
+
+
+def test_a_run_id_used_again_after_retention_verifies(db_path: Path) -> None:
+    record(db_path, run_id="daily", hmac_key=KEY)
+    with Journal(db_path, hmac_key=KEY) as journal:
+        assert [r.run_id for r in journal.gc(keep_last=0)] == ["daily"]
+    record(db_path, run_id="daily", hmac_key=KEY)
+    assert set(_verdicts(db_path).values()) == {"intact"}
+
+
+def test_a_run_unchained_by_hand_is_kept_by_gc_and_found(db_path: Path) -> None:
+    """Events re-hashed to NULL and the run's chain scheme nulled: its own chain says
+    "unchained", but the head knew it chained, so it is broken and retention keeps it."""
+    kept = record_two(db_path, hmac_key=KEY)
+    edit_sqlite(
+        db_path,
+        "UPDATE events SET payload = CAST(REPLACE(payload, '250.0', '25.0') AS BLOB),"
+        " prev_hash = NULL, hash = NULL WHERE run_id = 'T-1'",
+        "UPDATE runs SET chain = NULL WHERE run_id = 'T-1'",
+    )
+    with Journal(db_path, hmac_key=KEY) as journal:
+        assert "T-1" not in {r.run_id for r in journal.gc(keep_last=0)}
+    code, output = cli("verify", "--db", str(db_path), "--since", kept, key=KEY)
+    assert code == 3 and "T-1" in output, output
+
+
+def test_a_submitted_run_unchained_by_hand_stays_broken_after_a_worker_ran_it(
+    db_path: Path,
+) -> None:
+    with Journal(db_path, hmac_key=KEY) as journal:
+        replay.submit(support, "A-7", journal=journal, run_id="S-1")
+    forged = b'{"args":["ATTACKER"],"kwargs":{}}'
+    edit_sqlite(  # the inputs' fingerprint needs no key: recomputed too
+        db_path,
+        f"UPDATE runs SET inputs = CAST('{forged.decode()}' AS BLOB), inputs_fingerprint ="
+        f" '{fingerprint('inputs', forged)}', chain = NULL WHERE run_id = 'S-1'",
+    )
+    with Journal(db_path, hmac_key=KEY) as journal:
+        asyncio.run(replay.resume_run(journal, "S-1"))
+    assert _verdicts(db_path)["S-1"] == "broken"
+
+
+def test_an_export_from_before_the_head_verifies_by_its_runs(db_path: Path, tmp_path: Path) -> None:
+    """Format v1 (no head, no manifest): its runs verify by their chains, with a note; against
+    a kept head it is broken, since it cannot show that nothing was removed."""
+    kept = record_two(db_path, hmac_key=KEY)
+    lines = _export(db_path)
+    header = orjson.loads(lines[0])
+    for field in ("scope", "run_count", "manifest_scheme", "manifest"):
+        header.pop(field)
+    header["format"] = "journal-replay/export/v1"
+    body = [line for line in lines[1:] if orjson.loads(line)["type"] != "head"]
+    path = tmp_path / "v1.jsonl"
+    path.write_bytes(orjson.dumps(header) + b"\n" + b"".join(body))
+    code, output = cli("verify", "--file", str(path), key=KEY)
+    assert code == 0 and "before the head" in output, output
+    code, output = cli("verify", "--file", str(path), "--since", kept, key=KEY)
+    assert code == 3, output

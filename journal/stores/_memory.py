@@ -234,6 +234,8 @@ class MemoryStore:
     def adopt_runs(self) -> int:
         return 0  # a memory journal is born with its head
 
+    has_head = True
+
     def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
         with self._lock:
             chosen = self._heads[after_n:]

@@ -98,6 +98,7 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 8,
         read_only: bool = False,
+        head_chain: Chain | None = None,
     ) -> None:
         if not NAME.match(schema):
             raise ValueError(
@@ -107,12 +108,14 @@ class PostgresStore:
         self.schema = schema
         self.read_only = read_only
         """Opened to read: no schema or table is created, nothing is written."""
-        self.head_chain: Chain | None = None
+        self.head_chain: Chain | None = head_chain
         """The MAC of the journal's head entries; None writes none (set by `Journal`)."""
         try:
             # One plain connection first: an unreachable server fails now, with its reason.
             with psycopg.connect(url, connect_timeout=10) as conn:
-                self._heads_table, self._upgraded = open_schema(conn, schema, read_only=read_only)
+                self._heads_table, self._upgraded = open_schema(
+                    conn, schema, read_only=read_only, head_chain=head_chain
+                )
             self._pool = ConnectionPool(
                 url,
                 min_size=min_size,
@@ -133,7 +136,9 @@ class PostgresStore:
             ) from None  # psycopg's own error may quote the connection string
 
     @classmethod
-    def from_url(cls, url: str, *, read_only: bool = False) -> PostgresStore:
+    def from_url(
+        cls, url: str, *, read_only: bool = False, head_chain: Chain | None = None
+    ) -> PostgresStore:
         """`postgresql://user@host/db?schema=agents`: the `schema` parameter (default
         `journal`) is ours; everything else goes to libpq as written."""
         parts = urlsplit(url)
@@ -142,7 +147,12 @@ class PostgresStore:
         # The other parameters as written (re-encoding would turn `%20` into `+`, which
         # libpq does not read as a space in `options=-c%20...`).
         rest = "&".join(p for p in parts.query.split("&") if p and p.split("=")[0] != "schema")
-        return cls(urlunsplit(parts._replace(query=rest)), schema=schema, read_only=read_only)
+        return cls(
+            urlunsplit(parts._replace(query=rest)),
+            schema=schema,
+            read_only=read_only,
+            head_chain=head_chain,
+        )
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -526,6 +536,12 @@ class PostgresStore:
             return []  # a schema from before the head, opened to read
         with self._transaction() as cur:
             return _heads.read_heads(cur, self.schema, after_n, limit)
+
+    @property
+    def has_head(self) -> bool:
+        """Whether the journal keeps a head: False only for a journal from before the head,
+        opened to read (a writer upgrades it and adopts its runs)."""
+        return self._heads_table
 
     @_named
     def last_head(self) -> HeadEntry | None:

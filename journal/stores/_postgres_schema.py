@@ -12,7 +12,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from .._chain import Chain
 from .._errors import JournalUnavailable
+from . import _postgres_heads as _heads
 
 SCHEMA_VERSION = 2
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -108,7 +110,9 @@ CREATE TRIGGER heads_are_append_only BEFORE UPDATE OR DELETE ON {s}.heads
 """
 
 
-def open_schema(conn: psycopg.Connection[Any], s: str, *, read_only: bool) -> tuple[bool, bool]:
+def open_schema(
+    conn: psycopg.Connection[Any], s: str, *, read_only: bool, head_chain: Chain | None = None
+) -> tuple[bool, bool]:
     """Make schema `s` a current journal (unless `read_only`, which only checks it holds one);
     whether it has the head table (an old schema read as it is has none), and whether this
     call upgraded a journal from before the head (its runs are adopted by this process only)."""
@@ -159,6 +163,9 @@ def open_schema(conn: psycopg.Connection[Any], s: str, *, read_only: bool) -> tu
                 " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
                 (str(SCHEMA_VERSION).encode(),),
             )
+            if upgraded and head_chain is not None:  # in the upgrade's own transaction
+                _heads.adopt_runs(cur, s, head_chain)
+                upgraded = False
     return True, upgraded
 
 

@@ -74,7 +74,12 @@ class SQLiteStore:
     """A journal in one SQLite file. Safe across processes; one connection per store."""
 
     def __init__(
-        self, path: str | Path, *, durability: Durability = "normal", read_only: bool = False
+        self,
+        path: str | Path,
+        *,
+        durability: Durability = "normal",
+        read_only: bool = False,
+        head_chain: Chain | None = None,
     ) -> None:
         if durability not in ("normal", "full"):
             raise ValueError(
@@ -83,13 +88,13 @@ class SQLiteStore:
             )
         self.path = Path(path)
         self.durability = durability
-        self.head_chain: Chain | None = None
+        self.head_chain: Chain | None = head_chain
         """The MAC of the journal's head entries; None writes none (set by `Journal`)."""
         self.read_only = read_only
         """Opened to read: nothing is ever written, not even the schema (`journal show`...)."""
         self._lock = threading.Lock()
         self._conn, self._heads_table, self._upgraded = connect(
-            self.path, durability, read_only=read_only
+            self.path, durability, read_only=read_only, head_chain=head_chain
         )
 
     # -- runs ---------------------------------------------------------------------------------
@@ -483,6 +488,12 @@ class SQLiteStore:
                 return 0
         with self._lock, self._transaction() as conn:
             return _heads.adopt_runs(conn, self.head_chain)
+
+    @property
+    def has_head(self) -> bool:
+        """Whether the journal keeps a head: False only for a journal from before the head,
+        opened to read (a writer upgrades it and adopts its runs)."""
+        return self._heads_table
 
     @lenient_text
     def last_head(self) -> HeadEntry | None:

@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 import sqlite_utils
 
+from .._chain import Chain
 from .._errors import JournalUnavailable
+from . import _sqlite_heads as _heads
 
 SCHEMA_VERSION = 4
 Durability = Literal["normal", "full"]
@@ -142,12 +144,13 @@ SOUND_EVENT = (
 
 
 def connect(
-    path: Path, durability: Durability, *, read_only: bool
+    path: Path, durability: Durability, *, read_only: bool, head_chain: Chain | None = None
 ) -> tuple[sqlite3.Connection, bool, bool]:
     """A connection to the journal at `path`, its schema current (created or upgraded) unless
     `read_only`; whether the file has the head table (an old journal read as it is has none);
-    and whether this call upgraded a journal from before the head (its runs are to be adopted,
-    by this process only)."""
+    and whether this call upgraded a journal from before the head and its runs are still to be
+    adopted (by this process only). With `head_chain`, they are adopted in the upgrade's own
+    transaction: a crash cannot leave them upgraded but never adopted."""
     if read_only and not path.is_file():
         raise JournalUnavailable(
             f"no journal at {path}. Fix: pass the path of the journal your workflows "
@@ -169,7 +172,7 @@ def connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
         conn.execute("PRAGMA busy_timeout = 30000")
-        return conn, *_open_schema(conn, path, durability, read_only)
+        return conn, *_open_schema(conn, path, durability, read_only, head_chain)
     except sqlite3.DatabaseError as exc:
         raise JournalUnavailable(
             f"{path} cannot be opened as a journal: {exc}. Fix: point the journal at "
@@ -178,7 +181,11 @@ def connect(
 
 
 def _open_schema(
-    conn: sqlite3.Connection, path: Path, durability: Durability, read_only: bool
+    conn: sqlite3.Connection,
+    path: Path,
+    durability: Durability,
+    read_only: bool,
+    head_chain: Chain | None,
 ) -> tuple[bool, bool]:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
@@ -217,8 +224,11 @@ def _open_schema(
                         if statement.strip():
                             conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
             upgraded = 0 < version < 4
+            if upgraded and head_chain is not None:
+                _heads.adopt_runs(conn, head_chain)
+                upgraded = False
+            conn.execute("COMMIT")
         except BaseException:
             rollback(conn)
             raise
