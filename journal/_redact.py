@@ -10,6 +10,7 @@ who has only an export.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import hashlib
 import hmac
@@ -289,7 +290,9 @@ class Redactor:
         by the rule."""
         if isinstance(value, dict):
             if self._named_secret(value):
-                found.append(value["value"])
+                found.append(str(value.get("value", value.get("Value"))))
+            if key and self._policy.is_secret_key(key):
+                found.extend(_bytes_secret(value))
             for k, v in value.items():
                 self._collect(str(k), v, found)
         elif isinstance(value, list | tuple):
@@ -310,7 +313,7 @@ class Redactor:
 
     def _secret(self, key: str, value: Any) -> bool:
         """Is this value, found under `key`, itself a secret to replace?"""
-        if value is None or is_marker(value):
+        if value is None or is_marker(value) or _empty(value):
             return False  # nothing to hide, or already redacted (recorded inputs replayed)
         if self._policy.is_secret_key(key):
             return True
@@ -334,8 +337,8 @@ class Redactor:
     def _named_secret(self, value: dict[str, Any]) -> bool:
         """`{"name": "OPENAI_API_KEY", "value": ...}`: a secret named by a field beside it, as
         Kubernetes env lists, HAR files and HTTP clients' header lists write them."""
-        secret = value.get("value")
-        name = value.get("name", value.get("key"))
+        secret = value.get("value", value.get("Value"))
+        name = value.get("name", value.get("Name"))
         return (
             len(value) <= 4
             and isinstance(secret, str)
@@ -363,7 +366,8 @@ class Redactor:
                 for k, v in value.items()
             }
             if self._named_secret(value):
-                redacted["value"] = self.marker(value["value"])
+                field = "value" if "value" in value else "Value"
+                redacted[field] = self.marker(value[field])
             return redacted
         if isinstance(value, list):
             if self._secret_pair(value):
@@ -376,6 +380,24 @@ class Redactor:
             if url is not None:
                 return url
         return value
+
+
+def _empty(value: Any) -> bool:
+    """A value that cannot hide a secret: a flag, or nothing (`"hasPassword": false` and
+    `"cookies": []` must reach the code as they are)."""
+    return isinstance(value, bool) or (isinstance(value, str | list | dict) and not value)
+
+
+def _bytes_secret(value: dict[str, Any]) -> list[str]:
+    """The text of a bytes secret as canonical JSON writes it (`{"__bytes__": base64}`), for
+    scrubbing: a message quotes it as `b'...'`."""
+    encoded = value.get("__bytes__") if len(value) == 1 else None
+    if not isinstance(encoded, str):
+        return []
+    try:
+        return [base64.b64decode(encoded).decode("utf-8")]
+    except (ValueError, UnicodeDecodeError):
+        return []
 
 
 def _hidden(value: Any, found: list[str], depth: int) -> None:

@@ -58,12 +58,13 @@ def is_marker(value: Any) -> bool:
 
 
 def normalise(key: str) -> str:
-    """`Api-Key`, `api_key`, `apiKey` and `SecretAccessKey` as one spelling: lower case, words
-    joined by `_` (camelCase split where a lower-case letter or digit meets a capital)."""
+    """`Api-Key`, `api_key`, `apiKey`, `SecretAccessKey` and `AWSSecretAccessKey` as one
+    spelling: lower case, words joined by `_` (camelCase split where a lower-case letter or a
+    digit meets a capital, and before the last capital of a run of them)."""
     return _CAMEL.sub("_", key).lower().replace("-", "_")
 
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def may_hold_url_secret(text: str) -> bool:
@@ -90,56 +91,78 @@ class TextSecrets:
         """The secrets of a form-encoded body, decoded and as spelt."""
         found: list[str] = []
         for name, value, raw in _raw_pairs(text):
-            if value and not is_marker(value) and self.query_secret(name):
+            if value and not is_marker(value) and self.query_secret(name, value):
                 found.extend({value, raw})
         return found
 
-    def query_secret(self, name: str) -> bool:
+    def query_secret(self, name: str, value: str) -> bool:
+        """Whether a URL or form parameter holds a secret: under a secret key's name, or one of
+        the names URLs give secrets (`key`, `code` and `auth` only for a value of 8 characters
+        or more: `?code=FR` and `?key=color` are ordinary)."""
         name = normalise(name).removesuffix("[]")
-        return self._is_secret_key(name) or name in QUERY_SECRET_NAMES
+        if self._is_secret_key(name):
+            return True
+        return name in QUERY_SECRET_NAMES and (name not in _AMBIGUOUS or len(value) >= 8)
 
     def secrets(self, text: str) -> list[str]:
         """The secrets of `text` if it is a URL, or of the URLs in it (a prompt, a message), or
-        of a secret line."""
-        line = self._line(text)
-        if line is not None:
-            return [line.group(2)]
-        if not may_hold_url_secret(text) or len(text) > 65_536:
-            return []
-        found = self._url_secrets(text)
-        if not found and "://" in text:
+        of the lines in it that name and give a secret."""
+        found = [value for _, _, value in self._lines(text)]
+        if not may_hold_url_secret(text) or len(text) > _PROSE_LIMIT:
+            return found
+        if _is_one_url(text):
+            return found + self._url_secrets(text)
+        if "://" in text:
             for url in _URL_IN_TEXT.findall(text):
-                if url != text:
-                    found.extend(self._url_secrets(url))
+                found.extend(self._url_secrets(url, prose=True))
         return found
 
-    def _line(self, text: str) -> re.Match[str] | None:
-        """`OPENAI_API_KEY=sk-...` or `Authorization: Bearer ...`: one line naming a secret and
-        giving it (an env list, a header line in a command), the value a single word or a
-        credential after an auth scheme; prose (`password: at least 8 characters`) is not."""
-        if len(text) > 1024 or ("=" not in text and ":" not in text):
-            return None
-        line = _SECRET_LINE.fullmatch(text)
-        if line is None or is_marker(line.group(2)):
-            return None
-        return line if self._is_secret_key(line.group(1)) else None
+    def _lines(self, text: str) -> list[tuple[int, int, str]]:
+        """`(start, end, value)` of each line of `text` that names a secret and gives it:
+        `OPENAI_API_KEY=sk-...` (an env file, `export`, quoted or not), `Authorization: Bearer
+        ...` (a header line in a command). After a colon the value must look like one (after
+        an auth scheme, quoted, or 12 characters or more): `Token: expired` is prose."""
+        if ("=" not in text and ":" not in text) or len(text) > _PROSE_LIMIT:
+            return []
+        spans = []
+        offset = 0
+        for line in text.splitlines(keepends=True)[:_LINES_LIMIT]:
+            match = _SECRET_LINE.fullmatch(line.rstrip("\r\n"))
+            if match is not None and self._line_secret(match):
+                spans.append((offset + match.start(4), offset + match.end(4), match.group(4)))
+            offset += len(line)
+        return spans
+
+    def _line_secret(self, match: re.Match[str]) -> bool:
+        name, separator, quote_mark, value = match.group(1, 2, 3, 4)
+        if is_marker(value) or not self._is_secret_key(name):
+            return False
+        if separator == "=":
+            return True
+        return bool(quote_mark) or _SCHEME_FIRST.match(value) is not None or len(value) >= 12
 
     def redacted(self, text: str) -> str | None:
-        """`text` with the secrets of its URLs (or of a secret line) replaced by their markers;
-        None if it has none."""
-        line = self._line(text)
-        if line is not None:
-            return text[: line.start(2)] + self._marker(line.group(2)) + text[line.end(2) :]
-        if not may_hold_url_secret(text) or len(text) > 65_536:
+        """`text` with the secrets of its URLs and secret lines replaced by their markers; None
+        if it has none."""
+        spans = self._lines(text)
+        if spans:
+            parts, at = [], 0
+            for start, end, value in spans:
+                parts += [text[at:start], self._marker(value)]
+                at = end
+            lined = "".join([*parts, text[at:]])
+            return self.redacted(lined) or lined
+        if not may_hold_url_secret(text) or len(text) > _PROSE_LIMIT:
             return None
-        whole = self._url_redacted(text)
-        if whole is not None or "://" not in text:
-            return whole
+        if _is_one_url(text):
+            return self._url_redacted(text)
+        if "://" not in text:
+            return None
         changed = False
 
         def redacted(match: re.Match[str]) -> str:
             nonlocal changed
-            inner = self._url_redacted(match.group())
+            inner = self._url_redacted(match.group(), prose=True)
             if inner is None:
                 return match.group()
             changed = True
@@ -148,9 +171,10 @@ class TextSecrets:
         spelt = _URL_IN_TEXT.sub(redacted, text)
         return spelt if changed else None
 
-    def _url_secrets(self, text: str) -> list[str]:
+    def _url_secrets(self, text: str, prose: bool = False) -> list[str]:
         """The secrets in `text` if it is a URL: secret query or fragment parameters (an OAuth
-        `#access_token=`), a password in `user:pass@host`, and those of URLs inside it."""
+        `#access_token=`), a password in `user:pass@host`, and those of URLs inside it. In
+        prose, only what is surely a secret (a value of 8 characters or more)."""
         if len(text) > 65_536 or not ("=" in text or "@" in text) or "/" not in text:
             return []
         try:
@@ -165,7 +189,9 @@ class TextSecrets:
             if "=" not in part:
                 continue
             for name, value, raw in _raw_pairs(part):
-                if value and not is_marker(value) and self.query_secret(name):
+                if prose and len(value) < 8:
+                    continue
+                if value and not is_marker(value) and self.query_secret(name, value):
                     found.append(value)
                     if raw != value:  # as the URL spells it: an error message quotes the URL
                         found.append(raw)
@@ -173,10 +199,10 @@ class TextSecrets:
                     found.extend(self._url_secrets(value))
         return found
 
-    def _url_redacted(self, text: str) -> str | None:
+    def _url_redacted(self, text: str, prose: bool = False) -> str | None:
         """`text`, a URL holding secrets (see `_url_secrets`), with each replaced by its marker;
         None if it is not such a URL."""
-        secrets = self._url_secrets(text)
+        secrets = self._url_secrets(text, prose)
         if not secrets:
             return None
         parts = urlsplit(text)
@@ -188,18 +214,19 @@ class TextSecrets:
         return urlunsplit(
             parts._replace(
                 netloc=netloc,
-                query=self._pairs_redacted(parts.query),
-                fragment=self._pairs_redacted(parts.fragment),
+                query=self._pairs_redacted(parts.query, prose),
+                fragment=self._pairs_redacted(parts.fragment, prose),
             )
         )
 
-    def _pairs_redacted(self, part: str) -> str:
+    def _pairs_redacted(self, part: str, prose: bool = False) -> str:
         if "=" not in part:
             return part
         kept = []
         changed = False
         for name, value in parse_qsl(part, keep_blank_values=True):
-            if value and not is_marker(value) and self.query_secret(name):
+            sure = not prose or len(value) >= 8
+            if value and sure and not is_marker(value) and self.query_secret(name, value):
                 value, changed = self._marker(value), True
             elif "/" in value:
                 inner = self._url_redacted(value)  # a URL inside a URL (a redirect target)
@@ -212,10 +239,24 @@ class TextSecrets:
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`)]+")
 """A URL inside prose or markdown (it ends at a space, a quote or a closing parenthesis)."""
 _SECRET_LINE = re.compile(
-    r"\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(?:=|:\s)\s*"
-    r"((?:(?:bearer|basic|token|bot|digest|apikey)\s+)?[^\s\"']+)\s*",
+    r"\s*(?:export\s+)?([A-Za-z][A-Za-z0-9_.-]*)\s*(=|:)\s*([\"']?)"
+    r"((?:(?:bearer|basic|token|bot|digest|apikey)\s+)?[^\s\"']+)\3\s*",
     re.IGNORECASE,
 )
+_SCHEME_FIRST = re.compile(r"(?i)(?:bearer|basic|token|bot|digest|apikey)\s")
+_AMBIGUOUS = frozenset({"key", "code", "auth"})
+"""URL parameter names that hold a secret only when their value is long enough to be one."""
+_PROSE_LIMIT = 1 << 20
+"""Characters of a text searched for URLs and secret lines (a prompt quoting a long document
+still has its presigned link found)."""
+_LINES_LIMIT = 10_000
+
+
+def _is_one_url(text: str) -> bool:
+    """Whether `text` is a URL and nothing else (no space in it: prose is not one URL)."""
+    return not any(c.isspace() for c in text.strip())
+
+
 _AUTH_SCHEME = re.compile(r"(?i)(?:bearer|basic|token|bot|digest|apikey)\s+(\S{8,})")
 
 

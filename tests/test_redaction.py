@@ -186,6 +186,11 @@ _SECRET_KEYS = {"token", "Api-Key", "password"}
 _MARKER = re.compile(r"\[redacted [0-9a-f]{16}\]")
 
 
+def _empty(value: Any) -> bool:
+    """What redaction leaves alone under a secret key: a flag, or nothing."""
+    return isinstance(value, bool) or (isinstance(value, str | list | dict) and not value)
+
+
 def _secrets_in(value: Any) -> set[str]:
     """The strings under secret keys long enough to be scrubbed wherever else they appear."""
     if isinstance(value, dict):
@@ -202,7 +207,7 @@ def _redacted_as_expected(value: Any, redacted: Any, secrets: set[str]) -> None:
     if isinstance(value, dict):
         assert isinstance(redacted, dict) and redacted.keys() == value.keys()
         for key, item in value.items():
-            if key in _SECRET_KEYS and item is not None:
+            if key in _SECRET_KEYS and item is not None and not _empty(item):
                 assert isinstance(redacted[key], str) and _MARKER.fullmatch(redacted[key])
             else:
                 _redacted_as_expected(item, redacted[key], secrets)

@@ -331,6 +331,113 @@ def test_prose_with_a_colon_is_not_taken_for_a_url(tmp_path: Path) -> None:
     assert redactor is not None
     prose = orjson.dumps({"answer": "Echo: see ?sig=abc123 please"})
     assert redactor(prose) == prose
-    linked = orjson.loads(redactor(orjson.dumps({"m": "See https://x.example/a?sig=abc123 now"})))
+    sentence = {"m": "See https://x.example/a?sig=abc123def456 now"}
+    linked = orjson.loads(redactor(orjson.dumps(sentence)))
     assert linked["m"].startswith("See https://x.example/a?sig=") and linked["m"].endswith(" now")
-    assert "abc123" not in linked["m"]
+    assert "abc123def456" not in linked["m"]
+
+
+# Fourth round: what redaction must leave alone, and the shapes it still missed.
+
+ORDINARY_RESULTS = [
+    {"hasPassword": False, "isSecret": False, "hasApiKey": False},  # flags stay flags
+    {"status": 200, "cookies": []},
+    [{"key": "password", "value": "Mot de passe"}, {"key": "token", "value": "Jeton"}],
+    "Password: required",
+    "Token: expired",
+    "See [France](https://restcountries.example/v3.1/alpha?code=FR).",
+    "https://example.com/?code=FR is the page about France, read it first",
+    "/api/items?key=color",
+    {"next_page_token": "abc", "token_type": "bearer", "max_tokens": 5},
+]
+
+
+@pytest.mark.parametrize("value", ORDINARY_RESULTS, ids=lambda v: str(v)[:40])
+def test_an_ordinary_result_reaches_the_code_unchanged(tmp_path: Path, value: object) -> None:
+    """A step's result is served redacted, live and on replay: a false positive changes what
+    the workflow computes (`"hasPassword": false` became a truthy marker)."""
+
+    @replay.step(kind="tool")
+    async def fetch() -> object:
+        return value
+
+    async def workflow() -> object:
+        return await fetch()
+
+    with Journal(tmp_path / "j.db") as journal:
+        assert asyncio.run(replay.run(workflow, journal=journal, run_id="r")) == value
+
+
+LINES = {
+    "a quoted env line": ('OPENAI_API_KEY="EnvQuoted1a2b"', "EnvQuoted1a2b"),
+    "an exported env line": ("export OPENAI_API_KEY=EnvExport3c4d", "EnvExport3c4d"),
+    "a header line without a space": ("Authorization:Bearer HdrNoSpace5e6f", "HdrNoSpace5e6f"),
+    "a YAML line": ("api_key: 'YamlQuoted7g8h'", "YamlQuoted7g8h"),
+    "an env file": ("LOG_LEVEL=info\nDB_PASSWORD=EnvFile9i0j\nPORT=8080\n", "EnvFile9i0j"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINES))
+def test_secret_lines_in_their_usual_spellings_are_redacted(tmp_path: Path, name: str) -> None:
+    text, secret = LINES[name]
+    with Journal(tmp_path / "j.db") as journal:
+        redactor = journal.redactor()
+    assert redactor is not None
+    redacted = redactor(orjson.dumps({"config": text}))
+    assert secret.encode() not in redacted and b"[redacted " in redacted, redacted
+
+
+def test_more_shapes_of_the_fourth_round_are_redacted(tmp_path: Path) -> None:
+    """An acronym before camelCase (`AWSSecretAccessKey`), capitalised name/value objects, a
+    presigned link in a prompt longer than 64 kB, and a bytes key quoted in an error."""
+    with Journal(tmp_path / "j.db") as journal:
+        redactor = journal.redactor()
+    assert redactor is not None
+    prompt = "x" * 70_000 + " see https://s3.example/o?X-Amz-Signature=LongPromptSig1k2l end"
+    payload = orjson.dumps(
+        {
+            "creds": {"AWSSecretAccessKey": "AcronymKey3m4n"},
+            "env": [{"Name": "DB_PASSWORD", "Value": "CapsValue5o6p"}],
+            "prompt": prompt,
+        }
+    )
+    redacted = redactor(payload)
+    for secret in (b"AcronymKey3m4n", b"CapsValue5o6p", b"LongPromptSig1k2l"):
+        assert secret not in redacted, secret
+    error = orjson.dumps({"message": "key b'BytesKey7q8r' may not charge"})
+    scrubbed = redactor.scrub(error, {"api_key": b"BytesKey7q8r"})
+    assert b"BytesKey7q8r" not in scrubbed
+
+
+def _streams(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/multi":  # one event's JSON over two data lines, CRLF
+        body = 'data: {"result":\r\ndata:  {"access_token": "SseMulti9s0t"}}\r\n\r\n'
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    if request.url.path == "/cr":  # lines ending in CR alone
+        body = 'data: {"access_token": "SseCarriage1u2v"}\r\r'
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    return httpx.Response(
+        200,
+        headers={"content-type": "Application/X-WWW-Form-Urlencoded"},
+        content=b"access_token=FormCaps3w4x&scope=repo",
+    )
+
+
+def test_streams_and_forms_in_their_other_spellings_are_redacted(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def workflow() -> list[str]:
+        transport = AsyncJournalTransport(httpx.MockTransport(_streams))
+        async with httpx.AsyncClient(transport=transport) as client:
+            for path in ("multi", "cr", "f"):
+                seen.append((await client.get(f"https://x.example/{path}")).text)
+        return seen  # the run's result is scrubbed of them, as a later call is served
+
+    folder = tmp_path / "journal"
+    with Journal(folder / "j.db") as journal:
+        result = asyncio.run(replay.run(workflow, journal=journal, run_id="streams"))
+    assert "SseMulti9s0t" in seen[0]  # the live code got the real stream
+    assert "SseMulti9s0t" not in result[0] and "[redacted " in result[0]
+    on_disk = every_byte(folder)
+    for secret in (b"SseMulti9s0t", b"SseCarriage1u2v", b"FormCaps3w4x"):
+        assert secret not in on_disk, secret

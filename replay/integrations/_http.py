@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -143,7 +144,7 @@ def _response_payload(
 
 
 def _is_form(headers: Any) -> bool:
-    return "application/x-www-form-urlencoded" in headers.get("content-type", "")
+    return "application/x-www-form-urlencoded" in headers.get("content-type", "").lower()
 
 
 def _form_redacted(arguments: bytes, redact: Redactor) -> tuple[bytes, list[str]]:
@@ -169,7 +170,7 @@ def _redacted_body(
     redact = session.redact
     if redact is None:
         return encoded
-    content_type = headers.get("content-type", "")
+    content_type = headers.get("content-type", "").lower()  # media types ignore case
     if "json" in content_type:
         decoded = _decoded(headers, raw)
         redacted = redact(decoded)
@@ -192,6 +193,8 @@ def _redacted_body(
         return encoded
     if redacted is decoded:
         return encoded
+    # The secrets the body held are the run's now: scrubbed from its errors and result too.
+    session.secrets.update(_body_secrets(content_type, decoded, redact))
     # The stored body is now the decoded, redacted JSON: drop what described the original.
     record["headers"] = [
         [k, v]
@@ -203,21 +206,59 @@ def _redacted_body(
     return orjson.dumps(record)
 
 
-def _events_redacted(text: str, redact: Redactor) -> str:
-    """A server-sent event stream with the secrets in its JSON `data:` lines redacted (an MCP
-    server's answer, a tool call's arguments streamed by an LLM); the framing kept."""
-    lines = text.split("\n")
-    for number, line in enumerate(lines):
-        if not line.startswith("data:"):
+def _body_secrets(content_type: str, body: bytes, redact: Redactor) -> list[str]:
+    """The secrets in a response body that was redacted (JSON, form-encoded, or events)."""
+    text = body.decode("utf-8", "replace")
+    if "application/x-www-form-urlencoded" in content_type:
+        return redact.form_secrets(text)
+    if "event-stream" in content_type:
+        chunks = [line.partition(":")[2] for line in re.split(r"\r\n|\r|\n", text)]
+        chunks += ["\n".join(chunks)]
+        candidates = [chunk for chunk in chunks if chunk.strip()]
+    else:
+        candidates = [text]
+    found: list[str] = []
+    for candidate in candidates:
+        try:
+            found += redact.secrets_in({"body": orjson.loads(candidate)})
+        except orjson.JSONDecodeError:
             continue
-        data = line[5:]
-        lead = " " if data.startswith(" ") else ""
-        end = "\r" if data.endswith("\r") else ""
-        raw = data[len(lead) : len(data) - len(end)].encode()
+    return found
+
+
+def _events_redacted(text: str, redact: Redactor) -> str:
+    """A server-sent event stream with the secrets in its JSON data redacted (an MCP server's
+    answer, a tool call's arguments streamed by an LLM). An event's `data:` lines are joined
+    (as the spec joins them) before they are read as JSON; one that held a secret is written
+    back as one line. Lines may end in CRLF, LF or CR; the rest of the framing is kept."""
+    lines = re.split(r"(\r\n|\r|\n)", text)  # [line, ending, line, ending, ...]
+    rows, endings = lines[0::2], [*lines[1::2], ""]
+    number = 0
+    while number < len(rows):
+        if not rows[number].startswith("data:"):
+            number += 1
+            continue
+        end = number
+        while end < len(rows) and rows[end].startswith("data:"):
+            end += 1
+        data = "\n".join(
+            row[6:] if row.startswith("data: ") else row[5:] for row in rows[number:end]
+        )
+        raw = data.encode()
         redacted = redact(raw)
         if redacted is not raw:
-            lines[number] = f"data:{lead}{redacted.decode()}{end}"
-    return "\n".join(lines)
+            rows[number:end] = [f"data: {redacted.decode()}"]
+            endings[number:end] = [endings[end - 1]]
+            end = number + 1
+        else:  # not JSON together: each line on its own
+            for index in range(number, end):
+                lead = 6 if rows[index].startswith("data: ") else 5
+                one = rows[index][lead:].encode()
+                alone = redact(one)
+                if alone is not one:
+                    rows[index] = f"data: {alone.decode()}"
+        number = end
+    return "".join(row + ending for row, ending in zip(rows, endings, strict=True))
 
 
 def _decoded(headers: Any, raw: bytes) -> bytes:
