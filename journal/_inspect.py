@@ -62,6 +62,8 @@ class RunDigest:
             "started": run.created_at.isoformat(),
             "duration_seconds": round(self.duration.total_seconds(), 6),
             "resumes": run.resumes,
+            "parent_run_id": run.parent_run_id,
+            "fork_seq": run.fork_seq,
             "owner": None if run.owner is None else run.owner.model_dump(mode="json"),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,

@@ -351,3 +351,20 @@ def test_replaying_a_script_without_a_main_guard_says_so(tmp_path: Path) -> None
     assert 'if __name__ == "__main__":' in replayed.stderr
     assert "does not reproduce" not in replayed.stderr + replayed.stdout
     assert "never awaited" not in replayed.stderr
+
+
+def test_runs_json_names_a_forks_parent_and_fork_point(tmp_path: Path) -> None:
+    """docs/cli.md says a fork's parent and fork point show in `journal runs --json`."""
+    db = tmp_path / "j.db"
+
+    async def tiny(n: int) -> int:
+        return n
+
+    with Journal(db) as journal:
+        asyncio.run(run(tiny, 1, journal=journal, run_id="parent"))
+        journal.fork("parent", at=1, new_run_id="child")
+    listed = CliRunner().invoke(app, ["runs", "--db", str(db), "--json"])
+    assert listed.exit_code == 0, listed.output
+    runs = {r["run_id"]: r for r in json.loads(listed.stdout)}
+    assert (runs["child"]["parent_run_id"], runs["child"]["fork_seq"]) == ("parent", 1)
+    assert runs["parent"]["parent_run_id"] is None
