@@ -33,7 +33,7 @@ from ._errors import (
 )
 from ._ordering import as_completed
 from ._rerun import replay_run, resume_run
-from ._run import JournaledRun, journaled, run, run_with_summary, submit
+from ._run import JournaledRun, MissingRunId, journaled, run, run_with_summary, submit
 from ._session import RunSummary
 from ._steps import RetryPolicy, idempotency_key, step
 from ._timeouts import Timeout, timeout, wait_for
@@ -44,6 +44,7 @@ __all__ = [
     "FrontierReached",
     "JournalWriteFailed",
     "JournaledRun",
+    "MissingRunId",
     "NonDeterminismError",
     "NotJournalable",
     "OwnershipLost",

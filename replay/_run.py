@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import typing
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from journal import (
@@ -102,10 +105,21 @@ def _inputs(
         raise NotJournalable(run_id, "inputs", spec.path, f"the workflow's inputs: {exc}") from None
 
 
-def _run_id(run_id: str | None) -> str:
-    """`run_id`, checked; a new random one if None."""
+def _run_id(run_id: str | None, *, resumable: bool = False) -> str:
+    """`run_id`, checked; a new random one if None (and, for a run that is resumed by calling
+    again with its id, a warning that it cannot be: once per call site, as warnings are)."""
     if run_id is None:
-        return uuid.uuid4().hex
+        new = uuid.uuid4().hex
+        if resumable:
+            warnings.warn(
+                f"this run was started without a run_id, so it got the random id {new!r}: "
+                "after a crash, calling again starts a new run instead of resuming this one. "
+                "Fix: pass run_id=... (a name for this piece of work, e.g. the ticket it "
+                "handles).",
+                MissingRunId,
+                stacklevel=_outside_replay(),
+            )
+        return new
     if not isinstance(run_id, str) or not run_id.strip():
         raise ValueError(
             f"run_id must be a non-empty string, not {run_id!r}: an empty id would start a "
@@ -120,6 +134,21 @@ def _run_id(run_id: str | None) -> str:
             "stored. Fix: decode it with errors='replace', or use another id."
         ) from None
     return run_id
+
+
+class MissingRunId(UserWarning):
+    """A run that can only be resumed by its id was started without one."""
+
+
+def _outside_replay() -> int:
+    """The `stacklevel` of the first frame outside this package and asyncio's machinery: the
+    user's call (`asyncio.run(run(...))` or an `await run(...)` in their code)."""
+    skipped = (str(Path(__file__).parent), str(Path(asyncio.__file__).parent))
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(skipped):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _encoded_inputs(
@@ -233,7 +262,7 @@ async def run_with_summary(
             run_id=run_id,
             options=options,
         )
-    run_id = _run_id(run_id)
+    run_id = _run_id(run_id, resumable=True)
     inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs, run_id)
     store = journal.store
 
@@ -373,7 +402,7 @@ async def journaled(
     step it never recorded raises `FrontierReached` (use a new run id for new work).
     """
     _check_mode(mode, on_divergence)
-    run_id = _run_id(run_id)
+    run_id = _run_id(run_id, resumable=True)
     store = journal.store
     existing = store.get_run(run_id)
     if existing is None:

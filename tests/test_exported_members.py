@@ -18,6 +18,7 @@ def test_replay_exports() -> None:
             "FrontierReached",
             "JournalWriteFailed",
             "JournaledRun",
+            "MissingRunId",
             "NonDeterminismError",
             "NotJournalable",
             "OwnershipLost",

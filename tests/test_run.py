@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import replay
 from journal import EventStatus, Journal, JournalUnavailable, RunStatus
 from replay import (
     FrontierReached,
@@ -325,3 +326,20 @@ def test_unknown_run_lookup_suggests_near_names(journal: Journal) -> None:
     asyncio.run(run(three_steps, "a", journal=journal, run_id="cats-1"))
     with pytest.raises(RunNotFound, match="Did you mean 'cats-1'"):
         journal.run("cats")
+
+
+def test_a_run_without_a_run_id_says_it_cannot_be_resumed(tmp_path: Path) -> None:
+    """Started without an id, a run gets a random one: after a crash, calling again starts a
+    new run. That is said, once per call site, pointing at the caller's line."""
+    import warnings
+
+    async def tiny() -> int:
+        return 1
+
+    with Journal(tmp_path / "j.db") as journal, pytest.warns(replay.MissingRunId) as said:
+        asyncio.run(replay.run(tiny, journal=journal))
+    (warning,) = said
+    assert "run_id=" in str(warning.message) and warning.filename == __file__
+    with Journal(tmp_path / "j.db") as journal, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        asyncio.run(replay.run(tiny, journal=journal, run_id="named"))  # no warning
