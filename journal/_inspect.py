@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 
 from ._codec import json_or_text
-from ._events import Event, EventKind, EventStatus, Run
+from ._events import Event, EventKind, EventStatus, Run, RunStatus
+from .stores._ownership import owner_is_gone
 
 _OUTCOMES = (EventStatus.COMPLETED, EventStatus.FAILED)
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -44,12 +45,16 @@ class RunDigest:
     """Step keys with a final outcome (completed or failed)."""
     events: int
     duration: timedelta
-    """Creation to finish, or to the last update for a run that has not finished."""
+    """First start (its first event) to finish, or to the last update for a run that has not
+    finished; zero for a run that never started."""
     input_tokens: int = 0
     output_tokens: int = 0
     """Token usage of the LLM calls whose provider reported it (see `llm_usage`)."""
     cost: float | None = None
     """Estimated cost from a price table, None without one or for a model not in it."""
+    state: str = ""
+    """What `journal runs` shows: the status, except for a `running` run that no live process
+    owns: `submitted` if it never started, `interrupted` if it did (resume it)."""
 
     def as_json(self) -> dict[str, Any]:
         run = self.run
@@ -61,6 +66,7 @@ class RunDigest:
             "events": self.events,
             "started": run.created_at.isoformat(),
             "duration_seconds": round(self.duration.total_seconds(), 6),
+            "state": self.state or run.status.value,
             "resumes": run.resumes,
             "parent_run_id": run.parent_run_id,
             "fork_seq": run.fork_seq,
@@ -108,15 +114,27 @@ def digest(run: Run, events: list[Event], prices: Prices | None = None) -> RunDi
                 cost = None  # one unpriced model makes the total unknown, not low
             else:
                 cost += (used_in * price["input"] + used_out * price["output"]) / 1e6
+    started = events[0].created_at if events else end
     return RunDigest(
         run,
         len(outcomes),
         len(events),
-        max(end - run.created_at, timedelta(0)),
+        max(end - started, timedelta(0)),
         tokens_in,
         tokens_out,
         cost,
+        run_state(run, bool(events)),
     )
+
+
+def run_state(run: Run, started: bool, now: datetime | None = None) -> str:
+    """The run's status, told apart for a `running` run no live process owns: `submitted`
+    (it never started: a worker will) or `interrupted` (its process died: resume it)."""
+    if run.status is not RunStatus.RUNNING:
+        return run.status.value
+    if run.owner is not None and not owner_is_gone(run.owner, now or datetime.now(UTC)):
+        return "running"
+    return "interrupted" if started else "submitted"
 
 
 @dataclass(frozen=True)

@@ -368,3 +368,26 @@ def test_runs_json_names_a_forks_parent_and_fork_point(tmp_path: Path) -> None:
     runs = {r["run_id"]: r for r in json.loads(listed.stdout)}
     assert (runs["child"]["parent_run_id"], runs["child"]["fork_seq"]) == ("parent", 1)
     assert runs["parent"]["parent_run_id"] is None
+
+
+def test_runs_and_show_tell_submitted_and_interrupted_runs_apart(tmp_path: Path) -> None:
+    """A run submitted and never started, and a run whose process stopped mid-way, both stored
+    as `running` with no owner, once both showed "running, 0.0 ms": now `submitted` and
+    `interrupted`, and a duration counts from the first start, not from submission."""
+    import replay
+
+    db = tmp_path / "j.db"
+
+    with Journal(db) as journal:
+        replay.submit(crawl, 2, journal=journal, run_id="queued")
+        with contextlib.suppress(Stop):
+            asyncio.run(run(halted, journal=journal, run_id="stopped"))
+    listed = CliRunner().invoke(app, ["runs", "--db", str(db), "--json"])
+    states = {r["run_id"]: r for r in json.loads(listed.stdout)}
+    assert states["queued"]["state"] == "submitted" and states["queued"]["status"] == "running"
+    assert states["queued"]["duration_seconds"] == 0
+    assert states["stopped"]["state"] == "interrupted"
+    table = CliRunner().invoke(app, ["runs", "--db", str(db)]).stdout
+    assert "submitted" in table and "interrupted" in table
+    shown = CliRunner().invoke(app, ["show", "stopped", "--db", str(db)]).stdout
+    assert "interrupted" in shown.splitlines()[0]

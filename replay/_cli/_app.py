@@ -86,6 +86,8 @@ STATUS_STYLE = {
     "failed": "red",
     "running": "yellow",
     "waiting": "cyan",
+    "submitted": "cyan",
+    "interrupted": "magenta",
     "cancelled": "dim",
     "retrying": "yellow",
     "started": "yellow",

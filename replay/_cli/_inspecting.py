@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from journal import JournalError, RunStatus, StepSide, parse_since
+from journal._inspect import run_state
 
 from ._app import (
     DbOption,
@@ -114,7 +115,7 @@ def runs_command(
         row = [
             escape(d.run.run_id),
             escape(d.run.workflow or "journaled block"),
-            styled(d.run.status.value),
+            styled(d.state),
             str(d.steps),
             when_text(d.run.created_at),
             seconds_text(d.duration),
@@ -173,6 +174,7 @@ def show_command(
             entries = journal.timeline(run_id)
         except JournalError as exc:
             fail(str(exc))
+    state = run_state(run, bool(entries))
     if step_key is not None:
         entries = [entry for entry in entries if entry.event.key == step_key]
         if not entries:
@@ -185,6 +187,7 @@ def show_command(
                     "run_id": run.run_id,
                     "workflow": run.workflow,
                     "status": run.status.value,
+                    "state": state,
                     "resumes": run.resumes,
                 },
                 "events": [entry.as_json(payloads=payloads) for entry in entries],
@@ -194,7 +197,7 @@ def show_command(
     out = console()
     out.print(
         f"[bold]{escape(run.run_id)}[/]  {escape(run.workflow or 'journaled block')}  "
-        f"{styled(run.status.value)}  resumes {run.resumes}  events {len(entries)}"
+        f"{styled(state)}  resumes {run.resumes}  events {len(entries)}"
     )
     if payloads:
         for entry in entries:
