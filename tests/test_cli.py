@@ -9,12 +9,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from journal import Journal
-from replay import run, step
+from replay import run, step, submit
 from replay._cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -391,3 +392,31 @@ def test_runs_and_show_tell_submitted_and_interrupted_runs_apart(tmp_path: Path)
     assert "submitted" in table and "interrupted" in table
     shown = CliRunner().invoke(app, ["show", "stopped", "--db", str(db)]).stdout
     assert "interrupted" in shown.splitlines()[0]
+
+
+def test_replay_resume_signal_and_worker_speak_json(tmp_path: Path) -> None:
+    """--json on the commands that act, through the installed script, as scripts read them."""
+    db = tmp_path / "j.db"
+    script = str(Path(sys.executable).with_name("journal"))
+
+    def journal_json(*args: str) -> tuple[int, Any]:
+        done = subprocess.run(
+            [script, *args, "--db", str(db), "--json"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
+        return done.returncode, json.loads(done.stdout)
+
+    with Journal(db) as journal:
+        asyncio.run(run(answer, "why", journal=journal, run_id="a1"))
+        submit(crawl, 2, journal=journal, run_id="queued")
+    code, replayed = journal_json("replay", "a1")
+    assert code == 0 and replayed["reproduced"] is True and replayed["summary"]["served"] == 1
+    code, sent = journal_json("signal", "a1", "approval", "true")
+    assert code == 0 and (sent["number"], sent["due"], sent["status"]) == (1, False, "completed")
+    code, stats = journal_json("worker", "--once", "--import", "tests.test_cli")
+    assert code == 0 and stats["completed"] == 1
+    code, resumed = journal_json("resume", "queued")
+    assert code == 0 and resumed["status"] == "completed" and resumed["result"] == "PAGE 0 PAGE 1"

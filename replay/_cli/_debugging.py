@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -17,9 +18,19 @@ from journal import JournalError, RunStatus
 
 from .._errors import FrontierReached, NonDeterminismError, Suspended
 from .._rerun import replay_run, resume_run
+from .._session import RunSummary
 from .._worker import Worker, WorkerStats
 from .._workflow import RunOutcome
-from ._app import DbOption, app, console, error_console, fail, open_journal, print_json
+from ._app import (
+    DbOption,
+    JsonOption,
+    app,
+    console,
+    error_console,
+    fail,
+    open_journal,
+    print_json,
+)
 
 EntryOption = Annotated[
     str | None,
@@ -81,36 +92,48 @@ def replay_command(
             help="Stop in pdb, in the workflow's frame, when the step with this key is served.",
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Re-run a recorded run offline against its journal; exit 3 if it no longer reproduces."""
     _importable_from_here()
     out = console()
+
+    def differs(reason: str, summary: RunSummary | None = None) -> NoReturn:
+        if as_json:
+            print_json(_replayed(run_id, False, reason, summary))
+        else:
+            error_console().print(f"[bold red]does not reproduce:[/] {escape(reason)}")
+        raise typer.Exit(3)
+
     with open_journal(db) as journal:
         try:
             outcome = _replay_with_progress(journal, run_id, entry, allow_live, break_at)
         except (NonDeterminismError, FrontierReached) as exc:
-            error_console().print(f"[bold red]does not reproduce:[/] {escape(str(exc))}")
-            raise typer.Exit(3) from None
+            differs(str(exc))
         except JournalError as exc:
             fail(str(exc))
         except Exception as exc:  # the workflow failed where the recording did not
             recorded = journal.run(run_id)
             if recorded.status is RunStatus.FAILED:
-                out.print(f"reproduced the recorded failure: {type(exc).__name__}: {exc}")
+                failure = f"{type(exc).__name__}: {exc}"
+                if as_json:
+                    print_json(_replayed(run_id, True, f"the recorded failure: {failure}"))
+                else:
+                    out.print(f"reproduced the recorded failure: {failure}")
                 return
-            error_console().print(
-                f"[bold red]does not reproduce:[/] the workflow raised "
-                f"{escape(type(exc).__name__)}: {escape(str(exc))}, the recording "
-                f"{escape(recorded.status.value)}"
+            differs(
+                f"the workflow raised {type(exc).__name__}: {exc}, the recording "
+                f"{recorded.status.value}"
             )
-            raise typer.Exit(3) from None
     summary = outcome.summary
     if summary.result_matches_recorded is False:
-        error_console().print(
-            "[bold red]does not reproduce:[/] the result differs from the recorded one.\n"
-            f"  now: {escape(repr(outcome.result))}\n  {escape(str(summary))}"
+        differs(
+            f"the result differs from the recorded one.\n  now: {outcome.result!r}\n  {summary}",
+            summary,
         )
-        raise typer.Exit(3)
+    if as_json:
+        print_json(_replayed(run_id, True, None, summary))
+        return
     out.print(f"[green]reproduced[/]: {escape(str(summary))}")
     if summary.unconsumed:
         out.print(
@@ -119,11 +142,23 @@ def replay_command(
         )
 
 
+def _replayed(
+    run_id: str, reproduced: bool, detail: str | None, summary: RunSummary | None = None
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "reproduced": reproduced,
+        "detail": detail,
+        "summary": None if summary is None else dataclasses.asdict(summary),
+    }
+
+
 @app.command("resume")
 def resume_command(
     run_id: Annotated[str, typer.Argument(help="The run (or fork) to resume.", show_default=False)],
     db: DbOption = None,
     entry: EntryOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Resume an interrupted run (or a fork) in this process: recorded steps are served, the
     rest runs live and is journaled. A finished run prints its recorded result."""
@@ -134,14 +169,32 @@ def resume_command(
         except JournalError as exc:
             fail(str(exc))
         except Suspended as waiting:
-            console().print(f"[cyan]waiting:[/] {escape(str(waiting))}")
+            if as_json:
+                print_json({"run_id": run_id, "status": "waiting", "detail": str(waiting)})
+            else:
+                console().print(f"[cyan]waiting:[/] {escape(str(waiting))}")
             return
         except Exception as exc:
-            error_console().print(
-                f"[bold red]the run failed:[/] {escape(type(exc).__name__)}: {escape(str(exc))}"
-                f" (recorded in the journal; `journal show {escape(run_id)}` has the details)"
-            )
+            failure = f"{type(exc).__name__}: {exc}"
+            if as_json:
+                print_json({"run_id": run_id, "status": "failed", "detail": failure})
+            else:
+                error_console().print(
+                    f"[bold red]the run failed:[/] {escape(failure)} (recorded in the journal; "
+                    f"`journal show {escape(run_id)}` has the details)"
+                )
             raise typer.Exit(1) from None
+        recorded = journal.run(run_id).result
+    if as_json:
+        print_json(
+            {
+                "run_id": run_id,
+                "status": "completed",
+                "summary": dataclasses.asdict(outcome.summary),
+                "result": None if recorded is None else orjson.loads(recorded),
+            }
+        )
+        return
     console().print(f"[green]{escape(str(outcome.summary))}[/]")
     console().print(f"result: {escape(repr(outcome.result))}")
 
@@ -232,6 +285,7 @@ def worker_command(
         bool, typer.Option("--once", help="Resume what needs it now, then exit.")
     ] = False,
     db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Resume runs that need it (submitted, or whose process died) until SIGTERM or Ctrl+C.
 
@@ -246,6 +300,9 @@ def worker_command(
         except ImportError as exc:
             fail(f"cannot import {exc.name or exc}: {exc}. Fix: run from your project's root.")
         stats = asyncio.run(_work(worker, once))
+    if as_json:
+        print_json(dataclasses.asdict(stats))
+        return
     console().print(
         f"worker done: {stats.completed} completed, {stats.failed} failed, "
         f"{stats.suspended} waiting again, {stats.locked} taken by other workers, "
@@ -269,6 +326,7 @@ def signal_command(
     name: Annotated[str, typer.Argument(help="The signal's name.", show_default=False)],
     value: Annotated[str, typer.Argument(help='The value, as JSON: true, 42, "text", {"ok": 1}.')],
     db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Send input to a run (a person's approval, an answer): a run waiting for NAME becomes
     due and a worker continues it; a run that has not asked yet keeps it until it does."""
@@ -284,9 +342,21 @@ def signal_command(
             run = journal.run(run_id)
         except JournalError as exc:
             fail(str(exc))
+    due = run.status.value == "waiting" and run.waiting_for == name
+    if as_json:
+        print_json(
+            {
+                "run_id": run_id,
+                "name": name,
+                "number": number,
+                "due": due,
+                "status": run.status.value,
+            }
+        )
+        return
     state = (
         "it was waiting for it and is due now"
-        if run.status.value == "waiting" and run.waiting_for == name
+        if due
         else f"kept until the run asks for it (the run is {run.status.value})"
     )
     console().print(f"signal {escape(name)} #{number} sent to {escape(run_id)}: {state}")
