@@ -67,7 +67,8 @@ class Worker:
             weakref.WeakKeyDictionary()
         )
         self._unresolvable: set[str] = set()
-        for module in imports:
+        self.imports = tuple(imports)
+        for module in self.imports:
             if "" not in sys.path:
                 sys.path.insert(0, "")  # as `python -m` does: import from where you stand
             importlib.import_module(module)
@@ -91,7 +92,13 @@ class Worker:
 
     async def run(self) -> WorkerStats:
         """Resume interrupted runs until `stop()`; between rounds wait `poll_seconds`."""
-        log.info("worker.started", poll_seconds=self.poll_seconds)
+        log.info(
+            "worker.started",
+            store=_where(self.journal),
+            imports=list(self.imports),
+            concurrency=1,
+            poll_seconds=self.poll_seconds,
+        )
         while not self._stop_requested:
             if await self.run_once() == 0:
                 with contextlib.suppress(TimeoutError):
@@ -152,3 +159,14 @@ class Worker:
         self._unresolvable.add(run.run_id)
         self.stats.skipped += 1
         log.warning("worker.skipped", run_id=run.run_id, reason=reason)
+
+
+def _where(journal: Journal) -> str:
+    """The journal a worker serves, for its log: the file, or the PostgreSQL schema (never a
+    URL, which may hold a password)."""
+    store = journal.store
+    path = getattr(store, "path", None)
+    if path is not None:
+        return f"sqlite:{path}"
+    schema = getattr(store, "schema", None)
+    return f"postgresql schema {schema}" if schema else type(store).__name__

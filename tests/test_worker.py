@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import re
@@ -178,3 +179,22 @@ def test_a_worker_used_from_two_event_loops_resumes_runs_in_both(journal: Journa
     assert asyncio.run(worker.run_once()) == 1
     assert journal.run("second").status is RunStatus.COMPLETED
     assert worker.stats.completed == 2
+
+
+def test_a_worker_logs_what_it_serves_when_it_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its store (a file, or a PostgreSQL schema: never a URL that may hold a password), the
+    modules it imported, and how many runs it works on at once."""
+    caplog.set_level(logging.INFO, logger="replay")
+    with Journal(tmp_path / "j.db") as opened:
+        worker = replay.Worker(opened, imports=["tests.fleet_workflows"], poll_seconds=0.01)
+
+        async def briefly() -> None:
+            asyncio.get_running_loop().call_later(0.05, worker.stop)
+            await worker.run()
+
+        asyncio.run(briefly())
+    (line,) = [r.getMessage() for r in caplog.records if "worker.started" in r.getMessage()]
+    assert f"store='sqlite:{tmp_path / 'j.db'}'" in line
+    assert "imports=['tests.fleet_workflows']" in line and "concurrency=1" in line
