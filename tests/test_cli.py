@@ -420,3 +420,24 @@ def test_replay_resume_signal_and_worker_speak_json(tmp_path: Path) -> None:
     assert code == 0 and stats["completed"] == 1
     code, resumed = journal_json("resume", "queued")
     assert code == 0 and resumed["status"] == "completed" and resumed["result"] == "PAGE 0 PAGE 1"
+
+
+def test_cli_hints_name_cli_commands_not_python_calls(tmp_path: Path) -> None:
+    """The library's hints speak to Python callers (`Journal.runs()`, `on_divergence='fork'`);
+    the CLI says the same with its own commands."""
+    db = tmp_path / "j.db"
+    with Journal(db) as journal:
+        asyncio.run(run(answer, "why", journal=journal, run_id="hints"))
+    missing = CliRunner().invoke(app, ["show", "no-such-run", "--db", str(db)])
+    assert missing.exit_code == 1 and "`journal runs`" in missing.stderr
+    assert "Journal.runs()" not in missing.stderr
+    suffix["query"] = "changed"
+    try:
+        replayed = CliRunner().invoke(
+            app, ["replay", "hints", "--db", str(db), "--entry", "tests.test_cli:answer"]
+        )
+    finally:
+        suffix["query"] = "q"
+    assert replayed.exit_code == 3, replayed.output
+    assert "journal fork RUN --at SEQ" in replayed.stderr
+    assert "on_divergence" not in replayed.stderr and "mode=" not in replayed.stderr

@@ -96,9 +96,29 @@ STATUS_STYLE = {
 
 def fail(message: str) -> NoReturn:
     Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[bold red]error:[/] {escape(message)}"
+        f"[bold red]error:[/] {escape(in_cli_words(message))}"
     )
     raise typer.Exit(1)
+
+
+_PYTHON_HINTS = (
+    ("List runs with Journal.runs().", "List runs with `journal runs`."),
+    ("run with mode='resume' to continue live from here", "resume it (`journal resume RUN`)"),
+    ("start it with mode='resume'", "start it by running your workflow"),
+    (
+        "or resume with on_divergence='fork' to keep the journal up to this step and continue "
+        "live from here",
+        "or fork the run before this step (`journal fork RUN --at SEQ`) and resume the fork",
+    ),
+)
+"""Hints the library words for Python callers, and how the CLI says the same."""
+
+
+def in_cli_words(message: str) -> str:
+    """`message` with its Python-caller hints said as CLI commands."""
+    for python, cli in _PYTHON_HINTS:
+        message = message.replace(python, cli)
+    return message
 
 
 def open_journal(db: str | None, *, writing: bool = False) -> Journal:

@@ -28,6 +28,7 @@ from ._app import (
     console,
     error_console,
     fail,
+    in_cli_words,
     open_journal,
     print_json,
 )
@@ -102,7 +103,9 @@ def replay_command(
         if as_json:
             print_json(_replayed(run_id, False, reason, summary))
         else:
-            error_console().print(f"[bold red]does not reproduce:[/] {escape(reason)}")
+            error_console().print(
+                f"[bold red]does not reproduce:[/] {escape(in_cli_words(reason))}"
+            )
         raise typer.Exit(3)
 
     with open_journal(db) as journal:
