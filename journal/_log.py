@@ -1,8 +1,8 @@
 """Structured logs through the standard `logging` tree, so a library stays quiet by default.
 
-Events are key=value lines on the `replay` and `journal` loggers: enable them with
-`logging.getLogger("replay").setLevel(logging.INFO)` (plus a handler), or route them into an
-application's own structlog configuration.
+Events are key=value lines on the `replay` and `journal` loggers. Both carry a NullHandler, as
+libraries should: nothing is printed until the application configures logging (docs/deployment.md,
+"Logs"); `journal -v` prints them on stderr.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import logging
 from typing import Any
 
 import structlog
+
+for _name in ("journal", "replay"):
+    logging.getLogger(_name).addHandler(logging.NullHandler())
 
 
 def get_logger(name: str) -> Any:

@@ -441,3 +441,19 @@ def test_cli_hints_name_cli_commands_not_python_calls(tmp_path: Path) -> None:
     assert replayed.exit_code == 3, replayed.output
     assert "journal fork RUN --at SEQ" in replayed.stderr
     assert "on_divergence" not in replayed.stderr and "mode=" not in replayed.stderr
+
+
+def test_the_cli_is_quiet_unless_asked_to_be_verbose(tmp_path: Path) -> None:
+    """No log lines on stderr by default (the library's loggers carry a NullHandler); -v prints
+    what the engine does, through the installed script."""
+    db = tmp_path / "j.db"
+    with Journal(db) as journal:
+        asyncio.run(run(answer, "why", journal=journal, run_id="quiet"))
+    script = str(Path(sys.executable).with_name("journal"))
+    base = [script, "replay", "quiet", "--db", str(db), "--entry", "tests.test_cli:answer"]
+    quiet = subprocess.run(base, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    loud = subprocess.run(
+        [script, "-v", *base[1:]], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert loud.returncode == 0 and "event='run.sitting_finished'" in loud.stderr, loud.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import datetime, timedelta
 from importlib.metadata import version
@@ -61,8 +62,25 @@ def _root(
             help="Print the version of journal-replay and exit.",
         ),
     ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Print the library's log lines on stderr: -v for what it does (info), -vv for "
+            "everything (debug). Quiet otherwise.",
+        ),
+    ] = 0,
 ) -> None:
     """Inspect, replay and audit journaled workflow runs."""
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        for name in ("journal", "replay"):
+            logger = logging.getLogger(name)
+            logger.addHandler(handler)
+            logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 def console() -> Console:
