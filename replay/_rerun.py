@@ -12,9 +12,11 @@ import importlib
 import importlib.util
 import inspect
 import pdb
+import re
 import sys
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -159,9 +161,10 @@ async def replay_run(
     if progress is not None:
         reporter = asyncio.get_running_loop().create_task(_report(sessions, progress))
     try:
-        return await run_with_summary(
-            workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id, mode="replay"
-        )
+        with _http_journaled_if_recorded(journal, run_id):
+            return await run_with_summary(
+                workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id, mode="replay"
+            )
     finally:
         debug_options.reset(token)
         if reporter is not None:
@@ -195,9 +198,41 @@ async def resume_run(
     """
     run = journal.run(run_id)
     workflow, args, kwargs = _recorded_call(run, entry)
-    return await run_with_summary(
-        workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id, lease_seconds=lease_seconds
+    with _http_journaled_if_recorded(journal, run_id):
+        return await run_with_summary(
+            workflow,
+            *args,
+            kwargs=kwargs,
+            journal=journal,
+            run_id=run_id,
+            lease_seconds=lease_seconds,
+        )
+
+
+_HTTP_STEP = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) \S+$")
+
+
+@contextmanager
+def _http_journaled_if_recorded(journal: Journal, run_id: str) -> Iterator[None]:
+    """While re-running a run whose HTTP requests were journaled, journal (serve) them again,
+    as `instrument()` does: without it, an "offline" replay of an entry that did not call
+    `instrument()` itself would send real requests (and, with an API key set, pay)."""
+    recorded = any(
+        _HTTP_STEP.match(str(row[3])) and row[2] in ("llm", "tool")
+        for row in journal.store.read_rows(run_id)
     )
+    if not recorded:
+        yield
+        return
+    from .integrations._instrument import instrument, is_instrumented, uninstrument
+
+    already = is_instrumented()
+    instrument()
+    try:
+        yield
+    finally:
+        if not already:
+            uninstrument()
 
 
 def _recorded_call(

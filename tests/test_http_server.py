@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -205,3 +206,39 @@ def test_anthropic_against_the_local_server(
     (event,) = [e for e in sqlite_journal.events("a") if e.status is EventStatus.COMPLETED]
     assert json.loads(event.payload or b"")["llm"]["provider"] == "anthropic"
     assert b"sk-ant-secret" not in (event.args or b"") + (event.payload or b"")
+
+
+async def ask_server(base_url: str) -> str:
+    """A workflow whose client is its own default one: journaled only under `instrument()`."""
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(f"{base_url}/tools/lookup", json={"city": "Paris"})
+        return str(reply.json()["result"])
+
+
+def test_replay_and_resume_journal_http_as_the_run_was_recorded(
+    tmp_path: Path, sqlite_journal: Journal
+) -> None:
+    """A run recorded under `instrument()` replays offline from the CLI's replay_run without
+    the entry instrumenting anything: its requests are served, none is sent (the server is
+    gone). Before, an "offline" replay sent real requests; with an API key set, it would pay."""
+    log = tmp_path / "requests.log"
+    running = serve(log)
+    base_url = f"http://127.0.0.1:{running.server_port}/v1"
+    instrument()
+    try:
+        recorded = asyncio.run(
+            replay.run(ask_server, base_url, journal=sqlite_journal, run_id="http-rec")
+        )
+    finally:
+        uninstrument()
+        running.shutdown()
+        running.server_close()
+    assert len(requests_logged(log)) == 1
+    outcome = asyncio.run(replay.replay_run(sqlite_journal, "http-rec"))
+    assert outcome.result == recorded and outcome.summary.served == 1
+    resumed = asyncio.run(replay.resume_run(sqlite_journal, "http-rec"))
+    assert resumed.result == recorded
+    assert len(requests_logged(log)) == 1
+    from replay.integrations._instrument import is_instrumented
+
+    assert not is_instrumented()  # switched off again afterwards

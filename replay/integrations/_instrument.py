@@ -46,6 +46,11 @@ def instrument() -> list[str]:
     return done
 
 
+def is_instrumented() -> bool:
+    """Whether `instrument()` is in force (and `uninstrument()` has not undone it)."""
+    return bool(_patched)
+
+
 def _wrap(cls: type, method: str, module: str, *, asynchronous: bool) -> None:
     if (module, method) in _patched:
         return
