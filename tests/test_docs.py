@@ -33,43 +33,31 @@ def test_docs_have_runnable_examples() -> None:
     assert len(BLOCKS) >= 3
 
 
+@pytest.fixture(scope="module")
+def reader_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for every example, as a reader who runs them all in one place has."""
+    return tmp_path_factory.mktemp("reader")
+
+
 @pytest.mark.parametrize(("where", "code"), BLOCKS, ids=[where for where, _ in BLOCKS])
-def test_python_block_runs(where: str, code: str, tmp_path: Path) -> None:
-    """The block runs to completion in a fresh directory with only the library installed."""
-    script = tmp_path / "block.py"
+def test_python_block_runs(where: str, code: str, reader_folder: Path) -> None:
+    """The block runs to completion with only the library installed, twice, in the folder
+    where the README's and every earlier page's examples ran too: no example trips over
+    another's journal or run ids (two once shared `runs.db` and `cats-1` and failed with a
+    misleading "return annotation changed"), and each works on a journal it already wrote."""
+    script = reader_folder / "block.py"
     script.write_text(code)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNAL_")}
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, f"{where} failed:\n{proc.stdout}\n{proc.stderr}"
-
-
-def test_every_example_runs_twice_in_one_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A reader who runs the README's example and then every docs page's, in one folder, and
-    then all of them again: no example trips over another's journal or run ids (two once
-    shared `runs.db` and `cats-1` and failed with a misleading "return annotation changed"),
-    and each works on a journal it already wrote."""
-    folder = tmp_path_factory.mktemp("reader")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNAL_")}
-    for round_ in (1, 2):
-        for where, code in BLOCKS:
-            script = folder / "block.py"
-            script.write_text(code)
-            proc = subprocess.run(
-                [sys.executable, str(script)],
-                cwd=folder,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert proc.returncode == 0, f"{where}, round {round_}:\n{proc.stdout}\n{proc.stderr}"
+    for sitting in (1, 2):
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=reader_folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, f"{where}, run {sitting}:\n{proc.stdout}\n{proc.stderr}"
 
 
 def test_examples_that_start_a_run_show_the_main_guard() -> None:
