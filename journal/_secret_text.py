@@ -236,8 +236,10 @@ class TextSecrets:
         return urlencode(kept, safe="[]", quote_via=quote) if changed else part
 
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`)]+")
-"""A URL inside prose or markdown (it ends at a space, a quote or a closing parenthesis)."""
+_URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s<>\"'`)]+")
+"""A URL inside prose or markdown (it ends at a space, a quote or a closing parenthesis). The
+scheme starts a word and is short: a long run of letters is passed in linear time, not tried
+again from each of its letters."""
 _SECRET_LINE = re.compile(
     r"\s*(?:export\s+)?([A-Za-z][A-Za-z0-9_.-]*)\s*(=|:)\s*([\"']?)"
     r"((?:(?:bearer|basic|token|bot|digest|apikey)\s+)?[^\s\"']+)\3\s*",
