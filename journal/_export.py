@@ -21,7 +21,7 @@ from ._errors import JournalError
 from ._events import KIND_BY_VALUE, STATUS_BY_VALUE, Event, Run, RunStatus, trusted_event
 from ._heads import HeadEntry
 from ._html import write_html_timeline
-from ._verify import HEAD_ROW, Break, HeadCheck, RunVerification, verify_run
+from ._verify import HEAD_ROW, HeadCheck, RunVerification, broken_at, verify_run
 
 ExportFormat = Literal["jsonl", "json", "csv", "html"]
 FORMATS: tuple[ExportFormat, ...] = ("jsonl", "json", "csv", "html")
@@ -313,23 +313,19 @@ def _check_manifest(
             f"the export's manifest is signed with {scheme}, not with this key ({chain.scheme}):"
             " it was rewritten without the key"
         )
-        return every_run, RunVerification(
-            HEAD_ROW, "broken", 0, False, Break(None, "manifest", detail)
-        )
+        return every_run, _manifest_broken(detail)
     signer = chain if scheme == chain.scheme else Chain() if scheme == "sha256" else None
     if signer is None:
         return every_run, None  # signed with a key this process does not have
     head = heads[-1].hash if heads else ""
     if _manifest_mac(signer, str(header.get("scope")), run_ids, head) != header["manifest"]:
         detail = "the runs in the file are not the ones exported: runs were cut from it or added"
-        return every_run, RunVerification(
-            HEAD_ROW, "broken", 0, False, Break(None, "manifest", detail)
-        )
+        return every_run, _manifest_broken(detail)
     return every_run, None
 
 
 def _manifest_broken(detail: str) -> RunVerification:
-    return RunVerification(HEAD_ROW, "broken", 0, False, Break(None, "manifest", detail))
+    return broken_at(HEAD_ROW, "manifest", detail)
 
 
 def head_record(entry: HeadEntry) -> dict[str, Any]:

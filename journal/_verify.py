@@ -69,6 +69,12 @@ class RunVerification:
 _ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
+def broken_at(run_id: str, where: str, detail: str, events: int = 0) -> RunVerification:
+    """A run (or the head's row) found edited, at `where` (a field, or a head entry) rather
+    than at an event's seq."""
+    return RunVerification(run_id, "broken", events, False, Break(None, where, detail))
+
+
 def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerification:
     """Recompute `run`'s chain over `events` (in seq order, read once) and its seal."""
     damage = damage_of(run)
@@ -78,32 +84,20 @@ def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerificati
         run.result is not None or run.error is not None or run.seal is not None
     ):
         field = "seal" if run.seal is not None else "result" if run.result is not None else "error"
-        return RunVerification(
+        return broken_at(
             run.run_id,
-            "broken",
-            0,
-            False,
-            Break(
-                None,
-                field,
-                f"the run is {run.status.value} and holds a {field}, which only "
-                "a finished run has: it was edited in",
-            ),
+            field,
+            f"the run is {run.status.value} and holds a {field}, which only a finished run "
+            "has: it was edited in",
         )
     if run.chain is None:
         first = next(iter(events), None)
         if first is not None and (first.hash is not None or first.prev_hash is not None):
-            return RunVerification(
+            return broken_at(
                 run.run_id,
-                "broken",
-                0,
-                False,
-                Break(
-                    None,
-                    "chain",
-                    "the run says it is not chained, and its events carry hashes: its chain "
-                    "scheme was removed",
-                ),
+                "chain",
+                "the run says it is not chained, and its events carry hashes: its chain "
+                "scheme was removed",
             )
         return RunVerification(
             run.run_id,
@@ -144,27 +138,17 @@ def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerificati
     if run.status not in _FINISHED:
         return RunVerification(run.run_id, "intact", count, False)
     if run.seal is None:
-        return RunVerification(
-            run.run_id,
-            "broken",
-            count,
-            False,
-            Break(None, "seal", f"the run is {run.status.value} but has no seal: it was removed"),
-        )
+        detail = f"the run is {run.status.value} but has no seal: it was removed"
+        return broken_at(run.run_id, "seal", detail, count)
     seal = chain.seal(expected_seq - 1, expected_prev, run.status, run.result, run.error)
     if seal != run.seal:
-        return RunVerification(
+        return broken_at(
             run.run_id,
-            "broken",
+            "seal",
+            f"the run's outcome (status {run.status.value}, result, error) or its last events "
+            f"no longer match its seal: the outcome was edited, or events after seq "
+            f"{expected_seq - 1} were removed",
             count,
-            False,
-            Break(
-                None,
-                "seal",
-                f"the run's outcome (status {run.status.value}, result, error) or its last "
-                f"events no longer match its seal: the outcome was edited, or events after "
-                f"seq {expected_seq - 1} were removed",
-            ),
         )
     return RunVerification(run.run_id, "intact", count, True)
 
@@ -314,38 +298,24 @@ class HeadCheck:
         problems += check_runs(entries, self.states)
         by_run = {v.run_id: v for v in verdicts}
         for run_id in self.duplicates:
-            by_run[run_id] = RunVerification(
+            by_run[run_id] = broken_at(
                 run_id,
-                "broken",
-                0,
-                False,
-                Break(
-                    None,
-                    "run_id",
-                    "the run appears twice (two rows for one id): one is "
-                    "forged, and a reader may meet either",
-                ),
+                "run_id",
+                "the run appears twice (two rows for one id): one is forged, and a reader may "
+                "meet either",
             )
         extra: list[RunVerification] = []
         for problem in problems:
             where = "head" if problem.n is None else f"head entry {problem.n}"
             if problem.run_id is None:
-                extra.append(
-                    RunVerification(
-                        HEAD_ROW, "broken", 0, False, Break(None, where, problem.detail)
-                    )
-                )
+                extra.append(broken_at(HEAD_ROW, where, problem.detail))
                 continue
             found = by_run.get(problem.run_id)
             if found is None:
-                extra.append(
-                    RunVerification(
-                        problem.run_id, "broken", 0, False, Break(None, where, problem.detail)
-                    )
-                )
+                extra.append(broken_at(problem.run_id, where, problem.detail))
             elif found.verdict != "broken":
-                by_run[problem.run_id] = RunVerification(
-                    found.run_id, "broken", found.events, False, Break(None, where, problem.detail)
+                by_run[problem.run_id] = broken_at(
+                    found.run_id, where, problem.detail, found.events
                 )
         if missing and not problems and all(v.verdict != "key_needed" for v in by_run.values()):
             extra.append(
@@ -370,17 +340,11 @@ def _without_head(
     row says there is none (broken if a kept head says there was one)."""
     verdicts = [verify_run(chain, run, store.read_events(run.run_id)) for run in runs]
     if since is not None and since[0] > 0:
-        head = RunVerification(
+        head = broken_at(
             HEAD_ROW,
-            "broken",
-            0,
-            False,
-            Break(
-                None,
-                "head",
-                f"the kept head is entry {since[0]}, and the journal has no "
-                "head at all: it was removed",
-            ),
+            "head",
+            f"the kept head is entry {since[0]}, and the journal has no head at all: it was "
+            "removed",
         )
     else:
         head = RunVerification(
@@ -414,17 +378,12 @@ def verify_journal(
         verdict = check.verify(run, events)
         hidden = store.count_events(run.run_id) - len(events)
         if hidden and verdict.verdict != "broken":  # rows at seq 0 or below: no reader sees them
-            verdict = RunVerification(
+            verdict = broken_at(
                 run.run_id,
-                "broken",
+                "seq",
+                f"{hidden} event rows lie outside the run's sequence (seq below 1), where no "
+                "reader looks: they were put there by hand",
                 verdict.events,
-                False,
-                Break(
-                    None,
-                    "seq",
-                    f"{hidden} event rows lie outside the run's sequence (seq "
-                    "below 1), where no reader looks: they were put there by hand",
-                ),
             )
         verdicts.append(verdict)
     return check.results(verdicts, since, every_run=every_run)

@@ -8,7 +8,7 @@ and the suite does not sleep.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,11 +49,11 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
         yield opened
 
 
-def test_delays_grow_by_backoff_up_to_the_cap(clock: Clock, journal: Journal) -> None:
-    """retry_delay=1, backoff=2, max_delay=5: waits of 1, 2, 4, 5, 5 seconds, exactly."""
-    left = [5]
+def failing(times: int, **retry: float) -> Callable[[], Awaitable[str]]:
+    """A workflow whose one async step fails `times` times (ConnectionError), then says "ok"."""
+    left = [times]
 
-    @step(retries=5, retry_delay=1.0, backoff=2.0, max_delay=5.0, jitter=0.0)
+    @step(**retry)  # type: ignore[call-overload]
     async def flaky() -> str:
         if left[0]:
             left[0] -= 1
@@ -63,6 +63,12 @@ def test_delays_grow_by_backoff_up_to_the_cap(clock: Clock, journal: Journal) ->
     async def workflow() -> str:
         return await flaky()
 
+    return workflow
+
+
+def test_delays_grow_by_backoff_up_to_the_cap(clock: Clock, journal: Journal) -> None:
+    """retry_delay=1, backoff=2, max_delay=5: waits of 1, 2, 4, 5, 5 seconds, exactly."""
+    workflow = failing(5, retries=5, retry_delay=1.0, backoff=2.0, max_delay=5.0, jitter=0.0)
     assert asyncio.run(run(workflow, journal=journal, run_id="r")) == "ok"
     assert clock.waits == [1.0, 2.0, 4.0, 5.0, 5.0]
     statuses = [e.status for e in journal.events("r") if e.status != EventStatus.STARTED]
@@ -107,18 +113,7 @@ def test_jitter_takes_off_up_to_its_fraction(
     """jitter=0.5 with draws 0, 1 and 0.5: the full delay, half of it, three quarters."""
     draws = iter([0.0, 1.0, 0.5])
     monkeypatch.setattr(steps, "_draw", lambda: next(draws))
-    left = [3]
-
-    @step(retries=3, retry_delay=1.0, backoff=2.0, jitter=0.5)
-    async def flaky() -> str:
-        if left[0]:
-            left[0] -= 1
-            raise ConnectionError("rate limited")
-        return "ok"
-
-    async def workflow() -> str:
-        return await flaky()
-
+    workflow = failing(3, retries=3, retry_delay=1.0, backoff=2.0, jitter=0.5)
     asyncio.run(run(workflow, journal=journal, run_id="r"))
     assert clock.waits == [1.0, 1.0, 3.0]
 
@@ -134,18 +129,7 @@ def test_the_default_jitter_spreads_retries_by_up_to_a_tenth() -> None:
 
 
 def test_replay_serves_failed_attempts_without_waiting(clock: Clock, journal: Journal) -> None:
-    left = [2]
-
-    @step(retries=2, retry_delay=3.0, jitter=0.0)
-    async def flaky() -> str:
-        if left[0]:
-            left[0] -= 1
-            raise ConnectionError("reset")
-        return "ok"
-
-    async def workflow() -> str:
-        return await flaky()
-
+    workflow = failing(2, retries=2, retry_delay=3.0, jitter=0.0)
     asyncio.run(run(workflow, journal=journal, run_id="r"))
     assert clock.waits == [3.0, 3.0 * 2]
     assert asyncio.run(run(workflow, journal=journal, run_id="r", mode="replay")) == "ok"
