@@ -5,6 +5,9 @@ JournalError                    root of everything the journal raises
 ├── RunConflict                 a run id reused for another workflow or other inputs
 ├── RunLocked                   another live process owns the run
 ├── LeaseLost                   this process no longer owns the run it is writing
+├── RunNotFailed                a retry asked of a run that has not failed
+├── RunFinished                 a cancel asked of a run that has already finished
+├── RunCancelled                the run was cancelled (`journal cancel`, `Journal.cancel`)
 ├── ValueNotJournalable         a value or exception cannot be encoded as JSON and back
 │   └── PayloadTooLarge         one event's payload is over the journal's size limit
 ├── ChainKeyMismatch            a run is signed with an HMAC key this process does not have
@@ -77,6 +80,49 @@ class LeaseLost(JournalError):
             f"Run {run_id!r}: this process no longer owns the run (its lease was taken over), "
             "so its writes were rejected and the journal is unchanged. Another process is "
             "continuing the run; stop this one."
+        )
+
+
+class RunNotFailed(JournalError):
+    """Only a failed run can be retried in place."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        hint = {
+            "completed": "There is nothing to retry. To run it again from a step, fork it "
+            "(Journal.fork(run_id, at_seq=N)); for new work, use a new run_id.",
+            "cancelled": "A cancelled run stays cancelled. To start over, use a new run_id, "
+            "or fork it (Journal.fork(run_id, at_seq=N)).",
+        }.get(
+            status,
+            "It has not failed, so it can simply be resumed: call run() again with its run_id.",
+        )
+        super().__init__(f"Run {run_id!r} is {status}, not failed: nothing to retry. {hint}")
+
+
+class RunFinished(JournalError):
+    """The run has already finished: it cannot be cancelled."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(
+            f"Run {run_id!r} has already finished ({status}): there is nothing to cancel."
+        )
+
+
+class RunCancelled(JournalError):
+    """The run was cancelled: it runs no further, and resuming it raises this again."""
+
+    def __init__(self, run_id: str, reason: str = "") -> None:
+        self.run_id = run_id
+        self.reason = reason
+        because = f": {reason}" if reason else " (no reason given)"
+        super().__init__(
+            f"Run {run_id!r} was cancelled{because}. A cancelled run is finished: it is not "
+            "resumed or retried. To do its work anyway, start a new run_id, or fork it "
+            "(Journal.fork(run_id, at_seq=N))."
         )
 
 

@@ -26,9 +26,10 @@ import orjson
 
 from ._chain import Chain, microseconds
 
-Reason = Literal["created", "suspended", "finished", "removed", "adopted", "forked"]
+Reason = Literal["created", "suspended", "finished", "removed", "adopted", "forked", "reopened"]
 """Why an entry was written. `adopted`: the run existed before the journal kept a head;
-`forked`: a fork's copied events are in place (before it is ever resumed)."""
+`forked`: a fork's copied events are in place (before it is ever resumed); `reopened`: a
+failed run is retried in place, its failure kept in the marker event appended with it."""
 
 ZERO = "0" * 64
 """The hash entry 1 links to."""
@@ -322,6 +323,20 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
                     entry.run_id,
                     f"the head's first entry for the run says {entry.reason}, not created: "
                     "the run's row was put in the journal by hand (before the run started)",
+                )
+            )
+        if entry.reason == "reopened" and (
+            before is None
+            or before.reason not in ("finished", "adopted")
+            or before.status != "failed"
+            or entry.events <= before.events
+        ):
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    entry.run_id,
+                    "the run was reopened here, but it had not failed before (or no retry "
+                    "marker was appended): a finished run was set back",
                 )
             )
         if entry.reason == "removed" and before is not None and _removal_differs(before, entry):

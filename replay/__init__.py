@@ -4,6 +4,7 @@ Everything a workflow may do durably, in one place:
 
     step            journal a function's result (LLM call, tool, HTTP request, any await)
     run             start, resume or replay a workflow as a journaled run
+    retry           retry a failed run in place, once its cause is fixed
     journaled       journal the steps of code you do not own, inside an `async with`
     now, uuid4, random, sleep
                     journaled clock, ids, randomness and durable sleep
@@ -14,10 +15,11 @@ Everything a workflow may do durably, in one place:
     idempotency_key the `run_id:key` of the live step, stable across crash and retry
     replay_run      re-run a recorded run offline with its own workflow and inputs
     resume_run      resume an interrupted run (or a fork) with its own workflow and inputs
+    retry_run       retry a failed run in place with its own workflow and inputs
     submit, Worker  record a run for workers to start; a worker resumes runs that need it
 """
 
-from journal import RunConflict, RunLocked, RunNotFound
+from journal import RunCancelled, RunConflict, RunLocked, RunNotFailed, RunNotFound
 
 from ._determinism import now, random, signal, sleep, uuid4
 from ._errors import (
@@ -32,8 +34,8 @@ from ._errors import (
     Suspended,
 )
 from ._ordering import as_completed
-from ._rerun import replay_run, resume_run
-from ._run import JournaledRun, MissingRunId, journaled, run, run_with_summary, submit
+from ._rerun import replay_run, resume_run, retry_run
+from ._run import JournaledRun, MissingRunId, journaled, retry, run, run_with_summary, submit
 from ._session import RunSummary
 from ._steps import RetryPolicy, idempotency_key, step
 from ._timeouts import Timeout, timeout, wait_for
@@ -50,8 +52,10 @@ __all__ = [
     "OwnershipLost",
     "ReplayError",
     "RetryPolicy",
+    "RunCancelled",
     "RunConflict",
     "RunLocked",
+    "RunNotFailed",
     "RunNotFound",
     "RunOutcome",
     "RunSummary",
@@ -68,6 +72,8 @@ __all__ = [
     "random",
     "replay_run",
     "resume_run",
+    "retry",
+    "retry_run",
     "run",
     "run_with_summary",
     "signal",

@@ -93,6 +93,8 @@ async def run_child(
         if decision[5] == "cancelled":
             raise asyncio.CancelledError
         raise rebuild_error(decision[7])
+    if key in session.retried_keys:  # the parent's retry reopened this step: if the child
+        options = {**options, "retry": "if failed"}  # failed with it, it is retried too
     run_it = functools.partial(start, workflow, *args, journal=journal, kwargs=kwargs, **options)
     return await _live(session, step, decision, run_it, child_id)
 

@@ -15,6 +15,8 @@ from journal import EventKind, EventStatus
 from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow
 
 _FINISHED = frozenset({"completed", "failed", "cancelled"})
+RETRY_MARKER = "replay.retry"
+"""The name of the marker a retry appends: the failed run's tail it reopens is superseded."""
 
 
 class Recorded:
@@ -66,21 +68,35 @@ def as_recorded(entry: Recorded | EventRow) -> Recorded:
 
 def fold_rows(
     rows: Sequence[EventRow],
-) -> tuple[Sequence[EventRow], dict[str, Recorded | EventRow]]:
-    """Rows -> (the rows that count, per-key state): without fork markers and the ranges a
-    divergence or a stop superseded.
+) -> tuple[Sequence[EventRow], dict[str, Recorded | EventRow], frozenset[str]]:
+    """Rows -> (the rows that count, per-key state, keys a retry reopened): without fork
+    markers and the ranges a divergence, a stop or a retry superseded.
 
     A key with a single row (most keys: a step that never waited is one row) is kept as the
     row itself; serving it then costs no object at all. Keys with more rows become `Recorded`.
     """
     fork = EventKind.FORK.value
-    markers = [(seq, payload) for seq, _, kind, _, _, _, _, payload, _ in rows if kind == fork]
+    markers = [
+        (seq, name, payload) for seq, _, kind, name, _, _, _, payload, _ in rows if kind == fork
+    ]
+    retried: frozenset[str] = frozenset()
     if markers:
         superseded = [
             (start, seq)
-            for seq, payload in markers
+            for seq, _, payload in markers
             if (start := orjson.loads(payload or b"{}").get("superseded_from_seq")) is not None
         ]
+        if any(name == RETRY_MARKER for _, name, _ in markers):
+            retries = [
+                (orjson.loads(payload or b"{}").get("superseded_from_seq", seq), seq)
+                for seq, name, payload in markers
+                if name == RETRY_MARKER
+            ]
+            retried = frozenset(
+                row[1]
+                for row in rows
+                if row[2] != fork and any(lo <= row[0] < hi for lo, hi in retries)
+            )
         rows = [
             row
             for row in rows
@@ -98,4 +114,4 @@ def fold_rows(
             folded.apply(row)
         else:
             entry.apply(row)
-    return rows, recorded
+    return rows, recorded, retried

@@ -27,7 +27,7 @@ from pydantic import TypeAdapter
 from journal import Journal, JournalError, Run
 from journal._events import EventRow
 
-from ._run import run_with_summary
+from ._run import run_with_summary, start_run
 from ._session import Session
 from ._sitting import DEFAULT_LEASE_SECONDS, DebugOptions, debug_options
 from ._workflow import RunOutcome
@@ -206,6 +206,29 @@ async def resume_run(
             journal=journal,
             run_id=run_id,
             lease_seconds=lease_seconds,
+        )
+
+
+async def retry_run(
+    journal: Journal,
+    run_id: str,
+    *,
+    entry: str | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> RunOutcome[Any]:
+    """Retry the failed run `run_id` in place with its own workflow and inputs, as
+    `retry()` does: `journal retry RUN`. `RunNotFailed` if it has not failed."""
+    run = journal.run(run_id)
+    workflow, args, kwargs = _recorded_call(run, entry)
+    with _http_journaled_if_recorded(journal, run_id):
+        return await start_run(
+            workflow,
+            *args,
+            kwargs=kwargs,
+            journal=journal,
+            run_id=run_id,
+            lease_seconds=lease_seconds,
+            retry="failed",
         )
 
 

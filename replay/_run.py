@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from journal import (
     Journal,
     PayloadTooLarge,
     RecordedError,
     Run,
+    RunCancelled,
     RunConflict,
+    RunNotFailed,
     RunNotFound,
     RunStatus,
     ValueNotJournalable,
@@ -240,12 +242,43 @@ async def run_with_summary(
     suspend_after: float = DEFAULT_SUSPEND_AFTER,
 ) -> RunOutcome[R]:
     """Like `run`, but also returns the sitting's `RunSummary` (served / executed / ...)."""
+    return await start_run(
+        workflow,
+        *args,
+        journal=journal,
+        run_id=run_id,
+        kwargs=kwargs,
+        mode=mode,
+        on_divergence=on_divergence,
+        lease_seconds=lease_seconds,
+        suspend_after=suspend_after,
+    )
+
+
+Retry = Literal["failed", "if failed"] | None
+"""`failed`: the run must have failed, and is reopened (`retry`); `if failed`: reopened if it
+failed, else resumed (a child run whose failure its parent's retry reopened)."""
+
+
+async def start_run(
+    workflow: Callable[..., Awaitable[R]],
+    *args: Any,
+    journal: Journal,
+    run_id: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    mode: Mode = "resume",
+    on_divergence: OnDivergence = "raise",
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    suspend_after: float = DEFAULT_SUSPEND_AFTER,
+    retry: Retry = None,
+) -> RunOutcome[R]:
+    """`run_with_summary`, and the engine's own ways in: a retry, a child run."""
     _check_mode(mode, on_divergence)
     spec = spec_for(workflow)
     call_kwargs = dict(kwargs or {})
     parent = current_scope.get()
     if parent is not None:  # awaited inside a running workflow: a child run
-        options = {
+        options: dict[str, Any] = {
             "mode": parent.session.mode,
             "on_divergence": on_divergence,
             "lease_seconds": lease_seconds,
@@ -255,7 +288,7 @@ async def run_with_summary(
             parent,
             workflow,
             spec,
-            run_with_summary,
+            start_run,
             args,
             call_kwargs,
             journal=journal,
@@ -268,9 +301,12 @@ async def run_with_summary(
 
     existing = store.get_run(run_id)
     if existing is None:
-        if mode == "replay":
+        if mode == "replay" or retry == "failed":
             raise RunNotFound(
-                run_id, hint="Replay needs a recorded run; start it with mode='resume'."
+                run_id,
+                hint="Replay needs a recorded run; start it with mode='resume'."
+                if mode == "replay"
+                else "Only a recorded run that failed can be retried; run() starts a new one.",
             )
         existing = _create_run(journal, spec, run_id, inputs, inputs_fp)
         resuming = False
@@ -280,15 +316,19 @@ async def run_with_summary(
     chosen = mode == "replay" and debugging is not None and debugging.other_workflow
     if not chosen:
         _check_same(existing, spec, inputs, inputs_fp)
+    if retry == "failed" and existing.status is not RunStatus.FAILED:
+        raise RunNotFailed(run_id, existing.status.value)
+    retrying = retry is not None and existing.status is RunStatus.FAILED
 
-    if mode == "resume" and existing.status in (RunStatus.COMPLETED, RunStatus.FAILED):
+    if mode == "resume" and not retrying and existing.status in _ENDED:
         summary = RunSummary(run_id=run_id, mode=mode, already_finished=True)
         log.info("run.already_finished", run_id=run_id, status=existing.status.value)
-        if existing.status is RunStatus.FAILED:
-            raise rebuild_error(existing.error)
-        return RunOutcome(spec.codec.decode(existing.result or b"null"), summary)
+        if existing.status is RunStatus.COMPLETED:
+            return RunOutcome(spec.codec.decode(existing.result or b"null"), summary)
+        raise recorded_outcome_error(existing)
 
     sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
+    sitting.retry = retrying
     sitting.suspend_after = suspend_after
     async with sitting.open() as session:
         if session.redact is not None:  # the inputs' secrets, by parameter name
@@ -316,6 +356,62 @@ async def run_with_summary(
         summary = session.summary(result_matches_recorded=matches)
     _log_summary(summary)
     return RunOutcome(result, summary)
+
+
+_ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+def recorded_outcome_error(run: Run) -> Exception:
+    """What calling a failed or cancelled run again raises: its recorded error, with a note
+    that it is the recorded one (nothing ran) and how to retry it."""
+    if run.status is RunStatus.CANCELLED:
+        cancelled = rebuild_error(run.error)
+        if isinstance(cancelled, RunCancelled):
+            return cancelled
+        return RunCancelled(run.run_id, str(cancelled))
+    error = rebuild_error(run.error)
+    when = "" if run.finished_at is None else f" on {run.finished_at:%Y-%m-%d %H:%M:%S} UTC"
+    error.add_note(
+        f"journal-replay: this is the recorded failure of run {run.run_id!r} (it failed{when}); "
+        "nothing ran now. Once the cause is fixed, retry the run in place: "
+        f"replay.retry(workflow, ..., run_id={run.run_id!r}) or `journal retry {run.run_id}`. "
+        "Steps that completed are served; the failed step and what follows run again."
+    )
+    return error
+
+
+async def retry(
+    workflow: Callable[..., Awaitable[R]],
+    *args: Any,
+    journal: Journal,
+    run_id: str,
+    kwargs: Mapping[str, Any] | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    suspend_after: float = DEFAULT_SUSPEND_AFTER,
+) -> R:
+    """Retry the failed run `run_id` in place with the current code; return its result.
+
+    >>> report = await retry(agent, "cats", journal=j, run_id="cats-1")
+
+    Call it as the run was called (same workflow, same inputs) once the cause of the failure
+    is fixed. Every step that completed is served from the journal; the step whose failure
+    ended the run, and everything after it, runs live. The journal keeps the whole history:
+    the failed attempts stay, a marker event holds the recorded failure, and the run's chain
+    goes on through it. A step failure the workflow caught and went on from is served as it
+    was. A child run that failed with it is retried too. `RunNotFailed` if the run has not
+    failed; the CLI's `journal retry RUN` does the same with the run's recorded workflow.
+    """
+    outcome: RunOutcome[R] = await start_run(
+        workflow,
+        *args,
+        journal=journal,
+        run_id=run_id,
+        kwargs=kwargs,
+        lease_seconds=lease_seconds,
+        suspend_after=suspend_after,
+        retry="failed",
+    )
+    return outcome.result
 
 
 def _same_result(spec: WorkflowSpec, recorded: bytes, payload: bytes) -> bool:
@@ -391,6 +487,7 @@ async def journaled(
     on_divergence: OnDivergence = "raise",
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     suspend_after: float = DEFAULT_SUSPEND_AFTER,
+    retry: bool = False,
 ) -> AsyncIterator[JournaledRun]:
     """Journal every step awaited inside the block, for code you do not own.
 
@@ -400,14 +497,18 @@ async def journaled(
     Re-entering the block with the same run id after a crash serves what was recorded and
     continues live. A block that already finished is replayed: its steps are served, and a
     step it never recorded raises `FrontierReached` (use a new run id for new work).
+    `retry=True` retries a block that failed, in place, as `retry()` does for a workflow;
+    `RunNotFailed` if it has not failed.
     """
     _check_mode(mode, on_divergence)
+    if retry and mode == "replay":
+        raise ValueError("retry=True reopens a failed run to run it live; use mode='resume'")
     run_id = _run_id(run_id, resumable=True)
     store = journal.store
     existing = store.get_run(run_id)
     if existing is None:
-        if mode == "replay":
-            raise RunNotFound(run_id, hint="Replay needs a recorded run.")
+        if mode == "replay" or retry:
+            raise RunNotFound(run_id, hint="Replay and retry need a recorded run.")
         now = datetime.now(UTC)
         existing = store.create_run(
             Run(
@@ -426,9 +527,14 @@ async def journaled(
         resuming = True
     if existing.workflow is not None:
         raise RunConflict(run_id, "workflow", repr(existing.workflow), "a journaled(...) block")
-    if existing.status in (RunStatus.COMPLETED, RunStatus.FAILED):
+    if retry and existing.status is not RunStatus.FAILED:
+        raise RunNotFailed(run_id, existing.status.value)
+    if existing.status is RunStatus.CANCELLED:
+        raise recorded_outcome_error(existing)
+    if existing.status in (RunStatus.COMPLETED, RunStatus.FAILED) and not retry:
         mode = "replay"
     sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
+    sitting.retry = retry
     sitting.suspend_after = suspend_after
     async with sitting.open(enter_scope=True) as session:
         block_task = asyncio.current_task()

@@ -154,7 +154,7 @@ class Session:
         self.lock = threading.RLock()
         self.run_finished = run_finished
         """The run had finished (completed or failed) before this sitting: no crash cut it."""
-        kept, self.recorded = fold_rows(rows)
+        kept, self.recorded, self.retried_keys = fold_rows(rows)
         self.history = History(run_id, kept, loop, self.lock)
         self.history.busy = self._busy
         self.history.tasks = self.run_tasks

@@ -19,6 +19,7 @@ from types import FrameType
 from typing import Any
 
 from journal import Journal, LeaseLost, RecordedError, Run, RunStatus
+from journal._chain import Chain
 from journal._events import EventRow
 from journal.stores._ownership import new_owner
 
@@ -32,6 +33,7 @@ from ._context import (
 from ._errors import OwnershipLost, ReplayError, StepFailed, Suspended
 from ._history import engine_handles
 from ._log import get_logger
+from ._retry import reopening
 from ._session import Mode, OnDivergence, Session
 
 log = get_logger("replay")
@@ -124,6 +126,8 @@ class Sitting:
         self.suspend_after = DEFAULT_SUSPEND_AFTER
         self.root_scope: TaskScope | None = None
         """The workflow's own task scope (path `0`), once the sitting is open."""
+        self.retry = False
+        """Reopen the run first if it failed (`replay.retry`): its failed tail runs again."""
 
     @asynccontextmanager
     async def open(self, *, enter_scope: bool = False) -> AsyncIterator[Session]:
@@ -138,8 +142,10 @@ class Sitting:
             if chain is not None:
                 chain.require_same(self.run)
             owner = new_owner(self.lease_seconds)
-            store.claim(self.run_id, owner, resuming=self.resuming)
+            claimed = store.claim(self.run_id, owner, resuming=self.resuming)
             self.token = owner.token
+            if self.retry and claimed.status is RunStatus.FAILED:
+                self._reopen(claimed, chain)
             previous = self.run.owner
             log.info(
                 "run.taken_over" if previous is not None else "run.claimed",
@@ -205,6 +211,29 @@ class Sitting:
                 session.closed = True
                 # Whatever still waits for a turn (a thread the workflow let go) is let go too.
                 session.history.fail_all(asyncio.CancelledError())
+
+    def _reopen(self, failed: Run, chain: Chain | None) -> None:
+        """Retry the failed run in place: its failed tail is superseded, the run running again."""
+        store = self.journal.store
+        assert self.token is not None
+        try:
+            rows = store.read_rows(self.run_id)
+            head = ""
+            if chain is not None:
+                head = (store.last_hash(self.run_id) if rows else None) or chain.genesis(failed)
+            reopened = reopening(failed, rows, chain, head)
+            self.run = store.reopen(self.run_id, self.token, reopened.events)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                store.release(self.run_id, self.token)
+            raise
+        log.info(
+            "run.retried",
+            run_id=self.run_id,
+            keys=list(reopened.keys[:20]),
+            reopened=len(reopened.keys),
+            from_seq=reopened.cut,
+        )
 
     def _unhook(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
         """Take the engine's hooks off the loop and the thread APIs, once."""

@@ -56,6 +56,20 @@ def test_support_triage_reproduces_a_failure_and_runs_a_what_if(tmp_path: Path) 
     assert b"sk-demo-not-a-real-key" not in on_disk
 
 
+def test_retry_failed_run_serves_the_paid_call_and_keeps_the_failure(tmp_path: Path) -> None:
+    """The retry example: the failed run, retried after the fix, pays for one more LLM call
+    (not two), its history holds the failed attempt and the marker, and it verifies."""
+    db = tmp_path / "retry" / "journal.db"
+    out = run_example("retry_failed_run.py", db, timeout=60)
+    assert "failed: KeyError 'text'; LLM calls so far: 1" in out
+    assert "recorded failure of run 'cats-research'" in out
+    assert "LLM calls in all: 2" in out
+    assert re.search(r"5 +0:3 +extract_text +failed", out), out
+    assert re.search(r"6 +retry@6 +replay.retry +completed", out), out
+    assert re.search(r"7 +0:3 +extract_text +completed", out), out
+    assert "cats-research: intact (9 events, sealed)" in out
+
+
 def test_openai_agent_resumes_after_sigkill_without_paying_twice(tmp_path: Path) -> None:
     """The integration example: plain OpenAI SDK code, journaled by instrument(); after the
     kill only unanswered requests reach the API; the replay with the API gone sends none."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from .._chain import Chain
-from .._errors import LeaseLost, RunNotFound
+from .._errors import LeaseLost, RunNotFailed, RunNotFound
 from .._events import Event, EventRow, Owner, Run, RunStatus
 from .._heads import HeadEntry, Reason, genesis_of, next_entry
 from ._ownership import check_claim
@@ -109,15 +109,18 @@ class MemoryStore:
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
         with self._lock:
             self._owned(run_id, token)
-            log = self._events[run_id]
-            next_seq = log[-1].seq + 1 if log else 1
-            for offset, event in enumerate(events):
-                if event.seq != next_seq + offset:
-                    raise ValueError(
-                        f"run {run_id!r}: event seq {event.seq} appended where "
-                        f"{next_seq + offset} was expected"
-                    )
-            log.extend(events)
+            self._append_owned(run_id, events)
+
+    def _append_owned(self, run_id: str, events: Sequence[Event]) -> None:
+        log = self._events[run_id]
+        next_seq = log[-1].seq + 1 if log else 1
+        for offset, event in enumerate(events):
+            if event.seq != next_seq + offset:
+                raise ValueError(
+                    f"run {run_id!r}: event seq {event.seq} appended where "
+                    f"{next_seq + offset} was expected"
+                )
+        log.extend(events)
 
     def read_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -155,6 +158,26 @@ class MemoryStore:
             self._runs[run_id] = finished
             self._append_head(run_id, "finished")
             return finished
+
+    def reopen(self, run_id: str, token: str, events: Sequence[Event]) -> Run:
+        with self._lock:
+            run = self._owned(run_id, token)
+            if run.status is not RunStatus.FAILED:
+                raise RunNotFailed(run_id, run.status.value)
+            self._append_owned(run_id, events)
+            reopened = run.model_copy(
+                update={
+                    "status": RunStatus.RUNNING,
+                    "result": None,
+                    "error": None,
+                    "seal": None,
+                    "finished_at": None,
+                    "updated_at": datetime.now(UTC),
+                }
+            )
+            self._runs[run_id] = reopened
+            self._append_head(run_id, "reopened")
+            return reopened
 
     def count_events(self, run_id: str) -> int:
         return len(self._events.get(run_id, ()))

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .._chain import Chain
-from .._errors import JournalUnavailable, LeaseLost, RunNotFound
+from .._errors import JournalUnavailable, LeaseLost, RunNotFailed, RunNotFound
 from .._events import (
     KIND_BY_VALUE,
     STATUS_BY_VALUE,
@@ -304,43 +304,69 @@ class PostgresStore:
         assert finished is not None
         return finished
 
+    @_named
+    def reopen(self, run_id: str, token: str, events: Sequence[Event]) -> Run:
+        with self._transaction() as cur:
+            run = self._select_run(cur, run_id, " FOR UPDATE")
+            if run is None:
+                raise RunNotFound(run_id)
+            if run.owner is None or run.owner.token != token:
+                raise LeaseLost(run_id)
+            if run.status is not RunStatus.FAILED:
+                raise RunNotFailed(run_id, run.status.value)
+            self._insert_events(cur, run_id, token, events)
+            cur.execute(
+                f"UPDATE {self.schema}.runs SET status = 'running', result = NULL, error = NULL,"
+                " seal = NULL, finished_at = NULL, updated_at = %s WHERE run_id = %s",
+                (datetime.now(UTC), run_id),
+            )
+            self._append_head(cur, run_id, "reopened")
+            reopened = self._select_run(cur, run_id)
+        assert reopened is not None
+        return reopened
+
     # -- events -------------------------------------------------------------------------------
 
     @_named
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
+        with self._transaction() as cur:
+            self._insert_events(cur, run_id, token, events)
+
+    def _insert_events(
+        self, cur: psycopg.Cursor[Any], run_id: str, token: str, events: Sequence[Event]
+    ) -> None:
         # Each row is inserted only while `token` owns the run, checked under a share lock on
         # the run row: a claim (FOR UPDATE) waits for this transaction, or this one sees the
         # new owner and inserts nothing. One statement per row, no extra round trip.
-        with self._transaction() as cur:
-            cur.executemany(
-                f"WITH fence AS (SELECT 1 FROM {self.schema}.runs"
-                " WHERE run_id = %s AND owner_token = %s FOR SHARE)"
-                f" INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
-                " status, attempt, payload, created_at, args, prev_hash, hash)"
-                " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM fence",
-                [
-                    (
-                        run_id,
-                        token,
-                        run_id,
-                        e.seq,
-                        e.key,
-                        e.kind.value,
-                        e.name,
-                        e.fingerprint,
-                        e.status.value,
-                        e.attempt,
-                        e.payload,
-                        e.created_at,
-                        e.args,
-                        e.prev_hash,
-                        e.hash,
-                    )
-                    for e in events
-                ],
-            )
-            if cur.rowcount != len(events):
-                raise LeaseLost(run_id)  # the transaction rolls back: nothing half-written
+        cur.executemany(
+            f"WITH fence AS (SELECT 1 FROM {self.schema}.runs"
+            " WHERE run_id = %s AND owner_token = %s FOR SHARE)"
+            f" INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
+            " status, attempt, payload, created_at, args, prev_hash, hash)"
+            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM fence",
+            [
+                (
+                    run_id,
+                    token,
+                    run_id,
+                    e.seq,
+                    e.key,
+                    e.kind.value,
+                    e.name,
+                    e.fingerprint,
+                    e.status.value,
+                    e.attempt,
+                    e.payload,
+                    e.created_at,
+                    e.args,
+                    e.prev_hash,
+                    e.hash,
+                )
+                for e in events
+            ],
+        )
+        if cur.rowcount != len(events):
+            raise LeaseLost(run_id)  # the transaction rolls back: nothing half-written
 
     @_named
     def read_events(

@@ -90,6 +90,14 @@ class JournalStore(Protocol):
         not the owner."""
         ...
 
+    def reopen(self, run_id: str, token: str, events: Sequence[Event]) -> Run:
+        """Retry a failed run in place: append `events` (the retry's marker, and rows it
+        carries past the marker) and make the run `running` again, its outcome cleared, in one
+        transaction with a `reopened` head entry. `LeaseLost` if `token` does not own it,
+        `RunNotFailed` if it is not failed. The failure stays in the journal: the marker holds
+        it, chained."""
+        ...
+
     def count_events(self, run_id: str) -> int:
         """How many events the run has, without reading them (progress bars, listings)."""
         ...

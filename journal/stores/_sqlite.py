@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._chain import Chain
-from .._errors import LeaseLost, RunNotFound
+from .._errors import LeaseLost, RunNotFailed, RunNotFound
 from .._events import (
     KIND_BY_VALUE,
     STATUS_BY_VALUE,
@@ -48,6 +48,27 @@ _INSERT_EVENT = (
     " created_at, args, prev_hash, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
     " WHERE (SELECT owner_token FROM runs WHERE run_id = ?) = ?"
 )
+
+
+def _event_row(run_id: str, token: str, event: Event) -> tuple[Any, ...]:
+    """`_INSERT_EVENT`'s parameters: the event, inserted only while `token` owns the run."""
+    return (
+        run_id,
+        event.seq,
+        event.key,
+        event.kind.value,
+        event.name,
+        event.fingerprint,
+        event.status.value,
+        event.attempt,
+        event.payload,
+        event.created_at.timestamp(),
+        event.args,
+        event.prev_hash,
+        event.hash,
+        run_id,
+        token,
+    )
 
 
 def _ts(moment: datetime) -> float:
@@ -243,30 +264,36 @@ class SQLiteStore:
         assert finished is not None
         return finished
 
+    @_named
+    def reopen(self, run_id: str, token: str, events: Sequence[Event]) -> Run:
+        with self._lock, self._transaction() as conn:
+            run = self._select_run(run_id)
+            if run is None:
+                raise RunNotFound(run_id)
+            if run.owner is None or run.owner.token != token:
+                raise LeaseLost(run_id)
+            if run.status is not RunStatus.FAILED:
+                raise RunNotFailed(run_id, run.status.value)
+            inserted = conn.executemany(
+                _INSERT_EVENT, [_event_row(run_id, token, event) for event in events]
+            ).rowcount
+            if inserted != len(events):
+                raise LeaseLost(run_id)
+            conn.execute(
+                "UPDATE runs SET status = 'running', result = NULL, error = NULL, seal = NULL,"
+                " finished_at = NULL, updated_at = ? WHERE run_id = ?",
+                (_ts(datetime.now(UTC)), run_id),
+            )
+            self._append_head(run_id, "reopened")
+            reopened = self._select_run(run_id)
+        assert reopened is not None
+        return reopened
+
     # -- events -------------------------------------------------------------------------------
 
     @_named
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
-        rows = [
-            (
-                run_id,
-                event.seq,
-                event.key,
-                event.kind.value,
-                event.name,
-                event.fingerprint,
-                event.status.value,
-                event.attempt,
-                event.payload,
-                event.created_at.timestamp(),
-                event.args,
-                event.prev_hash,
-                event.hash,
-                run_id,
-                token,
-            )
-            for event in events
-        ]
+        rows = [_event_row(run_id, token, event) for event in events]
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN")

@@ -128,6 +128,11 @@ _PYTHON_HINTS = (
         "live from here",
         "or fork the run before this step (`journal fork RUN --at SEQ`) and resume the fork",
     ),
+    ("fork it (Journal.fork(run_id, at_seq=N))", "fork it (`journal fork RUN --at SEQ`)"),
+    (
+        "it can simply be resumed: call run() again with its run_id.",
+        "it can simply be resumed: `journal resume RUN`.",
+    ),
 )
 """Hints the library words for Python callers, and how the CLI says the same."""
 

@@ -1,4 +1,5 @@
-"""Commands that re-run: `journal replay`, `journal resume`, `journal fork`, `journal worker`."""
+"""Commands that re-run: `journal replay`, `journal resume`, `journal retry`, `journal fork`,
+`journal worker`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, NoReturn
 
 import orjson
@@ -17,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from journal import JournalError, RunStatus
 
 from .._errors import FrontierReached, NonDeterminismError, Suspended
-from .._rerun import replay_run, resume_run
+from .._rerun import replay_run, resume_run, retry_run
 from .._session import RunSummary
 from .._worker import Worker, WorkerStats
 from .._workflow import RunOutcome
@@ -165,10 +167,35 @@ def resume_command(
 ) -> None:
     """Resume an interrupted run (or a fork) in this process: recorded steps are served, the
     rest runs live and is journaled. A finished run prints its recorded result."""
+    _live(run_id, db, entry, as_json, resume_run)
+
+
+@app.command("retry")
+def retry_command(
+    run_id: Annotated[str, typer.Argument(help="The failed run to retry.", show_default=False)],
+    db: DbOption = None,
+    entry: EntryOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Retry a failed run in place, with the code as it is now: steps that completed are
+    served, the step whose failure ended the run and everything after it run live. The
+    journal keeps the failure and the failed attempts; the run's chain goes on."""
+    _live(run_id, db, entry, as_json, retry_run)
+
+
+def _live(
+    run_id: str,
+    db: str | None,
+    entry: str | None,
+    as_json: bool,
+    start: Callable[..., Coroutine[Any, Any, RunOutcome[Any]]],
+) -> None:
+    """Resume or retry `run_id` here, and print how it ended."""
     _importable_from_here()
     with open_journal(db, writing=True) as journal:
+        before = journal.run(run_id) if start is resume_run else None
         try:
-            outcome = asyncio.run(resume_run(journal, run_id, entry=entry))
+            outcome = asyncio.run(start(journal, run_id, entry=entry))
         except JournalError as exc:
             fail(str(exc))
         except Suspended as waiting:
@@ -179,8 +206,17 @@ def resume_command(
             return
         except Exception as exc:
             failure = f"{type(exc).__name__}: {exc}"
+            earlier = before is not None and before.status is RunStatus.FAILED
             if as_json:
-                print_json({"run_id": run_id, "status": "failed", "detail": failure})
+                print_json(
+                    {"run_id": run_id, "status": "failed", "detail": failure, "recorded": earlier}
+                )
+            elif earlier:
+                error_console().print(
+                    f"[bold red]the run failed before:[/] {escape(failure)} (its recorded "
+                    "failure; nothing ran). Once the cause is fixed, retry it in place: "
+                    f"`journal retry {escape(run_id)}`."
+                )
             else:
                 error_console().print(
                     f"[bold red]the run failed:[/] {escape(failure)} (recorded in the journal; "
