@@ -16,11 +16,13 @@ Everything a workflow may do durably, in one place:
     replay_run      re-run a recorded run offline with its own workflow and inputs
     resume_run      resume an interrupted run (or a fork) with its own workflow and inputs
     retry_run       retry a failed run in place with its own workflow and inputs
+    cancel          end a run that should not go on: it is cancelled, or its owner stops it
     submit, Worker  record a run for workers to start; a worker resumes runs that need it
 """
 
 from journal import RunCancelled, RunConflict, RunLocked, RunNotFailed, RunNotFound
 
+from ._cancel import cancel
 from ._determinism import now, random, signal, sleep, uuid4
 from ._errors import (
     FrontierReached,
@@ -66,6 +68,7 @@ __all__ = [
     "Worker",
     "WorkerStats",
     "as_completed",
+    "cancel",
     "idempotency_key",
     "journaled",
     "now",

@@ -31,10 +31,10 @@ from journal import (
 )
 
 from ._context import TaskScope, current_scope, live_step_key
+from ._engine_signals import child_signal
 from ._errors import NotJournalable, Suspended
 from ._history import Turn
 from ._session import LivePlan, RunSummary, Session, rebuild_error
-from ._sitting import child_signal
 from ._steps import as_replayed_error, step_stopped
 from ._workflow import RunOutcome, WorkflowSpec
 

@@ -41,6 +41,7 @@ from journal import (
     JournalStore,
     PayloadTooLarge,
     RecordedError,
+    RunCancelled,
 )
 from journal._chain import Chain
 from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow
@@ -197,6 +198,8 @@ class Session:
         self.break_at: str | None = None
         """Replay debugging: the step key at which `on_break` is called when it is served."""
         self.on_break: Callable[[FrameType, str, EventRow], None] | None = None
+        self.cancelled_run: RunCancelled | None = None
+        """Replaying a run that was cancelled: where the journal ends, the cancellation hit."""
         self.stopping: BaseException | None = None
         """Why the sitting stops; from then on a step call raises it again."""
         self.closed = False
@@ -323,6 +326,10 @@ class Session:
                 self.history.ask(key, entry.rows)
                 self.served += 1
                 return Turn(entry.rows[-1], -1)
+            if self.mode == "replay" and self.cancelled_run is not None:
+                # Live, the run was cancelled here: the replay stops the same way.
+                self.stop(self.cancelled_run)
+                raise asyncio.CancelledError()
             if self.mode == "replay" and not self.allow_live:
                 error = FrontierReached(
                     self.run_id, key, spec.name, self._unfinished(entry), self._nearest(key)
@@ -567,7 +574,7 @@ class Session:
             if self.stopping is not None:
                 return
             self.stopping = reason
-            self.history.fail_all(reason)
+            self.history.fail_all(self.stop_signal())
             if isinstance(reason, KeyboardInterrupt | SystemExit) and (
                 threading.get_ident() == self.loop_thread
             ):
@@ -590,8 +597,8 @@ class Session:
     def stop_signal(self) -> BaseException:
         """What a step called after the stop raises: the stop itself (a fresh CancelledError)."""
         reason = self.stopping
-        if reason is None or isinstance(reason, asyncio.CancelledError):
-            return asyncio.CancelledError()
+        if reason is None or isinstance(reason, asyncio.CancelledError | RunCancelled):
+            return asyncio.CancelledError()  # a cancelled run: its code sees a cancellation
         return reason
 
     async def close_tasks(self, *, normally: bool) -> None:

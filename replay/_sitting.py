@@ -18,11 +18,12 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from journal import Journal, LeaseLost, RecordedError, Run, RunStatus
+from journal import Journal, LeaseLost, RecordedError, Run, RunCancelled, RunStatus
 from journal._chain import Chain
 from journal._events import EventRow
 from journal.stores._ownership import new_owner
 
+from ._cancel import finish_cancelled
 from ._context import (
     TaskScope,
     current_scope,
@@ -30,6 +31,7 @@ from ._context import (
     restore_pools,
     uninstall_task_factory,
 )
+from ._engine_signals import cancel_requested, wake_parent
 from ._errors import OwnershipLost, ReplayError, StepFailed, Suspended
 from ._history import engine_handles
 from ._log import get_logger
@@ -61,11 +63,6 @@ debug_options: contextvars.ContextVar[DebugOptions | None] = contextvars.Context
 )
 
 
-def child_signal(child_id: str) -> str:
-    """The signal a parent run waits for while its child run `child_id` is not finished."""
-    return f"replay.child:{child_id}"
-
-
 class _Heartbeat:
     """Renews the lease every third of it, from loop callbacks the engine owns: no task, so it
     takes no step key, and its timer does not count as the workflow waiting on something."""
@@ -93,6 +90,15 @@ class _Heartbeat:
             session.write_error = LeaseLost(session.run_id)
             log.warning("run.ownership_lost", run_id=session.run_id)
             return
+        if session.stopping is None:
+            try:
+                reason = cancel_requested(session.store, session.run_id)
+            except Exception as exc:  # unreachable for now: look again next time
+                log.warning("run.cancel_check_failed", run_id=session.run_id, error=str(exc))
+                reason = None
+            if reason is not None:
+                log.info("run.cancelling", run_id=session.run_id, reason=reason)
+                session.stop(RunCancelled(session.run_id, reason))
         self._schedule()
 
     def cancel(self) -> None:
@@ -144,6 +150,8 @@ class Sitting:
             owner = new_owner(self.lease_seconds)
             claimed = store.claim(self.run_id, owner, resuming=self.resuming)
             self.token = owner.token
+            if self.resuming:
+                self._cancel_if_requested(claimed)
             if self.retry and claimed.status is RunStatus.FAILED:
                 self._reopen(claimed, chain)
             previous = self.run.owner
@@ -178,6 +186,8 @@ class Sitting:
             run_finished=self.run.status in (RunStatus.COMPLETED, RunStatus.FAILED),
         )
         session.suspend_after = self.suspend_after
+        if self.mode == "replay" and self.run.status is RunStatus.CANCELLED:
+            session.cancelled_run = _recorded_cancellation(self.run)
         debugging = debug_options.get()
         if debugging is not None and self.mode == "replay":
             session.allow_live = debugging.allow_live
@@ -211,6 +221,22 @@ class Sitting:
                 session.closed = True
                 # Whatever still waits for a turn (a thread the workflow let go) is let go too.
                 session.history.fail_all(asyncio.CancelledError())
+
+    def _cancel_if_requested(self, claimed: Run) -> None:
+        """Its cancellation was asked for while another process owned it (which died first):
+        it is finished cancelled now, and nothing runs."""
+        reason = cancel_requested(self.journal.store, self.run_id)
+        if reason is None or claimed.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+            return
+        assert self.token is not None
+        try:
+            finish_cancelled(self.journal, claimed, self.token, reason)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.journal.store.release(self.run_id, self.token)
+            raise
+        self.finished = True
+        raise RunCancelled(self.run_id, reason)
 
     def _reopen(self, failed: Run, chain: Chain | None) -> None:
         """Retry the failed run in place: its failed tail is superseded, the run running again."""
@@ -321,19 +347,17 @@ class Sitting:
             session.write_error = exc
             raise OwnershipLost(str(exc)) from exc
         self.finished = True
-        self._wake_parent()
+        wake_parent(self.journal, self.run)
 
-    def _wake_parent(self) -> None:
-        """A child run finished: a parent left waiting for it becomes due."""
-        parent_id = self.run.parent_run_id
-        if parent_id is None or self.run.fork_seq is not None:
-            return
-        store = self.journal.store
-        parent = store.get_run(parent_id)
-        name = child_signal(self.run_id)
-        if parent is not None and parent.status is RunStatus.WAITING and parent.waiting_for == name:
-            store.send_signal(parent_id, name, b"null")
-            log.info("run.parent_woken", run_id=self.run_id, parent_run_id=parent_id)
+
+def _recorded_cancellation(run: Run) -> RunCancelled:
+    """The cancellation a cancelled run recorded as its error."""
+    try:
+        recorded = RecordedError.decode(run.error or b"")
+    except ValueError:
+        return RunCancelled(run.run_id)
+    reason = (recorded.attributes or {}).get("reason")
+    return RunCancelled(run.run_id, reason if isinstance(reason, str) else "")
 
 
 async def workflow_body(session: Session, workflow: Coroutine[Any, Any, Any]) -> Any:
@@ -442,3 +466,8 @@ async def end_stopped(sitting: Sitting, session: Session, stop: BaseException) -
     await session.close_tasks(normally=False)
     if isinstance(stop, Suspended):
         sitting.suspend(session, stop)
+    elif isinstance(stop, RunCancelled) and sitting.run.status is not RunStatus.CANCELLED:
+        sitting.finish(
+            session, RunStatus.CANCELLED, error=RecordedError.from_exception(stop).encode()
+        )
+        log.info("run.cancelled", run_id=session.run_id, reason=stop.reason)

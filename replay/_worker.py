@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from journal import Journal, JournalError, Run, RunLocked
+from journal import Journal, JournalError, Run, RunCancelled, RunLocked
 
 from ._errors import ReplayError, Suspended
 from ._log import get_logger
@@ -31,10 +31,13 @@ log = get_logger("replay.worker")
 
 @dataclass
 class WorkerStats:
-    """What a worker did: runs it finished, failed, could not claim, or could not import."""
+    """What a worker did: runs it finished, failed, saw cancelled, could not claim, or could
+    not import."""
 
     completed: int = 0
     failed: int = 0
+    cancelled: int = 0
+    """Runs whose cancellation was asked while they ran, or before this worker claimed them."""
     locked: int = 0
     skipped: int = 0
     suspended: int = 0
@@ -145,6 +148,10 @@ class Worker:
             # Code that no longer reproduces the run (or is gone) needs a person, not a retry.
             self._skip(run, f"{type(exc).__name__}: {exc}")
             return 0
+        except RunCancelled as cancelled:
+            self.stats.cancelled += 1
+            log.info("worker.run_cancelled", run_id=run.run_id, reason=cancelled.reason)
+            return 1
         except JournalError:
             raise
         except Exception as exc:  # the workflow failed: recorded as such in the journal

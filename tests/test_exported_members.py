@@ -33,6 +33,7 @@ def test_replay_exports() -> None:
             "RunSummary",
             "StepFailed",
             "as_completed",
+            "cancel",
             "idempotency_key",
             "journaled",
             "now",

@@ -9,11 +9,21 @@ bad value for an option); 2 bad usage (unknown option, missing argument); 3 the 
 from ._app import app
 
 # isort: off
-from . import _inspecting, _debugging, _auditing  # registration order is `journal --help` order
+from . import (
+    _inspecting,
+    _debugging,
+    _operating,
+    _auditing,
+)  # registration order is `journal --help` order
 # isort: on
 
 __all__ = ["app", "main"]
-_COMMAND_MODULES = (_auditing, _debugging, _inspecting)  # imported for their @app.command
+_COMMAND_MODULES = (
+    _auditing,
+    _debugging,
+    _inspecting,
+    _operating,
+)  # imported for their @app.command
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from journal import JournalError, RunStatus
+from journal import JournalError, RunCancelled, RunStatus
 
 from .._errors import FrontierReached, NonDeterminismError, Suspended
 from .._rerun import replay_run, resume_run, retry_run
@@ -115,6 +115,14 @@ def replay_command(
             outcome = _replay_with_progress(journal, run_id, entry, allow_live, break_at)
         except (NonDeterminismError, FrontierReached) as exc:
             differs(str(exc))
+        except RunCancelled as exc:  # the replay reached where the run was cancelled
+            if journal.run(run_id).status is not RunStatus.CANCELLED:
+                differs(f"the replay was cancelled, the recording was not: {exc}")
+            if as_json:
+                print_json(_replayed(run_id, True, f"the recorded cancellation: {exc.reason}"))
+            else:
+                out.print(f"reproduced up to where the run was cancelled: {exc.reason or '-'}")
+            return
         except JournalError as exc:
             fail(str(exc))
         except Exception as exc:  # the workflow failed where the recording did not
@@ -357,45 +365,3 @@ async def _work(worker: Worker, once: bool) -> WorkerStats:
         await worker.run_once()
         return worker.stats
     return await worker.run()
-
-
-@app.command("signal")
-def signal_command(
-    run_id: Annotated[str, typer.Argument(help="The run to send to.", show_default=False)],
-    name: Annotated[str, typer.Argument(help="The signal's name.", show_default=False)],
-    value: Annotated[str, typer.Argument(help='The value, as JSON: true, 42, "text", {"ok": 1}.')],
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Send input to a run (a person's approval, an answer): a run waiting for NAME becomes
-    due and a worker continues it; a run that has not asked yet keeps it until it does."""
-    try:
-        parsed = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise typer.BadParameter(
-            f"{value!r} is not JSON ({exc}); a string needs quotes: '\"approved\"'"
-        ) from exc
-    with open_journal(db, writing=True) as journal:
-        try:
-            number = journal.signal(run_id, name, parsed)
-            run = journal.run(run_id)
-        except JournalError as exc:
-            fail(str(exc))
-    due = run.status.value == "waiting" and run.waiting_for == name
-    if as_json:
-        print_json(
-            {
-                "run_id": run_id,
-                "name": name,
-                "number": number,
-                "due": due,
-                "status": run.status.value,
-            }
-        )
-        return
-    state = (
-        "it was waiting for it and is due now"
-        if due
-        else f"kept until the run asks for it (the run is {run.status.value})"
-    )
-    console().print(f"signal {escape(name)} #{number} sent to {escape(run_id)}: {state}")
