@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ log = get_logger("replay")
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_SUSPEND_AFTER = 60.0
 """A durable sleep longer than this suspends the run instead of keeping the process."""
+CANCEL_CHECK_SECONDS = 2.0
+"""How often the owner of a run looks for a request to cancel it (one small read)."""
 
 
 @dataclass(frozen=True)
@@ -64,31 +67,26 @@ debug_options: contextvars.ContextVar[DebugOptions | None] = contextvars.Context
 
 
 class _Heartbeat:
-    """Renews the lease every third of it, from loop callbacks the engine owns: no task, so it
-    takes no step key, and its timer does not count as the workflow waiting on something."""
+    """Renews the lease every third of it, and looks for a cancellation request every few
+    seconds, from loop callbacks the engine owns: no task, so it takes no step key, and its
+    timer does not count as the workflow waiting on something."""
 
     def __init__(self, session: Session, token: str, lease_seconds: float) -> None:
         self.session = session
         self.token = token
         self.lease_seconds = lease_seconds
+        self.every = min(lease_seconds / 3, CANCEL_CHECK_SECONDS)
+        self.renew_at = time.monotonic() + lease_seconds / 3 - self.every / 2
         self.handle: asyncio.TimerHandle | None = None
         self._schedule()
 
     def _schedule(self) -> None:
-        self.handle = self.session.loop.call_later(self.lease_seconds / 3, self._beat)
+        self.handle = self.session.loop.call_later(self.every, self._beat)
         engine_handles.add(self.handle)
 
     def _beat(self) -> None:
         session = self.session
-        expires = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
-        try:
-            owned = session.store.heartbeat(session.run_id, self.token, expires)
-        except Exception as exc:  # the store is unreachable for now: try again next time
-            log.warning("run.heartbeat_failed", run_id=session.run_id, error=str(exc))
-            owned = True
-        if not owned:
-            session.write_error = LeaseLost(session.run_id)
-            log.warning("run.ownership_lost", run_id=session.run_id)
+        if time.monotonic() >= self.renew_at and not self._renewed():
             return
         if session.stopping is None:
             try:
@@ -100,6 +98,21 @@ class _Heartbeat:
                 log.info("run.cancelling", run_id=session.run_id, reason=reason)
                 session.stop(RunCancelled(session.run_id, reason))
         self._schedule()
+
+    def _renewed(self) -> bool:
+        """Extend the lease; False if the run is no longer this process's."""
+        session = self.session
+        self.renew_at = time.monotonic() + self.lease_seconds / 3 - self.every / 2
+        expires = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
+        try:
+            owned = session.store.heartbeat(session.run_id, self.token, expires)
+        except Exception as exc:  # the store is unreachable for now: try again next time
+            log.warning("run.heartbeat_failed", run_id=session.run_id, error=str(exc))
+            owned = True
+        if not owned:
+            session.write_error = LeaseLost(session.run_id)
+            log.warning("run.ownership_lost", run_id=session.run_id)
+        return owned
 
     def cancel(self) -> None:
         if self.handle is not None:
