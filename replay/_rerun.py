@@ -24,9 +24,10 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
-from journal import Journal, JournalError, Run
+from journal import Journal, JournalError, Run, RunNotFailed, RunStatus
 from journal._events import EventRow
 
+from ._blocks import BlockCall, block_call, recorded_holder
 from ._run import run_with_summary, start_run
 from ._session import Session
 from ._sitting import DEFAULT_LEASE_SECONDS, DebugOptions, debug_options
@@ -153,7 +154,9 @@ async def replay_run(
     `progress(served, recorded_steps)` is called about ten times a second, and at the end.
     """
     run = journal.run(run_id)
-    workflow, args, kwargs = _recorded_call(run, entry)
+    holder = _holder(run, entry)
+    if holder is None:
+        workflow, args, kwargs = _recorded_call(run, entry)
     sessions: list[Session] = []
     options = DebugOptions(allow_live, break_at, on_break, sessions.append, entry is not None)
     token = debug_options.set(options)
@@ -162,6 +165,10 @@ async def replay_run(
         reporter = asyncio.get_running_loop().create_task(_report(sessions, progress))
     try:
         with _http_journaled_if_recorded(journal, run_id):
+            if holder is not None:
+                return await _call_holder(
+                    journal, run_id, holder, BlockCall(run_id, journal, "replay")
+                )
             return await run_with_summary(
                 workflow, *args, kwargs=kwargs, journal=journal, run_id=run_id, mode="replay"
             )
@@ -197,6 +204,10 @@ async def resume_run(
     A finished run returns its recorded outcome without running anything.
     """
     run = journal.run(run_id)
+    holder = _holder(run, entry)
+    if holder is not None:
+        with _http_journaled_if_recorded(journal, run_id):
+            return await _call_holder(journal, run_id, holder, BlockCall(run_id, journal, "resume"))
     workflow, args, kwargs = _recorded_call(run, entry)
     with _http_journaled_if_recorded(journal, run_id):
         return await run_with_summary(
@@ -219,6 +230,13 @@ async def retry_run(
     """Retry the failed run `run_id` in place with its own workflow and inputs, as
     `retry()` does: `journal retry RUN`. `RunNotFailed` if it has not failed."""
     run = journal.run(run_id)
+    holder = _holder(run, entry)
+    if holder is not None:
+        if run.status is not RunStatus.FAILED:
+            raise RunNotFailed(run_id, run.status.value)
+        call = BlockCall(run_id, journal, "resume", retry=True)
+        with _http_journaled_if_recorded(journal, run_id):
+            return await _call_holder(journal, run_id, holder, call)
     workflow, args, kwargs = _recorded_call(run, entry)
     with _http_journaled_if_recorded(journal, run_id):
         return await start_run(
@@ -256,6 +274,42 @@ def _http_journaled_if_recorded(journal: Journal, run_id: str) -> Iterator[None]
     finally:
         if not already:
             uninstrument()
+
+
+def _holder(run: Run, entry: str | None) -> str | None:
+    """For a run recorded by a `journaled(...)` block, with no `entry` given: the recorded
+    function that holds the block, to be called again."""
+    if run.workflow is not None or entry is not None:
+        return None
+    holder = recorded_holder(run)
+    if holder is None:
+        raise WorkflowNotFound(
+            f"run {run.run_id!r} was recorded by a journaled(...) block inside a function that "
+            "cannot be called again as it is (it takes arguments, or is defined inside another "
+            "function), or by a version that did not record it. Fix: pass --entry "
+            "module:function (Python: entry=...) naming an async function without arguments "
+            "that runs the block's body."
+        )
+    return holder
+
+
+async def _call_holder(
+    journal: Journal, run_id: str, holder: str, call: BlockCall
+) -> RunOutcome[Any]:
+    """Call the function that holds the run's block; its block re-enters the recorded run."""
+    function = load_workflow(holder)
+    token = block_call.set(call)
+    try:
+        await function()
+    finally:
+        block_call.reset(token)
+    if not call.entered or call.summary is None:
+        raise WorkflowNotFound(
+            f"{holder} returned without entering the journaled(...) block of run {run_id!r}: "
+            "nothing was replayed. Fix: pass --entry module:function naming the function that "
+            "enters it."
+        )
+    return RunOutcome(None, call.summary)
 
 
 def _recorded_call(

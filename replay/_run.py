@@ -28,6 +28,7 @@ from journal import (
     fingerprint,
 )
 
+from ._blocks import block_call, holder_here, refuse_other_run
 from ._context import current_scope, engine_task
 from ._errors import NotJournalable
 from ._log import get_logger
@@ -296,6 +297,7 @@ async def start_run(
             options=options,
         )
     run_id = _run_id(run_id, resumable=True)
+    refuse_other_run(run_id)
     inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs, run_id)
     store = journal.store
 
@@ -504,18 +506,25 @@ async def journaled(
     if retry and mode == "replay":
         raise ValueError("retry=True reopens a failed run to run it live; use mode='resume'")
     run_id = _run_id(run_id, resumable=True)
+    again = block_call.get()
+    if again is not None:  # `journal replay|resume|retry` called the block's holder again
+        refuse_other_run(run_id)
+        again.entered = True
+        journal, mode, retry = again.journal, again.mode, again.retry or retry
     store = journal.store
     existing = store.get_run(run_id)
     if existing is None:
         if mode == "replay" or retry:
             raise RunNotFound(run_id, hint="Replay and retry need a recorded run.")
         now = datetime.now(UTC)
+        holder = holder_here()
+        inputs = None if holder is None else canonical_json({"block": holder})
         existing = store.create_run(
             Run(
                 run_id=run_id,
                 workflow=None,
-                inputs=None,
-                inputs_fingerprint=None,
+                inputs=inputs,
+                inputs_fingerprint=None if inputs is None else fingerprint("inputs", inputs),
                 status=RunStatus.RUNNING,
                 created_at=now,
                 updated_at=now,
@@ -570,4 +579,6 @@ async def journaled(
         await session.close_tasks(normally=True)
         sitting.finish(session, RunStatus.COMPLETED)
         handle.summary = session.summary()
+        if again is not None:
+            again.summary = handle.summary
     _log_summary(handle.summary)
