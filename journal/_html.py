@@ -94,6 +94,7 @@ def write_html_timeline(
         '<div id="rows"><div id="labels"></div><div id="plot"></div></div>\n'
         "</div></div>\n"
         '<aside id="detail" aria-live="polite"></aside>\n</main>\n'
+        f"<script>\n{_asset('traceback.js')}</script>\n"
         f"<script>\n{_asset('timeline.js')}</script>\n</body>\n</html>\n"
     )
 
@@ -153,12 +154,19 @@ def _toolbar() -> str:
         '<span><i class="swatch k-step s-retrying"></i>retrying</span>'
         '<span><i class="swatch k-step s-failed"></i>failed</span>'
         '<span><i class="swatch k-step s-open"></i>no outcome (interrupted)</span>'
-        '<span><i class="swatch k-step superseded"></i>superseded by a fork</span>'
+        '<span><i class="swatch k-step superseded"></i>superseded by a fork or retry</span>'
+        '<span><i class="swatch resume-swatch"></i>resumed after a crash</span>'
+    )
+    finding = (
+        '<div class="finding"><button id="first-failure" type="button">First failure</button>'
+        '<label>kind <select id="filter-kind"><option value="">all</option></select></label>'
+        '<label>status <select id="filter-status"><option value="">all</option></select></label>'
+        '<span id="filter-count"></span></div>'
     )
     return (
         '<div id="toolbar"><div class="legend">'
         f'{kinds}<span class="sep"></span>{marks}</div>'
-        '<span id="summary"></span>'
+        f'{finding}<span id="summary"></span>'
         '<div class="zoom"><button id="show-run" type="button">Run details</button>'
         '<button id="zoom-out" type="button" title="Zoom out (Ctrl+wheel)">&minus;</button>'
         '<button id="zoom-fit" type="button">Fit</button>'

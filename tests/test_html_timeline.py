@@ -202,7 +202,8 @@ def test_payload_text_cannot_break_out_of_the_script() -> None:
     events[5]["name"] = HOSTILE
     page = _page(_run(run_id=HOSTILE), events)
     lowered = page.lower()
-    assert lowered.count("<script") == lowered.count("</script") == 4  # rows, run, meta, app
+    # rows, run, meta, the traceback view, the app
+    assert lowered.count("<script") == lowered.count("</script") == 5
     assert "<!--" not in page
     assert "\u2028" not in page and "\u2029" not in page
     assert page.isascii()
@@ -484,3 +485,137 @@ def test_llm_usage_recorded_by_the_integrations_is_shown(
     browser.find_element(By.CSS_SELECTOR, f".bar[data-key='{llm_done['key']}']").click()
     detail = browser.find_element(By.ID, "detail").text
     assert "gpt-4o-mini" in detail and "12 in, 5 out" in detail and "stop" in detail
+
+
+# -- finding one's way in an incident: first failure, filters, sittings, tracebacks ----------------
+
+
+def crashed_and_retried_events() -> list[dict[str, Any]]:
+    """A run that crashed with two steps in flight, was resumed (both ran again), failed, and
+    was retried in place: 0:3 failed, a retry marker, 0:3 again."""
+    e = _Events()
+    e.add(0, "0:1", "llm", "plan", "started", _call("agent.py:10", prompt="plan"))
+    e.add(50, "0/1:1", "tool", "fetch", "started", _call("agent.py:12", url="a"))
+    e.add(51, "0/2:1", "tool", "fetch", "started", _call("agent.py:12", url="b"))
+    # the process was killed here; a later one resumed the run
+    e.add(4000, "0/1:1", "tool", "fetch", "started", _call("agent.py:12", url="a"), attempt=2)
+    e.add(4001, "0/2:1", "tool", "fetch", "started", _call("agent.py:12", url="b"), attempt=2)
+    e.add(4100, "0/1:1", "tool", "fetch", "completed", '"A"', attempt=2)
+    e.add(4120, "0/2:1", "tool", "fetch", "completed", '"B"', attempt=2)
+    e.add(4200, "0:3", "tool", "parse", "failed", _library_error(), args=_call("agent.py:20"))
+    retry = json.dumps({"superseded_from_seq": 8, "reason": "retry", "keys": ["0:3"]})
+    e.add(9000, "retry@9", "fork", "replay.retry", "completed", retry)
+    e.add(9001, "0:3", "tool", "parse", "completed", '"ok"', args=_call("agent.py:20"))
+    return e.rows
+
+
+def _library_error() -> str:
+    site = "/home/dev/.venv/lib/python3.11/site-packages"
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/app/agent/flow.py", line 20, in parse\n'
+        "    return parse_page(html)\n"
+        '  File "/srv/app/agent/tools/pages.py", line 7, in parse_page\n'
+        "    return lxml_parse(text)\n"
+        f'  File "{site}/lxml/html/__init__.py", line 875, in fromstring\n'
+        "    doc = document_fromstring(html)\n"
+        f'  File "{site}/lxml/html/__init__.py", line 761, in document_fromstring\n'
+        "    raise etree.ParserError(\n"
+        "lxml.etree.ParserError: Document is empty\n"
+    )
+    return json.dumps(
+        {"type": "lxml.etree:ParserError", "message": "Document is empty", "traceback": traceback}
+    )
+
+
+def test_first_failure_jumps_to_the_first_failed_step(browser: WebDriver, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    _open(browser, tmp_path / "run.html", _run(), crashed_and_retried_events())
+    browser.find_element(By.ID, "first-failure").click()
+    assert browser.find_elements(By.CSS_SELECTOR, ".bar.selected[data-key='0:3'][data-seq='8']")
+    assert "lxml.etree:ParserError: Document is empty" in browser.find_element(By.ID, "detail").text
+
+    # A run where nothing failed: the button is off.
+    _open(browser, tmp_path / "fine.html", _run(), agent_events()[:3])
+    assert not browser.find_element(By.ID, "first-failure").is_enabled()
+
+
+def test_filters_by_kind_and_status_hide_the_other_bars(browser: WebDriver, tmp_path: Path) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    _open(browser, tmp_path / "run.html", _run(), agent_events())
+    visible = "return [...document.querySelectorAll('.bar')].filter(b => b.offsetParent).length"
+    assert browser.execute_script(visible) == AGENT_BARS
+    kind = Select(browser.find_element("id", "filter-kind"))
+    status = Select(browser.find_element("id", "filter-status"))
+    kind.select_by_value("llm")
+    assert browser.execute_script(visible) == 2  # plan, summarise
+    assert browser.find_element("id", "filter-count").text == f"showing 2 of {AGENT_BARS}"
+    kind.select_by_value("tool")
+    status.select_by_value("failed")
+    keys = "return [...document.querySelectorAll('.bar')].filter(b => b.offsetParent)" \
+        ".map(b => b.dataset.seq)"  # fmt: skip
+    assert browser.execute_script(keys) == ["11"]  # send_email
+    status.select_by_value("open")
+    assert browser.execute_script(visible) == 0  # the step without outcome is an llm step
+    kind.select_by_value("")
+    assert browser.execute_script(keys) == ["16"]
+    status.select_by_value("")
+    assert browser.execute_script(visible) == AGENT_BARS
+    assert browser.find_element("id", "filter-count").text == ""
+
+
+def test_a_crash_and_resume_and_a_retry_are_marked(browser: WebDriver, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    _open(browser, tmp_path / "run.html", _run(), crashed_and_retried_events())
+    marks = browser.find_elements(By.CSS_SELECTOR, ".resume-mark")
+    assert len(marks) == 1 and marks[0].get_attribute("data-seq") == "4"
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".sitting-line")) == 1
+    marks[0].click()
+    detail = browser.find_element(By.ID, "detail").text
+    assert "resumed" in detail and "0/1:1, 0/2:1" in detail
+    assert "1 resume(s) after a crash" in browser.find_element(By.ID, "summary").text
+
+    retry = browser.find_element(By.CSS_SELECTOR, ".marker.retry[data-seq='9']")
+    retry.click()
+    assert "retried after its failure" in browser.find_element(By.ID, "detail").text
+    assert browser.find_elements(By.CSS_SELECTOR, ".bar.superseded[data-seq='8']")
+
+
+def test_tracebacks_fold_library_frames_and_show_relative_paths(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    _open(browser, tmp_path / "run.html", _run(), crashed_and_retried_events())
+    browser.find_element(By.CSS_SELECTOR, ".bar[data-seq='8']").click()
+    box = browser.find_element(By.CSS_SELECTOR, "#detail .traceback")
+    assert "paths relative to /srv/app/agent/" in box.text
+    assert 'File "flow.py", line 20, in parse' in box.text
+    assert 'File "tools/pages.py", line 7, in parse_page' in box.text
+    fold = box.find_element(By.CSS_SELECTOR, "details.tb-library")
+    assert fold.get_attribute("open") is None
+    assert fold.find_element(By.TAG_NAME, "summary").text == "2 library frames (lxml)"
+    assert "document_fromstring" not in box.text  # folded away until opened
+    fold.find_element(By.TAG_NAME, "summary").click()
+    assert 'File "site-packages/lxml/html/__init__.py", line 761' in box.text
+    assert "lxml.etree.ParserError: Document is empty" in box.text
+
+
+def test_a_hostile_traceback_is_shown_as_text(browser: WebDriver, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    events = crashed_and_retried_events()
+    error = json.loads(events[7]["payload"])
+    error["traceback"] = error["traceback"].replace(
+        "in parse\n", "in <img src=x onerror=window.pwned=1>\n"
+    ).replace("Document is empty", HOSTILE)
+    events[7]["payload"] = json.dumps(error)
+    _open(browser, tmp_path / "run.html", _run(), events)
+    browser.find_element(By.CSS_SELECTOR, ".bar[data-seq='8']").click()
+    assert browser.execute_script("return window.pwned") is None
+    shown = browser.find_element(By.CSS_SELECTOR, "#detail .traceback").text
+    assert "in <img src=x onerror=window.pwned=1>" in shown
+    assert not browser.find_elements(By.CSS_SELECTOR, "#detail img")

@@ -13,6 +13,15 @@
   const meta = JSON.parse(document.getElementById("jt-meta").textContent);
   const KINDS = new Set(meta.kinds);
   const LANE_PAD = 4, MAX_PLOT_PX = 2e7, DASH = "\u2014";
+  const MARKER_NOTES = {
+    "replay.fork": "The code took another path than the recording here, and the run went on " +
+      "with on_divergence=\"fork\": the rows after the cut are kept, no longer served.",
+    "replay.retry": "The run failed, and was retried in place once its cause was fixed " +
+      "(replay.retry / journal retry). The marker holds the recorded failure; the superseded " +
+      "rows (the failed step and what was cut short) ran again after it.",
+    "replay.stop": "A journaled(...) block was stopped from outside while it ran: the rows its " +
+      "cleanup wrote are superseded, so a resume finds the run as the stop left it.",
+  };
   const $ = (id) => document.getElementById(id);
   const scroller = $("scroller"), plot = $("plot"), axis = $("axis"), labels = $("labels");
   const detail = $("detail");
@@ -84,7 +93,9 @@
     a.lane = lane;
     a.sub = sub;
   }
-  for (const i of forks) laneFor(rows[i][F.key]);
+  // A divergence fork sits on its step's lane; a retry's or a stop's marker on the workflow's.
+  const markerLane = (r) => (r[F.key].includes(":") ? r[F.key] : "0:0");
+  for (const i of forks) laneFor(markerLane(rows[i]));
   const pathOrder = (p, q) => {
     const x = p.split("/"), y = q.split("/");
     for (let k = 0; k < Math.min(x.length, y.length); k++) {
@@ -148,13 +159,40 @@
     const line = el("div", "fork-line");
     line.style.left = left;
     const marker = el("div", "marker k-fork");
-    marker.style.cssText = `left:${left};top:${lanes.get(laneOf(r[F.key])).top + 2}px`;
+    marker.style.cssText = `left:${left};top:${lanes.get(laneOf(markerLane(r))).top + 2}px`;
     marker.dataset.key = r[F.key];
     marker.dataset.seq = r[F.seq];
     marker.dataset.fork = i;
-    marker.title = `journal forked at ${r[F.key]} (seq ${r[F.seq]})`;
+    marker.title = `${markerText(r)} (seq ${r[F.seq]})`;
+    if (r[F.name] === "replay.retry") marker.classList.add("retry");
     barFrag.append(line, marker);
   }
+  // Sittings: where an attempt cut short by a crash (or a kill, or a lost lease) was started
+  // again, a later process resumed the run. One line per resume, at the first re-start.
+  const resumes = [];
+  for (const a of attempts) {
+    if (a.restartedAt === undefined) continue;
+    const j = a.restartedAt, at = pct(rows[j][F.t]);
+    const near = resumes.find((x) => Math.abs(pct(rows[x.row][F.t]) - at) < 0.5);
+    if (!near) resumes.push({ row: j, keys: [a.key] });
+    else {
+      near.keys.push(a.key);
+      near.row = Math.min(near.row, j);
+    }
+  }
+  resumes.sort((x, y) => x.row - y.row);
+  resumes.forEach((resume, n) => {
+    const r = rows[resume.row], left = `${pct(r[F.t])}%`;
+    const line = el("div", "sitting-line");
+    line.style.left = left;
+    const marker = el("div", "resume-mark", "\u21bb resumed");
+    marker.style.left = left;
+    marker.dataset.seq = r[F.seq];
+    marker.dataset.resume = n;
+    marker.title = `the run was interrupted (a crash, a kill or a lost lease) and resumed by ` +
+      `a later sitting: ${resume.keys.join(", ")} started again at seq ${r[F.seq]}`;
+    barFrag.append(line, marker);
+  });
   plot.style.height = labels.style.height = `${Math.max(height, 60)}px`;
   plot.append(laneFrag, barFrag);
   labels.appendChild(labelFrag);
@@ -164,7 +202,39 @@
     `${attempts.length} attempts of ${byKey.size} steps in ${lanes.size} tasks \u00b7 ` +
     `${count("failed")} failed \u00b7 ${count("retrying")} retried \u00b7 ` +
     (count("cancelled") ? `${count("cancelled")} cancelled \u00b7 ` : "") +
-    `${count("open")} without outcome` + (forks.length ? ` \u00b7 ${forks.length} fork(s)` : "");
+    `${count("open")} without outcome` + (forks.length ? ` \u00b7 ${forks.length} marker(s)` : "") +
+    (resumes.length ? ` \u00b7 ${resumes.length} resume(s) after a crash` : "");
+
+  // -- finding: the first failure, filters by kind and status ---------------------------------
+  const firstFailure = attempts.find((a) => a.status === "failed") ||
+    attempts.find((a) => a.status === "retrying");
+  const jump = $("first-failure");
+  jump.disabled = !firstFailure && !run.error;
+  jump.title = firstFailure ? `step ${firstFailure.key}, seq ${headRow(firstFailure)[F.seq]}`
+    : run.error ? "the run's own error (no step failed)" : "nothing failed in this run";
+  jump.addEventListener("click", () => {
+    if (firstFailure) showAttempt(firstFailure.index, true);
+    else showRun();
+  });
+  const kindFilter = $("filter-kind"), statusFilter = $("filter-status");
+  for (const kind of new Set(attempts.map((a) => headRow(a)[F.kind]))) {
+    kindFilter.appendChild(option(kind));
+  }
+  for (const status of new Set(attempts.map((a) => a.status))) {
+    statusFilter.appendChild(option(status === "open" ? "no outcome" : status, status));
+  }
+  function applyFilters() {
+    const kind = kindFilter.value, status = statusFilter.value;
+    let shown = 0;
+    for (const a of attempts) {
+      const visible = (!kind || headRow(a)[F.kind] === kind) && (!status || a.status === status);
+      bars[a.index].classList.toggle("filtered", !visible);
+      if (visible) shown++;
+    }
+    $("filter-count").textContent = kind || status ? `showing ${shown} of ${attempts.length}` : "";
+  }
+  kindFilter.addEventListener("change", applyFilters);
+  statusFilter.addEventListener("change", applyFilters);
 
   // -- zoom and the time axis (ticks drawn for the visible window only) -------------------------
   let zoom = 1, plotWidth = 0;
@@ -221,9 +291,10 @@
   // -- the detail panel ---------------------------------------------------------------------------
   let selected = null;
   plot.addEventListener("click", (e) => {
-    const target = e.target.closest(".bar, .marker");
+    const target = e.target.closest(".bar, .marker, .resume-mark");
     if (!target) return;
-    if (target.dataset.fork !== undefined) showFork(+target.dataset.fork, target);
+    if (target.dataset.resume !== undefined) showResume(resumes[+target.dataset.resume], target);
+    else if (target.dataset.fork !== undefined) showFork(+target.dataset.fork, target);
     else showAttempt(+target.dataset.i);
   });
   $("show-run").addEventListener("click", showRun);
@@ -275,8 +346,10 @@
       el("pre", null, hasArgs ? JSON.stringify(call.args, null, 2) : pretty(callText)),
     ];
     if (a.supersededBy !== undefined) {
-      const at = rows[a.supersededBy][F.seq];
-      parts.push(el("p", "note", `Superseded by the fork at seq ${at}: no longer served.`));
+      const marker = rows[a.supersededBy], at = marker[F.seq];
+      const by = marker[F.name] === "replay.retry" ? "the retry" : marker[F.name] ===
+        "replay.stop" ? "the stop" : "the fork";
+      parts.push(el("p", "note", `Superseded by ${by} at seq ${at}: no longer served.`));
     }
     if (a.status === "completed") {
       parts.push(el("h3", null, "Response (result)"), el("pre", null, pretty(last[F.payload])));
@@ -306,17 +379,33 @@
     highlight(node);
     detail.replaceChildren(
       el("h2", null, r[F.name] || "fork"),
-      el("div", "sub", `fork marker at step ${r[F.key]}`),
+      el("div", "sub", `${markerText(r)}`),
       facts([
         ["seq", String(r[F.seq])],
         ["at", when(r)],
-        ["superseded", from != null ? `rows ${from} to ${r[F.seq] - 1}` : DASH],
+        ["superseded", from != null && from < r[F.seq] ? `rows ${from} to ${r[F.seq] - 1}` : DASH],
       ]),
-      el("p", "note", "The code took another path than the recording here, and the run went " +
-        "on with on_divergence=\"fork\": the rows after the cut are kept, no longer served."),
+      el("p", "note", MARKER_NOTES[r[F.name]] || MARKER_NOTES["replay.fork"]),
       el("h3", null, "Marker"),
       el("pre", null, pretty(r[F.payload])),
     );
+  }
+  function showResume(resume, node) {
+    const r = rows[resume.row];
+    highlight(node);
+    detail.replaceChildren(
+      el("h2", null, "resumed"),
+      el("div", "sub", `a later sitting, from seq ${r[F.seq]}`),
+      facts([["at", when(r)], ["started again", resume.keys.join(", ")]]),
+      el("p", "note", "The process running the run stopped before these steps finished (a " +
+        "crash, a kill, a lost lease). A later process resumed the run: steps with an outcome " +
+        "were served from the journal, and these ran again."),
+    );
+  }
+  function markerText(r) {
+    if (r[F.name] === "replay.retry") return `retried after its failure (seq ${r[F.seq]})`;
+    if (r[F.name] === "replay.stop") return "rows written while stopping, superseded";
+    return `journal forked at ${r[F.key]}`;
   }
   function showRun() {
     highlight(null);
@@ -350,7 +439,7 @@
     }
     const { traceback, ...rest } = error;
     const views = [el("div", "headline", `${error.type || "error"}: ${error.message}`)];
-    if (traceback) views.push(el("pre", "error", String(traceback)));
+    if (traceback) views.push(window.JTTraceback.render(traceback, el));
     views.push(el("pre", null, JSON.stringify(rest, null, 2)));
     return views;
   }
@@ -365,6 +454,11 @@
   }
 
   // -- small helpers ------------------------------------------------------------------------------
+  function option(text, value) {
+    const node = el("option", null, text);
+    node.value = value === undefined ? text : value;
+    return node;
+  }
   function el(tag, cls, text) {
     const node = document.createElement(tag);
     if (cls) node.className = cls;
