@@ -90,8 +90,8 @@ class RunNotFailed(JournalError):
         self.run_id = run_id
         self.status = status
         hint = {
-            "completed": "There is nothing to retry. To run it again from a step, fork it "
-            "(Journal.fork(run_id, at_seq=N)); for new work, use a new run_id.",
+            "completed": "To run it again from a step, fork it (Journal.fork(run_id, "
+            "at_seq=N)); for new work, use a new run_id.",
             "cancelled": "A cancelled run stays cancelled. To start over, use a new run_id, "
             "or fork it (Journal.fork(run_id, at_seq=N)).",
         }.get(

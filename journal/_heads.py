@@ -325,6 +325,20 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
                     "the run's row was put in the journal by hand (before the run started)",
                 )
             )
+        if (
+            before is not None
+            and before.reason in ("finished", "adopted")
+            and before.status in _FINISHED
+            and entry.reason not in ("reopened", "removed")
+        ):
+            problems.append(
+                HeadProblem(
+                    entry.n,
+                    entry.run_id,
+                    f"the run had finished {before.status} (entry {before.n}) and is "
+                    f"{entry.reason} here: it was set back and run again",
+                )
+            )
         if entry.reason == "reopened" and (
             before is None
             or before.reason not in ("finished", "adopted")

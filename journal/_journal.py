@@ -81,6 +81,10 @@ def open_store(
     return SQLiteStore(text, durability=durability, read_only=read_only, head_chain=head_chain)
 
 
+ENGINE_SIGNALS = "replay."
+"""Signal names the replay engine keeps for itself: never sent through `Journal.signal`."""
+
+
 class Journal:
     """An append-only journal of workflow runs.
 
@@ -184,6 +188,12 @@ class Journal:
         A run waiting for it becomes due now; a run that has not asked yet gets it when it
         does (nothing sent is lost). The value is redacted and size-checked like any payload.
         """
+        if name.startswith(ENGINE_SIGNALS):
+            raise ValueError(
+                f"signal name {name!r} starts with {ENGINE_SIGNALS!r}, which the replay engine "
+                "keeps for its own signals (a child run's end, a cancellation). Fix: choose "
+                "another name; to cancel a run, use `journal cancel` or replay.cancel()."
+            )
         self.run(run_id)
         payload = canonical_json(value)
         redactor = self.redactor()

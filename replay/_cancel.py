@@ -9,10 +9,14 @@ after that raises `CancelledError` again, and the run is finished `cancelled`. A
 claims a run with a request pending (the owner died first) finishes it cancelled at once.
 
 Cancelled is final: calling the run again raises `RunCancelled`, workers never pick it up,
-and a replay of it stops with `RunCancelled` where the cancellation reached it live.
+and a replay of it stops with `RunCancelled` where the cancellation reached it live. Child runs
+that have not finished are cancelled with it. A parent waiting for a child that is cancelled
+goes on, and gets `RunCancelled` from its `run(...)` call, as an exception it may handle.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import orjson
 
@@ -39,14 +43,32 @@ def cancel(journal: Journal, run_id: str, reason: str = "") -> Run:
     """Cancel the run `run_id`; the run as it stands now.
 
     Unowned (waiting, interrupted, never started): it is `cancelled` when this returns.
-    Owned by a live process: that process is asked to stop it, and does within a third of its
-    lease (its next heartbeat): the returned run is still `running`; `journal.run(run_id)`
-    shows when it is `cancelled`. `RunFinished` if it had already finished, `RunNotFound` if
-    there is no such run.
+    Owned by a live process: that process is asked to stop it, and does within about two
+    seconds: the returned run is still `running`; `journal.run(run_id)` shows when it is
+    `cancelled`. Its child runs that have not finished are cancelled the same way.
+    `RunFinished` if it had already finished, `RunNotFound` if there is no such run.
     """
     run = journal.run(run_id)
     if run.status in _FINISHED:
         raise RunFinished(run_id, run.status.value)
+    outcome = _cancel_one(journal, run, reason)
+    for child in _unfinished_children(journal, run_id):
+        with contextlib.suppress(RunFinished):  # it finished meanwhile
+            cancel(journal, child.run_id, f"its parent run {run_id!r} was cancelled: {reason}")
+    return outcome
+
+
+def _unfinished_children(journal: Journal, run_id: str) -> list[Run]:
+    """Child runs of `run_id` (not forks) that have not finished: they go with it."""
+    unfinished = [
+        *journal.store.list_runs(status=RunStatus.RUNNING),
+        *journal.store.list_runs(status=RunStatus.WAITING),
+    ]
+    return [r for r in unfinished if r.parent_run_id == run_id and r.fork_seq is None]
+
+
+def _cancel_one(journal: Journal, run: Run, reason: str) -> Run:
+    run_id = run.run_id
     if run.chain is not None:
         journal.chain.require_same(run)
     owner = new_owner(60.0)

@@ -33,9 +33,10 @@ def wake_parent(journal: Journal, run: Run) -> None:
         log.info("run.parent_woken", run_id=run.run_id, parent_run_id=parent_id)
 
 
-def cancel_requested(store: JournalStore, run_id: str) -> str | None:
-    """The reason given when the run's cancellation was asked for, or None if it was not."""
-    payload = store.read_signal(run_id, CANCEL_SIGNAL, 1)
+def cancel_requested(store: JournalStore, run_id: str, spent: int = 0) -> str | None:
+    """The reason given when the run's cancellation was asked for, or None if it was not;
+    the first `spent` requests do not count (made before the run failed and was retried)."""
+    payload = store.read_signal(run_id, CANCEL_SIGNAL, spent + 1)
     if payload is None:
         return None
     try:
@@ -43,3 +44,11 @@ def cancel_requested(store: JournalStore, run_id: str) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return ""  # edited by hand: cancelled all the same
     return reason if isinstance(reason, str) else str(reason)
+
+
+def cancel_requests(store: JournalStore, run_id: str) -> int:
+    """How many times the run's cancellation has been asked for."""
+    count = 0
+    while store.read_signal(run_id, CANCEL_SIGNAL, count + 1) is not None:
+        count += 1
+    return count

@@ -92,7 +92,7 @@ async def run_child(
             return RunOutcome(spec.codec.decode(decision[7] or b"null"), summary)
         if decision[5] == "cancelled":
             raise asyncio.CancelledError
-        raise rebuild_error(decision[7])
+        raise session.raising(rebuild_error(decision[7]), key)
     if key in session.retried_keys:  # the parent's retry reopened this step: if the child
         options = {**options, "retry": "if failed"}  # failed with it, it is retried too
     run_it = functools.partial(start, workflow, *args, journal=journal, kwargs=kwargs, **options)
@@ -125,10 +125,10 @@ async def _live(
             payload = session.redact.scrub_secrets(session.redact(payload), session.secrets)
         session.finish(step, plan, EventStatus.FAILED, payload)
         await session.hold_live(plan.key, step.name)
-        failure = as_replayed_error(exc)
+        failure = session.raising(as_replayed_error(exc), plan.key)
         if failure is exc:
             raise
-        raise failure from exc
+        raise failure from session.raising(exc, plan.key)
     except asyncio.CancelledError:
         session.cancelled(step, plan)
         raise

@@ -1,17 +1,22 @@
 """Retrying a failed run in place: which of its recorded steps run again, and the marker.
 
-What runs again:
+When a run fails, its recorded error also names the steps it came from (`failure_record`):
+`raised`, the steps whose failure the run's error is, or has as its cause or context, or holds
+in its exception group; `cut_short`, the steps cancelled because the workflow ended while they
+ran. A retry reopens those steps. It appends a marker that holds the recorded failure and
+supersedes, from the first row of a reopened step (the cut) on:
 
-* the step whose failure ended the run: the failed step whose recorded error is the run's
-  error, or its cause, or one of its group (the last such step, if several failed alike);
-* the tail recorded after the run's last completed step: siblings cancelled as the run
-  ended, attempts cut short. Nothing recorded after them depends on them.
+* the reopened steps' rows;
+* the rows of every step that may depend on them: in the same task, an enclosing task or a
+  task inside it, or a task that began after the cut;
+* cancellations (the run's end made them).
 
-The retry appends a marker that supersedes those steps' rows (as a divergence fork does) and
-holds the run's recorded failure. Steps that completed, and failures the workflow caught and
-went on from, stay served: rows of other steps recorded after the first reopened row are
-carried past the marker, so that each reopened step starts afresh (attempt 1, its whole retry
-policy) and everything else is kept as it was, in its order.
+Rows of other steps from the cut on (concurrent tasks that began before it: a `gather`'s
+other branches) are carried past the marker, in their order, and stay served. So each
+reopened step starts afresh (attempt 1, its whole retry policy), and what follows it runs live
+again; what completed before it, and a failure the workflow caught and went on from, is
+served as it was. A run that failed before errors named their steps is reopened by the
+error's content (the failed steps it matches) and its tail after the last completed step.
 
 The journal keeps all of it: the failed attempts, the marker with the failure, the new
 attempts after it. The run's chain goes on through the marker.
@@ -22,15 +27,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from journal import Event, EventKind, EventStatus, Run
+from journal import Event, EventKind, EventStatus, RecordedError, Run
 from journal._chain import Chain
 from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow, trusted_event
 
 from ._recorded import RETRY_MARKER, fold_rows
+
+if TYPE_CHECKING:
+    from ._session import Session
 
 
 @dataclass(frozen=True)
@@ -44,18 +52,33 @@ class Reopening:
     """The first superseded seq."""
 
 
-def reopening(run: Run, rows: Sequence[EventRow], chain: Chain | None, head: str) -> Reopening:
+def reopening(
+    run: Run, rows: Sequence[EventRow], chain: Chain | None, head: str, *, cancels_spent: int = 0
+) -> Reopening:
     """The events that reopen the failed `run` whose rows are `rows`; stamped with `chain`
-    from `head` (the hash of its last event, or its genesis)."""
+    from `head` (the hash of its last event, or its genesis). `cancels_spent`: how many
+    requests to cancel the run were made before it failed (its retry does not honour them)."""
     kept, _, _ = fold_rows(rows)
-    last_completed = max(
-        (index for index, row in enumerate(kept) if row[5] == "completed"), default=-1
-    )
-    keys = {row[1] for row in kept[last_completed + 1 :]} | _failed_with_the_run(run, kept)
+    failure = _json(run.error)
+    keys = _named_steps(failure, kept)
+    if keys is None:  # recorded before errors named their steps
+        last_completed = max(
+            (index for index, row in enumerate(kept) if row[5] == "completed"), default=-1
+        )
+        keys = {row[1] for row in kept[last_completed + 1 :]} | _failed_with_the_run(run, kept)
     next_seq = rows[-1][0] + 1 if rows else 1
     cut = min((row[0] for row in kept if row[1] in keys), default=next_seq)
-    carried = [row for row in kept if row[0] >= cut and row[1] not in keys]
-    failure = orjson.loads(run.error) if run.error else None
+    tasks = {_task(key) for key in keys}
+    begun = {_task(row[1]) for row in kept if row[0] < cut}
+    carried = [
+        row
+        for row in kept
+        if row[0] >= cut
+        and row[1] not in keys
+        and row[5] != "cancelled"
+        and _task(row[1]) in begun
+        and not any(_related(_task(row[1]), task) for task in tasks)
+    ]
     now = datetime.now(UTC)
     marker = orjson.dumps(
         {
@@ -64,6 +87,7 @@ def reopening(run: Run, rows: Sequence[EventRow], chain: Chain | None, head: str
             "keys": sorted(keys),
             "failure": failure,
             "failed_at": None if run.finished_at is None else run.finished_at.isoformat(),
+            "cancels_spent": cancels_spent,
         }
     )
     events = [
@@ -101,6 +125,68 @@ def reopening(run: Run, rows: Sequence[EventRow], chain: Chain | None, head: str
     if chain is not None:
         chain.stamp(head, events)
     return Reopening(events, tuple(sorted(keys)), cut)
+
+
+def cancels_spent(rows: Sequence[EventRow]) -> int:
+    """How many cancel requests the run's latest retry found already made (and ignores)."""
+    for row in reversed(rows):
+        if row[2] == "fork" and row[3] == RETRY_MARKER:
+            spent = _json(row[7])
+            value = spent.get("cancels_spent") if isinstance(spent, dict) else None
+            return value if isinstance(value, int) else 0
+    return 0
+
+
+def failure_record(session: Session, failure: BaseException) -> bytes:
+    """The run's error as it is recorded: the exception, and the steps it came from."""
+    record = orjson.loads(RecordedError.from_exception(failure).encode())
+    record["steps"] = {
+        "raised": sorted(_raising_steps(session, failure)),
+        "cut_short": sorted(set(session.cut_short)),
+    }
+    return orjson.dumps(record)
+
+
+def _raising_steps(session: Session, failure: BaseException) -> set[str]:
+    """Keys of the step failures `failure` is, or holds as cause, context or group member."""
+    found: set[str] = set()
+    seen: set[int] = set()
+    pending: list[BaseException] = [failure]
+    while pending and len(seen) < 1000:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        noted = session.raised.get(id(error))
+        if noted is not None and noted[0] is error:
+            found.add(noted[1])
+        pending.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+    return found
+
+
+def _named_steps(failure: Any, kept: Sequence[EventRow]) -> set[str] | None:
+    """The steps the recorded failure names (None if it names none: an older record)."""
+    steps = failure.get("steps") if isinstance(failure, dict) else None
+    if not isinstance(steps, dict):
+        return None
+    named = {
+        key
+        for part in ("raised", "cut_short")
+        for key in steps.get(part) or []
+        if isinstance(key, str)
+    }
+    return named & {row[1] for row in kept}
+
+
+def _task(key: str) -> str:
+    return key.rpartition(":")[0]
+
+
+def _related(task: str, other: str) -> bool:
+    """The same task, or one inside the other."""
+    return task == other or task.startswith(other + "/") or other.startswith(task + "/")
 
 
 def _failed_with_the_run(run: Run, kept: Sequence[EventRow]) -> set[str]:

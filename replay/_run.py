@@ -16,7 +16,6 @@ from typing import Any, Literal, TypeVar
 from journal import (
     Journal,
     PayloadTooLarge,
-    RecordedError,
     Run,
     RunCancelled,
     RunConflict,
@@ -33,6 +32,7 @@ from ._context import current_scope, engine_task
 from ._errors import NotJournalable
 from ._log import get_logger
 from ._nested import parent_run, run_child
+from ._retry import failure_record
 from ._session import Mode, OnDivergence, RunSummary, Session, rebuild_error
 from ._sitting import (
     DEFAULT_LEASE_SECONDS,
@@ -557,9 +557,7 @@ async def journaled(
             stop = engine_signal(exc, session)
             if stop is exc and isinstance(exc, Exception):
                 await session.close_tasks(normally=True)
-                sitting.finish(
-                    session, RunStatus.FAILED, error=RecordedError.from_exception(exc).encode()
-                )
+                sitting.finish(session, RunStatus.FAILED, error=failure_record(session, exc))
                 handle.summary = session.summary()
                 raise
             if session.cancelled_root and block_task is not None:

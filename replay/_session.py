@@ -70,6 +70,8 @@ Mode = Literal["resume", "replay"]
 OnDivergence = Literal["raise", "fork"]
 
 _FINISHED = ("completed", "failed", "cancelled")
+RAISED_KEPT = 256
+"""How many step failures a sitting remembers (a workflow that catches many keeps going)."""
 LARGE_PAYLOAD_BYTES = 1024 * 1024
 """Payloads above this are written, with a warning: journals should hold answers, not blobs."""
 
@@ -198,6 +200,11 @@ class Session:
         self.break_at: str | None = None
         """Replay debugging: the step key at which `on_break` is called when it is served."""
         self.on_break: Callable[[FrameType, str, EventRow], None] | None = None
+        self.raised: dict[int, tuple[BaseException, str]] = {}
+        """The last step failures raised into the workflow (id -> the exception, its key): the
+        run's own failure names the steps it came from, for a retry (`_retry`)."""
+        self.cut_short: list[str] = []
+        """Steps cancelled because the workflow ended while they ran (also for a retry)."""
         self.cancelled_run: RunCancelled | None = None
         """Replaying a run that was cancelled: where the journal ends, the cancellation hit."""
         self.stopping: BaseException | None = None
@@ -594,6 +601,14 @@ class Session:
             self.cancelled_root = True
             root.cancel()
 
+    def raising(self, error: BaseException, key: str) -> BaseException:
+        """`error`, about to be raised into the workflow as step `key`'s failure, noted."""
+        raised = self.raised
+        raised[id(error)] = (error, key)
+        if len(raised) > RAISED_KEPT:
+            del raised[next(iter(raised))]
+        return error
+
     def stop_signal(self) -> BaseException:
         """What a step called after the stop raises: the stop itself (a fresh CancelledError)."""
         reason = self.stopping
@@ -677,6 +692,8 @@ class Session:
                 return
             if self.stopping is not None and not self.ending_normally:
                 return
+            if self.ending_normally:
+                self.cut_short.append(plan.key)
             started, cancelled = self._ending(spec, plan, EventStatus.CANCELLED, None)
             if started is None and cancelled.args is None:
                 # Never started (cancelled while waiting to retry): the row says with what.

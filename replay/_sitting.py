@@ -32,11 +32,11 @@ from ._context import (
     restore_pools,
     uninstall_task_factory,
 )
-from ._engine_signals import cancel_requested, wake_parent
+from ._engine_signals import cancel_requested, cancel_requests, wake_parent
 from ._errors import OwnershipLost, ReplayError, StepFailed, Suspended
 from ._history import engine_handles
 from ._log import get_logger
-from ._retry import reopening
+from ._retry import cancels_spent, failure_record, reopening
 from ._session import Mode, OnDivergence, Session
 
 log = get_logger("replay")
@@ -77,6 +77,8 @@ class _Heartbeat:
         self.lease_seconds = lease_seconds
         self.every = min(lease_seconds / 3, CANCEL_CHECK_SECONDS)
         self.renew_at = time.monotonic() + lease_seconds / 3 - self.every / 2
+        self.spent: int | None = None
+        """Cancel requests a retry of the run found already made, once looked up."""
         self.handle: asyncio.TimerHandle | None = None
         self._schedule()
 
@@ -90,7 +92,7 @@ class _Heartbeat:
             return
         if session.stopping is None:
             try:
-                reason = cancel_requested(session.store, session.run_id)
+                reason = self._cancel_requested()
             except Exception as exc:  # unreachable for now: look again next time
                 log.warning("run.cancel_check_failed", run_id=session.run_id, error=str(exc))
                 reason = None
@@ -98,6 +100,16 @@ class _Heartbeat:
                 log.info("run.cancelling", run_id=session.run_id, reason=reason)
                 session.stop(RunCancelled(session.run_id, reason))
         self._schedule()
+
+    def _cancel_requested(self) -> str | None:
+        """A request to cancel the run that this run has not outlived (one made before it
+        failed and was retried does not count)."""
+        store, run_id = self.session.store, self.session.run_id
+        reason = cancel_requested(store, run_id, self.spent or 0)
+        if reason is not None and self.spent is None:
+            self.spent = cancels_spent(store.read_rows(run_id))
+            reason = cancel_requested(store, run_id, self.spent)
+        return reason
 
     def _renewed(self) -> bool:
         """Extend the lease; False if the run is no longer this process's."""
@@ -238,8 +250,15 @@ class Sitting:
     def _cancel_if_requested(self, claimed: Run) -> None:
         """Its cancellation was asked for while another process owned it (which died first):
         it is finished cancelled now, and nothing runs."""
-        reason = cancel_requested(self.journal.store, self.run_id)
-        if reason is None or claimed.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+        store = self.journal.store
+        if claimed.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+            return
+        reason = cancel_requested(store, self.run_id)
+        if reason is not None:
+            reason = cancel_requested(
+                store, self.run_id, cancels_spent(store.read_rows(self.run_id))
+            )
+        if reason is None:
             return
         assert self.token is not None
         try:
@@ -260,7 +279,8 @@ class Sitting:
             head = ""
             if chain is not None:
                 head = (store.last_hash(self.run_id) if rows else None) or chain.genesis(failed)
-            reopened = reopening(failed, rows, chain, head)
+            spent = cancel_requests(store, self.run_id)
+            reopened = reopening(failed, rows, chain, head, cancels_spent=spent)
             self.run = store.reopen(self.run_id, self.token, reopened.events)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -419,9 +439,7 @@ async def outcome_of(sitting: Sitting, session: Session, task: asyncio.Task[Any]
         stop = engine_signal(failure, session)
         if stop is failure and isinstance(failure, Exception):
             await session.close_tasks(normally=True)
-            sitting.finish(
-                session, RunStatus.FAILED, error=RecordedError.from_exception(failure).encode()
-            )
+            sitting.finish(session, RunStatus.FAILED, error=failure_record(session, failure))
             log.info("run.failed", run_id=session.run_id, error=type(failure).__name__)
             raise failure
     await end_stopped(sitting, session, stop)

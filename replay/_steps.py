@@ -161,7 +161,7 @@ def _serve(spec: StepSpec, session: Session, row: EventRow) -> Any:
             raise NotJournalable(session.run_id, row[1], spec.name, str(exc)) from exc
     if row[5] == "cancelled":
         raise asyncio.CancelledError
-    raise rebuild_error(row[7])
+    raise session.raising(rebuild_error(row[7]), row[1])
 
 
 def _record_value(spec: StepSpec, session: Session, plan: LivePlan, value: Any) -> Any:
@@ -238,10 +238,10 @@ def _after_failure(
     if redact is not None:
         secrets = [*redact.secrets_in(bound), *session.secrets]
         scrubbed = lambda p: redact.scrub_secrets(redact(p), secrets)  # noqa: E731
-    failure = as_replayed_error(exc, scrubbed)
+    failure = session.raising(as_replayed_error(exc, scrubbed), plan.key)
     if failure is exc:
         raise exc
-    raise failure from exc
+    raise failure from session.raising(exc, plan.key)
 
 
 async def _run_live(

@@ -227,3 +227,45 @@ def test_journal_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "reproduced up to where the run was cancelled: runaway loop" in replayed.stdout
     assert os.path.exists(db)
+
+
+async def asks_a_person(topic: str) -> str:
+    return f"{topic}: {await replay.signal('answer')}"
+
+
+async def delegates(topic: str) -> str:
+    return await replay.run(asks_a_person, topic, journal=_journals[0])
+
+
+_journals: list[Journal] = []
+
+
+def test_cancelling_a_parent_cancels_its_unfinished_children(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        _journals[:] = [journal]
+        with pytest.raises(replay.Suspended):
+            asyncio.run(replay.run(delegates, "cats", journal=journal, run_id="parent"))
+        child = next(r for r in journal.runs() if r.parent_run_id == "parent")
+        assert child.status is RunStatus.WAITING
+        replay.cancel(journal, "parent", "not needed")
+        assert journal.run("parent").status is RunStatus.CANCELLED
+        assert journal.run(child.run_id).status is RunStatus.CANCELLED
+        error = RecordedError.decode(journal.run(child.run_id).error or b"")
+        assert "its parent run 'parent' was cancelled: not needed" in error.message
+        journal.signal(child.run_id, "answer", "late")
+        assert asyncio.run(replay.Worker(journal).run_once()) == 0
+        _intact(journal)
+
+
+def test_engine_signal_names_cannot_be_sent_by_hand(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        replay.submit(waits_for_approval, "z", journal=journal, run_id="s")
+        with pytest.raises(ValueError, match="keeps for its own signals"):
+            journal.signal("s", "replay.cancel", "just data")
+    script = str(Path(sys.executable).with_name("journal"))
+    sent = subprocess.run(
+        [script, "signal", "s", "replay.child:x", "null", "--db", str(tmp_path / "j.db")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert sent.returncode == 1 and "keeps for its own signals" in sent.stderr
+    assert "Traceback" not in sent.stderr

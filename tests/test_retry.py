@@ -4,6 +4,7 @@ the failed tail runs again, the history and the chain are kept."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -23,6 +24,7 @@ from journal import (
     Journal,
     LeaseLost,
     MemoryStore,
+    RunCancelled,
     RunNotFailed,
     RunStatus,
 )
@@ -352,7 +354,8 @@ def test_any_failure_point_then_retry_gives_the_unfailed_result(
     fail_at: int, gathered: bool
 ) -> None:
     """The law: a run failed at any step, fixed and retried, returns what a run that never
-    failed returns, and every step that completed before the failure ran exactly once."""
+    failed returns, and every step that completed before the failure (in the journal) ran
+    exactly once."""
     calls = Calls()
 
     @step
@@ -376,8 +379,14 @@ def test_any_failure_point_then_retry_gives_the_unfailed_result(
     calls.ran, calls.broken = [], {names[fail_at]}
     with pytest.raises(ValueError):
         asyncio.run(replay.run(workflow, journal=journal, run_id="x"))
-    completed_before = set(calls.ran) - calls.broken  # `inc` never waits: a body that ran
-    calls.ran, calls.broken = [], set()  # without raising completed
+    events = journal.events("x")
+    failed_at = next(e.seq for e in events if e.status is EventStatus.FAILED)
+    completed_before = {
+        f"inc:{(e.call_arguments() or {})['i']}"
+        for e in events
+        if e.status is EventStatus.COMPLETED and e.seq < failed_at
+    }
+    calls.ran, calls.broken = [], set()
     assert asyncio.run(replay.retry(workflow, journal=journal, run_id="x")) == expected
     assert not set(calls.ran) & completed_before
     assert names[fail_at] in calls.ran
@@ -441,3 +450,213 @@ def test_journal_retry_reruns_the_fixed_code_from_the_cli(tmp_path: Path) -> Non
     assert "Journal.fork" not in again.stderr
     verified = _cli("verify", "--db", "runs.db", cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+# -- found by an adversarial round: what the run's failure came from, and what depends on it ---
+
+
+@pytest.mark.parametrize("reraise", ["from", "context", "from None"])
+def test_a_failure_wrapped_after_a_cleanup_step_is_retried_once(
+    tmp_path: Path, reraise: str
+) -> None:
+    """The step whose failure the run's error has as its cause or context runs again; the
+    cleanup step awaited between catching and re-raising depends on it and is not carried
+    ahead of it (that once deadlocked the retry and left the run stuck)."""
+    calls = Calls()
+
+    @step
+    async def fetch() -> str:
+        return calls.body("fetch", "page")
+
+    @step
+    async def cleanup() -> int:
+        return calls.body("cleanup", 1)
+
+    async def workflow() -> str:
+        try:
+            return await fetch()
+        except ValueError as error:
+            await cleanup()
+            if reraise == "from":
+                raise RuntimeError("wrapped") from error
+            if reraise == "context":
+                raise RuntimeError("wrapped")  # noqa: B904 - the implicit context is the point
+            raise RuntimeError(f"wrapped: {error}") from None
+
+    calls.broken = {"fetch"}
+    with Journal(tmp_path / "j.db") as journal:
+        with pytest.raises(RuntimeError):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="w"))
+        calls.broken, calls.ran = set(), []
+        assert asyncio.run(replay.retry(workflow, journal=journal, run_id="w")) == "page"
+        assert calls.ran == ["fetch"]
+        assert journal.run("w").status is RunStatus.COMPLETED
+        assert {v.verdict for v in journal.verify()} == {"intact"}
+
+
+def test_a_handled_failure_alike_the_runs_own_error_is_still_served(tmp_path: Path) -> None:
+    calls = Calls()
+    fixed = [False]
+
+    @step
+    async def charge() -> int:
+        return calls.body("charge", 1)
+
+    @step
+    async def notify() -> int:
+        return calls.body("notify", 2)
+
+    async def workflow() -> int:
+        with contextlib.suppress(ValueError):
+            await charge()  # handled: the workflow goes on without the charge
+        await notify()
+        if not fixed[0]:
+            raise ValueError("charge is broken")  # the workflow's own error, worded alike
+        return 3
+
+    calls.broken = {"charge"}
+    with Journal(tmp_path / "j.db") as journal:
+        with pytest.raises(ValueError):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="w"))
+        fixed[0], calls.broken, calls.ran = True, set(), []
+        assert asyncio.run(replay.retry(workflow, journal=journal, run_id="w")) == 3
+        assert calls.ran == []  # charge is a side effect: never again
+
+
+def test_a_step_the_workflow_timed_out_itself_is_not_run_again(tmp_path: Path) -> None:
+    ran: list[str] = []
+    fixed = [False]
+
+    @step
+    async def slow() -> str:
+        ran.append("slow")
+        await asyncio.sleep(5)
+        return "late"
+
+    async def workflow() -> str:
+        try:
+            return await replay.wait_for(slow(), 0.05)
+        except TimeoutError:
+            if not fixed[0]:
+                raise RuntimeError("gave up") from None
+            return "fallback"
+
+    with Journal(tmp_path / "j.db") as journal:
+        with pytest.raises(RuntimeError):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="w"))
+        fixed[0] = True
+        assert asyncio.run(replay.retry(workflow, journal=journal, run_id="w")) == "fallback"
+        assert ran == ["slow"]
+
+
+def test_a_waiting_sibling_that_completed_after_the_failure_is_served(tmp_path: Path) -> None:
+    calls = Calls()
+
+    @step
+    async def llm(n: int) -> int:
+        calls.ran.append(f"start:{n}")
+        await asyncio.sleep(0.05 * n)
+        return calls.body(f"llm:{n}", n)
+
+    async def workflow() -> list[int]:
+        return list(await asyncio.gather(llm(1), llm(2), return_exceptions=False))
+
+    calls.broken = {"llm:1"}
+    with Journal(tmp_path / "j.db") as journal:
+        with pytest.raises(ValueError):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="w"))
+        rows = [(e.key, e.status) for e in journal.events("w")]
+        # llm(2) started before llm(1) failed; gather raised, and the run ended: llm(2) was
+        # cancelled as it ended, so it runs again; llm(1) runs again.
+        assert ("0/2:1", EventStatus.CANCELLED) in rows
+        calls.broken, calls.ran = set(), []
+        assert asyncio.run(replay.retry(workflow, journal=journal, run_id="w")) == [1, 2]
+        assert sorted(calls.ran) == ["llm:1", "llm:2", "start:1", "start:2"]
+
+
+def test_a_cancel_asked_before_the_run_failed_does_not_cancel_its_retry(tmp_path: Path) -> None:
+    """A request made while the run ran, which it failed before seeing, is spent: the retry
+    (with the fix) is not cancelled by it, not at its heartbeat, and not when a later sitting
+    resumes an interrupted retry. A request made after the retry began still counts."""
+    broken = [True]
+    hold = [0.4]
+
+    @step
+    async def first() -> int:
+        if broken[0]:
+            raise ValueError("first is broken")
+        return 1
+
+    @step
+    async def slow() -> int:
+        await asyncio.sleep(hold[0])
+        return 2
+
+    async def workflow() -> int:
+        return await first() + await slow()
+
+    async def interrupted_retry(journal: Journal) -> None:
+        task = asyncio.create_task(
+            replay.retry(workflow, journal=journal, run_id="c", lease_seconds=0.3)
+        )
+        await asyncio.sleep(0.2)  # in `slow`, and past a heartbeat
+        task.cancel()  # Ctrl+C: the run is left interrupted
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with Journal(tmp_path / "j.db") as journal:
+        with pytest.raises(ValueError):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="c"))
+        journal.store.send_signal("c", "replay.cancel", b'{"reason": "user asked"}')
+        broken[0] = False
+        asyncio.run(interrupted_retry(journal))
+        assert journal.run("c").status is RunStatus.RUNNING
+        result = asyncio.run(replay.run(workflow, journal=journal, run_id="c", lease_seconds=0.3))
+        assert result == 3 and journal.run("c").status is RunStatus.COMPLETED
+
+        broken[0] = True
+        with pytest.raises(ValueError):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="d"))
+        journal.store.send_signal("d", "replay.cancel", b'{"reason": "spent"}')
+
+        async def cancelled_during_retry() -> None:
+            task = asyncio.create_task(
+                replay.retry(workflow, journal=journal, run_id="d", lease_seconds=0.3)
+            )
+            await asyncio.sleep(0.15)
+            replay.cancel(journal, "d", "asked again")
+            with pytest.raises(RunCancelled, match="asked again"):
+                await task
+
+        broken[0], hold[0] = False, 2.0
+        asyncio.run(cancelled_during_retry())
+        assert journal.run("d").status is RunStatus.CANCELLED
+
+
+def test_a_finished_run_set_back_and_run_to_a_new_end_is_caught(tmp_path: Path) -> None:
+    """Set a completed run back to running by hand, let it fail, then retry it to a forged
+    result: each step is done by the library, but the head shows a run that finished twice
+    without a retry between (found by an adversarial round; `verify --since` said intact)."""
+    answer = [["a", "b"]]
+
+    async def workflow() -> list[str]:
+        if answer[0] is None:
+            raise ValueError("now it fails")
+        return answer[0]
+
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        asyncio.run(replay.run(workflow, journal=journal, run_id="r"))
+        kept = journal.head()
+        assert kept is not None
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE runs SET status = 'running' WHERE run_id = 'r'")
+    with Journal(path) as journal:
+        answer[0] = None  # type: ignore[list-item]
+        with pytest.raises(ValueError):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="r"))
+        answer[0] = ["FORGED"]
+        asyncio.run(replay.retry(workflow, journal=journal, run_id="r"))
+        verdict = journal.verify(since=f"{kept.n}:{kept.hash}")[0]
+    assert verdict.verdict == "broken"
+    assert "had finished completed" in str(verdict) and "set back" in str(verdict)

@@ -242,7 +242,8 @@ def _live(
             }
         )
         return
-    console().print(f"[green]{escape(str(outcome.summary))}[/]")
+    retried = "retried: " if start is retry_run else ""
+    console().print(f"[green]{retried}{escape(str(outcome.summary))}[/]")
     console().print(f"result: {escape(repr(outcome.result))}")
 
 

@@ -13,7 +13,16 @@ from rich.markup import escape
 from journal import JournalError, RunStatus
 
 from .._cancel import cancel
-from ._app import DbOption, JsonOption, app, console, fail, open_journal, print_json
+from ._app import (
+    DbOption,
+    JsonOption,
+    app,
+    console,
+    error_console,
+    fail,
+    open_journal,
+    print_json,
+)
 
 
 @app.command("signal")
@@ -36,7 +45,7 @@ def signal_command(
         try:
             number = journal.signal(run_id, name, parsed)
             run = journal.run(run_id)
-        except JournalError as exc:
+        except (JournalError, ValueError) as exc:  # ValueError: a name the engine keeps
             fail(str(exc))
     due = run.status.value == "waiting" and run.waiting_for == name
     if as_json:
@@ -76,9 +85,10 @@ def cancel_command(
     as_json: JsonOption = False,
 ) -> None:
     """End a run that should not go on. A run nobody owns (waiting, interrupted, never started)
-    is cancelled at once. A run a live process owns is stopped by that process at its next
-    heartbeat: the workflow gets CancelledError, and the run is finished cancelled. A cancelled
-    run is final: workers skip it and calling it again raises RunCancelled."""
+    is cancelled at once. A run a live process owns is stopped by that process within about
+    2 s: the workflow gets CancelledError, and the run is finished cancelled. Its child runs
+    go with it. A cancelled run is final: workers skip it and calling it again raises
+    RunCancelled."""
     with open_journal(db, writing=True) as journal:
         try:
             run = cancel(journal, run_id, reason)
@@ -101,11 +111,17 @@ def cancel_command(
         )
     elif done:
         console().print(f"cancelled run {escape(run_id)}")
+    elif run.status in (RunStatus.COMPLETED, RunStatus.FAILED):
+        error_console().print(
+            f"run {escape(run_id)} {run.status.value} before it could be cancelled: its "
+            "outcome is recorded and stays"
+        )
     else:
         who = "its owner" if owner is None else f"its owner (pid {owner.pid} on {owner.host})"
+        waited = f"; not cancelled after waiting {wait:g} s" if wait else ""
         console().print(
-            f"asked {escape(who)} to cancel run {escape(run_id)}: it stops at its next "
-            f"heartbeat and is then cancelled (`journal show {escape(run_id)}` tells)"
+            f"asked {escape(who)} to cancel run {escape(run_id)}: it stops within about 2 s "
+            f"and is then cancelled (`journal show {escape(run_id)}` tells){waited}"
         )
-    if wait and not done:
+    if (wait or run.status in (RunStatus.COMPLETED, RunStatus.FAILED)) and not done:
         raise typer.Exit(1)
