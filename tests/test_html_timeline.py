@@ -609,9 +609,11 @@ def test_a_hostile_traceback_is_shown_as_text(browser: WebDriver, tmp_path: Path
 
     events = crashed_and_retried_events()
     error = json.loads(events[7]["payload"])
-    error["traceback"] = error["traceback"].replace(
-        "in parse\n", "in <img src=x onerror=window.pwned=1>\n"
-    ).replace("Document is empty", HOSTILE)
+    error["traceback"] = (
+        error["traceback"]
+        .replace("in parse\n", "in <img src=x onerror=window.pwned=1>\n")
+        .replace("Document is empty", HOSTILE)
+    )
     events[7]["payload"] = json.dumps(error)
     _open(browser, tmp_path / "run.html", _run(), events)
     browser.find_element(By.CSS_SELECTOR, ".bar[data-seq='8']").click()
