@@ -46,6 +46,14 @@ async def _record(journal: Journal) -> None:
     fetch = next(e for e in journal.events("research-done") if e.name.endswith("flaky_fetch"))
     journal.fork("research-done", at=fetch.seq, new_run_id="research-fork")
     await replay.resume_run(journal, "research-fork")
+    workflows.checker_broken[0] = True
+    with contextlib.suppress(ValueError):
+        await replay.run(workflows.checked_research, "ants", journal=journal, run_id="retried")
+    workflows.checker_broken[0] = False
+    await replay.retry(workflows.checked_research, "ants", journal=journal, run_id="retried")
+    with contextlib.suppress(replay.Suspended):
+        await replay.run(workflows.approved_research, "wasps", journal=journal, run_id="dropped")
+    replay.cancel(journal, "dropped", "no longer needed")
 
 
 def _expected(journal: Journal) -> dict[str, Any]:

@@ -136,3 +136,20 @@ async def doomed(topic: str) -> list[Hit]:
     """Fails with a recorded, typed error."""
     await replay.now()
     return await strict_search(topic)
+
+
+checker_broken = [False]
+"""While True, `check_facts` fails: the golden recorder fails a run on it, then retries it."""
+
+
+@replay.step
+async def check_facts(report: Report) -> int:
+    live_calls.append(f"check:{report.topic}")
+    if checker_broken[0]:
+        raise ValueError(f"the checker cannot read {report.topic!r}")
+    return len(report.hits)
+
+
+async def checked_research(topic: str) -> int:
+    """Fails on a broken checker, then is retried in place once it is fixed."""
+    return await check_facts(await research(topic))
