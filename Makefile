@@ -13,7 +13,7 @@ BIN_OPENAI2 := $(VENV_OPENAI2)/bin
 VENV_CREWAI := .venv-crewai
 BIN_CREWAI := $(VENV_CREWAI)/bin
 
-.PHONY: demo test test-main test-openai2 test-crewai lint bench clean
+.PHONY: demo test test-main test-openai2 test-crewai lint bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/overhead.py
+
+# Mutation testing of the core files (slow; a developer tool, not part of `make test`).
+# MUTATE="journal/_chain.py --max 0" picks files and options.
+mutate: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.mutate $(MUTATE)
 
 clean:
 	rm -rf $(VENV) $(VENV_OPENAI2) $(VENV_CREWAI) .journal .pytest_cache .hypothesis

@@ -71,22 +71,27 @@ def _cancel_one(journal: Journal, run: Run, reason: str) -> Run:
     run_id = run.run_id
     if run.chain is not None:
         journal.chain.require_same(run)
-    owner = new_owner(60.0)
-    try:
-        claimed = journal.store.claim(run_id, owner, resuming=False)
-    except RunLocked as locked:
-        journal.store.send_signal(run_id, CANCEL_SIGNAL, orjson.dumps({"reason": reason}))
-        log.info(
-            "run.cancel_requested",
-            run_id=run_id,
-            owner_pid=locked.owner.pid,
-            owner_host=locked.owner.host,
-        )
-        return journal.run(run_id)
-    if claimed.status in _FINISHED:  # finished between the look and the claim
-        journal.store.release(run_id, owner.token)
-        raise RunFinished(run_id, claimed.status.value)
-    return finish_cancelled(journal, claimed, owner.token, reason)
+    for _ in range(3):
+        owner = new_owner(60.0)
+        try:
+            claimed = journal.store.claim(run_id, owner, resuming=False)
+        except RunLocked as locked:
+            journal.store.send_signal(run_id, CANCEL_SIGNAL, orjson.dumps({"reason": reason}))
+            log.info(
+                "run.cancel_requested",
+                run_id=run_id,
+                owner_pid=locked.owner.pid,
+                owner_host=locked.owner.host,
+            )
+            now = journal.run(run_id)
+            if now.owner is not None or now.status in _FINISHED:
+                return now
+            continue  # its owner let it go (it suspended) before seeing the request
+        if claimed.status in _FINISHED:  # finished between the look and the claim
+            journal.store.release(run_id, owner.token)
+            raise RunFinished(run_id, claimed.status.value)
+        return finish_cancelled(journal, claimed, owner.token, reason)
+    return journal.run(run_id)
 
 
 def finish_cancelled(journal: Journal, run: Run, token: str, reason: str) -> Run:

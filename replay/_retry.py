@@ -7,12 +7,12 @@ ran. A retry reopens those steps. It appends a marker that holds the recorded fa
 supersedes, from the first row of a reopened step (the cut) on:
 
 * the reopened steps' rows;
-* the rows of every step that may depend on them: in the same task, an enclosing task or a
-  task inside it, or a task that began after the cut;
-* cancellations (the run's end made them).
+* the rows that may have come about because of them (`_depends`): later in the same task,
+  in a task begun inside it after it began, in an enclosing task after it ended, in a task
+  begun after it ended, or a cancellation after it ended.
 
-Rows of other steps from the cut on (concurrent tasks that began before it: a `gather`'s
-other branches) are carried past the marker, in their order, and stay served. So each
+Rows of other steps from the cut on (concurrent tasks begun before the step ended: a
+`gather`'s other branches) are carried past the marker, in their order, and stay served. So each
 reopened step starts afresh (attempt 1, its whole retry policy), and what follows it runs live
 again; what completed before it, and a failure the workflow caught and went on from, is
 served as it was. A run that failed before errors named their steps is reopened by the
@@ -68,16 +68,11 @@ def reopening(
         keys = {row[1] for row in kept[last_completed + 1 :]} | _failed_with_the_run(run, kept)
     next_seq = rows[-1][0] + 1 if rows else 1
     cut = min((row[0] for row in kept if row[1] in keys), default=next_seq)
-    tasks = {_task(key) for key in keys}
-    begun = {_task(row[1]) for row in kept if row[0] < cut}
+    spans, began = _spans(keys, kept), _first_rows(kept)
     carried = [
         row
         for row in kept
-        if row[0] >= cut
-        and row[1] not in keys
-        and row[5] != "cancelled"
-        and _task(row[1]) in begun
-        and not any(_related(_task(row[1]), task) for task in tasks)
+        if row[0] >= cut and row[1] not in keys and not _depends(row, spans, began)
     ]
     now = datetime.now(UTC)
     marker = orjson.dumps(
@@ -180,13 +175,50 @@ def _named_steps(failure: Any, kept: Sequence[EventRow]) -> set[str] | None:
     return named & {row[1] for row in kept}
 
 
+def _depends(row: EventRow, spans: dict[str, tuple[int, int]], began: dict[str, int]) -> bool:
+    """Whether `row` may have come about because of a reopened step (so it must go, and run
+    again if the fixed code asks for it): it was recorded in the step's task after the step
+    began, in a task begun inside it after it began, in an enclosing task after the step
+    ended (its failure reached there), in a task begun after the step ended (made by
+    whatever handled the failure), or a cancellation after the step ended (a TaskGroup
+    cancelling the rest). Rows of concurrent tasks begun before the step ended, recorded
+    before, during or after it, are its siblings' own work: they stay."""
+    task, seq = _task(row[1]), row[0]
+    for key, (first, last) in spans.items():
+        if row[5] == "cancelled" and seq > last:
+            return True  # a TaskGroup cancelling its other tasks when the step failed
+        step_task = _task(key)
+        if task == step_task and seq > first:
+            return True
+        if task.startswith(step_task + "/") and began[task] > first:
+            return True
+        if step_task.startswith(task + "/") and seq > last:
+            return True
+        if began[task] > last:
+            return True
+    return False
+
+
+def _spans(keys: set[str], kept: Sequence[EventRow]) -> dict[str, tuple[int, int]]:
+    """Each reopened key's first and last seq."""
+    spans: dict[str, tuple[int, int]] = {}
+    for row in kept:
+        if row[1] in keys:
+            first, _ = spans.get(row[1], (row[0], row[0]))
+            spans[row[1]] = (first, row[0])
+    return spans
+
+
+def _first_rows(kept: Sequence[EventRow]) -> dict[str, int]:
+    """Each task's first seq."""
+    began: dict[str, int] = {}
+    for row in kept:
+        began.setdefault(_task(row[1]), row[0])
+    return began
+
+
 def _task(key: str) -> str:
     return key.rpartition(":")[0]
-
-
-def _related(task: str, other: str) -> bool:
-    """The same task, or one inside the other."""
-    return task == other or task.startswith(other + "/") or other.startswith(task + "/")
 
 
 def _failed_with_the_run(run: Run, kept: Sequence[EventRow]) -> set[str]:

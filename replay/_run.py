@@ -564,16 +564,16 @@ async def journaled(
                 block_task.uncancel()  # that cancellation was the engine's, now spent
             if isinstance(stop, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 session.writer.supersede_unwinding()  # stopped from outside while the block ran
-            await end_stopped(sitting, session, stop)
+            ended = await end_stopped(sitting, session, stop)
             handle.summary = session.summary()
-            if stop is exc:
+            if ended is exc:
                 raise
-            raise stop from None
+            raise ended from None
         swallowed = swallowed_stop(session)
         if swallowed is not None:
-            await end_stopped(sitting, session, swallowed)
+            ended = await end_stopped(sitting, session, swallowed)
             handle.summary = session.summary()
-            raise swallowed
+            raise ended
         await session.close_tasks(normally=True)
         sitting.finish(session, RunStatus.COMPLETED)
         handle.summary = session.summary()

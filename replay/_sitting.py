@@ -247,6 +247,22 @@ class Sitting:
                 # Whatever still waits for a turn (a thread the workflow let go) is let go too.
                 session.history.fail_all(asyncio.CancelledError())
 
+    def pending_cancel(self) -> str | None:
+        """The reason of a request to cancel the run that this sitting has not seen yet (it
+        was asked for while the run was about to suspend), or None."""
+        if self.token is None:
+            return None
+        store = self.journal.store
+        try:
+            reason = cancel_requested(store, self.run_id)
+            if reason is not None:
+                spent = cancels_spent(store.read_rows(self.run_id))
+                reason = cancel_requested(store, self.run_id, spent)
+        except Exception as exc:  # unreachable: suspend as asked, a later claim cancels it
+            log.warning("run.cancel_check_failed", run_id=self.run_id, error=str(exc))
+            return None
+        return reason
+
     def _cancel_if_requested(self, claimed: Run) -> None:
         """Its cancellation was asked for while another process owned it (which died first):
         it is finished cancelled now, and nothing runs."""
@@ -442,8 +458,7 @@ async def outcome_of(sitting: Sitting, session: Session, task: asyncio.Task[Any]
             sitting.finish(session, RunStatus.FAILED, error=failure_record(session, failure))
             log.info("run.failed", run_id=session.run_id, error=type(failure).__name__)
             raise failure
-    await end_stopped(sitting, session, stop)
-    raise stop
+    raise await end_stopped(sitting, session, stop)
 
 
 def swallowed_stop(session: Session) -> BaseException | None:
@@ -490,15 +505,21 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
-async def end_stopped(sitting: Sitting, session: Session, stop: BaseException) -> None:
+async def end_stopped(sitting: Sitting, session: Session, stop: BaseException) -> BaseException:
     """The sitting ends without an outcome: tasks left running are cancelled unrecorded, and a
-    suspended run is left waiting."""
+    suspended run is left waiting (unless its cancellation was asked for meanwhile: it is
+    cancelled instead). What to raise: `stop`, or the cancellation."""
     session.stop(stop)
     await session.close_tasks(normally=False)
     if isinstance(stop, Suspended):
-        sitting.suspend(session, stop)
-    elif isinstance(stop, RunCancelled) and sitting.run.status is not RunStatus.CANCELLED:
+        reason = sitting.pending_cancel()
+        if reason is None:
+            sitting.suspend(session, stop)
+            return stop
+        stop = RunCancelled(session.run_id, reason)
+    if isinstance(stop, RunCancelled) and sitting.run.status is not RunStatus.CANCELLED:
         sitting.finish(
             session, RunStatus.CANCELLED, error=RecordedError.from_exception(stop).encode()
         )
         log.info("run.cancelled", run_id=session.run_id, reason=stop.reason)
+    return stop

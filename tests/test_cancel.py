@@ -269,3 +269,29 @@ def test_engine_signal_names_cannot_be_sent_by_hand(tmp_path: Path) -> None:
     )  # fmt: skip
     assert sent.returncode == 1 and "keeps for its own signals" in sent.stderr
     assert "Traceback" not in sent.stderr
+
+
+def test_a_cancel_asked_just_before_the_run_suspends_is_not_lost(journal: Journal) -> None:
+    """Found by the second adversarial round: the owner suspended (a long durable sleep)
+    before its next look for requests, and the run stayed waiting for the hour."""
+
+    @step
+    async def draft() -> str:
+        await asyncio.sleep(0.4)
+        return "draft"
+
+    async def sleeps_on_it() -> str:
+        text = await draft()
+        await replay.sleep(3600)
+        return text
+
+    async def scenario() -> None:
+        task = asyncio.create_task(replay.run(sleeps_on_it, journal=journal, run_id="nap"))
+        await asyncio.sleep(0.2)  # in `draft`; the owner looks for requests every 2 s
+        assert replay.cancel(journal, "nap", "not worth the wait").status is RunStatus.RUNNING
+        with pytest.raises(RunCancelled, match="not worth the wait"):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert journal.run("nap").status is RunStatus.CANCELLED
+    _intact(journal)

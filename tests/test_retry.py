@@ -660,3 +660,36 @@ def test_a_finished_run_set_back_and_run_to_a_new_end_is_caught(tmp_path: Path) 
         verdict = journal.verify(since=f"{kept.n}:{kept.hash}")[0]
     assert verdict.verdict == "broken"
     assert "had finished completed" in str(verdict) and "set back" in str(verdict)
+
+
+def test_gather_branches_that_completed_are_served_whatever_their_order(tmp_path: Path) -> None:
+    """Found by the second adversarial round: a branch listed after the failing one (begun
+    after its first row) and completed steps in a branch that also had a step cut short
+    ran again. A branch's completed steps are its own work: served."""
+    calls = Calls()
+
+    @step
+    async def part(name: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return calls.body(name, name.upper())
+
+    async def branch(prefix: str, count: int) -> list[str]:
+        return [await part(f"{prefix}{i}", 0.03) for i in range(count)]
+
+    async def workflow() -> list[Any]:
+        first = await asyncio.gather(part("a", 0.1), part("b", 0))
+        second = await asyncio.gather(branch("x", 5), part("z", 0.08))
+        return [first, second]
+
+    for broken in ("a", "z"):
+        calls.broken, calls.ran = {broken}, []
+        with Journal(tmp_path / f"{broken}.db") as journal:
+            with pytest.raises(ValueError):
+                asyncio.run(replay.run(workflow, journal=journal, run_id="g"))
+            completed = set(calls.ran) - {broken}
+            calls.broken, calls.ran = set(), []
+            result = asyncio.run(replay.retry(workflow, journal=journal, run_id="g"))
+            assert result == [["A", "B"], [["X0", "X1", "X2", "X3", "X4"], "Z"]]
+            assert not set(calls.ran) & completed, (broken, calls.ran, completed)
+            assert broken in calls.ran
+            assert {v.verdict for v in journal.verify()} == {"intact"}
