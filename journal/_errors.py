@@ -90,10 +90,10 @@ class RunNotFailed(JournalError):
         self.run_id = run_id
         self.status = status
         hint = {
-            "completed": "To run it again from a step, fork it (Journal.fork(run_id, "
-            "at_seq=N)); for new work, use a new run_id.",
+            "completed": "To run it again from a step, fork it (Journal.fork(run_id, at=N)); "
+            "for new work, use a new run_id.",
             "cancelled": "A cancelled run stays cancelled. To start over, use a new run_id, "
-            "or fork it (Journal.fork(run_id, at_seq=N)).",
+            "or fork it (Journal.fork(run_id, at=N)).",
         }.get(
             status,
             "It has not failed, so it can simply be resumed: call run() again with its run_id.",
@@ -122,7 +122,7 @@ class RunCancelled(JournalError):
         super().__init__(
             f"Run {run_id!r} was cancelled{because}. A cancelled run is finished: it is not "
             "resumed or retried. To do its work anyway, start a new run_id, or fork it "
-            "(Journal.fork(run_id, at_seq=N))."
+            "(Journal.fork(run_id, at=N))."
         )
 
 

@@ -301,6 +301,15 @@ async def _call_holder(
     token = block_call.set(call)
     try:
         await function()
+    except Exception as exc:
+        if call.entered:
+            raise
+        raise WorkflowNotFound(
+            f"{holder} raised {type(exc).__name__}: {exc} before it entered the "
+            f"journaled(...) block of run {run_id!r}: nothing was replayed. Fix: make it run "
+            "as it did when it recorded the run (its files, its environment), or pass --entry "
+            "module:function naming a function that runs the block's body."
+        ) from exc
     finally:
         block_call.reset(token)
     if not call.entered or call.summary is None:

@@ -172,3 +172,23 @@ def test_the_holder_is_recorded_and_called_again_in_python(tmp_path: Path) -> No
             )  # fmt: skip
         assert shouted == ["a", "b"]
         assert journal.store.get_run("not-the-recorded-one") is None
+
+
+def test_json_output_is_json_alone_and_a_holder_that_fails_first_says_so(tmp_path: Path) -> None:
+    """Found by the second adversarial round: what the holder printed came before the JSON on
+    stdout, and a holder that raised before its block was "the workflow raised"."""
+    (tmp_path / "agent.py").write_text(_AGENT)
+    subprocess.run([sys.executable, "agent.py"], cwd=tmp_path, check=True, capture_output=True)
+    replayed = _cli("replay", "block-1", "--db", "runs.db", "--json", cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout)["reproduced"] is True
+    assert "ONE TWO THREE" in replayed.stderr  # the holder's own print, out of the way
+
+    early = _AGENT.replace(
+        "    with Journal(", "    raise RuntimeError('no config here')\n    with Journal("
+    )
+    (tmp_path / "agent.py").write_text(early)
+    failed = _cli("replay", "block-1", "--db", "runs.db", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "raised RuntimeError: no config here before it entered" in failed.stderr
+    assert "does not reproduce" not in failed.stderr

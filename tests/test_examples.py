@@ -19,6 +19,7 @@ def run_example(name: str, db: Path, *, timeout: float) -> str:
         timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr  # e.g. a reset the stand-in API logged
     return proc.stdout
 
 

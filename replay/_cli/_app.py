@@ -128,7 +128,7 @@ _PYTHON_HINTS = (
         "live from here",
         "or fork the run before this step (`journal fork RUN --at SEQ`) and resume the fork",
     ),
-    ("fork it (Journal.fork(run_id, at_seq=N))", "fork it (`journal fork RUN --at SEQ`)"),
+    ("fork it (Journal.fork(run_id, at=N))", "fork it (`journal fork RUN --at SEQ`)"),
     (
         "it can simply be resumed: call run() again with its run_id.",
         "it can simply be resumed: `journal resume RUN`.",

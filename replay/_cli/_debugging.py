@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -42,6 +43,11 @@ EntryOption = Annotated[
         "path/to/file.py:function (needed for runs recorded by a script)."
     ),
 ]
+
+
+def _workflow_output(as_json: bool) -> contextlib.AbstractContextManager[Any]:
+    """With --json, what the workflow itself prints goes to stderr: stdout is the JSON alone."""
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
 
 def _importable_from_here() -> None:
@@ -112,7 +118,8 @@ def replay_command(
 
     with open_journal(db) as journal:
         try:
-            outcome = _replay_with_progress(journal, run_id, entry, allow_live, break_at)
+            with _workflow_output(as_json):
+                outcome = _replay_with_progress(journal, run_id, entry, allow_live, break_at)
         except (NonDeterminismError, FrontierReached) as exc:
             differs(str(exc))
         except RunCancelled as exc:  # the replay reached where the run was cancelled
@@ -203,7 +210,8 @@ def _live(
     with open_journal(db, writing=True) as journal:
         before = journal.run(run_id) if start is resume_run else None
         try:
-            outcome = asyncio.run(start(journal, run_id, entry=entry))
+            with _workflow_output(as_json):
+                outcome = asyncio.run(start(journal, run_id, entry=entry))
         except JournalError as exc:
             fail(str(exc))
         except Suspended as waiting:
