@@ -35,6 +35,8 @@ class EventKind(StrEnum):
     """A journaled timeout (`replay.timeout`, `replay.wait_for`): whether and when it expired."""
     RUN = "run"
     """A child run started inside a workflow: its outcome, served to the parent on replay."""
+    PATCH = "patch"
+    """A code change's marker (`replay.patched`): this run took the new branch here."""
     FORK = "fork"
 
 

@@ -12,6 +12,8 @@ Everything a workflow may do durably, in one place:
     timeout, wait_for
                     asyncio.timeout / wait_for whose expiry is journaled: replayed in place
     as_completed    asyncio.as_completed whose completion order replays as it happened live
+    patched, deprecate_patch
+                    branch on a code change: old runs keep the old path, new runs the new
     idempotency_key the `run_id:key` of the live step, stable across crash and retry
     replay_run      re-run a recorded run offline with its own workflow and inputs
     resume_run      resume an interrupted run (or a fork) with its own workflow and inputs
@@ -36,6 +38,7 @@ from ._errors import (
     Suspended,
 )
 from ._ordering import as_completed
+from ._patches import deprecate_patch, patched
 from ._rerun import replay_run, resume_run, retry_run
 from ._run import JournaledRun, MissingRunId, journaled, retry, run, run_with_summary, submit
 from ._session import RunSummary
@@ -69,9 +72,11 @@ __all__ = [
     "WorkerStats",
     "as_completed",
     "cancel",
+    "deprecate_patch",
     "idempotency_key",
     "journaled",
     "now",
+    "patched",
     "random",
     "replay_run",
     "resume_run",

@@ -123,8 +123,9 @@ class NonDeterminismError(ReplayError):
             "or the code depends on something the journal does not hold (the clock, randomness, "
             "set or dict ordering, environment).",
             "Fix: use replay.now() / replay.uuid4() / replay.random() for such values; keep old "
-            "runs on the code path they recorded; or resume with on_divergence='fork' to keep "
-            "the journal up to this step and continue live from here.",
+            "runs on the code path they recorded (if replay.patched('change-id'): the new code, "
+            "else: the old); or resume with on_divergence='fork' to keep the journal up to "
+            "this step and continue live from here.",
         ]
         super().__init__("\n".join(lines))
 

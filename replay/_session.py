@@ -205,6 +205,8 @@ class Session:
         run's own failure names the steps it came from, for a retry (`_retry`)."""
         self.cut_short: list[str] = []
         """Steps cancelled because the workflow ended while they ran (also for a retry)."""
+        self.patches: dict[str, bool] = {}
+        """`replay.patched` answers of this sitting, by change id: asked again, the same."""
         self.cancelled_run: RunCancelled | None = None
         """Replaying a run that was cancelled: where the journal ends, the cancellation hit."""
         self.stopping: BaseException | None = None
