@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from journal import Journal, Run
+from journal import Journal, JournalError, Run
 
 if TYPE_CHECKING:
     from ._session import Mode, RunSummary
@@ -79,6 +79,10 @@ def recorded_holder(run: Run) -> str | None:
     return function
 
 
+class WorkflowNotFound(JournalError):
+    """The workflow a run recorded (or the function holding its block) cannot be called here."""
+
+
 @dataclass
 class BlockCall:
     """A block's holder being called again to re-enter the recorded run `run_id`."""
@@ -102,8 +106,6 @@ def refuse_other_run(run_id: str) -> None:
     it would run live, and a replay must never."""
     call = block_call.get()
     if call is not None and run_id != call.run_id:
-        from ._rerun import WorkflowNotFound
-
         raise WorkflowNotFound(
             f"while re-entering run {call.run_id!r}, the function that holds its block "
             f"started run {run_id!r}, which is not the one recorded: nothing of it ran. Fix: "

@@ -24,18 +24,14 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
-from journal import Journal, JournalError, Run, RunNotFailed, RunStatus
+from journal import Journal, Run, RunNotFailed, RunStatus
 from journal._events import EventRow
 
-from ._blocks import BlockCall, block_call, recorded_holder
+from ._blocks import BlockCall, WorkflowNotFound, block_call, recorded_holder
 from ._run import run_with_summary, start_run
 from ._session import Session
 from ._sitting import DEFAULT_LEASE_SECONDS, DebugOptions, debug_options
 from ._workflow import RunOutcome
-
-
-class WorkflowNotFound(JournalError):
-    """The workflow a run recorded cannot be imported here."""
 
 
 def load_workflow(entry: str) -> Callable[..., Awaitable[Any]]:

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from journal import Journal, JournalError, Run, RunCancelled, RunLocked
 
+from ._blocks import WorkflowNotFound
 from ._errors import ReplayError, Suspended
 from ._log import get_logger
-from ._rerun import WorkflowNotFound, resume_run
+from ._rerun import resume_run
 from ._sitting import DEFAULT_LEASE_SECONDS
 
 log = get_logger("replay.worker")

@@ -160,8 +160,8 @@ def test_the_holder_is_recorded_and_called_again_in_python(tmp_path: Path) -> No
 
         # A holder that enters another run while re-entering this one is refused: it would
         # run live.
-        from replay._blocks import BlockCall
-        from replay._rerun import WorkflowNotFound, _call_holder
+        from replay._blocks import BlockCall, WorkflowNotFound
+        from replay._rerun import _call_holder
 
         with pytest.raises(WorkflowNotFound, match="not the one recorded"):
             asyncio.run(
