@@ -462,14 +462,9 @@ class Session:
     # -- taking turns -----------------------------------------------------------------------
 
     async def take_turn(self, turn: Turn) -> None:
-        """Wait until `turn`'s outcome may be handed out (async callers)."""
-        try:
-            await self.history.wait_turn(turn, self._hold_thread)
-        except asyncio.CancelledError:
-            raise
-        except NonDeterminismError as error:
-            self.stop(error)
-            raise
+        """Wait until `turn`'s outcome may be handed out (async callers). A turn that can
+        never come raises the `NonDeterminismError` that stopped the sitting (`_stuck`)."""
+        await self.history.wait_turn(turn, self._hold_thread)
 
     def take_turn_sync(self, turn: Turn, defer: list[int] | None = None) -> None:
         """`take_turn` for sync callers: a thread waits; the loop's own thread cannot, so its
