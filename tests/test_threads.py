@@ -100,9 +100,8 @@ def test_a_thread_pool_taking_results_as_completed_replays_its_order(order: list
     """Whatever order the tools finished in live, the pool sees that order again on replay
     (in a thread, a served step waits for its turn), so the call fed with it matches."""
     names = ["a", "b", "c", "d"]
-    pauses.update(
-        {n: 0.06 * rank for n, rank in zip(names, order, strict=True)}
-    )  # apart even on a busy machine
+    # 60 ms apart: far enough that a busy machine keeps the order the pauses set
+    pauses.update({n: 0.06 * rank for n, rank in zip(names, order, strict=True)})
     journal = Journal(store=MemoryStore())
     live = asyncio.run(replay.run(pool_in_thread, names, journal=journal, run_id="p"))
     assert live == ",".join(f"<{n}>" for _, n in sorted(zip(order, names, strict=True)))
