@@ -51,9 +51,13 @@ CORE: dict[str, list[str]] = {
         "tests/test_sitting_end.py",
         "tests/test_suspend.py",
         "tests/test_retry.py",
+        "tests/test_crash_resume_property.py",
+        "tests/test_adversarial.py",
     ],
     "replay/_steps.py": [
         "tests/test_steps.py",
+        "tests/test_divergence.py",
+        "tests/test_fingerprints.py",
         "tests/test_retry_timing.py",
         "tests/test_exceptions.py",
         "tests/test_run.py",
@@ -64,6 +68,7 @@ CORE: dict[str, list[str]] = {
         "tests/test_value_fidelity.py",
         "tests/test_secrets.py",
         "tests/test_retry.py",
+        "tests/test_adversarial.py",
     ],
     "replay/_context.py": [
         "tests/test_concurrency.py",
@@ -74,6 +79,7 @@ CORE: dict[str, list[str]] = {
         "tests/test_cancellation.py",
         "tests/test_nested.py",
         "tests/test_sitting_end.py",
+        "tests/test_adversarial.py",
     ],
     "journal/_codec.py": [
         "tests/test_codec.py",
@@ -210,11 +216,16 @@ def _body_nodes(function: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[as
 
 
 def mutants(file: str) -> list[Mutant]:
+    """Every mutant of `file`. A change made more than once in one function is numbered
+    (`...#2`), so that each has its own stable name for tests/mutation_equivalents.json."""
     tree = ast.parse((ROOT / file).read_text())
-    return [
-        Mutant(file, index, getattr(node, "lineno", 0), function, change)
-        for index, (function, node, change) in enumerate(_points(tree))
-    ]
+    seen: dict[tuple[str, str], int] = {}
+    found = []
+    for index, (function, node, change) in enumerate(_points(tree)):
+        count = seen[function, change] = seen.get((function, change), 0) + 1
+        named = change if count == 1 else f"{change}#{count}"
+        found.append(Mutant(file, index, getattr(node, "lineno", 0), function, named))
+    return found
 
 
 def mutated_source(mutant: Mutant) -> str:
@@ -299,6 +310,9 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=40, help="Mutants per file (0: all).")
     parser.add_argument("--jobs", type=int, default=2, help="Mutants tested at once.")
     parser.add_argument("--seed", type=int, default=7, help="Which mutants --max samples.")
+    parser.add_argument(
+        "--only", action="append", default=[], help="Test just this mutant (its name, as printed)."
+    )
     arguments = parser.parse_args()
     equivalent: dict[str, str] = json.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else {}
     unknown = [f for f in arguments.files if f not in CORE]
@@ -309,7 +323,11 @@ def main() -> None:
         totals = {"killed": 0, "survived": 0, "equivalent": 0}
         for file in arguments.files:
             chosen = mutants(file)
-            if arguments.max and len(chosen) > arguments.max:
+            if arguments.only:
+                chosen = [m for m in chosen if m.ident in arguments.only]
+                if not chosen:
+                    continue
+            elif arguments.max and len(chosen) > arguments.max:
                 chosen = sorted(
                     random.Random(f"{arguments.seed}:{file}").sample(chosen, arguments.max),
                     key=lambda m: m.index,
@@ -386,7 +404,7 @@ def _report(
         flush=True,
     )
     for mutant in survivors:
-        print(f"  survived  line {mutant.line:4}  {mutant.function}: {mutant.change}", flush=True)
+        print(f"  survived  line {mutant.line:4}  {mutant.ident}", flush=True)
     return score
 
 

@@ -151,3 +151,37 @@ def test_a_bad_retry_setting_is_refused_when_decorating(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         replay.step(**options)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"backoff": 1.0},  # equal delays
+        {"backoff": 1.5},
+        {"retries": 0, "retry_delay": 0.0, "max_delay": 0.0},
+        {"jitter": 0.0},
+        {"jitter": 1.0},
+    ],
+)
+def test_the_edge_of_each_retry_setting_is_allowed(options: dict[str, float]) -> None:
+    """The bounds are inclusive: a backoff of exactly 1 keeps delays equal, and any backoff
+    of 1 or more is a valid one (a check that moved the bound would refuse these)."""
+    replay.step(**options)  # type: ignore[call-overload]
+
+
+def test_the_idempotency_key_is_the_live_steps_and_only_while_it_runs(journal: Journal) -> None:
+    seen: list[str | None] = []
+
+    @replay.step
+    async def charge() -> str:
+        key = replay.idempotency_key()
+        seen.append(key)
+        return key or ""
+
+    async def flow() -> None:
+        seen.append(replay.idempotency_key())
+        await charge()
+        seen.append(replay.idempotency_key())  # back in workflow code: none
+
+    asyncio.run(replay.run(flow, journal=journal, run_id="keys"))
+    assert seen == [None, "keys:0:1", None]
