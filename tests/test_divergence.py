@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -259,3 +260,23 @@ def test_fork_keeps_a_step_begun_before_the_change_and_finished_after_it(
     replayed = asyncio.run(run_with_summary(make("b"), journal=journal, run_id="g2", mode="replay"))
     assert replayed.result == ["slow", "b"] and ran == []
     assert journal.verify("g2")[0].ok
+
+
+def test_a_changed_keyword_argument_is_a_divergence(tmp_path: Path) -> None:
+    """Keyword arguments are part of the call's fingerprint, like positional ones (a bind
+    that kept only the positional ones would serve the old answer to a new question)."""
+
+    @step
+    async def ask(question: str, *, strict: bool = False, temperature: float = 0.0) -> str:
+        return f"{question}:{strict}:{temperature}"
+
+    flags = {"strict": True}
+
+    async def flow() -> str:
+        return await ask("q", **flags)
+
+    with Journal(tmp_path / "kw.db") as journal:
+        asyncio.run(run(flow, journal=journal, run_id="kw"))
+        flags.update(strict=False, temperature=0.5)
+        with pytest.raises(NonDeterminismError, match="strict: True -> False"):
+            asyncio.run(run(flow, journal=journal, run_id="kw", mode="replay"))
