@@ -251,3 +251,46 @@ def test_exception_from_unimported_module_is_never_imported() -> None:
 def test_bound_fingerprinter_matches_fingerprint(name: str, canonical_args: bytes) -> None:
     """The per-step fast path hashes exactly as `fingerprint` does, so journals stay valid."""
     assert fingerprinter(name)(canonical_args) == fingerprint(name, canonical_args)
+
+
+# -- edges a mutation run found untested ----------------------------------------------------------
+
+
+def test_too_deep_and_self_holding_values_say_so() -> None:
+    from journal import ValueNotJournalable, canonical_json
+
+    deep: list[Any] = []
+    node = deep
+    for _ in range(2000):
+        node.append([])
+        node = node[0]
+    looped: list[Any] = []
+    looped.append(looped)
+    for value in (deep, looped):
+        with pytest.raises(ValueNotJournalable, match="nested too deeply for JSON, or holds"):
+            canonical_json(value)
+
+
+class _Big(int):
+    """An int subclass: canonical JSON takes its slower, checked path."""
+
+
+def test_integers_past_64_bits_are_spelt_as_text_at_the_exact_bound() -> None:
+    from journal import canonical_json
+
+    assert canonical_json(2**64 - 1) == b"18446744073709551615"
+    assert canonical_json(_Big(2**64 - 1)) == b"18446744073709551615"
+    assert canonical_json(_Big(2**64)) == b'{"__int__":"18446744073709551616"}'
+    assert canonical_json({2**64 - 1: "a"}) == b'{"18446744073709551615":"a"}'
+    assert canonical_json({2**64: "a"}) == b'{"{\\"__int__\\":\\"18446744073709551616\\"}":"a"}'
+
+
+def test_a_set_of_text_is_spelt_sorted_whatever_the_hash_seed() -> None:
+    """A set's iteration order of strings changes with PYTHONHASHSEED; its recorded spelling
+    must not (20 items: sorted by chance about once in 10**18)."""
+    from journal import ValueCodec
+
+    words = {f"w{n:02d}" for n in range(20)}
+    payload, decoded = ValueCodec(set[str]).record(words)
+    assert payload == orjson.dumps(sorted(words))
+    assert decoded == words
