@@ -286,3 +286,13 @@ def test_a_real_step_records_those_fingerprints(tmp_path: Path) -> None:
         assert event.fingerprint == fingerprint("probe", spelt), name
         if digest is not None:
             assert event.fingerprint == digest, name
+
+
+def test_the_genesis_of_a_run_without_inputs() -> None:
+    """A run with no inputs (a `journaled(...)` block whose holder was not recorded) spells
+    their length as -1 in its header, recomputed here with hashlib alone."""
+    block = RUN.model_copy(update={"workflow": None, "inputs": None, "inputs_fingerprint": None})
+    micros = int(MOMENT.timestamp()) * 1_000_000 + MOMENT.microsecond
+    header = orjson.dumps(["run-1", None, None, None, None, micros, -1])
+    expected = hashlib.sha256(b"journal-replay/run/v1" + header).hexdigest()
+    assert Chain(None).genesis(block) == expected
