@@ -288,3 +288,74 @@ def test_sqlite_timestamps_round_trip_to_the_microsecond(moment: datetime) -> No
     assert _dt(_ts(moment)) == moment
     assert microseconds(_dt(_ts(moment))) == microseconds(moment)
     assert microseconds(moment + timedelta(microseconds=1)) == microseconds(moment) + 1
+
+
+# -- what a verdict says, exactly (mutants of the reporting survived) ------------------------------
+
+
+def test_a_run_removed_by_hand_is_reported_by_name(tmp_path: Path) -> None:
+    from tests.test_tamper import edit_sqlite, record
+
+    path = tmp_path / "j.db"
+    record(path, "T-1")
+    record(path, "T-2")
+    edit_sqlite(
+        path, "DELETE FROM events WHERE run_id = 'T-1'", "DELETE FROM runs WHERE run_id = 'T-1'"
+    )
+    with Journal(path, read_only=True) as journal:
+        verdicts = {v.run_id: v for v in journal.verify()}
+    assert verdicts["T-2"].verdict == "intact"
+    gone = verdicts["T-1"]
+    assert gone.verdict == "broken" and gone.broken is not None
+    assert "the run is missing: it was removed, not by retention" in gone.broken.detail
+    assert gone.broken.field.startswith("head entry ")
+
+
+@pytest.mark.parametrize("field", ["seal", "result", "error"])
+def test_an_outcome_edited_into_an_unfinished_run_is_named(tmp_path: Path, field: str) -> None:
+    from tests.test_tamper import edit_sqlite
+
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        replay.submit(queued_work, 1, journal=journal, run_id="q")
+    value = "'x'" if field == "seal" else "x'7b7d'"
+    edit_sqlite(path, f"UPDATE runs SET {field} = {value} WHERE run_id = 'q'")
+    with Journal(path, read_only=True) as journal:
+        (verdict,) = journal.verify("q")
+    assert verdict.verdict == "broken" and verdict.broken is not None
+    assert (verdict.broken.seq, verdict.broken.field) == (None, field)
+    assert verdict.events == 0
+
+
+async def queued_work(n: int) -> int:
+    return n
+
+
+def test_a_run_recorded_before_chains_verifies_as_unchained(tmp_path: Path) -> None:
+    """A run whose events carry no hashes (written before journals were chained) is
+    `unchained`, with no seal: not broken."""
+    from journal import MemoryStore
+    from tests.factories import make_event, make_owner, make_run
+
+    journal = Journal(store=MemoryStore())
+    store = journal.store
+    store.create_run(make_run("old"))  # no `chain`: as such a version wrote it
+    store.claim("old", make_owner("t"), resuming=False)
+    store.append("old", "t", [make_event(1, run_id="old"), make_event(2, run_id="old")])
+    (verdict,) = journal.verify("old")
+    assert (verdict.verdict, verdict.events, verdict.sealed) == ("unchained", 0, False)
+    assert "did not chain events" in verdict.note
+
+
+def test_a_removed_tail_names_the_last_seq_left(tmp_path: Path) -> None:
+    from tests.test_tamper import edit_sqlite, record
+
+    path = tmp_path / "j.db"
+    record(path, "T-1")
+    with Journal(path, read_only=True) as journal:
+        last = len(journal.events("T-1"))
+    edit_sqlite(path, f"DELETE FROM events WHERE run_id = 'T-1' AND seq = {last}")
+    with Journal(path, read_only=True) as journal:
+        (verdict,) = journal.verify("T-1")
+    assert verdict.broken is not None and verdict.broken.field == "seal"
+    assert f"events after seq {last - 1} were removed" in verdict.broken.detail
