@@ -308,3 +308,31 @@ def test_scrubbing_a_secret_everywhere_never_renames_keys_or_breaks_markers(valu
     assert redacted.keys() == value.keys()
     assert all(_MARKER.fullmatch(v) for k, v in redacted.items() if k in _SECRET_KEYS)
     assert redactor(once) == once
+
+
+# -- edges a mutation run found untested ----------------------------------------------------------
+
+
+def test_a_secret_of_four_characters_is_scrubbed_and_of_three_is_not(tmp_path: Path) -> None:
+    """Four characters is the shortest secret scrubbed from text (shorter would mangle words)."""
+    from journal import Journal
+
+    with Journal(tmp_path / "j.db") as journal:
+        redactor = journal.redactor()
+        assert redactor is not None
+        scrubbed = redactor.scrub_secrets(b'"key abcd and xyz refused"', ["abcd", "xyz"])
+    assert b"abcd" not in scrubbed and b"xyz" in scrubbed
+
+
+def test_a_secret_named_beside_its_value_is_found_for_scrubbing(tmp_path: Path) -> None:
+    """`{"name": "Authorization", "value": ...}` (HAR files, header lists): its value is one of
+    the call's secrets, so an error quoting it is scrubbed too."""
+    from journal import Journal
+
+    with Journal(tmp_path / "j.db") as journal:
+        redactor = journal.redactor()
+        assert redactor is not None
+        found = redactor.secrets_in(
+            {"headers": [{"name": "Authorization", "value": "Bearer tok-123456"}]}
+        )
+    assert "Bearer tok-123456" in found
