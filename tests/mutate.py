@@ -114,6 +114,8 @@ CORE: dict[str, list[str]] = {
         "tests/test_tamper_forgeries.py",
         "tests/test_suspend.py",
         "tests/test_worker.py",
+        "tests/test_retry.py",
+        "tests/test_cancel.py",
     ],
 }
 """Each core file and the tests that should notice a change in it."""
