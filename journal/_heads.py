@@ -330,6 +330,7 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
             and before.reason in ("finished", "adopted")
             and before.status in _FINISHED
             and entry.reason not in ("reopened", "removed")
+            and not _same_end(before, entry)
         ):
             problems.append(
                 HeadProblem(
@@ -472,6 +473,18 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
 
 
 _FINISHED = ("completed", "failed", "cancelled")
+
+
+def _same_end(before: HeadEntry, entry: HeadEntry) -> bool:
+    """A run finished again exactly as it had (a worker that claimed it as another finished
+    it served every step and sealed the same outcome): not a rewrite."""
+    return (
+        entry.reason == "finished"
+        and entry.status == before.status
+        and entry.seal == before.seal
+        and entry.events == before.events
+        and entry.last_hash == before.last_hash
+    )
 
 
 def _removal_differs(before: HeadEntry, removal: HeadEntry) -> bool:

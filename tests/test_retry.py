@@ -693,3 +693,23 @@ def test_gather_branches_that_completed_are_served_whatever_their_order(tmp_path
             assert not set(calls.ran) & completed, (broken, calls.ran, completed)
             assert broken in calls.ran
             assert {v.verdict for v in journal.verify()} == {"intact"}
+
+
+def test_a_run_finished_twice_the_same_way_is_not_a_rewrite(journal: Journal) -> None:
+    """Two workers racing for a run: the second claimed it as the first finished it, served
+    every step and sealed the same outcome again. The head then holds two equal `finished`
+    entries: honest, not a run set back (a 4-worker test on PostgreSQL met it)."""
+    from journal.stores._ownership import new_owner
+
+    calls = Calls()
+    workflow = _steps(calls)
+    asyncio.run(replay.run(workflow, 3, journal=journal, run_id="raced"))
+    done = journal.run("raced")
+    late = new_owner(60)
+    journal.store.claim("raced", late, resuming=True)
+    journal.store.finish(
+        "raced", late.token, RunStatus.COMPLETED, result=done.result, seal=done.seal
+    )
+    reasons = [h.reason for h in journal.store.read_heads() if h.run_id == "raced"]
+    assert reasons == ["created", "finished", "finished"]
+    assert {v.verdict for v in journal.verify()} == {"intact"}
