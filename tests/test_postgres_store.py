@@ -89,9 +89,9 @@ def test_an_unreachable_server_says_so() -> None:
 WORKER = Path(__file__).parent / "workers" / "zombie_worker.py"
 
 
-def _worker(url: str, effects: Path, lease: float) -> subprocess.Popen[str]:
+def _worker(url: str, effects: Path, lease: float, *mode: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(WORKER), url, "zombie-1", str(lease), str(effects)],
+        [sys.executable, str(WORKER), url, "zombie-1", str(lease), str(effects), *mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -109,6 +109,7 @@ def test_a_paused_owner_that_wakes_after_a_takeover_cannot_append(
     url = f"{PG_URL}?schema={pg_schema}"
     effects = tmp_path / "effects"
     zombie = _worker(url, effects, lease=1.0)
+    taker = None
     assert zombie.stdout is not None
     for line in zombie.stdout:
         if line.strip() == "step 2":
@@ -120,10 +121,15 @@ def test_a_paused_owner_that_wakes_after_a_takeover_cannot_append(
         out, err = taker.communicate(timeout=60)
         assert taker.returncode == 0, err
         assert json.loads(out.strip().splitlines()[-1])["result"] == 6
-    finally:
         os.kill(zombie.pid, signal.SIGCONT)
-    zombie_out, _ = zombie.communicate(timeout=60)
-    assert zombie.returncode == 4 and "ownership lost" in zombie_out
+        zombie_out, _ = zombie.communicate(timeout=60)
+        assert zombie.returncode == 4 and "ownership lost" in zombie_out
+    finally:
+        for process in (zombie, taker):
+            if process is not None and process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.kill()
+                process.communicate()
     with Journal(url) as journal:
         events = journal.events("zombie-1")
         (verdict,) = journal.verify("zombie-1")
@@ -133,6 +139,126 @@ def test_a_paused_owner_that_wakes_after_a_takeover_cannot_append(
     assert set(outcomes.values()) == {1}  # no step completed twice in the journal
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert verdict.sealed and run.status.value == "completed" and run.result == b"6"
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the process is stopped (state T in /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_an_owner_paused_inside_its_transaction_does_not_block_the_takeover(
+    pg_schema: str, tmp_path: Path
+) -> None:
+    """The owner stops while its append transaction holds the run row's lock (the insert made,
+    the commit not sent). Its lease runs out; a second process must still take the run over and
+    finish it: the server ends the stalled transaction, which is then never committed. Resumed,
+    the first process learns it lost the run."""
+    postgres_store(pg_schema).close()
+    url = f"{PG_URL}?schema={pg_schema}"
+    effects = tmp_path / "effects"
+    zombie = _worker(url, effects, 1.0, "stop-in-transaction")
+    taker = None
+    try:
+        assert zombie.stdout is not None
+        for line in zombie.stdout:
+            if line.strip() == "stopping in the transaction":
+                break
+        deadline = time.monotonic() + 10
+        while not _stopped(zombie.pid):
+            assert time.monotonic() < deadline, "the worker did not stop itself"
+            time.sleep(0.01)
+        time.sleep(1.5)  # the lease (1 s) runs out while the owner is paused
+        taker = _worker(url, effects, 30.0)
+        out, err = taker.communicate(timeout=60)
+        assert taker.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1])["result"] == 6
+        os.kill(zombie.pid, signal.SIGCONT)
+        zombie_out, zombie_err = zombie.communicate(timeout=60)
+        assert zombie.returncode == 4 and "ownership lost" in zombie_out, zombie_err
+    finally:
+        for process in (zombie, taker):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+    with Journal(url) as journal:
+        events = journal.events("zombie-1")
+        (verdict,) = journal.verify("zombie-1")
+    outcomes = Counter(e.key for e in events if e.status.value == "completed")
+    assert sorted(outcomes) == [f"0:{n}" for n in range(1, 7)] and set(outcomes.values()) == {1}
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)) and verdict.sealed
+
+
+def _wait_stopped(process: subprocess.Popen[str]) -> None:
+    """Read the worker's output up to its announced stop, then wait until it is stopped."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.strip() == "stopping in the transaction":
+            break
+    deadline = time.monotonic() + 10
+    while not _stopped(process.pid):
+        assert time.monotonic() < deadline, "the worker did not stop itself"
+        time.sleep(0.01)
+
+
+SHORT_IDLE_LIMIT = "options=-c%20idle_in_transaction_session_timeout%3D300"
+"""A limit of the user's own, in the URL: the store keeps it rather than setting its own."""
+
+
+def test_an_owner_paused_inside_its_transaction_writes_it_again_when_it_still_owns_the_run(
+    pg_schema: str, tmp_path: Path
+) -> None:
+    """Paused in its transaction for longer than the server allows, with its lease still
+    valid: the ended transaction is run again on a new connection and the run finishes, each
+    step done and recorded once."""
+    postgres_store(pg_schema).close()
+    url = f"{PG_URL}?schema={pg_schema}&{SHORT_IDLE_LIMIT}"
+    effects = tmp_path / "effects"
+    owner = _worker(url, effects, 30.0, "stop-in-transaction", "1")
+    try:
+        _wait_stopped(owner)
+        time.sleep(1.0)  # past the URL's 300 ms limit
+        os.kill(owner.pid, signal.SIGCONT)
+        out, err = owner.communicate(timeout=60)
+        assert owner.returncode == 0, err
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.communicate()
+    assert json.loads(out.strip().splitlines()[-1])["result"] == 6
+    keys = [line.split()[1] for line in effects.read_text().splitlines()]
+    assert sorted(keys) == [f"zombie-1:0:{n}" for n in range(1, 7)]  # no body ran twice
+    with Journal(url) as journal:
+        events = journal.events("zombie-1")
+        (verdict,) = journal.verify("zombie-1")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)) and verdict.sealed
+    assert Counter(e.key for e in events if e.status.value == "started")["0:3"] == 1
+
+
+def test_an_owner_that_stalls_in_its_transaction_twice_is_told_why(
+    pg_schema: str, tmp_path: Path
+) -> None:
+    """Ended twice: the error says the process stalled in a transaction, that nothing of it
+    was written, and what to look for."""
+    postgres_store(pg_schema).close()
+    url = f"{PG_URL}?schema={pg_schema}&{SHORT_IDLE_LIMIT}"
+    owner = _worker(url, tmp_path / "effects", 30.0, "stop-in-transaction", "2")
+    try:
+        for _ in range(2):
+            _wait_stopped(owner)
+            time.sleep(1.0)
+            os.kill(owner.pid, signal.SIGCONT)
+        _, err = owner.communicate(timeout=60)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.communicate()
+    assert owner.returncode != 0
+    assert "JournalUnavailable" in err and "stalled inside it" in err, err
+    assert "nothing of it was written" in err and "resume the run" in err
+    with Journal(url) as journal:
+        events = journal.events("zombie-1")
+    assert "0:3" not in {e.key for e in events}  # neither ended transaction was committed
 
 
 @pytest.mark.parametrize(

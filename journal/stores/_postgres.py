@@ -41,15 +41,35 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from . import _postgres_heads as _heads
-from ._postgres_schema import NAME, NoJournal, masked, open_schema
+from ._postgres_schema import NAME, STALLED_TRANSACTION_MS, NoJournal, masked, open_schema
 from ._postgres_schema import named_errors as _named
 
+_EVENT_VALUES = (
+    "(%s::integer, %s::text, %s::text, %s::text, %s::text, %s::text, %s::integer, %s::bytea,"
+    " %s::timestamptz, %s::bytea, %s::text, %s::text)"
+)
+"""One event row's values in `_insert_events`' statement, typed (a NULL has no type)."""
 
-def _read_committed(conn: psycopg.Connection[Any]) -> None:
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
     """Every connection reads committed data, whatever the database's default: the head's
     next entry is read after the lock that orders appends, never from an older snapshot
-    (REPEATABLE READ would have two writers number their entries alike)."""
+    (REPEATABLE READ would have two writers number their entries alike).
+
+    And the server ends a transaction its client left idle for STALLED_TRANSACTION_MS (unless
+    the URL, role or database sets a limit of its own): a process paused inside one (a GC pause,
+    a frozen VM, a debugger) would otherwise hold the run row's lock, and the journal's head
+    lock, for as long as it stays paused, and no other process could take its runs over. Ours
+    are a few statements sent back to back; the ended one was never committed and is run again
+    (`named_errors`)."""
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    row = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+    if row is not None and row[0] == "0":
+        conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+            (str(STALLED_TRANSACTION_MS),),
+        )
+    conn.commit()
 
 
 def _sound(seq: Any, attempt: Any, payload: Any, created: Any, args: Any) -> bool:
@@ -122,7 +142,7 @@ class PostgresStore:
                 max_size=max_size,
                 open=True,
                 timeout=30,
-                configure=_read_committed,
+                configure=_configure,
             )
         except NoJournal as exc:
             raise JournalUnavailable(masked(f"{exc} (at {url})", url)) from None
@@ -335,36 +355,25 @@ class PostgresStore:
     def _insert_events(
         self, cur: psycopg.Cursor[Any], run_id: str, token: str, events: Sequence[Event]
     ) -> None:
-        # Each row is inserted only while `token` owns the run, checked under a share lock on
+        # The rows are inserted only while `token` owns the run, checked under a share lock on
         # the run row: a claim (FOR UPDATE) waits for this transaction, or this one sees the
-        # new owner and inserts nothing. One statement per row, no extra round trip.
-        cur.executemany(
+        # new owner and inserts nothing. One statement for all the rows: psycopg's executemany
+        # pipeline ends in a way that leaves the server's idle-in-transaction timer off
+        # (PostgreSQL 15), so a process paused before its commit held the lock for good.
+        if not events:
+            return
+        cur.execute(
             f"WITH fence AS (SELECT 1 FROM {self.schema}.runs"
             " WHERE run_id = %s AND owner_token = %s FOR SHARE)"
             f" INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
             " status, attempt, payload, created_at, args, prev_hash, hash)"
-            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM fence",
-            [
-                (
-                    run_id,
-                    token,
-                    run_id,
-                    e.seq,
-                    e.key,
-                    e.kind.value,
-                    e.name,
-                    e.fingerprint,
-                    e.status.value,
-                    e.attempt,
-                    e.payload,
-                    e.created_at,
-                    e.args,
-                    e.prev_hash,
-                    e.hash,
-                )
-                for e in events
-            ],
-        )
+            " SELECT %s, v.* FROM fence, (VALUES " + ", ".join([_EVENT_VALUES] * len(events))
+            + ") AS v",
+            [run_id, token, run_id, *(value for e in events for value in (
+                e.seq, e.key, e.kind.value, e.name, e.fingerprint, e.status.value, e.attempt,
+                e.payload, e.created_at, e.args, e.prev_hash, e.hash,
+            ))],
+        )  # fmt: skip
         if cur.rowcount != len(events):
             raise LeaseLost(run_id)  # the transaction rolls back: nothing half-written
 

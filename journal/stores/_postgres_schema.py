@@ -14,9 +14,14 @@ from psycopg_pool import PoolTimeout
 
 from .._chain import Chain
 from .._errors import JournalUnavailable
+from .._log import get_logger
 from . import _postgres_heads as _heads
 
+_log = get_logger("journal.postgres")
+
 SCHEMA_VERSION = 2
+STALLED_TRANSACTION_MS = 5000
+"""How long the server lets a store's transaction wait for its client before ending it."""
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 """A schema name we put into SQL: a plain PostgreSQL name."""
 
@@ -176,7 +181,21 @@ def named_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            except psycopg.errors.IdleInTransactionSessionTimeout:
+                # This process stalled inside the transaction and the server ended it before
+                # the commit was sent: nothing of it was written. Once more, on a new
+                # connection; a writer whose run was taken over meanwhile is fenced out there.
+                _log.warning("stalled_transaction_ended", method=method.__name__)
+                return method(self, *args, **kwargs)
+        except psycopg.errors.IdleInTransactionSessionTimeout:
+            raise JournalUnavailable(
+                f"PostgreSQL at {masked(self.url, self.url)} ended this process's transaction "
+                "twice because the process stalled inside it for longer than the server's "
+                "idle_in_transaction_session_timeout; nothing of it was written. Fix: find what "
+                "pauses the process (CPU starved, swapping, a debugger), then resume the run."
+            ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise JournalUnavailable(
                 masked(
