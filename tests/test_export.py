@@ -196,6 +196,8 @@ def test_gc_removes_old_finished_runs_and_keeps_the_rest(tmp_path: Path) -> None
     assert [r.run_id for r in journal.gc(keep_last=2, dry_run=True)] == ["r2", "r1"]
     assert len(journal.runs()) == 5
     assert journal.gc(keep_last=2, older_than=timedelta(days=1)) == []  # all are new
+    seals = {run_id: journal.run(run_id).seal for run_id in ("r1", "r2")}
+    assert all(seals.values())
     removed = journal.gc(keep_last=2)
     assert [r.run_id for r in removed] == ["r2", "r1"]
     assert sorted(r.run_id for r in journal.runs()) == ["r3", "r4", "unfinished"]
@@ -206,11 +208,11 @@ def test_gc_removes_old_finished_runs_and_keeps_the_rest(tmp_path: Path) -> None
     assert [r.run_id for r in removed] == ["unfinished"]
     journal.close()
     conn = sqlite3.connect(tmp_path / "j.db")
-    logged = conn.execute("SELECT run_id, status, events FROM retention_log").fetchall()
+    logged = conn.execute("SELECT run_id, status, events, seal FROM retention_log").fetchall()
     assert sorted(logged) == [
-        ("r1", "completed", 4),
-        ("r2", "completed", 4),
-        ("unfinished", "running", 0),
+        ("r1", "completed", 4, seals["r1"]),
+        ("r2", "completed", 4, seals["r2"]),
+        ("unfinished", "running", 0, None),
     ]
     conn.close()
 

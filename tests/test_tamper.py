@@ -115,6 +115,7 @@ def test_storage_edits_are_found_not_crashed_on(db_path: Path, edit: str, key: s
         (verdict,) = journal.verify("T-1")
     assert verdict.verdict == "broken" and verdict.broken is not None, verdict
     assert (verdict.broken.seq, verdict.broken.field) == (seq, field), verdict
+    assert not verdict.sealed and verdict.events == (seq or 0), verdict  # checked up to there
 
     code, output = cli("verify", "T-1", "--db", str(db_path), key=key)
     assert code == 3, output
@@ -384,8 +385,27 @@ def test_a_journal_from_before_the_head_adopts_its_runs(db_path: Path) -> None:
         assert all(v.ok for v in journal.verify())
     with Journal(db_path) as journal:
         assert len(journal.store.read_heads()) == 3  # once only
+        assert journal.store.adopt_runs() == 0
     edit_sqlite(db_path, "UPDATE runs SET status = 'running', seal = NULL WHERE run_id = 'T-1'")
     assert cli("verify", "--db", str(db_path))[0] == 3
+
+
+def test_a_store_opened_by_hand_on_a_journal_from_before_the_head_adopts_when_given_a_chain(
+    db_path: Path,
+) -> None:
+    """`SQLiteStore(path)` upgrades a schema-3 file without a chain to sign with: its runs are
+    adopted when a Journal takes the store (and gives it the chain), once."""
+    from journal.stores import SQLiteStore
+
+    record_two(db_path)
+    edit_sqlite(db_path, "DROP TABLE heads", "PRAGMA user_version = 3")
+    store = SQLiteStore(db_path)
+    assert store.read_heads() == []  # upgraded, nothing adopted yet: no chain
+    with Journal(store=store) as journal:
+        reasons = sorted((e.run_id, e.reason) for e in journal.store.read_heads())
+        assert reasons == [("T-1", "adopted"), ("T-2", "adopted"), ("T-3", "adopted")]
+        assert journal.store.adopt_runs() == 0  # once only
+        assert all(v.ok for v in journal.verify())
 
 
 def test_the_head_holds_under_concurrent_writers(tmp_path: Path) -> None:
