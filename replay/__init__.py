@@ -18,6 +18,7 @@ Everything a workflow may do durably, in one place:
     replay_run      re-run a recorded run offline with its own workflow and inputs
     resume_run      resume an interrupted run (or a fork) with its own workflow and inputs
     retry_run       retry a failed run in place with its own workflow and inputs
+    upgrade_check   replay the runs in flight against new code: which would diverge, where
     cancel          end a run that should not go on: it is cancelled, or its owner stops it
     submit, Worker  record a run for workers to start; a worker resumes runs that need it
 """
@@ -44,6 +45,7 @@ from ._run import JournaledRun, MissingRunId, journaled, retry, run, run_with_su
 from ._session import RunSummary
 from ._steps import RetryPolicy, idempotency_key, step
 from ._timeouts import Timeout, timeout, wait_for
+from ._upgrade import UpgradeVerdict, upgrade_check
 from ._worker import Worker, WorkerStats
 from ._workflow import RunOutcome
 
@@ -68,6 +70,7 @@ __all__ = [
     "StepFailed",
     "Suspended",
     "Timeout",
+    "UpgradeVerdict",
     "Worker",
     "WorkerStats",
     "as_completed",
@@ -89,6 +92,7 @@ __all__ = [
     "step",
     "submit",
     "timeout",
+    "upgrade_check",
     "uuid4",
     "wait_for",
 ]

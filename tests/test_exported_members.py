@@ -56,6 +56,8 @@ def test_replay_exports() -> None:
             "step",
             "Timeout",
             "timeout",
+            "upgrade_check",
+            "UpgradeVerdict",
             "uuid4",
             "wait_for",
         ]

@@ -3,7 +3,7 @@
 Exit codes: 0 success; 1 the journal said no (unknown run, unreadable or missing database,
 bad value for an option); 2 bad usage (unknown option, missing argument); 3 the check failed:
 `journal replay` found that the run no longer reproduces, `journal verify` found an edit,
-`journal diff` found the runs differ.
+`journal diff` found the runs differ, `journal upgrade-check` found a run that would diverge.
 """
 
 from ._app import app
@@ -12,6 +12,7 @@ from ._app import app
 from . import (
     _inspecting,
     _debugging,
+    _upgrading,
     _operating,
     _auditing,
 )  # registration order is `journal --help` order
@@ -23,6 +24,7 @@ _COMMAND_MODULES = (
     _debugging,
     _inspecting,
     _operating,
+    _upgrading,
 )  # imported for their @app.command
 
 

@@ -1,0 +1,152 @@
+"""The upgrade check: replay the runs still in flight against the code about to be deployed.
+
+Temporal's replay test, run over your own journal: each chosen run is replayed offline with the
+workflow as it is now imported, and is either continued by the new code (every recorded step
+served alike, up to where it would go live) or would diverge, with the same diff a
+`NonDeterminismError` gives. `journal upgrade-check` is the CI gate built on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from journal import Journal, JournalError, Run, RunCancelled, RunStatus
+
+from ._blocks import WorkflowNotFound
+from ._errors import FrontierReached, NonDeterminismError, Suspended
+from ._rerun import replay_run
+
+IN_FLIGHT = ("interrupted", "waiting")
+"""The runs a deploy meets by default: crashed or killed ones to resume, and waiting ones."""
+
+Verdict = Literal["continues", "diverges", "unchecked"]
+
+
+@dataclass(frozen=True)
+class UpgradeVerdict:
+    """What the code as it is now imported does with one recorded run."""
+
+    run_id: str
+    workflow: str | None
+    status: str
+    """The run's status when checked (`interrupted` for a running run with no live owner)."""
+    verdict: Verdict
+    """`continues`: every recorded step is served alike; `diverges`: the new code asks for
+    something else, or ends differently; `unchecked`: it could not be replayed (its workflow
+    is gone or cannot be imported)."""
+    served: int
+    """Recorded steps served before the verdict."""
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "continues"
+
+
+def runs_to_check(
+    journal: Journal, statuses: Iterable[str] = IN_FLIGHT, modules: Sequence[str] = ()
+) -> list[tuple[Run, str]]:
+    """The runs of these statuses (and, with `modules`, whose workflow lives in one of them),
+    oldest first, each with the status it is checked under."""
+    chosen: dict[str, tuple[Run, str]] = {}
+    for status in statuses:
+        if status == "interrupted":
+            runs = journal.interrupted()
+        else:
+            try:
+                runs = journal.runs(status=RunStatus(status), limit=None)
+            except ValueError:
+                known = ", ".join([s.value for s in RunStatus] + ["interrupted"])
+                raise ValueError(
+                    f"unknown run status {status!r}. Expected one of: {known}."
+                ) from None
+        for run in runs:
+            if modules and not _in_modules(run.workflow, modules):
+                continue
+            chosen.setdefault(run.run_id, (run, status))
+    return sorted(chosen.values(), key=lambda pair: (pair[0].created_at, pair[0].run_id))
+
+
+def _in_modules(workflow: str | None, modules: Sequence[str]) -> bool:
+    if workflow is None:  # a journaled(...) block: its code is a file, not one of the modules
+        return False
+    module = workflow.partition(":")[0]
+    return any(module == m or module.startswith(m + ".") for m in modules)
+
+
+async def upgrade_check(
+    journal: Journal,
+    *,
+    statuses: Iterable[str] = IN_FLIGHT,
+    modules: Sequence[str] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> list[UpgradeVerdict]:
+    """Replay every run of `statuses` (by default the interrupted and waiting ones), limited to
+    workflows in `modules` if given, against the code as it is imported now; one verdict each,
+    oldest run first. Nothing is written to the journal and nothing runs live.
+
+    `progress(checked, total)` is called after each run.
+
+    >>> verdicts = await replay.upgrade_check(journal, modules=["myapp.workflows"])
+    >>> assert all(v.ok for v in verdicts), [str(v.detail) for v in verdicts if not v.ok]
+    """
+    chosen = runs_to_check(journal, statuses, modules)
+    verdicts = []
+    for number, (run, status) in enumerate(chosen, 1):
+        verdicts.append(await _check(journal, run, status))
+        if progress is not None:
+            progress(number, len(chosen))
+    return verdicts
+
+
+async def _check(journal: Journal, run: Run, status: str) -> UpgradeVerdict:
+    served = [0]
+
+    def count(done: int, _total: int) -> None:
+        served[0] = done
+
+    def verdict(kind: Verdict, detail: str) -> UpgradeVerdict:
+        return UpgradeVerdict(run.run_id, run.workflow, status, kind, served[0], detail)
+
+    try:
+        outcome = await replay_run(journal, run.run_id, progress=count)
+    except NonDeterminismError as exc:
+        return verdict("diverges", str(exc))
+    except FrontierReached as exc:
+        return verdict(
+            "continues",
+            f"every recorded step served alike; it goes live at step {exc.key} ({exc.name})",
+        )
+    except Suspended:
+        return verdict("continues", "every recorded step served alike; it waits again")
+    except RunCancelled as exc:
+        if run.status is RunStatus.CANCELLED:
+            return verdict("continues", "reproduced up to where the run was cancelled")
+        return verdict("diverges", f"the replay was cancelled, the recording was not: {exc}")
+    except WorkflowNotFound as exc:
+        return verdict("unchecked", str(exc))
+    except JournalError as exc:
+        return verdict("unchecked", str(exc))
+    except Exception as exc:  # the workflow raised: alike only if the run failed so
+        if run.status is RunStatus.FAILED:
+            return verdict("continues", f"reproduced the recorded failure: {exc!r}")
+        return verdict(
+            "diverges",
+            f"the new code raises {type(exc).__name__}: {exc}, after {served[0]} recorded "
+            f"steps served; the run is {status}",
+        )
+    if outcome.summary.result_matches_recorded is False:
+        return verdict(
+            "diverges",
+            f"the result differs from the recorded one: now {outcome.result!r}",
+        )
+    unconsumed = outcome.summary.unconsumed
+    if unconsumed:
+        return verdict(
+            "continues",
+            f"reproduced its recorded result; {len(unconsumed)} recorded steps were never "
+            f"asked for ({', '.join(unconsumed[:5])})",
+        )
+    return verdict("continues", "reproduced to its recorded end")
