@@ -69,19 +69,22 @@ class Chain:
         return hmac.new(self._key, message, "sha256").hexdigest()
 
     def genesis(self, run: Run) -> str:
-        """The hash seq 1 links to: covers the run's id, workflow, inputs, parent and start."""
+        """The hash seq 1 links to: covers the run's id, workflow, inputs, parent, start and
+        the version of the code that started it (only when it has one: a run recorded before
+        versions were kept hashes as it always did)."""
         inputs = run.inputs or b""
-        header = orjson.dumps(
-            [
-                run.run_id,
-                run.workflow,
-                run.inputs_fingerprint,
-                run.parent_run_id,
-                run.fork_seq,
-                microseconds(run.created_at),
-                len(inputs) if run.inputs is not None else -1,
-            ]
-        )
+        fields = [
+            run.run_id,
+            run.workflow,
+            run.inputs_fingerprint,
+            run.parent_run_id,
+            run.fork_seq,
+            microseconds(run.created_at),
+            len(inputs) if run.inputs is not None else -1,
+        ]
+        if run.version is not None:
+            fields.append(run.version)
+        header = orjson.dumps(fields)
         return self.mac(b"journal-replay/run/v1" + header + inputs)
 
     def link(self, prev_hash: str, event: Event) -> str:

@@ -1,13 +1,15 @@
 """Where a journal's settings come from, first match wins:
 
 1. arguments given to `Journal(...)` (or `--db` on the command line);
-2. environment: `JOURNAL_URL`, `JOURNAL_DURABILITY`, `JOURNAL_MAX_PAYLOAD_BYTES`;
+2. environment: `JOURNAL_URL`, `JOURNAL_DURABILITY`, `JOURNAL_MAX_PAYLOAD_BYTES`,
+   `JOURNAL_VERSION`;
 3. `journal.toml` in the working directory or the nearest parent that has one;
 4. `[tool.journal]` in the nearest `pyproject.toml`;
 5. defaults: `.journal/journal.db`, durability "normal", 10 MB per event, no retention policy.
 
-A file may set `url`, `durability`, `max_payload_bytes` and a `[retention]` table
-(`keep_last`, `older_than`, `statuses`) that `journal gc` applies when given no limits.
+A file may set `url`, `durability`, `max_payload_bytes`, `version` (of the deployed code,
+recorded on each run it starts) and a `[retention]` table (`keep_last`, `older_than`,
+`statuses`) that `journal gc` applies when given no limits.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ._errors import JournalUnavailable
 
 DEFAULT_URL = str(Path(".journal") / "journal.db")
 DEFAULT_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
-_KEYS = {"url", "durability", "max_payload_bytes", "retention"}
+_KEYS = {"url", "durability", "max_payload_bytes", "retention", "version"}
 _RETENTION_KEYS = {"keep_last", "older_than", "statuses"}
 
 
@@ -34,6 +36,9 @@ class JournalConfig:
     durability: str = "normal"
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     retention: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+    """The deployed code's version, recorded on each run it starts; None: a hash of each
+    workflow's module source is recorded instead."""
     sources: dict[str, str] = field(default_factory=dict)
     """setting -> "default", "JOURNAL_URL", or the file it was read from."""
 
@@ -50,6 +55,7 @@ def load_config(start: Path | None = None) -> JournalConfig:
         ("url", "JOURNAL_URL"),
         ("durability", "JOURNAL_DURABILITY"),
         ("max_payload_bytes", "JOURNAL_MAX_PAYLOAD_BYTES"),
+        ("version", "JOURNAL_VERSION"),
     ):
         if os.environ.get(variable):
             values[key], sources[key] = os.environ[variable], variable
@@ -107,8 +113,20 @@ def _checked(values: dict[str, Any], sources: dict[str, str]) -> JournalConfig:
             f"[retention] in {sources.get('retention')} may hold {sorted(_RETENTION_KEYS)}, "
             f"not {retention!r}."
         )
+    version = values.get("version")
+    if version is not None and (
+        not isinstance(version, str)
+        or not version.strip()
+        or not version.isprintable()
+        or len(version) > 200
+    ):
+        raise JournalUnavailable(
+            f"version {version!r} (from {sources['version']}) must be a short line of text "
+            "naming the deployed code, such as a release tag or a commit id."
+        )
     return JournalConfig(
         url=str(values.get("url", DEFAULT_URL)),
+        version=version,
         durability=durability,
         max_payload_bytes=limit,
         retention=dict(retention),

@@ -104,6 +104,12 @@ class Run(BaseModel):
     or the moment an awaited signal arrived)."""
     waiting_for: str | None = None
     """For a `waiting` run: the name of the signal it waits for, if any."""
+    version: str | None = None
+    """The version of the code that started the run: the configured one (`JOURNAL_VERSION`,
+    `version` in journal.toml or `[tool.journal]`), else `src:` and a hash of the workflow's
+    module source. None for a fork (made to be continued by new code) and for runs recorded
+    before versions were kept. Workers and `journal resume` continue only versions they
+    accept."""
 
 
 class Event(BaseModel):

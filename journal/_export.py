@@ -98,6 +98,8 @@ def run_record(run: Run) -> dict[str, Any]:
         "chain": run.chain,
         "seal": run.seal,
     }
+    if run.version is not None:  # only then: exports of runs without one read as before
+        record["version"] = run.version
     for name in ("inputs", "result", "error"):
         _put_bytes(record, name, getattr(run, name))
     return record
@@ -145,6 +147,7 @@ def run_from_record(record: dict[str, Any]) -> Run:
         finished_at=_moment(record["finished_at"]),
         chain=record["chain"],
         seal=record["seal"],
+        version=_str_or_none(record.get("version")),
     )
 
 

@@ -123,6 +123,8 @@ def _header(
     ]
     if run.get("finished_at"):
         facts.insert(2, ("finished", _time_text(run["finished_at"])))
+    if run.get("version"):
+        facts.append(("version", str(run["version"])))
     if run.get("parent_run_id"):
         fork_point = f" at seq {run['fork_seq']}" if run.get("fork_seq") is not None else ""
         facts.append(("forked from", f"{run['parent_run_id']}{fork_point}"))

@@ -70,6 +70,7 @@ class RunDigest:
             "resumes": run.resumes,
             "parent_run_id": run.parent_run_id,
             "fork_seq": run.fork_seq,
+            "version": run.version,
             "owner": None if run.owner is None else run.owner.model_dump(mode="json"),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,

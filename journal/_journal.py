@@ -217,11 +217,13 @@ class Journal:
         limit: int | None = 50,
         offset: int = 0,
         prices: Prices | None = None,
+        version: str | None = None,
     ) -> list[RunDigest]:
         """Runs, newest first, each with its step count, duration and LLM token usage
         (`journal runs`); with `prices` ({model: {"input": $/1M tokens, "output": ...}}), an
-        estimated cost. `status="interrupted"` lists the runs `interrupted()` returns. The
-        first `offset` matching runs are skipped (the next page)."""
+        estimated cost. `status="interrupted"` lists the runs `interrupted()` returns;
+        `version`, only runs started by that version of the code. The first `offset` matching
+        runs are skipped (the next page)."""
         digests = []
         if status == "interrupted":
             runs = self.interrupted(workflow=workflow)
@@ -231,6 +233,8 @@ class Journal:
         for run in runs:
             if since is not None and run.created_at < since:
                 break  # newest first: every later run is older still
+            if version is not None and run.version != version:
+                continue
             if skipped < offset:
                 skipped += 1
                 continue

@@ -37,6 +37,7 @@ from ._errors import (
     SignalTimeout,
     StepFailed,
     Suspended,
+    VersionNotAccepted,
 )
 from ._ordering import as_completed
 from ._patches import deprecate_patch, patched
@@ -71,6 +72,7 @@ __all__ = [
     "Suspended",
     "Timeout",
     "UpgradeVerdict",
+    "VersionNotAccepted",
     "Worker",
     "WorkerStats",
     "as_completed",

@@ -243,3 +243,21 @@ class StepFailed(ReplayError, Exception):
         self.message = message
         self.recorded_traceback = traceback
         super().__init__(f"{type_name}: {message}")
+
+
+class VersionNotAccepted(ReplayError):
+    """The run was started by another version of the code than this process runs, and this
+    process was not told that it can continue that version's runs."""
+
+    def __init__(self, run_id: str, recorded: str, current: str | None, workflow: str) -> None:
+        self.run_id = run_id
+        self.recorded = recorded
+        self.current = current
+        super().__init__(
+            f"Run {run_id!r} was started by version {recorded!r} of its code, and this process "
+            f"runs version {current!r} of {workflow}; nothing was resumed. Resumed by other "
+            "code, its recorded steps may no longer replay. Fix: check it with `journal "
+            "upgrade-check`, then continue it here with accept_versions=["
+            f"{recorded!r}] (replay.resume_run, replay.Worker), or move it to this code "
+            "with a fork."
+        )

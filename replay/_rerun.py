@@ -15,7 +15,7 @@ import pdb
 import re
 import sys
 import typing
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -31,6 +31,7 @@ from ._blocks import BlockCall, WorkflowNotFound, block_call, recorded_holder
 from ._run import run_with_summary, start_run
 from ._session import Session
 from ._sitting import DEFAULT_LEASE_SECONDS, DebugOptions, debug_options
+from ._versions import check_version
 from ._workflow import RunOutcome
 
 
@@ -193,18 +194,28 @@ async def resume_run(
     *,
     entry: str | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    accept_versions: Collection[str] = (),
 ) -> RunOutcome[Any]:
     """Resume an interrupted run (or a fork) in this process with its own workflow and inputs.
 
     Recorded steps are served, the rest runs live and is journaled: `journal resume RUN`.
     A finished run returns its recorded outcome without running anything.
+
+    A run started by another version of the code is refused (`VersionNotAccepted`) unless
+    its version is in `accept_versions` (`"*"`: any): check it with `journal upgrade-check`
+    first. Runs without a version (forks, runs from before versions) are always continued.
     """
     run = journal.run(run_id)
     holder = _holder(run, entry)
+    unfinished = run.status in (RunStatus.RUNNING, RunStatus.WAITING)
     if holder is not None:
+        if unfinished:
+            check_version(run, load_workflow(holder), accept_versions)
         with _http_journaled_if_recorded(journal, run_id):
             return await _call_holder(journal, run_id, holder, BlockCall(run_id, journal, "resume"))
     workflow, args, kwargs = _recorded_call(run, entry)
+    if unfinished:
+        check_version(run, workflow, accept_versions)
     with _http_journaled_if_recorded(journal, run_id):
         return await run_with_summary(
             workflow,

@@ -46,6 +46,7 @@ from ._sitting import (
     until_done,
     workflow_body,
 )
+from ._versions import configured_version, version_of, version_of_file
 from ._workflow import RunOutcome, WorkflowSpec, spec_for
 
 R = TypeVar("R")
@@ -174,7 +175,12 @@ def _encoded_inputs(
 
 
 def _create_run(
-    journal: Journal, spec: WorkflowSpec, run_id: str, inputs: bytes, inputs_fp: str
+    journal: Journal,
+    spec: WorkflowSpec,
+    run_id: str,
+    inputs: bytes,
+    inputs_fp: str,
+    version: str | None,
 ) -> Run:
     now = datetime.now(UTC)
     return journal.store.create_run(
@@ -188,6 +194,7 @@ def _create_run(
             updated_at=now,
             chain=journal.chain.scheme,
             parent_run_id=parent_run.get(),
+            version=version,
         )
     )
 
@@ -225,7 +232,7 @@ def submit(
     inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs, run_id)
     existing = journal.store.get_run(run_id)
     if existing is None:
-        existing = _create_run(journal, spec, run_id, inputs, inputs_fp)
+        existing = _create_run(journal, spec, run_id, inputs, inputs_fp, version_of(workflow))
     _check_same(existing, spec, inputs, inputs_fp)
     log.info("run.submitted", run_id=run_id, workflow=spec.path)
     return run_id
@@ -310,7 +317,7 @@ async def start_run(
                 if mode == "replay"
                 else "Only a recorded run that failed can be retried; run() starts a new one.",
             )
-        existing = _create_run(journal, spec, run_id, inputs, inputs_fp)
+        existing = _create_run(journal, spec, run_id, inputs, inputs_fp, version_of(workflow))
         resuming = False
     else:
         resuming = True
@@ -529,6 +536,7 @@ async def journaled(
                 created_at=now,
                 updated_at=now,
                 chain=journal.chain.scheme,
+                version=configured_version() if holder is None else version_of_file(holder["file"]),
             )
         )
         resuming = False

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from journal import Journal, JournalError, Run, RunCancelled, RunLocked
 
 from ._blocks import WorkflowNotFound
-from ._errors import ReplayError, Suspended
+from ._errors import ReplayError, Suspended, VersionNotAccepted
 from ._log import get_logger
 from ._rerun import resume_run
 from ._sitting import DEFAULT_LEASE_SECONDS
@@ -42,6 +42,8 @@ class WorkerStats:
     locked: int = 0
     skipped: int = 0
     suspended: int = 0
+    other_version: int = 0
+    """Runs started by a version of the code this worker does not accept: left for others."""
 
 
 class Worker:
@@ -52,6 +54,9 @@ class Worker:
 
     `imports` are modules to import first, so their workflows resolve by the import path each
     run recorded. Candidates are tried in random order, so workers spread over the work.
+
+    A run started by another version of the code (see `Run.version`) is left alone, for the
+    workers of its version, unless that version is in `accept_versions` (`"*"`: any).
     """
 
     def __init__(
@@ -61,8 +66,10 @@ class Worker:
         imports: Iterable[str] = (),
         poll_seconds: float = 0.5,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        accept_versions: Iterable[str] = (),
     ) -> None:
         self.journal = journal
+        self.accept_versions = frozenset(accept_versions)
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
         self.stats = WorkerStats()
@@ -100,6 +107,7 @@ class Worker:
             "worker.started",
             store=_where(self.journal),
             imports=list(self.imports),
+            accept_versions=sorted(self.accept_versions),
             concurrency=1,
             poll_seconds=self.poll_seconds,
         )
@@ -127,7 +135,12 @@ class Worker:
             self._skip(run, "it names no importable workflow (a journaled block or a script)")
             return 0
         task = asyncio.ensure_future(
-            resume_run(self.journal, run.run_id, lease_seconds=self.lease_seconds)
+            resume_run(
+                self.journal,
+                run.run_id,
+                lease_seconds=self.lease_seconds,
+                accept_versions=self.accept_versions,
+            )
         )
         stopper = asyncio.ensure_future(self._stopping().wait())
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -144,6 +157,13 @@ class Worker:
             return 0
         except Suspended:
             self.stats.suspended += 1  # waiting again (a sleep, a signal): due later
+            return 0
+        except VersionNotAccepted as exc:  # for the workers of its own version
+            self._unresolvable.add(run.run_id)
+            self.stats.other_version += 1
+            log.info(
+                "worker.other_version", run_id=run.run_id, version=exc.recorded, own=exc.current
+            )
             return 0
         except (WorkflowNotFound, ReplayError) as exc:
             # Code that no longer reproduces the run (or is gone) needs a person, not a retry.

@@ -58,6 +58,7 @@ def test_replay_exports() -> None:
             "timeout",
             "upgrade_check",
             "UpgradeVerdict",
+            "VersionNotAccepted",
             "uuid4",
             "wait_for",
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,7 @@ _V3 = """\
     text = await careful_draft(topic)"""
 
 _DRIVER = """\
-import asyncio, sys
+import asyncio, os, sys
 import replay
 from journal import Journal
 import flows
@@ -69,7 +70,12 @@ async def main(action: str, run_id: str) -> None:
                 print("waiting")
         elif action == "approve":
             journal.signal(run_id, "approval", "ok")
-            outcome = await replay.resume_run(journal, run_id)
+            accepted = [v for v in os.environ.get("ACCEPT", "").split(",") if v]
+            try:
+                outcome = await replay.resume_run(journal, run_id, accept_versions=accepted)
+            except replay.VersionNotAccepted as exc:
+                print("refused:", exc.recorded, exc.current)
+                return
             print(outcome.result)
         else:
             outcome = await replay.replay_run(journal, run_id)
@@ -84,7 +90,9 @@ def _deploy(folder: Path, body: str) -> None:
     (folder / "driver.py").write_text(_DRIVER)
 
 
-def _drive(folder: Path, action: str, run_id: str) -> str:
+def _drive(folder: Path, action: str, run_id: str, version: str, accept: str = "") -> str:
+    """The driver run as the deploy of `version` would run it (`JOURNAL_VERSION`), continuing
+    runs of the versions in `accept` too."""
     done = subprocess.run(
         [sys.executable, "driver.py", action, run_id],
         cwd=folder,
@@ -92,6 +100,7 @@ def _drive(folder: Path, action: str, run_id: str) -> str:
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, "JOURNAL_VERSION": version, "ACCEPT": accept},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.strip()
@@ -107,24 +116,29 @@ def _calls(folder: Path) -> list[str]:
 
 def test_old_runs_keep_their_branch_after_a_patched_deploy(tmp_path: Path) -> None:
     _deploy(tmp_path, _V1)
-    assert _drive(tmp_path, "start", "old") == "waiting"  # suspended on its approval
+    assert _drive(tmp_path, "start", "old", "v1") == "waiting"  # suspended on its approval
     assert _calls(tmp_path) == ["draft"]
 
     _deploy(tmp_path, _V2)  # the new code, while "old" waits
-    assert _drive(tmp_path, "start", "new") == "waiting"
+    assert _drive(tmp_path, "start", "new", "v2") == "waiting"
     assert _calls(tmp_path) == ["careful_draft"]
-    assert _drive(tmp_path, "approve", "old") == "published: draft about owls (ok)"
-    assert _drive(tmp_path, "approve", "new") == "published: careful draft about owls (ok)"
+    # v2 continues v1's runs only once it says it can (it branches with patched()).
+    assert _drive(tmp_path, "approve", "old", "v2") == "refused: v1 v2"
+    assert _calls(tmp_path) == []
+    assert _drive(tmp_path, "approve", "old", "v2", accept="v1") == (
+        "published: draft about owls (ok)"
+    )
+    assert _drive(tmp_path, "approve", "new", "v2") == "published: careful draft about owls (ok)"
     assert _calls(tmp_path) == ["publish", "publish"]  # the drafts were served
     for run_id in ("old", "new"):
-        assert _drive(tmp_path, "replay", run_id).startswith("replayed published")
+        assert _drive(tmp_path, "replay", run_id, "v2").startswith("replayed published")
     assert _calls(tmp_path) == []
 
     _deploy(tmp_path, _V3)  # once no run needs the old branch
-    assert _drive(tmp_path, "replay", "new") == (
+    assert _drive(tmp_path, "replay", "new", "v3") == (
         "replayed published: careful draft about owls (ok)"
     )
-    assert _drive(tmp_path, "start", "newest") == "waiting"
+    assert _drive(tmp_path, "start", "newest", "v3") == "waiting"
     assert _calls(tmp_path) == ["careful_draft"]
     with Journal(tmp_path / "runs.db") as journal:
         kinds = {run: [e.kind for e in journal.events(run)] for run in ("old", "new", "newest")}
@@ -132,6 +146,8 @@ def test_old_runs_keep_their_branch_after_a_patched_deploy(tmp_path: Path) -> No
         assert kinds["new"][:2] == [EventKind.PATCH, EventKind.PATCH]  # started, completed
         assert {v.verdict for v in journal.verify()} == {"intact"}
         assert journal.run("old").status is RunStatus.COMPLETED
+        versions = {run: journal.run(run).version for run in ("old", "new", "newest")}
+        assert versions == {"old": "v1", "new": "v2", "newest": "v3"}
 
 
 def test_patched_is_true_outside_a_run_and_the_same_for_a_whole_sitting(tmp_path: Path) -> None:

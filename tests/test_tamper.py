@@ -4,10 +4,12 @@ names the spot; `show` and `export` read the edited journal without crashing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import orjson
 import pytest
@@ -187,8 +189,17 @@ def test_show_and_export_read_every_edited_journal(db_path: Path, edit: str) -> 
 # -- the journal's head: what no run's own chain can see -------------------------------------
 
 
-def record_two(path: Path, **options: str) -> str:
-    """Two finished runs and one left running (crashed); the head as it was then."""
+def record_two(path: Path, *, before_versions: bool = False, **options: str) -> str:
+    """Two finished runs and one left running (crashed); the head as it was then.
+    `before_versions`: the runs keep no version, as a journal-replay from before versions
+    (and its schema) recorded them."""
+    with contextlib.ExitStack() as stack:
+        if before_versions:
+            stack.enter_context(mock.patch("replay._run.version_of", lambda workflow: None))
+        return _record_two(path, **options)
+
+
+def _record_two(path: Path, **options: str) -> str:
     with Journal(path, **options) as journal:  # type: ignore[arg-type]
         asyncio.run(replay.run(support, "A-1", journal=journal, run_id="T-1"))
         asyncio.run(replay.run(support, "A-2", journal=journal, run_id="T-2"))
@@ -232,7 +243,7 @@ HEAD_EDITS: dict[str, tuple[tuple[str, ...], str, str]] = {
         (
             "INSERT INTO runs SELECT 'T-9', workflow, inputs, inputs_fingerprint, status, result,"
             " error, owner, owner_token, parent_run_id, fork_seq, resumes, created_at,"
-            " updated_at, finished_at, chain, seal, wake_at, waiting_for FROM runs"
+            " updated_at, finished_at, chain, seal, wake_at, waiting_for, version FROM runs"
             " WHERE run_id = 'T-3'",
         ),
         "T-9",
@@ -373,10 +384,11 @@ def test_retention_is_not_tampering(db_path: Path) -> None:
 def test_a_journal_from_before_the_head_adopts_its_runs(db_path: Path) -> None:
     """A journal written before the head existed (schema 3): the first open gives each run an
     `adopted` entry; later edits to them are caught like any other."""
-    record_two(db_path)
+    record_two(db_path, before_versions=True)
     edit_sqlite(
         db_path,
         "DROP TABLE heads",
+        "ALTER TABLE runs DROP COLUMN version",
         "PRAGMA user_version = 3",
     )
     with Journal(db_path) as journal:
@@ -397,8 +409,13 @@ def test_a_store_opened_by_hand_on_a_journal_from_before_the_head_adopts_when_gi
     adopted when a Journal takes the store (and gives it the chain), once."""
     from journal.stores import SQLiteStore
 
-    record_two(db_path)
-    edit_sqlite(db_path, "DROP TABLE heads", "PRAGMA user_version = 3")
+    record_two(db_path, before_versions=True)
+    edit_sqlite(
+        db_path,
+        "DROP TABLE heads",
+        "ALTER TABLE runs DROP COLUMN version",
+        "PRAGMA user_version = 3",
+    )
     store = SQLiteStore(db_path)
     assert store.read_heads() == []  # upgraded, nothing adopted yet: no chain
     with Journal(store=store) as journal:
@@ -521,7 +538,7 @@ def test_setting_the_adoption_marker_launders_nothing(db_path: Path) -> None:
         db_path,
         "INSERT INTO runs SELECT 'X-9', workflow, inputs, inputs_fingerprint, status, result,"
         " error, owner, owner_token, parent_run_id, fork_seq, resumes, created_at, updated_at,"
-        " finished_at, chain, seal, wake_at, waiting_for FROM runs WHERE run_id = 'T-3'",
+        " finished_at, chain, seal, wake_at, waiting_for, version FROM runs WHERE run_id = 'T-3'",
         "INSERT OR REPLACE INTO meta VALUES ('heads_pending', x'01')",
     )
     with Journal(db_path, hmac_key="k" * 32) as journal:

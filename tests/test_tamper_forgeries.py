@@ -290,6 +290,7 @@ def _as_schema_3(path: Path) -> None:
         "DROP TRIGGER heads_are_append_only_update",
         "DROP TABLE heads",
         "DELETE FROM meta WHERE name = 'heads_pending'",
+        "ALTER TABLE runs DROP COLUMN version",
         "PRAGMA user_version = 3",
     )
 
@@ -299,7 +300,7 @@ def test_a_journal_from_before_the_head_verifies_read_only_and_adopts_when_upgra
 ) -> None:
     """Read as it is, its runs verify by their chains (it once said every run was "added by
     hand"); the first writer upgrades it and adopts its runs in the upgrade's transaction."""
-    record_two(db_path, hmac_key=KEY)
+    record_two(db_path, before_versions=True, hmac_key=KEY)
     _as_schema_3(db_path)
     with Journal(db_path, hmac_key=KEY, read_only=True) as journal:
         verdicts = {v.run_id: v for v in journal.verify()}
@@ -329,7 +330,7 @@ def test_a_process_killed_while_upgrading_leaves_the_journal_as_it_was(db_path: 
     """The upgrade and the adoption of the old runs are one transaction: killed between them,
     the journal is still schema 3, and the next writer upgrades and adopts (a marker once
     stayed set with no process ever allowed to adopt: every old run "added by hand")."""
-    record_two(db_path, hmac_key=KEY)
+    record_two(db_path, before_versions=True, hmac_key=KEY)
     _as_schema_3(db_path)
     died = subprocess.run(
         [sys.executable, "-c", _DIES_WHILE_ADOPTING, str(db_path), KEY], capture_output=True

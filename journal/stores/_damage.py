@@ -176,6 +176,7 @@ def salvage_run(
         seal=read.text("seal", row[15], optional=True),
         wake_at=read.moment("wake_at", row[16], convert_time, optional=True),
         waiting_for=read.text("waiting_for", row[17], optional=True),
+        version=read.text("version", row[18], optional=True),
     )
     _mark(run, read.damage or ("run", "a value the journal never writes"))
     return run

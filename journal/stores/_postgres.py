@@ -29,7 +29,7 @@ from .._events import (
 from .._heads import HeadEntry, Reason
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
-from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
+from ._rows import RUN_COLUMNS, RUN_COLUMNS_BEFORE_VERSIONS, list_runs_query, run_from_row
 
 try:
     import psycopg
@@ -41,7 +41,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from . import _postgres_heads as _heads
-from ._postgres_schema import NAME, STALLED_TRANSACTION_MS, NoJournal, masked, open_schema
+from ._postgres_schema import (
+    NAME,
+    STALLED_TRANSACTION_MS,
+    NoJournal,
+    has_versions,
+    masked,
+    open_schema,
+)
 from ._postgres_schema import named_errors as _named
 
 _EVENT_VALUES = (
@@ -136,6 +143,9 @@ class PostgresStore:
                 self._heads_table, self._upgraded = open_schema(
                     conn, schema, read_only=read_only, head_chain=head_chain
                 )
+                self._run_columns = (
+                    RUN_COLUMNS if has_versions(conn, schema) else RUN_COLUMNS_BEFORE_VERSIONS
+                )
             self._pool = ConnectionPool(
                 url,
                 min_size=min_size,
@@ -187,7 +197,8 @@ class PostgresStore:
 
     def _select_run(self, cur: psycopg.Cursor[Any], run_id: str, lock: str = "") -> Run | None:
         cur.execute(
-            f"SELECT {RUN_COLUMNS} FROM {self.schema}.runs WHERE run_id = %s{lock}", (run_id,)
+            f"SELECT {self._run_columns} FROM {self.schema}.runs WHERE run_id = %s{lock}",
+            (run_id,),
         )
         row = cur.fetchone()
         return None if row is None else self._run_from_row(row)
@@ -197,7 +208,7 @@ class PostgresStore:
         with self._transaction() as cur:
             cur.execute(
                 f"INSERT INTO {self.schema}.runs ({RUN_COLUMNS}, owner_token) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (run_id) DO NOTHING",
                 (
                     run.run_id,
@@ -218,6 +229,7 @@ class PostgresStore:
                     run.seal,
                     run.wake_at,
                     run.waiting_for,
+                    run.version,
                     None if run.owner is None else run.owner.token,
                 ),
             )
@@ -240,7 +252,9 @@ class PostgresStore:
         workflow: str | None = None,
         limit: int | None = None,
     ) -> list[Run]:
-        sql, params = list_runs_query(f"{self.schema}.runs", "%s", status, workflow, limit)
+        sql, params = list_runs_query(
+            f"{self.schema}.runs", "%s", status, workflow, limit, self._run_columns
+        )
         with self._transaction() as cur:
             cur.execute(sql, params)
             rows = cur.fetchall()
@@ -492,7 +506,7 @@ class PostgresStore:
     def list_due(self, now: datetime) -> list[Run]:
         with self._transaction() as cur:
             cur.execute(
-                f"SELECT {RUN_COLUMNS} FROM {self.schema}.runs WHERE status = 'waiting'"
+                f"SELECT {self._run_columns} FROM {self.schema}.runs WHERE status = 'waiting'"
                 " AND wake_at <= %s ORDER BY wake_at",
                 (now,),
             )

@@ -19,7 +19,7 @@ from . import _postgres_heads as _heads
 
 _log = get_logger("journal.postgres")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STALLED_TRANSACTION_MS = 5000
 """How long the server lets a store's transaction wait for its client before ending it."""
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS {s}.runs (
     wake_at TIMESTAMPTZ,
     waiting_for TEXT
 );
+ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS version TEXT;
 CREATE TABLE IF NOT EXISTS {s}.signals (
     run_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -157,7 +158,7 @@ def open_schema(
             )
         if version < SCHEMA_VERSION:
             cur.execute(_DDL.format(s=s))
-            if version > 0:  # runs from before the head: adopted when a Journal opens
+            if 0 < version < 2:  # runs from before the head: adopted when a Journal opens
                 upgraded = True
                 cur.execute(
                     f"INSERT INTO {s}.meta VALUES ('heads_pending', '\\x01')"
@@ -172,6 +173,18 @@ def open_schema(
                 _heads.adopt_runs(cur, s, head_chain)
                 upgraded = False
     return True, upgraded
+
+
+def has_versions(conn: psycopg.Connection[Any], s: str) -> bool:
+    """Whether schema `s`'s runs have the `version` column (one opened only to read may be
+    older)."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s"
+            " AND table_name = 'runs' AND column_name = 'version'",
+            (s,),
+        )
+        return cur.fetchone() is not None
 
 
 def named_errors(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,11 +11,16 @@ from .._heads import HeadEntry
 
 RUN_COLUMNS = (
     "run_id, workflow, inputs, inputs_fingerprint, status, result, error, owner, parent_run_id,"
-    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal, wake_at, waiting_for"
+    " fork_seq, resumes, created_at, updated_at, finished_at, chain, seal, wake_at, waiting_for,"
+    " version"
 )
 """The run columns in the order `run_from_row` reads them."""
-_TEXT = (1, 3, 4, 7, 8, 14, 15, 17)
-"""workflow, inputs_fingerprint, status, owner, parent_run_id, chain, seal, waiting_for."""
+RUN_COLUMNS_BEFORE_VERSIONS = RUN_COLUMNS.replace(" version", " NULL AS version")
+"""The same, read from a journal whose schema predates the `version` column (opened only to
+read, so not upgraded): its runs have no version."""
+_TEXT = (1, 3, 4, 7, 8, 14, 15, 17, 18)
+"""workflow, inputs_fingerprint, status, owner, parent_run_id, chain, seal, waiting_for,
+version."""
 _BINARY = (2, 5, 6)
 """inputs, result, error: a value of another type was edited in (a driver would convert it)."""
 
@@ -57,6 +62,7 @@ def run_from_row(
         seal=row[15],
         wake_at=maybe(row[16]),
         waiting_for=row[17],
+        version=row[18],
     )
 
 
@@ -66,6 +72,7 @@ def list_runs_query(
     status: RunStatus | None,
     workflow: str | None,
     limit: int | None,
+    columns: str = RUN_COLUMNS,
 ) -> tuple[str, list[Any]]:
     """`(sql, params)` listing runs newest first with the optional filters, for `table` in
     a driver whose parameter placeholder is `placeholder` (`?` or `%s`)."""
@@ -76,7 +83,7 @@ def list_runs_query(
     if workflow is not None:
         clauses.append(f"workflow = {placeholder}")
         params.append(workflow)
-    sql = f"SELECT {RUN_COLUMNS} FROM {table}"
+    sql = f"SELECT {columns} FROM {table}"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
     sql += " ORDER BY created_at DESC"

@@ -30,7 +30,7 @@ from .._heads import HeadEntry, Reason
 from . import _sqlite_heads as _heads
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
-from ._rows import RUN_COLUMNS, list_runs_query, run_from_row
+from ._rows import RUN_COLUMNS, RUN_COLUMNS_BEFORE_VERSIONS, list_runs_query, run_from_row
 from ._sqlite_file import (
     SCHEMA_VERSION,
     SOUND_EVENT,
@@ -117,6 +117,9 @@ class SQLiteStore:
         self._conn, self._heads_table, self._upgraded = connect(
             self.path, durability, read_only=read_only, head_chain=head_chain
         )
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        self._run_columns = RUN_COLUMNS if "version" in columns else RUN_COLUMNS_BEFORE_VERSIONS
+        """What reads a run: an old journal opened to read has no `version` column."""
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -125,7 +128,7 @@ class SQLiteStore:
 
     def _select_run(self, run_id: str) -> Run | None:
         row = self._conn.execute(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            f"SELECT {self._run_columns} FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
         return None if row is None else self._run_from_row(row)
 
@@ -134,7 +137,7 @@ class SQLiteStore:
         with self._lock, self._transaction() as conn:
             created = conn.execute(
                 f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}, owner_token)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.run_id,
                     run.workflow,
@@ -154,6 +157,7 @@ class SQLiteStore:
                     run.seal,
                     None if run.wake_at is None else _ts(run.wake_at),
                     run.waiting_for,
+                    run.version,
                     None if run.owner is None else run.owner.token,
                 ),
             ).rowcount
@@ -176,7 +180,7 @@ class SQLiteStore:
         workflow: str | None = None,
         limit: int | None = None,
     ) -> list[Run]:
-        sql, params = list_runs_query("runs", "?", status, workflow, limit)
+        sql, params = list_runs_query("runs", "?", status, workflow, limit, self._run_columns)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return [self._run_from_row(row) for row in rows]
@@ -430,7 +434,7 @@ class SQLiteStore:
     def list_due(self, now: datetime) -> list[Run]:
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'waiting' AND wake_at <= ?"
+                f"SELECT {self._run_columns} FROM runs WHERE status = 'waiting' AND wake_at <= ?"
                 " ORDER BY wake_at",
                 (_ts(now),),
             ).fetchall()

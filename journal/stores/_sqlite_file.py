@@ -17,7 +17,7 @@ from .._chain import Chain
 from .._errors import JournalUnavailable
 from . import _sqlite_heads as _heads
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 Durability = Literal["normal", "full"]
 
 # Deleting events is the retention policy's job alone (`Journal.gc`): it removes whole runs,
@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS runs (
     chain TEXT,
     seal TEXT,
     wake_at REAL,
-    waiting_for TEXT
+    waiting_for TEXT,
+    version TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
 CREATE TABLE IF NOT EXISTS events (
@@ -129,6 +130,7 @@ _MIGRATIONS = {
         # entries are signed with its key, which the store does not hold).
         "INSERT OR IGNORE INTO meta VALUES ('heads_pending', x'01')",
     ],
+    5: ["ALTER TABLE runs ADD COLUMN version TEXT"],
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import sys
@@ -19,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from journal import JournalError, RunCancelled, RunStatus
 
-from .._errors import FrontierReached, NonDeterminismError, Suspended
+from .._errors import FrontierReached, NonDeterminismError, Suspended, VersionNotAccepted
 from .._rerun import replay_run, resume_run, retry_run
 from .._session import RunSummary
 from .._worker import Worker, WorkerStats
@@ -173,16 +174,34 @@ def _replayed(
     }
 
 
+AcceptVersionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--accept-version",
+        help="Also continue runs started by this version of the code (repeatable; '*' for "
+        "any): check them with `journal upgrade-check` first.",
+    ),
+]
+
+
 @app.command("resume")
 def resume_command(
     run_id: Annotated[str, typer.Argument(help="The run (or fork) to resume.", show_default=False)],
     db: DbOption = None,
     entry: EntryOption = None,
+    accept_versions: AcceptVersionOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Resume an interrupted run (or a fork) in this process: recorded steps are served, the
-    rest runs live and is journaled. A finished run prints its recorded result."""
-    _live(run_id, db, entry, as_json, resume_run)
+    rest runs live and is journaled. A finished run prints its recorded result. A run started
+    by another version of the code is refused unless --accept-version names it."""
+    _live(
+        run_id,
+        db,
+        entry,
+        as_json,
+        functools.partial(resume_run, accept_versions=accept_versions or ()),
+    )
 
 
 @app.command("retry")
@@ -208,12 +227,19 @@ def _live(
     """Resume or retry `run_id` here, and print how it ended."""
     _importable_from_here()
     with open_journal(db, writing=True) as journal:
-        before = journal.run(run_id) if start is resume_run else None
+        before = journal.run(run_id) if start is not retry_run else None
         try:
             with _workflow_output(as_json):
                 outcome = asyncio.run(start(journal, run_id, entry=entry))
         except JournalError as exc:
             fail(str(exc))
+        except VersionNotAccepted as exc:
+            fail(
+                f"run {run_id!r} was started by version {exc.recorded!r} of its code, and this "
+                f"is version {exc.current!r}; nothing was resumed. Fix: check it with `journal "
+                f"upgrade-check`, then resume it with --accept-version {exc.recorded}, or move "
+                "it to this code with `journal fork RUN --at SEQ`."
+            )
         except Suspended as waiting:
             if as_json:
                 print_json({"run_id": run_id, "status": "waiting", "detail": str(waiting)})
@@ -340,6 +366,7 @@ def worker_command(
     once: Annotated[
         bool, typer.Option("--once", help="Resume what needs it now, then exit.")
     ] = False,
+    accept_versions: AcceptVersionOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -347,12 +374,18 @@ def worker_command(
 
     Run as many as you like, on any machines sharing the journal: a run is claimed before it
     is resumed, so none runs twice at once. On SIGTERM/SIGINT the current run is stopped and
-    its lease released, for another worker to continue.
+    its lease released, for another worker to continue. Runs started by another version of
+    the code are left to that version's workers, unless --accept-version names it.
     """
     _importable_from_here()
     with open_journal(db, writing=True) as journal:
         try:
-            worker = Worker(journal, imports=imports or (), poll_seconds=poll)
+            worker = Worker(
+                journal,
+                imports=imports or (),
+                poll_seconds=poll,
+                accept_versions=accept_versions or (),
+            )
         except ImportError as exc:
             fail(f"cannot import {exc.name or exc}: {exc}. Fix: run from your project's root.")
         stats = asyncio.run(_work(worker, once))
@@ -362,7 +395,7 @@ def worker_command(
     console().print(
         f"worker done: {stats.completed} completed, {stats.failed} failed, "
         f"{stats.suspended} waiting again, {stats.locked} taken by other workers, "
-        f"{stats.skipped} skipped"
+        f"{stats.skipped} skipped, {stats.other_version} left to other versions"
     )
 
 

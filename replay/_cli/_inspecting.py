@@ -45,6 +45,13 @@ def runs_command(
     since: Annotated[
         str | None, typer.Option(help="Only runs started since: 30m, 2h, 7d, or an ISO date.")
     ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="Only runs started by this version of the code (as the version column shows).",
+        ),
+    ] = None,
     limit: Annotated[
         int, typer.Option(min=1, help="At most this many runs (a page); says so if more match.")
     ] = 50,
@@ -82,6 +89,7 @@ def runs_command(
             limit=limit + 1,  # one more: whether the page is all there is
             offset=offset,
             prices=price_table,
+            version=version,
         )
     more = len(digests) > limit
     digests = digests[:limit]
@@ -103,6 +111,9 @@ def runs_command(
         return
     table = Table(box=None, header_style="bold")
     columns = ["run", "workflow", "status", "steps", "started", "duration", "resumes"]
+    with_versions = any(d.run.version for d in digests)
+    if with_versions:
+        columns.append("version")
     with_tokens = any(d.input_tokens or d.output_tokens for d in digests)
     if with_tokens:
         columns.append("tokens in/out")
@@ -121,6 +132,8 @@ def runs_command(
             seconds_text(d.duration),
             str(d.run.resumes),
         ]
+        if with_versions:
+            row.append(escape(d.run.version or "-"))
         if with_tokens:
             row.append(f"{d.input_tokens}/{d.output_tokens}")
         if price_table is not None:
@@ -189,6 +202,7 @@ def show_command(
                     "status": run.status.value,
                     "state": state,
                     "resumes": run.resumes,
+                    "version": run.version,
                 },
                 "events": [entry.as_json(payloads=payloads) for entry in entries],
             }
@@ -198,6 +212,7 @@ def show_command(
     out.print(
         f"[bold]{escape(run.run_id)}[/]  {escape(run.workflow or 'journaled block')}  "
         f"{styled(state)}  resumes {run.resumes}  events {len(entries)}"
+        + (f"  version {escape(run.version)}" if run.version else "")
     )
     if payloads:
         for entry in entries:
