@@ -89,6 +89,7 @@ def test_verify_gives_the_recorded_verdicts(golden: tuple[Path, str, dict[str, A
                 run["parent_run_id"],
                 run["fork_seq"],
             )
+            assert stored.version == run.get("version")  # none before versions were kept
 
 
 @pytest.mark.parametrize("folder", SETS, ids=lambda p: p.name)

@@ -73,6 +73,7 @@ def _expected(journal: Journal) -> dict[str, Any]:
                 "sealed": verdict.sealed,
                 "result": None if run.result is None else orjson.loads(run.result),
                 "error_type": None if run.error is None else orjson.loads(run.error)["type"],
+                **({} if run.version is None else {"version": run.version}),
             }
         )
     return {"head": head_text(journal.head()), "runs": runs}
