@@ -107,7 +107,9 @@ class Run(BaseModel):
     version: str | None = None
     """The version of the code that started the run: the configured one (`JOURNAL_VERSION`,
     `version` in journal.toml or `[tool.journal]`), else `src:` and a hash of the workflow's
-    module source. None for a fork (made to be continued by new code) and for runs recorded
+    module source (for a `journaled(...)` block, of the file of the function holding it, if
+    that function can be called again). None for a fork (made to be continued by new code),
+    for a block with no such function and no configured version, and for runs recorded
     before versions were kept. Workers and `journal resume` continue only versions they
     accept."""
 
