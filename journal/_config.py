@@ -121,8 +121,9 @@ def _checked(values: dict[str, Any], sources: dict[str, str]) -> JournalConfig:
         or len(version) > 200
     ):
         raise JournalUnavailable(
-            f"version {version!r} (from {sources['version']}) must be a short line of text "
-            "naming the deployed code, such as a release tag or a commit id."
+            f"version {str(version)[:60]!r} (from {sources['version']}) must be a short line of "
+            "text (at most 200 characters) naming the deployed code, such as a release tag or "
+            "a commit id."
         )
     return JournalConfig(
         url=str(values.get("url", DEFAULT_URL)),

@@ -386,8 +386,8 @@ def check_runs(entries: Iterable[HeadEntry], runs: Mapping[str, RunState]) -> li
                 HeadProblem(
                     entry.n,
                     entry.run_id,
-                    "the run's header (workflow, inputs, parent, start time) is not the one "
-                    "recorded here: it was edited",
+                    "the run's header (workflow, inputs, parent, start time, version) is not "
+                    "the one recorded here: it was edited",
                 )
             )
         elif (

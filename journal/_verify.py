@@ -174,8 +174,8 @@ def _check_event(
             return Break(
                 None,
                 "header",
-                "the run's header (workflow, inputs, parent, start time) no longer matches the "
-                "genesis hash its first event links to: it was edited",
+                "the run's header (workflow, inputs, parent, start time, version) no longer "
+                "matches the genesis hash its first event links to: it was edited",
             )
         if event.prev_hash in seen:
             return Break(

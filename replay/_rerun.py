@@ -31,7 +31,7 @@ from ._blocks import BlockCall, WorkflowNotFound, block_call, recorded_holder
 from ._run import run_with_summary, start_run
 from ._session import Session
 from ._sitting import DEFAULT_LEASE_SECONDS, DebugOptions, debug_options
-from ._versions import check_version
+from ._versions import accepted_versions, check_version
 from ._workflow import RunOutcome
 
 
@@ -205,17 +205,18 @@ async def resume_run(
     its version is in `accept_versions` (`"*"`: any): check it with `journal upgrade-check`
     first. Runs without a version (forks, runs from before versions) are always continued.
     """
+    accepted = accepted_versions(accept_versions)
     run = journal.run(run_id)
     holder = _holder(run, entry)
     unfinished = run.status in (RunStatus.RUNNING, RunStatus.WAITING)
     if holder is not None:
         if unfinished:
-            check_version(run, load_workflow(holder), accept_versions)
+            check_version(run, load_workflow(holder), accepted)
         with _http_journaled_if_recorded(journal, run_id):
             return await _call_holder(journal, run_id, holder, BlockCall(run_id, journal, "resume"))
     workflow, args, kwargs = _recorded_call(run, entry)
     if unfinished:
-        check_version(run, workflow, accept_versions)
+        check_version(run, workflow, accepted)
     with _http_journaled_if_recorded(journal, run_id):
         return await run_with_summary(
             workflow,

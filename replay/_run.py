@@ -46,7 +46,7 @@ from ._sitting import (
     until_done,
     workflow_body,
 )
-from ._versions import configured_version, version_of, version_of_file
+from ._versions import configured_version, module_version, version_of
 from ._workflow import RunOutcome, WorkflowSpec, spec_for
 
 R = TypeVar("R")
@@ -536,7 +536,8 @@ async def journaled(
                 created_at=now,
                 updated_at=now,
                 chain=journal.chain.scheme,
-                version=configured_version() if holder is None else version_of_file(holder["file"]),
+                version=configured_version()
+                or (None if holder is None else module_version(holder["function"].split(":")[0])),
             )
         )
         resuming = False

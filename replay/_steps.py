@@ -32,6 +32,7 @@ from ._context import TaskScope, current_scope, live_step_key, scope_here
 from ._errors import NotJournalable, ReplayError, StepFailed
 from ._history import Turn
 from ._session import LivePlan, Session, rebuild_error
+from ._versions import module_version
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -352,6 +353,7 @@ def _decorate(
             "Fix: collect the items and return a list."
         )
     spec = StepSpec(fn, name or fn.__qualname__, EventKind(kind), retry)
+    module_version(fn.__module__)  # the module's source as imported (decorating runs then)
 
     if spec.is_async:
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from journal import Journal, JournalError, Run, RunCancelled, RunStatus
+from journal._exceptions import RecordedError
 
 from ._blocks import WorkflowNotFound
 from ._errors import FrontierReached, NonDeterminismError, Suspended
@@ -21,7 +22,7 @@ from ._rerun import replay_run
 IN_FLIGHT = ("interrupted", "waiting")
 """The runs a deploy meets by default: crashed or killed ones to resume, and waiting ones."""
 
-Verdict = Literal["continues", "diverges", "unchecked"]
+Verdict = Literal["continues", "diverges", "unchecked", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,16 @@ class UpgradeVerdict:
     verdict: Verdict
     """`continues`: every recorded step is served alike; `diverges`: the new code asks for
     something else, or ends differently; `unchecked`: it could not be replayed (its workflow
-    is gone or cannot be imported)."""
+    is gone or cannot be imported); `skipped`: a `journaled(...)` block, whose replay would
+    run the code around it live."""
     served: int
     """Recorded steps served before the verdict."""
     detail: str
 
     @property
     def ok(self) -> bool:
-        return self.verdict == "continues"
+        """Nothing stands in the deploy's way: it continues, or was skipped (and says so)."""
+        return self.verdict in ("continues", "skipped")
 
 
 def runs_to_check(
@@ -103,6 +106,7 @@ async def upgrade_check(
 
 async def _check(journal: Journal, run: Run, status: str) -> UpgradeVerdict:
     served = [0]
+    finished = run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
     def count(done: int, _total: int) -> None:
         served[0] = done
@@ -110,11 +114,24 @@ async def _check(journal: Journal, run: Run, status: str) -> UpgradeVerdict:
     def verdict(kind: Verdict, detail: str) -> UpgradeVerdict:
         return UpgradeVerdict(run.run_id, run.workflow, status, kind, served[0], detail)
 
+    if run.workflow is None:
+        return verdict(
+            "skipped",
+            "a journaled(...) block: replaying it calls the function that holds the block, "
+            "which runs its own code around it live. Check it with `journal replay` on a copy "
+            "of the journal",
+        )
     try:
         outcome = await replay_run(journal, run.run_id, progress=count)
     except NonDeterminismError as exc:
         return verdict("diverges", str(exc))
     except FrontierReached as exc:
+        if finished:
+            return verdict(
+                "diverges",
+                f"the new code asks for step {exc.key} ({exc.name}), which the {run.status.value} "
+                "run never recorded",
+            )
         return verdict(
             "continues",
             f"every recorded step served alike; it goes live at step {exc.key} ({exc.name})",
@@ -125,28 +142,46 @@ async def _check(journal: Journal, run: Run, status: str) -> UpgradeVerdict:
         if run.status is RunStatus.CANCELLED:
             return verdict("continues", "reproduced up to where the run was cancelled")
         return verdict("diverges", f"the replay was cancelled, the recording was not: {exc}")
-    except WorkflowNotFound as exc:
-        return verdict("unchecked", str(exc))
-    except JournalError as exc:
-        return verdict("unchecked", str(exc))
-    except Exception as exc:  # the workflow raised: alike only if the run failed so
-        if run.status is RunStatus.FAILED:
+    except (WorkflowNotFound, SyntaxError, JournalError) as exc:
+        return verdict("unchecked", f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # the workflow raised
+        recorded = _recorded_failure(run)
+        now = RecordedError.from_exception(exc)
+        if recorded is not None and (recorded.type, recorded.message) == (now.type, now.message):
             return verdict("continues", f"reproduced the recorded failure: {exc!r}")
+        was = "" if recorded is None else f" where the run failed with {recorded.message!r}"
         return verdict(
             "diverges",
-            f"the new code raises {type(exc).__name__}: {exc}, after {served[0]} recorded "
+            f"the new code raises {type(exc).__name__}: {exc}{was}, after {served[0]} recorded "
             f"steps served; the run is {status}",
+        )
+    recorded = _recorded_failure(run)
+    if recorded is not None:
+        return verdict(
+            "diverges",
+            f"the new code returns {outcome.result!r} where the run failed with "
+            f"{recorded.type.rpartition(':')[2]}: {recorded.message}",
         )
     if outcome.summary.result_matches_recorded is False:
         return verdict(
-            "diverges",
-            f"the result differs from the recorded one: now {outcome.result!r}",
+            "diverges", f"the result differs from the recorded one: now {outcome.result!r}"
         )
     unconsumed = outcome.summary.unconsumed
     if unconsumed:
         return verdict(
-            "continues",
-            f"reproduced its recorded result; {len(unconsumed)} recorded steps were never "
-            f"asked for ({', '.join(unconsumed[:5])})",
+            "diverges",
+            f"the new code no longer asks for {len(unconsumed)} recorded steps "
+            f"({', '.join(unconsumed[:5])}): a resume would leave them behind",
         )
-    return verdict("continues", "reproduced to its recorded end")
+    if finished:
+        return verdict("continues", "reproduced to its recorded end")
+    return verdict("continues", "every recorded step served alike; it would finish from them")
+
+
+def _recorded_failure(run: Run) -> RecordedError | None:
+    if run.status is not RunStatus.FAILED or run.error is None:
+        return None
+    try:
+        return RecordedError.model_validate_json(run.error)
+    except ValueError:
+        return None

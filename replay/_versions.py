@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from journal import Run
@@ -38,36 +39,45 @@ def _file_version(folder: str) -> str | None:
 
 
 def version_of(workflow: Callable[..., Any]) -> str | None:
-    """The version of the code `workflow` runs: configured, else a hash of its module's
-    source (None if it has no source file, as in an interactive session)."""
-    configured = configured_version()
-    if configured:
-        return configured
-    module = sys.modules.get(getattr(workflow, "__module__", "") or "")
+    """The version of the code `workflow` runs: configured, else the source hash of its
+    module (None if the module has no source file, as in an interactive session)."""
+    return configured_version() or module_version(getattr(workflow, "__module__", "") or "")
+
+
+_pinned: dict[str, tuple[ModuleType, str | None]] = {}
+"""Module name -> (the module object, its source hash), taken once per imported module."""
+
+
+def module_version(name: str) -> str | None:
+    """`src:` and the hash of module `name`'s source file as this process first saw it:
+    taken when the module's steps were decorated (at import) or, failing that, when first
+    asked, and kept for as long as that module object is the one imported. A file replaced
+    on disk under a running process does not change the version of the code it runs."""
+    module = sys.modules.get(name)
+    if module is None:
+        return None
+    pinned = _pinned.get(name)
+    if pinned is not None and pinned[0] is module:
+        return pinned[1]
     path = getattr(module, "__file__", None)
-    return None if path is None else version_of_file(path)
+    digest = None
+    if path is not None:
+        try:
+            digest = "src:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+        except OSError:
+            digest = None
+    _pinned[name] = (module, digest)
+    return digest
 
 
-def version_of_file(path: str | os.PathLike[str]) -> str | None:
-    """Configured, else `src:` and a hash of the source file at `path`."""
-    configured = configured_version()
-    if configured:
-        return configured
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return _source_hash(os.fspath(path), status.st_mtime_ns, status.st_size)
-
-
-@lru_cache(maxsize=256)
-def _source_hash(path: str, _mtime_ns: int, _size: int) -> str | None:
-    """Cached by the file's modification time and size: read again only when it changed."""
-    try:
-        source = Path(path).read_bytes()
-    except OSError:
-        return None
-    return "src:" + hashlib.sha256(source).hexdigest()[:12]
+def accepted_versions(accept_versions: Iterable[str]) -> frozenset[str]:
+    """`accept_versions` as a set; a bare string is refused (it would accept its letters)."""
+    if isinstance(accept_versions, str):
+        raise TypeError(
+            f"accept_versions takes a list of versions, not the string {accept_versions!r}. "
+            f"Fix: accept_versions=[{accept_versions!r}]."
+        )
+    return frozenset(accept_versions)
 
 
 def accepts(run: Run, current: str | None, accepted: Collection[str]) -> bool:
@@ -84,6 +94,6 @@ def accepts(run: Run, current: str | None, accepted: Collection[str]) -> bool:
 def check_version(run: Run, workflow: Callable[..., Any], accepted: Collection[str]) -> None:
     """`VersionNotAccepted` unless this process may continue `run` with `workflow`."""
     current = version_of(workflow)
-    if not accepts(run, current, accepted):
+    if not accepts(run, current, accepted_versions(accepted)):
         assert run.version is not None
         raise VersionNotAccepted(run.run_id, run.version, current, run.workflow or "the block")

@@ -26,6 +26,7 @@ from ._errors import ReplayError, Suspended, VersionNotAccepted
 from ._log import get_logger
 from ._rerun import resume_run
 from ._sitting import DEFAULT_LEASE_SECONDS
+from ._versions import accepted_versions, module_version
 
 log = get_logger("replay.worker")
 
@@ -69,7 +70,7 @@ class Worker:
         accept_versions: Iterable[str] = (),
     ) -> None:
         self.journal = journal
-        self.accept_versions = frozenset(accept_versions)
+        self.accept_versions = accepted_versions(accept_versions)
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
         self.stats = WorkerStats()
@@ -83,6 +84,7 @@ class Worker:
             if "" not in sys.path:
                 sys.path.insert(0, "")  # as `python -m` does: import from where you stand
             importlib.import_module(module)
+            module_version(module)  # the code as imported now, whatever the disk holds later
 
     def stop(self) -> None:
         """Finish no more runs: the current one is cancelled, its lease released."""

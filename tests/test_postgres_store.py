@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import replay
-from journal import Journal, JournalUnavailable
+from journal import Journal, JournalUnavailable, LeaseLost
 from tests.conftest import PG_URL, drop_schema, postgres_store
 from tests.factories import make_event, make_owner, make_run
 
@@ -284,3 +284,44 @@ def test_a_password_never_shows_in_an_error(url: str) -> None:
     if url.startswith("postgresql://"):
         result = CliRunner().invoke(app, ["runs", "--db", url])
         assert result.exit_code == 1 and "Sekr3tPw" not in result.output, result.output
+
+
+def test_an_append_of_more_rows_than_one_statement_takes_is_whole(pg_schema: str) -> None:
+    """9,000 events in one append (a gather of thousands of steps starting at once, a fork of
+    a long run): more parameters than one PostgreSQL statement takes, so several statements
+    in one transaction; all of it is written, and a lost lease still writes none of it."""
+    store = postgres_store(pg_schema)
+    store.create_run(make_run("wide"))
+    store.claim("wide", make_owner(), resuming=False)
+    events = [make_event(n).model_copy(update={"run_id": "wide"}) for n in range(1, 9001)]
+    store.append("wide", "t1", events)
+    assert [e.seq for e in store.read_events("wide")] == list(range(1, 9001))
+    store.create_run(make_run("lost"))
+    store.claim("lost", make_owner(), resuming=False)
+    with pytest.raises(LeaseLost):
+        store.append(
+            "lost", "not-the-owner", [e.model_copy(update={"run_id": "lost"}) for e in events]
+        )
+    assert store.read_events("lost") == []
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("", "5s"),  # nobody chose: the store's own limit
+        (f"&{SHORT_IDLE_LIMIT}", "300ms"),
+        ("&options=-c%20idle_in_transaction_session_timeout%3D0", "0"),  # chosen: no limit
+    ],
+)
+def test_the_stalled_transaction_limit_is_the_stores_only_when_nobody_chose_one(
+    pg_schema: str, options: str, expected: str
+) -> None:
+    from journal.stores import PostgresStore
+
+    postgres_store(pg_schema).close()
+    store = PostgresStore.from_url(f"{PG_URL}?schema={pg_schema}{options}")
+    with store._pool.connection() as conn:
+        row = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+    store.close()
+    assert row is not None and row[0] == expected

@@ -183,3 +183,123 @@ def test_bad_statuses_and_an_empty_journal_say_so(tmp_path: Path) -> None:
     assert "interrupted" in bad.stderr
     missing = _journal_cli(tmp_path, "upgrade-check", "--db", "j.db", "--import", "no_such_mod")
     assert missing.returncode == 1 and "cannot import 'no_such_mod'" in missing.stderr
+
+
+_FLOWS_V1 = """\
+import replay
+from replay import step
+
+@step
+async def pick(n: int) -> int:
+    return n + 1
+
+async def fails(n: int) -> int:
+    await pick(n)
+    raise ValueError("boom")
+
+async def waits(n: int) -> int:
+    m = await pick(n)
+    await replay.signal("go")
+    return m
+
+async def done(n: int) -> int:
+    return await pick(n)
+"""
+
+_RECORD_FLOWS = """\
+import asyncio, contextlib
+import replay, flows
+from journal import Journal
+
+async def main() -> None:
+    with Journal("runs.db") as journal:
+        with contextlib.suppress(ValueError):
+            await replay.run(flows.fails, 1, journal=journal, run_id="fails")
+        with contextlib.suppress(replay.Suspended):
+            await replay.run(flows.waits, 1, journal=journal, run_id="waits")
+        await replay.run(flows.done, 1, journal=journal, run_id="done")
+
+asyncio.run(main())
+"""
+
+_CHANGES = {
+    "the same code": ({}, {"fails": "continues", "waits": "continues", "done": "continues"}),
+    "another error, an early return, one more step": (
+        {
+            '    raise ValueError("boom")': '    raise RuntimeError("other")',
+            '    await replay.signal("go")\n    return m': "    return m",
+            "    return await pick(n)\n": "    return await pick(await pick(n))\n",
+        },
+        {"fails": "diverges", "waits": "diverges", "done": "diverges"},
+    ),
+    "a failure that now returns": (
+        {'    raise ValueError("boom")': "    return 0"},
+        {"fails": "diverges", "waits": "continues", "done": "continues"},
+    ),
+    "code that does not compile": (
+        {"async def done(n: int) -> int:": "async def done(n: int -> int:"},
+        {"fails": "unchecked", "waits": "unchecked", "done": "unchecked"},
+    ),
+}
+
+
+@pytest.mark.parametrize("change", sorted(_CHANGES))
+def test_finished_and_failed_runs_pass_only_when_they_end_the_same(
+    tmp_path: Path, change: str
+) -> None:
+    """A failed run passes only if the new code fails with the same error; one that now
+    returns, or raises another error, diverges. A waiting run whose recorded wait the new code
+    skips diverges (a resume would leave it behind); so does a finished run for which the new
+    code asks one more step. Code that does not import cannot be checked, and fails the gate."""
+    (tmp_path / "flows.py").write_text(_FLOWS_V1)
+    recorded = subprocess.run(
+        [sys.executable, "-c", _RECORD_FLOWS], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    edits, expected = _CHANGES[change]
+    source = _FLOWS_V1
+    for old, new in edits.items():
+        assert old in source
+        source = source.replace(old, new)
+    (tmp_path / "flows.py").write_text(source)
+    statuses = "failed,waiting,completed"
+    checked = _journal_cli(
+        tmp_path, "upgrade-check", "--db", "runs.db", "--status", statuses, "--json"
+    )
+    report = json.loads(checked.stdout)
+    assert {run["run_id"]: run["verdict"] for run in report["runs"]} == expected, report
+    assert checked.returncode == (0 if set(expected.values()) == {"continues"} else 3)
+
+
+_BLOCK = """\
+import asyncio, os
+import replay
+from journal import Journal
+
+async def main() -> None:
+    with Journal(os.environ.get("BLOCK_DB", "elsewhere.db")) as journal:
+        async with replay.journaled(journal, run_id="block-1"):
+            await replay.sleep(0)
+            raise SystemExit(0)  # interrupted inside the block
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_a_block_run_is_skipped_and_nothing_is_written(tmp_path: Path) -> None:
+    """Replaying a journaled(...) block calls the function that holds it, which would run its
+    own code (here: opening another journal) live: the check skips such runs and says so."""
+    (tmp_path / "blocks.py").write_text(_BLOCK)
+    made = subprocess.run(
+        [sys.executable, "blocks.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BLOCK_DB": "runs.db"},
+    )
+    assert made.returncode == 0, made.stderr
+    checked = _journal_cli(tmp_path, "upgrade-check", "--db", "runs.db")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "skipped 1 journaled(...) block runs (block-1)" in checked.stdout
+    assert not (tmp_path / "elsewhere.db").exists()  # the holder never ran

@@ -262,3 +262,37 @@ def test_a_run_recorded_before_versions_is_continued_by_any_worker(tmp_path: Pat
         from replay._versions import check_version
 
         check_version(versioned, _flow, ())
+
+
+def test_the_version_is_that_of_the_code_imported_not_of_the_file_now(tmp_path: Path) -> None:
+    """A deploy that replaces a module's file under a running process: the process still runs
+    the code it imported, so its runs record that code's version, and a worker created then
+    does not take the new deploy's runs for its own."""
+    folder = _deploy(tmp_path / "app", "A")
+    script = """\
+import asyncio, hashlib, pathlib, sys
+import replay, shop
+from journal import Journal
+
+first = "src:" + hashlib.sha256(pathlib.Path("shop.py").read_bytes()).hexdigest()[:12]
+worker = replay.Worker(Journal(sys.argv[1]), imports=["shop"])
+pathlib.Path("shop.py").write_text(pathlib.Path("shop.py").read_text().replace('"A:"', '"B:"'))
+with Journal(sys.argv[1]) as journal:
+    try:
+        asyncio.run(replay.run(shop.ship, "x", journal=journal, run_id="late"))
+    except replay.Suspended:
+        pass
+    print(journal.run("late").version == first, journal.events("late")[0].payload)
+"""
+    done = _in(folder, "-c", script, str(tmp_path / "runs.db"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "True" and "A:x" in done.stdout
+
+
+def test_accepted_versions_are_a_list_not_a_string(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        with pytest.raises(TypeError, match=r"accept_versions=\['release-6'\]"):
+            replay.Worker(journal, accept_versions="release-6")
+        asyncio.run(replay.run(_flow, "z", journal=journal, run_id="z"))
+        with pytest.raises(TypeError, match="not the string"):
+            asyncio.run(replay.resume_run(journal, "z", accept_versions="6"))

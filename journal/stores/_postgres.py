@@ -56,6 +56,8 @@ _EVENT_VALUES = (
     " %s::timestamptz, %s::bytea, %s::text, %s::text)"
 )
 """One event row's values in `_insert_events`' statement, typed (a NULL has no type)."""
+_ROWS_PER_STATEMENT = 4000
+"""12 parameters a row: PostgreSQL takes at most 65,535 in one statement."""
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -70,8 +72,10 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     are a few statements sent back to back; the ended one was never committed and is run again
     (`named_errors`)."""
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-    row = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
-    if row is not None and row[0] == "0":
+    row = conn.execute(
+        "SELECT source FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
+    ).fetchone()
+    if row is not None and row[0] == "default":  # nobody chose a limit, not even 0
         conn.execute(
             "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
             (str(STALLED_TRANSACTION_MS),),
@@ -371,24 +375,26 @@ class PostgresStore:
     ) -> None:
         # The rows are inserted only while `token` owns the run, checked under a share lock on
         # the run row: a claim (FOR UPDATE) waits for this transaction, or this one sees the
-        # new owner and inserts nothing. One statement for all the rows: psycopg's executemany
+        # new owner and inserts nothing. A statement per 4,000 rows: psycopg's executemany
         # pipeline ends in a way that leaves the server's idle-in-transaction timer off
         # (PostgreSQL 15), so a process paused before its commit held the lock for good.
-        if not events:
-            return
-        cur.execute(
-            f"WITH fence AS (SELECT 1 FROM {self.schema}.runs"
-            " WHERE run_id = %s AND owner_token = %s FOR SHARE)"
-            f" INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
-            " status, attempt, payload, created_at, args, prev_hash, hash)"
-            " SELECT %s, v.* FROM fence, (VALUES " + ", ".join([_EVENT_VALUES] * len(events))
-            + ") AS v",
-            [run_id, token, run_id, *(value for e in events for value in (
-                e.seq, e.key, e.kind.value, e.name, e.fingerprint, e.status.value, e.attempt,
-                e.payload, e.created_at, e.args, e.prev_hash, e.hash,
-            ))],
-        )  # fmt: skip
-        if cur.rowcount != len(events):
+        inserted = 0
+        for first in range(0, len(events), _ROWS_PER_STATEMENT):
+            chunk = events[first : first + _ROWS_PER_STATEMENT]
+            cur.execute(
+                f"WITH fence AS (SELECT 1 FROM {self.schema}.runs"
+                " WHERE run_id = %s AND owner_token = %s FOR SHARE)"
+                f" INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
+                " status, attempt, payload, created_at, args, prev_hash, hash)"
+                " SELECT %s, v.* FROM fence, (VALUES " + ", ".join([_EVENT_VALUES] * len(chunk))
+                + ") AS v",
+                [run_id, token, run_id, *(value for e in chunk for value in (
+                    e.seq, e.key, e.kind.value, e.name, e.fingerprint, e.status.value, e.attempt,
+                    e.payload, e.created_at, e.args, e.prev_hash, e.hash,
+                ))],
+            )  # fmt: skip
+            inserted += cur.rowcount
+        if inserted != len(events):
             raise LeaseLost(run_id)  # the transaction rolls back: nothing half-written
 
     @_named

@@ -75,6 +75,7 @@ def upgrade_check_command(
                 "checked": len(verdicts),
                 "diverging": sum(v.verdict == "diverges" for v in verdicts),
                 "unchecked": sum(v.verdict == "unchecked" for v in verdicts),
+                "skipped": sum(v.verdict == "skipped" for v in verdicts),
                 "runs": [dataclasses.asdict(v) for v in verdicts],
             }
         )
@@ -122,7 +123,15 @@ def _print(
             f"[bold red]{v.verdict}[/] {escape(v.run_id)} ({escape(v.workflow or 'a block')}, "
             f"{v.status}, {v.served} steps served)\n  {escape(in_cli_words(v.detail))}"
         )
-    continuing = len(verdicts) - len(failing)
+    skipped = [v for v in verdicts if v.verdict == "skipped"]
+    if skipped:
+        out.print(
+            f"skipped {len(skipped)} journaled(...) block runs ("
+            + ", ".join(escape(v.run_id) for v in skipped[:10])
+            + "): replaying one calls the function that holds the block, which runs its own "
+            "code live; check them with `journal replay` on a copy of the journal"
+        )
+    continuing = len(verdicts) - len(failing) - len(skipped)
     colour = "red" if failing else "green"
     out.print(
         f"[{colour}]{len(verdicts)} {' or '.join(statuses)} runs{scope} checked: "
