@@ -2,15 +2,23 @@
 
     python benchmarks/workers.py [--url postgresql://postgres@127.0.0.1:5432/test]
                                  [--runs 40] [--steps 50] [--workers 1 4 8]
+    python benchmarks/workers.py --llm [--runs 800] [--steps 10] [--workers 4]
+                                 [--concurrency 50]
 
-For each worker count: a scratch schema, `runs` submitted runs of `steps` steps each (a step
-that finishes without waiting: one commit), that many `journal worker` processes started
-together, and the wall time until every run has completed. Prints steps per second.
+For each worker count: a scratch schema, `runs` submitted runs of `steps` steps each, that
+many `journal worker` processes started together, and the wall time until every run has
+completed (worker start-up included).
+
+Default: steps that finish without waiting (one commit each); prints steps per second.
+`--llm`: steps that wait 50-200 ms, like an LLM call (the same waits in every measurement);
+prints runs per second against the ideal, the sum of all waits spread perfectly over
+workers x concurrency slots.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
@@ -42,25 +50,49 @@ async def count(steps: int) -> int:
     return total
 
 
-def measure(url: str, runs: int, steps: int, workers: int) -> float:
-    """Steps per second for `workers` processes to finish `runs` x `steps`."""
+def waits_ms(run: int, steps: int) -> list[int]:
+    """The waits of run `run`'s steps: 50-200 ms, fixed by the run's number."""
+    return [50 + (run * 7919 + i * 104_729) % 151 for i in range(steps)]
+
+
+@step(kind="llm")
+async def call_llm(i: int, ms: int) -> int:
+    await asyncio.sleep(ms / 1000)
+    return i
+
+
+async def agent(run: int, steps: int) -> int:
+    total = 0
+    for i, ms in enumerate(waits_ms(run, steps)):
+        total += await call_llm(i, ms)
+    return total
+
+
+def measure(
+    url: str, runs: int, steps: int, workers: int, *, llm: bool = False, concurrency: int = 1
+) -> float:
+    """Seconds for `workers` processes to finish `runs` x `steps`."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     db = f"{url}?schema={schema}"
     journal = Journal(store=PostgresStore(url, schema=schema))
     try:
-        from benchmarks.workers import count as importable  # workers import it by this name
+        from benchmarks import workers as importable  # workers import it by this name
 
         for n in range(runs):
-            submit(importable, steps, journal=journal, run_id=f"run-{n:03d}")
+            if llm:
+                submit(importable.agent, n, steps, journal=journal, run_id=f"run-{n:04d}")
+            else:
+                submit(importable.count, steps, journal=journal, run_id=f"run-{n:04d}")
         script = str(Path(sys.executable).with_name("journal"))
         command = [script, "worker", "--import", "benchmarks.workers", "--db", db, "--poll", "0.02"]
+        command += ["--concurrency", str(concurrency)]
         began = time.perf_counter()
         procs = [
             subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, env=dict(os.environ))
             for _ in range(workers)
         ]
         while len(journal.runs(status=RunStatus.COMPLETED)) < runs:
-            time.sleep(0.02)
+            time.sleep(0.05)
         elapsed = time.perf_counter() - began
         for proc in procs:
             proc.terminate()
@@ -70,7 +102,7 @@ def measure(url: str, runs: int, steps: int, workers: int) -> float:
         journal.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    return runs * steps / elapsed
+    return elapsed
 
 
 def main() -> None:
@@ -78,12 +110,31 @@ def main() -> None:
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--workers", type=int, nargs="+", default=None)
+    parser.add_argument("--llm", action="store_true", help="Steps that wait 50-200 ms.")
+    parser.add_argument("--concurrency", type=int, default=None, help="Runs per worker at once.")
     args = parser.parse_args()
+    if args.llm:
+        runs, steps = args.runs if args.runs != 40 else 800, args.steps if args.steps != 50 else 10
+        concurrency = args.concurrency or 50
+        waited = sum(sum(waits_ms(n, steps)) for n in range(runs)) / 1000
+        print(
+            f"PostgreSQL, {runs} runs x {steps} steps waiting 50-200 ms, concurrency {concurrency}"
+        )
+        for workers in args.workers or [4]:
+            elapsed = measure(args.url, runs, steps, workers, llm=True, concurrency=concurrency)
+            ideal = waited / (workers * concurrency)
+            print(
+                f"{workers:>2} workers x {concurrency}: {runs / elapsed:7.1f} runs/s, ideal "
+                f"{runs / ideal:7.1f} ({100 * ideal / elapsed:.0f}% of ideal, {elapsed:.1f} s)"
+            )
+        return
     print(f"PostgreSQL, {args.runs} runs x {args.steps} steps, one commit per step")
-    for workers in args.workers:
-        rate = measure(args.url, args.runs, args.steps, workers)
-        print(f"{workers:>2} worker processes: {rate:8.0f} steps/s")
+    for workers in args.workers or [1, 4, 8]:
+        elapsed = measure(
+            args.url, args.runs, args.steps, workers, concurrency=args.concurrency or 1
+        )
+        print(f"{workers:>2} worker processes: {args.runs * args.steps / elapsed:8.0f} steps/s")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ loses the race gets `RunLocked` and moves on. No run is ever executed by two at 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import random
 import sys
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from journal import Journal, JournalError, Run, RunCancelled, RunLocked
 
@@ -29,6 +29,10 @@ from ._sitting import DEFAULT_LEASE_SECONDS
 from ._versions import accepted_versions, module_version
 
 log = get_logger("replay.worker")
+
+DEFAULT_CONCURRENCY = 32
+"""Runs a worker continues at once by default: agents' steps mostly wait on LLM calls and
+tools, so one process keeps many runs going; each run renews its own lease."""
 
 
 @dataclass
@@ -48,7 +52,7 @@ class WorkerStats:
 
 
 class Worker:
-    """Resumes interrupted runs of the journal, one at a time, until stopped.
+    """Resumes interrupted runs of the journal, up to `concurrency` at once, until stopped.
 
     >>> worker = Worker(Journal("postgresql://..."), imports=["myapp.workflows"])
     >>> await worker.run()                   # until worker.stop() (or SIGTERM via the CLI)
@@ -58,6 +62,9 @@ class Worker:
 
     A run started by another version of the code (see `Run.version`) is left alone, for the
     workers of its version, unless that version is in `accept_versions` (`"*"`: any).
+
+    `concurrency` runs go on at once in this process's event loop, each with its own lease;
+    `stop()` stops them all, each releasing its lease for another worker.
     """
 
     def __init__(
@@ -68,7 +75,14 @@ class Worker:
         poll_seconds: float = 0.5,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         accept_versions: Iterable[str] = (),
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(
+                f"concurrency is how many runs a worker continues at once: a whole number of "
+                f"at least 1, not {concurrency!r}"
+            )
+        self.concurrency = concurrency
         self.journal = journal
         self.accept_versions = accepted_versions(accept_versions)
         self.poll_seconds = poll_seconds
@@ -110,27 +124,64 @@ class Worker:
             store=_where(self.journal),
             imports=list(self.imports),
             accept_versions=sorted(self.accept_versions),
-            concurrency=1,
+            concurrency=self.concurrency,
             poll_seconds=self.poll_seconds,
         )
-        while not self._stop_requested:
-            if await self.run_once() == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping().wait(), self.poll_seconds)
+        in_flight: dict[str, asyncio.Future[int]] = {}
+        stopping = asyncio.ensure_future(self._stopping().wait())
+        try:
+            while not self._stop_requested:
+                for run in self._candidates(in_flight):
+                    if len(in_flight) >= self.concurrency or self._stop_requested:
+                        break
+                    in_flight[run.run_id] = asyncio.ensure_future(self._resume(run))
+                # Look again when a run ends (a slot is free), at the next poll, or on stop.
+                watched: set[asyncio.Future[Any]] = {stopping, *in_flight.values()}
+                await asyncio.wait(
+                    watched,
+                    timeout=self.poll_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for run_id in [r for r, task in in_flight.items() if task.done()]:
+                    in_flight.pop(run_id).result()
+        finally:
+            stopping.cancel()
+            if in_flight:  # stopping: each run is stopped and releases its lease
+                await asyncio.gather(*in_flight.values(), return_exceptions=True)
         log.info("worker.stopped", **vars(self.stats))
         return self.stats
 
     async def run_once(self) -> int:
-        """One round: try every run that needs resuming now; how many this worker finished."""
-        needing = [*self.journal.interrupted(), *self.journal.due()]
-        candidates = [r for r in needing if r.run_id not in self._unresolvable]
-        random.shuffle(candidates)
+        """One round: try every run that needs resuming now, `concurrency` at a time; how
+        many this worker finished."""
         finished = 0
-        for run in candidates:
+        pending: set[asyncio.Future[int]] = set()
+        for run in self._candidates({}):
             if self._stop_requested:
                 break
-            finished += await self._resume(run)
+            if len(pending) >= self.concurrency:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                finished += sum(task.result() for task in done)
+            pending.add(asyncio.ensure_future(self._resume(run)))
+        if pending:
+            done, _ = await asyncio.wait(pending)
+            finished += sum(task.result() for task in done)
         return finished
+
+    def _candidates(self, in_flight: Mapping[str, object]) -> list[Run]:
+        """Runs that need resuming now and that this worker is not already continuing, in
+        random order, so workers spread over the work."""
+        needing = [*self.journal.interrupted(), *self.journal.due()]
+        seen: set[str] = set()
+        candidates = []
+        for run in needing:
+            if run.run_id in self._unresolvable or run.run_id in in_flight:
+                continue
+            if run.run_id not in seen:
+                seen.add(run.run_id)
+                candidates.append(run)
+        random.shuffle(candidates)
+        return candidates
 
     async def _resume(self, run: Run) -> int:
         if run.workflow is None or run.workflow.startswith("__main__:"):

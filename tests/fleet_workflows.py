@@ -55,3 +55,28 @@ async def nap(seconds: float) -> str:
     before = await now()
     await sleep(seconds)
     return "rested" if (await now() - before).total_seconds() >= seconds else "early"
+
+
+TOGETHER = {"inside": 0, "peak": 0, "entered": 0}
+"""How many `together` steps are running at once in this process, the most there were, and
+how many have begun."""
+
+
+@step
+async def together(group: int) -> int:
+    """Wait (up to 10 s) until the `group` runs of this one's wave are all inside: the first
+    `group` to begin are a wave, the next `group` the next one, and so on."""
+    TOGETHER["entered"] += 1
+    wave_end = -(-TOGETHER["entered"] // group) * group
+    TOGETHER["inside"] += 1
+    TOGETHER["peak"] = max(TOGETHER["peak"], TOGETHER["inside"])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while TOGETHER["entered"] < wave_end and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+    TOGETHER["inside"] -= 1
+    return TOGETHER["peak"]
+
+
+async def meet(group: int) -> int:
+    return await together(group)

@@ -20,7 +20,7 @@ import replay
 from journal import Journal, RunStatus
 from tests.conftest import PG_URL, postgres_store
 from tests.factories import make_owner
-from tests.fleet_workflows import chain, slow
+from tests.fleet_workflows import TOGETHER, chain, meet, slow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,10 +79,63 @@ def test_stopping_a_worker_releases_the_run_it_was_on(journal: Journal) -> None:
     assert journal.events("long")[0].status.value in ("completed", "started")
 
 
-def _worker(db: str, effects: Path) -> subprocess.Popen[str]:
+def test_a_worker_continues_up_to_its_concurrency_of_runs_at_once(journal: Journal) -> None:
+    """Eight runs whose step waits until its wave of four runs is inside it: a worker of
+    concurrency 4 has four going at a time, never more, and finishes them all (with fewer at
+    once, a wave would never fill)."""
+    for n in range(8):
+        replay.submit(meet, 4, journal=journal, run_id=f"m{n}")
+    TOGETHER.update(inside=0, peak=0, entered=0)
+    worker = replay.Worker(journal, concurrency=4)
+    assert asyncio.run(asyncio.wait_for(worker.run_once(), 60)) == 8
+    assert TOGETHER["peak"] == 4  # reached, never exceeded
+    assert {journal.run(f"m{n}").result for n in range(8)} == {b"4"}
+    with pytest.raises(ValueError, match="at least 1"):
+        replay.Worker(journal, concurrency=0)
+
+
+def test_sigterm_stops_every_run_a_worker_has_going(tmp_path: Path) -> None:
+    """A worker with four long runs going gets SIGTERM: it stops all four, each releases its
+    lease (interrupted again, for another worker), and it exits cleanly."""
+    db = str(tmp_path / "j.db")
+    with Journal(db) as journal:
+        for n in range(4):
+            replay.submit(slow, 60.0, journal=journal, run_id=f"long{n}")
+    worker = _worker(db, tmp_path / "effects", "--concurrency", "4")
+    try:
+        _wait_until_it_handles_sigterm(worker)
+        deadline = time.monotonic() + 30
+        with Journal(db, read_only=True) as journal:
+            while not all(journal.events(f"long{n}") for n in range(4)):
+                assert time.monotonic() < deadline, "the worker did not start all four"
+                time.sleep(0.02)
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, err
+    with Journal(db, read_only=True) as journal:
+        runs = [journal.run(f"long{n}") for n in range(4)]
+        assert all(r.status is RunStatus.RUNNING and r.owner is None for r in runs), runs
+        assert len(journal.interrupted()) == 4
+
+
+def _worker(db: str, effects: Path, *options: str) -> subprocess.Popen[str]:
     script = str(Path(sys.executable).with_name("journal"))
     return subprocess.Popen(
-        [script, "worker", "--import", "tests.fleet_workflows", "--db", db, "--poll", "0.05"],
+        [
+            script,
+            "worker",
+            "--import",
+            "tests.fleet_workflows",
+            "--db",
+            db,
+            "--poll",
+            "0.05",
+            *options,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -197,4 +250,4 @@ def test_a_worker_logs_what_it_serves_when_it_starts(
         asyncio.run(briefly())
     (line,) = [r.getMessage() for r in caplog.records if "worker.started" in r.getMessage()]
     assert f"store='sqlite:{tmp_path / 'j.db'}'" in line
-    assert "imports=['tests.fleet_workflows']" in line and "concurrency=1" in line
+    assert "imports=['tests.fleet_workflows']" in line and "concurrency=32" in line

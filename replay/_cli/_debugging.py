@@ -23,7 +23,7 @@ from journal import JournalError, RunCancelled, RunStatus
 from .._errors import FrontierReached, NonDeterminismError, Suspended, VersionNotAccepted
 from .._rerun import replay_run, resume_run, retry_run
 from .._session import RunSummary
-from .._worker import Worker, WorkerStats
+from .._worker import DEFAULT_CONCURRENCY, Worker, WorkerStats
 from .._workflow import RunOutcome
 from ._app import (
     DbOption,
@@ -367,15 +367,23 @@ def worker_command(
         bool, typer.Option("--once", help="Resume what needs it now, then exit.")
     ] = False,
     accept_versions: AcceptVersionOption = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Runs continued at once in this process (agents mostly wait on LLM calls).",
+        ),
+    ] = DEFAULT_CONCURRENCY,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Resume runs that need it (submitted, or whose process died) until SIGTERM or Ctrl+C.
 
     Run as many as you like, on any machines sharing the journal: a run is claimed before it
-    is resumed, so none runs twice at once. On SIGTERM/SIGINT the current run is stopped and
-    its lease released, for another worker to continue. Runs started by another version of
-    the code are left to that version's workers, unless --accept-version names it.
+    is resumed, so none runs twice at once. On SIGTERM/SIGINT the runs in progress are
+    stopped and their leases released, for another worker to continue. Runs started by
+    another version of the code are left to that version's workers, unless --accept-version
+    names it.
     """
     _importable_from_here()
     with open_journal(db, writing=True) as journal:
@@ -385,6 +393,7 @@ def worker_command(
                 imports=imports or (),
                 poll_seconds=poll,
                 accept_versions=accept_versions or (),
+                concurrency=concurrency,
             )
         except ImportError as exc:
             fail(f"cannot import {exc.name or exc}: {exc}. Fix: run from your project's root.")
