@@ -110,7 +110,7 @@ def test_sigterm_stops_every_run_a_worker_has_going(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the worker did not start all four"
                 time.sleep(0.02)
         worker.send_signal(signal.SIGTERM)
-        out, err = worker.communicate(timeout=30)
+        _, err = worker.communicate(timeout=30)
     finally:
         if worker.poll() is None:
             worker.kill()
