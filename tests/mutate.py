@@ -33,6 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SOURCES = [ROOT]
+"""Where the core files are read from: the snapshot taken when the run began (`main` sets
+it), so that edits made in the working tree meanwhile never mix into a run."""
 
 CORE: dict[str, list[str]] = {
     "replay/_session.py": [
@@ -220,7 +223,7 @@ def _body_nodes(function: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[as
 def mutants(file: str) -> list[Mutant]:
     """Every mutant of `file`. A change made more than once in one function is numbered
     (`...#2`), so that each has its own stable name for tests/mutation_equivalents.json."""
-    tree = ast.parse((ROOT / file).read_text())
+    tree = ast.parse((SOURCES[0] / file).read_text())
     seen: dict[tuple[str, str], int] = {}
     found = []
     for index, (function, node, change) in enumerate(_points(tree)):
@@ -231,7 +234,7 @@ def mutants(file: str) -> list[Mutant]:
 
 
 def mutated_source(mutant: Mutant) -> str:
-    tree = ast.parse((ROOT / mutant.file).read_text())
+    tree = ast.parse((SOURCES[0] / mutant.file).read_text())
     for index, (_, node, change) in enumerate(_points(tree)):
         if index == mutant.index:
             _apply(node, change)
@@ -296,10 +299,10 @@ def _environment(copy_root: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(copy_root)}
 
 
-def _copy_project(into: Path) -> Path:
+def _copy_project(into: Path, source: Path) -> Path:
     target = into / "project"
     shutil.copytree(
-        ROOT,
+        source,
         target,
         ignore=shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".journal", "*.egg-info"),
     )
@@ -321,7 +324,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"not a core file: {', '.join(unknown)}; core files: {', '.join(CORE)}")
     with tempfile.TemporaryDirectory(prefix="mutate-") as scratch:
-        copies = [_copy_project(Path(scratch) / str(n)) for n in range(arguments.jobs)]
+        SOURCES[0] = _copy_project(Path(scratch) / "snapshot", ROOT)  # never mutated
+        copies = [_copy_project(Path(scratch) / str(n), SOURCES[0]) for n in range(arguments.jobs)]
         totals = {"killed": 0, "survived": 0, "equivalent": 0}
         for file in arguments.files:
             chosen = mutants(file)
@@ -358,7 +362,7 @@ def main() -> None:
 
 
 def _test_file(project: Path, file: str, mutant: Mutant | None, timeout: float) -> str:
-    original = (ROOT / file).read_text()
+    original = (SOURCES[0] / file).read_text()
     target = project / file
     # Unmutated, the file is written back unparsed too: the baseline checks the round trip.
     source = ast.unparse(ast.parse(original)) if mutant is None else mutated_source(mutant)
