@@ -138,6 +138,7 @@ async def replay_run(
     break_at: str | None = None,
     on_break: Callable[[FrameType, str, EventRow], None] = pdb_break,
     progress: Callable[[int, int], None] | None = None,
+    sessions: list[Session] | None = None,
 ) -> RunOutcome[Any]:
     """Replay the recorded run `run_id` offline with its own workflow and inputs.
 
@@ -149,12 +150,13 @@ async def replay_run(
     journal is never changed by a replay). `break_at` names a step key: when it is served,
     `on_break(frame, key, row)` is called, by default pdb in the workflow's frame.
     `progress(served, recorded_steps)` is called about ten times a second, and at the end.
+    `sessions` receives the replay's sessions (what it served, the secrets it met).
     """
     run = journal.run(run_id)
     holder = _holder(run, entry)
     if holder is None:
         workflow, args, kwargs = _recorded_call(run, entry)
-    sessions: list[Session] = []
+    sessions = [] if sessions is None else sessions
     options = DebugOptions(allow_live, break_at, on_break, sessions.append, entry is not None)
     token = debug_options.set(options)
     reporter = None

@@ -18,6 +18,7 @@ from journal._exceptions import RecordedError
 from ._blocks import WorkflowNotFound
 from ._errors import FrontierReached, NonDeterminismError, Suspended
 from ._rerun import replay_run
+from ._session import Session
 
 IN_FLIGHT = ("interrupted", "waiting")
 """The runs a deploy meets by default: crashed or killed ones to resume, and waiting ones."""
@@ -107,12 +108,17 @@ async def upgrade_check(
 async def _check(journal: Journal, run: Run, status: str) -> UpgradeVerdict:
     served = [0]
     finished = run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+    sessions: list[Session] = []
 
     def count(done: int, _total: int) -> None:
         served[0] = done
 
     def verdict(kind: Verdict, detail: str) -> UpgradeVerdict:
-        return UpgradeVerdict(run.run_id, run.workflow, status, kind, served[0], detail)
+        # What the new code said is shown as the journal would keep it: a secret the replay
+        # met (redacted in the journal) must not reach a CI log in clear.
+        return UpgradeVerdict(
+            run.run_id, run.workflow, status, kind, served[0], _scrubbed(journal, sessions, detail)
+        )
 
     if run.workflow is None:
         return verdict(
@@ -122,7 +128,7 @@ async def _check(journal: Journal, run: Run, status: str) -> UpgradeVerdict:
             "of the journal",
         )
     try:
-        outcome = await replay_run(journal, run.run_id, progress=count)
+        outcome = await replay_run(journal, run.run_id, progress=count, sessions=sessions)
     except NonDeterminismError as exc:
         return verdict("diverges", str(exc))
     except FrontierReached as exc:
@@ -147,7 +153,10 @@ async def _check(journal: Journal, run: Run, status: str) -> UpgradeVerdict:
     except Exception as exc:  # the workflow raised
         recorded = _recorded_failure(run)
         now = RecordedError.from_exception(exc)
-        if recorded is not None and (recorded.type, recorded.message) == (now.type, now.message):
+        left = _unconsumed(sessions)
+        if recorded is not None and _same_failure(recorded, now, journal, sessions):
+            if left:
+                return verdict("diverges", _left_behind(left))
             return verdict("continues", f"reproduced the recorded failure: {exc!r}")
         was = "" if recorded is None else f" where the run failed with {recorded.message!r}"
         return verdict(
@@ -166,16 +175,22 @@ async def _check(journal: Journal, run: Run, status: str) -> UpgradeVerdict:
         return verdict(
             "diverges", f"the result differs from the recorded one: now {outcome.result!r}"
         )
-    unconsumed = outcome.summary.unconsumed
-    if unconsumed:
-        return verdict(
-            "diverges",
-            f"the new code no longer asks for {len(unconsumed)} recorded steps "
-            f"({', '.join(unconsumed[:5])}): a resume would leave them behind",
-        )
+    if outcome.summary.unconsumed:
+        return verdict("diverges", _left_behind(outcome.summary.unconsumed))
     if finished:
         return verdict("continues", "reproduced to its recorded end")
     return verdict("continues", "every recorded step served alike; it would finish from them")
+
+
+def _left_behind(keys: Sequence[str]) -> str:
+    return (
+        f"the new code no longer asks for {len(keys)} recorded steps "
+        f"({', '.join(keys[:5])}): a resume would leave them behind"
+    )
+
+
+def _unconsumed(sessions: list[Session]) -> tuple[str, ...]:
+    return sessions[0].summary().unconsumed if sessions else ()
 
 
 def _recorded_failure(run: Run) -> RecordedError | None:
@@ -185,3 +200,41 @@ def _recorded_failure(run: Run) -> RecordedError | None:
         return RecordedError.model_validate_json(run.error)
     except ValueError:
         return None
+
+
+def _same_failure(
+    recorded: RecordedError, now: RecordedError, journal: Journal, sessions: list[Session]
+) -> bool:
+    """The same exception type and message (as the journal keeps it: redacted), the same
+    members for a group, and the same cause, all the way down."""
+    if recorded.type != now.type:
+        return False
+    if recorded.message != _scrubbed(journal, sessions, now.message):
+        return False
+    if (recorded.group is None) != (now.group is None):
+        return False
+    if recorded.group is not None and now.group is not None:
+        if len(recorded.group) != len(now.group) or not all(
+            _same_failure(a, b, journal, sessions)
+            for a, b in zip(recorded.group, now.group, strict=True)
+        ):
+            return False
+    if (recorded.cause is None) != (now.cause is None):
+        return False
+    return recorded.cause is None or (
+        now.cause is not None and _same_failure(recorded.cause, now.cause, journal, sessions)
+    )
+
+
+def _scrubbed(journal: Journal, sessions: list[Session], text: str) -> str:
+    """`text` with each secret the replay met replaced by the journal's own marker for it."""
+    secrets = set().union(*(session.secrets for session in sessions))
+    if not secrets:
+        return text
+    try:
+        redactor = journal.redactor()
+    except JournalError:  # a journal that never redacted, opened to read: nothing to match
+        redactor = None
+    if redactor is None:
+        return text
+    return redactor.scrub_secrets(text.encode(), secrets).decode()

@@ -120,3 +120,32 @@ def test_event_driven_agent_resumes_in_recorded_order_and_replays_at_once(tmp_pa
     assert out.count(report) == 2
     assert "(replay): 13 served from the journal, 0 executed live" in out
     assert "tool calls paid in all: 8" in out
+
+
+def test_the_replay_test_example_replays_its_committed_journal(tmp_path: Path) -> None:
+    """examples/replay_tests: the committed journal replays offline (nothing paid); a changed
+    prompt fails with the divergence diff; --journal-record records it again, and the new
+    journal replays."""
+    import shutil
+
+    folder = tmp_path / "replay_tests"
+    shutil.copytree(ROOT / "examples" / "replay_tests", folder)
+
+    def pytest_here(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    replayed = pytest_here("--journal-mode=replay")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    test_file = folder / "test_research.py"
+    test_file.write_text(test_file.read_text().replace("three facts", "four facts"))
+    changed = pytest_here()
+    assert changed.returncode == 1 and "diverged from its journal at step 0:1" in changed.stdout
+    recorded = pytest_here("--journal-record")  # the change is meant (its assertion too)
+    assert recorded.returncode == 0, recorded.stdout
+    assert pytest_here("--journal-mode=replay").returncode == 0

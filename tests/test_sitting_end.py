@@ -252,6 +252,7 @@ def test_a_run_sealed_with_a_step_in_flight_says_so(
     )
     assert replayed.result == "done" and not inside.is_set()
     assert replayed.summary.executed == 0 and replayed.summary.unconsumed == ()
+    assert replayed.summary.served == 1  # the step let go counts as served, as it was
 
 
 def test_a_sync_step_writes_its_start_before_it_runs(tmp_path: Path) -> None:

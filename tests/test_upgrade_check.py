@@ -303,3 +303,93 @@ def test_a_block_run_is_skipped_and_nothing_is_written(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "skipped 1 journaled(...) block runs (block-1)" in checked.stdout
     assert not (tmp_path / "elsewhere.db").exists()  # the holder never ran
+
+
+_FAILING = """\
+import asyncio, os
+import replay
+from replay import step
+
+@step
+async def call_api(api_key: str, n: int) -> int:
+    return n
+
+async def leaks(n: int) -> int:
+    key = os.environ["SHOP_API_KEY"]
+    await call_api(key, n)
+    raise RuntimeError(f"the API refused key {key}")
+
+async def _fail(message: str) -> None:
+    raise ValueError(message)
+
+async def group(n: int) -> None:
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(_fail("a"))
+        tasks.create_task(_fail("b"))
+
+@step(retries=1, retry_delay=0)
+async def flaky(n: int) -> int:
+    raise ConnectionError(f"down {n}")
+
+async def gives_up(n: int) -> int:
+    return await flaky(n)
+"""
+
+_RECORD_FAILING = """\
+import asyncio, contextlib
+import replay, failing
+from journal import Journal
+
+async def main() -> None:
+    with Journal("runs.db") as journal:
+        for name in ("leaks", "group", "gives_up"):
+            with contextlib.suppress(Exception):
+                await replay.run(getattr(failing, name), 1, journal=journal, run_id=name)
+
+asyncio.run(main())
+"""
+
+_FAILING_CHANGES = {
+    "the same code": ({}, {"leaks": "continues", "group": "continues", "gives_up": "continues"}),
+    "other errors in the group, the failing step skipped": (
+        {
+            'tasks.create_task(_fail("a"))': 'tasks.create_task(_fail("other"))',
+            "    return await flaky(n)": '    raise ConnectionError(f"down {n}")',
+        },
+        {"leaks": "continues", "group": "diverges", "gives_up": "diverges"},
+    ),
+}
+
+
+@pytest.mark.parametrize("change", sorted(_FAILING_CHANGES))
+def test_failed_runs_match_their_whole_recorded_failure_and_secrets_stay_redacted(
+    tmp_path: Path, change: str
+) -> None:
+    """A failure whose message held a secret (redacted in the journal) matches the same
+    failure again, and the check's output never shows the secret; an exception group matches
+    member by member; a failure the new code reaches without the recorded failing step
+    diverges."""
+    secret = "sk-live-0123456789abcdef0123"
+    env = {**os.environ, "SHOP_API_KEY": secret}
+    (tmp_path / "failing.py").write_text(_FAILING)
+    recorded = subprocess.run(
+        [sys.executable, "-c", _RECORD_FAILING], cwd=tmp_path, capture_output=True, text=True,
+        env=env,
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stderr
+    assert secret.encode() not in (tmp_path / "runs.db").read_bytes()
+    edits, expected = _FAILING_CHANGES[change]
+    source = _FAILING
+    for old, new in edits.items():
+        assert old in source
+        source = source.replace(old, new)
+    (tmp_path / "failing.py").write_text(source)
+    command = [sys.executable, "-c", "from replay._cli import main; main()"]
+    checked = subprocess.run(
+        [*command, "upgrade-check", "--db", "runs.db", "--status", "failed", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    report = json.loads(checked.stdout)
+    assert {run["run_id"]: run["verdict"] for run in report["runs"]} == expected, report
+    assert secret not in checked.stdout + checked.stderr

@@ -1,0 +1,228 @@
+"""Replay tests in pytest: record a workflow run once, replay it offline on every later run.
+
+Loaded by pytest through the `pytest11` entry point named `journal` (`-p journal` when plugin
+autoloading is off). The `journal_replay` fixture runs a workflow against a journal file kept
+beside the test, `journals/<test module>/<test name>.db`:
+
+    def test_triage(journal_replay):
+        assert journal_replay.run(triage, "T-101") == "sent to T-101: ..."
+
+The first run records it live (LLM calls, tools and HTTP through `instrument()` are paid
+once); commit the file. Every later run replays it offline, with no keys and no network, and
+fails with the divergence diff where the code now asks for something else, or with the
+difference where it returns something else. `--journal-record` (or `--journal-mode=record`,
+or `@pytest.mark.journal(mode="record")`) records again; `--journal-mode=replay` fails where a
+journal is missing (for CI). Precedence: command line, then marker, then the `journal_mode`
+ini key, then `once`.
+
+The module imports only pytest and the standard library when pytest loads it: the engine is
+imported when a test asks for the fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pytest
+
+Mode = Literal["once", "record", "replay"]
+MODES: tuple[Mode, ...] = ("once", "record", "replay")
+R = TypeVar("R")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("journal", "journal-replay: replay tests of recorded workflow runs")
+    group.addoption(
+        "--journal-mode",
+        choices=MODES,
+        default=None,
+        help="once: record a test's run if its journal file is missing, else replay it "
+        "offline (the default); record: record every run again, live; replay: replay only, "
+        "and fail where a journal file is missing (for CI).",
+    )
+    group.addoption(
+        "--journal-record",
+        action="store_true",
+        default=False,
+        help="Record every journal_replay run again, live (the same as --journal-mode=record).",
+    )
+    parser.addini(
+        "journal_dir", "Folder, beside each test file, of recorded journals.", default="journals"
+    )
+    parser.addini("journal_mode", "once, record or replay (see --journal-mode).", default="once")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "journal(name=None, mode=None): the journal file of this test's journal_replay runs "
+        "(default: the test's name) and its mode (once, record, replay).",
+    )
+
+
+class JournalReplay:
+    """A test's recorded journal: runs workflows live into it (recording) or offline from it
+    (replaying). Given by the `journal_replay` fixture."""
+
+    def __init__(self, path: Path, mode: Mode, test_name: str) -> None:
+        self.path = path
+        """The journal file (commit it with the test)."""
+        self.mode = mode
+        self.recording = mode == "record" or (mode == "once" and not path.exists())
+        """True when this test records live now; False when it replays offline."""
+        self._test_name = test_name
+        self._journal: Any = None
+        self.summaries: list[Any] = []
+        """The `RunSummary` of each run, in order (what was served, what ran live)."""
+
+    @property
+    def journal(self) -> Any:
+        """The `Journal` on the file: writable while recording, read-only while replaying."""
+        if self._journal is None:
+            from journal import Journal
+
+            self._journal = Journal(self.path, read_only=not self.recording)
+        return self._journal
+
+    def run(
+        self,
+        workflow: Callable[..., Awaitable[R]],
+        *args: Any,
+        run_id: str | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> R:
+        """`workflow(*args, **kwargs)` as a journaled run, from a test that is not async."""
+        return asyncio.run(self.arun(workflow, *args, run_id=run_id, kwargs=kwargs))
+
+    async def arun(
+        self,
+        workflow: Callable[..., Awaitable[R]],
+        *args: Any,
+        run_id: str | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> R:
+        """The same, awaited (for a test that runs its own event loop)."""
+        from replay import run_with_summary
+        from replay._rerun import _http_journaled_if_recorded
+
+        run_id = run_id or f"{self._test_name}-{len(self.summaries) + 1}"
+        if self.recording:
+            outcome = await run_with_summary(
+                workflow, *args, kwargs=kwargs, journal=self.journal, run_id=run_id
+            )
+        else:
+            from journal import RunNotFound
+
+            try:
+                self.journal.run(run_id)
+            except RunNotFound:
+                pytest.fail(
+                    f"{_shown(self.path)} holds no run {run_id!r}: this test's runs changed "
+                    "since it was recorded. Record it again with --journal-record.",
+                    pytrace=False,
+                )
+            from replay import FrontierReached, NonDeterminismError
+
+            changed: str | None = None
+            try:
+                with _http_journaled_if_recorded(self.journal, run_id):
+                    outcome = await run_with_summary(
+                        workflow,
+                        *args,
+                        kwargs=kwargs,
+                        journal=self.journal,
+                        run_id=run_id,
+                        mode="replay",
+                    )
+            except (NonDeterminismError, FrontierReached) as exc:
+                changed = str(exc).split("\nFix:")[0].split(" Fix:")[0]
+            if changed is not None:  # failed outside the handler: one error, not a chain
+                pytest.fail(
+                    f"{changed}\nReplayed from {_shown(self.path)}. Fix: if the change is meant, "
+                    "record the test again with --journal-record (live: it pays for what it "
+                    "calls).",
+                    pytrace=False,
+                )
+            summary = outcome.summary
+            if summary.unconsumed:
+                pytest.fail(
+                    f"run {run_id!r} replayed from {_shown(self.path)} no longer asks for recorded "
+                    f"steps {', '.join(summary.unconsumed[:10])}. If the change is meant, "
+                    "record it again with --journal-record.",
+                    pytrace=False,
+                )
+            if summary.result_matches_recorded is False:
+                pytest.fail(
+                    f"run {run_id!r} replayed from {_shown(self.path)} returns {outcome.result!r}, "
+                    "not what it returned when it was recorded. If the change is meant, record "
+                    "it again with --journal-record.",
+                    pytrace=False,
+                )
+        self.summaries.append(outcome.summary)
+        return outcome.result
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self.recording and self.path.exists():
+            # One file to commit: fold the write-ahead log in and leave no -wal/-shm beside it.
+            with sqlite3.connect(self.path) as conn:
+                conn.execute("PRAGMA journal_mode = DELETE")
+            conn.close()
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to where pytest runs, when it is below it (messages read the same on
+    every machine)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@pytest.fixture
+def journal_replay(request: pytest.FixtureRequest) -> Iterator[JournalReplay]:
+    """Run workflows against this test's recorded journal: recorded live the first time (or
+    with --journal-record), replayed offline after that."""
+    marker = request.node.get_closest_marker("journal")
+    options = dict(marker.kwargs) if marker is not None else {}
+    config = request.config
+    mode = (
+        ("record" if config.getoption("--journal-record") else None)
+        or config.getoption("--journal-mode")
+        or options.get("mode")
+        or config.getini("journal_mode")
+        or "once"
+    )
+    if mode not in MODES:
+        raise pytest.UsageError(
+            f"journal mode {mode!r} (from the journal marker or the journal_mode ini key) is "
+            f"not one of {', '.join(MODES)}."
+        )
+    test_file = Path(str(request.node.path))
+    name = _UNSAFE.sub("-", str(options.get("name") or request.node.name)).strip("-")
+    folder = test_file.parent / str(config.getini("journal_dir")) / test_file.stem
+    path = folder / f"{name}.db"
+    if mode == "replay" and not path.exists():
+        pytest.fail(
+            f"no recorded journal at {_shown(path)}. Fix: run this test once with --journal-record "
+            "(live: it pays for what it calls) and commit the file.",
+            pytrace=False,
+        )
+    if mode == "record":
+        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            stale.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded = JournalReplay(path, mode, _UNSAFE.sub("-", request.node.name).strip("-"))
+    try:
+        yield recorded
+    finally:
+        recorded.close()

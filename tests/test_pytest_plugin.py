@@ -1,0 +1,228 @@
+"""The pytest plugin (`journal_replay` fixture): a test records its workflow run once, live,
+then replays it offline from the committed file, and fails with the divergence diff when the
+code changes. Driven with pytester: inner pytest runs in a fresh folder, with the plugin loaded
+through its entry point, as a user's project would have it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+_TEST = """\
+import replay
+from replay import step
+
+CALLS = []
+
+@step(kind="llm")
+async def ask(prompt: str) -> str:
+    CALLS.append(prompt)  # what a paid call would be
+    return "answer to " + prompt
+
+async def research(topic: str) -> str:
+    first = await ask(topic)
+    return first + " / " + await ask("summarise " + first)
+
+def test_research(journal_replay):
+    CALLS.clear()
+    assert journal_replay.run(research, "cats") == (
+        "answer to cats / answer to summarise answer to cats"
+    )
+    print("CALLS", len(CALLS), "RECORDING", journal_replay.recording)
+"""
+
+
+def _ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\naddopts = --strict-markers -p no:cacheprovider\nfilterwarnings = error\n"
+        "    ignore::replay.MissingRunId\n"
+    )
+
+
+def test_a_run_is_recorded_once_and_replayed_offline_after(pytester: pytest.Pytester) -> None:
+    _ini(pytester)
+    pytester.makepyfile(test_agent=_TEST)
+    first = pytester.runpytest("-s")
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(["*CALLS 2 RECORDING True*"])
+    recorded = pytester.path / "journals" / "test_agent" / "test_research.db"
+    assert recorded.is_file()
+    assert sorted(p.name for p in recorded.parent.iterdir()) == ["test_research.db"]  # one file
+
+    again = pytester.runpytest("-s", "--journal-mode=replay")
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines(["*CALLS 0 RECORDING False*"])  # nothing paid again
+
+    forced = pytester.runpytest("-s", "--journal-record")
+    forced.assert_outcomes(passed=1)
+    forced.stdout.fnmatch_lines(["*CALLS 2 RECORDING True*"])
+
+
+def test_a_changed_call_fails_with_the_divergence_diff(pytester: pytest.Pytester) -> None:
+    _ini(pytester)
+    pytester.makepyfile(test_agent=_TEST)
+    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.makepyfile(
+        test_agent=_TEST.replace('await ask("summarise " + first)', 'await ask("shorten " + first)')
+    )
+    changed = pytester.runpytest()
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(
+        [
+            "*Run 'test_research-1' diverged from its journal at step 0:2*",
+            "*recorded: ask(prompt='summarise answer to cats')*",
+            "*now:      ask(prompt='shorten answer to cats')*",
+            "*Fix: if the change is meant, record the test again with --journal-record*",
+        ]
+    )
+
+
+def test_a_changed_result_or_a_dropped_step_fails_with_what_changed(
+    pytester: pytest.Pytester,
+) -> None:
+    _ini(pytester)
+    pytester.makepyfile(test_agent=_TEST)
+    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.makepyfile(
+        test_agent=_TEST.replace('return first + " / "', 'return first + " | "').replace(
+            '" / answer', '" | answer'
+        )
+    )
+    changed = pytester.runpytest()
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(
+        ["*returns 'answer to cats | answer to summarise*not what it returned*"]
+    )
+    pytester.makepyfile(
+        test_agent=_TEST.replace(
+            'return first + " / " + await ask("summarise " + first)', "return first"
+        ).replace(' / answer to summarise answer to cats"', '"')
+    )
+    dropped = pytester.runpytest()
+    dropped.assert_outcomes(failed=1)
+    dropped.stdout.fnmatch_lines(["*no longer asks for recorded steps 0:2*--journal-record*"])
+
+
+def test_replay_mode_fails_where_a_journal_is_missing_and_modes_are_checked(
+    pytester: pytest.Pytester,
+) -> None:
+    _ini(pytester)
+    pytester.makepyfile(test_agent=_TEST)
+    missing = pytester.runpytest("--journal-mode=replay")
+    missing.assert_outcomes(errors=1)
+    missing.stdout.fnmatch_lines(["*no recorded journal at*test_research.db*--journal-record*"])
+    assert not (pytester.path / "journals" / "test_agent" / "test_research.db").exists()
+    bogus = pytester.runpytest("--journal-mode=bogus")
+    assert bogus.ret == 4
+    bogus.stderr.fnmatch_lines(["*argument --journal-mode: invalid choice*"])
+    pytester.makepyfile(
+        test_marked="""\
+import pytest
+
+@pytest.mark.journal(mode="sometimes")
+def test_marked(journal_replay):
+    pass
+"""
+    )
+    marked = pytester.runpytest("test_marked.py")
+    marked.stdout.fnmatch_lines(["*journal mode 'sometimes'*not one of once, record, replay*"])
+    assert marked.ret != 0
+
+
+def test_the_marker_names_the_file_and_parametrized_tests_get_their_own(
+    pytester: pytest.Pytester,
+) -> None:
+    _ini(pytester)
+    pytester.makepyfile(
+        test_many="""\
+import pytest
+from replay import step
+
+@step
+async def double(n: int) -> int:
+    return 2 * n
+
+async def flow(n: int) -> int:
+    return await double(n)
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_each(journal_replay, n):
+    assert journal_replay.run(flow, n) == 2 * n
+
+@pytest.mark.journal(name="shared flow")
+def test_named(journal_replay):
+    assert journal_replay.run(flow, 5) == 10
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=3)
+    folder = pytester.path / "journals" / "test_many"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "shared-flow.db",
+        "test_each-1.db",
+        "test_each-2.db",
+    ]
+    pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=3)
+    help_text = pytester.runpytest("--help")
+    help_text.stdout.fnmatch_lines(["*--journal-mode*", "*--journal-record*"])
+    markers = pytester.runpytest("--markers")
+    markers.stdout.fnmatch_lines(["*@pytest.mark.journal(name=None, mode=None)*"])
+
+
+def test_the_recorded_file_verifies_and_shows(pytester: pytest.Pytester) -> None:
+    """The committed file is a journal like any other: verify and show read it."""
+    _ini(pytester)
+    pytester.makepyfile(test_agent=_TEST)
+    pytester.runpytest().assert_outcomes(passed=1)
+    from journal import Journal
+
+    path: Path = pytester.path / "journals" / "test_agent" / "test_research.db"
+    with Journal(path, read_only=True) as journal:
+        assert {v.verdict for v in journal.verify()} == {"intact"}
+        (run,) = journal.runs()
+        assert run.run_id == "test_research-1" and run.status.value == "completed"
+
+
+_HTTP_TEST = """\
+import os
+import httpx
+from replay.integrations import instrument, uninstrument
+
+async def chat(question: str) -> str:
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(
+            os.environ["LLM_BASE"] + "/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": question}]},
+        )
+    return reply.json()["choices"][0]["message"]["content"]
+
+def test_chat(journal_replay):
+    if journal_replay.recording:  # replaying, the plugin switches it on for the recorded run
+        instrument()
+    try:
+        assert "owls" in journal_replay.run(chat, "tell me about owls")
+    finally:
+        uninstrument()
+"""
+
+
+def test_sdk_requests_recorded_through_instrument_replay_with_the_server_gone(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP requests journaled by instrument() while recording are served on replay: with
+    the server stopped, the test still passes, and no request reached it twice."""
+    from tests.streams import LocalLLM
+
+    _ini(pytester)
+    pytester.makepyfile(test_http=_HTTP_TEST)
+    server = LocalLLM(tmp_path / "requests.log")
+    monkeypatch.setenv("LLM_BASE", server.base_url)
+    try:
+        pytester.runpytest().assert_outcomes(passed=1)
+    finally:
+        server.stop()
+    assert server.questions() == ["tell me about owls"]
+    pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
+    assert server.questions() == ["tell me about owls"]  # nothing more reached it
