@@ -211,14 +211,13 @@ def _same_failure(
         return False
     if recorded.message != _scrubbed(journal, sessions, now.message):
         return False
-    if (recorded.group is None) != (now.group is None):
+    group, now_group = recorded.group or [], now.group or []
+    if (recorded.group is None) != (now.group is None) or len(group) != len(now_group):
         return False
-    if recorded.group is not None and now.group is not None:
-        if len(recorded.group) != len(now.group) or not all(
-            _same_failure(a, b, journal, sessions)
-            for a, b in zip(recorded.group, now.group, strict=True)
-        ):
-            return False
+    if not all(
+        _same_failure(a, b, journal, sessions) for a, b in zip(group, now_group, strict=True)
+    ):
+        return False
     if (recorded.cause is None) != (now.cause is None):
         return False
     return recorded.cause is None or (
