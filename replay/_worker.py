@@ -14,19 +14,22 @@ import asyncio
 import importlib
 import random
 import sys
+import threading
 import weakref
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from journal import Journal, JournalError, Run, RunCancelled, RunLocked
+from journal import Journal, JournalError, JournalUnavailable, Run, RunCancelled, RunLocked
 
 from ._blocks import WorkflowNotFound
-from ._errors import ReplayError, Suspended, VersionNotAccepted
+from ._errors import JournalWriteFailed, OwnershipLost, ReplayError, Suspended, VersionNotAccepted
 from ._log import get_logger
 from ._rerun import resume_run
 from ._sitting import DEFAULT_LEASE_SECONDS
 from ._versions import accepted_versions, module_version
+from ._workflow import RunOutcome
 
 log = get_logger("replay.worker")
 
@@ -47,6 +50,8 @@ class WorkerStats:
     locked: int = 0
     skipped: int = 0
     suspended: int = 0
+    unavailable: int = 0
+    """Runs left for a later round because the journal could not be reached."""
     other_version: int = 0
     """Runs started by a version of the code this worker does not accept: left for others."""
 
@@ -93,6 +98,10 @@ class Worker:
             weakref.WeakKeyDictionary()
         )
         self._unresolvable: set[str] = set()
+        self._threads: ThreadPoolExecutor | None = None
+        self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
+        """Each run in progress: the loop of its own and the task continuing it."""
+        self._running_lock = threading.Lock()
         self.imports = tuple(imports)
         for module in self.imports:
             if "" not in sys.path:
@@ -101,10 +110,14 @@ class Worker:
             module_version(module)  # the code as imported now, whatever the disk holds later
 
     def stop(self) -> None:
-        """Finish no more runs: the current one is cancelled, its lease released."""
+        """Finish no more runs: those in progress are cancelled, their leases released."""
         self._stop_requested = True
         for event in self._stop_events.values():
             event.set()
+        with self._running_lock:
+            running = list(self._running.values())
+        for loop, task in running:
+            loop.call_soon_threadsafe(task.cancel)
 
     def _stopping(self) -> asyncio.Event:
         """The stop event of the running loop: a worker may be used from more than one loop
@@ -131,7 +144,12 @@ class Worker:
         stopping = asyncio.ensure_future(self._stopping().wait())
         try:
             while not self._stop_requested:
-                for run in self._candidates(in_flight):
+                try:
+                    candidates = self._candidates(in_flight)
+                except JournalUnavailable as exc:  # a database blip: look again at the next poll
+                    log.warning("worker.journal_unavailable", error=str(exc))
+                    candidates = []
+                for run in candidates:
                     if len(in_flight) >= self.concurrency or self._stop_requested:
                         break
                     in_flight[run.run_id] = asyncio.ensure_future(self._resume(run))
@@ -187,29 +205,33 @@ class Worker:
         if run.workflow is None or run.workflow.startswith("__main__:"):
             self._skip(run, "it names no importable workflow (a journaled block or a script)")
             return 0
-        task = asyncio.ensure_future(
-            resume_run(
-                self.journal,
-                run.run_id,
-                lease_seconds=self.lease_seconds,
-                accept_versions=self.accept_versions,
-            )
-        )
-        stopper = asyncio.ensure_future(self._stopping().wait())
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not task.done():  # stopping: cancel the run, whose sitting releases its lease
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            log.info("worker.released", run_id=run.run_id)
-            return 0
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="journal-run")
+        running = self._threads.submit(self._alone, run)
         try:
-            outcome = task.result()
+            outcome = await asyncio.shield(asyncio.wrap_future(running))
+        except asyncio.CancelledError:
+            if not running.done():  # this task was cancelled, not the run: stop the run too
+                self._cancel(run.run_id)
+                await asyncio.wait([asyncio.wrap_future(running)])
+                raise
+            if not self._stop_requested:
+                raise
+            log.info("worker.released", run_id=run.run_id)  # its sitting released its lease
+            return 0
         except RunLocked:
             self.stats.locked += 1  # another worker claimed it first
             return 0
+        except OwnershipLost:
+            self.stats.locked += 1  # its lease ran out and another worker took it over
+            return 0
         except Suspended:
             self.stats.suspended += 1  # waiting again (a sleep, a signal): due later
+            return 0
+        except (JournalUnavailable, JournalWriteFailed) as exc:
+            # The database went away for a moment: the run stays as it was, for a later round.
+            self.stats.unavailable += 1
+            log.warning("worker.journal_unavailable", run_id=run.run_id, error=str(exc))
             return 0
         except VersionNotAccepted as exc:  # for the workers of its own version
             self._unresolvable.add(run.run_id)
@@ -227,6 +249,7 @@ class Worker:
             log.info("worker.run_cancelled", run_id=run.run_id, reason=cancelled.reason)
             return 1
         except JournalError:
+            self.stop()  # the journal refuses this worker: the other runs let go at once
             raise
         except Exception as exc:  # the workflow failed: recorded as such in the journal
             self.stats.failed += 1
@@ -235,6 +258,38 @@ class Worker:
         self.stats.completed += 1
         log.info("worker.recovered", run_id=run.run_id, summary=str(outcome.summary))
         return 1
+
+    def _alone(self, run: Run) -> RunOutcome[Any]:
+        """Continue `run` on an event loop of its own, in a thread of the worker: runs going at
+        once share nothing but the journal, as if each had a process. (Sharing one loop, they
+        would share its default thread pool, whose threads one run's parked work can take from
+        another run whose recorded order needs them.)"""
+
+        async def continued() -> RunOutcome[Any]:
+            task = asyncio.current_task()
+            assert task is not None
+            with self._running_lock:
+                self._running[run.run_id] = (asyncio.get_running_loop(), task)
+            try:
+                if self._stop_requested:
+                    raise asyncio.CancelledError
+                return await resume_run(
+                    self.journal,
+                    run.run_id,
+                    lease_seconds=self.lease_seconds,
+                    accept_versions=self.accept_versions,
+                )
+            finally:
+                with self._running_lock:
+                    self._running.pop(run.run_id, None)
+
+        return asyncio.run(continued())
+
+    def _cancel(self, run_id: str) -> None:
+        with self._running_lock:
+            running = self._running.get(run_id)
+        if running is not None:
+            running[0].call_soon_threadsafe(running[1].cancel)
 
     def _skip(self, run: Run, reason: str) -> None:
         self._unresolvable.add(run.run_id)

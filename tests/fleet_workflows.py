@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 
 from replay import idempotency_key, now, signal, sleep, step
 from tests.workers.effects import append_line
@@ -58,6 +60,7 @@ async def nap(seconds: float) -> str:
 
 
 TOGETHER = {"inside": 0, "peak": 0, "entered": 0}
+_TOGETHER_LOCK = threading.Lock()
 """How many `together` steps are running at once in this process, the most there were, and
 how many have begun."""
 
@@ -66,17 +69,68 @@ how many have begun."""
 async def together(group: int) -> int:
     """Wait (up to 10 s) until the `group` runs of this one's wave are all inside: the first
     `group` to begin are a wave, the next `group` the next one, and so on."""
-    TOGETHER["entered"] += 1
-    wave_end = -(-TOGETHER["entered"] // group) * group
-    TOGETHER["inside"] += 1
-    TOGETHER["peak"] = max(TOGETHER["peak"], TOGETHER["inside"])
+    with _TOGETHER_LOCK:  # each run has a thread and a loop of its own in the worker
+        TOGETHER["entered"] += 1
+        wave_end = -(-TOGETHER["entered"] // group) * group
+        TOGETHER["inside"] += 1
+        TOGETHER["peak"] = max(TOGETHER["peak"], TOGETHER["inside"])
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
     while TOGETHER["entered"] < wave_end and loop.time() < deadline:
         await asyncio.sleep(0.005)
-    TOGETHER["inside"] -= 1
+    with _TOGETHER_LOCK:
+        TOGETHER["inside"] -= 1
     return TOGETHER["peak"]
 
 
 async def meet(group: int) -> int:
     return await together(group)
+
+
+class Crash(BaseException):
+    """Stands in for the process dying inside a step (the run stays interrupted)."""
+
+
+CRASH_IN_S2 = [False]
+
+
+@step
+def s1(n: int) -> int:
+    return n
+
+
+@step
+def s2(n: int) -> int:
+    if CRASH_IN_S2[0]:
+        raise Crash
+    return 2 * n
+
+
+@step
+def s3(n: int) -> int:
+    return 3 * n
+
+
+@step
+async def mid(n: int) -> int:
+    return n
+
+
+def _thread_a(n: int) -> int:
+    first = s1(n)
+    time.sleep(0.3)  # live, the second thread's step is done by then
+    return first + s2(n)
+
+
+def _thread_b(n: int) -> int:
+    return s3(n)
+
+
+async def pair(n: int) -> int:
+    """Two threads of the loop's default pool; the first thread's second step was recorded
+    after the second thread's step. Continued, the first thread waits for that turn while
+    it holds a thread of the pool, and the second thread needs one."""
+    first = asyncio.ensure_future(asyncio.to_thread(_thread_a, n))
+    await mid(n)
+    second = asyncio.ensure_future(asyncio.to_thread(_thread_b, n))
+    return await first + await second

@@ -12,15 +12,17 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import replay
 from journal import Journal, RunStatus
+from tests import fleet_workflows
 from tests.conftest import PG_URL, postgres_store
 from tests.factories import make_owner
-from tests.fleet_workflows import TOGETHER, chain, meet, slow
+from tests.fleet_workflows import TOGETHER, chain, meet, pair, slow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,6 +94,34 @@ def test_a_worker_continues_up_to_its_concurrency_of_runs_at_once(journal: Journ
     assert {journal.run(f"m{n}").result for n in range(8)} == {b"4"}
     with pytest.raises(ValueError, match="at least 1"):
         replay.Worker(journal, concurrency=0)
+
+
+def test_concurrent_runs_do_not_starve_each_other_of_pool_threads(journal: Journal) -> None:
+    """Twelve interrupted runs whose first thread, continued, waits for its turn after a second
+    thread's step: a worker whose own loop has a pool of two threads continues all twelve at
+    once (each run has a loop and a default pool of its own in the worker)."""
+    count = 12
+    fleet_workflows.CRASH_IN_S2[0] = True
+    try:
+        for n in range(count):
+            with pytest.raises(fleet_workflows.Crash):
+                asyncio.run(replay.run(pair, n, journal=journal, run_id=f"pair{n}"))
+    finally:
+        fleet_workflows.CRASH_IN_S2[0] = False
+    assert len(journal.interrupted()) == count
+    worker = replay.Worker(journal, concurrency=count)
+
+    async def continue_all() -> int:
+        # The worker's own loop with a small default pool, as a small machine has: runs that
+        # shared it would take each other's threads.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+        return await worker.run_once()
+
+    assert asyncio.run(asyncio.wait_for(continue_all(), 60)) == count
+    assert (worker.stats.completed, worker.stats.skipped) == (count, 0)
+    assert {journal.run(f"pair{n}").result for n in range(count)} == {
+        str(6 * n).encode() for n in range(count)
+    }
 
 
 def test_sigterm_stops_every_run_a_worker_has_going(tmp_path: Path) -> None:
@@ -251,3 +281,33 @@ def test_a_worker_logs_what_it_serves_when_it_starts(
     (line,) = [r.getMessage() for r in caplog.records if "worker.started" in r.getMessage()]
     assert f"store='sqlite:{tmp_path / 'j.db'}'" in line
     assert "imports=['tests.fleet_workflows']" in line and "concurrency=32" in line
+
+
+def test_a_journal_error_in_one_run_lets_the_other_runs_go_at_once(tmp_path: Path) -> None:
+    """One run the worker cannot continue for a reason of the journal (signed with a key this
+    worker lacks) among runs that take long: the worker raises the error at once and the
+    other runs are stopped, their leases released, not carried on unseen."""
+    from journal import ChainKeyMismatch
+
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        for n in range(3):
+            replay.submit(slow, 60.0, journal=journal, run_id=f"long{n}")
+    with Journal(path, hmac_key="k" * 32) as signed:
+        replay.submit(chain, 1, 2, journal=signed, run_id="signed")
+    journal = Journal(path)
+    worker = replay.Worker(journal, concurrency=4, poll_seconds=0.05)
+
+    async def go() -> None:
+        runner = asyncio.ensure_future(worker.run())
+        while not all(journal.events(f"long{n}") for n in range(3)) and not runner.done():
+            await asyncio.sleep(0.02)
+        await runner
+
+    began = time.monotonic()
+    with pytest.raises(ChainKeyMismatch):
+        asyncio.run(asyncio.wait_for(go(), 30))
+    assert time.monotonic() - began < 20  # not after the 60 s runs
+    runs = [journal.run(f"long{n}") for n in range(3)]
+    assert all(r.status is RunStatus.RUNNING and r.owner is None for r in runs), runs
+    journal.close()

@@ -578,12 +578,14 @@ class PostgresStore:
         the schema and by no other (see `SQLiteStore.adopt_runs`). How many."""
         if self.head_chain is None or self.read_only or not self._upgraded:
             return 0
-        self._upgraded = False
         with self._transaction() as cur:
             if not _heads.adoption_pending(cur, self.schema):
+                self._upgraded = False
                 return 0
         with self._transaction() as cur:
-            return _heads.adopt_runs(cur, self.schema, self.head_chain)
+            adopted = _heads.adopt_runs(cur, self.schema, self.head_chain)
+        self._upgraded = False  # only once it is done: a transaction ended by a stall runs again
+        return adopted
 
     @_named
     def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:

@@ -403,8 +403,9 @@ def worker_command(
         return
     console().print(
         f"worker done: {stats.completed} completed, {stats.failed} failed, "
-        f"{stats.suspended} waiting again, {stats.locked} taken by other workers, "
-        f"{stats.skipped} skipped, {stats.other_version} left to other versions"
+        f"{stats.cancelled} cancelled, {stats.suspended} waiting again, {stats.locked} taken "
+        f"by other workers, {stats.skipped} skipped, {stats.other_version} left to other "
+        f"versions, {stats.unavailable} left while the journal was unavailable"
     )
 
 
