@@ -108,14 +108,14 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--runs", type=int, default=40)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=None, help="Default: 40 (--llm: 800).")
+    parser.add_argument("--steps", type=int, default=None, help="Default: 50 (--llm: 10).")
     parser.add_argument("--workers", type=int, nargs="+", default=None)
     parser.add_argument("--llm", action="store_true", help="Steps that wait 50-200 ms.")
     parser.add_argument("--concurrency", type=int, default=None, help="Runs per worker at once.")
     args = parser.parse_args()
     if args.llm:
-        runs, steps = args.runs if args.runs != 40 else 800, args.steps if args.steps != 50 else 10
+        runs, steps = args.runs or 800, args.steps or 10
         concurrency = args.concurrency or 50
         waited = sum(sum(waits_ms(n, steps)) for n in range(runs)) / 1000
         print(

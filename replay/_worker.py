@@ -144,11 +144,12 @@ class Worker:
         stopping = asyncio.ensure_future(self._stopping().wait())
         try:
             while not self._stop_requested:
+                candidates: list[Run] = []
                 try:
-                    candidates = self._candidates(in_flight)
+                    if len(in_flight) < self.concurrency:  # a look costs a read of every run
+                        candidates = self._candidates(in_flight)
                 except JournalUnavailable as exc:  # a database blip: look again at the next poll
                     log.warning("worker.journal_unavailable", error=str(exc))
-                    candidates = []
                 for run in candidates:
                     if len(in_flight) >= self.concurrency or self._stop_requested:
                         break
