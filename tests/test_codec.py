@@ -294,3 +294,36 @@ def test_a_set_of_text_is_spelt_sorted_whatever_the_hash_seed() -> None:
     payload, decoded = ValueCodec(set[str]).record(words)
     assert payload == orjson.dumps(sorted(words))
     assert decoded == words
+
+
+def test_a_message_quotes_a_value_of_up_to_80_characters_whole() -> None:
+    """A value whose repr is exactly 80 characters is quoted whole; a longer one is cut."""
+    from pydantic import Field
+
+    from journal._codec import ValueCodec
+
+    codec = ValueCodec(Annotated[str, Field(max_length=3)])
+    with pytest.raises(ValueNotJournalable) as whole:
+        codec.encode("x" * 78)
+    assert f"value {'x' * 78!r} does not survive" in str(whole.value)
+    with pytest.raises(ValueNotJournalable) as cut:
+        codec.encode("x" * 79)
+    assert f"value {('x' * 79)[:76]!r}"[:-1] + "..." in str(cut.value)
+
+
+def test_a_validation_error_is_told_by_its_first_three_lines() -> None:
+    """pydantic's report of several errors is long; the message keeps its first three lines
+    (the count, the field, the first error), not the link that follows."""
+    from pydantic import BaseModel
+
+    from journal._codec import ValueCodec
+
+    class Pair(BaseModel):
+        a: int
+        b: int
+
+    with pytest.raises(ValueNotJournalable) as err:
+        ValueCodec(Pair).decode(b'{"a": "x", "b": "y"}')
+    message = str(err.value)
+    assert "2 validation errors for Pair a Input should be a valid integer" in message
+    assert "For further information" not in message

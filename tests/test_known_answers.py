@@ -178,6 +178,8 @@ ARGUMENTS: dict[str, Any] = {
     "tuple": (1, "a"),
     "dict": {"b": 1, "a": [None, 2]},
     "int_keys": {2: "x", 10: "y"},
+    # The edges of the keys orjson writes itself (int64 and uint64); past them, spelt.
+    "edge_int_keys": {-(2**63) - 1: "a", 2**64 - 1: "b", -(2**63): "c"},
     "tuple_key": {(1, 2): "t"},
     "set": {"b", "a", "c"},
     "frozenset": frozenset({3, 1}),
@@ -214,6 +216,12 @@ CANONICAL_ANSWERS = [
     ("tuple", b'{"value":[1,"a"]}', "431afb98988cc9ec2b7c45cf"),
     ("dict", b'{"value":{"a":[null,2],"b":1}}', "dee4821a6536ecda56f56062"),
     ("int_keys", b'{"value":{"10":"y","2":"x"}}', "cde309c7c124bdb05969b457"),
+    (
+        "edge_int_keys",
+        b'{"value":{"-9223372036854775808":"c","18446744073709551615":"b",'
+        b'"{\\"__int__\\":\\"-9223372036854775809\\"}":"a"}}',
+        "6fc9389eaf4a7ccfe694d7fb",
+    ),
     ("tuple_key", b'{"value":{"[1,2]":"t"}}', "47b0d9c3b56fa573ab702668"),
     ("set", b'{"value":["a","b","c"]}', "e1274405cf994b8ee6d8c8c0"),
     ("frozenset", b'{"value":[1,3]}', "85258b791e347993cc4080fb"),
