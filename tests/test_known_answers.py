@@ -132,6 +132,17 @@ def test_the_chain_is_what_its_documentation_says(key: bytes | None) -> None:
     if key is not None:
         assert key_id(key) == hashlib.sha256(b"journal-replay/key-id/v1" + key).hexdigest()[:12]
 
+    # An event with no payload and no arguments: each length is written as -1.
+    bare = EVENT.model_copy(update={"seq": 2, "payload": None, "args": None})
+    fields = orjson.dumps(
+        ["run-1", 2, "0:1", "step", "call_llm", "a" * 24, "completed", 1, micros, -1, -1]
+    )
+    assert Chain(key).link(link, bare) == mac(link.encode() + fields)
+    # A run that records the version of its code: the header ends with it (and only then).
+    header = orjson.dumps(["run-1", "agent", "f" * 24, None, None, micros, len(inputs), "v7"])
+    versioned = RUN.model_copy(update={"version": "v7"})
+    assert Chain(key).genesis(versioned) == mac(b"journal-replay/run/v1" + header + inputs)
+
 
 class Color(enum.Enum):
     RED = "red"
