@@ -103,6 +103,12 @@ TAMPERING: dict[str, tuple[tuple[str, ...], int | None, str, str]] = {
         "no longer match its fingerprint",
     ),
     "delete an event": (("DELETE FROM events WHERE seq = 2",), 2, "seq", "seq 2 missing"),
+    "delete the first two events": (
+        ("DELETE FROM events WHERE seq IN (1, 2)",),
+        1,
+        "seq",
+        "seqs 1 to 2 missing",
+    ),
     "delete the last event": (("DELETE FROM events WHERE seq = 3",), None, "seal", "removed"),
     "reorder two events": (
         (
@@ -242,6 +248,7 @@ def test_hmac_runs_need_their_key(db_path: Path) -> None:
     with Journal(db_path) as journal:
         (verdict,) = journal.verify("r1")
     assert verdict.verdict == "key_needed" and not verdict.ok
+    assert verdict.events == 0 and not verdict.sealed  # nothing could be checked
     assert Chain("secret-one").scheme.split(":")[1] in verdict.note
     assert "JOURNAL_HMAC_KEY is not set" in verdict.note
 
@@ -359,3 +366,39 @@ def test_a_removed_tail_names_the_last_seq_left(tmp_path: Path) -> None:
         (verdict,) = journal.verify("T-1")
     assert verdict.broken is not None and verdict.broken.field == "seal"
     assert f"events after seq {last - 1} were removed" in verdict.broken.detail
+
+
+def test_a_head_signed_with_a_key_this_process_lacks_says_which(db_path: Path) -> None:
+    """Every run removed by retention (with the key): what is left is the signed head, and
+    verify without the key says that its entries need a key, naming it; with it, intact."""
+    key = "secret-one"
+    with record(db_path, hmac_key=key) as journal:
+        assert [r.run_id for r in journal.gc(keep_last=0, statuses=["completed"])] == ["r1"]
+        entries = len(journal.store.read_heads())
+        assert all(v.ok for v in journal.verify())
+    with Journal(db_path) as journal:
+        (head,) = journal.verify()
+    assert (head.run_id, head.verdict, head.events, head.sealed) == (
+        "(journal head)",
+        "key_needed",
+        entries,
+        False,
+    )
+    assert f"signed with {Chain(key).scheme}, and this process has sha256" in head.note
+    assert "set JOURNAL_HMAC_KEY to that key" in head.note
+
+
+async def no_steps(topic: str) -> str:
+    return topic
+
+
+def test_runs_with_no_events_verify(db_path: Path) -> None:
+    """A submitted run no process has started, and a run that finished without a step: no
+    events, their headers bound by the head, which counts none."""
+    with Journal(db_path) as journal:
+        replay.submit(agent, "owls", journal=journal, run_id="later")
+        assert asyncio.run(replay.run(no_steps, "bats", journal=journal, run_id="bare")) == "bats"
+        assert journal.events("later") == [] and journal.events("bare") == []
+        verdicts = {v.run_id: v for v in journal.verify()}
+    assert verdicts["later"].verdict == "intact" and verdicts["later"].events == 0
+    assert verdicts["bare"].verdict == "intact" and verdicts["bare"].sealed
