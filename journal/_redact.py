@@ -23,6 +23,7 @@ import orjson
 
 from ._codec import canonical_json
 from ._secret_text import (
+    PROSE_LIMIT,
     Scrubber,
     TextSecrets,
     forms_of,
@@ -224,10 +225,11 @@ class Redactor:
         return payload
 
     def _may_be_line(self, text: str) -> bool:
-        """Whether a short `text` may be a secret line (`API_KEY=...`): cheap tests first."""
+        """Whether `text` may hold a secret line (`API_KEY=...`, an env file quoted in a long
+        prompt): cheap tests first. As far into a text as the full path looks, no less."""
         maybe = self._maybe
         return (
-            len(text) <= 1024
+            len(text) <= PROSE_LIMIT
             and ("=" in text or ":" in text)
             and maybe is not None
             and maybe.search(text.lower().encode()) is not None

@@ -108,7 +108,7 @@ class TextSecrets:
         """The secrets of `text` if it is a URL, or of the URLs in it (a prompt, a message), or
         of the lines in it that name and give a secret."""
         found = [value for _, _, value in self._lines(text)]
-        if not may_hold_url_secret(text) or len(text) > _PROSE_LIMIT:
+        if not may_hold_url_secret(text) or len(text) > PROSE_LIMIT:
             return found
         if _is_one_url(text):
             return found + self._url_secrets(text)
@@ -122,7 +122,7 @@ class TextSecrets:
         `OPENAI_API_KEY=sk-...` (an env file, `export`, quoted or not), `Authorization: Bearer
         ...` (a header line in a command). After a colon the value must look like one (after
         an auth scheme, quoted, or 12 characters or more): `Token: expired` is prose."""
-        if ("=" not in text and ":" not in text) or len(text) > _PROSE_LIMIT:
+        if ("=" not in text and ":" not in text) or len(text) > PROSE_LIMIT:
             return []
         spans = []
         offset = 0
@@ -152,7 +152,7 @@ class TextSecrets:
                 at = end
             lined = "".join([*parts, text[at:]])
             return self.redacted(lined) or lined
-        if not may_hold_url_secret(text) or len(text) > _PROSE_LIMIT:
+        if not may_hold_url_secret(text) or len(text) > PROSE_LIMIT:
             return None
         if _is_one_url(text):
             return self._url_redacted(text)
@@ -248,7 +248,7 @@ _SECRET_LINE = re.compile(
 _SCHEME_FIRST = re.compile(r"(?i)(?:bearer|basic|token|bot|digest|apikey)\s")
 _AMBIGUOUS = frozenset({"key", "code", "auth"})
 """URL parameter names that hold a secret only when their value is long enough to be one."""
-_PROSE_LIMIT = 1 << 20
+PROSE_LIMIT = 1 << 20
 """Characters of a text searched for URLs and secret lines (a prompt quoting a long document
 still has its presigned link found)."""
 _LINES_LIMIT = 10_000

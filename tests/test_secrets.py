@@ -387,6 +387,30 @@ def test_secret_lines_in_their_usual_spellings_are_redacted(tmp_path: Path, name
     assert secret.encode() not in redacted and b"[redacted " in redacted, redacted
 
 
+@pytest.mark.parametrize("padding", [0, 5_000], ids=["short", "in a long prompt"])
+@pytest.mark.parametrize("name", sorted(LINES))
+def test_secret_lines_in_a_step_argument_never_reach_the_file(
+    tmp_path: Path, name: str, padding: int
+) -> None:
+    """A step called with a text that quotes a secret line (an env file pasted into a prompt
+    of any length): the line's secret is redacted in the journal (the arguments' quick check
+    once looked only at texts of 1,024 characters or less)."""
+    text, secret = LINES[name]
+
+    @replay.step(kind="llm")
+    async def ask(prompt: str) -> str:
+        return "ok"
+
+    async def workflow() -> str:
+        return await ask("context " * (padding // 8) + "\n" + text + "\nthanks")
+
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        assert asyncio.run(replay.run(workflow, journal=journal, run_id="r")) == "ok"
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert secret.encode() not in stored
+
+
 def test_more_shapes_of_the_fourth_round_are_redacted(tmp_path: Path) -> None:
     """An acronym before camelCase (`AWSSecretAccessKey`), capitalised name/value objects, a
     presigned link in a prompt longer than 64 kB, and a bytes key quoted in an error."""
