@@ -147,13 +147,14 @@ _SCAN_LIMIT = 256
 class Redactor:
     """A `Redaction` bound to a journal's salt: turns JSON bytes into redacted JSON bytes."""
 
-    __slots__ = ("_maybe", "_policy", "_salt", "_text")
+    __slots__ = ("_maybe", "_policy", "_salt", "_scrubbers", "_text")
 
     def __init__(self, policy: Redaction, salt: bytes) -> None:
         self._policy = policy
         self._salt = salt
         self._text = TextSecrets(policy.is_secret_key, self.marker)
         self._maybe = None if policy.rule is not None else policy._maybe
+        self._scrubbers: dict[frozenset[str], Scrubber | None] = {}
 
     def __call__(self, payload: bytes) -> bytes:
         """`payload` with every secret replaced by its marker; the same object if none."""
@@ -183,7 +184,18 @@ class Redactor:
 
     def _scrubber(self, secrets: Iterable[str]) -> Scrubber | None:
         """What finds each secret of 4 characters or more (shorter ones would mangle ordinary
-        text) in the forms it takes in messages, and markers (kept as they are)."""
+        text) in the forms it takes in messages, and markers (kept as they are). The last few
+        are kept: a run scrubs each step's result with the same secrets."""
+        wanted = frozenset(secrets)
+        cache = self._scrubbers
+        if wanted in cache:
+            return cache[wanted]
+        if len(cache) >= 16:
+            cache.pop(next(iter(cache)))
+        cache[wanted] = scrubber = self._build_scrubber(wanted)
+        return scrubber
+
+    def _build_scrubber(self, secrets: Iterable[str]) -> Scrubber | None:
         forms: dict[str, str] = {}
         for secret in secrets:
             if len(secret) >= 4:

@@ -170,8 +170,11 @@ def _record_value(spec: StepSpec, session: Session, plan: LivePlan, value: Any) 
         payload, decoded = spec.codec.record(value, what="result")
     except ValueNotJournalable as exc:
         raise NotJournalable(session.run_id, plan.key, spec.name, str(exc)) from exc
-    if session.redact is not None:
-        redacted = session.redact(payload)
+    redact = session.redact
+    if redact is not None:
+        redacted = redact(payload)
+        if session.secrets:  # a result that repeats a secret the run passed (an echo, a URL)
+            redacted = redact.scrub_secrets(redacted, session.secrets)
         if redacted is not payload:  # live code sees what replay will serve: the markers
             payload, decoded = redacted, spec.codec.decode(redacted, what="redacted result")
     session.check_size(plan.key, spec.name, "result", payload)

@@ -157,6 +157,69 @@ def test_users_add_keys_and_rules(tmp_path: Path) -> None:
         Redaction(keys=["*"])
 
 
+def test_a_value_rule_redacts_a_whole_result_and_list_items(tmp_path: Path) -> None:
+    """The rule reaches values that sit under no key: a step's whole result (a bare string)
+    and the items of a list."""
+    ghp = lambda key, value: str(value).startswith("ghp_")  # noqa: E731
+
+    @replay.step
+    async def token() -> str:
+        return "ghp_wholeResult1"
+
+    @replay.step
+    async def tokens() -> list[str]:
+        return ["plain", "ghp_listItem2"]
+
+    async def workflow() -> None:
+        await token()
+        await tokens()
+
+    with Journal(tmp_path / "j.db", redaction=Redaction(rule=ghp)) as journal:
+        asyncio.run(replay.run(workflow, journal=journal, run_id="r"))
+        payloads = [e.payload or b"" for e in journal.events("r")]
+    stored = b"".join(payloads)
+    assert b"ghp_wholeResult1" not in stored and b"ghp_listItem2" not in stored
+    assert b'"plain"' in stored
+
+
+def test_a_header_pair_in_the_arguments_is_scrubbed_from_the_result(tmp_path: Path) -> None:
+    """`[name, value]` pairs with a secret name (headers as HTTP libraries list them): the
+    value is redacted in the arguments and scrubbed wherever the result repeats it."""
+
+    @replay.step
+    async def call(headers: list[list[str]]) -> str:
+        return f"sent with {headers[0][1]}"
+
+    async def workflow() -> str:
+        return await call([["Authorization", "Bearer PairSecret3w4x"]])
+
+    with Journal(tmp_path / "j.db") as journal:
+        asyncio.run(replay.run(workflow, journal=journal, run_id="r"))
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"PairSecret3w4x" not in stored
+
+
+def test_a_result_that_repeats_a_secret_argument_is_scrubbed(tmp_path: Path) -> None:
+    """A tool that echoes the key it was called with: the result is journaled with the key's
+    marker, and live code gets the same value replay will serve."""
+
+    @replay.step
+    async def whoami(api_key: str) -> dict[str, str]:
+        return {"you": f"the holder of {api_key}"}
+
+    async def workflow() -> str:
+        return (await whoami("EchoedKey5y6z7a8b"))["you"]
+
+    with Journal(tmp_path / "j.db") as journal:
+        live = asyncio.run(replay.run(workflow, journal=journal, run_id="r"))
+        replayed = asyncio.run(
+            replay.run_with_summary(workflow, journal=journal, run_id="r", mode="replay")
+        )
+    assert live.startswith("the holder of [redacted ") and replayed.result == live
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"EchoedKey5y6z7a8b" not in stored
+
+
 def test_redaction_can_be_turned_off(tmp_path: Path) -> None:
     """redaction=None writes values as they are (for journals that hold no secrets)."""
     with Journal(tmp_path / "j.db", redaction=None) as journal:
