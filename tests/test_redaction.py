@@ -220,6 +220,20 @@ def test_a_result_that_repeats_a_secret_argument_is_scrubbed(tmp_path: Path) -> 
     assert b"EchoedKey5y6z7a8b" not in stored
 
 
+def test_only_a_small_object_of_a_secret_name_and_its_value_is_a_named_secret(
+    tmp_path: Path,
+) -> None:
+    """`{"name": "DB_PASSWORD", "value": ...}` with up to two more fields (a type, a source) is
+    a named secret; a record of five fields that happens to have a name and a value is data."""
+    with Journal(tmp_path / "j.db") as journal:
+        redactor = journal.redactor()
+    assert redactor is not None
+    four = {"name": "DB_PASSWORD", "value": "NamedFour1c2d", "type": "env", "from": "k8s"}
+    five = {**four, "value": "RecordFive3e4f", "owner": "ops"}
+    redacted = redactor(orjson.dumps({"four": four, "five": five}))
+    assert b"NamedFour1c2d" not in redacted and b"RecordFive3e4f" in redacted
+
+
 def test_redaction_can_be_turned_off(tmp_path: Path) -> None:
     """redaction=None writes values as they are (for journals that hold no secrets)."""
     with Journal(tmp_path / "j.db", redaction=None) as journal:
