@@ -119,6 +119,7 @@ CORE: dict[str, list[str]] = {
         "tests/test_worker.py",
         "tests/test_retry.py",
         "tests/test_cancel.py",
+        "tests/test_export.py",
     ],
 }
 """Each core file and the tests that should notice a change in it."""

@@ -208,12 +208,17 @@ def test_gc_removes_old_finished_runs_and_keeps_the_rest(tmp_path: Path) -> None
     assert [r.run_id for r in removed] == ["unfinished"]
     journal.close()
     conn = sqlite3.connect(tmp_path / "j.db")
-    logged = conn.execute("SELECT run_id, status, events, seal FROM retention_log").fetchall()
+    logged = conn.execute(
+        "SELECT run_id, workflow, status, events, seal FROM retention_log"
+    ).fetchall()
+    workflow = "tests.test_export:blogger"
     assert sorted(logged) == [
-        ("r1", "completed", 4, seals["r1"]),
-        ("r2", "completed", 4, seals["r2"]),
-        ("unfinished", "running", 0, None),
+        ("r1", workflow, "completed", 4, seals["r1"]),
+        ("r2", workflow, "completed", 4, seals["r2"]),
+        ("unfinished", "app:wf", "running", 0, None),
     ]
+    with pytest.raises(sqlite3.IntegrityError, match="only journal gc removes runs"):
+        conn.execute("DELETE FROM events")  # retention's permit ended with its transaction
     conn.close()
 
 

@@ -320,12 +320,22 @@ def test_setting_a_finished_run_back_to_failed_to_reopen_it_is_caught(tmp_path: 
     assert "reopened here, but it had not failed" in str(verdict), verdict
 
 
-def test_the_store_reopens_only_a_failed_run_it_owns() -> None:
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_the_store_reopens_only_a_failed_run_it_owns(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     from journal._events import trusted_event
+    from journal.stores import SQLiteStore
     from journal.stores._ownership import new_owner
+    from tests.conftest import postgres_store
     from tests.factories import make_run
 
-    store = MemoryStore()
+    if kind == "memory":
+        store: Any = MemoryStore()
+    elif kind == "sqlite":
+        store = SQLiteStore(tmp_path / "j.db")
+    else:
+        store = postgres_store(request.getfixturevalue("pg_schema"))
     store.create_run(make_run("x"))
     owner = new_owner(60)
     store.claim("x", owner, resuming=False)
@@ -337,9 +347,12 @@ def test_the_store_reopens_only_a_failed_run_it_owns() -> None:
         store.reopen("x", owner.token, [marker])
     store.finish("x", owner.token, RunStatus.FAILED, error=b"{}")
     with pytest.raises(LeaseLost):
-        store.reopen("x", "not-the-owner", [marker])
+        store.reopen("x", "not-the-owner", [marker])  # nobody owns it
     owner = new_owner(60)
     store.claim("x", owner, resuming=True)
+    with pytest.raises(LeaseLost):
+        store.reopen("x", "not-the-owner", [marker])  # another process owns it
+    assert store.get_run("x").status is RunStatus.FAILED
     reopened = store.reopen("x", owner.token, [marker])
     assert reopened.status is RunStatus.RUNNING
     assert (reopened.error, reopened.finished_at) == (None, None)
