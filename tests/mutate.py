@@ -72,6 +72,8 @@ CORE: dict[str, list[str]] = {
         "tests/test_secrets.py",
         "tests/test_retry.py",
         "tests/test_adversarial.py",
+        "tests/test_cancellation.py",
+        "tests/test_sitting_end.py",
     ],
     "replay/_context.py": [
         "tests/test_concurrency.py",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import replay
 from journal import EventStatus, Journal
@@ -306,3 +306,60 @@ async def _timed(awaitable: Any) -> float:
     start = loop.time()
     await awaitable
     return loop.time() - start
+
+
+def test_a_step_keeps_the_constraints_of_an_annotated_return_type(journal: Journal) -> None:
+    """`-> Annotated[int, Field(gt=0)]`: a result outside the constraint is refused as it is
+    recorded, as the codec refuses it (the step reads its annotations with their extras)."""
+
+    @step
+    async def count() -> Annotated[int, Field(gt=0)]:
+        return -1
+
+    async def workflow() -> int:
+        return await count()
+
+    with pytest.raises(NotJournalable, match="does not survive the journal"):
+        asyncio.run(run(workflow, journal=journal, run_id="annotated"))
+
+
+class Shape(BaseModel):
+    sides: int
+
+
+def test_not_journalable_names_the_step_it_happened_at(journal: Journal) -> None:
+    """Arguments that cannot be journaled, and a recorded result that no longer decodes as
+    the step's return type: each error names the step's own key."""
+    looped: list[Any] = []
+    looped.append(looped)
+
+    @step
+    async def take(items: list[Any]) -> int:
+        return 1
+
+    @step(name="first")
+    async def first() -> int:
+        return 1
+
+    async def bad_arguments() -> int:
+        await first()
+        return await take(looped)
+
+    with pytest.raises(NotJournalable) as err:
+        asyncio.run(run(bad_arguments, journal=journal, run_id="args"))
+    assert err.value.key == "0:2" and "step 0:2 (" in str(err.value)
+
+    @step(name="first")
+    async def first_now_a_model() -> Shape:
+        return Shape(sides=3)
+
+    current: list[Any] = [first]
+
+    async def typed() -> Any:
+        return await current[0]()
+
+    asyncio.run(run(typed, journal=journal, run_id="typed"))  # records 1, an int
+    current[0] = first_now_a_model  # the same step, now annotated to return a model
+    with pytest.raises(NotJournalable) as decoded:
+        asyncio.run(run_with_summary(typed, journal=journal, run_id="typed", mode="replay"))
+    assert decoded.value.key == "0:1" and "step 0:1 (" in str(decoded.value)
