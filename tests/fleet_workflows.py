@@ -118,7 +118,7 @@ async def mid(n: int) -> int:
 
 def _thread_a(n: int) -> int:
     first = s1(n)
-    time.sleep(0.3)  # live, the second thread's step is done by then
+    time.sleep(0.1)  # live, the second thread's step is done by then
     return first + s2(n)
 
 

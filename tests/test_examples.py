@@ -124,8 +124,7 @@ def test_event_driven_agent_resumes_in_recorded_order_and_replays_at_once(tmp_pa
 
 def test_the_replay_test_example_replays_its_committed_journal(tmp_path: Path) -> None:
     """examples/replay_tests: the committed journal replays offline (nothing paid); a changed
-    prompt fails with the divergence diff; --journal-record records it again, and the new
-    journal replays."""
+    prompt fails with the divergence diff and names the flag that records it again."""
     import shutil
 
     folder = tmp_path / "replay_tests"
@@ -146,6 +145,4 @@ def test_the_replay_test_example_replays_its_committed_journal(tmp_path: Path) -
     test_file.write_text(test_file.read_text().replace("three facts", "four facts"))
     changed = pytest_here()
     assert changed.returncode == 1 and "diverged from its journal at step 0:1" in changed.stdout
-    recorded = pytest_here("--journal-record")  # the change is meant (its assertion too)
-    assert recorded.returncode == 0, recorded.stdout
-    assert pytest_here("--journal-mode=replay").returncode == 0
+    assert "--journal-record" in changed.stdout  # recording again: tests/test_pytest_plugin.py

@@ -96,11 +96,12 @@ def test_a_worker_continues_up_to_its_concurrency_of_runs_at_once(journal: Journ
         replay.Worker(journal, concurrency=0)
 
 
-def test_concurrent_runs_do_not_starve_each_other_of_pool_threads(journal: Journal) -> None:
+def test_concurrent_runs_do_not_starve_each_other_of_pool_threads(tmp_path: Path) -> None:
     """Twelve interrupted runs whose first thread, continued, waits for its turn after a second
     thread's step: a worker whose own loop has a pool of two threads continues all twelve at
     once (each run has a loop and a default pool of its own in the worker)."""
     count = 12
+    journal = Journal(tmp_path / "j.db")
     fleet_workflows.CRASH_IN_S2[0] = True
     try:
         for n in range(count):
@@ -122,6 +123,7 @@ def test_concurrent_runs_do_not_starve_each_other_of_pool_threads(journal: Journ
     assert {journal.run(f"pair{n}").result for n in range(count)} == {
         str(6 * n).encode() for n in range(count)
     }
+    journal.close()
 
 
 def test_sigterm_stops_every_run_a_worker_has_going(tmp_path: Path) -> None:
