@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timedelta
 from importlib.metadata import version
@@ -189,3 +191,14 @@ def print_json(value: Any) -> None:
 
 def error_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def workflow_output(as_json: bool) -> contextlib.AbstractContextManager[Any]:
+    """With --json, what the workflow itself prints goes to stderr: stdout is the JSON alone."""
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
+def importable_from_here() -> None:
+    """As `python -m` does: the workflows a command runs import from where you stand."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, "")

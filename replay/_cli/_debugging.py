@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
-import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -32,9 +30,11 @@ from ._app import (
     console,
     error_console,
     fail,
+    importable_from_here,
     in_cli_words,
     open_journal,
     print_json,
+    workflow_output,
 )
 
 EntryOption = Annotated[
@@ -44,16 +44,6 @@ EntryOption = Annotated[
         "path/to/file.py:function (needed for runs recorded by a script)."
     ),
 ]
-
-
-def _workflow_output(as_json: bool) -> contextlib.AbstractContextManager[Any]:
-    """With --json, what the workflow itself prints goes to stderr: stdout is the JSON alone."""
-    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
-
-
-def _importable_from_here() -> None:
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, "")  # as `python -m` does: workflows import from where you stand
 
 
 def _replay_with_progress(
@@ -105,7 +95,7 @@ def replay_command(
     as_json: JsonOption = False,
 ) -> None:
     """Re-run a recorded run offline against its journal; exit 3 if it no longer reproduces."""
-    _importable_from_here()
+    importable_from_here()
     out = console()
 
     def differs(reason: str, summary: RunSummary | None = None) -> NoReturn:
@@ -119,7 +109,7 @@ def replay_command(
 
     with open_journal(db) as journal:
         try:
-            with _workflow_output(as_json):
+            with workflow_output(as_json):
                 outcome = _replay_with_progress(journal, run_id, entry, allow_live, break_at)
         except (NonDeterminismError, FrontierReached) as exc:
             differs(str(exc))
@@ -225,11 +215,11 @@ def _live(
     start: Callable[..., Coroutine[Any, Any, RunOutcome[Any]]],
 ) -> None:
     """Resume or retry `run_id` here, and print how it ended."""
-    _importable_from_here()
+    importable_from_here()
     with open_journal(db, writing=True) as journal:
         before = journal.run(run_id) if start is not retry_run else None
         try:
-            with _workflow_output(as_json):
+            with workflow_output(as_json):
                 outcome = asyncio.run(start(journal, run_id, entry=entry))
         except JournalError as exc:
             fail(str(exc))
@@ -385,7 +375,7 @@ def worker_command(
     another version of the code are left to that version's workers, unless --accept-version
     names it.
     """
-    _importable_from_here()
+    importable_from_here()
     with open_journal(db, writing=True) as journal:
         try:
             worker = Worker(

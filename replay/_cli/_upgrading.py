@@ -20,11 +20,12 @@ from ._app import (
     console,
     error_console,
     fail,
+    importable_from_here,
     in_cli_words,
     open_journal,
     print_json,
+    workflow_output,
 )
-from ._debugging import _importable_from_here, _workflow_output
 
 
 @app.command("upgrade-check")
@@ -53,7 +54,7 @@ def upgrade_check_command(
     Run it in CI before a deploy, with the new code checked out, against a copy of (or a
     read-only URL to) the production journal. Nothing is written and nothing runs live.
     """
-    _importable_from_here()
+    importable_from_here()
     modules = imports or []
     for module in modules:
         try:
@@ -66,7 +67,7 @@ def upgrade_check_command(
             total = len(runs_to_check(journal, statuses, modules))
         except ValueError as exc:
             fail(str(exc))
-        with _workflow_output(as_json):
+        with workflow_output(as_json):
             verdicts = _check_with_progress(journal, statuses, modules, total)
     failing = [v for v in verdicts if not v.ok]
     if as_json:
