@@ -39,6 +39,7 @@ it), so that edits made in the working tree meanwhile never mix into a run."""
 
 CORE: dict[str, list[str]] = {
     "replay/_session.py": [
+        "tests/test_thread_scopes.py",
         "tests/test_steps.py",
         "tests/test_run.py",
         "tests/test_divergence.py",
@@ -56,6 +57,7 @@ CORE: dict[str, list[str]] = {
         "tests/test_retry.py",
         "tests/test_crash_resume_property.py",
         "tests/test_adversarial.py",
+        "tests/test_cancel.py",
     ],
     "replay/_steps.py": [
         "tests/test_steps.py",
@@ -76,6 +78,7 @@ CORE: dict[str, list[str]] = {
         "tests/test_sitting_end.py",
     ],
     "replay/_context.py": [
+        "tests/test_thread_scopes.py",
         "tests/test_concurrency.py",
         "tests/test_threads.py",
         "tests/test_steps.py",

@@ -282,3 +282,46 @@ def test_a_sync_step_writes_its_start_before_it_runs(tmp_path: Path) -> None:
         asyncio.run(block())
     assert seen_inside == [["started"]]
     assert asyncio.run(block()) == "ok"
+
+
+def test_a_replay_stuck_in_its_order_stops_a_workflow_that_waits_elsewhere(
+    journal: Journal,
+) -> None:
+    """The recorded order cannot be met (the code now holds the first task back until the
+    second is done, but live the first's step came first): the sitting stops with the
+    NonDeterminismError even though the workflow's own task waits on an event, not a step."""
+    held_back = {"on": False}
+
+    async def first(gate: asyncio.Event) -> str:
+        if held_back["on"]:
+            await gate.wait()
+        return await side_effect("a")
+
+    async def second(gate: asyncio.Event) -> str:
+        answer = await side_effect("b", 0.05)
+        gate.set()
+        return answer
+
+    async def workflow() -> list[str]:
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(first(gate)), asyncio.create_task(second(gate))]
+        await gate.wait()
+        return [await task for task in tasks]
+
+    assert asyncio.run(replay.run(workflow, journal=journal, run_id="held")) == ["a", "b"]
+    held_back["on"] = True
+    effects.clear()
+    outcome: list[BaseException] = []
+
+    def replay_it() -> None:  # in a thread: a replay that never stops fails the test, not CI
+        try:
+            asyncio.run(replay.run(workflow, journal=journal, run_id="held", mode="replay"))
+        except BaseException as error:
+            outcome.append(error)
+
+    replaying = threading.Thread(target=replay_it, daemon=True)
+    replaying.start()
+    replaying.join(10)
+    assert not replaying.is_alive(), "the replay never stopped"
+    assert [type(error) for error in outcome] == [replay.NonDeterminismError]
+    assert "0/1:1" in str(outcome[0]) and effects == Counter()
