@@ -123,10 +123,14 @@ class _RunSpans:
             log.warning("otel.span_failed", run_id=self.run.run_id, key=key, error=repr(exc))
 
     def closed(self, finished: bool) -> None:
-        """The run's own span, once it has ended (a suspended run's comes when it does)."""
-        if not finished:
-            return
+        """Attempts the sitting left without an outcome (a stop, a crash signal: they stay in
+        flight in the journal, and an export shows them the same); the run's own span once
+        the run has ended (a suspended run's comes when it does)."""
         try:
+            for span in self.steps.unfinished():
+                self._emit(span)
+            if not finished:
+                return
             run = self.journal.store.get_run(self.run.run_id)
             if run is not None and run.status in _ENDED:
                 self._emit(run_span(run))
