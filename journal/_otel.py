@@ -10,8 +10,10 @@ processors and exporters.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
@@ -72,14 +74,18 @@ class JournalIds(IdGenerator):
         return _forced.get() is None and self.fallback.is_trace_id_random()
 
 
+@functools.cache
+def _package_version() -> str | None:
+    try:
+        return version("journal-replay")
+    except PackageNotFoundError:
+        return None
+
+
 def journal_tracer(provider: Any) -> Any:
     """Our tracer from `provider`, its id generator wrapped once. A tracer that has none (not
     the SDK's) still gets our spans, with its own ids and our parents."""
-    try:
-        package_version: str | None = version("journal-replay")
-    except PackageNotFoundError:
-        package_version = None
-    tracer = provider.get_tracer(SCOPE, package_version)
+    tracer = provider.get_tracer(SCOPE, _package_version())
     generator = getattr(tracer, "id_generator", None)
     if isinstance(generator, IdGenerator) and not isinstance(generator, JournalIds):
         tracer.id_generator = JournalIds(generator)
@@ -105,11 +111,11 @@ def root_sampled(tracer: Any, trace_id: int) -> bool:
 
 def emit(tracer: Any, record: SpanRecord, *, sampled: bool = True) -> None:
     """Start and end `record` as a span of `tracer`, with its own ids, parent and times."""
-    context = Context()  # a root: the span current in the caller is not its parent
-    if record.parent_id is not None:
-        flags = _SAMPLED if sampled else trace.TraceFlags(trace.TraceFlags.DEFAULT)
-        parent = trace.SpanContext(record.trace_id, record.parent_id, False, flags)
-        context = trace.set_span_in_context(trace.NonRecordingSpan(parent), context)
+    context = (
+        Context()  # a root: the span current in the caller is not its parent
+        if record.parent_id is None
+        else _under(record.trace_id, record.parent_id, sampled)
+    )
     links = [
         trace.Link(trace.SpanContext(trace_id, span_id, True, _SAMPLED))
         for trace_id, span_id in record.links
@@ -135,6 +141,14 @@ def emit(tracer: Any, record: SpanRecord, *, sampled: bool = True) -> None:
     if record.error is not None:
         span.set_status(trace.Status(trace.StatusCode.ERROR, record.error))
     span.end(end_time=record.end_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _under(trace_id: int, parent_id: int, sampled: bool) -> Any:
+    """The context that makes a span a child of `parent_id` (one per run: kept)."""
+    flags = _SAMPLED if sampled else trace.TraceFlags(trace.TraceFlags.DEFAULT)
+    parent = trace.SpanContext(trace_id, parent_id, False, flags)
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent), Context())
 
 
 def traces_endpoint(endpoint: str | None) -> str:
@@ -243,7 +257,12 @@ def _send(exporter: Any, spans: list[ReadableSpan], url: str) -> int:
     with _reasons() as reasons:
         result = exporter.export(batch)
     if result is not SpanExportResult.SUCCESS:
-        why = "; ".join(dict.fromkeys(reasons.messages)) or "no reason given"
+        # The first thing that went wrong says why; the exporter's later retries repeat it.
+        why = (
+            re.sub(r",? retrying in [\d.]+s\.?$", "", reasons.messages[0])
+            if reasons.messages
+            else "no reason given"
+        )
         raise OtlpExportFailed(
             f"the OTLP endpoint {url} did not take the spans ({why}). Fix: check that an "
             "OpenTelemetry collector listens there (OTLP over HTTP, usually port 4318), or "
