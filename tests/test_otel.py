@@ -226,6 +226,29 @@ def test_concurrent_steps_are_children_of_the_run_not_of_each_other(
         assert span.parent is not None and span.parent.span_id == root.context.span_id
 
 
+def test_a_journaled_block_is_a_trace_too(
+    exported: InMemorySpanExporter, sqlite_journal: Journal
+) -> None:
+    """`async with journaled(...)` around code we do not own: its steps under an
+    `invoke_workflow` span with no workflow name (a block has none), sent when it ends."""
+
+    @step(name="ping")
+    async def ping() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    async def block() -> None:
+        async with replay.journaled(sqlite_journal, "b-1"):
+            await ping()
+
+    asyncio.run(block())
+    root = root_of(exported.get_finished_spans())
+    assert root.name == "invoke_workflow" and root.context.trace_id == trace_id_of("b-1")
+    assert root.attributes is not None and "gen_ai.workflow.name" not in root.attributes
+    (ping_span,) = by_key(exported.get_finished_spans()).values()
+    assert ping_span.parent is not None and ping_span.parent.span_id == run_span_id("b-1")
+
+
 def test_a_sampled_out_run_emits_nothing_and_a_sampled_one_everything(
     sqlite_journal: Journal,
 ) -> None:
