@@ -18,6 +18,7 @@ agree: the same ids, names, parents, attributes and times for every attempt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -86,11 +87,13 @@ def _id(bits: int, *parts: str) -> int:
     return int.from_bytes(digest[: bits // 8], "big") or 1  # 0 is OpenTelemetry's "invalid"
 
 
+@functools.lru_cache(maxsize=1024)
 def trace_id_of(run_id: str) -> int:
     """The 128-bit trace id of a run: the same wherever and whenever it is computed."""
     return _id(128, "trace", run_id)
 
 
+@functools.lru_cache(maxsize=1024)
 def run_span_id(run_id: str) -> int:
     """The 64-bit span id of the run's own span (the root of its trace)."""
     return _id(64, "run", run_id)

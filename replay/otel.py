@@ -36,16 +36,19 @@ _ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 _instrumented: list[Any] = []
 
 
-def instrument(tracer_provider: Any = None) -> None:
+def instrument(tracer_provider: Any = None, *, served_steps: bool = True) -> None:
     """Emit spans for every run from now on, to `tracer_provider` (an OpenTelemetry SDK
     `TracerProvider`), or to the global provider, looked up at each sitting so that one set
-    later counts. Calling it again replaces the provider; `uninstrument()` stops.
+    later counts. Calling it again replaces the settings; `uninstrument()` stops.
+
+    `served_steps=False` sends no span for steps a resume answers from the journal (a resume
+    of a long run then costs no more than without spans); their first sitting sent theirs.
 
     Raises ImportError naming the extra to install when OpenTelemetry is missing."""
     from journal import _otel  # noqa: F401  (the clear ImportError, now rather than mid-run)
 
     _instrumented[:] = [tracer_provider]
-    observe_with(functools.partial(_RunSpans.open, tracer_provider))
+    observe_with(functools.partial(_RunSpans.open, tracer_provider, served_steps))
 
 
 def uninstrument() -> None:
@@ -61,7 +64,10 @@ def is_instrumented() -> bool:
 class _RunSpans:
     """One sitting's spans. Never raises into the engine: a failure is logged and skipped."""
 
-    def __init__(self, journal: Journal, run: Run, token: str, tracer: Any, sampled: bool) -> None:
+    def __init__(
+        self, journal: Journal, run: Run, token: str, tracer: Any, sampled: bool, served: bool
+    ) -> None:
+        self.served_steps = served
         self.journal = journal
         self.run = run
         self.token = token
@@ -70,7 +76,9 @@ class _RunSpans:
         self.steps = StepSpans(run)
 
     @classmethod
-    def open(cls, provider: Any, journal: Journal, run: Run, token: str) -> _RunSpans | None:
+    def open(
+        cls, provider: Any, served: bool, journal: Journal, run: Run, token: str
+    ) -> _RunSpans | None:
         from journal import _otel
 
         try:
@@ -85,7 +93,7 @@ class _RunSpans:
         except Exception as exc:
             log.warning("otel.unavailable", run_id=run.run_id, error=repr(exc))
             return None
-        return cls(journal, run, token, tracer, sampled)
+        return cls(journal, run, token, tracer, sampled, served)
 
     def _emit(self, record: Any) -> None:
         from journal._otel import emit
@@ -104,6 +112,8 @@ class _RunSpans:
             log.warning("otel.span_failed", run_id=self.run.run_id, error=repr(exc))
 
     def served(self, row: EventRow, arguments: bytes | None) -> None:
+        if not self.served_steps:
+            return
         _, key, kind, name, _, status, attempt, payload, _ = row
         try:
             span = served_span(

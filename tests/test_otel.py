@@ -37,16 +37,25 @@ from tests.llm_server import serve
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_providers: dict[int, TracerProvider] = {}
+
+
+def exported_provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    return _providers[id(exporter)]
+
+
 @pytest.fixture
 def exported() -> Iterator[InMemorySpanExporter]:
     """Spans of every run, live, into the SDK's in-memory exporter."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _providers[id(exporter)] = provider
     otel.instrument(tracer_provider=provider)
     yield exporter
     otel.uninstrument()
     provider.shutdown()
+    del _providers[id(exporter)]
 
 
 def by_key(spans: Any) -> dict[str, ReadableSpan]:
@@ -188,6 +197,36 @@ def test_a_resume_marks_served_steps_and_the_run_span_comes_once(
     assert live["0:3"].attributes["journal.step.attempt"] == 2  # in flight at the crash
     ids = [s.context.span_id for s in (*first, *second)]
     assert len(ids) == len(set(ids))
+
+
+def test_served_steps_can_be_left_out(
+    exported: InMemorySpanExporter, sqlite_journal: Journal
+) -> None:
+    """`instrument(served_steps=False)`: a resume sends its live steps and the run's span, and
+    nothing for the steps it answered from the journal."""
+    crash = [True]
+
+    @step(name="fetch")
+    async def fetch(n: int) -> int:
+        return n + 1
+
+    @step(name="publish")
+    async def publish(n: int) -> int:
+        if crash[0]:
+            raise Interrupt
+        return n
+
+    async def pipeline(n: int) -> int:
+        return await publish(await fetch(await fetch(n)))
+
+    with pytest.raises(Interrupt):
+        asyncio.run(replay.run(pipeline, 1, journal=sqlite_journal, run_id="r-6"))
+    exported.clear()
+    otel.instrument(tracer_provider=exported_provider(exported), served_steps=False)
+    crash[0] = False
+    asyncio.run(replay.run(pipeline, 1, journal=sqlite_journal, run_id="r-6"))
+    spans = exported.get_finished_spans()
+    assert [s.name for s in spans] == ["publish", "invoke_workflow pipeline"]
 
 
 def test_concurrent_steps_are_children_of_the_run_not_of_each_other(
