@@ -288,6 +288,35 @@ class Journal:
             every_run=run_ids is None,
         )
 
+    def export_otlp(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        endpoint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> int:
+        """Send runs (default: all) as OpenTelemetry traces to an OTLP/HTTP endpoint; returns
+        the number of spans sent. Each run is a trace, each step attempt a span, with the ids
+        a live `replay.otel.instrument()` gave the same run.
+
+        `endpoint`: a collector's address (`http://host:4318`, `/v1/traces` is added) or the
+        full traces URL; default: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+        `OTEL_EXPORTER_OTLP_ENDPOINT`, then `http://localhost:4318`. Headers default to
+        `OTEL_EXPORTER_OTLP_HEADERS`. Needs the `otel` extra (ImportError says so). A refused
+        export raises `JournalError` with the endpoint's answer."""
+        from ._otel import export_runs
+
+        runs = (
+            self.store.list_runs() if run_ids is None else [self.run(run_id) for run_id in run_ids]
+        )
+        return export_runs(
+            ((run, self.iter_events(run.run_id)) for run in runs),
+            endpoint=endpoint,
+            headers=headers,
+            timeout=timeout,
+        )
+
     def verify_export(
         self, path: str | os.PathLike[str], *, since: str | None = None
     ) -> list[RunVerification]:

@@ -62,6 +62,7 @@ from ._sites import site_of
 from ._writer import Writer
 
 if TYPE_CHECKING:
+    from ._observe import SittingObserver
     from ._steps import StepSpec
 
 log = get_logger("replay")
@@ -244,6 +245,8 @@ class Session:
         """The task running the workflow (for a `journaled(...)` block, the caller's task)."""
         self.cancelled_root = False
         """The engine cancelled `root_task` to stop it; its CancelledError stands for `stopping`."""
+        self.observer: SittingObserver | None = None
+        """Told of each step served from the journal (`replay._observe`)."""
 
     @property
     def write_error(self) -> BaseException | None:
@@ -288,6 +291,8 @@ class Session:
                     self.served_keys.append(found)
                     if self.break_at is not None:
                         self._break(key, found, site_depth + 1)
+                    if self.observer is not None:
+                        self.observer.served(found, found[8])
                     history = self.history
                     pos = history.pos_of[found[0]]
                     if pos == history.cursor and found[5] != "cancelled":
@@ -318,6 +323,8 @@ class Session:
                 last = entry.rows[-1]
                 if self.break_at is not None:
                     self._break(key, last, site_depth + 1)
+                if self.observer is not None:
+                    self.observer.served(last, entry.args_payload)
                 history = self.history
                 history.ask(key, entry.rows[:-1])
                 pos = history.pos_of[last[0]]

@@ -36,6 +36,7 @@ from ._engine_signals import cancel_requested, cancel_requests, wake_parent
 from ._errors import OwnershipLost, ReplayError, StepFailed, Suspended
 from ._history import engine_handles
 from ._log import get_logger
+from ._observe import observer_for
 from ._retry import cancels_spent, failure_record, reopening
 from ._session import Mode, OnDivergence, Session
 
@@ -220,6 +221,9 @@ class Sitting:
             session.on_break = debugging.on_break
             if debugging.observe is not None:
                 debugging.observe(session)
+        observer = observer_for(self.journal, self.run, self.token)
+        if observer is not None and self.mode == "resume":
+            session.observer = session.writer.observer = observer
         log.info(
             "run.sitting_started",
             run_id=self.run_id,
@@ -246,6 +250,8 @@ class Sitting:
                 session.closed = True
                 # Whatever still waits for a turn (a thread the workflow let go) is let go too.
                 session.history.fail_all(asyncio.CancelledError())
+            if session.observer is not None:
+                session.observer.closed(self.finished)
 
     def pending_cancel(self) -> str | None:
         """The reason of a request to cancel the run that this sitting has not seen yet (it

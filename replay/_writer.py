@@ -14,7 +14,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -24,6 +24,9 @@ from journal._events import RunStatus, trusted_event
 
 from ._errors import JournalWriteFailed, OwnershipLost, ReplayError
 from ._log import get_logger
+
+if TYPE_CHECKING:
+    from ._observe import SittingObserver
 
 log = get_logger("replay")
 
@@ -69,6 +72,8 @@ class Writer:
         self.block_cancelling = 0
         self.unwind_from: int | None = None
         """The first seq appended while `block_task` was being cancelled."""
+        self.observer: SittingObserver | None = None
+        """Told of every commit once the store took it (`replay._observe`)."""
 
     def event(
         self,
@@ -175,6 +180,8 @@ class Writer:
             self.cancellations = []
             self.head = head
             self.written_seq = batch[-1].seq
+            if self.observer is not None:
+                self.observer.written(batch)
 
     def flush(self, *, cancellations: bool = True) -> None:
         """Write buffered rows now (at the end of a sitting, or before giving up the run).

@@ -95,6 +95,22 @@ def test_pydantic_ai_agent_resumes_after_sigkill_and_replays_offline(tmp_path: P
     assert "model requests paid in all: 2" in out
 
 
+def test_otel_traces_shows_live_served_and_exported_spans_that_agree(tmp_path: Path) -> None:
+    """The OpenTelemetry example: the crashed sitting's steps are live spans (the cut step
+    unfinished), the resume's answered steps are served spans under the same run span, and
+    the stand-in collector receives the live spans' very ids, parents and times."""
+    db = tmp_path / "otel" / "journal.db"
+    out = run_example("otel_traces.py", db, timeout=60)
+    crashed, resumed = out.split("3. resumed")
+    assert re.search(r"chat gpt-4o-mini +0:1 +completed .* tokens \d+\+6", crashed), out
+    assert re.search(r"publish +0:4 +unfinished", crashed), out
+    assert len(re.findall(r"0:\d +served ", resumed)) == 3 and "invoke_workflow research" in resumed
+    roots = set(re.findall(r"parent ([0-9a-f]{16})", out))
+    assert len(roots) == 1 and re.search(rf"{roots.pop()} invoke_workflow research .* root", out)
+    assert "exported 6 spans of 1 run" in out
+    assert "the collector got the live spans, same ids, parents and times: True" in out
+
+
 def test_approval_waits_without_a_process_and_a_worker_finishes_it(tmp_path: Path) -> None:
     """The human-in-the-loop example: suspended while waiting, approved with `journal
     signal`, finished by `journal worker`, with the LLM draft paid once."""

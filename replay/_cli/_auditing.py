@@ -52,20 +52,43 @@ def export_command(
     ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Export every run.")] = False,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="jsonl, json, csv or html (one run).")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="jsonl, json, csv, html (one run), or otlp (traces sent to an OpenTelemetry "
+            "collector).",
+        ),
     ] = "jsonl",
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="File to write. Default: standard output."),
     ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            help="With -f otlp: the collector's OTLP/HTTP address, such as "
+            "http://localhost:4318 (/v1/traces is added). Default: "
+            "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT, else that one.",
+            show_default=False,
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Write runs to a file as they are read (constant memory): JSONL or JSON (they carry the
-    hash chain and verify on their own), CSV, or a self-contained HTML timeline of one run."""
-    if fmt not in FORMATS:
-        fail(f"unknown format {fmt!r}. Expected one of: {', '.join(FORMATS)}.")
+    hash chain and verify on their own), CSV, or a self-contained HTML timeline of one run.
+    Or send them as OpenTelemetry traces to a collector (-f otlp): a trace per run, a span
+    per step attempt."""
+    if fmt != "otlp" and fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}. Expected one of: {', '.join(FORMATS)}, otlp.")
     if bool(run_ids) == all_runs:
         fail("name the runs to export, or pass --all (not both).")
+    if fmt not in FORMATS:  # otlp, then (so the type checker knows `fmt` is a file format below)
+        _export_otlp(run_ids, endpoint, output, db)
+        return
+    if endpoint is not None:
+        fail("--endpoint is where -f otlp sends traces. Fix: add -f otlp, or drop --endpoint.")
     with open_journal(db) as journal:
         try:
             selected = [journal.run(r).run_id for r in run_ids] if run_ids else None
@@ -89,6 +112,32 @@ def export_command(
             else f"{len(selected)} runs"
         )
         console().print(f"exported {written} events of {runs} to {escape(str(output))}")
+
+
+def _export_otlp(
+    run_ids: list[str] | None, endpoint: str | None, output: Path | None, db: str | None
+) -> None:
+    """`journal export -f otlp`: the runs' traces to a collector (`Journal.export_otlp`)."""
+    if output is not None:
+        fail(
+            "-f otlp sends traces to a collector, it writes no file. Fix: drop -o, and name "
+            "the collector with --endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)."
+        )
+    with open_journal(db) as journal:
+        try:
+            selected = [journal.run(r).run_id for r in run_ids] if run_ids else None
+            from journal._otel import traces_endpoint
+
+            url = traces_endpoint(endpoint)
+            sent = journal.export_otlp(selected, endpoint=url)
+        except ImportError as exc:
+            fail(str(exc))
+        except (JournalError, ValueError) as exc:
+            fail(str(exc))
+    runs = (
+        "all runs" if not selected else "1 run" if len(selected) == 1 else f"{len(selected)} runs"
+    )
+    console().print(f"exported {sent} spans of {runs} to {escape(url)}")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,443 @@
+"""A run as trace spans: the run is the trace, each step attempt a span. No OpenTelemetry here.
+
+Both the spans a run emits while it executes (`replay.otel`) and the export of a finished run
+(`journal export -f otlp`) are built by this module from the journal's own rows, so the two
+agree: the same ids, names, parents, attributes and times for every attempt.
+
+* Ids are derived from the run: the trace id from the run id, the run's span id from the run
+  id, an attempt's span id from the run id, its key, its attempt number and the seq of its first
+  row (a retried run reruns a key from attempt 1: the seq tells the two apart).
+* Every step span is a child of the run's span, whatever task it ran in: a step's key, not the
+  task that happened to be current, says where it belongs.
+* An attempt starts at its `started` row and ends at its outcome. A step that finished without
+  waiting is one row, so its span has no duration.
+* LLM steps carry the GenAI semantic conventions' attributes (operation, provider, request and
+  response model, token usage, finish reasons) from what the HTTP integrations recorded;
+  never a prompt, a response body or a header: sizes, ids, models and token counts only.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+
+from ._events import STATUS_BY_VALUE, Event, EventKind, EventStatus, Run, RunStatus, trusted_event
+from ._exceptions import RecordedError
+from ._inspect import llm_usage
+
+AttributeValue = str | bool | int | float | tuple[str, ...]
+SpanKind = Literal["internal", "client"]
+
+# GenAI semantic conventions (the names are pinned by a test: the upstream module that holds
+# them is an incubating, deprecated path, so it is not imported).
+GEN_AI_OPERATION = "gen_ai.operation.name"
+GEN_AI_PROVIDER = "gen_ai.provider.name"
+GEN_AI_SYSTEM = "gen_ai.system"
+"""Replaced by `gen_ai.provider.name` upstream; still emitted: many backends read only it."""
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_OPERATIONS = (
+    ("/chat/completions", "chat"),
+    ("/messages", "chat"),
+    ("/responses", "chat"),
+    ("/completions", "text_completion"),
+    ("/embeddings", "embeddings"),
+)
+"""An LLM request's path -> its GenAI operation name (longest match first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRecord:
+    """One span, in plain values: what `journal._otel` hands to an OpenTelemetry tracer."""
+
+    name: str
+    trace_id: int
+    span_id: int
+    parent_id: int | None
+    kind: SpanKind
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, AttributeValue]
+    error: str | None = None
+    """The span failed: its status description."""
+    exception: tuple[str, str, str | None] | None = None
+    """(type, message, traceback) of the recorded exception, for an `exception` event."""
+    links: tuple[tuple[int, int], ...] = field(default=())
+    """(trace id, span id) of related runs' spans: the parent of a child run or a fork."""
+
+
+def _id(bits: int, *parts: str) -> int:
+    digest = hashlib.sha256("\0".join(("journal-replay", *parts)).encode()).digest()
+    return int.from_bytes(digest[: bits // 8], "big") or 1  # 0 is OpenTelemetry's "invalid"
+
+
+@functools.lru_cache(maxsize=1024)
+def trace_id_of(run_id: str) -> int:
+    """The 128-bit trace id of a run: the same wherever and whenever it is computed."""
+    return _id(128, "trace", run_id)
+
+
+@functools.lru_cache(maxsize=1024)
+def run_span_id(run_id: str) -> int:
+    """The 64-bit span id of the run's own span (the root of its trace)."""
+    return _id(64, "run", run_id)
+
+
+def attempt_span_id(run_id: str, key: str, attempt: int, seq: int) -> int:
+    """The span id of one attempt of a step: `seq` is the attempt's first row."""
+    return _id(64, "step", run_id, key, str(attempt), str(seq))
+
+
+def served_span_id(run_id: str, key: str, sitting: str) -> int:
+    """The span id of a step a sitting (named by its owner token) served from the journal."""
+    return _id(64, "served", run_id, key, sitting)
+
+
+def nanoseconds(moment: datetime) -> int:
+    """Nanoseconds since the epoch, exactly (a float would lose the microseconds)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _US * 1000
+
+
+def _run_attributes(run: Run) -> dict[str, AttributeValue]:
+    attributes: dict[str, AttributeValue] = {"journal.run_id": run.run_id}
+    if run.workflow is not None:
+        attributes["journal.workflow"] = run.workflow
+    if run.version is not None:
+        attributes["journal.version"] = run.version
+    return attributes
+
+
+def workflow_name(run: Run) -> str | None:
+    """The workflow's qualified name without its module (`research` for
+    `agents.research:research`, `Agent.run`, `research` for a function defined in another
+    one's body), None for a `journaled(...)` block."""
+    if run.workflow is None:
+        return None
+    return run.workflow.rpartition(":")[2].rpartition("<locals>.")[2] or run.workflow
+
+
+def run_span(run: Run, end: datetime | None = None) -> SpanRecord:
+    """The run's own span: from its creation to its end (`finished_at`, else `end`, else the
+    last update), its outcome as the span's status. A child run or a fork links to its parent."""
+    name = workflow_name(run)
+    attributes = _run_attributes(run)
+    attributes[GEN_AI_OPERATION] = "invoke_workflow"
+    if name is not None:
+        attributes[GEN_AI_WORKFLOW_NAME] = name
+    attributes["journal.run.status"] = run.status.value
+    attributes["journal.run.resumes"] = run.resumes
+    links: tuple[tuple[int, int], ...] = ()
+    if run.parent_run_id is not None:
+        attributes["journal.parent_run_id"] = run.parent_run_id
+        links = ((trace_id_of(run.parent_run_id), run_span_id(run.parent_run_id)),)
+    if run.fork_seq is not None:
+        attributes["journal.fork_seq"] = run.fork_seq
+    error = exception = None
+    if run.status is RunStatus.FAILED:
+        exception = _recorded_error(run.error)
+        error = f"{exception[0]}: {exception[1]}" if exception else "the run failed"
+    finished = run.finished_at or end or run.updated_at
+    return SpanRecord(
+        name=f"invoke_workflow {name}" if name else "invoke_workflow",
+        trace_id=trace_id_of(run.run_id),
+        span_id=run_span_id(run.run_id),
+        parent_id=None,
+        kind="internal",
+        start_ns=nanoseconds(run.created_at),
+        end_ns=max(nanoseconds(finished), nanoseconds(run.created_at)),
+        attributes=attributes,
+        error=error,
+        exception=exception,
+        links=links,
+    )
+
+
+def attempt_span(run: Run, started: Event | None, outcome: Event | None) -> SpanRecord:
+    """One attempt's span from its `started` row and its outcome (either may be missing: a
+    step that never waited is one outcome row; a step cut short by a crash has no outcome)."""
+    first = started or outcome
+    assert first is not None
+    last = outcome or first
+    status = "unfinished" if outcome is None else outcome.status.value
+    arguments = started.payload if started is not None else outcome.args if outcome else None
+    attributes = _run_attributes(run)
+    attributes.update(_step_attributes(first.key, first.name, first.kind, first.attempt, status))
+    attributes["journal.step.seq"] = first.seq
+    attributes["journal.step.served"] = False
+    if outcome is not None:
+        attributes["journal.step.payload_bytes"] = len(outcome.payload or b"")
+    name, kind = _describe(first.kind, first.name, attributes, arguments, outcome, tokens=True)
+    error = exception = None
+    if outcome is not None and outcome.status in (EventStatus.FAILED, EventStatus.RETRYING):
+        exception = _recorded_error(outcome.payload)
+        http = attributes.get("http.response.status_code")
+        error = (
+            f"{exception[0]}: {exception[1]}"
+            if exception
+            else f"HTTP {http}"
+            if http is not None
+            else f"attempt {status}"
+        )
+    elif isinstance(code := attributes.get("http.response.status_code"), int) and code >= 400:
+        error = f"HTTP {code}"
+    return SpanRecord(
+        name=name,
+        trace_id=trace_id_of(run.run_id),
+        span_id=attempt_span_id(run.run_id, first.key, first.attempt, first.seq),
+        parent_id=run_span_id(run.run_id),
+        kind=kind,
+        start_ns=nanoseconds(first.created_at),
+        end_ns=nanoseconds(last.created_at),
+        attributes=attributes,
+        error=error,
+        exception=exception,
+    )
+
+
+def served_span(
+    run: Run,
+    key: str,
+    kind: EventKind,
+    name: str,
+    status: str,
+    attempt: int,
+    payload: bytes | None,
+    arguments: bytes | None,
+    at: int,
+    sitting: str,
+) -> SpanRecord:
+    """A step this sitting answered from the journal, at `at` (ns): nothing ran and nothing
+    was paid, so it carries no tokens and no error status, only what was served."""
+    attributes = _run_attributes(run)
+    attributes.update(_step_attributes(key, name, kind, attempt, status))
+    attributes["journal.step.served"] = True
+    outcome = trusted_event(
+        run.run_id, 0, key, kind, name, "", STATUS_BY_VALUE[status], attempt, payload, _EPOCH
+    )
+    span_name, span_kind = _describe(kind, name, attributes, arguments, outcome, tokens=False)
+    return SpanRecord(
+        name=span_name,
+        trace_id=trace_id_of(run.run_id),
+        span_id=served_span_id(run.run_id, key, sitting),
+        parent_id=run_span_id(run.run_id),
+        kind=span_kind,
+        start_ns=at,
+        end_ns=at,
+        attributes=attributes,
+    )
+
+
+def _step_attributes(
+    key: str, name: str, kind: EventKind, attempt: int, status: str
+) -> dict[str, AttributeValue]:
+    return {
+        "journal.step.key": key,
+        "journal.step.name": name,
+        "journal.step.kind": kind.value,
+        "journal.step.attempt": attempt,
+        "journal.step.status": status,
+    }
+
+
+def _describe(
+    kind: EventKind,
+    name: str,
+    attributes: dict[str, AttributeValue],
+    arguments: bytes | None,
+    outcome: Event | None,
+    *,
+    tokens: bool,
+) -> tuple[str, SpanKind]:
+    """The span's name and kind; GenAI and HTTP attributes added to `attributes`."""
+    request = _request(arguments) if kind in (EventKind.LLM, EventKind.TOOL) else None
+    if request is not None:
+        _http_attributes(attributes, request, outcome)
+    if kind is EventKind.TOOL:
+        attributes[GEN_AI_OPERATION] = "execute_tool"
+        attributes[GEN_AI_TOOL_NAME] = name
+        return f"execute_tool {name}", "client" if request is not None else "internal"
+    if kind is not EventKind.LLM:
+        return name, "internal"
+    operation = _operation(request)
+    attributes[GEN_AI_OPERATION] = operation
+    body = request.get("body") if request is not None else None
+    sent = body.get("json") if isinstance(body, dict) else None
+    requested = sent.get("model") if isinstance(sent, dict) else None
+    if isinstance(requested, str):
+        attributes[GEN_AI_REQUEST_MODEL] = requested
+    usage = llm_usage(outcome) if outcome is not None else None
+    if usage is not None:
+        _usage_attributes(attributes, usage, tokens=tokens)
+    model = attributes.get(GEN_AI_REQUEST_MODEL) or attributes.get(GEN_AI_RESPONSE_MODEL)
+    return (f"{operation} {model}" if model else operation), "client"
+
+
+def _usage_attributes(
+    attributes: dict[str, AttributeValue], usage: Mapping[str, Any], *, tokens: bool
+) -> None:
+    provider, model = usage.get("provider"), usage.get("model")
+    if isinstance(provider, str):
+        attributes[GEN_AI_PROVIDER] = attributes[GEN_AI_SYSTEM] = provider
+    if isinstance(model, str):
+        attributes[GEN_AI_RESPONSE_MODEL] = model
+    if isinstance(usage.get("finish_reason"), str):
+        attributes[GEN_AI_FINISH_REASONS] = (usage["finish_reason"],)
+    if not tokens:
+        return  # a served step spent none: a backend summing usage must not count it twice
+    for source, target in (
+        ("input_tokens", GEN_AI_INPUT_TOKENS),
+        ("output_tokens", GEN_AI_OUTPUT_TOKENS),
+    ):
+        value = usage.get(source)
+        if isinstance(value, int) and not isinstance(value, bool):
+            attributes[target] = value
+
+
+def _request(arguments: bytes | None) -> dict[str, Any] | None:
+    """The recorded HTTP request (method, url, body) of an integration's step, or None."""
+    if not arguments or b'"url"' not in arguments:
+        return None
+    try:
+        call = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return None
+    request = call.get("args") if isinstance(call, dict) else None
+    if isinstance(request, dict) and isinstance(request.get("url"), str):
+        return request
+    return None
+
+
+def _operation(request: Mapping[str, Any] | None) -> str:
+    if request is None:
+        return "chat"  # a model request journaled by the pydantic-ai capability
+    path = urlsplit(str(request["url"])).path
+    return next((op for suffix, op in _OPERATIONS if path.endswith(suffix)), "chat")
+
+
+def _http_attributes(
+    attributes: dict[str, AttributeValue], request: Mapping[str, Any], outcome: Event | None
+) -> None:
+    """Where the request went (host and port, never the path or query) and its status."""
+    parts = urlsplit(str(request["url"]))
+    if parts.hostname:
+        attributes["server.address"] = parts.hostname
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    except ValueError:
+        port = None
+    if port is not None:
+        attributes["server.port"] = port
+    if isinstance(request.get("method"), str):
+        attributes["http.request.method"] = request["method"]
+    if outcome is None or not outcome.payload or not outcome.payload.startswith(b'{"status":'):
+        return
+    try:
+        response = orjson.loads(outcome.payload)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(response.get("status"), int):
+        attributes["http.response.status_code"] = response["status"]
+
+
+def _recorded_error(payload: bytes | None) -> tuple[str, str, str | None] | None:
+    """(type, message, traceback) of a recorded exception; None for another payload (an HTTP
+    response recorded as a retryable attempt)."""
+    if not payload:
+        return None
+    try:
+        recorded = RecordedError.decode(payload)
+    except ValueError:
+        return None
+    module, _, name = recorded.type.rpartition(":")
+    kind = name if module in ("", "builtins") else f"{module}.{name}"  # Python's own spelling
+    return kind, recorded.message, recorded.traceback
+
+
+def run_spans(run: Run, events: Iterable[Event]) -> Iterator[SpanRecord]:
+    """Every span of a recorded run: an attempt's span per attempt, in the order the attempts
+    ended (unfinished ones last), then the run's own span. Rows a fork or a retry carried past
+    its marker are copies of rows already seen, and are skipped."""
+    steps = StepSpans(run)
+    last: datetime | None = None
+    for event in _without_carried(list(events)):
+        last = event.created_at if last is None else max(last, event.created_at)
+        span = steps.add(event)
+        if span is not None:
+            yield span
+    yield from steps.unfinished()
+    yield run_span(run, end=None if run.status is not RunStatus.RUNNING else last)
+
+
+class StepSpans:
+    """Rows in seq order -> the span of each attempt once its outcome arrives."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.started: dict[tuple[str, int], Event] = {}
+
+    def add(self, event: Event) -> SpanRecord | None:
+        if event.kind is EventKind.FORK:
+            return None
+        if event.status is EventStatus.STARTED:
+            self.started[(event.key, event.attempt)] = event
+            return None
+        started = self.started.pop((event.key, event.attempt), None)
+        return attempt_span(self.run, started, event)
+
+    def unfinished(self) -> Iterator[SpanRecord]:
+        """Attempts with no outcome: cut short by a crash or a stop, or still running."""
+        for started in self.started.values():
+            yield attempt_span(self.run, started, None)
+        self.started.clear()
+
+
+def _without_carried(events: list[Event]) -> Iterator[Event]:
+    """The rows, without the copies a fork or a retry carried past its marker: the rows right
+    after the marker that repeat rows from its `superseded_from_seq` on (a fork carries the
+    steps begun before that seq, a retry those not in its `keys`; a stop carries none)."""
+    index = 0
+    while index < len(events):
+        marker = events[index]
+        index += 1
+        yield marker
+        if marker.kind is not EventKind.FORK or marker.name == "replay.stop":
+            continue
+        record = orjson.loads(marker.payload or b"{}")
+        cut = record.get("superseded_from_seq")
+        if not isinstance(cut, int):
+            continue
+        before = [e for e in events[: index - 1] if e.kind is not EventKind.FORK]
+        if marker.name == "replay.retry":
+            reopened = set(record.get("keys") or ())
+            carried = [e for e in before if e.seq >= cut and e.key not in reopened]
+        else:
+            begun: dict[str, int] = {}
+            for e in before:
+                begun.setdefault(e.key, e.seq)
+            carried = [e for e in before if e.seq >= cut and begun[e.key] < cut]
+        copies = Counter(_same_row(e) for e in carried)
+        while index < len(events) and copies[_same_row(events[index])] > 0:
+            copies[_same_row(events[index])] -= 1
+            index += 1
+
+
+def _same_row(event: Event) -> tuple[Any, ...]:
+    return (event.key, event.name, event.fingerprint, event.status, event.attempt, event.payload)
