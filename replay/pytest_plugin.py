@@ -65,6 +65,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "journal(name=None, mode=None): the journal file of this test's journal_replay runs "
         "(default: the test's name) and its mode (once, record, replay).",
     )
+    ini_mode = config.getini("journal_mode")
+    if ini_mode and ini_mode not in MODES:
+        raise pytest.UsageError(
+            f"the journal_mode ini key is {ini_mode!r}; it must be once, record or replay "
+            "(see --journal-mode)."
+        )
+    chosen = config.getoption("--journal-mode")
+    if config.getoption("--journal-record") and chosen not in (None, "record"):
+        raise pytest.UsageError(
+            f"--journal-record and --journal-mode={chosen} ask for different modes: give "
+            "one of them."
+        )
 
 
 class JournalReplay:
@@ -179,6 +191,40 @@ class JournalReplay:
             conn.close()
 
 
+class _MarkerError(Exception):
+    """A `journal` marker with arguments it does not take."""
+
+
+def _marker_options(node: pytest.Item) -> dict[str, Any]:
+    """The closest `journal` marker's arguments, checked."""
+    marker = node.get_closest_marker("journal")
+    if marker is None:
+        return {}
+    if marker.args:
+        raise _MarkerError(
+            f"the journal marker takes keywords only, not {marker.args!r}. Fix: "
+            f"@pytest.mark.journal(name={marker.args[0]!r})"
+        )
+    unknown = ", ".join(f"{k}={v!r}" for k, v in marker.kwargs.items() if k not in ("name", "mode"))
+    if unknown:
+        raise _MarkerError(
+            f"the journal marker got {unknown}; it takes name and mode: "
+            "@pytest.mark.journal(name=..., mode=...)"
+        )
+    mode = marker.kwargs.get("mode")
+    if mode is not None and mode not in MODES:
+        raise _MarkerError(
+            f"journal mode {mode!r} (from the journal marker) is not one of {', '.join(MODES)}."
+        )
+    name = marker.kwargs.get("name")
+    if name is not None and not _UNSAFE.sub("-", str(name)).strip("-"):
+        raise _MarkerError(
+            f"the journal marker's name {name!r} leaves no file name once the characters a "
+            "file name cannot hold are dropped. Fix: use letters, digits, '.', '_' or '-'."
+        )
+    return dict(marker.kwargs)
+
+
 def _shown(path: Path) -> str:
     """`path` relative to where pytest runs, when it is below it (messages read the same on
     every machine)."""
@@ -192,21 +238,23 @@ def _shown(path: Path) -> str:
 def journal_replay(request: pytest.FixtureRequest) -> Iterator[JournalReplay]:
     """Run workflows against this test's recorded journal: recorded live the first time (or
     with --journal-record), replayed offline after that."""
-    marker = request.node.get_closest_marker("journal")
-    options = dict(marker.kwargs) if marker is not None else {}
+    node = request.node
+    try:
+        options = _marker_options(node)
+    except _MarkerError as exc:
+        marked: str | None = f"{node.nodeid}: {exc}"
+    else:
+        marked = None
+    if marked is not None:  # failed outside the handler: one error, not a chain
+        pytest.fail(marked, pytrace=False)
     config = request.config
-    mode = (
+    mode: Mode = (  # each source is checked: --journal-mode's choices, the ini key, the marker
         ("record" if config.getoption("--journal-record") else None)
         or config.getoption("--journal-mode")
         or options.get("mode")
         or config.getini("journal_mode")
         or "once"
     )
-    if mode not in MODES:
-        raise pytest.UsageError(
-            f"journal mode {mode!r} (from the journal marker or the journal_mode ini key) is "
-            f"not one of {', '.join(MODES)}."
-        )
     test_file = Path(str(request.node.path))
     name = _UNSAFE.sub("-", str(options.get("name") or request.node.name)).strip("-")
     folder = test_file.parent / str(config.getini("journal_dir")) / test_file.stem

@@ -226,3 +226,56 @@ def test_sdk_requests_recorded_through_instrument_replay_with_the_server_gone(
     assert server.questions() == ["tell me about owls"]
     pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
     assert server.questions() == ["tell me about owls"]  # nothing more reached it
+
+
+_DOUBLE = """\
+import pytest
+from replay import step
+
+@step
+async def double(n: int) -> int:
+    return 2 * n
+
+async def flow(n: int) -> int:
+    return await double(n)
+"""
+
+
+def test_bad_modes_and_marker_arguments_are_named(pytester: pytest.Pytester) -> None:
+    """A journal_mode ini value or conflicting flags stop pytest at once (usage error); a
+    marker's positional or misspelt argument or an empty name fails its test, naming it."""
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\njournal_mode = Replay\n")
+    pytester.makepyfile(
+        test_marks=_DOUBLE
+        + """
+@pytest.mark.journal("mine")
+def test_positional(journal_replay):
+    pass
+
+@pytest.mark.journal(mdoe="replay")
+def test_misspelt(journal_replay):
+    pass
+
+@pytest.mark.journal(name="///")
+def test_empty(journal_replay):
+    pass
+"""
+    )
+    bad_ini = pytester.runpytest()
+    assert bad_ini.ret == pytest.ExitCode.USAGE_ERROR
+    bad_ini.stderr.fnmatch_lines(["*journal_mode ini key is 'Replay'*once, record or replay*"])
+    _ini(pytester)
+    both = pytester.runpytest("--journal-record", "--journal-mode=replay")
+    assert both.ret == pytest.ExitCode.USAGE_ERROR
+    both.stderr.fnmatch_lines(["*--journal-record*--journal-mode=replay*one of them*"])
+    marks = pytester.runpytest()
+    marks.assert_outcomes(errors=3)
+    marks.stdout.fnmatch_lines_random(
+        [
+            "*journal marker takes keywords only*not ('mine',)*name='mine'*",
+            "*journal marker got mdoe=*it takes name and mode*",
+            "*journal marker's name '///' leaves no file name*",
+        ]
+    )
+    marks.stdout.no_fnmatch_line("*During handling of the above exception*")
+    assert not (pytester.path / "journals" / "test_marks" / ".db").exists()
