@@ -15,6 +15,10 @@ or `@pytest.mark.journal(mode="record")`) records again; `--journal-mode=replay`
 journal is missing (for CI). Precedence: command line, then marker, then the `journal_mode`
 ini key, then `once`.
 
+A test's file is `<test>.db`, `<Class>.<test>.db` in a class; a name that loses characters a
+file name cannot hold, or is long, gets a short hash of the whole name so two tests never
+share a file (two tests that name the same file with the marker fail, naming each other).
+
 The module imports only pytest and the standard library when pytest loads it: the engine is
 imported when a test asks for the fixture.
 """
@@ -22,6 +26,7 @@ imported when a test asks for the fixture.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -35,6 +40,10 @@ MODES: tuple[Mode, ...] = ("once", "record", "replay")
 R = TypeVar("R")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_NAME = 120
+"""Longest file name (before `.db`) kept whole: paths stay well under file systems' limits."""
+_CLAIMS = pytest.StashKey[dict[str, list[str]]]()
+"""Each journal file (case-folded: one file on macOS and Windows) -> the tests that use it."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,6 +86,22 @@ def pytest_configure(config: pytest.Config) -> None:
             f"--journal-record and --journal-mode={chosen} ask for different modes: give "
             "one of them."
         )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Which tests use which journal file, so that a file two tests would share is refused
+    before either writes it (in every xdist worker too: each collects every test)."""
+    claims: dict[str, list[str]] = {}
+    for item in items:
+        if "journal_replay" not in getattr(item, "fixturenames", ()):
+            continue
+        try:
+            path = _journal_path(item, _marker_options(item))
+        except _MarkerError:
+            continue  # the test itself fails with the marker's error
+        claims.setdefault(str(path).casefold(), []).append(item.nodeid)
+    config.stash[_CLAIMS] = claims
 
 
 class JournalReplay:
@@ -217,12 +242,41 @@ def _marker_options(node: pytest.Item) -> dict[str, Any]:
             f"journal mode {mode!r} (from the journal marker) is not one of {', '.join(MODES)}."
         )
     name = marker.kwargs.get("name")
-    if name is not None and not _UNSAFE.sub("-", str(name)).strip("-"):
+    if name is not None and not _file_stem(str(name), exact=True):
         raise _MarkerError(
             f"the journal marker's name {name!r} leaves no file name once the characters a "
             "file name cannot hold are dropped. Fix: use letters, digits, '.', '_' or '-'."
         )
     return dict(marker.kwargs)
+
+
+def _journal_path(node: pytest.Item, options: Mapping[str, Any]) -> Path:
+    """`<test dir>/<journal_dir>/<module>/<name>.db`: the marker's name, else the test's, with
+    its class (`TestX.test_y`): two classes' `test_y` are two tests."""
+    test_file = Path(str(node.path))
+    folder = test_file.parent / str(node.config.getini("journal_dir")) / test_file.stem
+    if options.get("name") is not None:
+        return folder / f"{_file_stem(str(options['name']), exact=True)}.db"
+    names: list[str] = []
+    part: Any = node
+    while part is not None and not isinstance(part, pytest.File):
+        names.append(part.name)
+        part = part.parent
+    return folder / f"{_file_stem('.'.join(reversed(names)), exact=False)}.db"
+
+
+def _file_stem(raw: str, *, exact: bool) -> str:
+    """`raw` as a file name: characters a file name cannot hold become `-`. A test's own
+    name that loses more than a case's brackets that way, and any long name, end in a hash
+    of the whole name: `test[what?]` and `test[what!]` are two files."""
+    stem = _UNSAFE.sub("-", raw).strip("-")
+    if not stem:
+        return stem
+    kept = raw.replace("[", "-").removesuffix("]")
+    if (not exact and stem != kept) or len(stem) > _MAX_NAME:
+        digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        stem = f"{stem[: _MAX_NAME - 9]}-{digest}"
+    return stem
 
 
 def _shown(path: Path) -> str:
@@ -255,10 +309,19 @@ def journal_replay(request: pytest.FixtureRequest) -> Iterator[JournalReplay]:
         or config.getini("journal_mode")
         or "once"
     )
-    test_file = Path(str(request.node.path))
-    name = _UNSAFE.sub("-", str(options.get("name") or request.node.name)).strip("-")
-    folder = test_file.parent / str(config.getini("journal_dir")) / test_file.stem
-    path = folder / f"{name}.db"
+    path = _journal_path(node, options)
+    others = [
+        nodeid
+        for nodeid in config.stash.get(_CLAIMS, {}).get(str(path).casefold(), [])
+        if nodeid != node.nodeid
+    ]
+    if others:
+        pytest.fail(
+            f"{_shown(path)} is also the journal of {', '.join(others)}: one file holds one "
+            "test's runs (recording one would replace the other's). Fix: give each test its "
+            "own @pytest.mark.journal(name=...).",
+            pytrace=False,
+        )
     if mode == "replay" and not path.exists():
         pytest.fail(
             f"no recorded journal at {_shown(path)}. Fix: run this test once with --journal-record "
@@ -268,8 +331,8 @@ def journal_replay(request: pytest.FixtureRequest) -> Iterator[JournalReplay]:
     if mode == "record":
         for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             stale.unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    recorded = JournalReplay(path, mode, _UNSAFE.sub("-", request.node.name).strip("-"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recorded = JournalReplay(path, mode, _UNSAFE.sub("-", node.name).strip("-"))
     try:
         yield recorded
     finally:

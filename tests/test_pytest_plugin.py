@@ -279,3 +279,59 @@ def test_empty(journal_replay):
     )
     marks.stdout.no_fnmatch_line("*During handling of the above exception*")
     assert not (pytester.path / "journals" / "test_marks" / ".db").exists()
+
+
+def test_tests_in_classes_and_cases_with_punctuated_ids_get_files_of_their_own(
+    pytester: pytest.Pytester,
+) -> None:
+    """Two classes' `test_x`, cases whose ids differ only in characters a file name cannot
+    hold, and a case with a long id each record their own file (no RunConflict, no
+    `File name too long`), and all of them replay."""
+    _ini(pytester)
+    pytester.makepyfile(
+        test_names=_DOUBLE
+        + """
+class TestA:
+    def test_x(self, journal_replay):
+        assert journal_replay.run(flow, 1) == 2
+
+class TestB:
+    def test_x(self, journal_replay):
+        assert journal_replay.run(flow, 3) == 6
+
+LONG = "summarise: " + "the printer jammed " * 20
+
+@pytest.mark.parametrize("q", ["what?", "what!", LONG], ids=str)
+def test_q(journal_replay, q):
+    assert journal_replay.run(flow, len(q)) == 2 * len(q)
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=5)
+    names = sorted(p.name for p in (pytester.path / "journals" / "test_names").iterdir())
+    assert names[:2] == ["TestA.test_x.db", "TestB.test_x.db"]
+    assert len(names) == 5 and all(len(name) < 130 for name in names)
+    pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=5)
+
+
+def test_two_tests_naming_the_same_file_fail_with_both_names(pytester: pytest.Pytester) -> None:
+    """A file is one test's: a marker name two tests share fails both, naming the other,
+    instead of one test's recording replacing the other's."""
+    _ini(pytester)
+    pytester.makepyfile(
+        test_shared=_DOUBLE
+        + """
+@pytest.mark.journal(name="flow")
+def test_one(journal_replay):
+    assert journal_replay.run(flow, 1) == 2
+
+@pytest.mark.journal(name="flow")
+def test_two(journal_replay):
+    assert journal_replay.run(flow, 2) == 4
+"""
+    )
+    shared = pytester.runpytest("--journal-record")
+    shared.assert_outcomes(errors=2)
+    shared.stdout.fnmatch_lines(
+        ["*journals/test_shared/flow.db is also the journal of test_shared.py::test_two*"]
+    )
+    assert not (pytester.path / "journals" / "test_shared" / "flow.db").exists()
