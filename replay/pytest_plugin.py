@@ -116,6 +116,7 @@ class JournalReplay:
         """True when this test records live now; False when it replays offline."""
         self._test_name = test_name
         self._journal: Any = None
+        self._started = 0
         self.summaries: list[Any] = []
         """The `RunSummary` of each run, in order (what was served, what ran live)."""
 
@@ -149,7 +150,8 @@ class JournalReplay:
         from replay import run_with_summary
         from replay._rerun import _http_journaled_if_recorded
 
-        run_id = run_id or f"{self._test_name}-{len(self.summaries) + 1}"
+        self._started += 1  # counts runs that raised too: the next run gets an id of its own
+        run_id = run_id or f"{self._test_name}-{self._started}"
         if self.recording:
             outcome = await run_with_summary(
                 workflow, *args, kwargs=kwargs, journal=self.journal, run_id=run_id

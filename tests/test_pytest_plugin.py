@@ -335,3 +335,34 @@ def test_two(journal_replay):
         ["*journals/test_shared/flow.db is also the journal of test_shared.py::test_two*"]
     )
     assert not (pytester.path / "journals" / "test_shared" / "flow.db").exists()
+
+
+def test_a_run_after_one_that_raised_gets_an_id_of_its_own(pytester: pytest.Pytester) -> None:
+    """The default run ids count the runs a test starts, the failed ones too: a second run
+    after one that raised is not taken for the first."""
+    _ini(pytester)
+    pytester.makepyfile(
+        test_refused="""\
+import pytest
+from replay import step
+
+class Refused(Exception):
+    pass
+
+@step
+async def charge(amount: int) -> str:
+    if amount > 100:
+        raise Refused(f"over limit: {amount}")
+    return f"charged {amount}"
+
+async def pay(amount: int) -> str:
+    return await charge(amount)
+
+def test_pay(journal_replay):
+    with pytest.raises(Refused, match="over limit"):
+        journal_replay.run(pay, 500)
+    assert journal_replay.run(pay, 5) == "charged 5"
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
