@@ -366,3 +366,35 @@ def test_pay(journal_replay):
     )
     pytester.runpytest().assert_outcomes(passed=1)
     pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
+
+
+def test_the_diff_is_shown_whole_when_an_argument_holds_fix(pytester: pytest.Pytester) -> None:
+    """A prompt with "Fix:" in it does not cut the divergence diff short."""
+    _ini(pytester)
+    source = """\
+from replay import step
+
+@step(kind="llm")
+async def ask(prompt: str) -> str:
+    return "ok"
+
+async def review() -> str:
+    return await ask("Review this diff. Fix: the loop bound")
+
+def test_review(journal_replay):
+    assert journal_replay.run(review) == "ok"
+"""
+    pytester.makepyfile(test_review=source)
+    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.makepyfile(test_review=source.replace("bound", "bound and the log level"))
+    changed = pytester.runpytest()
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(
+        [
+            "*recorded: ask(prompt='Review this diff. Fix: the loop bound')*",
+            "*now:      ask(prompt='Review this diff. Fix: the loop bound and the log level')*",
+            "*Likely cause:*",
+            "*Replayed from*--journal-record*",
+        ]
+    )
+    changed.stdout.no_fnmatch_line("*During handling of the above exception*")
