@@ -137,6 +137,15 @@ class JournalReplay:
         kwargs: Mapping[str, Any] | None = None,
     ) -> R:
         """`workflow(*args, **kwargs)` as a journaled run, from a test that is not async."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # none: run one (not in this handler, or its error would chain to a failure)
+        else:
+            raise RuntimeError(
+                "journal_replay.run() was called inside a running event loop (an async test, "
+                "or code under asyncio.run). Fix: there, await journal_replay.arun(...) instead."
+            )
         return asyncio.run(self.arun(workflow, *args, run_id=run_id, kwargs=kwargs))
 
     async def arun(
@@ -147,6 +156,14 @@ class JournalReplay:
         kwargs: Mapping[str, Any] | None = None,
     ) -> R:
         """The same, awaited (for a test that runs its own event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "journal_replay.arun() runs on asyncio, and no asyncio event loop runs here "
+                "(trio?). Fix: run the test on asyncio, or call journal_replay.run(...) from a "
+                "test that is not async."
+            ) from None
         from replay import run_with_summary
         from replay._rerun import _http_journaled_if_recorded
 

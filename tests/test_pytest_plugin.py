@@ -398,3 +398,43 @@ def test_review(journal_replay):
         ]
     )
     changed.stdout.no_fnmatch_line("*During handling of the above exception*")
+
+
+def test_run_inside_a_running_event_loop_says_to_await_arun(pytester: pytest.Pytester) -> None:
+    """`run()` called where an event loop runs (an async test) fails saying to await
+    `arun()`, and leaves no coroutine never awaited behind."""
+    _ini(pytester)
+    pytester.makepyfile(
+        test_loop=_DOUBLE
+        + """
+import asyncio
+
+def test_nested(journal_replay):
+    async def main():
+        return journal_replay.run(flow, 1)
+    asyncio.run(main())
+"""
+    )
+    nested = pytester.runpytest()
+    nested.assert_outcomes(failed=1)
+    nested.stdout.fnmatch_lines(["*inside a running event loop*await journal_replay.arun(*"])
+    nested.stdout.no_fnmatch_line("*never awaited*")
+
+
+def test_arun_on_trio_says_it_needs_asyncio(pytester: pytest.Pytester) -> None:
+    """The engine runs on asyncio: `arun()` awaited under trio says so, rather than failing
+    deep inside with "no running event loop"."""
+    pytest.importorskip("trio", reason="trio comes with selenium (the dev extra)")
+    _ini(pytester)
+    pytester.makepyfile(
+        test_trio=_DOUBLE
+        + """
+import trio
+
+def test_on_trio(journal_replay):
+    trio.run(journal_replay.arun, flow, 1)
+"""
+    )
+    on_trio = pytester.runpytest()
+    on_trio.assert_outcomes(failed=1)
+    on_trio.stdout.fnmatch_lines(["*arun() runs on asyncio*no asyncio event loop runs here*"])
