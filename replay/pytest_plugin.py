@@ -126,6 +126,9 @@ class JournalReplay:
         if self._journal is None:
             from journal import Journal
 
+            if self.mode == "record":  # replaced now that it records, not when the test began
+                for old in (self.path, *_sidecars(self.path)):
+                    old.unlink(missing_ok=True)
             self._journal = Journal(self.path, read_only=not self.recording)
         return self._journal
 
@@ -233,6 +236,10 @@ class JournalReplay:
             with sqlite3.connect(self.path) as conn:
                 conn.execute("PRAGMA journal_mode = DELETE")
             conn.close()
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
 
 
 def _without_fix(message: str) -> str:
@@ -354,9 +361,6 @@ def journal_replay(request: pytest.FixtureRequest) -> Iterator[JournalReplay]:
             "(live: it pays for what it calls) and commit the file.",
             pytrace=False,
         )
-    if mode == "record":
-        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            stale.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     recorded = JournalReplay(path, mode, _UNSAFE.sub("-", node.name).strip("-"))
     try:

@@ -438,3 +438,29 @@ def test_on_trio(journal_replay):
     on_trio = pytester.runpytest()
     on_trio.assert_outcomes(failed=1)
     on_trio.stdout.fnmatch_lines(["*arun() runs on asyncio*no asyncio event loop runs here*"])
+
+
+def test_recording_again_keeps_the_journal_of_a_test_that_skips(
+    pytester: pytest.Pytester,
+) -> None:
+    """--journal-record replaces a journal when the test records into it, not before: a
+    test that skips (no key to record with here) keeps its committed file."""
+    _ini(pytester)
+    pytester.makepyfile(
+        test_keyed=_DOUBLE
+        + """
+import os
+
+def test_keyed(journal_replay):
+    if journal_replay.recording and "LLM_KEY" not in os.environ:
+        pytest.skip("recording needs LLM_KEY")
+    assert journal_replay.run(flow, 1) == 2
+"""
+    )
+    recorded = pytester.path / "journals" / "test_keyed" / "test_keyed.db"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LLM_KEY", "k")
+        pytester.runpytest().assert_outcomes(passed=1)
+    pytester.runpytest("--journal-record").assert_outcomes(skipped=1)
+    assert recorded.is_file()
+    pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
