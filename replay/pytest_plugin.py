@@ -18,6 +18,7 @@ ini key, then `once`.
 A test's file is `<test>.db`, `<Class>.<test>.db` in a class; a name that loses characters a
 file name cannot hold, or is long, gets a short hash of the whole name so two tests never
 share a file (two tests that name the same file with the marker fail, naming each other).
+Before a replay the run's hash chain is verified: a file edited by hand fails the test.
 
 The module imports only pytest and the standard library when pytest loads it: the engine is
 imported when a test asks for the fixture.
@@ -167,6 +168,7 @@ class JournalReplay:
                 "(trio?). Fix: run the test on asyncio, or call journal_replay.run(...) from a "
                 "test that is not async."
             ) from None
+        from journal import RunConflict
         from replay import run_with_summary
         from replay._rerun import _http_journaled_if_recorded
 
@@ -177,16 +179,7 @@ class JournalReplay:
                 workflow, *args, kwargs=kwargs, journal=self.journal, run_id=run_id
             )
         else:
-            from journal import RunNotFound
-
-            try:
-                self.journal.run(run_id)
-            except RunNotFound:
-                pytest.fail(
-                    f"{_shown(self.path)} holds no run {run_id!r}: this test's runs changed "
-                    "since it was recorded. Record it again with --journal-record.",
-                    pytrace=False,
-                )
+            self._recorded_run(run_id)
             from replay import FrontierReached, NonDeterminismError
 
             changed: str | None = None
@@ -200,7 +193,7 @@ class JournalReplay:
                         run_id=run_id,
                         mode="replay",
                     )
-            except (NonDeterminismError, FrontierReached) as exc:
+            except (NonDeterminismError, FrontierReached, RunConflict) as exc:
                 changed = _without_fix(str(exc))
             if changed is not None:  # failed outside the handler: one error, not a chain
                 pytest.fail(
@@ -226,6 +219,44 @@ class JournalReplay:
                 )
         self.summaries.append(outcome.summary)
         return outcome.result
+
+    def _recorded_run(self, run_id: str) -> Any:
+        """The recorded run `run_id`, finished and not edited since; the test fails if not."""
+        from journal import JournalError, RunNotFound, RunStatus
+
+        shown = _shown(self.path)
+        unreadable: str | None = None
+        try:
+            recorded = self.journal.run(run_id)
+            broken = [v for v in self.journal.verify(run_id) if v.verdict == "broken"]
+        except RunNotFound:
+            unreadable = (
+                f"{shown} holds no run {run_id!r}: this test's runs changed since it was "
+                "recorded. Record it again with --journal-record."
+            )
+        except JournalError as exc:
+            unreadable = (
+                f"{shown} cannot be read as a journal: {_without_fix(str(exc))} Fix: if it "
+                "is a Git LFS pointer, fetch the file (git lfs pull); else record the test "
+                "again with --journal-record."
+            )
+        if unreadable is not None:  # failed outside the handler: one error, not a chain
+            pytest.fail(unreadable, pytrace=False)
+        if recorded.status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+            pytest.fail(
+                f"the recording of run {run_id!r} in {shown} did not finish (it is "
+                f"{recorded.status.value}): the test stopped while it recorded. Record it "
+                "again with --journal-record.",
+                pytrace=False,
+            )
+        if broken:
+            found = "; ".join(f"run {v.run_id!r} {v.describe()}" for v in broken)
+            pytest.fail(
+                f"{shown} was edited after it was recorded: {found}. Fix: restore the file "
+                "from version control, or record the test again with --journal-record.",
+                pytrace=False,
+            )
+        return recorded
 
     def close(self) -> None:
         if self._journal is not None:

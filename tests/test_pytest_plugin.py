@@ -464,3 +464,107 @@ def test_keyed(journal_replay):
     pytester.runpytest("--journal-record").assert_outcomes(skipped=1)
     assert recorded.is_file()
     pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
+
+
+def test_a_recording_cut_short_is_named_as_such(pytester: pytest.Pytester) -> None:
+    """A journal whose recording stopped mid-run (the process died) fails the replay saying
+    so, not as if the code had changed."""
+    _ini(pytester)
+    pytester.makepyfile(
+        test_cut=_DOUBLE
+        + """
+import os
+
+class Killed(BaseException):
+    '''Stands in for the process dying while it records.'''
+
+async def twice(n: int) -> int:
+    first = await double(n)
+    if os.environ.get("KILL"):
+        raise Killed
+    return first + await double(first)
+
+def test_twice(journal_replay):
+    assert journal_replay.run(twice, 1) == 6
+"""
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KILL", "1")
+        pytester.runpytest().assert_outcomes(failed=1)
+    cut = pytester.runpytest()
+    cut.assert_outcomes(failed=1)
+    cut.stdout.fnmatch_lines(
+        ["*recording of run 'test_twice-1'*did not finish (it is running)*--journal-record*"]
+    )
+    cut.stdout.no_fnmatch_line("*if the change is meant*")
+
+
+def _tamper(path: Path, sql: str) -> None:
+    """Edit a journal as someone with the file would: drop the append-only triggers, edit."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type='trigger'")
+        kept = triggers.fetchall()
+        for name, _ in kept:
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute(sql)
+        for _, create in kept:
+            conn.execute(create)
+    conn.close()
+
+
+def test_a_journal_edited_by_hand_fails_the_replay(pytester: pytest.Pytester) -> None:
+    """A recorded result edited in the file (and the test edited to match) fails as an
+    edit, with what verify finds, instead of passing on forged data."""
+    _ini(pytester)
+    pytester.makepyfile(test_agent=_TEST)
+    pytester.runpytest().assert_outcomes(passed=1)
+    path = pytester.path / "journals" / "test_agent" / "test_research.db"
+    _tamper(
+        path,
+        "UPDATE events SET payload = CAST('\"answer to dogs\"' AS BLOB) "
+        "WHERE seq = 1 AND status = 'completed'",
+    )
+    forged = pytester.runpytest()
+    forged.assert_outcomes(failed=1)
+    forged.stdout.fnmatch_lines(
+        ["*test_research.db was edited after it was recorded*run 'test_research-1'*seq 1*"]
+    )
+
+
+def test_changed_inputs_and_a_file_that_is_no_journal_name_the_fix(
+    pytester: pytest.Pytester,
+) -> None:
+    """Inputs other than the recorded ones, and a file that is not a journal (a Git LFS
+    pointer), fail without a traceback into the engine and name --journal-record."""
+    _ini(pytester)
+    pytester.makepyfile(
+        test_inputs=_DOUBLE
+        + """
+def test_flow(journal_replay):
+    assert journal_replay.run(flow, 1) == 2
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.makepyfile(
+        test_inputs=_DOUBLE
+        + """
+def test_flow(journal_replay):
+    assert journal_replay.run(flow, 2) == 4
+"""
+    )
+    changed = pytester.runpytest()
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(
+        ["*recorded with inputs*called now with inputs*", "*Replayed from*--journal-record*"]
+    )
+    changed.stdout.no_fnmatch_line("*_run.py*")
+    path = pytester.path / "journals" / "test_inputs" / "test_flow.db"
+    path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 45056\n")
+    pointer = pytester.runpytest()
+    pointer.assert_outcomes(failed=1)
+    pointer.stdout.fnmatch_lines(
+        ["*test_flow.db cannot be read as a journal*not a database*--journal-record*"]
+    )
+    pointer.stdout.no_fnmatch_line("*During handling of the above exception*")
