@@ -168,7 +168,7 @@ class JournalReplay:
                 "(trio?). Fix: run the test on asyncio, or call journal_replay.run(...) from a "
                 "test that is not async."
             ) from None
-        from journal import RunConflict
+        from journal import RunConflict, RunStatus
         from replay import run_with_summary
         from replay._rerun import _http_journaled_if_recorded
 
@@ -179,7 +179,7 @@ class JournalReplay:
                 workflow, *args, kwargs=kwargs, journal=self.journal, run_id=run_id
             )
         else:
-            self._recorded_run(run_id)
+            recorded = self._recorded_run(run_id)
             from replay import FrontierReached, NonDeterminismError
 
             changed: str | None = None
@@ -215,6 +215,17 @@ class JournalReplay:
                     f"run {run_id!r} replayed from {_shown(self.path)} returns {outcome.result!r}, "
                     "not what it returned when it was recorded. If the change is meant, record "
                     "it again with --journal-record.",
+                    pytrace=False,
+                )
+            if recorded.status is RunStatus.FAILED:
+                from replay._session import rebuild_error
+
+                error = rebuild_error(recorded.error)
+                pytest.fail(
+                    f"run {run_id!r} replayed from {_shown(self.path)} returns "
+                    f"{outcome.result!r}, but it failed when it was recorded: "
+                    f"{type(error).__name__}: {error}. If the change is meant, record it again "
+                    "with --journal-record.",
                     pytrace=False,
                 )
         self.summaries.append(outcome.summary)

@@ -568,3 +568,42 @@ def test_flow(journal_replay):
         ["*test_flow.db cannot be read as a journal*not a database*--journal-record*"]
     )
     pointer.stdout.no_fnmatch_line("*During handling of the above exception*")
+
+
+def test_a_recorded_failure_that_now_returns_fails(pytester: pytest.Pytester) -> None:
+    """A run recorded failing that now returns a value returns something else than it did:
+    the replay fails, naming the recorded error and the new result."""
+    _ini(pytester)
+    source = """\
+import pytest
+from replay import step
+
+class Refused(Exception):
+    pass
+
+@step
+async def charge(amount: int) -> str:
+    raise Refused(f"over limit: {amount}")
+
+async def pay(amount: int) -> str:
+    return await charge(amount)
+
+def test_pay(journal_replay):
+    with pytest.raises(Refused):
+        journal_replay.run(pay, 500)
+"""
+    pytester.makepyfile(test_pay=source)
+    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
+    pytester.makepyfile(
+        test_pay=source.replace(
+            "    return await charge(amount)",
+            "    try:\n        return await charge(amount)\n    except Refused:\n"
+            '        return "declined"',
+        ).replace("    with pytest.raises(Refused):\n    ", "    ")
+    )
+    swallowed = pytester.runpytest()
+    swallowed.assert_outcomes(failed=1)
+    swallowed.stdout.fnmatch_lines(
+        ["*run 'test_pay-1'*returns 'declined'*recorded*Refused: over limit: 500*"]
+    )
