@@ -20,8 +20,9 @@ file name cannot hold, or is long, gets a short hash of the whole name so two te
 share a file (two tests that name the same file with the marker fail, naming each other).
 Before a replay the run's hash chain is verified: a file edited by hand fails the test.
 
-The module imports only pytest and the standard library when pytest loads it: the engine is
-imported when a test asks for the fixture.
+This module imports only pytest and the standard library, and the engine when a test asks
+for the fixture; but pytest imports it as `replay.pytest_plugin`, which imports the `replay`
+package first.
 """
 
 from __future__ import annotations
