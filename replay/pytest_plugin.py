@@ -240,7 +240,10 @@ class JournalReplay:
         unreadable: str | None = None
         try:
             recorded = self.journal.run(run_id)
-            broken = [v for v in self.journal.verify(run_id) if v.verdict == "broken"]
+            # The run's own chain; not the journal's head, which is broken for a key other
+            # than the recording's (the run itself is then `key_needed`: not an edit).
+            verdicts = self.journal.verify(run_id)
+            broken = [v for v in verdicts if v.run_id == run_id and v.verdict == "broken"]
         except RunNotFound:
             unreadable = (
                 f"{shown} holds no run {run_id!r}: this test's runs changed since it was "

@@ -533,6 +533,19 @@ def test_a_journal_edited_by_hand_fails_the_replay(pytester: pytest.Pytester) ->
     )
 
 
+def test_a_journal_signed_with_another_key_replays(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal recorded with one JOURNAL_HMAC_KEY replays where another is set (a
+    developer's key, CI's): the run cannot be verified there, which is not an edit."""
+    _ini(pytester)
+    pytester.makepyfile(test_agent=_TEST)
+    monkeypatch.setenv("JOURNAL_HMAC_KEY", "the key it was recorded with")
+    pytester.runpytest().assert_outcomes(passed=1)
+    monkeypatch.setenv("JOURNAL_HMAC_KEY", "another key")
+    pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
+
+
 def test_changed_inputs_and_a_file_that_is_no_journal_name_the_fix(
     pytester: pytest.Pytester,
 ) -> None:
