@@ -181,7 +181,7 @@ class JournalReplay:
             )
         else:
             recorded = self._recorded_run(run_id)
-            from replay import FrontierReached, NonDeterminismError
+            from replay import FrontierReached, NonDeterminismError, NotJournalable
 
             changed: str | None = None
             try:
@@ -194,7 +194,8 @@ class JournalReplay:
                         run_id=run_id,
                         mode="replay",
                     )
-            except (NonDeterminismError, FrontierReached, RunConflict) as exc:
+            # NotJournalable: a recorded value no longer decodes as the step's return type.
+            except (NonDeterminismError, FrontierReached, RunConflict, NotJournalable) as exc:
                 changed = _without_fix(str(exc))
             if changed is not None:  # failed outside the handler: one error, not a chain
                 pytest.fail(

@@ -546,6 +546,46 @@ def test_a_journal_signed_with_another_key_replays(
     pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
 
 
+def test_a_step_whose_return_type_changed_fails_with_the_record_hint(
+    pytester: pytest.Pytester,
+) -> None:
+    """A step's return model that gained a required field no longer decodes what was
+    recorded: the replay fails naming the step and the type, and the flag that records it
+    again, without a traceback through pydantic."""
+    _ini(pytester)
+    source = """\
+from pydantic import BaseModel
+from replay import step
+
+class Answer(BaseModel):
+    text: str
+
+@step(kind="llm")
+async def ask(question: str) -> Answer:
+    return Answer(text="about " + question)
+
+async def flow(question: str) -> str:
+    return (await ask(question)).text
+
+def test_flow(journal_replay):
+    assert journal_replay.run(flow, "owls") == "about owls"
+"""
+    pytester.makepyfile(test_typed=source)
+    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.makepyfile(
+        test_typed=source.replace("    text: str\n", "    text: str\n    score: float\n")
+    )
+    changed = pytester.runpytest()
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(
+        [
+            "*step 0:1 (ask)*does not decode as Answer*score*return annotation changed*",
+            "*Replayed from*--journal-record*",
+        ]
+    )
+    changed.stdout.no_fnmatch_line("*_codec.py*")
+
+
 def test_changed_inputs_and_a_file_that_is_no_journal_name_the_fix(
     pytester: pytest.Pytester,
 ) -> None:
