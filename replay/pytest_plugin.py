@@ -275,10 +275,11 @@ class JournalReplay:
         return recorded
 
     def close(self) -> None:
+        opened = self._journal is not None
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-        if self.recording and self.path.exists():
+        if self.recording and opened and self.path.exists():  # a file it did not write: as is
             # One file to commit: fold the write-ahead log in and leave no -wal/-shm beside it.
             with sqlite3.connect(self.path) as conn:
                 conn.execute("PRAGMA journal_mode = DELETE")

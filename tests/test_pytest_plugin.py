@@ -464,6 +464,10 @@ def test_keyed(journal_replay):
     pytester.runpytest("--journal-record").assert_outcomes(skipped=1)
     assert recorded.is_file()
     pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
+    pointer = "version https://git-lfs.github.com/spec/v1\n"  # not fetched: left as it is
+    recorded.write_text(pointer)
+    pytester.runpytest("--journal-record").assert_outcomes(skipped=1)
+    assert recorded.read_text() == pointer
 
 
 def test_a_recording_cut_short_is_named_as_such(pytester: pytest.Pytester) -> None:
