@@ -196,7 +196,8 @@ class JournalReplay:
                     )
             # NotJournalable: a recorded value no longer decodes as the step's return type.
             except (NonDeterminismError, FrontierReached, RunConflict, NotJournalable) as exc:
-                changed = _without_fix(str(exc))
+                # NotJournalable ends with no fix of its own, so a "Fix:" in it is the value's.
+                changed = str(exc) if isinstance(exc, NotJournalable) else _without_fix(str(exc))
             if changed is not None:  # failed outside the handler: one error, not a chain
                 pytest.fail(
                     f"{changed}\nReplayed from {_shown(self.path)}. Fix: if the change is meant, "
@@ -261,7 +262,7 @@ class JournalReplay:
         if recorded.status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
             pytest.fail(
                 f"the recording of run {run_id!r} in {shown} did not finish (it is "
-                f"{recorded.status.value}): the test stopped while it recorded. Record it "
+                f"{recorded.status.value}): the test stopped before the run ended. Record it "
                 "again with --journal-record.",
                 pytrace=False,
             )

@@ -566,13 +566,13 @@ class Answer(BaseModel):
 
 @step(kind="llm")
 async def ask(question: str) -> Answer:
-    return Answer(text="about " + question)
+    return Answer(text="Fix: " + question)  # "Fix:" in a value is the value's
 
 async def flow(question: str) -> str:
     return (await ask(question)).text
 
 def test_flow(journal_replay):
-    assert journal_replay.run(flow, "owls") == "about owls"
+    assert journal_replay.run(flow, "owls") == "Fix: owls"
 """
     pytester.makepyfile(test_typed=source)
     pytester.runpytest().assert_outcomes(passed=1)
@@ -583,7 +583,7 @@ def test_flow(journal_replay):
     changed.assert_outcomes(failed=1)
     changed.stdout.fnmatch_lines(
         [
-            "*step 0:1 (ask)*does not decode as Answer*score*return annotation changed*",
+            "*step 0:1 (ask)*does not decode as Answer*score*Fix: owls*annotation changed*",
             "*Replayed from*--journal-record*",
         ]
     )
