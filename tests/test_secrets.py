@@ -465,3 +465,26 @@ def test_streams_and_forms_in_their_other_spellings_are_redacted(tmp_path: Path)
     on_disk = every_byte(folder)
     for secret in (b"SseMulti9s0t", b"SseCarriage1u2v", b"FormCaps3w4x"):
         assert secret not in on_disk, secret
+
+
+def test_a_reply_that_quotes_the_url_back_keeps_no_key_sent_in_its_query(tmp_path: Path) -> None:
+    """A key sent in the URL (`?key=`, as Google's APIs take it) is redacted in the request,
+    and a reply that quotes the URL back (a 404 naming the path) is scrubbed of it too; the
+    served reply on resume is the scrubbed one."""
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        asked = request.url.raw_path.decode()  # the path and its query, not a whole URL
+        return httpx.Response(404, json={"error": f"no such page: {asked}"})
+
+    async def asks() -> str:
+        transport = AsyncJournalTransport(httpx.MockTransport(echo))
+        async with httpx.AsyncClient(transport=transport) as c:
+            reply = await c.get("https://maps.example/nowhere", params={"key": "EchoedKey8q2"})
+        return str(reply.json()["error"])
+
+    folder = tmp_path / "journal"
+    with Journal(folder / "j.db") as journal:
+        said = asyncio.run(replay.run(asks, journal=journal, run_id="echo"))
+        again = asyncio.run(replay.run(asks, journal=journal, run_id="echo", mode="replay"))
+    assert said == again and "/nowhere?key=" in said and "EchoedKey8q2" not in said
+    assert b"EchoedKey8q2" not in every_byte(folder)

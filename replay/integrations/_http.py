@@ -140,7 +140,12 @@ def _response_payload(
     if meta is not None:
         record["llm"] = meta
         encoded = orjson.dumps(record)
-    return _redacted_body(record, encoded, headers, raw, session)
+    payload = _redacted_body(record, encoded, headers, raw, session)
+    if session.redact is not None and session.secrets:
+        # A reply that quotes the request back (a 404 naming the URL with its ?key=) holds
+        # the run's secrets in plain text: scrubbed like a step result that echoes one.
+        payload = session.redact.scrub_secrets(payload, session.secrets)
+    return payload
 
 
 def _is_form(headers: Any) -> bool:
