@@ -9,6 +9,7 @@ import contextlib
 import html
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,10 +54,10 @@ def client(recorded: Path) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def writable(tmp_path: Path) -> Iterator[tuple[Journal, TestClient]]:
-    """A fresh journal of its own, served with --allow-actions."""
+def writable(recorded: Path, tmp_path: Path) -> Iterator[tuple[Journal, TestClient]]:
+    """A copy of the recorded journal, served with --allow-actions."""
+    shutil.copyfile(recorded, tmp_path / "journal.db")
     with Journal(tmp_path / "journal.db") as journal:
-        record(journal)
         yield journal, TestClient(create_app(journal, allow_actions=True), base_url=BASE)
 
 
@@ -150,6 +151,10 @@ def test_run_page_shows_facts_outcome_steps_and_the_timeline(client: TestClient)
     assert '<iframe id="timeline" src="/run/timeline?id=cats-1"' in page
     assert 'href="/run?id=cats-1-dogs">cats-1-dogs</a>' in page  # its fork
     assert 'href="/diff?a=cats-1&amp;b=cats-1-dogs">diff</a>' in page
+    queued = client.get("/run", params={"id": "queued-2"}).text  # no event yet
+    assert 'data-status="submitted"' in queued and '<tr class="step"' not in queued
+    empty = client.get("/run/timeline", params={"id": "queued-2"}).text
+    assert json.loads(re.search(r'id="jt-rows">(.*?)</script>', empty, re.S).group(1)) == []  # type: ignore[union-attr]
     failed = client.get("/run", params={"id": "refund-7"}).text
     assert "builtins:ValueError: refund of 250 is above the limit" in failed
     assert '<pre class="error traceback">Traceback (most recent call last):' in failed
@@ -243,7 +248,8 @@ def test_a_page_asked_for_under_another_host_name_is_refused(client: TestClient)
     """A site that points its own name at 127.0.0.1 (DNS rebinding) cannot read the journal."""
     response = client.get("/", headers={"host": "attacker.example:8765"})
     assert response.status_code == 400 and "cats-1" not in response.text
-    assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
+    for ours in ("localhost:8765", "127.0.0.1:8765", "[::1]:8765"):
+        assert client.get("/", headers={"host": ours}).status_code == 200
 
 
 def test_recorded_text_is_escaped_in_every_page(client: TestClient) -> None:
@@ -411,9 +417,11 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_streams_report_new_runs_and_steps_as_they_are_recorded(journal_url: str) -> None:
     """On SQLite and PostgreSQL alike: a run another connection starts is a `runs` event; its
     steps are `steps` events carrying the last seq as the event id; the end is a `run` event.
-    Stopping the server ends the open streams at once."""
-    with Journal(journal_url) as journal, httpx.Client(base_url="") as http:
-        asyncio.run(replay.run(_noop, 1, journal=journal, run_id="before"))
+    Stopping the server ends the open streams at once. The server reads the journal opened
+    read-only, as `journal ui` does."""
+    with Journal(journal_url) as writer:
+        asyncio.run(replay.run(_noop, 1, journal=writer, run_id="before"))
+    with Journal(journal_url, read_only=True) as journal, httpx.Client() as http:
         server = Server(journal)
         try:
             with http.stream("GET", f"{server.url}/live/runs", timeout=10) as runs:

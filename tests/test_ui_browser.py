@@ -7,6 +7,7 @@ skip locally and fail on CI."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,8 +176,8 @@ def test_actions_exist_only_with_the_flag_and_work(
     assert browser.find_elements(By.ID, "actions") == []
     assert browser.find_element(By.ID, "mode").text == "read-only"
 
+    shutil.copyfile(served[0], tmp_path / "journal.db")
     with Journal(tmp_path / "journal.db") as journal:
-        record(journal)
         server = Server(journal, allow_actions=True)
         try:
             browser.get(server.url + href("/run", id="approve-3"))

@@ -27,7 +27,7 @@ from journal._html import timeline_assets
 
 from . import _actions, _live, _pages
 from ._state import UiState
-from ._views import duration_text, error_view, href, pretty, when_text
+from ._views import duration_text, error_view, href, pretty, untraced, when_text
 
 HERE = Path(__file__).parent
 CSP = (
@@ -75,16 +75,23 @@ def _templates(state: UiState) -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.globals.update(href=href, allow_actions=state.allow_actions, csrf_token=state.token)
-    env.filters.update(pretty=pretty, duration=duration_text, when=when_text, error_view=error_view)
+    env.filters.update(
+        pretty=pretty,
+        duration=duration_text,
+        when=when_text,
+        error_view=error_view,
+        untraced=untraced,
+    )
     return Jinja2Templates(env=env)
 
 
 def allowed_hosts(host: str) -> list[str]:
-    """Host header values the server answers: its loopback names, the bound host, or any for
-    a wildcard bind (0.0.0.0, ::), which `journal ui` warns about."""
+    """Host header values the server answers: its loopback names and the bound host, or any
+    for a wildcard bind (0.0.0.0, ::), which `journal ui` warns about."""
     if host in ("0.0.0.0", "::", ""):
         return ["*"]
-    return sorted({*LOOPBACK_NAMES, host.strip("[]"), f"[{host.strip('[]')}]"})
+    bare = host.strip("[]")
+    return sorted({*LOOPBACK_NAMES, bare, f"[{bare}]" if ":" in bare else bare})
 
 
 def create_app(

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
-from journal import Event, EventStatus, Journal, Run, RunStatus, parse_since
+from journal import (
+    Event,
+    EventKind,
+    EventStatus,
+    Journal,
+    Run,
+    RunStatus,
+    RunVerification,
+    parse_since,
+)
 from journal._codec import json_or_text
 from journal._inspect import RunDigest, digest, llm_usage, run_state
+from journal._verify import verify_run
 
 PAGE_SIZE = 50
 """Runs per page of the list."""
@@ -146,8 +157,8 @@ def workflow_name(run: Run) -> str:
 
 
 def runs_signature(journal: Journal) -> tuple[tuple[str, str, datetime], ...]:
-    """What changes when a run is added, changes status or records progress: the live list
-    reloads when it does."""
+    """What changes when a run is added or removed, or changes status (appending events does
+    not touch the run's row): the live list reloads when it does."""
     return tuple((r.run_id, r.status.value, r.updated_at) for r in journal.runs(limit=200))
 
 
@@ -183,17 +194,45 @@ def step_rows(run: Run, events: Iterable[Event]) -> list[StepRow]:
     return rows
 
 
-@dataclass(frozen=True)
 class RunPage:
-    """Everything the run page shows above and beside its timeline."""
+    """Everything the run page shows around its timeline, each part read when first asked
+    for: a live page fetches its header on every new event, the rest only when the run
+    changes status, and neither should cost a read of the whole journal."""
 
-    run: Run
-    digest: RunDigest
-    steps: list[StepRow]
-    verdict: str
-    verified: bool
-    related: list[Run] = field(default_factory=list)
-    """Forks and child runs of this run."""
+    def __init__(self, journal: Journal, run_id: str) -> None:
+        self.journal = journal
+        self.run = journal.run(run_id)  # RunNotFound for an unknown run
+
+    @cached_property
+    def events(self) -> list[Event]:
+        return self.journal.store.read_events(self.run.run_id)
+
+    @cached_property
+    def digest(self) -> RunDigest:
+        return digest(self.run, self.events)
+
+    @cached_property
+    def steps(self) -> list[StepRow]:
+        return step_rows(self.run, self.events)
+
+    @cached_property
+    def verification(self) -> RunVerification:
+        """The run's own hash chain and seal (`journal verify RUN` checks the journal's head
+        too: the verify page does)."""
+        return verify_run(self.journal.chain, self.run, self.events)
+
+    @property
+    def verdict(self) -> str:
+        return self.verification.describe()
+
+    @property
+    def verified(self) -> bool:
+        return self.verification.ok
+
+    @cached_property
+    def related(self) -> list[Run]:
+        """Forks and child runs of this run."""
+        return [r for r in self.journal.runs() if r.parent_run_id == self.run.run_id]
 
     @property
     def finished(self) -> bool:
@@ -201,29 +240,17 @@ class RunPage:
 
     @property
     def last_seq(self) -> int:
-        return self.steps[-1].event.seq if self.steps else 0
+        return self.events[-1].seq if self.events else 0
 
     @property
     def keys(self) -> list[str]:
         """Step keys in order of first appearance (what a fork's override may name)."""
-        return list(dict.fromkeys(s.event.key for s in self.steps if s.event.kind.value != "fork"))
+        return list(dict.fromkeys(e.key for e in self.events if e.kind is not EventKind.FORK))
 
 
 def run_page(journal: Journal, run_id: str) -> RunPage:
     """The run page's content; `RunNotFound` for an unknown run."""
-    run = journal.run(run_id)
-    events = journal.events(run_id)
-    verdicts = [v for v in journal.verify(run_id) if v.run_id == run_id]
-    verdict = verdicts[0] if verdicts else None
-    related = [r for r in journal.runs() if r.parent_run_id == run_id]
-    return RunPage(
-        run=run,
-        digest=digest(run, events),
-        steps=step_rows(run, events),
-        verdict="not checked" if verdict is None else verdict.describe(),
-        verified=verdict is not None and verdict.ok,
-        related=related,
-    )
+    return RunPage(journal, run_id)
 
 
 @dataclass(frozen=True)
@@ -315,6 +342,14 @@ def error_view(recorded: bytes | None) -> ErrorView | None:
         traceback=traceback if isinstance(traceback, str) else None,
         rest=pretty(rest),
     )
+
+
+def untraced(value: Any) -> Any:
+    """A recorded error without its traceback (absolute paths that differ by checkout): what a
+    comparison shows; the run's page has the traceback."""
+    if isinstance(value, dict) and "traceback" in value:
+        return {name: item for name, item in value.items() if name != "traceback"}
+    return value
 
 
 def duration_text(delta: timedelta | None) -> str:

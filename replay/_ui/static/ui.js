@@ -89,16 +89,18 @@
       if (last && last !== before && last.dataset.seq) lastSeq = Number(last.dataset.seq);
       count.textContent = rows.querySelectorAll("tr.step").length;
     });
+    // The header (status, steps, duration) follows every event; the outcome and the forks
+    // change only with the run's status.
     const refreshSummary = throttled(serial(async () => {
-      const [head, end] = await Promise.all(
-        [fragment(body.dataset.summary), fragment(body.dataset.outcome)]);
-      summary.innerHTML = head;
-      outcome.innerHTML = end;
+      summary.innerHTML = await fragment(body.dataset.summary);
     }), 500);
+    const refreshOutcome = serial(async () => {
+      outcome.innerHTML = await fragment(body.dataset.outcome);
+    });
     const reloadTimeline = throttled(() => reloadFrame(frame), 700);
     connect(body.dataset.live, {
       steps: () => { appendRows(); refreshSummary(); reloadTimeline(); },
-      run: () => { refreshSummary(); reloadTimeline(); },
+      run: () => { refreshSummary(); refreshOutcome(); reloadTimeline(); },
     });
   }
 })();
