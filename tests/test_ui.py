@@ -175,6 +175,9 @@ def test_step_page_shows_pretty_json_and_llm_usage(client: TestClient) -> None:
     assert 'id="previous"' in page and 'id="next"' not in page
     error = client.get("/run/step", params={"id": "refund-7", "seq": "1"}).text
     assert "builtins:ValueError: refund of 250" in error
+    marker = client.get("/run/step", params={"id": "cats-1-dogs", "seq": "4"}).text
+    assert "<h3>Marker</h3>" in marker and 'id="arguments"' not in marker
+    assert '"parent_run_id": "cats-1"' in html.unescape(marker)
 
 
 def test_the_timeline_is_the_html_exports_with_linked_assets(client: TestClient) -> None:

@@ -298,6 +298,8 @@ def _call_of(row: StepRow, same: list[StepRow]) -> Any:
     """The recorded call (arguments and site) of `row`'s attempt: its `started` row's payload,
     or the `args` an outcome row without one carries."""
     event = row.event
+    if event.kind is EventKind.FORK:
+        return None  # a marker (fork, retry, stop): its payload says what it marks
     if event.status is EventStatus.STARTED:
         return json_or_text(event.payload)
     if event.args is not None:
