@@ -298,6 +298,8 @@ def test_read_only_by_default_no_action_exists(client: TestClient, recorded: Pat
     page = client.get("/run", params={"id": "approve-3"}).text
     assert 'method="post"' not in page and 'id="actions"' not in page
     assert 'id="mode"' in page and ">read-only</span>" in page
+    forged = client.get("/run", params={"id": "approve-3", "did": "cancel"}).text
+    assert 'id="notice"' not in forged  # no action here, so no "Run cancelled." either
     for action in ("signal", "cancel", "fork"):
         response = client.post(f"/run/{action}", data={"id": "approve-3", "name": "approval"})
         assert response.status_code == 404

@@ -81,7 +81,12 @@ def run_view(request: Request) -> Response:
     """One run: its facts, outcome, verification, timeline and steps (and actions, if allowed)."""
     run_id = required(request, "id", "/run?id=RUN")
     page = run_page(_journal(request), run_id)
-    notice = {name: request.query_params.get(name, "") for name in ("did", "name", "n", "to")}
+    # What an action just did, said on the page it redirects to (only where actions exist).
+    shown = state_of(request).allow_actions
+    notice = {
+        name: request.query_params.get(name, "") if shown else ""
+        for name in ("did", "name", "n", "to")
+    }
     template = FRAGMENTS.get(request.url.path, "run.html")
     return render(request, template, {"page": page, "notice": notice})
 
