@@ -6,6 +6,10 @@ payloads from an untrusted journal can neither load anything nor phone home.
 
 Events are streamed into the page as they are read (one line of a JS array each), so a run of any
 length costs constant memory here; the browser builds the timeline from that array on load.
+
+The same page is what `journal ui` shows for a run, served rather than saved: with `assets`, the
+CSS and JS are linked from that URL and the rows are a JSON data block, so the page runs under a
+Content-Security-Policy that allows no inline script at all.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, TextIO
 
 from ._events import EventKind
@@ -43,6 +48,7 @@ The JS reads the names from the page, so this tuple is the only place that order
 _MS = timedelta(milliseconds=1)
 _SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+_SERVED_CSP = "default-src 'none'; style-src 'self'; script-src 'self'; img-src data:"
 
 
 def write_html_timeline(
@@ -50,6 +56,9 @@ def write_html_timeline(
     run: Mapping[str, Any],
     events: Iterable[Mapping[str, Any]],
     verification: Mapping[str, Any] | None = None,
+    *,
+    assets: str | None = None,
+    header: bool = True,
 ) -> None:
     """Write one run's timeline page to `out`, reading `events` once, in `seq` order.
 
@@ -57,36 +66,54 @@ def write_html_timeline(
     chain's check (`{"ok": bool, "message": str}`) or None when it was not checked. The output
     is pure ASCII, so any text encoding of `out` will do. Raises ValueError when a record's
     `created_at` is not an ISO-8601 time.
+
+    `assets` is the URL the files of `timeline_assets()` are served from: the page then links
+    them instead of holding them, and needs no inline script (`journal ui`). `header=False`
+    leaves out the run's facts, for a page that shows them around the timeline.
     """
     origin = datetime.fromisoformat(run["created_at"])
     title = f"Run {run['run_id']} - journal-replay timeline"
+    csp = _CSP if assets is None else _SERVED_CSP
     out.write(
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_text(title)}</title>\n"
-        f"<style>\n{_asset('timeline.css')}</style>\n"
-        f"<script>\nvar JT_FIELDS = {_script_json(_ROW_FIELDS)};\nvar JT_ROWS = [\n"
     )
+    if assets is None:
+        out.write(
+            f"<style>\n{_asset('timeline.css')}</style>\n"
+            f"<script>\nvar JT_FIELDS = {_script_json(_ROW_FIELDS)};\nvar JT_ROWS = [\n"
+        )
+    else:
+        out.write(
+            f'<link rel="stylesheet" href="{_text(assets)}/timeline.css">\n'
+            f'<script type="application/json" id="jt-fields">{_script_json(_ROW_FIELDS)}</script>\n'
+            '<script type="application/json" id="jt-rows">[\n'
+        )
     count = 0
     last_ms: float | None = None
     for event in events:
         last_ms = _ms_since(origin, event["created_at"])
         row = [last_ms if name == "t" else event.get(name) for name in _ROW_FIELDS]
+        if assets is not None and count:
+            out.write(",\n")  # a JSON array: no trailing comma
         out.write(_script_json(row))
-        out.write(",\n")
+        if assets is None:
+            out.write(",\n")
         count += 1
     finished = run.get("finished_at")
     end_ms = None if finished is None else _ms_since(origin, finished)
     meta = {"kinds": [kind.value for kind in EventKind], "end_ms": end_ms}
     out.write(
-        "];\n</script>\n"
-        f'<script type="application/json" id="jt-run">{_script_json(dict(run))}</script>\n'
+        ("];\n</script>\n" if assets is None else "\n]</script>\n")
+        + f'<script type="application/json" id="jt-run">{_script_json(dict(run))}</script>\n'
         f'<script type="application/json" id="jt-meta">{_script_json(meta)}</script>\n'
         "</head>\n<body>\n"
     )
-    out.write(_header(run, verification, count, end_ms, last_ms))
+    if header:
+        out.write(_header(run, verification, count, end_ms, last_ms))
     out.write(_toolbar())
     out.write(
         '<main>\n<div id="scroller"><div id="inner">\n'
@@ -94,9 +121,25 @@ def write_html_timeline(
         '<div id="rows"><div id="labels"></div><div id="plot"></div></div>\n'
         "</div></div>\n"
         '<aside id="detail" aria-live="polite"></aside>\n</main>\n'
-        f"<script>\n{_asset('traceback.js')}</script>\n"
-        f"<script>\n{_asset('timeline.js')}</script>\n</body>\n</html>\n"
     )
+    if assets is None:
+        out.write(
+            f"<script>\n{_asset('traceback.js')}</script>\n"
+            f"<script>\n{_asset('timeline.js')}</script>\n</body>\n</html>\n"
+        )
+    else:
+        out.write(
+            "".join(
+                f'<script src="{_text(assets)}/{name}"></script>\n'
+                for name in ("served.js", "traceback.js", "timeline.js")
+            )
+            + "</body>\n</html>\n"
+        )
+
+
+def timeline_assets() -> Traversable:
+    """The folder of the page's CSS and JS (package data), for a server to serve as `assets`."""
+    return resources.files("journal") / "_timeline_assets"
 
 
 def _header(

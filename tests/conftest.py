@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from journal import Journal, JournalStore, JournalUnavailable, MemoryStore
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 
 def _openai_major() -> str | None:
@@ -102,3 +107,51 @@ def pg_schema() -> Iterator[str]:
     schema = f"test_{uuid.uuid4().hex[:12]}"
     yield schema
     drop_schema(schema)
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """One headless Chromium per test module (selenium driving Debian's chromium and
+    chromedriver); missing, it skips locally and fails on CI."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing = "selenium is not installed: pip install 'selenium>=4.25'"
+    else:
+        absent = [path for path in (CHROMIUM, CHROMEDRIVER) if shutil.which(path) is None]
+        missing = (
+            f"{' and '.join(absent)} not found: apt-get install chromium chromium-driver "
+            "(or set CHROMIUM / CHROMEDRIVER to their paths)"
+            if absent
+            else ""
+        )
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser tests cannot run on CI: {missing}")
+        pytest.skip(missing)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,800",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -9,9 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import os
 import re
-import shutil
 import struct
 import time
 import tracemalloc
@@ -314,52 +312,7 @@ def test_every_event_kind_has_a_colour_and_a_legend_entry() -> None:
 
 
 # -- the page in headless Chromium -------------------------------------------------------------
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    """One headless Chromium for the module; missing, it skips locally and fails on CI."""
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing = "selenium is not installed: pip install 'selenium>=4.25'"
-    else:
-        absent = [path for path in (CHROMIUM, CHROMEDRIVER) if shutil.which(path) is None]
-        missing = (
-            f"{' and '.join(absent)} not found: apt-get install chromium chromium-driver "
-            "(or set CHROMIUM / CHROMEDRIVER to their paths)"
-            if absent
-            else ""
-        )
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tests cannot run on CI: {missing}")
-        pytest.skip(missing)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,800",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+# (the `browser` fixture lives in conftest.py: the `journal ui` tests drive the same Chromium)
 
 
 def _open(browser: WebDriver, path: Path, run: dict[str, Any], events: Any) -> float:

@@ -15,6 +15,7 @@ from . import (
     _upgrading,
     _operating,
     _auditing,
+    _ui,
 )  # registration order is `journal --help` order
 # isort: on
 
@@ -25,6 +26,7 @@ _COMMAND_MODULES = (
     _inspecting,
     _operating,
     _upgrading,
+    _ui,
 )  # imported for their @app.command
 
 

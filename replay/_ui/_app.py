@@ -1,0 +1,126 @@
+"""The Starlette application behind `journal ui`: its routes, templates and the headers every
+response carries.
+
+A journal is untrusted input (anyone may hand you one), and the page is served on a port any
+other page in the browser can aim at. So: every value is escaped by the templates, the
+Content-Security-Policy allows no inline script and nothing from elsewhere, the Host header
+must name this server (a page on another site that rebinds its name to 127.0.0.1 gets 400, not
+the journal), and the actions that write exist only with `allow_actions`, behind a per-process
+token and an Origin check (`_actions`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from journal import Journal
+from journal._html import timeline_assets
+
+from . import _actions, _live, _pages
+from ._state import UiState
+from ._views import duration_text, error_view, href, pretty, untraced, when_text
+
+HERE = Path(__file__).parent
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'self'"
+)
+"""No inline script or style, no inline event handler, nothing loaded from elsewhere: recorded
+text that slipped past escaping still could not run."""
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make form posts say Origin: null
+    (b"x-frame-options", b"SAMEORIGIN"),
+    (b"cache-control", b"no-store"),
+]
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class _SecurityHeaders:
+    """Adds `SECURITY_HEADERS` to every response (pages, fragments, streams, static files)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _templates(state: UiState) -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every template, whatever its name: recorded text is never markup
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(href=href, allow_actions=state.allow_actions, csrf_token=state.token)
+    env.filters.update(
+        pretty=pretty,
+        duration=duration_text,
+        when=when_text,
+        error_view=error_view,
+        untraced=untraced,
+    )
+    return Jinja2Templates(env=env)
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """Host header values the server answers: its loopback names and the bound host, or any
+    for a wildcard bind (0.0.0.0, ::), which `journal ui` warns about."""
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    bare = host.strip("[]")
+    return sorted({*LOOPBACK_NAMES, bare, f"[{bare}]" if ":" in bare else bare})
+
+
+def create_app(
+    journal: Journal,
+    *,
+    allow_actions: bool = False,
+    host: str = "127.0.0.1",
+    poll_seconds: float = 0.5,
+) -> Starlette:
+    """The web app over `journal`: read-only unless `allow_actions` (signal, cancel, fork).
+
+    `host` is the address the server listens on; requests naming another host are refused.
+    """
+    state = UiState(journal, allow_actions=allow_actions, poll_seconds=poll_seconds)
+    routes = [
+        *_pages.routes(),
+        *_live.routes(),
+        *(_actions.routes() if allow_actions else []),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Mount("/assets/timeline", StaticFiles(directory=str(timeline_assets())), name="timeline"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(_SecurityHeaders),
+            Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host)),
+        ],
+        exception_handlers=_pages.exception_handlers(),
+    )
+    app.state.ui = state
+    app.state.templates = _templates(state)
+    return app

@@ -1,0 +1,106 @@
+/* journal ui: live updates over server-sent events. No libraries, no inline script.
+ *
+ * A stream only says that something changed; the new rows are then fetched as HTML the server
+ * rendered with its templates (which escape every recorded value), so recorded text is never
+ * turned into markup here. The run's timeline is the HTML export's page in a frame, reloaded
+ * when the run records more, keeping the step that was selected. */
+(function () {
+  "use strict";
+  const body = document.body;
+  const live = document.getElementById("live");
+
+  function connect(url, handlers) {
+    const source = new EventSource(url);
+    live.dataset.state = "connecting";
+    source.addEventListener("open", () => { live.dataset.state = "on"; });
+    source.addEventListener("error", () => {
+      live.dataset.state = source.readyState === EventSource.CLOSED ? "off" : "connecting";
+    });
+    for (const [name, handler] of Object.entries(handlers)) {
+      source.addEventListener(name, (e) => handler(JSON.parse(e.data)));
+    }
+    window.addEventListener("pagehide", () => source.close());
+    return source;
+  }
+
+  async function fragment(url) {
+    const response = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+    return response.text();
+  }
+
+  /** `task` run one at a time; calls while it runs fold into one more run after it. */
+  function serial(task) {
+    let running = false, again = false;
+    return async function () {
+      if (running) { again = true; return; }
+      running = true;
+      try {
+        do { again = false; await task(); } while (again);
+      } catch (err) {
+        console.warn("journal ui:", err.message);
+      } finally {
+        running = false;
+      }
+    };
+  }
+
+  /** `fn` at most once per `ms`, always after the last call. */
+  function throttled(fn, ms) {
+    let timer = null;
+    return () => {
+      if (timer === null) timer = setTimeout(() => { timer = null; fn(); }, ms);
+    };
+  }
+
+  function reloadFrame(frame) {
+    let seq = null;
+    try {
+      const chosen = frame.contentDocument.querySelector(".bar.selected, .marker.selected");
+      if (chosen) seq = chosen.dataset.seq;
+    } catch (_) { /* not loaded yet */ }
+    frame.addEventListener("load", () => {
+      if (seq === null) return;
+      const sel = `.bar[data-seq="${CSS.escape(seq)}"], .marker[data-seq="${CSS.escape(seq)}"]`;
+      const again = frame.contentDocument.querySelector(sel);
+      if (again) again.click();
+    }, { once: true });
+    frame.contentWindow.location.reload();
+  }
+
+  if (body.dataset.page === "runs" && body.dataset.live) {
+    const rows = document.getElementById("runs-rows");
+    const refresh = serial(async () => { rows.innerHTML = await fragment(body.dataset.rows); });
+    connect(body.dataset.live, { runs: refresh });
+  }
+
+  if (body.dataset.page === "run") {
+    const rows = document.getElementById("step-rows");
+    const count = document.getElementById("event-count");
+    const summary = document.getElementById("run-summary");
+    const outcome = document.getElementById("run-outcome");
+    const frame = document.getElementById("timeline");
+    let lastSeq = Number(body.dataset.lastSeq);
+    const appendRows = serial(async () => {
+      const html = await fragment(`${body.dataset.rows}&after=${lastSeq}`);
+      const before = rows.lastElementChild;
+      rows.insertAdjacentHTML("beforeend", html);
+      const last = rows.lastElementChild;
+      if (last && last !== before && last.dataset.seq) lastSeq = Number(last.dataset.seq);
+      count.textContent = rows.querySelectorAll("tr.step").length;
+    });
+    // The header (status, steps, duration) follows every event; the outcome and the forks
+    // change only with the run's status.
+    const refreshSummary = throttled(serial(async () => {
+      summary.innerHTML = await fragment(body.dataset.summary);
+    }), 500);
+    const refreshOutcome = serial(async () => {
+      outcome.innerHTML = await fragment(body.dataset.outcome);
+    });
+    const reloadTimeline = throttled(() => reloadFrame(frame), 700);
+    connect(body.dataset.live, {
+      steps: () => { appendRows(); refreshSummary(); reloadTimeline(); },
+      run: () => { refreshSummary(); refreshOutcome(); reloadTimeline(); },
+    });
+  }
+})();
