@@ -94,6 +94,7 @@ class CountingServer(ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
+# recipe: pydantic-ai
 def make_agent() -> Agent[None, str]:
     provider = OpenAIProvider(base_url=os.environ[BASE_URL_ENV], api_key="sk-demo-not-real")
     agent = Agent(
@@ -118,6 +119,9 @@ def make_agent() -> Agent[None, str]:
 async def answer(question: str) -> str:
     """The workflow: one agent run, its model requests and tool calls journaled."""
     return (await make_agent().run(question)).output
+
+
+# end recipe: pydantic-ai
 
 
 def _worker(db: Path) -> None:

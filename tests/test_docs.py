@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,25 @@ def test_links_between_docs_lead_somewhere() -> None:
             elif anchor and anchor not in _anchors(page):
                 broken.append(f"{path.name}: {target}#{anchor}")
     assert not broken, broken
+
+
+RECIPE_MARK = re.compile(r"^<!-- recipe: (\S+) (\S+) -->\n```py\n(.*?)^```", re.S | re.M)
+RECIPE_REGION = r"^[ \t]*# recipe: {name}\n(.*?)^[ \t]*# end recipe: {name}\n"
+
+
+def _recipe(path: Path, name: str) -> str:
+    """The code between `# recipe: NAME` and `# end recipe: NAME` in `path`, dedented."""
+    found = re.search(RECIPE_REGION.format(name=re.escape(name)), path.read_text(), re.S | re.M)
+    assert found, f"{path.relative_to(ROOT)} has no `# recipe: {name}` region"
+    return textwrap.dedent(found.group(1)).strip("\n") + "\n"
+
+
+def test_framework_recipes_are_the_code_the_tests_run() -> None:
+    """docs/frameworks.md shows each recipe as the tested drivers hold it: every ```py block
+    there follows `<!-- recipe: PATH NAME -->` and equals that region of PATH (those blocks
+    need a framework and the local server, so test_python_block_runs does not run them)."""
+    page = (ROOT / "docs" / "frameworks.md").read_text()
+    marked = RECIPE_MARK.findall(page)
+    assert len(marked) == page.count("```py\n") and len(marked) >= 8
+    for path, name, shown in marked:
+        assert shown == _recipe(ROOT / path, name), f"docs/frameworks.md: {path} {name}"

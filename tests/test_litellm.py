@@ -45,6 +45,7 @@ def test_litellm_completions_record_and_replay_offline(
     """acompletion and completion inside a run are journaled steps; the replay serves both
     without a request reaching the server, and the API key is not in the database file."""
 
+    # recipe: litellm
     async def agent(question: str) -> list[str]:
         first = await litellm.acompletion(
             model="openai/gpt-test",
@@ -59,6 +60,7 @@ def test_litellm_completions_record_and_replay_offline(
             messages=[{"role": "user", "content": question + " again"}],
         )
         return [first.choices[0].message.content, second.choices[0].message.content]
+        # end recipe: litellm
 
     log = tmp_path / "requests.log"
     with Journal(db_path) as journal:

@@ -16,12 +16,14 @@ from . import (
     _operating,
     _auditing,
     _ui,
+    _browsing,
 )  # registration order is `journal --help` order
 # isort: on
 
 __all__ = ["app", "main"]
 _COMMAND_MODULES = (
     _auditing,
+    _browsing,
     _debugging,
     _inspecting,
     _operating,

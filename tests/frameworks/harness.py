@@ -310,6 +310,16 @@ def crash_resume_replay(drivers: Drivers, tmp_path: Path, pattern: Pattern) -> N
     assert (replayed.served, replayed.executed, replayed.reexecuted) == (clean.executed, 0, 0)
     assert len(requests_logged(log)) == len(paid)  # stopped server, and nothing was sent
     assert API_KEY not in db.read_bytes()
+    figures = {
+        "pattern": f"{pattern.driver} {pattern.name}",
+        "uncrashed_run_paid": len(paid_clean),
+        "killed_in_request": pattern.hold,
+        "journaled_at_kill": at_kill.completed,
+        "resume": [resumed.served, resumed.reexecuted, resumed.executed],
+        "paid_in_all": len(paid),
+        "replay": [replayed.served, replayed.executed],
+    }
+    print(f"FIGURES {json.dumps(figures)}")  # docs/frameworks.md quotes them (pytest -s)
 
 
 def record_then_replay(

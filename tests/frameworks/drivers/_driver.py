@@ -145,6 +145,7 @@ def run_job(
     os.environ["OPENAI_BASE_URL"] = base_url
     parties = int(os.environ.get("DRIVER_TOOLS_TOGETHER", "0"))
     _together[:] = [threading.Barrier(parties)] if parties > 1 else []
+    # recipe: journaled-run
     instrument()
     setup()
     agent = patterns[pattern](base_url)
@@ -164,6 +165,7 @@ def run_job(
             )
         )
     summary = outcome.summary
+    # end recipe: journaled-run
     report = {
         "pid": os.getpid(),
         "result": outcome.result,

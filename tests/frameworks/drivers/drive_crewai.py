@@ -34,9 +34,11 @@ from _driver import (  # type: ignore[import-not-found]  # next to this script
 )
 
 forbid_network()
+# recipe: crewai-telemetry
 os.environ.update(
     CREWAI_DISABLE_TELEMETRY="true", OTEL_SDK_DISABLED="true", CREWAI_TRACING_ENABLED="false"
 )
+# end recipe: crewai-telemetry
 
 from crewai import LLM, Agent, Crew, Task  # noqa: E402
 from crewai.tools import BaseTool  # noqa: E402
@@ -48,6 +50,7 @@ PARALLEL = [[("lookup", {"city": "Paris"}), ("lookup", {"city": "Rome"})]]
 TWO_ROUNDS = [*PARALLEL, [("lookup", {"city": "Berlin"})]]
 
 
+# recipe: crewai
 class Lookup(BaseTool):
     name: str = "lookup"
     description: str = "Look up the weather in a city."
@@ -109,6 +112,9 @@ def crew_stream_pattern(base_url: str) -> Pattern:
         return f"{streaming.result} | {len(chunks)} chunks: {''.join(chunks)}"
 
     return go
+
+
+# end recipe: crewai
 
 
 def setup() -> None:

@@ -35,6 +35,7 @@ SEQUENTIAL = [[("lookup", {"city": "Paris"})], [("lookup", {"city": "Rome"})]]
 PARALLEL = [[("lookup", {"city": "Paris"}), ("lookup", {"city": "Rome"})]]
 
 
+# recipe: langgraph
 def async_tools(base_url: str) -> list[BaseTool]:
     @tool
     async def lookup(city: str) -> str:
@@ -131,6 +132,9 @@ def react_pattern(base_url: str) -> Pattern:
         return last_text(state["messages"])
 
     return go
+
+
+# end recipe: langgraph
 
 
 def setup() -> None:

@@ -40,6 +40,7 @@ PARALLEL = [[("lookup", {"city": "Paris"}), ("lookup", {"city": "Rome"})]]
 TWO_ROUNDS = [*PARALLEL, [("lookup", {"city": "Berlin"})]]
 
 
+# recipe: llama-index
 def async_tool(base_url: str) -> FunctionTool:
     async def lookup(city: str) -> str:
         """Look up the weather in a city."""
@@ -104,6 +105,9 @@ def stream_parallel_pattern(base_url: str) -> Pattern:
         return await streamed(base_url, TWO_ROUNDS)
 
     return go
+
+
+# end recipe: llama-index
 
 
 def setup() -> None:

@@ -34,6 +34,7 @@ TIMEOUT = 0.5
 """Seconds `timeout` gives the agent: the tests hold its tool calls open far longer."""
 
 
+# recipe: openai-agents
 def async_tools(base_url: str) -> list[object]:
     @function_tool
     async def lookup(city: str) -> str:
@@ -102,6 +103,9 @@ def parallel_sync_pattern(base_url: str) -> Pattern:
     return go
 
 
+# end recipe: openai-agents
+
+
 def timeout_pattern(base_url: str) -> Pattern:
     agent = weather_agent(async_tools(base_url))
 
@@ -117,9 +121,13 @@ def timeout_pattern(base_url: str) -> Pattern:
     return go
 
 
+# recipe: openai-agents-setup
 def setup() -> None:
     set_tracing_disabled(True)  # no trace export to the real API
     set_default_openai_api("chat_completions")
+
+
+# end recipe: openai-agents-setup
 
 
 if __name__ == "__main__":

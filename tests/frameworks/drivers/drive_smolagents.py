@@ -29,6 +29,7 @@ SEQUENTIAL = [[("lookup", {"city": "Paris"})], [("lookup", {"city": "Rome"})]]
 PARALLEL = [[("lookup", {"city": "Paris"}), ("lookup", {"city": "Rome"})]]
 
 
+# recipe: smolagents
 class Lookup(Tool):  # type: ignore[misc]
     name = "lookup"
     description = "Look up the weather in a city."
@@ -84,6 +85,9 @@ def stream_pattern(base_url: str) -> Pattern:
         return str(await asyncio.to_thread(agent(base_url, stream=True).run, task(SEQUENTIAL)))
 
     return go
+
+
+# end recipe: smolagents
 
 
 def setup() -> None:
