@@ -15,6 +15,7 @@ from . import (
     _upgrading,
     _operating,
     _auditing,
+    _playbooks,
 )  # registration order is `journal --help` order
 # isort: on
 
@@ -24,6 +25,7 @@ _COMMAND_MODULES = (
     _debugging,
     _inspecting,
     _operating,
+    _playbooks,
     _upgrading,
 )  # imported for their @app.command
 
