@@ -132,6 +132,11 @@ def run_command(
             err.print(
                 f"journal: run {escape(run_id)} of {escape(shown)} in {escape(target)}: {doing}"
             )
+        if os.environ.get("LLM_CACHE_ENABLED", "").lower() == "true":
+            err.print(
+                "journal: Playbooks' LLM cache (LLM_CACHE_ENABLED) is off for this run: its "
+                "answers would bypass the journal"
+            )
         try:
             outcome = asyncio.run(
                 run_with_summary(
@@ -151,10 +156,16 @@ def run_command(
             )
             raise typer.Exit(_INTERRUPTED) from None
         except (NonDeterminismError, FrontierReached) as exc:
-            if not replay:
+            if replay:
+                err.print(f"[bold red]does not reproduce:[/] {escape(in_cli_words(str(exc)))}")
+                raise typer.Exit(3) from None
+            if not isinstance(exc, NonDeterminismError):
                 raise
-            err.print(f"[bold red]does not reproduce:[/] {escape(in_cli_words(str(exc)))}")
-            raise typer.Exit(3) from None
+            fail(
+                f"{in_cli_words(str(exc))}\nIf the program was edited on purpose: set "
+                'on_divergence = "fork" in [playbooks] (journal.toml) and run this again; the '
+                "journal is kept up to the first call that changed, the rest runs live."
+            )
         except JournalError:
             raise
         except Exception as exc:

@@ -75,18 +75,30 @@ def test_sigkill_mid_run_then_resume_and_replay_pay_no_answered_call_twice(
 ) -> None:
     """SIGKILL while the interpreter's second call is in flight: the compile and the first
     turn were answered and journaled, so the resume (the same command with --resume) asks the
-    API only for the call in flight, which never got its answer. Settings come from
+    API only for the call in flight, which never got its answer. A resume of the edited
+    program stops at its first call, the compile, says how to fork, and sends nothing; the
+    run stays resumable. Settings come from
     journal.toml (the journal's url), and Playbooks' LLM cache stays off although the
     environment asks for it: it would answer ahead of the journal. The replay sends nothing."""
     interrupted_at_goodbye(api, project, signal.SIGKILL)
     with Journal(project / "journal" / "runs.db", read_only=True) as journal:
         assert journal.run("hello-1").status is RunStatus.RUNNING  # killed: no owner left
 
+    program = project / "hello.pb"
+    original = program.read_text()
+    program.write_text(original.replace("then goodbye", "then farewell"))
+    ran = in_process("hello.pb", "--run-id", "hello-1", "--resume")
+    assert ran.code == 1  # the edit shows at the first call, the compile; nothing was sent
+    assert "0:1" in ran.err and 'on_divergence = "fork" in [playbooks]' in ran.err
+    assert len(api.received) == 3
+    program.write_text(original)
+
     ran = in_process("hello.pb", "--run-id", "hello-1", "--resume")
     assert ran.code == 0, ran.err
     assert HELLO in ran.out and GOODBYE in ran.out
     assert "run hello-1 (resume): 2 served from the journal, 0 executed live, " in ran.err
     assert "1 re-executed after a crash" in ran.err
+    assert "Playbooks' LLM cache (LLM_CACHE_ENABLED) is off for this run" in ran.err
     assert api.roles() == ["compile", "hello", "goodbye", "goodbye"]
     assert api.paid_twice() == ["goodbye", "goodbye"]  # only the call in flight at the kill
     assert len(diskcache.Cache(str(project / "llm-cache"))) == 0  # Playbooks' cache unused
