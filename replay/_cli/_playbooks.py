@@ -116,7 +116,7 @@ def run_command(
             f"no journal at {target} to {'resume' if resume else 'replay'} a run from. Fix: "
             "pass --db (or set url in journal.toml) to the journal the run was written to."
         )
-    with Journal(target) as journal:
+    with Journal(target, read_only=replay) as journal:  # a replay writes nothing
         fresh = not (resume or replay)
         run_id = _chosen_run_id(journal, shown, run_id, resume=resume, replay=replay)
         mode: Mode = "replay" if replay else "resume"
