@@ -12,8 +12,12 @@ BIN_OPENAI2 := $(VENV_OPENAI2)/bin
 # tests/crewai/.
 VENV_CREWAI := .venv-crewai
 BIN_CREWAI := $(VENV_CREWAI)/bin
+# The fourth: Playbooks, which pins pytest-asyncio (and so pytest<9) as a runtime dependency.
+# Its packages: tests/envs/playbooks.txt; its tests: tests/playbooks/.
+VENV_PLAYBOOKS := .venv-playbooks
+BIN_PLAYBOOKS := $(VENV_PLAYBOOKS)/bin
 
-.PHONY: demo test test-main test-openai2 test-crewai lint bench mutate clean
+.PHONY: demo test test-main test-openai2 test-crewai test-playbooks lint bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,12 +43,18 @@ $(VENV_CREWAI)/.installed: pyproject.toml tests/envs/crewai.txt
 	$(BIN_CREWAI)/python -m pip install -q -e . -r tests/envs/crewai.txt
 	touch $@
 
+$(VENV_PLAYBOOKS)/.installed: pyproject.toml tests/envs/playbooks.txt
+	rm -rf $(VENV_PLAYBOOKS)
+	$(PYTHON) -m venv $(VENV_PLAYBOOKS)
+	$(BIN_PLAYBOOKS)/python -m pip install -q -e '.[playbooks]' -r tests/envs/playbooks.txt
+	touch $@
+
 demo: $(VENV)/.installed
 	$(BIN)/python examples/quickstart.py
 
-# Every environment: the second and third ones' tests first (they are quick), then the main
-# suite.
-test: lint test-openai2 test-crewai test-main
+# Every environment: the second, third and fourth ones' tests first (they are quick), then the
+# main suite.
+test: lint test-openai2 test-crewai test-playbooks test-main
 
 test-main: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
@@ -54,6 +64,9 @@ test-openai2: $(VENV_OPENAI2)/.installed
 
 test-crewai: $(VENV_CREWAI)/.installed
 	$(BIN_CREWAI)/python -m pytest -q tests/crewai
+
+test-playbooks: $(VENV_PLAYBOOKS)/.installed
+	$(BIN_PLAYBOOKS)/python -m pytest -q tests/playbooks
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check journal replay tests examples benchmarks
@@ -69,4 +82,4 @@ mutate: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.mutate $(MUTATE)
 
 clean:
-	rm -rf $(VENV) $(VENV_OPENAI2) $(VENV_CREWAI) .journal .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_OPENAI2) $(VENV_CREWAI) $(VENV_PLAYBOOKS) .journal .pytest_cache .hypothesis

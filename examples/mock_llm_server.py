@@ -30,13 +30,16 @@ class MockLLM:
     """A running server: `base_url` for the SDK, `requests` for what reached it."""
 
     def __init__(
-        self, delay: float = 0.2, answer: Callable[[list[dict[str, Any]]], str] | None = None
+        self,
+        delay: float = 0.2,
+        answer: Callable[[list[dict[str, Any]]], str] | None = None,
+        port: int = 0,
     ) -> None:
         self.delay = delay
         self.answer = answer or (lambda messages: answer_to(str(messages[-1]["content"])))
         self.requests = 0
         self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
+        self._server = _QuietServer(("127.0.0.1", port), self._handler())
         self.base_url = f"http://127.0.0.1:{self._server.server_port}/v1"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 

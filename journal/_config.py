@@ -8,13 +8,15 @@
 5. defaults: `.journal/journal.db`, durability "normal", 10 MB per event, no retention policy.
 
 A file may set `url`, `durability`, `max_payload_bytes`, `version` (of the deployed code,
-recorded on each run it starts) and a `[retention]` table (`keep_last`, `older_than`,
-`statuses`) that `journal gc` applies when given no limits.
+recorded on each run it starts), a `[retention]` table (`keep_last`, `older_than`,
+`statuses`) that `journal gc` applies when given no limits, and a `[playbooks]` table
+(`application`, `on_divergence`) for `journal playbooks run`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +26,10 @@ from ._errors import JournalUnavailable
 
 DEFAULT_URL = str(Path(".journal") / "journal.db")
 DEFAULT_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
-_KEYS = {"url", "durability", "max_payload_bytes", "retention", "version"}
+_KEYS = {"url", "durability", "max_payload_bytes", "retention", "version", "playbooks"}
 _RETENTION_KEYS = {"keep_last", "older_than", "statuses"}
+_PLAYBOOKS_KEYS = {"application", "on_divergence"}
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class JournalConfig:
     version: str | None = None
     """The deployed code's version, recorded on each run it starts; None: a hash of each
     workflow's module source is recorded instead."""
+    playbooks: dict[str, str] = field(default_factory=dict)
+    """`journal playbooks run`'s settings, checked: `application` (the Playbooks application
+    module that runs a program) and `on_divergence` ("raise" or "fork"), as far as set."""
     sources: dict[str, str] = field(default_factory=dict)
     """setting -> "default", "JOURNAL_URL", or the file it was read from."""
 
@@ -131,5 +138,39 @@ def _checked(values: dict[str, Any], sources: dict[str, str]) -> JournalConfig:
         durability=durability,
         max_payload_bytes=limit,
         retention=dict(retention),
+        playbooks=_checked_playbooks(values.get("playbooks", {}), sources.get("playbooks")),
         sources={key: sources.get(key, "default") for key in _KEYS},
     )
+
+
+def _checked_playbooks(table: Any, source: str | None) -> dict[str, str]:
+    """The `[playbooks]` table (`[tool.journal.playbooks]` in pyproject.toml), checked."""
+    if not isinstance(table, dict):
+        raise JournalUnavailable(
+            f"playbooks in {source} must be a table ([playbooks] in journal.toml, "
+            f"[tool.journal.playbooks] in pyproject.toml) with keys {sorted(_PLAYBOOKS_KEYS)}, "
+            f"not {table!r}."
+        )
+    unknown = set(table) - _PLAYBOOKS_KEYS
+    if unknown:
+        raise JournalUnavailable(
+            f"unknown [playbooks] settings {sorted(unknown)} in {source}. Known: "
+            f"{sorted(_PLAYBOOKS_KEYS)}."
+        )
+    on_divergence = table.get("on_divergence", "raise")
+    if on_divergence not in ("raise", "fork"):
+        raise JournalUnavailable(
+            f"[playbooks] on_divergence {on_divergence!r} (from {source}) must be 'raise' (stop "
+            "at the first call that differs from the journal) or 'fork' (keep the journal up to "
+            "there and go on live)."
+        )
+    application = table.get("application")
+    if application is not None and (
+        not isinstance(application, str) or not _MODULE_NAME.fullmatch(application)
+    ):
+        raise JournalUnavailable(
+            f"[playbooks] application {application!r} (from {source}) must be the dotted name "
+            "of a Python module with an `async def main(program_paths, verbose)`, such as "
+            "'playbooks.applications.agent_chat'."
+        )
+    return {key: str(value) for key, value in table.items()}

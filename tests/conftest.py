@@ -27,18 +27,23 @@ def _openai_major() -> str | None:
 
 
 def _environment() -> str:
-    """Which test environment this is: `crewai` (`make test-crewai`), `openai2` (`make
-    test-openai2`: openai 2.x on legacy httpx) or `main` (openai 3 on httpx2)."""
-    try:
-        version("crewai")
-        return "crewai"
-    except PackageNotFoundError:
-        return "openai2" if _openai_major() == "2" else "main"
+    """Which test environment this is: `crewai` (`make test-crewai`), `playbooks` (`make
+    test-playbooks`), `openai2` (`make test-openai2`: openai 2.x on legacy httpx) or `main`
+    (openai 3 on httpx2)."""
+    for framework in ("crewai", "playbooks"):
+        try:
+            version(framework)
+            return framework
+        except PackageNotFoundError:
+            pass
+    return "openai2" if _openai_major() == "2" else "main"
 
 
-# tests/openai2/ and tests/crewai/ belong to environments of their own; the others leave them
-# out rather than skipping them.
-collect_ignore = [directory for directory in ("openai2", "crewai") if directory != _environment()]
+# tests/openai2/, tests/crewai/ and tests/playbooks/ belong to environments of their own; the
+# others leave them out rather than skipping them.
+collect_ignore = [
+    directory for directory in ("openai2", "crewai", "playbooks") if directory != _environment()
+]
 
 settings.register_profile(
     "default",

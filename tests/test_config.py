@@ -59,6 +59,20 @@ def test_journal_uses_the_configuration_and_arguments_win(project: Path) -> None
     assert (project / "explicit.db").exists()
 
 
+def test_playbooks_settings_come_from_journal_toml_or_pyproject(project: Path) -> None:
+    """`journal playbooks run` reads [playbooks] (journal.toml) or [tool.journal.playbooks]
+    (pyproject.toml); journal.toml's table wins whole, as [retention] does."""
+    assert load_config().playbooks == {}
+    (project / "pyproject.toml").write_text(
+        '[tool.journal.playbooks]\non_divergence = "fork"\napplication = "my.app"\n'
+    )
+    assert load_config().playbooks == {"on_divergence": "fork", "application": "my.app"}
+    (project / "journal.toml").write_text('[playbooks]\non_divergence = "raise"\n')
+    config = load_config()
+    assert config.playbooks == {"on_divergence": "raise"}
+    assert config.sources["playbooks"].endswith("journal.toml")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -67,6 +81,10 @@ def test_journal_uses_the_configuration_and_arguments_win(project: Path) -> None
         ('max_payload_bytes = "lots"\n', "whole number of bytes"),
         ("[retention]\nkeep = 3\n", "may hold"),
         ("url = \n", "cannot read the journal settings"),
+        ('playbooks = "agent_chat"\n', "must be a table"),
+        ('[playbooks]\non_divergence = "skip"\n', "must be 'raise' .stop at the first call"),
+        ('[playbooks]\napplication = "my app"\n', "must be the dotted name of a Python module"),
+        ("[playbooks]\nretries = 3\n", "unknown [playbooks] settings ['retries']"),
     ],
 )
 def test_bad_settings_say_what_and_where(project: Path, text: str, message: str) -> None:

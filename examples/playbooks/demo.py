@@ -1,4 +1,4 @@
-"""A Playbooks program made crash-safe: Ctrl+C mid-run, resume, replay, no answered call paid twice.
+"""A Playbooks program made crash-safe from your own code: Ctrl+C mid-run, resume, replay.
 
     python -m venv .venv-playbooks
     .venv-playbooks/bin/pip install -r examples/playbooks/requirements.txt  # from the repo root
@@ -12,10 +12,14 @@ through journal-replay's transport, and the program runs inside `journaled(...)`
    the requests it receives. Its second answer is slow.
 2. A child process runs `hello.pbasm`; after the agent has said hello, it gets SIGINT (Ctrl+C)
    while its second LLM call is in flight. Playbooks calls litellm synchronously, so that call
-   completes (and is journaled) before the interrupt stops the run, unfinished.
-3. The parent resumes the run: both calls are served from the journal and the program runs to
-   its end; the API receives no request again.
+   completes before the interrupt stops the run, unfinished; the block takes the stop as a
+   crash at the moment it arrived, with that call in flight.
+3. The parent resumes the run: the first call is served from the journal, the one that was in
+   flight is asked again, and the program runs to its end.
 4. The run is replayed: every call is served, the API receives nothing.
+
+`journal playbooks run` does all this in one command, and also keeps the answer of the call in
+flight at Ctrl+C (README.md).
 """
 
 from __future__ import annotations

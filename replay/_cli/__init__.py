@@ -17,6 +17,7 @@ from . import (
     _auditing,
     _ui,
     _browsing,
+    _playbooks,
 )  # registration order is `journal --help` order
 # isort: on
 
@@ -27,6 +28,7 @@ _COMMAND_MODULES = (
     _debugging,
     _inspecting,
     _operating,
+    _playbooks,
     _upgrading,
     _ui,
 )  # imported for their @app.command

@@ -5,6 +5,7 @@ JournalTransport        the same for synchronous clients
 instrument()            journal every httpx2 / httpx client's requests made inside a run
 uninstrument()          undo instrument()
 route_litellm()         send litellm's requests through journaling transports
+playbooks_program       a Playbooks program as a workflow (`journal playbooks run`)
 JournalDurability       a pydantic-ai capability: model requests and tool calls journaled
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._http import AsyncJournalTransport, JournalTransport
 from ._instrument import instrument, uninstrument
 from ._litellm import route_litellm
+from ._playbooks import playbooks_program
 
 if TYPE_CHECKING:
     from ._pydantic_ai import JournalDurability
@@ -22,6 +24,7 @@ __all__ = [
     "JournalDurability",
     "JournalTransport",
     "instrument",
+    "playbooks_program",
     "route_litellm",
     "uninstrument",
 ]
