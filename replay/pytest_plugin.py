@@ -7,7 +7,7 @@ beside the test, `journals/<test module>/<test name>.db`:
     def test_triage(journal_replay):
         assert journal_replay.run(triage, "T-101") == "sent to T-101: ..."
 
-The first run records it live (LLM calls, tools and HTTP through `instrument()` are paid
+The first run records it live (LLM calls, tools and the HTTP requests the fixture journals are paid
 once); commit the file. Every later run replays it offline, with no keys and no network, and
 fails with the divergence diff where the code now asks for something else, or with the
 difference where it returns something else. `--journal-record` (or `--journal-mode=record`,
@@ -28,6 +28,7 @@ package first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import sqlite3
@@ -106,6 +107,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[_CLAIMS] = claims
 
 
+@contextlib.contextmanager
+def _http_journaled() -> Iterator[None]:
+    """HTTP requests made in the test's runs (outside steps) are journaled while it records
+    and served while it replays, as `instrument()` does: a replay never reaches the network,
+    and a request the recording did not journal fails it rather than being sent."""
+    from replay.integrations._instrument import instrument, is_instrumented, uninstrument
+
+    already = is_instrumented()
+    instrument()
+    try:
+        yield
+    finally:
+        if not already:
+            uninstrument()
+
+
 class JournalReplay:
     """A test's recorded journal: runs workflows live into it (recording) or offline from it
     (replaying). Given by the `journal_replay` fixture."""
@@ -171,21 +188,21 @@ class JournalReplay:
             ) from None
         from journal import RunConflict, RunStatus
         from replay import run_with_summary
-        from replay._rerun import _http_journaled_if_recorded
 
         self._started += 1  # counts runs that raised too: the next run gets an id of its own
         run_id = run_id or f"{self._test_name}-{self._started}"
         if self.recording:
-            outcome = await run_with_summary(
-                workflow, *args, kwargs=kwargs, journal=self.journal, run_id=run_id
-            )
+            with _http_journaled():
+                outcome = await run_with_summary(
+                    workflow, *args, kwargs=kwargs, journal=self.journal, run_id=run_id
+                )
         else:
             recorded = self._recorded_run(run_id)
             from replay import FrontierReached, NonDeterminismError, NotJournalable
 
             changed: str | None = None
             try:
-                with _http_journaled_if_recorded(self.journal, run_id):
+                with _http_journaled():
                     outcome = await run_with_summary(
                         workflow,
                         *args,

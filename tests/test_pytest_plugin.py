@@ -666,16 +666,11 @@ def test_pay(journal_replay):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: a replay sends the HTTP requests a workflow makes outside steps when the "
-    "recording did not journal them (no instrument()); the plugin could instrument() every "
-    "run it records and replays, or block the network while it replays",
-)
 def test_a_replay_sends_no_request_that_the_recording_did_not_journal(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Offline means offline: replaying a run never reaches the network, journaled or not."""
+    """Offline means offline: the plugin journals a run's HTTP requests while it records,
+    though the test never called instrument(), so the replay asks the server nothing."""
     from tests.streams import LocalLLM
 
     _ini(pytester)
