@@ -96,9 +96,16 @@ class _RunSpans:
         return cls(journal, run, token, tracer, sampled, served)
 
     def _emit(self, record: Any) -> None:
+        """Hand one span to the tracer; a failure (the user's processor or exporter raising)
+        costs that span only, never the others of the commit, nor the run."""
         from journal._otel import emit
 
-        emit(self.tracer, record, sampled=self.sampled)
+        try:
+            emit(self.tracer, record, sampled=self.sampled)
+        except Exception as exc:
+            log.warning(
+                "otel.span_failed", run_id=self.run.run_id, span=record.name, error=repr(exc)
+            )
 
     def written(self, events: Sequence[Event]) -> None:
         try:

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -664,3 +664,87 @@ def test_an_endpoint_is_a_base_address_or_the_traces_url(given: str, used: str) 
     from journal._otel import traces_endpoint
 
     assert traces_endpoint(given) == used
+
+
+# -- attacks: what must hold whatever the user, the network or the code does ------------------
+
+
+def live_attempts(exporter: InMemorySpanExporter, run_id: str) -> dict[int, ReadableSpan]:
+    """The run's spans that went out live, served steps aside, by span id."""
+    return {
+        s.context.span_id: s
+        for s in exporter.get_finished_spans()
+        if s.attributes
+        and s.attributes["journal.run_id"] == run_id
+        and not s.attributes.get("journal.step.served")
+    }
+
+
+def exported_records(journal: Journal, run_id: str) -> dict[int, Any]:
+    """What `journal export -f otlp` sends for the run, by span id."""
+    from journal._spans import run_spans
+
+    return {r.span_id: r for r in run_spans(journal.run(run_id), journal.iter_events(run_id))}
+
+
+def assert_export_is_live(exporter: InMemorySpanExporter, journal: Journal, run_id: str) -> None:
+    """The export of the run sends exactly the attempts, names, times and statuses that went
+    out live (minus the unfinished ones the process could not send: none here)."""
+    live = live_attempts(exporter, run_id)
+    records = exported_records(journal, run_id)
+    described = {
+        i: (r.name, r.start_ns, r.end_ns, r.attributes.get("journal.step.status"))
+        for i, r in records.items()
+    }
+    assert described == {
+        i: (s.name, s.start_time, s.end_time, (s.attributes or {}).get("journal.step.status"))
+        for i, s in live.items()
+    }
+
+
+class RaisesOnUnfinished(SpanProcessor):
+    """A user's span processor with a bug: it raises on the first unfinished attempt."""
+
+    def __init__(self) -> None:
+        self.raised = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attributes = span.attributes or {}
+        if attributes.get("journal.step.status") == "unfinished" and not self.raised:
+            self.raised += 1
+            raise RuntimeError("a bug in the user's span processor")
+
+
+def test_a_span_processor_that_raises_loses_only_its_span(sqlite_journal: Journal) -> None:
+    """A processor raising on one span (ahead of the exporter) costs that span only: the
+    others of the same batch (here: three attempts cut short together) still go out, and the
+    run and its journal are untouched."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    buggy = RaisesOnUnfinished()
+    provider.add_span_processor(buggy)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel.instrument(tracer_provider=provider)
+
+    @step(name="slow")
+    async def slow(n: int) -> int:
+        await asyncio.sleep(30)
+        return n
+
+    @step(name="crash")
+    async def crash() -> None:
+        await asyncio.sleep(0.01)
+        raise Interrupt
+
+    async def fan_out() -> None:
+        await asyncio.gather(slow(1), slow(2), crash())
+
+    try:
+        with pytest.raises(Interrupt):
+            asyncio.run(replay.run(fan_out, journal=sqlite_journal, run_id="p-1"))
+    finally:
+        otel.uninstrument()
+        provider.shutdown()
+    assert buggy.raised == 1
+    assert [e.status.value for e in sqlite_journal.events("p-1")] == ["started"] * 3
+    assert len(exporter.get_finished_spans()) == 2  # three unfinished attempts, one lost
