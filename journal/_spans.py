@@ -13,7 +13,8 @@ agree: the same ids, names, parents, attributes and times for every attempt.
   waiting is one row, so its span has no duration.
 * LLM steps carry the GenAI semantic conventions' attributes (operation, provider, request and
   response model, token usage, finish reasons) from what the HTTP integrations recorded;
-  never a prompt, a response body or a header: sizes, ids, models and token counts only.
+  never a prompt, a response body, a header or a URL's path or query: sizes, ids, models and
+  token counts only. A request that shows no model is a plain HTTP span, not a GenAI one.
 """
 
 from __future__ import annotations
@@ -266,10 +267,25 @@ def _describe(
     *,
     tokens: bool,
 ) -> tuple[str, SpanKind]:
-    """The span's name and kind; GenAI and HTTP attributes added to `attributes`."""
+    """The span's name and kind; GenAI and HTTP attributes added to `attributes`.
+
+    A request the HTTP integration journaled is named `METHOD host:port` in the span, never
+    with its path (a bot token or a webhook's secret can be the path). It is a GenAI span
+    only when it shows it talked to a model (a model asked for, or a model's answer); any
+    other request is a plain HTTP client span, named after its method."""
     request = _request(arguments) if kind in (EventKind.LLM, EventKind.TOOL) else None
+    http = None
     if request is not None:
         _http_attributes(attributes, request, outcome)
+        http = _journaled_request(name, request)
+        if http is not None:
+            attributes["journal.step.name"] = http
+    body = request.get("body") if request is not None else None
+    sent = body.get("json") if isinstance(body, dict) else None
+    requested = sent.get("model") if isinstance(sent, dict) else None
+    usage = llm_usage(outcome) if outcome is not None else None
+    if http is not None and (kind is EventKind.TOOL or (requested is None and usage is None)):
+        return http.partition(" ")[0], "client"
     if kind is EventKind.TOOL:
         attributes[GEN_AI_OPERATION] = "execute_tool"
         attributes[GEN_AI_TOOL_NAME] = name
@@ -278,12 +294,8 @@ def _describe(
         return name, "internal"
     operation = _operation(request)
     attributes[GEN_AI_OPERATION] = operation
-    body = request.get("body") if request is not None else None
-    sent = body.get("json") if isinstance(body, dict) else None
-    requested = sent.get("model") if isinstance(sent, dict) else None
     if isinstance(requested, str):
         attributes[GEN_AI_REQUEST_MODEL] = requested
-    usage = llm_usage(outcome) if outcome is not None else None
     if usage is not None:
         _usage_attributes(attributes, usage, tokens=tokens)
     model = attributes.get(GEN_AI_REQUEST_MODEL) or attributes.get(GEN_AI_RESPONSE_MODEL)
@@ -323,6 +335,17 @@ def _request(arguments: bytes | None) -> dict[str, Any] | None:
     if isinstance(request, dict) and isinstance(request.get("url"), str):
         return request
     return None
+
+
+def _journaled_request(name: str, request: Mapping[str, Any]) -> str | None:
+    """`METHOD host:port` if the step is a request the HTTP integration journaled (its name
+    is `METHOD host:port/path`), None for a step of the user's that takes a URL argument."""
+    method = request.get("method")
+    if not isinstance(method, str):
+        return None
+    parts = urlsplit(str(request["url"]))
+    where = f"{method} {parts.netloc.rpartition('@')[2]}"
+    return where if name == where + (parts.path or "/") else None
 
 
 def _operation(request: Mapping[str, Any] | None) -> str:

@@ -13,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import openai
+import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -748,3 +750,65 @@ def test_a_span_processor_that_raises_loses_only_its_span(sqlite_journal: Journa
     assert buggy.raised == 1
     assert [e.status.value for e in sqlite_journal.events("p-1")] == ["started"] * 3
     assert len(exporter.get_finished_spans()) == 2  # three unfinished attempts, one lost
+
+
+class PlainApi(BaseHTTPRequestHandler):
+    """An HTTP API that is no LLM (a chat app's REST API, a weather service): JSON back."""
+
+    def _answer(self, value: dict[str, Any]) -> None:
+        body = orjson.dumps(value)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer({"forecast": "sunny"})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._answer({"id": "1", "posted": True})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def plain_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), PlainApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    instrument()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    uninstrument()
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_steps_send_no_url_path_and_are_not_genai(
+    exported: InMemorySpanExporter, sqlite_journal: Journal, plain_api: str
+) -> None:
+    """Requests journaled by `instrument()` to APIs that are not LLMs: a bot token in the
+    URL's path (Telegram's `/bot<token>/...`, a webhook's secret path) never reaches a span,
+    as the docs promise for paths and queries; the spans follow the HTTP conventions (named
+    after the method, CLIENT), with no GenAI attributes, even for a path that ends like an
+    LLM API's (`/channels/7/messages` is a chat app's, not Anthropic's)."""
+    token = "8041:AAH-bot-token-QUITE-SECRET"
+
+    async def notify(text: str) -> None:
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{plain_api}/weather", params={"city": "Paris"})
+            await client.post(f"{plain_api}/bot{token}/sendMessage", json={"text": text})
+            await client.post(f"{plain_api}/api/channels/7/messages", json={"content": text})
+
+    asyncio.run(replay.run(notify, "hello", journal=sqlite_journal, run_id="h-1"))
+    steps = by_key(exported.get_finished_spans())
+    assert sorted(steps) == ["0:1", "0:2", "0:3"]
+    host = plain_api.removeprefix("http://")
+    for span, method in zip(steps.values(), ["GET", "POST", "POST"], strict=True):
+        attributes = dict(span.attributes or {})
+        assert (span.name, span.kind) == (method, SpanKind.CLIENT)
+        assert attributes["journal.step.name"] == f"{method} {host}"
+        assert attributes["http.response.status_code"] == 200
+        assert not [name for name in attributes if name.startswith("gen_ai.")], attributes
+        assert token not in repr(attributes) and "bot" not in repr(attributes)
