@@ -397,10 +397,15 @@ def _recorded_error(payload: bytes | None) -> tuple[str, str, str | None] | None
 def run_spans(run: Run, events: Iterable[Event]) -> Iterator[SpanRecord]:
     """Every span of a recorded run: an attempt's span per attempt, in the order the attempts
     ended (unfinished ones last), then the run's own span. Rows a fork or a retry carried past
-    its marker are copies of rows already seen, and are skipped."""
+    its marker are copies of rows already seen, and are skipped; so are the rows a fork
+    copied from its parent (they ran in the parent, whose trace holds them: the fork's run
+    span links to it)."""
     steps = StepSpans(run)
     last: datetime | None = None
+    copied = run.fork_seq if run.parent_run_id is not None and run.fork_seq is not None else 0
     for event in _without_carried(list(events)):
+        if event.seq < copied:
+            continue
         last = event.created_at if last is None else max(last, event.created_at)
         span = steps.add(event)
         if span is not None:

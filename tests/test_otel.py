@@ -812,3 +812,28 @@ def test_http_steps_send_no_url_path_and_are_not_genai(
         assert attributes["http.response.status_code"] == 200
         assert not [name for name in attributes if name.startswith("gen_ai.")], attributes
         assert token not in repr(attributes) and "bot" not in repr(attributes)
+
+
+def test_a_fork_exports_what_it_ran_not_its_parents_steps_again(
+    exported: InMemorySpanExporter, sqlite_journal: Journal
+) -> None:
+    """A fork holds copies of its parent's first rows: they ran in the parent (whose trace
+    has their spans, tokens included) and the fork only served them. Its export sends what
+    went out live for it, the steps it ran and its run span (linked to the parent's), not
+    the copies again as attempts of its own (an LLM call's tokens would count twice)."""
+
+    @step(name="fetch")
+    async def fetch(n: int) -> int:
+        await asyncio.sleep(0.001)
+        return n
+
+    async def pipeline() -> int:
+        return sum([await fetch(n) for n in range(4)])
+
+    asyncio.run(replay.run(pipeline, journal=sqlite_journal, run_id="f-1"))
+    fork = sqlite_journal.fork("f-1", at=5, new_run_id="f-1-fork")
+    assert asyncio.run(replay.run(pipeline, journal=sqlite_journal, run_id=fork.run_id)) == 6
+    live = live_attempts(exported, "f-1-fork")
+    ran = sorted(str((s.attributes or {}).get("journal.step.key")) for s in live.values())
+    assert ran == ["0:3", "0:4", "None"]
+    assert_export_is_live(exported, sqlite_journal, "f-1-fork")
