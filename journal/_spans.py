@@ -407,6 +407,9 @@ def run_spans(run: Run, events: Iterable[Event]) -> Iterator[SpanRecord]:
         if event.seq < copied:
             continue
         last = event.created_at if last is None else max(last, event.created_at)
+        if event.kind is EventKind.FORK:
+            yield from steps.superseded(event)
+            continue
         span = steps.add(event)
         if span is not None:
             yield span
@@ -429,6 +432,24 @@ class StepSpans:
             return None
         started = self.started.pop((event.key, event.attempt), None)
         return attempt_span(self.run, started, event)
+
+    def superseded(self, marker: Event) -> list[SpanRecord]:
+        """A divergence fork, a retry or a stop supersedes the rows from its
+        `superseded_from_seq` to itself: attempts begun there stay unfinished, whatever
+        finishes the same key and attempt later (a step run again after a divergence starts
+        from attempt 1, and may finish in one row)."""
+        try:
+            cut = orjson.loads(marker.payload or b"{}").get("superseded_from_seq")
+        except (orjson.JSONDecodeError, AttributeError):
+            return []
+        if not isinstance(cut, int):
+            return []
+        spans = []
+        for slot, started in list(self.started.items()):
+            if cut <= started.seq < marker.seq:
+                del self.started[slot]
+                spans.append(attempt_span(self.run, started, None))
+        return spans
 
     def unfinished(self) -> Iterator[SpanRecord]:
         """Attempts with no outcome: cut short by a crash or a stop, or still running."""

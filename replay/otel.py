@@ -111,6 +111,8 @@ class _RunSpans:
         try:
             for event in events:
                 if event.kind is EventKind.FORK:
+                    for cut in self.steps.superseded(event):
+                        self._emit(cut)
                     break  # what follows a marker in its commit are copies of earlier rows
                 span = self.steps.add(event)
                 if span is not None:

@@ -837,3 +837,48 @@ def test_a_fork_exports_what_it_ran_not_its_parents_steps_again(
     ran = sorted(str((s.attributes or {}).get("journal.step.key")) for s in live.values())
     assert ran == ["0:3", "0:4", "None"]
     assert_export_is_live(exported, sqlite_journal, "f-1-fork")
+
+
+def test_a_divergence_fork_after_a_crash_exports_what_went_out_live(
+    exported: InMemorySpanExporter, sqlite_journal: Journal
+) -> None:
+    """Cut short in flight, then resumed by code that changed an earlier step's arguments
+    (`on_divergence="fork"`): the marker supersedes the cut attempt, and the step runs again
+    as a new attempt that finishes without waiting (one row). The export pairs that row with
+    nothing superseded: the cut attempt stays unfinished and the new one is its own span, as
+    they went out live."""
+    changed = [0]
+    crash = [True]
+
+    @step(name="plan")
+    async def plan(n: int) -> int:
+        await asyncio.sleep(0.001)
+        return n
+
+    @step(name="publish")
+    async def publish() -> int:
+        if crash[0]:
+            await asyncio.sleep(0.001)
+            raise Interrupt
+        return 5
+
+    async def pipeline(n: int) -> int:
+        return await plan(n + changed[0]) + await publish()
+
+    with pytest.raises(Interrupt):
+        asyncio.run(replay.run(pipeline, 1, journal=sqlite_journal, run_id="d-1"))
+    changed[0], crash[0] = 1, False
+    resumed = replay.run(pipeline, 1, journal=sqlite_journal, run_id="d-1", on_divergence="fork")
+    assert asyncio.run(resumed) == 7
+    statuses = sorted(
+        (str(attributes["journal.step.key"]), str(attributes["journal.step.status"]))
+        for s in live_attempts(exported, "d-1").values()
+        if (attributes := s.attributes or {}) and "journal.step.key" in attributes
+    )
+    assert statuses == [
+        ("0:1", "completed"),
+        ("0:1", "completed"),
+        ("0:2", "completed"),
+        ("0:2", "unfinished"),
+    ]
+    assert_export_is_live(exported, sqlite_journal, "d-1")
