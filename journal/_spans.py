@@ -403,7 +403,7 @@ def run_spans(run: Run, events: Iterable[Event]) -> Iterator[SpanRecord]:
     steps = StepSpans(run)
     last: datetime | None = None
     copied = run.fork_seq if run.parent_run_id is not None and run.fork_seq is not None else 0
-    for event in _without_carried(list(events)):
+    for event in _without_carried(events):
         if event.seq < copied:
             continue
         last = event.created_at if last is None else max(last, event.created_at)
@@ -458,35 +458,47 @@ class StepSpans:
         self.started.clear()
 
 
-def _without_carried(events: list[Event]) -> Iterator[Event]:
+def _without_carried(events: Iterable[Event]) -> Iterator[Event]:
     """The rows, without the copies a fork or a retry carried past its marker: the rows right
     after the marker that repeat rows from its `superseded_from_seq` on (a fork carries the
-    steps begun before that seq, a retry those not in its `keys`; a stop carries none)."""
-    index = 0
-    while index < len(events):
-        marker = events[index]
-        index += 1
-        yield marker
-        if marker.kind is not EventKind.FORK or marker.name == "replay.stop":
+    steps begun before that seq, a retry those not in its `keys`; a stop carries none).
+
+    Read as they come: of the rows already read, only their identity is kept (the payload as
+    a digest), so a run is never held whole in memory."""
+    seen: list[tuple[int, str, tuple[Any, ...]]] = []
+    """(seq, key, identity) of every step row read so far, carried copies included."""
+    begun: dict[str, int] = {}
+    copies: Counter[tuple[Any, ...]] = Counter()
+    for event in events:
+        if event.kind is not EventKind.FORK:
+            same = _same_row(event)
+            seen.append((event.seq, event.key, same))
+            begun.setdefault(event.key, event.seq)
+            if copies[same] > 0:
+                copies[same] -= 1
+                continue
+            copies.clear()  # the copies right after a marker end at the first other row
+            yield event
             continue
-        record = orjson.loads(marker.payload or b"{}")
+        copies.clear()
+        yield event
+        if event.name == "replay.stop":
+            continue
+        record = orjson.loads(event.payload or b"{}")
         cut = record.get("superseded_from_seq")
         if not isinstance(cut, int):
             continue
-        before = [e for e in events[: index - 1] if e.kind is not EventKind.FORK]
-        if marker.name == "replay.retry":
+        if event.name == "replay.retry":
             reopened = set(record.get("keys") or ())
-            carried = [e for e in before if e.seq >= cut and e.key not in reopened]
+            carried = [same for seq, key, same in seen if seq >= cut and key not in reopened]
         else:
-            begun: dict[str, int] = {}
-            for e in before:
-                begun.setdefault(e.key, e.seq)
-            carried = [e for e in before if e.seq >= cut and begun[e.key] < cut]
-        copies = Counter(_same_row(e) for e in carried)
-        while index < len(events) and copies[_same_row(events[index])] > 0:
-            copies[_same_row(events[index])] -= 1
-            index += 1
+            carried = [same for seq, key, same in seen if seq >= cut and begun[key] < cut]
+        copies.update(carried)
 
 
 def _same_row(event: Event) -> tuple[Any, ...]:
-    return (event.key, event.name, event.fingerprint, event.status, event.attempt, event.payload)
+    """What a carried copy repeats of its row (the payload as a digest: equal bytes, equal
+    digest; the bytes themselves are not kept)."""
+    payload = event.payload
+    digest = None if payload is None else hashlib.blake2b(payload, digest_size=16).digest()
+    return (event.key, event.name, event.fingerprint, event.status, event.attempt, digest)
