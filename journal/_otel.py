@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._errors import JournalError
 from ._events import Event, Run
@@ -154,19 +155,45 @@ def _under(trace_id: int, parent_id: int, sampled: bool) -> Any:
 def traces_endpoint(endpoint: str | None) -> str:
     """Where traces go: `endpoint` (a collector's base URL gets `/v1/traces`), else the
     standard variables `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (as is) and
-    `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces`), else the local collector's default."""
-    if endpoint is None:
-        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        if endpoint:
-            return endpoint
-        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        if not endpoint:
-            return DEFAULT_ENDPOINT
+    `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces`), else the local collector's default.
+    ValueError, naming the value and where it came from, for one that is not an http(s) URL
+    with a host (and a port, if any, that is one)."""
+    if endpoint is not None:
+        return _with_traces_path(_checked(endpoint, ""))
+    variable = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    value = os.environ.get(variable)
+    if value:
+        return _checked(value, variable)
+    variable = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    value = os.environ.get(variable)
+    if value:
+        return _with_traces_path(_checked(value, variable))
+    return DEFAULT_ENDPOINT
+
+
+def _checked(endpoint: str, variable: str) -> str:
+    where = f"the OTLP endpoint {endpoint!r}" + (f" (from ${variable})" if variable else "")
+    expected = (
+        "Expected the collector's OTLP/HTTP address, such as http://localhost:4318 "
+        "(or .../v1/traces)."
+    )
     if not endpoint.startswith(("http://", "https://")):
-        raise ValueError(
-            f"the OTLP endpoint {endpoint!r} is not an http(s) URL. Expected the collector's "
-            "OTLP/HTTP address, such as http://localhost:4318 (or .../v1/traces)."
-        )
+        raise ValueError(f"{where} is not an http(s) URL. {expected}")
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError as exc:
+        raise ValueError(f"{where} is not a valid URL ({exc}). {expected}") from None
+    host = parts.hostname
+    if not host or any(character.isspace() for character in host):
+        raise ValueError(f"{where} names no host. {expected}")
+    try:
+        parts.port  # noqa: B018  (reading it checks it)
+    except ValueError as exc:
+        raise ValueError(f"{where} has no valid port ({exc}). {expected}") from None
+    return endpoint
+
+
+def _with_traces_path(endpoint: str) -> str:
     path = endpoint.partition("://")[2].partition("/")[2]
     return endpoint if path else endpoint.rstrip("/") + "/v1/traces"
 

@@ -910,3 +910,43 @@ def test_an_export_reads_a_run_as_it_goes(sqlite_journal: Journal) -> None:
     assert first.attributes["journal.step.key"] == "0:1"
     assert len(pulled) <= 10  # one page read, not the run's 40 rows
     assert len(list(spans)) == 40  # the other 39 steps, then the run's span
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("http://", "names no host"),
+        ("http:///v1/traces", "names no host"),
+        ("http://collector:notaport", "port"),
+        ("http://collector:99999", "port"),
+        ("http://my collector:4318", "names no host"),
+        ("http://[::1", "not a valid URL"),
+    ],
+)
+def test_an_endpoint_that_cannot_be_reached_by_anyone_is_refused_as_typed(
+    given: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint with no host, a port that is not one, or no URL at all is refused before
+    anything is sent, naming what was typed (`http://` came back as `'http:/v1/traces'`, the
+    others as the collector "not taking the spans"), from --endpoint or from the variables."""
+    from journal._otel import traces_endpoint
+
+    with pytest.raises(ValueError, match=says) as refused:
+        traces_endpoint(given)
+    assert repr(given) in str(refused.value)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", given)
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        traces_endpoint(None)
+
+
+def test_an_endpoint_variable_that_is_no_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is checked like --endpoint (`Journal.export_otlp`
+    sent to `localhost:4318` and reported the collector "did not take the spans")."""
+    from journal._otel import traces_endpoint
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "localhost:4318")
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") as refused:
+        traces_endpoint(None)
+    assert "'localhost:4318' (from $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is not an http" in str(
+        refused.value
+    )
