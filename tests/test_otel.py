@@ -950,3 +950,93 @@ def test_an_endpoint_variable_that_is_no_url_is_refused(monkeypatch: pytest.Monk
     assert "'localhost:4318' (from $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is not an http" in str(
         refused.value
     )
+
+
+def test_a_postgresql_journal_exports_the_spans_it_emitted_live(
+    exported: InMemorySpanExporter, pg_schema: str, receiver: type[Receiver]
+) -> None:
+    """On PostgreSQL (its own timestamps, its own reads) the export of a run that failed a
+    step, caught it and went on carries the very spans that went out live."""
+    from tests.conftest import PG_URL, postgres_store
+
+    journal = Journal(store=postgres_store(pg_schema))
+
+    @step(name="lookup", kind="tool")
+    async def lookup(city: str) -> str:
+        await asyncio.sleep(0.001)
+        if city == "Atlantis":
+            raise ValueError(f"no such city: {city}")
+        return city.upper()
+
+    async def trip(cities: list[str]) -> list[str]:
+        found = []
+        for city in cities:
+            try:
+                found.append(await lookup(city))
+            except ValueError:
+                found.append("?")
+        return found
+
+    try:
+        run = replay.run(trip, ["Paris", "Atlantis"], journal=journal, run_id="pg-1")
+        assert asyncio.run(run) == ["PARIS", "?"]
+    finally:
+        journal.close()
+    live = live_attempts(exported, "pg-1").values()
+    db = f"{PG_URL}?schema={pg_schema}"
+    result = CliRunner().invoke(
+        app, ["export", "-f", "otlp", "pg-1", "--endpoint", receiver.url, "--db", db]
+    )
+    assert result.exit_code == 0, result.output
+    assert "exported 3 spans of 1 run" in result.output
+    assert sorted(map(_as_received, received(receiver))) == sorted(map(_as_sent, live))
+
+
+def test_streamed_and_anthropic_calls_carry_their_provider_and_usage(
+    exported: InMemorySpanExporter, sqlite_journal: Journal, llm_base_url: str
+) -> None:
+    """A streamed chat completion whose last chunk reports usage, and Anthropic's messages
+    API (whole and streamed, usage split over `message_start` and `message_delta`; sent as
+    the Anthropic SDK sends them, without importing it: that alone takes seconds): each a
+    `chat MODEL` span with its provider, models, finish reason and tokens."""
+
+    async def ask() -> None:
+        async with openai.AsyncOpenAI(api_key="sk-test", base_url=llm_base_url) as ai:
+            stream = await ai.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "one two"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for _ in stream:
+                pass
+        headers = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"}
+        async with httpx.AsyncClient(base_url=llm_base_url, headers=headers) as claude:
+            for streamed in (False, True):
+                question = {
+                    "model": "claude-x",
+                    "max_tokens": 9,
+                    "messages": [{"role": "user", "content": "three four"}],
+                    "stream": streamed,
+                }
+                async with claude.stream("POST", "/messages", json=question) as answer:
+                    await answer.aread()
+
+    asyncio.run(replay.run(ask, journal=sqlite_journal, run_id="st-1"))
+    steps = by_key(exported.get_finished_spans())
+    genai = {
+        key: {k: v for k, v in (s.attributes or {}).items() if k.startswith("gen_ai.")}
+        for key, s in steps.items()
+    }
+    assert [steps[k].name for k in sorted(steps)] == ["chat gpt-4o-mini", *["chat claude-x"] * 2]
+    assert genai["0:1"]["gen_ai.provider.name"] == "openai"
+    assert (
+        genai["0:1"]["gen_ai.usage.input_tokens"],
+        genai["0:1"]["gen_ai.usage.output_tokens"],
+    ) == (11, 3)
+    for key in ("0:2", "0:3"):
+        assert genai[key]["gen_ai.provider.name"] == genai[key]["gen_ai.system"] == "anthropic"
+        assert genai[key]["gen_ai.response.model"] == "claude-x"
+        assert genai[key]["gen_ai.response.finish_reasons"] == ("end_turn",)
+        assert genai[key]["gen_ai.usage.input_tokens"] == 9
+    assert genai["0:3"]["gen_ai.usage.output_tokens"] == 3  # message_delta's, not message_start's
