@@ -635,7 +635,7 @@ def test_genai_attribute_names_are_the_conventions_own() -> None:
     imported at run time: its module is incubating and deprecated)."""
     import warnings
 
-    from journal import _spans
+    from journal import _span_attributes as _spans
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
