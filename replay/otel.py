@@ -44,9 +44,17 @@ def instrument(tracer_provider: Any = None, *, served_steps: bool = True) -> Non
     `served_steps=False` sends no span for steps a resume answers from the journal (a resume
     of a long run then costs no more than without spans); their first sitting sent theirs.
 
-    Raises ImportError naming the extra to install when OpenTelemetry is missing."""
+    Raises ImportError naming the extra to install when OpenTelemetry is missing, and
+    TypeError for something that is no tracer provider (an exporter, a tracer)."""
     from journal import _otel  # noqa: F401  (the clear ImportError, now rather than mid-run)
 
+    if tracer_provider is not None and not callable(getattr(tracer_provider, "get_tracer", None)):
+        raise TypeError(
+            f"otel.instrument() takes a TracerProvider, not {type(tracer_provider).__name__} "
+            f"({tracer_provider!r:.80}). Fix: provider = TracerProvider(); "
+            "provider.add_span_processor(BatchSpanProcessor(exporter)); "
+            "otel.instrument(tracer_provider=provider) (or no argument: the global provider)."
+        )
     _instrumented[:] = [tracer_provider]
     observe_with(functools.partial(_RunSpans.open, tracer_provider, served_steps))
 

@@ -1040,3 +1040,15 @@ def test_streamed_and_anthropic_calls_carry_their_provider_and_usage(
         assert genai[key]["gen_ai.response.finish_reasons"] == ("end_turn",)
         assert genai[key]["gen_ai.usage.input_tokens"] == 9
     assert genai["0:3"]["gen_ai.usage.output_tokens"] == 3  # message_delta's, not message_start's
+
+
+@pytest.mark.parametrize("given", ["localhost:4318", InMemorySpanExporter(), "tracer"])
+def test_instrument_refuses_what_is_no_tracer_provider(given: Any) -> None:
+    """An exporter or a tracer given where a provider belongs (the usual slip) is refused at
+    once, saying how to wrap it: accepted, it sent no span and said nothing, on every run."""
+    if given == "tracer":
+        given = TracerProvider().get_tracer("mine")
+    with pytest.raises(TypeError, match="TracerProvider") as refused:
+        otel.instrument(tracer_provider=given)
+    assert type(given).__name__ in str(refused.value) and "Fix:" in str(refused.value)
+    assert not otel.is_instrumented()
