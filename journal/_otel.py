@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
@@ -208,15 +209,21 @@ class _Collect(SpanProcessor):
         self.spans.append(span)
 
 
-class _Reasons(logging.Handler):
-    """What the exporter logged while it tried: the reason an export failed."""
+class _Reasons(logging.Filter):
+    """What the exporter logs on this thread while it tries: the reason an export failed, kept
+    for the error (so not printed too). The application's own exporters log under the same
+    names from other threads: their records pass untouched."""
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__()
+        self.thread = threading.get_ident()
         self.messages: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread or record.levelno < logging.WARNING:
+            return True
         self.messages.append(record.getMessage())
+        return False
 
 
 @contextlib.contextmanager
@@ -225,17 +232,14 @@ def _reasons() -> Iterator[_Reasons]:
         logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter"),
         logging.getLogger("opentelemetry.exporter.otlp.common.http"),
     ]
-    handler = _Reasons()
-    kept = [(logger, logger.propagate) for logger in loggers]
+    reasons = _Reasons()
     for logger in loggers:
-        logger.addHandler(handler)
-        logger.propagate = False  # the reason is in our error; not printed twice
+        logger.addFilter(reasons)
     try:
-        yield handler
+        yield reasons
     finally:
-        for logger, propagate in kept:
-            logger.removeHandler(handler)
-            logger.propagate = propagate
+        for logger in loggers:
+            logger.removeFilter(reasons)
 
 
 def export_runs(

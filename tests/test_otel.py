@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,7 +30,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from typer.testing import CliRunner
 
 import replay
-from journal import Journal
+from journal import Journal, JournalError
 from journal._spans import run_span_id, trace_id_of
 from replay import otel, step
 from replay._cli import app
@@ -424,11 +425,13 @@ class Receiver(BaseHTTPRequestHandler):
     """An OTLP/HTTP endpoint: keeps each request's path and decoded body; answers `status`."""
 
     status: ClassVar[int] = 200
+    delay: ClassVar[float] = 0.0
     url: ClassVar[str] = ""
     requests: ClassVar[list[tuple[str, str, ExportTraceServiceRequest]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(type(self).delay)
         decoded = ExportTraceServiceRequest.FromString(body)
         type(self).requests.append((self.path, self.headers["Content-Type"], decoded))
         out = ExportTraceServiceResponse().SerializeToString()
@@ -777,7 +780,7 @@ class PlainApi(BaseHTTPRequestHandler):
 @pytest.fixture
 def plain_api() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), PlainApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     instrument()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     uninstrument()
@@ -1052,3 +1055,48 @@ def test_instrument_refuses_what_is_no_tracer_provider(given: Any) -> None:
         otel.instrument(tracer_provider=given)
     assert type(given).__name__ in str(refused.value) and "Fix:" in str(refused.value)
     assert not otel.is_instrumented()
+
+
+def test_concurrent_exports_leave_the_exporters_logs_to_the_application(
+    sqlite_journal: Journal, receiver: type[Receiver], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An export keeps the OTLP exporter's complaints of its own thread for its error message;
+    the application's exporters log under the same names from other threads, and theirs
+    still reach its logs, during and after two exports that overlap (the exporter's loggers
+    were left silenced for good when two exports overlapped)."""
+    import logging
+
+    @step(name="ping")
+    async def ping() -> int:
+        return 1
+
+    async def once() -> int:
+        return await ping()
+
+    asyncio.run(replay.run(once, journal=sqlite_journal, run_id="lg-1"))
+    receiver.status, receiver.delay = 500, 0.3
+    name = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    refusals: list[str] = []
+
+    def export() -> None:
+        try:
+            sqlite_journal.export_otlp(["lg-1"], endpoint=receiver.url, timeout=5)
+        except JournalError as exc:
+            refusals.append(str(exc))
+
+    exports = [threading.Thread(target=export) for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger=name):
+        exports[0].start()
+        time.sleep(0.1)
+        exports[1].start()
+        time.sleep(0.1)
+        logging.getLogger(name).warning("the application's exporter: collector down")
+        for thread in exports:
+            thread.join()
+        logging.getLogger(name).warning("the application's exporter: still down")
+    assert len(refusals) == 2 and all("500" in refusal for refusal in refusals)
+    logged = [r.getMessage() for r in caplog.records if r.name == name]
+    assert logged == [
+        "the application's exporter: collector down",
+        "the application's exporter: still down",
+    ]
