@@ -5,6 +5,8 @@ the SDK's in-memory exporter and a real OTLP/HTTP receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -1100,3 +1102,85 @@ def test_concurrent_exports_leave_the_exporters_logs_to_the_application(
         "the application's exporter: collector down",
         "the application's exporter: still down",
     ]
+
+
+_KILLED_AGENT = """
+import asyncio, os
+
+from replay import step
+
+
+@step(name="fetch")
+async def fetch(n: int) -> int:
+    await asyncio.sleep(0.001)
+    if n == 3 and os.environ.get("HANG"):
+        print("hanging", flush=True)
+        await asyncio.sleep(60)
+    return n
+
+
+async def pipeline() -> int:
+    return sum([await fetch(n) for n in range(5)])
+"""
+
+_KILLED_MAIN = """
+import asyncio, sys
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+import replay
+from journal import Journal
+from replay import otel
+from otel_killed_agent import pipeline
+
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1])))
+otel.instrument(tracer_provider=provider)
+asyncio.run(replay.run(pipeline, journal=Journal("runs.db"), run_id="kill-1"))
+"""
+
+
+def test_a_run_killed_and_resumed_is_one_trace_that_the_export_completes(
+    exported: InMemorySpanExporter,
+    tmp_path: Path,
+    receiver: type[Receiver],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGKILLed while its 4th step is in flight, then resumed by another process: both
+    sittings' spans are in the run's one trace under one run span; the attempt the kill cut
+    short could not be sent by anyone live, and the export sends it (`unfinished`) along
+    with exactly the spans both sittings sent."""
+    (tmp_path / "otel_killed_agent.py").write_text(_KILLED_AGENT)
+    (tmp_path / "main.py").write_text(_KILLED_MAIN)
+    env = {**os.environ, "HANG": "1"}
+    command = [sys.executable, "main.py", f"{receiver.url}/v1/traces"]
+    agent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True, env=env)
+    assert agent.stdout is not None and agent.stdout.readline().strip() == "hanging"
+    agent.send_signal(signal.SIGKILL)
+    agent.wait()
+    agent.stdout.close()
+    killed = received(receiver)
+    assert sorted(s.name for s in killed) == ["fetch"] * 3  # steps 1-3; no run span
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "otel_killed_agent", raising=False)
+    from otel_killed_agent import pipeline  # type: ignore[import-not-found]
+
+    with Journal(tmp_path / "runs.db") as journal:
+        assert asyncio.run(replay.run(pipeline, journal=journal, run_id="kill-1")) == 10
+        resumed = live_attempts(exported, "kill-1").values()
+        receiver.requests.clear()
+        assert journal.export_otlp(["kill-1"], endpoint=receiver.url) == 7
+    sys.modules.pop("otel_killed_agent", None)
+    sent = received(receiver)
+    trace = trace_id_of("kill-1").to_bytes(16, "big")
+    assert {s.trace_id for s in (*killed, *sent)} == {trace}
+    live = sorted([*map(_as_received, killed), *map(_as_sent, resumed)])
+    (cut,) = [s for s in sent if _as_received(s) not in live]
+    attributes = {kv.key: _value(kv.value) for kv in cut.attributes}
+    assert (attributes["journal.step.key"], attributes["journal.step.status"]) == (
+        "0:4",
+        "unfinished",
+    )
+    assert sorted(s for s in map(_as_received, sent) if s != _as_received(cut)) == live
