@@ -1184,3 +1184,52 @@ def test_a_run_killed_and_resumed_is_one_trace_that_the_export_completes(
         "unfinished",
     )
     assert sorted(s for s in map(_as_received, sent) if s != _as_received(cut)) == live
+
+
+_crash_at_gate = [True]
+
+
+@step(name="work")
+async def _work(n: int) -> int:
+    await asyncio.sleep(0.005)
+    return n
+
+
+@step(name="gate")
+async def _gate() -> None:
+    if _crash_at_gate[0]:
+        raise Interrupt
+
+
+async def worker_pipeline(n: int) -> int:
+    """A workflow a worker can import (module level): one step, a gate, two steps at once."""
+    first = await _work(n)
+    await _gate()
+    more = await asyncio.gather(_work(n + 1), _work(n + 2))
+    return first + sum(more)
+
+
+def test_a_worker_continuing_runs_at_once_keeps_each_in_its_own_trace(
+    exported: InMemorySpanExporter, sqlite_journal: Journal
+) -> None:
+    """Four interrupted runs continued by one worker three at a time, each in a thread and a
+    loop of its own: every span lands in its own run's trace under its own run's span, each
+    run has one run span, and each run's export is what went out live for it."""
+    _crash_at_gate[0] = True
+    runs = [f"w-{n}" for n in range(4)]
+    for number, run_id in enumerate(runs):
+        with pytest.raises(Interrupt):
+            asyncio.run(replay.run(worker_pipeline, number, journal=sqlite_journal, run_id=run_id))
+    _crash_at_gate[0] = False
+    worker = replay.Worker(sqlite_journal, concurrency=3)
+    assert asyncio.run(worker.run_once()) == 4
+    for run_id in runs:
+        spans = [
+            s
+            for s in exported.get_finished_spans()
+            if s.attributes and s.attributes["journal.run_id"] == run_id
+        ]
+        assert {s.context.trace_id for s in spans} == {trace_id_of(run_id)}
+        assert len([s for s in spans if s.parent is None]) == 1
+        assert {s.parent.span_id for s in spans if s.parent} == {run_span_id(run_id)}
+        assert_export_is_live(exported, sqlite_journal, run_id)
