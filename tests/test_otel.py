@@ -451,7 +451,7 @@ class Receiver(BaseHTTPRequestHandler):
 def receiver() -> Iterator[type[Receiver]]:
     handler = type("OneTestReceiver", (Receiver,), {"requests": [], "status": 200})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     handler.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield handler
