@@ -14,10 +14,12 @@ import functools
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._errors import JournalError
 from ._events import Event, Run
@@ -154,19 +156,45 @@ def _under(trace_id: int, parent_id: int, sampled: bool) -> Any:
 def traces_endpoint(endpoint: str | None) -> str:
     """Where traces go: `endpoint` (a collector's base URL gets `/v1/traces`), else the
     standard variables `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (as is) and
-    `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces`), else the local collector's default."""
-    if endpoint is None:
-        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        if endpoint:
-            return endpoint
-        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        if not endpoint:
-            return DEFAULT_ENDPOINT
+    `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces`), else the local collector's default.
+    ValueError, naming the value and where it came from, for one that is not an http(s) URL
+    with a host (and a port, if any, that is one)."""
+    if endpoint is not None:
+        return _with_traces_path(_checked(endpoint, ""))
+    variable = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    value = os.environ.get(variable)
+    if value:
+        return _checked(value, variable)
+    variable = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    value = os.environ.get(variable)
+    if value:
+        return _with_traces_path(_checked(value, variable))
+    return DEFAULT_ENDPOINT
+
+
+def _checked(endpoint: str, variable: str) -> str:
+    where = f"the OTLP endpoint {endpoint!r}" + (f" (from ${variable})" if variable else "")
+    expected = (
+        "Expected the collector's OTLP/HTTP address, such as http://localhost:4318 "
+        "(or .../v1/traces)."
+    )
     if not endpoint.startswith(("http://", "https://")):
-        raise ValueError(
-            f"the OTLP endpoint {endpoint!r} is not an http(s) URL. Expected the collector's "
-            "OTLP/HTTP address, such as http://localhost:4318 (or .../v1/traces)."
-        )
+        raise ValueError(f"{where} is not an http(s) URL. {expected}")
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError as exc:
+        raise ValueError(f"{where} is not a valid URL ({exc}). {expected}") from None
+    host = parts.hostname
+    if not host or any(character.isspace() for character in host):
+        raise ValueError(f"{where} names no host. {expected}")
+    try:
+        parts.port  # noqa: B018  (reading it checks it)
+    except ValueError as exc:
+        raise ValueError(f"{where} has no valid port ({exc}). {expected}") from None
+    return endpoint
+
+
+def _with_traces_path(endpoint: str) -> str:
     path = endpoint.partition("://")[2].partition("/")[2]
     return endpoint if path else endpoint.rstrip("/") + "/v1/traces"
 
@@ -181,15 +209,21 @@ class _Collect(SpanProcessor):
         self.spans.append(span)
 
 
-class _Reasons(logging.Handler):
-    """What the exporter logged while it tried: the reason an export failed."""
+class _Reasons(logging.Filter):
+    """What the exporter logs on this thread while it tries: the reason an export failed, kept
+    for the error (so not printed too). The application's own exporters log under the same
+    names from other threads: their records pass untouched."""
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__()
+        self.thread = threading.get_ident()
         self.messages: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread or record.levelno < logging.WARNING:
+            return True
         self.messages.append(record.getMessage())
+        return False
 
 
 @contextlib.contextmanager
@@ -198,17 +232,14 @@ def _reasons() -> Iterator[_Reasons]:
         logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter"),
         logging.getLogger("opentelemetry.exporter.otlp.common.http"),
     ]
-    handler = _Reasons()
-    kept = [(logger, logger.propagate) for logger in loggers]
+    reasons = _Reasons()
     for logger in loggers:
-        logger.addHandler(handler)
-        logger.propagate = False  # the reason is in our error; not printed twice
+        logger.addFilter(reasons)
     try:
-        yield handler
+        yield reasons
     finally:
-        for logger, propagate in kept:
-            logger.removeHandler(handler)
-            logger.propagate = propagate
+        for logger in loggers:
+            logger.removeFilter(reasons)
 
 
 def export_runs(

@@ -12,8 +12,8 @@ agree: the same ids, names, parents, attributes and times for every attempt.
 * An attempt starts at its `started` row and ends at its outcome. A step that finished without
   waiting is one row, so its span has no duration.
 * LLM steps carry the GenAI semantic conventions' attributes (operation, provider, request and
-  response model, token usage, finish reasons) from what the HTTP integrations recorded;
-  never a prompt, a response body or a header: sizes, ids, models and token counts only.
+  response model, token usage, finish reasons) from what the HTTP integrations recorded, and
+  never a prompt, a body, a header or a URL's path: see `journal._span_attributes`.
 """
 
 from __future__ import annotations
@@ -21,45 +21,25 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import orjson
 
 from ._events import STATUS_BY_VALUE, Event, EventKind, EventStatus, Run, RunStatus, trusted_event
 from ._exceptions import RecordedError
-from ._inspect import llm_usage
-
-AttributeValue = str | bool | int | float | tuple[str, ...]
-SpanKind = Literal["internal", "client"]
-
-# GenAI semantic conventions (the names are pinned by a test: the upstream module that holds
-# them is an incubating, deprecated path, so it is not imported).
-GEN_AI_OPERATION = "gen_ai.operation.name"
-GEN_AI_PROVIDER = "gen_ai.provider.name"
-GEN_AI_SYSTEM = "gen_ai.system"
-"""Replaced by `gen_ai.provider.name` upstream; still emitted: many backends read only it."""
-GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
-GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
-GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
-GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
-GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
-GEN_AI_TOOL_NAME = "gen_ai.tool.name"
-GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name"
+from ._span_attributes import (
+    GEN_AI_OPERATION,
+    GEN_AI_WORKFLOW_NAME,
+    AttributeValue,
+    SpanKind,
+    describe,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-_OPERATIONS = (
-    ("/chat/completions", "chat"),
-    ("/messages", "chat"),
-    ("/responses", "chat"),
-    ("/completions", "text_completion"),
-    ("/embeddings", "embeddings"),
-)
-"""An LLM request's path -> its GenAI operation name (longest match first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +164,7 @@ def attempt_span(run: Run, started: Event | None, outcome: Event | None) -> Span
     attributes["journal.step.served"] = False
     if outcome is not None:
         attributes["journal.step.payload_bytes"] = len(outcome.payload or b"")
-    name, kind = _describe(first.kind, first.name, attributes, arguments, outcome, tokens=True)
+    name, kind = describe(first.kind, first.name, attributes, arguments, outcome, tokens=True)
     error = exception = None
     if outcome is not None and outcome.status in (EventStatus.FAILED, EventStatus.RETRYING):
         exception = _recorded_error(outcome.payload)
@@ -232,7 +212,7 @@ def served_span(
     outcome = trusted_event(
         run.run_id, 0, key, kind, name, "", STATUS_BY_VALUE[status], attempt, payload, _EPOCH
     )
-    span_name, span_kind = _describe(kind, name, attributes, arguments, outcome, tokens=False)
+    span_name, span_kind = describe(kind, name, attributes, arguments, outcome, tokens=False)
     return SpanRecord(
         name=span_name,
         trace_id=trace_id_of(run.run_id),
@@ -257,106 +237,6 @@ def _step_attributes(
     }
 
 
-def _describe(
-    kind: EventKind,
-    name: str,
-    attributes: dict[str, AttributeValue],
-    arguments: bytes | None,
-    outcome: Event | None,
-    *,
-    tokens: bool,
-) -> tuple[str, SpanKind]:
-    """The span's name and kind; GenAI and HTTP attributes added to `attributes`."""
-    request = _request(arguments) if kind in (EventKind.LLM, EventKind.TOOL) else None
-    if request is not None:
-        _http_attributes(attributes, request, outcome)
-    if kind is EventKind.TOOL:
-        attributes[GEN_AI_OPERATION] = "execute_tool"
-        attributes[GEN_AI_TOOL_NAME] = name
-        return f"execute_tool {name}", "client" if request is not None else "internal"
-    if kind is not EventKind.LLM:
-        return name, "internal"
-    operation = _operation(request)
-    attributes[GEN_AI_OPERATION] = operation
-    body = request.get("body") if request is not None else None
-    sent = body.get("json") if isinstance(body, dict) else None
-    requested = sent.get("model") if isinstance(sent, dict) else None
-    if isinstance(requested, str):
-        attributes[GEN_AI_REQUEST_MODEL] = requested
-    usage = llm_usage(outcome) if outcome is not None else None
-    if usage is not None:
-        _usage_attributes(attributes, usage, tokens=tokens)
-    model = attributes.get(GEN_AI_REQUEST_MODEL) or attributes.get(GEN_AI_RESPONSE_MODEL)
-    return (f"{operation} {model}" if model else operation), "client"
-
-
-def _usage_attributes(
-    attributes: dict[str, AttributeValue], usage: Mapping[str, Any], *, tokens: bool
-) -> None:
-    provider, model = usage.get("provider"), usage.get("model")
-    if isinstance(provider, str):
-        attributes[GEN_AI_PROVIDER] = attributes[GEN_AI_SYSTEM] = provider
-    if isinstance(model, str):
-        attributes[GEN_AI_RESPONSE_MODEL] = model
-    if isinstance(usage.get("finish_reason"), str):
-        attributes[GEN_AI_FINISH_REASONS] = (usage["finish_reason"],)
-    if not tokens:
-        return  # a served step spent none: a backend summing usage must not count it twice
-    for source, target in (
-        ("input_tokens", GEN_AI_INPUT_TOKENS),
-        ("output_tokens", GEN_AI_OUTPUT_TOKENS),
-    ):
-        value = usage.get(source)
-        if isinstance(value, int) and not isinstance(value, bool):
-            attributes[target] = value
-
-
-def _request(arguments: bytes | None) -> dict[str, Any] | None:
-    """The recorded HTTP request (method, url, body) of an integration's step, or None."""
-    if not arguments or b'"url"' not in arguments:
-        return None
-    try:
-        call = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return None
-    request = call.get("args") if isinstance(call, dict) else None
-    if isinstance(request, dict) and isinstance(request.get("url"), str):
-        return request
-    return None
-
-
-def _operation(request: Mapping[str, Any] | None) -> str:
-    if request is None:
-        return "chat"  # a model request journaled by the pydantic-ai capability
-    path = urlsplit(str(request["url"])).path
-    return next((op for suffix, op in _OPERATIONS if path.endswith(suffix)), "chat")
-
-
-def _http_attributes(
-    attributes: dict[str, AttributeValue], request: Mapping[str, Any], outcome: Event | None
-) -> None:
-    """Where the request went (host and port, never the path or query) and its status."""
-    parts = urlsplit(str(request["url"]))
-    if parts.hostname:
-        attributes["server.address"] = parts.hostname
-    try:
-        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
-    except ValueError:
-        port = None
-    if port is not None:
-        attributes["server.port"] = port
-    if isinstance(request.get("method"), str):
-        attributes["http.request.method"] = request["method"]
-    if outcome is None or not outcome.payload or not outcome.payload.startswith(b'{"status":'):
-        return
-    try:
-        response = orjson.loads(outcome.payload)
-    except orjson.JSONDecodeError:
-        return
-    if isinstance(response.get("status"), int):
-        attributes["http.response.status_code"] = response["status"]
-
-
 def _recorded_error(payload: bytes | None) -> tuple[str, str, str | None] | None:
     """(type, message, traceback) of a recorded exception; None for another payload (an HTTP
     response recorded as a retryable attempt)."""
@@ -374,11 +254,19 @@ def _recorded_error(payload: bytes | None) -> tuple[str, str, str | None] | None
 def run_spans(run: Run, events: Iterable[Event]) -> Iterator[SpanRecord]:
     """Every span of a recorded run: an attempt's span per attempt, in the order the attempts
     ended (unfinished ones last), then the run's own span. Rows a fork or a retry carried past
-    its marker are copies of rows already seen, and are skipped."""
+    its marker are copies of rows already seen, and are skipped; so are the rows a fork
+    copied from its parent (they ran in the parent, whose trace holds them: the fork's run
+    span links to it)."""
     steps = StepSpans(run)
     last: datetime | None = None
-    for event in _without_carried(list(events)):
+    copied = run.fork_seq if run.parent_run_id is not None and run.fork_seq is not None else 0
+    for event in _without_carried(events):
+        if event.seq < copied:
+            continue
         last = event.created_at if last is None else max(last, event.created_at)
+        if event.kind is EventKind.FORK:
+            yield from steps.superseded(event)
+            continue
         span = steps.add(event)
         if span is not None:
             yield span
@@ -402,6 +290,24 @@ class StepSpans:
         started = self.started.pop((event.key, event.attempt), None)
         return attempt_span(self.run, started, event)
 
+    def superseded(self, marker: Event) -> list[SpanRecord]:
+        """A divergence fork, a retry or a stop supersedes the rows from its
+        `superseded_from_seq` to itself: attempts begun there stay unfinished, whatever
+        finishes the same key and attempt later (a step run again after a divergence starts
+        from attempt 1, and may finish in one row)."""
+        try:
+            cut = orjson.loads(marker.payload or b"{}").get("superseded_from_seq")
+        except (orjson.JSONDecodeError, AttributeError):
+            return []
+        if not isinstance(cut, int):
+            return []
+        spans = []
+        for slot, started in list(self.started.items()):
+            if cut <= started.seq < marker.seq:
+                del self.started[slot]
+                spans.append(attempt_span(self.run, started, None))
+        return spans
+
     def unfinished(self) -> Iterator[SpanRecord]:
         """Attempts with no outcome: cut short by a crash or a stop, or still running."""
         for started in self.started.values():
@@ -409,35 +315,47 @@ class StepSpans:
         self.started.clear()
 
 
-def _without_carried(events: list[Event]) -> Iterator[Event]:
+def _without_carried(events: Iterable[Event]) -> Iterator[Event]:
     """The rows, without the copies a fork or a retry carried past its marker: the rows right
     after the marker that repeat rows from its `superseded_from_seq` on (a fork carries the
-    steps begun before that seq, a retry those not in its `keys`; a stop carries none)."""
-    index = 0
-    while index < len(events):
-        marker = events[index]
-        index += 1
-        yield marker
-        if marker.kind is not EventKind.FORK or marker.name == "replay.stop":
+    steps begun before that seq, a retry those not in its `keys`; a stop carries none).
+
+    Read as they come: of the rows already read, only their identity is kept (the payload as
+    a digest), so a run is never held whole in memory."""
+    seen: list[tuple[int, str, tuple[Any, ...]]] = []
+    """(seq, key, identity) of every step row read so far, carried copies included."""
+    begun: dict[str, int] = {}
+    copies: Counter[tuple[Any, ...]] = Counter()
+    for event in events:
+        if event.kind is not EventKind.FORK:
+            same = _same_row(event)
+            seen.append((event.seq, event.key, same))
+            begun.setdefault(event.key, event.seq)
+            if copies[same] > 0:
+                copies[same] -= 1
+                continue
+            copies.clear()  # the copies right after a marker end at the first other row
+            yield event
             continue
-        record = orjson.loads(marker.payload or b"{}")
+        copies.clear()
+        yield event
+        if event.name == "replay.stop":
+            continue
+        record = orjson.loads(event.payload or b"{}")
         cut = record.get("superseded_from_seq")
         if not isinstance(cut, int):
             continue
-        before = [e for e in events[: index - 1] if e.kind is not EventKind.FORK]
-        if marker.name == "replay.retry":
+        if event.name == "replay.retry":
             reopened = set(record.get("keys") or ())
-            carried = [e for e in before if e.seq >= cut and e.key not in reopened]
+            carried = [same for seq, key, same in seen if seq >= cut and key not in reopened]
         else:
-            begun: dict[str, int] = {}
-            for e in before:
-                begun.setdefault(e.key, e.seq)
-            carried = [e for e in before if e.seq >= cut and begun[e.key] < cut]
-        copies = Counter(_same_row(e) for e in carried)
-        while index < len(events) and copies[_same_row(events[index])] > 0:
-            copies[_same_row(events[index])] -= 1
-            index += 1
+            carried = [same for seq, key, same in seen if seq >= cut and begun[key] < cut]
+        copies.update(carried)
 
 
 def _same_row(event: Event) -> tuple[Any, ...]:
-    return (event.key, event.name, event.fingerprint, event.status, event.attempt, event.payload)
+    """What a carried copy repeats of its row (the payload as a digest: equal bytes, equal
+    digest; the bytes themselves are not kept)."""
+    payload = event.payload
+    digest = None if payload is None else hashlib.blake2b(payload, digest_size=16).digest()
+    return (event.key, event.name, event.fingerprint, event.status, event.attempt, digest)

@@ -44,9 +44,17 @@ def instrument(tracer_provider: Any = None, *, served_steps: bool = True) -> Non
     `served_steps=False` sends no span for steps a resume answers from the journal (a resume
     of a long run then costs no more than without spans); their first sitting sent theirs.
 
-    Raises ImportError naming the extra to install when OpenTelemetry is missing."""
+    Raises ImportError naming the extra to install when OpenTelemetry is missing, and
+    TypeError for something that is no tracer provider (an exporter, a tracer)."""
     from journal import _otel  # noqa: F401  (the clear ImportError, now rather than mid-run)
 
+    if tracer_provider is not None and not callable(getattr(tracer_provider, "get_tracer", None)):
+        raise TypeError(
+            f"otel.instrument() takes a TracerProvider, not {type(tracer_provider).__name__} "
+            f"({tracer_provider!r:.80}). Fix: provider = TracerProvider(); "
+            "provider.add_span_processor(BatchSpanProcessor(exporter)); "
+            "otel.instrument(tracer_provider=provider) (or no argument: the global provider)."
+        )
     _instrumented[:] = [tracer_provider]
     observe_with(functools.partial(_RunSpans.open, tracer_provider, served_steps))
 
@@ -96,14 +104,23 @@ class _RunSpans:
         return cls(journal, run, token, tracer, sampled, served)
 
     def _emit(self, record: Any) -> None:
+        """Hand one span to the tracer; a failure (the user's processor or exporter raising)
+        costs that span only, never the others of the commit, nor the run."""
         from journal._otel import emit
 
-        emit(self.tracer, record, sampled=self.sampled)
+        try:
+            emit(self.tracer, record, sampled=self.sampled)
+        except Exception as exc:
+            log.warning(
+                "otel.span_failed", run_id=self.run.run_id, span=record.name, error=repr(exc)
+            )
 
     def written(self, events: Sequence[Event]) -> None:
         try:
             for event in events:
                 if event.kind is EventKind.FORK:
+                    for cut in self.steps.superseded(event):
+                        self._emit(cut)
                     break  # what follows a marker in its commit are copies of earlier rows
                 span = self.steps.add(event)
                 if span is not None:

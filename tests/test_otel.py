@@ -5,21 +5,26 @@ the SDK's in-memory exporter and a real OTLP/HTTP receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import openai
+import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -27,7 +32,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from typer.testing import CliRunner
 
 import replay
-from journal import Journal
+from journal import Journal, JournalError
 from journal._spans import run_span_id, trace_id_of
 from replay import otel, step
 from replay._cli import app
@@ -422,11 +427,13 @@ class Receiver(BaseHTTPRequestHandler):
     """An OTLP/HTTP endpoint: keeps each request's path and decoded body; answers `status`."""
 
     status: ClassVar[int] = 200
+    delay: ClassVar[float] = 0.0
     url: ClassVar[str] = ""
     requests: ClassVar[list[tuple[str, str, ExportTraceServiceRequest]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(type(self).delay)
         decoded = ExportTraceServiceRequest.FromString(body)
         type(self).requests.append((self.path, self.headers["Content-Type"], decoded))
         out = ExportTraceServiceResponse().SerializeToString()
@@ -444,7 +451,7 @@ class Receiver(BaseHTTPRequestHandler):
 def receiver() -> Iterator[type[Receiver]]:
     handler = type("OneTestReceiver", (Receiver,), {"requests": [], "status": 200})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     handler.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield handler
@@ -633,7 +640,7 @@ def test_genai_attribute_names_are_the_conventions_own() -> None:
     imported at run time: its module is incubating and deprecated)."""
     import warnings
 
-    from journal import _spans
+    from journal import _span_attributes as _spans
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -664,3 +671,565 @@ def test_an_endpoint_is_a_base_address_or_the_traces_url(given: str, used: str) 
     from journal._otel import traces_endpoint
 
     assert traces_endpoint(given) == used
+
+
+# -- attacks: what must hold whatever the user, the network or the code does ------------------
+
+
+def live_attempts(exporter: InMemorySpanExporter, run_id: str) -> dict[int, ReadableSpan]:
+    """The run's spans that went out live, served steps aside, by span id."""
+    return {
+        s.context.span_id: s
+        for s in exporter.get_finished_spans()
+        if s.attributes
+        and s.attributes["journal.run_id"] == run_id
+        and not s.attributes.get("journal.step.served")
+    }
+
+
+def exported_records(journal: Journal, run_id: str) -> dict[int, Any]:
+    """What `journal export -f otlp` sends for the run, by span id."""
+    from journal._spans import run_spans
+
+    return {r.span_id: r for r in run_spans(journal.run(run_id), journal.iter_events(run_id))}
+
+
+def assert_export_is_live(exporter: InMemorySpanExporter, journal: Journal, run_id: str) -> None:
+    """The export of the run sends exactly the attempts, names, times and statuses that went
+    out live (minus the unfinished ones the process could not send: none here)."""
+    live = live_attempts(exporter, run_id)
+    records = exported_records(journal, run_id)
+    described = {
+        i: (r.name, r.start_ns, r.end_ns, r.attributes.get("journal.step.status"))
+        for i, r in records.items()
+    }
+    assert described == {
+        i: (s.name, s.start_time, s.end_time, (s.attributes or {}).get("journal.step.status"))
+        for i, s in live.items()
+    }
+
+
+class RaisesOnUnfinished(SpanProcessor):
+    """A user's span processor with a bug: it raises on the first unfinished attempt."""
+
+    def __init__(self) -> None:
+        self.raised = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attributes = span.attributes or {}
+        if attributes.get("journal.step.status") == "unfinished" and not self.raised:
+            self.raised += 1
+            raise RuntimeError("a bug in the user's span processor")
+
+
+def test_a_span_processor_that_raises_loses_only_its_span(sqlite_journal: Journal) -> None:
+    """A processor raising on one span (ahead of the exporter) costs that span only: the
+    others of the same batch (here: three attempts cut short together) still go out, and the
+    run and its journal are untouched."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    buggy = RaisesOnUnfinished()
+    provider.add_span_processor(buggy)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel.instrument(tracer_provider=provider)
+
+    @step(name="slow")
+    async def slow(n: int) -> int:
+        await asyncio.sleep(30)
+        return n
+
+    @step(name="crash")
+    async def crash() -> None:
+        await asyncio.sleep(0.01)
+        raise Interrupt
+
+    async def fan_out() -> None:
+        await asyncio.gather(slow(1), slow(2), crash())
+
+    try:
+        with pytest.raises(Interrupt):
+            asyncio.run(replay.run(fan_out, journal=sqlite_journal, run_id="p-1"))
+    finally:
+        otel.uninstrument()
+        provider.shutdown()
+    assert buggy.raised == 1
+    assert [e.status.value for e in sqlite_journal.events("p-1")] == ["started"] * 3
+    assert len(exporter.get_finished_spans()) == 2  # three unfinished attempts, one lost
+
+
+class PlainApi(BaseHTTPRequestHandler):
+    """An HTTP API that is no LLM (a chat app's REST API, a weather service): JSON back."""
+
+    def _answer(self, value: dict[str, Any]) -> None:
+        body = orjson.dumps(value)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer({"forecast": "sunny"})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._answer({"id": "1", "posted": True})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def plain_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), PlainApi)
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    instrument()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    uninstrument()
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_steps_send_no_url_path_and_are_not_genai(
+    exported: InMemorySpanExporter, sqlite_journal: Journal, plain_api: str
+) -> None:
+    """Requests journaled by `instrument()` to APIs that are not LLMs: a bot token in the
+    URL's path (Telegram's `/bot<token>/...`, a webhook's secret path) never reaches a span,
+    as the docs promise for paths and queries; the spans follow the HTTP conventions (named
+    after the method, CLIENT), with no GenAI attributes, even for a path that ends like an
+    LLM API's (`/channels/7/messages` is a chat app's, not Anthropic's)."""
+    token = "8041:AAH-bot-token-QUITE-SECRET"
+
+    async def notify(text: str) -> None:
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{plain_api}/weather", params={"city": "Paris"})
+            await client.post(f"{plain_api}/bot{token}/sendMessage", json={"text": text})
+            await client.post(f"{plain_api}/api/channels/7/messages", json={"content": text})
+
+    asyncio.run(replay.run(notify, "hello", journal=sqlite_journal, run_id="h-1"))
+    steps = by_key(exported.get_finished_spans())
+    assert sorted(steps) == ["0:1", "0:2", "0:3"]
+    host = plain_api.removeprefix("http://")
+    for span, method in zip(steps.values(), ["GET", "POST", "POST"], strict=True):
+        attributes = dict(span.attributes or {})
+        assert (span.name, span.kind) == (method, SpanKind.CLIENT)
+        assert attributes["journal.step.name"] == f"{method} {host}"
+        assert attributes["http.response.status_code"] == 200
+        assert not [name for name in attributes if name.startswith("gen_ai.")], attributes
+        assert token not in repr(attributes) and "bot" not in repr(attributes)
+
+
+def test_a_fork_exports_what_it_ran_not_its_parents_steps_again(
+    exported: InMemorySpanExporter, sqlite_journal: Journal
+) -> None:
+    """A fork holds copies of its parent's first rows: they ran in the parent (whose trace
+    has their spans, tokens included) and the fork only served them. Its export sends what
+    went out live for it, the steps it ran and its run span (linked to the parent's), not
+    the copies again as attempts of its own (an LLM call's tokens would count twice)."""
+
+    @step(name="fetch")
+    async def fetch(n: int) -> int:
+        await asyncio.sleep(0.001)
+        return n
+
+    async def pipeline() -> int:
+        return sum([await fetch(n) for n in range(4)])
+
+    asyncio.run(replay.run(pipeline, journal=sqlite_journal, run_id="f-1"))
+    fork = sqlite_journal.fork("f-1", at=5, new_run_id="f-1-fork")
+    assert asyncio.run(replay.run(pipeline, journal=sqlite_journal, run_id=fork.run_id)) == 6
+    live = live_attempts(exported, "f-1-fork")
+    ran = sorted(str((s.attributes or {}).get("journal.step.key")) for s in live.values())
+    assert ran == ["0:3", "0:4", "None"]
+    assert_export_is_live(exported, sqlite_journal, "f-1-fork")
+
+
+def test_a_divergence_fork_after_a_crash_exports_what_went_out_live(
+    exported: InMemorySpanExporter, sqlite_journal: Journal
+) -> None:
+    """Cut short in flight, then resumed by code that changed an earlier step's arguments
+    (`on_divergence="fork"`): the marker supersedes the cut attempt, and the step runs again
+    as a new attempt that finishes without waiting (one row). The export pairs that row with
+    nothing superseded: the cut attempt stays unfinished and the new one is its own span, as
+    they went out live."""
+    changed = [0]
+    crash = [True]
+
+    @step(name="plan")
+    async def plan(n: int) -> int:
+        await asyncio.sleep(0.001)
+        return n
+
+    @step(name="publish")
+    async def publish() -> int:
+        if crash[0]:
+            await asyncio.sleep(0.001)
+            raise Interrupt
+        return 5
+
+    async def pipeline(n: int) -> int:
+        return await plan(n + changed[0]) + await publish()
+
+    with pytest.raises(Interrupt):
+        asyncio.run(replay.run(pipeline, 1, journal=sqlite_journal, run_id="d-1"))
+    changed[0], crash[0] = 1, False
+    resumed = replay.run(pipeline, 1, journal=sqlite_journal, run_id="d-1", on_divergence="fork")
+    assert asyncio.run(resumed) == 7
+    statuses = sorted(
+        (str(attributes["journal.step.key"]), str(attributes["journal.step.status"]))
+        for s in live_attempts(exported, "d-1").values()
+        if (attributes := s.attributes or {}) and "journal.step.key" in attributes
+    )
+    assert statuses == [
+        ("0:1", "completed"),
+        ("0:1", "completed"),
+        ("0:2", "completed"),
+        ("0:2", "unfinished"),
+    ]
+    assert_export_is_live(exported, sqlite_journal, "d-1")
+
+
+def test_an_export_reads_a_run_as_it_goes(sqlite_journal: Journal) -> None:
+    """`journal export -f otlp` reads a run page by page, like the file exports: its spans
+    come while the rows are read, so a long run with large results is never held whole in
+    memory (10,000 steps of 20 kB took 250 MB to export when the whole run was read first)."""
+    from journal._spans import run_spans
+
+    @step(name="fetch")
+    async def fetch(n: int) -> str:
+        return "x" * 1000
+
+    async def many() -> int:
+        return len([await fetch(n) for n in range(40)])
+
+    asyncio.run(replay.run(many, journal=sqlite_journal, run_id="m-1"))
+    pulled: list[int] = []
+
+    def rows() -> Iterator[Any]:
+        for event in sqlite_journal.iter_events("m-1", page=10):
+            pulled.append(event.seq)
+            yield event
+
+    spans = run_spans(sqlite_journal.run("m-1"), rows())
+    first = next(spans)
+    assert first.attributes["journal.step.key"] == "0:1"
+    assert len(pulled) <= 10  # one page read, not the run's 40 rows
+    assert len(list(spans)) == 40  # the other 39 steps, then the run's span
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("http://", "names no host"),
+        ("http:///v1/traces", "names no host"),
+        ("http://collector:notaport", "port"),
+        ("http://collector:99999", "port"),
+        ("http://my collector:4318", "names no host"),
+        ("http://[::1", "not a valid URL"),
+    ],
+)
+def test_an_endpoint_that_cannot_be_reached_by_anyone_is_refused_as_typed(
+    given: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint with no host, a port that is not one, or no URL at all is refused before
+    anything is sent, naming what was typed (`http://` came back as `'http:/v1/traces'`, the
+    others as the collector "not taking the spans"), from --endpoint or from the variables."""
+    from journal._otel import traces_endpoint
+
+    with pytest.raises(ValueError, match=says) as refused:
+        traces_endpoint(given)
+    assert repr(given) in str(refused.value)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", given)
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        traces_endpoint(None)
+
+
+def test_an_endpoint_variable_that_is_no_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is checked like --endpoint (`Journal.export_otlp`
+    sent to `localhost:4318` and reported the collector "did not take the spans")."""
+    from journal._otel import traces_endpoint
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "localhost:4318")
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") as refused:
+        traces_endpoint(None)
+    assert "'localhost:4318' (from $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is not an http" in str(
+        refused.value
+    )
+
+
+def test_a_postgresql_journal_exports_the_spans_it_emitted_live(
+    exported: InMemorySpanExporter, pg_schema: str, receiver: type[Receiver]
+) -> None:
+    """On PostgreSQL (its own timestamps, its own reads) the export of a run that failed a
+    step, caught it and went on carries the very spans that went out live."""
+    from tests.conftest import PG_URL, postgres_store
+
+    journal = Journal(store=postgres_store(pg_schema))
+
+    @step(name="lookup", kind="tool")
+    async def lookup(city: str) -> str:
+        await asyncio.sleep(0.001)
+        if city == "Atlantis":
+            raise ValueError(f"no such city: {city}")
+        return city.upper()
+
+    async def trip(cities: list[str]) -> list[str]:
+        found = []
+        for city in cities:
+            try:
+                found.append(await lookup(city))
+            except ValueError:
+                found.append("?")
+        return found
+
+    try:
+        run = replay.run(trip, ["Paris", "Atlantis"], journal=journal, run_id="pg-1")
+        assert asyncio.run(run) == ["PARIS", "?"]
+    finally:
+        journal.close()
+    live = live_attempts(exported, "pg-1").values()
+    db = f"{PG_URL}?schema={pg_schema}"
+    result = CliRunner().invoke(
+        app, ["export", "-f", "otlp", "pg-1", "--endpoint", receiver.url, "--db", db]
+    )
+    assert result.exit_code == 0, result.output
+    assert "exported 3 spans of 1 run" in result.output
+    assert sorted(map(_as_received, received(receiver))) == sorted(map(_as_sent, live))
+
+
+def test_streamed_and_anthropic_calls_carry_their_provider_and_usage(
+    exported: InMemorySpanExporter, sqlite_journal: Journal, llm_base_url: str
+) -> None:
+    """A streamed chat completion whose last chunk reports usage, and Anthropic's messages
+    API (whole and streamed, usage split over `message_start` and `message_delta`; sent as
+    the Anthropic SDK sends them, without importing it: that alone takes seconds): each a
+    `chat MODEL` span with its provider, models, finish reason and tokens."""
+
+    async def ask() -> None:
+        async with openai.AsyncOpenAI(api_key="sk-test", base_url=llm_base_url) as ai:
+            stream = await ai.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "one two"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for _ in stream:
+                pass
+        headers = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"}
+        async with httpx.AsyncClient(base_url=llm_base_url, headers=headers) as claude:
+            for streamed in (False, True):
+                question = {
+                    "model": "claude-x",
+                    "max_tokens": 9,
+                    "messages": [{"role": "user", "content": "three four"}],
+                    "stream": streamed,
+                }
+                async with claude.stream("POST", "/messages", json=question) as answer:
+                    await answer.aread()
+
+    asyncio.run(replay.run(ask, journal=sqlite_journal, run_id="st-1"))
+    steps = by_key(exported.get_finished_spans())
+    genai = {
+        key: {k: v for k, v in (s.attributes or {}).items() if k.startswith("gen_ai.")}
+        for key, s in steps.items()
+    }
+    assert [steps[k].name for k in sorted(steps)] == ["chat gpt-4o-mini", *["chat claude-x"] * 2]
+    assert genai["0:1"]["gen_ai.provider.name"] == "openai"
+    assert (
+        genai["0:1"]["gen_ai.usage.input_tokens"],
+        genai["0:1"]["gen_ai.usage.output_tokens"],
+    ) == (11, 3)
+    for key in ("0:2", "0:3"):
+        assert genai[key]["gen_ai.provider.name"] == genai[key]["gen_ai.system"] == "anthropic"
+        assert genai[key]["gen_ai.response.model"] == "claude-x"
+        assert genai[key]["gen_ai.response.finish_reasons"] == ("end_turn",)
+        assert genai[key]["gen_ai.usage.input_tokens"] == 9
+    assert genai["0:3"]["gen_ai.usage.output_tokens"] == 3  # message_delta's, not message_start's
+
+
+@pytest.mark.parametrize("given", ["localhost:4318", InMemorySpanExporter(), "tracer"])
+def test_instrument_refuses_what_is_no_tracer_provider(given: Any) -> None:
+    """An exporter or a tracer given where a provider belongs (the usual slip) is refused at
+    once, saying how to wrap it: accepted, it sent no span and said nothing, on every run."""
+    if given == "tracer":
+        given = TracerProvider().get_tracer("mine")
+    with pytest.raises(TypeError, match="TracerProvider") as refused:
+        otel.instrument(tracer_provider=given)
+    assert type(given).__name__ in str(refused.value) and "Fix:" in str(refused.value)
+    assert not otel.is_instrumented()
+
+
+def test_concurrent_exports_leave_the_exporters_logs_to_the_application(
+    sqlite_journal: Journal, receiver: type[Receiver], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An export keeps the OTLP exporter's complaints of its own thread for its error message;
+    the application's exporters log under the same names from other threads, and theirs
+    still reach its logs, during and after two exports that overlap (the exporter's loggers
+    were left silenced for good when two exports overlapped)."""
+    import logging
+
+    @step(name="ping")
+    async def ping() -> int:
+        return 1
+
+    async def once() -> int:
+        return await ping()
+
+    asyncio.run(replay.run(once, journal=sqlite_journal, run_id="lg-1"))
+    receiver.status, receiver.delay = 500, 0.3
+    name = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    refusals: list[str] = []
+
+    def export() -> None:
+        try:
+            sqlite_journal.export_otlp(["lg-1"], endpoint=receiver.url, timeout=5)
+        except JournalError as exc:
+            refusals.append(str(exc))
+
+    exports = [threading.Thread(target=export) for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger=name):
+        exports[0].start()
+        time.sleep(0.1)
+        exports[1].start()
+        time.sleep(0.1)
+        logging.getLogger(name).warning("the application's exporter: collector down")
+        for thread in exports:
+            thread.join()
+        logging.getLogger(name).warning("the application's exporter: still down")
+    assert len(refusals) == 2 and all("500" in refusal for refusal in refusals)
+    logged = [r.getMessage() for r in caplog.records if r.name == name]
+    assert logged == [
+        "the application's exporter: collector down",
+        "the application's exporter: still down",
+    ]
+
+
+_KILLED_AGENT = """
+import asyncio, os
+
+from replay import step
+
+
+@step(name="fetch")
+async def fetch(n: int) -> int:
+    await asyncio.sleep(0.001)
+    if n == 3 and os.environ.get("HANG"):
+        print("hanging", flush=True)
+        await asyncio.sleep(60)
+    return n
+
+
+async def pipeline() -> int:
+    return sum([await fetch(n) for n in range(5)])
+"""
+
+_KILLED_MAIN = """
+import asyncio, sys
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+import replay
+from journal import Journal
+from replay import otel
+from otel_killed_agent import pipeline
+
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1])))
+otel.instrument(tracer_provider=provider)
+asyncio.run(replay.run(pipeline, journal=Journal("runs.db"), run_id="kill-1"))
+"""
+
+
+def test_a_run_killed_and_resumed_is_one_trace_that_the_export_completes(
+    exported: InMemorySpanExporter,
+    tmp_path: Path,
+    receiver: type[Receiver],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGKILLed while its 4th step is in flight, then resumed by another process: both
+    sittings' spans are in the run's one trace under one run span; the attempt the kill cut
+    short could not be sent by anyone live, and the export sends it (`unfinished`) along
+    with exactly the spans both sittings sent."""
+    (tmp_path / "otel_killed_agent.py").write_text(_KILLED_AGENT)
+    (tmp_path / "main.py").write_text(_KILLED_MAIN)
+    env = {**os.environ, "HANG": "1"}
+    command = [sys.executable, "main.py", f"{receiver.url}/v1/traces"]
+    agent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True, env=env)
+    assert agent.stdout is not None and agent.stdout.readline().strip() == "hanging"
+    agent.send_signal(signal.SIGKILL)
+    agent.wait()
+    agent.stdout.close()
+    killed = received(receiver)
+    assert sorted(s.name for s in killed) == ["fetch"] * 3  # steps 1-3; no run span
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "otel_killed_agent", raising=False)
+    from otel_killed_agent import pipeline  # type: ignore[import-not-found]
+
+    with Journal(tmp_path / "runs.db") as journal:
+        assert asyncio.run(replay.run(pipeline, journal=journal, run_id="kill-1")) == 10
+        resumed = live_attempts(exported, "kill-1").values()
+        receiver.requests.clear()
+        assert journal.export_otlp(["kill-1"], endpoint=receiver.url) == 7
+    sys.modules.pop("otel_killed_agent", None)
+    sent = received(receiver)
+    trace = trace_id_of("kill-1").to_bytes(16, "big")
+    assert {s.trace_id for s in (*killed, *sent)} == {trace}
+    live = sorted([*map(_as_received, killed), *map(_as_sent, resumed)])
+    (cut,) = [s for s in sent if _as_received(s) not in live]
+    attributes = {kv.key: _value(kv.value) for kv in cut.attributes}
+    assert (attributes["journal.step.key"], attributes["journal.step.status"]) == (
+        "0:4",
+        "unfinished",
+    )
+    assert sorted(s for s in map(_as_received, sent) if s != _as_received(cut)) == live
+
+
+_crash_at_gate = [True]
+
+
+@step(name="work")
+async def _work(n: int) -> int:
+    await asyncio.sleep(0.005)
+    return n
+
+
+@step(name="gate")
+async def _gate() -> None:
+    if _crash_at_gate[0]:
+        raise Interrupt
+
+
+async def worker_pipeline(n: int) -> int:
+    """A workflow a worker can import (module level): one step, a gate, two steps at once."""
+    first = await _work(n)
+    await _gate()
+    more = await asyncio.gather(_work(n + 1), _work(n + 2))
+    return first + sum(more)
+
+
+def test_a_worker_continuing_runs_at_once_keeps_each_in_its_own_trace(
+    exported: InMemorySpanExporter, sqlite_journal: Journal
+) -> None:
+    """Four interrupted runs continued by one worker three at a time, each in a thread and a
+    loop of its own: every span lands in its own run's trace under its own run's span, each
+    run has one run span, and each run's export is what went out live for it."""
+    _crash_at_gate[0] = True
+    runs = [f"w-{n}" for n in range(4)]
+    for number, run_id in enumerate(runs):
+        with pytest.raises(Interrupt):
+            asyncio.run(replay.run(worker_pipeline, number, journal=sqlite_journal, run_id=run_id))
+    _crash_at_gate[0] = False
+    worker = replay.Worker(sqlite_journal, concurrency=3)
+    assert asyncio.run(worker.run_once()) == 4
+    for run_id in runs:
+        spans = [
+            s
+            for s in exported.get_finished_spans()
+            if s.attributes and s.attributes["journal.run_id"] == run_id
+        ]
+        assert {s.context.trace_id for s in spans} == {trace_id_of(run_id)}
+        assert len([s for s in spans if s.parent is None]) == 1
+        assert {s.parent.span_id for s in spans if s.parent} == {run_span_id(run_id)}
+        assert_export_is_live(exported, sqlite_journal, run_id)
