@@ -228,6 +228,62 @@ def test_a_replay_stuck_behind_thread_work_that_waits_is_called_stuck(journal: J
     assert ran == Counter()
 
 
+def test_a_deadline_while_thread_work_holds_its_step_result_is_a_busy_expiry(
+    journal: Journal,
+) -> None:
+    """The thread's step is written, but its work goes on (the result is not the loop's yet)
+    when the journaled deadline fires: the expiry is recorded as one that met a busy run, and
+    every replay times out the same way."""
+
+    def step_then_more() -> str:
+        answer = lookup("x")
+        time.sleep(0.2)
+        return answer
+
+    async def workflow() -> str:
+        try:
+            return await replay.wait_for(asyncio.to_thread(step_then_more), 0.1)
+        except TimeoutError:
+            return "timeout"
+
+    assert asyncio.run(replay.run(workflow, journal=journal, run_id="held")) == "timeout"
+    timer = [e for e in journal.events("held") if e.name == "replay.timeout"]
+    assert timer[-1].payload == b'{"expired":true,"loop_busy":true}'  # the expiry row
+    for _ in range(3):
+        ran.clear()
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="held", mode="replay"))
+        assert again == "timeout" and ran == Counter()
+
+
+def test_a_resume_with_a_smaller_pool_says_to_give_it_more_threads(journal: Journal) -> None:
+    """Recorded with four threads, the pool's work finished in the order only four threads
+    allow; resumed where the pool has one, the recorded order cannot be kept. The error says
+    why and what to do (a replay widens the pool instead: nothing real can happen there)."""
+    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
+
+    def slow_first(index: int) -> str:
+        time.sleep(0.1 * (3 - index))
+        return lookup(f"w{index}")
+
+    def fan_out() -> list[str]:
+        return list(pools["now"].map(slow_first, range(3)))
+
+    async def workflow() -> list[object]:
+        done = await asyncio.to_thread(fan_out)
+        return [done, await replay.signal("go")]
+
+    with pytest.raises(replay.Suspended):
+        asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
+    pools["now"].shutdown()
+    pools["now"] = concurrent.futures.ThreadPoolExecutor(1)  # as on a machine with fewer cores
+    journal.signal("small", "go", "went")
+    try:
+        with pytest.raises(replay.NonDeterminismError, match="give the pool more threads"):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
+    finally:
+        pools["now"].shutdown(wait=False, cancel_futures=True)
+
+
 class _Frame:
     """What `waits_on_the_process` reads of a thread's innermost frame."""
 
