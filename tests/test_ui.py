@@ -255,6 +255,24 @@ def test_a_page_asked_for_under_another_host_name_is_refused(client: TestClient)
         assert client.get("/", headers={"host": ours}).status_code == 200
 
 
+def test_a_server_on_every_address_still_refuses_another_sites_name(recorded: Path) -> None:
+    """With --host 0.0.0.0 (or ::) the page answers to any address and to this machine's
+    names, but a site that points its own name at the machine (DNS rebinding) still gets 400:
+    otherwise any page the user visits could read every run, and the actions' token."""
+    with Journal(recorded, read_only=True) as journal:
+        for wildcard in ("0.0.0.0", "::"):
+            client = TestClient(create_app(journal, host=wildcard), base_url=BASE)
+            refused = client.get("/", headers={"host": "attacker.example:8765"})
+            assert refused.status_code == 400 and "cats-1" not in refused.text
+            assert "refused a request for host 'attacker.example:8765'" in refused.text
+            assert "Fix: open the address `journal ui` printed" in refused.text
+            ours = ["192.168.1.20:8765", "[fe80::1]:8765", "localhost:8765", "10.0.0.7"]
+            for host in [*ours, f"{socket.gethostname()}:8765"]:
+                assert client.get("/", headers={"host": host}).status_code == 200, host
+            for malformed in ("", "[::1", "a:b:c", "127.0.0.1:", "127.0.0.1:x"):
+                assert client.get("/", headers={"host": malformed}).status_code == 400
+
+
 def test_recorded_text_is_escaped_in_every_page(client: TestClient) -> None:
     """Run id, inputs, a step's arguments and result, the run's result: shown, never markup."""
     hostile = {"id": HOSTILE_RUN_ID}
