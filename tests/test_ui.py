@@ -142,6 +142,32 @@ async def _noop(n: int) -> int:
     return n
 
 
+@replay.step(kind="llm")
+async def _usage(input_tokens: Any, output_tokens: Any) -> dict[str, Any]:
+    usage = {"model": "m-1", "input_tokens": input_tokens, "output_tokens": output_tokens}
+    return {"status": 200, "body": "ok", "llm": usage}
+
+
+async def _odd_usage() -> str:
+    await _usage(5, 2)
+    await _usage("many", [1])  # what a step may return: the journal keeps it as it is
+    return "done"
+
+
+def test_token_counts_that_are_not_numbers_do_not_break_the_pages(tmp_path: Path) -> None:
+    """A step's recorded `llm` usage is the step's own return value: one run holding text
+    where a count should be must not make the runs list (or its page) fail for every run."""
+    with Journal(tmp_path / "journal.db") as journal:
+        asyncio.run(replay.run(_odd_usage, journal=journal, run_id="odd-1"))
+        client = TestClient(create_app(journal), base_url=BASE)
+        listed = client.get("/")
+        assert listed.status_code == 200 and _ids(listed.text) == ["odd-1"]
+        assert '<td class="num">5 / 2</td>' in listed.text  # the counts that are counts
+        page = client.get("/run", params={"id": "odd-1"})
+        assert page.status_code == 200 and "5 in / 2 out" in page.text
+        assert "m-1 · many in / [1] out" in html.unescape(page.text)  # shown as recorded
+
+
 def test_run_page_shows_facts_outcome_steps_and_the_timeline(client: TestClient) -> None:
     page = client.get("/run", params={"id": "cats-1"}).text
     assert '<span id="run-status" class="badge st-completed" data-status="completed">' in page
