@@ -122,9 +122,12 @@ def select_runs(journal: Journal, chosen: RunFilter) -> tuple[list[RunDigest], b
     status = "running" if by_state else chosen.status or None
     needle = chosen.text.casefold()
     workflow = chosen.workflow.casefold()
+    # Filters the store cannot apply look at every run; otherwise this page and one more will do.
+    every = bool(workflow or needle or by_state)
+    limit = None if every else chosen.offset + PAGE_SIZE + 1
     page: list[RunDigest] = []
     skipped = 0
-    for run in journal.runs(status=status):
+    for run in journal.runs(status=status, limit=limit):
         if since is not None and run.created_at < since:
             break  # newest first: every later run is older still
         if workflow and workflow not in workflow_name(run).casefold():
