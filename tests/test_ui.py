@@ -30,7 +30,7 @@ import replay
 from journal import Journal, RunStatus, RunVerification
 from replay._cli import app as cli
 from replay._ui import create_app
-from tests.conftest import PG_URL, postgres_store
+from tests.conftest import PG_URL, drop_schema, postgres_store
 from tests.ui_runs import HOSTILE, HOSTILE_RUN_ID, SCRIPT, Server, live_run, record
 from tests.ui_runs import research as _research
 
@@ -551,6 +551,48 @@ def test_streams_report_new_runs_and_steps_as_they_are_recorded(journal_url: str
                 assert server.stop() < 2
         finally:
             server.stop() if server.thread.is_alive() else None
+
+
+def test_a_stream_refuses_a_seq_no_journal_can_hold(client: TestClient) -> None:
+    """A reconnecting page sends its last event id back: one past what a journal can hold (a
+    forged header, a mangled address) is a 400 before the stream opens, not a stream that dies
+    on its first read with a traceback in the terminal."""
+    huge = "9" * 30
+    for response in (
+        client.get("/live/run", params={"id": "cats-1", "after": huge}),
+        client.get("/live/run", params={"id": "cats-1"}, headers={"last-event-id": huge}),
+    ):
+        assert response.status_code == 400
+        assert f"after {huge} is too large: expected a whole number up to" in response.text
+    endless = client.get("/", params={"offset": "9" * 5000}).text  # not echoed whole
+    assert "offset 999999999999999999999999999999… is too large" in endless
+    assert len(endless) < 10_000
+
+
+def test_a_journal_failing_under_an_open_stream_ends_it_cleanly(pg_schema: str) -> None:
+    """PostgreSQL's tables gone (or its connection lost) while pages are open: their streams
+    end as streams end, so the browser reconnects and its next request gets the error page;
+    they were cut off mid-response, with an ASGI traceback in the terminal."""
+    postgres_store(pg_schema).close()  # creates it, or skips (fails on CI) without a server
+    url = f"{PG_URL}?schema={pg_schema}"
+    with Journal(url) as writer:
+        asyncio.run(replay.run(_noop, 1, journal=writer, run_id="before"))
+    with Journal(url, read_only=True) as journal, httpx.Client(timeout=10) as http:
+        server = Server(journal)
+        try:
+            with (
+                http.stream("GET", f"{server.url}/live/runs") as runs,
+                http.stream("GET", f"{server.url}/live/run?id=before") as run,
+            ):
+                streams = [runs.iter_lines(), run.iter_lines()]
+                assert [next(lines).split()[:2] for lines in streams] == [[":", "watching"]] * 2
+                drop_schema(pg_schema)
+                for lines in streams:
+                    assert all(line == "" or line.startswith(":") for line in lines)
+            again = http.get(f"{server.url}/live/run?id=before")
+            assert again.status_code == 500 and "could not answer" in again.text
+        finally:
+            server.stop()
 
 
 @contextlib.contextmanager

@@ -100,14 +100,24 @@ def href(path: str, **params: Any) -> str:
     return f"{path}?{urlencode(kept)}" if kept else path
 
 
+LARGEST = 2**63 - 1
+"""The largest seq or offset a journal can hold (SQLite's and PostgreSQL's integers)."""
+
+
 def whole_number(text: str, name: str) -> int:
-    """`text` as an integer >= 0, or `BadFilter` saying what `name` takes."""
-    try:
-        number = int(text)
-    except ValueError:
-        number = -1
+    """`text` as an integer from 0 to `LARGEST`, or `BadFilter` saying what `name` takes."""
+    shown = text if len(text) <= 30 else f"{text[:30]}…"
+    if len(text) > 30 and text.isdigit():
+        number = LARGEST + 1  # int() refuses past 4,300 digits, and none of them is needed
+    else:
+        try:
+            number = int(text)
+        except ValueError:
+            number = -1
     if number < 0:
-        raise BadFilter(f"{name} must be a whole number (0 or more), not {text!r}.")
+        raise BadFilter(f"{name} must be a whole number (0 or more), not {shown!r}.")
+    if number > LARGEST:
+        raise BadFilter(f"{name} {shown} is too large: expected a whole number up to {LARGEST:,}.")
     return number
 
 
