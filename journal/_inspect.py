@@ -106,7 +106,7 @@ def digest(run: Run, events: list[Event], prices: Prices | None = None) -> RunDi
         usage = llm_usage(event)
         if usage is None:
             continue
-        used_in, used_out = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+        used_in, used_out = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
         tokens_in += used_in
         tokens_out += used_out
         if cost is not None and prices is not None:
@@ -126,6 +126,12 @@ def digest(run: Run, events: list[Event], prices: Prices | None = None) -> RunDi
         cost,
         run_state(run, bool(events)),
     )
+
+
+def _count(value: Any) -> int:
+    """A recorded token count, or 0 for anything else: the usage is a step's own return
+    value, and one step holding text there must not break every listing of the runs."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def run_state(run: Run, started: bool, now: datetime | None = None) -> str:

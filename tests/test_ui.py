@@ -26,11 +26,12 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 import replay
-from journal import Journal, RunStatus
+from journal import Journal, RunStatus, RunVerification
 from replay._cli import app as cli
 from replay._ui import create_app
-from tests.conftest import PG_URL, postgres_store
+from tests.conftest import PG_URL, drop_schema, postgres_store
 from tests.ui_runs import HOSTILE, HOSTILE_RUN_ID, SCRIPT, Server, live_run, record
+from tests.ui_runs import research as _research
 
 BASE = "http://127.0.0.1"
 RUN_IDS = ["queued-2", "cats-1-dogs", "approve-3", HOSTILE_RUN_ID, "refund-7", "cats-1"]
@@ -137,8 +138,66 @@ def test_the_list_pages_through_many_runs(tmp_path: Path) -> None:
         assert 'id="older"' not in second and 'href="/?q=n-" id="newer"' in second
 
 
+def test_a_page_of_the_list_reads_that_page_of_runs_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a filter that must look at every run (workflow, text, interrupted/submitted),
+    the list asks the store for the runs it shows and one more: it read every run of the
+    journal for each page and each live refresh (3.4 s a page at 30,000 runs)."""
+    with Journal(tmp_path / "journal.db") as journal:
+        for n in range(120):
+            replay.submit(_research, n, journal=journal, run_id=f"q-{n:03d}")
+        handed: list[int] = []
+        listing = journal.store.list_runs
+
+        def counted(**options: Any) -> list[Any]:
+            runs = listing(**options)
+            handed.append(len(runs))
+            return runs
+
+        monkeypatch.setattr(journal.store, "list_runs", counted)
+        client = TestClient(create_app(journal), base_url=BASE)
+        for query, shown, read in [
+            ({}, 50, 51),
+            ({"offset": "50"}, 50, 101),
+            ({"status": "running", "since": "1h"}, 50, 51),
+            ({"offset": "100"}, 20, 120),
+            ({"q": "q-00"}, 10, 120),  # text: every run is looked at
+        ]:
+            handed.clear()
+            page = client.get("/runs/rows", params=query).text
+            assert (len(_ids(page)), handed) == (shown, [read]), query
+        assert _ids(client.get("/", params={"offset": "100"}).text)[-1] == "q-000"
+
+
 async def _noop(n: int) -> int:
     return n
+
+
+@replay.step(kind="llm")
+async def _usage(input_tokens: Any, output_tokens: Any) -> dict[str, Any]:
+    usage = {"model": "m-1", "input_tokens": input_tokens, "output_tokens": output_tokens}
+    return {"status": 200, "body": "ok", "llm": usage}
+
+
+async def _odd_usage() -> str:
+    await _usage(5, 2)
+    await _usage("many", [1])  # what a step may return: the journal keeps it as it is
+    return "done"
+
+
+def test_token_counts_that_are_not_numbers_do_not_break_the_pages(tmp_path: Path) -> None:
+    """A step's recorded `llm` usage is the step's own return value: one run holding text
+    where a count should be must not make the runs list (or its page) fail for every run."""
+    with Journal(tmp_path / "journal.db") as journal:
+        asyncio.run(replay.run(_odd_usage, journal=journal, run_id="odd-1"))
+        client = TestClient(create_app(journal), base_url=BASE)
+        listed = client.get("/")
+        assert listed.status_code == 200 and _ids(listed.text) == ["odd-1"]
+        assert '<td class="num">5 / 2</td>' in listed.text  # the counts that are counts
+        page = client.get("/run", params={"id": "odd-1"})
+        assert page.status_code == 200 and "5 in / 2 out" in page.text
+        assert "m-1 · many in / [1] out" in html.unescape(page.text)  # shown as recorded
 
 
 def test_run_page_shows_facts_outcome_steps_and_the_timeline(client: TestClient) -> None:
@@ -208,6 +267,26 @@ def test_diff_and_verify_pages(client: TestClient) -> None:
     assert 'data-id="refund-7" data-verdict="intact"' in one
 
 
+def test_the_verify_page_is_linear_in_the_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page tells the journal head's rows from the runs' without comparing each verdict
+    with all the others: that made it quadratic (18 s for a journal of 5,000 runs whose
+    verification takes 2 s; minutes at 30,000)."""
+    with Journal(tmp_path / "journal.db") as journal:
+        for n in range(100):
+            replay.submit(_research, f"topic {n}", journal=journal, run_id=f"queued-{n}")
+        compared = []
+        equal = RunVerification.__eq__
+        monkeypatch.setattr(
+            RunVerification, "__eq__", lambda a, b: compared.append(1) or equal(a, b)
+        )
+        page = TestClient(create_app(journal), base_url=BASE).get("/verify").text
+    assert page.count('data-verdict="intact"') == 100 and 'data-ok="true"' in page
+    assert page.count('href="/run?id=queued-') == 100  # each run links to its page
+    assert len(compared) == 0
+
+
 @pytest.mark.parametrize(
     "path",
     ["/run", "/run/summary", "/run/outcome", "/run/rows", "/run/timeline", "/live/run", "/verify"],
@@ -252,6 +331,24 @@ def test_a_page_asked_for_under_another_host_name_is_refused(client: TestClient)
     assert response.status_code == 400 and "cats-1" not in response.text
     for ours in ("localhost:8765", "127.0.0.1:8765", "[::1]:8765"):
         assert client.get("/", headers={"host": ours}).status_code == 200
+
+
+def test_a_server_on_every_address_still_refuses_another_sites_name(recorded: Path) -> None:
+    """With --host 0.0.0.0 (or ::) the page answers to any address and to this machine's
+    names, but a site that points its own name at the machine (DNS rebinding) still gets 400:
+    otherwise any page the user visits could read every run, and the actions' token."""
+    with Journal(recorded, read_only=True) as journal:
+        for wildcard in ("0.0.0.0", "::"):
+            client = TestClient(create_app(journal, host=wildcard), base_url=BASE)
+            refused = client.get("/", headers={"host": "attacker.example:8765"})
+            assert refused.status_code == 400 and "cats-1" not in refused.text
+            assert "refused a request for host 'attacker.example:8765'" in refused.text
+            assert "Fix: open the address `journal ui` printed" in refused.text
+            ours = ["192.168.1.20:8765", "[fe80::1]:8765", "localhost:8765", "10.0.0.7"]
+            for host in [*ours, f"{socket.gethostname()}:8765"]:
+                assert client.get("/", headers={"host": host}).status_code == 200, host
+            for malformed in ("", "[::1", "a:b:c", "127.0.0.1:", "127.0.0.1:x"):
+                assert client.get("/", headers={"host": malformed}).status_code == 400
 
 
 def test_recorded_text_is_escaped_in_every_page(client: TestClient) -> None:
@@ -453,6 +550,48 @@ def test_streams_report_new_runs_and_steps_as_they_are_recorded(journal_url: str
                 assert server.stop() < 2
         finally:
             server.stop() if server.thread.is_alive() else None
+
+
+def test_a_stream_refuses_a_seq_no_journal_can_hold(client: TestClient) -> None:
+    """A reconnecting page sends its last event id back: one past what a journal can hold (a
+    forged header, a mangled address) is a 400 before the stream opens, not a stream that dies
+    on its first read with a traceback in the terminal."""
+    huge = "9" * 30
+    for response in (
+        client.get("/live/run", params={"id": "cats-1", "after": huge}),
+        client.get("/live/run", params={"id": "cats-1"}, headers={"last-event-id": huge}),
+    ):
+        assert response.status_code == 400
+        assert f"after {huge} is too large: expected a whole number up to" in response.text
+    endless = client.get("/", params={"offset": "9" * 5000}).text  # not echoed whole
+    assert "offset 999999999999999999999999999999… is too large" in endless
+    assert len(endless) < 10_000
+
+
+def test_a_journal_failing_under_an_open_stream_ends_it_cleanly(pg_schema: str) -> None:
+    """PostgreSQL's tables gone (or its connection lost) while pages are open: their streams
+    end as streams end, so the browser reconnects and its next request gets the error page;
+    they were cut off mid-response, with an ASGI traceback in the terminal."""
+    postgres_store(pg_schema).close()  # creates it, or skips (fails on CI) without a server
+    url = f"{PG_URL}?schema={pg_schema}"
+    with Journal(url) as writer:
+        asyncio.run(replay.run(_noop, 1, journal=writer, run_id="before"))
+    with Journal(url, read_only=True) as journal, httpx.Client(timeout=10) as http:
+        server = Server(journal)
+        try:
+            with (
+                http.stream("GET", f"{server.url}/live/runs") as runs,
+                http.stream("GET", f"{server.url}/live/run?id=before") as run,
+            ):
+                streams = [runs.iter_lines(), run.iter_lines()]
+                assert [next(lines).split()[:2] for lines in streams] == [[":", "watching"]] * 2
+                drop_schema(pg_schema)
+                for lines in streams:
+                    assert all(line == "" or line.startswith(":") for line in lines)
+            again = http.get(f"{server.url}/live/run?id=before")
+            assert again.status_code == 500 and "could not answer" in again.text
+        finally:
+            server.stop()
 
 
 @contextlib.contextmanager

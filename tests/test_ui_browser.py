@@ -43,6 +43,15 @@ def _until(browser: WebDriver, script: str, *args: Any, timeout: float = 10) -> 
     )
 
 
+def _open_streams(browser: WebDriver, requests: set[Any], count: int) -> None:
+    """Waits until the server has `count` requests in flight (its open streams)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 10, poll_frequency=0.05).until(
+        lambda _: len(requests) == count, message=f"{len(requests)} streams open, not {count}"
+    )
+
+
 FRAME = "document.getElementById('timeline').contentDocument"
 TIMELINE_READY = f"return {FRAME}.documentElement.dataset.timeline === 'ready'"
 
@@ -203,3 +212,34 @@ def test_actions_exist_only_with_the_flag_and_work(
             assert _errors(browser) == []
         finally:
             server.stop()
+
+
+def test_a_page_in_a_background_tab_lets_its_stream_go(
+    browser: WebDriver, served: tuple[Path, Server]
+) -> None:
+    """A browser opens at most six connections to one server and each open page's stream
+    holds one, so with six pages open a seventh stayed blank. A page in a background tab now
+    closes its stream, and catches up when it is shown again. (The server's requests in
+    flight are its open streams once the pages have loaded.)"""
+    path, server = served
+    streams = server.server.server_state.tasks
+    first = browser.current_window_handle
+    browser.get(server.url + "/")
+    _until(browser, "return document.getElementById('live').dataset.state === 'on'")
+    try:
+        browser.switch_to.new_window("tab")
+        browser.get(server.url + href("/run", id="cats-1"))
+        _until(browser, "return document.getElementById('live').dataset.state === 'on'")
+        _open_streams(browser, streams, 1)
+        with live_run(str(path), "live-8", count=1):
+            browser.switch_to.window(first)  # shown again: it reconnects and catches up
+            _until(browser, "return document.querySelector(\"tr.run[data-id='live-8']\")")
+            _until(browser, "return document.getElementById('live').dataset.state === 'on'")
+            _open_streams(browser, streams, 1)
+    finally:
+        for handle in browser.window_handles:
+            if handle != first:
+                browser.switch_to.window(handle)
+                browser.close()
+        browser.switch_to.window(first)
+    assert _errors(browser) == []

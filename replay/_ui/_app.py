@@ -11,12 +11,15 @@ token and an Origin check (`_actions`).
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -85,13 +88,73 @@ def _templates(state: UiState) -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
-def allowed_hosts(host: str) -> list[str]:
-    """Host header values the server answers: its loopback names and the bound host, or any
-    for a wildcard bind (0.0.0.0, ::), which `journal ui` warns about."""
-    if host in ("0.0.0.0", "::", ""):
-        return ["*"]
-    bare = host.strip("[]")
-    return sorted({*LOOPBACK_NAMES, bare, f"[{bare}]" if ":" in bare else bare})
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+class _HostCheck:
+    """Answers only requests whose Host header names this server: a page on another site that
+    points its own name at this machine (DNS rebinding) gets 400, not the journal. A server on
+    every address (0.0.0.0, ::) answers to any IP address and to this machine's names, but
+    still to no other name."""
+
+    def __init__(self, app: ASGIApp, host: str) -> None:
+        self.app = app
+        self.any_address = host in WILDCARDS
+        bare = host.strip("[]").lower()
+        names = {*LOOPBACK_NAMES, bare, f"[{bare}]"}
+        if self.any_address:
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        self.names = frozenset(names)
+
+    def allows(self, header: str) -> bool:
+        name = host_name(header)
+        if name is None:
+            return False
+        if name in self.names:
+            return True
+        if not self.any_address:
+            return False
+        try:
+            ipaddress.ip_address(name.strip("[]"))
+        except ValueError:
+            return False
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("host", "")
+        if self.allows(header):
+            await self.app(scope, receive, send)
+            return
+        refused = PlainTextResponse(
+            f"journal ui: refused a request for host {header!r}: this server answers only to "
+            "its own addresses and names, so that another site cannot point its name at it and "
+            "read the journal. Fix: open the address `journal ui` printed, or start it with "
+            "--host set to the name you use.",
+            status_code=400,
+        )
+        await refused(scope, receive, send)
+
+
+def host_name(header: str) -> str | None:
+    """The lower-cased name or address of a Host header (`[::1]` keeps its brackets), without
+    the port; None if the header is not one."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        name, bracket, rest = header.partition("]")
+        name += bracket
+        port = rest.removeprefix(":")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+    else:
+        name, colon, port = header.partition(":")
+        if colon and not port:
+            return None
+    if not name or (port and not port.isdigit()):
+        return None
+    return name
 
 
 def create_app(
@@ -117,7 +180,7 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(_SecurityHeaders),
-            Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host)),
+            Middleware(_HostCheck, host=host),
         ],
         exception_handlers=_pages.exception_handlers(),
     )

@@ -12,9 +12,10 @@ A stream ends when the client goes away (Starlette cancels it) or when the serve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -26,10 +27,12 @@ from starlette.routing import Route
 from journal import Journal, RunStatus
 from journal._inspect import run_state
 
+from .._log import get_logger
 from ._pages import required
 from ._state import state_of
 from ._views import FINISHED, runs_signature, whole_number
 
+log = get_logger("replay.ui")
 KEEP_ALIVE_SECONDS = 15.0
 """A comment line this often keeps proxies and the browser from closing a quiet stream."""
 
@@ -46,9 +49,22 @@ def _message(event: str, data: dict[str, Any], event_id: int | None = None) -> s
     return f"{head}data: {json.dumps(data)}\n\n"
 
 
-def _stream(request: Request, messages: AsyncIterator[str]) -> Response:
+async def _ending_cleanly(messages: AsyncGenerator[str, None]) -> AsyncIterator[str]:
+    """`messages`, ended as a stream ends when the journal fails under it (a lost connection
+    to PostgreSQL, tables gone, a lock held past its timeout): the page reconnects, and its
+    next request shows the error. Cut off instead, the response would end mid-message with an
+    ASGI traceback in the terminal."""
+    async with contextlib.aclosing(messages):
+        try:
+            async for message in messages:
+                yield message
+        except Exception as exc:  # whatever the store raised: logged, the page reconnects
+            log.warning("ui.stream_ended", error=f"{type(exc).__name__}: {exc}")
+
+
+def _stream(request: Request, messages: AsyncGenerator[str, None]) -> Response:
     return StreamingResponse(
-        messages,
+        _ending_cleanly(messages),
         media_type="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )
@@ -71,7 +87,7 @@ async def runs_stream(request: Request) -> Response:
     """`runs` events whenever a run is added, changes status or records progress."""
     journal = state_of(request).journal
 
-    async def messages() -> AsyncIterator[str]:
+    async def messages() -> AsyncGenerator[str, None]:
         yield ": watching the runs\n\n"  # sends the headers now: the page knows it is live
         seen = await _read(lambda: runs_signature(journal))
         async for tick in _ticks(request):
@@ -96,7 +112,7 @@ async def run_stream(request: Request) -> Response:
     after = whole_number(resumed, "after")
     await _read(lambda: journal.run(run_id))  # RunNotFound: 404 before the stream opens
 
-    async def messages() -> AsyncIterator[str]:
+    async def messages() -> AsyncGenerator[str, None]:
         nonlocal after
         yield f": watching run {json.dumps(run_id)}\n\n"
         seen = await _read(lambda: _facts(journal, run_id))

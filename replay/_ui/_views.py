@@ -100,14 +100,24 @@ def href(path: str, **params: Any) -> str:
     return f"{path}?{urlencode(kept)}" if kept else path
 
 
+LARGEST = 2**63 - 1
+"""The largest seq or offset a journal can hold (SQLite's and PostgreSQL's integers)."""
+
+
 def whole_number(text: str, name: str) -> int:
-    """`text` as an integer >= 0, or `BadFilter` saying what `name` takes."""
-    try:
-        number = int(text)
-    except ValueError:
-        number = -1
+    """`text` as an integer from 0 to `LARGEST`, or `BadFilter` saying what `name` takes."""
+    shown = text if len(text) <= 30 else f"{text[:30]}…"
+    if len(text) > 30 and text.isdigit():
+        number = LARGEST + 1  # int() refuses past 4,300 digits, and none of them is needed
+    else:
+        try:
+            number = int(text)
+        except ValueError:
+            number = -1
     if number < 0:
-        raise BadFilter(f"{name} must be a whole number (0 or more), not {text!r}.")
+        raise BadFilter(f"{name} must be a whole number (0 or more), not {shown!r}.")
+    if number > LARGEST:
+        raise BadFilter(f"{name} {shown} is too large: expected a whole number up to {LARGEST:,}.")
     return number
 
 
@@ -122,9 +132,12 @@ def select_runs(journal: Journal, chosen: RunFilter) -> tuple[list[RunDigest], b
     status = "running" if by_state else chosen.status or None
     needle = chosen.text.casefold()
     workflow = chosen.workflow.casefold()
+    # Filters the store cannot apply look at every run; otherwise this page and one more will do.
+    every = bool(workflow or needle or by_state)
+    limit = None if every else chosen.offset + PAGE_SIZE + 1
     page: list[RunDigest] = []
     skipped = 0
-    for run in journal.runs(status=status):
+    for run in journal.runs(status=status, limit=limit):
         if since is not None and run.created_at < since:
             break  # newest first: every later run is older still
         if workflow and workflow not in workflow_name(run).casefold():

@@ -9,18 +9,33 @@
   const body = document.body;
   const live = document.getElementById("live");
 
-  function connect(url, handlers) {
-    const source = new EventSource(url);
-    live.dataset.state = "connecting";
-    source.addEventListener("open", () => { live.dataset.state = "on"; });
-    source.addEventListener("error", () => {
-      live.dataset.state = source.readyState === EventSource.CLOSED ? "off" : "connecting";
-    });
-    for (const [name, handler] of Object.entries(handlers)) {
-      source.addEventListener(name, (e) => handler(JSON.parse(e.data)));
+  /** Follows the stream at `url()` while the page is shown. A browser opens at most six
+   * connections to a server and each stream holds one, so a page in a background tab lets its
+   * stream go (more tabs would stay blank), and calls `caughtUp` when it is shown again. */
+  function connect(url, handlers, caughtUp) {
+    let source = null;
+    function open() {
+      const opened = source = new EventSource(url());
+      live.dataset.state = "connecting";
+      opened.addEventListener("open", () => { live.dataset.state = "on"; });
+      opened.addEventListener("error", () => {
+        live.dataset.state = opened.readyState === EventSource.CLOSED ? "off" : "connecting";
+      });
+      for (const [name, handler] of Object.entries(handlers)) {
+        opened.addEventListener(name, (e) => handler(JSON.parse(e.data)));
+      }
     }
-    window.addEventListener("pagehide", () => source.close());
-    return source;
+    function close() {
+      if (source !== null) source.close();
+      source = null;
+      live.dataset.state = "paused";
+    }
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) close();
+      else if (source === null) { open(); caughtUp(); }
+    });
+    window.addEventListener("pagehide", close);
+    if (document.hidden) close(); else open();
   }
 
   async function fragment(url) {
@@ -71,7 +86,7 @@
   if (body.dataset.page === "runs" && body.dataset.live) {
     const rows = document.getElementById("runs-rows");
     const refresh = serial(async () => { rows.innerHTML = await fragment(body.dataset.rows); });
-    connect(body.dataset.live, { runs: refresh });
+    connect(() => body.dataset.live, { runs: refresh }, refresh);
   }
 
   if (body.dataset.page === "run") {
@@ -98,9 +113,10 @@
       outcome.innerHTML = await fragment(body.dataset.outcome);
     });
     const reloadTimeline = throttled(() => reloadFrame(frame), 700);
-    connect(body.dataset.live, {
-      steps: () => { appendRows(); refreshSummary(); reloadTimeline(); },
-      run: () => { refreshSummary(); refreshOutcome(); reloadTimeline(); },
+    const steps = () => { appendRows(); refreshSummary(); reloadTimeline(); };
+    const run = () => { refreshSummary(); refreshOutcome(); reloadTimeline(); };
+    connect(() => `${body.dataset.live}&after=${lastSeq}`, { steps, run }, () => {
+      appendRows(); run();
     });
   }
 })();
