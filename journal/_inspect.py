@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -183,9 +183,10 @@ class TimelineEntry:
         return entry
 
 
-def timeline(events: list[Event]) -> list[TimelineEntry]:
+def with_durations(events: Iterable[Event]) -> Iterator[tuple[Event, timedelta | None]]:
+    """Each event (one run's, in seq order) with its attempt's duration: from the attempt's
+    `started` row to this row; None for a `started` row, or an outcome written alone."""
     started: dict[tuple[str, int], datetime] = {}
-    entries = []
     for event in events:
         duration = None
         if event.status is EventStatus.STARTED:
@@ -194,6 +195,11 @@ def timeline(events: list[Event]) -> list[TimelineEntry]:
             begun = started.pop((event.key, event.attempt), None)
             if begun is not None:
                 duration = event.created_at - begun
-        depth = event.key.rpartition(":")[0].count("/")
-        entries.append(TimelineEntry(event, depth, duration))
-    return entries
+        yield event, duration
+
+
+def timeline(events: list[Event]) -> list[TimelineEntry]:
+    return [
+        TimelineEntry(event, event.key.rpartition(":")[0].count("/"), duration)
+        for event, duration in with_durations(events)
+    ]

@@ -26,7 +26,7 @@ from journal import (
     parse_since,
 )
 from journal._codec import json_or_text
-from journal._inspect import RunDigest, digest, llm_usage, run_state
+from journal._inspect import RunDigest, digest, llm_usage, run_state, with_durations
 from journal._verify import verify_run
 
 PAGE_SIZE = 50
@@ -193,15 +193,8 @@ class StepRow:
 
 def step_rows(run: Run, events: Iterable[Event]) -> list[StepRow]:
     """`events` (one run's, in seq order) as table rows, each with its attempt's duration."""
-    started: dict[tuple[str, int], datetime] = {}
     rows = []
-    for event in events:
-        duration = None
-        if event.status is EventStatus.STARTED:
-            started[(event.key, event.attempt)] = event.created_at
-        else:
-            begun = started.pop((event.key, event.attempt), None)
-            duration = None if begun is None else event.created_at - begun
+    for event, duration in with_durations(events):
         offset = (event.created_at - run.created_at) / timedelta(milliseconds=1)
         rows.append(StepRow(event, offset, duration, llm_usage(event)))
     return rows
