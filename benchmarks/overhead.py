@@ -307,6 +307,10 @@ async def _bench_sizes(cfg: Config, workdir: Path) -> list[Row]:
         n = cfg.io_n
         io = await _timed(_runs(j, count_up_with_io, n, f"io-{n}", "resume"), 3)
         rows.append(_row("info", "engine: step that yields once, 2 commits/step", n, io, "µs/step"))
+        io = []
+        for _ in range(3):  # a step that waited live is handed out once the run's tasks settle
+            io += await _timed(_runs(j, count_up_with_io, n, f"io-{n}", "replay"), 1)
+        rows.append(_row("info", "engine: served step that waited live", n, io, "µs/step"))
         n = max(cfg.sizes)
         wide = await _timed(_runs(j, fan_out, n, f"gather-{n}", "resume"), 1)
         rows.append(_row("info", "engine: gather of n tasks, 1 step each", n, wide, "µs/task"))

@@ -57,13 +57,16 @@ the code cancels it (a cancelled attempt; or an attempt in flight when the run e
 
 class Turn:
     """A served outcome that must wait for its turn: the row and its place in the history
-    (-1 for a step in flight when its run ended, which has none)."""
+    (-1 for a step in flight when its run ended, which has none). `settle`: even at its turn,
+    it waits for the run's tasks to settle first (the step waited live, and whatever was ready
+    ran meanwhile)."""
 
-    __slots__ = ("pos", "row")
+    __slots__ = ("pos", "row", "settle")
 
-    def __init__(self, row: EventRow, pos: int) -> None:
+    def __init__(self, row: EventRow, pos: int, settle: bool = False) -> None:
         self.row = row
         self.pos = pos
+        self.settle = settle
 
 
 class _Held:
@@ -287,9 +290,13 @@ class History:
         with self.lock:
             self._refuse_after_stop()
             if pos == self.cursor and not cancelled:
-                self.reach(pos)
-                return
-            party, foreign = self._held_task(row[1], row[3], pos, on_hold)
+                if not turn.settle:
+                    self.reach(pos)
+                    return
+                party, foreign = self._held_task(row[1], row[3], pos, on_hold)
+                self._release(pos)  # once the tasks ready now have run, as they did live
+            else:
+                party, foreign = self._held_task(row[1], row[3], pos, on_hold)
         try:
             await party.future  # type: ignore[misc]
         except asyncio.CancelledError:
@@ -322,6 +329,13 @@ class History:
             if foreign:
                 on_hold(-1)
             self.reach(pos)
+
+    def others_ready(self) -> bool:
+        """Whether other tasks of the run are ready to run, on the run's own loop (the asker is
+        on it): live, they ran while a step waited, so they run before its outcome here."""
+        if threading.get_ident() != self.loop_thread:
+            return False
+        return run_ready(self.loop, *self.tasks())
 
     def _held_task(
         self, key: str, name: str, pos: int, on_hold: Callable[[int], None]

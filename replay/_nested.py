@@ -53,6 +53,9 @@ class _ChildRunStep:
     kind = EventKind.RUN
     called_from_library = False
     passive = False
+    is_async = True
+    """The parent awaited the child's run: its other ready tasks ran meanwhile, and on replay
+    they run before the child's recorded outcome is handed out too."""
 
     def __init__(self, spec: WorkflowSpec) -> None:
         self.name = f"replay.run:{spec.path}"

@@ -330,6 +330,10 @@ class Session:
                 pos = history.pos_of[last[0]]
                 if pos == history.cursor and last[5] != "cancelled":
                     if defer is None:
+                        if len(entry.rows) > 1 and spec.is_async and history.others_ready():
+                            # It waited live (its start was written first): what was ready
+                            # then ran before its result came, and it runs first here too.
+                            return Turn(last, pos, settle=True)
                         history.reach(pos)
                     else:
                         defer.append(pos)

@@ -43,6 +43,8 @@ class _TimerStep:
     """Its call site is the user's line, past `wait_for` and `__aenter__`."""
     passive = True
     """Waiting for its deadline is a loop timer, not outside work the run is busy with."""
+    is_async = False
+    """Its row is taken in turn when the block ends (or expires), never held to settle."""
 
 
 _TIMER: Any = _TimerStep()

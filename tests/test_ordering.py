@@ -161,6 +161,60 @@ def test_code_that_never_asks_for_what_came_next_is_a_clear_error(journal: Journ
     assert "0/2:1 (fetch)" in str(err.value)  # the step that waited for its turn
 
 
+# -- what other tasks did while a step waited --------------------------------------------------
+
+
+@replay.step(kind="tool")
+async def instant(name: str) -> str:
+    """A step that never waits: live, nothing else runs between its call and its result."""
+    executions[name] += 1
+    return f"<{name}>"
+
+
+async def bystanders_meanwhile(asked: str) -> str:
+    """One task asks for a step; the others, ready at the same moment, record that they ran.
+    Live, they run while the step waits on I/O, or after a step that never waits returns."""
+    order: list[str] = []
+
+    async def asker() -> None:
+        await (fetch(asked) if asked == "slow" else instant(asked))
+        order.append("asker")
+
+    async def bystander(name: str, turns: int) -> None:
+        for _ in range(turns):
+            await asyncio.sleep(0)  # a few loop turns of work that journals nothing
+        order.append(name)
+
+    await asyncio.gather(asker(), bystander("quick bystander", 0), bystander("busy one", 3))
+    return await summarise(order)
+
+
+@pytest.mark.parametrize(
+    ("asked", "live_order"),
+    [
+        ("slow", "quick bystander then busy one then asker"),
+        ("now", "asker then quick bystander"),  # the busy one's turns come after
+    ],
+)
+def test_tasks_that_ran_while_a_step_waited_run_before_its_result_on_replay(
+    journal: Journal, asked: str, live_order: str
+) -> None:
+    """A step that waited live is handed out only once the run's other ready tasks have done
+    what they did meanwhile; a step that never waited is handed out at once, as it returned
+    live. Served at once, the asker overtook the bystanders (a framework that numbers its tasks
+    by what happened first then gave them other keys: llama-index's parallel tool calls)."""
+    delays.update({"slow": 0.02})
+    live = asyncio.run(replay.run(bystanders_meanwhile, asked, journal=journal, run_id="b"))
+    assert live.startswith(live_order)
+    executions.clear()
+    replayed = asyncio.run(
+        replay.run_with_summary(
+            bystanders_meanwhile, asked, journal=journal, run_id="b", mode="replay"
+        )
+    )
+    assert replayed.result == live and executions == Counter()
+
+
 # -- journaled timeouts ------------------------------------------------------------------------
 
 

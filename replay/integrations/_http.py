@@ -78,16 +78,18 @@ class HttpStep:
     kind: EventKind
     called_from_library = True
     """The request is made deep inside an SDK: the call site is the first user frame."""
+    is_async: bool = False
+    """Made through the async transport: a served response waits for the run's ready tasks."""
 
 
-def _describe(request: Any) -> tuple[HttpStep, bytes, bytes, int | None]:
+def _describe(request: Any, is_async: bool) -> tuple[HttpStep, bytes, bytes, int | None]:
     """(step, canonical arguments, fingerprinted part, retry count) of a request read fully."""
     url = str(request.url)
     parts = urlsplit(url)
     path = parts.path or "/"
     kind = EventKind.LLM if path.endswith(_LLM_PATHS) else EventKind.TOOL
     host = parts.netloc.rpartition("@")[2]  # never `user:password@`: the name is not redacted
-    step = HttpStep(f"{request.method} {host}{path}", kind)
+    step = HttpStep(f"{request.method} {host}{path}", kind, is_async)
     body = _body_value(request.content, request.headers.get("content-type", ""))
     matched = canonical_json({"method": request.method, "url": url, "body": body})
     kept = {k: v for k, v in request.headers.items() if k.lower() in KEPT_REQUEST_HEADERS}
@@ -296,11 +298,11 @@ class Call:
 
     __slots__ = ("plan", "scope", "served", "session", "started_at", "step", "turn", "url")
 
-    def __init__(self, request: Any, scope: TaskScope) -> None:
+    def __init__(self, request: Any, scope: TaskScope, *, is_async: bool) -> None:
         self.scope = scope
         self.url = str(request.url)
         self.session = session = scope.session
-        step, arguments, matched, retry = _describe(request)
+        step, arguments, matched, retry = _describe(request, is_async)
         self.step = step
         if session.redact is not None:
             arguments = session.redact(arguments)
@@ -458,7 +460,7 @@ class AsyncJournalTransport:
         if scope is None:
             return await self.inner.handle_async_request(request)
         await request.aread()  # a multipart body arrives as a stream
-        call = Call(request, scope)
+        call = Call(request, scope, is_async=True)
         if call.served is not None:
             return await call.serve_in_turn(request)
         call.start()
@@ -518,7 +520,7 @@ class JournalTransport:
         if scope is None:
             return self.inner.handle_request(request)
         request.read()
-        call = Call(request, scope)
+        call = Call(request, scope, is_async=False)
         if call.served is not None:
             return call.serve_sync(request)
         call.start(sync=True)  # the loop may be blocked by this call: write the start now

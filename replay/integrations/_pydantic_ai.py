@@ -85,6 +85,8 @@ class _UnitStep:
     name: str
     kind: EventKind
     called_from_library = False
+    is_async = True
+    """The unit's body was awaited live: the run's ready tasks ran before its outcome came."""
 
 
 class _Unencodable(Exception):
@@ -199,7 +201,7 @@ class _JournalBackend(CallableOperationBackend[None]):
         ctx = next(found, None) or _dispatching.get()
         if isinstance(operation_id, _TOOL_CALL_UNITS) and ctx is not None and ctx.tool_call_id:
             name = f"{name}@{ctx.tool_call_id}"  # parallel calls of one tool are told apart
-        # Session reads a spec's name, kind and called_from_library only: a unit has those.
+        # Session reads a spec's name, kind, called_from_library and is_async: a unit has those.
         step = cast("StepSpec", _UnitStep(name, _kind(operation_id)))
         key = _unit_key(scope, operation_id, name, ctx)
         arguments = canonical_json(_arguments(operation_id, cache_key))
