@@ -103,7 +103,8 @@ class _HostCheck:
         bare = host.strip("[]").lower()
         names = {*LOOPBACK_NAMES, bare, f"[{bare}]"}
         if self.any_address:
-            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+            # Not getfqdn(): a reverse lookup can stall the start for seconds where DNS is slow.
+            names.add(socket.gethostname().lower())
         self.names = frozenset(names)
 
     def allows(self, header: str) -> bool:
