@@ -34,6 +34,8 @@ from ._sitting import DEFAULT_LEASE_SECONDS, DebugOptions, debug_options
 from ._versions import accepted_versions, check_version
 from ._workflow import RunOutcome
 
+_LOOP_RUNNING = ("running event loop", "another loop is running")  # asyncio.run, loop.run_*
+
 
 def load_workflow(entry: str) -> Callable[..., Awaitable[Any]]:
     """The function named by `module:qualname` or `path/to/file.py:qualname`.
@@ -46,6 +48,7 @@ def load_workflow(entry: str) -> Callable[..., Awaitable[Any]]:
             f"cannot read {entry!r} as a workflow. Expected module:function or "
             "path/to/file.py:function."
         )
+    loading = None  # the file's module while it is imported
     try:
         if target.endswith(".py"):
             path = Path(target).resolve()
@@ -53,12 +56,12 @@ def load_workflow(entry: str) -> Callable[..., Awaitable[Any]]:
                 raise FileNotFoundError(path)
             spec = importlib.util.spec_from_file_location(path.stem, path)
             assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
+            module = loading = importlib.util.module_from_spec(spec)
             sys.modules.setdefault(path.stem, module)
             try:
                 spec.loader.exec_module(module)
             except RuntimeError as exc:
-                if "running event loop" not in str(exc):
+                if not any(loop in str(exc) for loop in _LOOP_RUNNING):
                     raise
                 _close_coroutines(exc)
                 sys.modules.pop(path.stem, None)
@@ -75,6 +78,17 @@ def load_workflow(entry: str) -> Callable[..., Awaitable[Any]]:
             f"cannot import {target!r} for workflow {entry!r}: {exc}. Fix: run from the "
             "directory your code imports from, or pass --entry module:function "
             "(or path/to/file.py:function)."
+        ) from exc
+    except WorkflowNotFound:
+        raise
+    except (Exception, SystemExit) as exc:  # its own code failed: no verdict on the run
+        if loading is not None and sys.modules.get(loading.__name__) is loading:
+            del sys.modules[loading.__name__]
+        raise WorkflowNotFound(
+            f"importing {target} for workflow {entry!r} raised {type(exc).__name__}: {exc}; "
+            "nothing was run. Fix: make it importable here as it was where the run was "
+            "recorded (its environment variables, its files), or pass --entry naming code "
+            "that is."
         ) from exc
     found: Any = module
     for part in qualname.split("."):

@@ -202,12 +202,23 @@ def _recorded_failure(run: Run) -> RecordedError | None:
         return None
 
 
+def same_recorded_failure(
+    journal: Journal, run: Run, exc: BaseException, sessions: list[Session]
+) -> bool:
+    """Whether `exc`, raised by a replay of the failed `run`, is the failure it recorded."""
+    recorded = _recorded_failure(run)
+    return recorded is not None and _same_failure(
+        recorded, RecordedError.from_exception(exc), journal, sessions
+    )
+
+
 def _same_failure(
     recorded: RecordedError, now: RecordedError, journal: Journal, sessions: list[Session]
 ) -> bool:
     """The same exception type and message (as the journal keeps it: redacted), the same
     members for a group, and the same cause, all the way down."""
-    if recorded.type != now.type:
+    recorded, now = _as_raised(recorded), _as_raised(now)
+    if not _same_type(recorded.type, now.type):
         return False
     if recorded.message != _scrubbed(journal, sessions, now.message):
         return False
@@ -223,6 +234,29 @@ def _same_failure(
     return recorded.cause is None or (
         now.cause is not None and _same_failure(recorded.cause, now.cause, journal, sessions)
     )
+
+
+_STEP_FAILED = "replay._errors:StepFailed"
+
+
+def _as_raised(error: RecordedError) -> RecordedError:
+    """A `StepFailed` (an exception whose type this process could not rebuild, a script's
+    `__main__` one say) as the type and message it stands for."""
+    attributes = error.attributes or {}
+    if error.type != _STEP_FAILED or not isinstance(attributes.get("type_name"), str):
+        return error
+    return error.model_copy(
+        update={"type": attributes["type_name"], "message": str(attributes.get("message"))}
+    )
+
+
+def _same_type(recorded: str, now: str) -> bool:
+    """The same `module:qualname`; a script's types are `__main__`'s where it ran as a script
+    and its file's module where `--entry path/to/script.py:function` imported it."""
+    if recorded == now:
+        return True
+    (module, _, name), (now_module, _, now_name) = recorded.partition(":"), now.partition(":")
+    return name == now_name and "__main__" in (module, now_module)
 
 
 def _scrubbed(journal: Journal, sessions: list[Session], text: str) -> str:

@@ -352,6 +352,113 @@ def test_replaying_a_script_without_a_main_guard_says_so(tmp_path: Path) -> None
     assert "never awaited" not in replayed.stderr
 
 
+_FLOW = """
+import asyncio
+
+from journal import Journal
+from replay import run, step
+
+
+@step(kind="tool")
+async def parse(text: str) -> int:
+    return int(text)
+
+
+async def flow(text: str) -> int:
+    {before}return await parse(text) + 1
+"""
+
+
+def _journal_cli(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    script = str(Path(sys.executable).with_name("journal"))
+    return subprocess.run(
+        [script, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("top", "said"),
+    [
+        ('import os\nKEY = os.environ["NOT_SET_ANYWHERE_KEY"]\n', "NOT_SET_ANYWHERE_KEY"),
+        ("import sys\nsys.exit(0)\n", "SystemExit"),
+        (
+            'print(asyncio.new_event_loop().run_until_complete(run(flow, "1", '
+            'journal=Journal("runs.db"), run_id="r-1")))\n',
+            'if __name__ == "__main__":',
+        ),
+    ],
+    ids=["env", "exit", "run_until_complete"],
+)
+@pytest.mark.parametrize("text", ["1", "one"], ids=["completed", "failed"])
+def test_an_entry_that_fails_to_import_is_an_error_not_a_verdict(
+    tmp_path: Path, top: str, said: str, text: str
+) -> None:
+    """An entry file whose import fails (an unset environment variable, a `sys.exit`, a
+    top-level `loop.run_until_complete`) replayed nothing: exit 1 naming the cause. It once
+    said "does not reproduce" (exit 3), "reproduced the recorded failure" of a failed run with
+    the import's error (exit 0), or exited 0 in silence."""
+    with Journal(tmp_path / "runs.db") as journal:
+        (tmp_path / "good.py").write_text(_FLOW.format(before=""))
+        sys.path.insert(0, str(tmp_path))
+        try:
+            import good  # type: ignore[import-not-found]
+
+            with contextlib.suppress(ValueError):
+                asyncio.run(run(good.flow, text, journal=journal, run_id="r-1"))
+        finally:
+            sys.path.remove(str(tmp_path))
+            sys.modules.pop("good", None)
+    (tmp_path / "agent.py").write_text(_FLOW.format(before="") + top)
+    replayed = _journal_cli(
+        tmp_path, "replay", "r-1", "--entry", "agent.py:flow", "--db", "runs.db"
+    )
+    out = replayed.stdout + replayed.stderr
+    assert replayed.returncode == 1, out
+    assert said in replayed.stderr and "nothing was" in replayed.stderr, out
+    assert "reproduce" not in out
+
+
+def test_replaying_a_failed_run_that_now_fails_otherwise_does_not_reproduce(
+    tmp_path: Path,
+) -> None:
+    """A failed run whose code now raises another exception does not reproduce (exit 3, both
+    failures named): `journal replay` once said "reproduced the recorded failure" of any
+    exception at all. The same failure still reproduces, a step's failure whose type the CLI
+    cannot import (`__main__:...`, served as `StepFailed`) included."""
+    (tmp_path / "agent.py").write_text(
+        _FLOW.format(before="")
+        + '\n\nclass Refused(Exception):\n    pass\n\n\n@step(kind="tool")\n'
+        'async def refund(amount: int) -> int:\n    raise Refused(f"{amount} is too much")\n'
+        "\n\nasync def pay(amount: int) -> int:\n    return await refund(amount)\n\n\n"
+        'if __name__ == "__main__":\n    import contextlib\n\n'
+        "    with contextlib.suppress(Exception):\n"
+        '        asyncio.run(run(flow, "one", journal=Journal("runs.db"), run_id="r-1"))\n'
+        "    with contextlib.suppress(Refused):\n"
+        '        asyncio.run(run(pay, 250, journal=Journal("runs.db"), run_id="r-2"))\n'
+    )
+    recorded = subprocess.run(
+        [sys.executable, "agent.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    same = _journal_cli(tmp_path, "replay", "r-1", "--entry", "agent.py:flow", "--db", "runs.db")
+    assert same.returncode == 0 and "reproduced the recorded failure" in same.stdout, same
+    unimportable = _journal_cli(
+        tmp_path, "replay", "r-2", "--entry", "agent.py:pay", "--db", "runs.db"
+    )
+    assert unimportable.returncode == 0, unimportable.stdout + unimportable.stderr
+    assert "reproduced the recorded failure" in unimportable.stdout
+    (tmp_path / "agent.py").write_text(_FLOW.format(before="1 / 0\n    "))
+    other = _journal_cli(
+        tmp_path, "replay", "r-1", "--entry", "agent.py:flow", "--db", "runs.db", "--json"
+    )
+    assert other.returncode == 3, other.stdout + other.stderr
+    verdict = json.loads(other.stdout)
+    assert verdict["reproduced"] is False
+    assert "ZeroDivisionError" in verdict["detail"] and "ValueError" in verdict["detail"]
+
+
 def test_runs_json_names_a_forks_parent_and_fork_point(tmp_path: Path) -> None:
     """docs/cli.md says a fork's parent and fork point show in `journal runs --json`."""
     db = tmp_path / "j.db"

@@ -16,11 +16,13 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from journal import JournalError, RunCancelled, RunStatus
+from journal import JournalError, Run, RunCancelled, RunStatus
+from journal._exceptions import RecordedError
 
 from .._errors import FrontierReached, NonDeterminismError, Suspended, VersionNotAccepted
 from .._rerun import replay_run, resume_run, retry_run
-from .._session import RunSummary
+from .._session import RunSummary, Session
+from .._upgrade import same_recorded_failure
 from .._worker import DEFAULT_CONCURRENCY, Worker, WorkerStats
 from .._workflow import RunOutcome
 from ._app import (
@@ -47,12 +49,24 @@ EntryOption = Annotated[
 
 
 def _replay_with_progress(
-    journal: Any, run_id: str, entry: str | None, allow_live: bool, break_at: str | None
+    journal: Any,
+    run_id: str,
+    entry: str | None,
+    allow_live: bool,
+    break_at: str | None,
+    sessions: list[Session],
 ) -> RunOutcome[Any]:
     """Replay, with a progress bar on a terminal (not while pdb owns it, not when piped)."""
     if break_at is not None or not sys.stderr.isatty():
         return asyncio.run(
-            replay_run(journal, run_id, entry=entry, allow_live=allow_live, break_at=break_at)
+            replay_run(
+                journal,
+                run_id,
+                entry=entry,
+                allow_live=allow_live,
+                break_at=break_at,
+                sessions=sessions,
+            )
         )
     columns = (
         TextColumn("replaying"),
@@ -68,7 +82,14 @@ def _replay_with_progress(
             bar.update(task, completed=served, total=total)
 
         return asyncio.run(
-            replay_run(journal, run_id, entry=entry, allow_live=allow_live, progress=advance)
+            replay_run(
+                journal,
+                run_id,
+                entry=entry,
+                allow_live=allow_live,
+                progress=advance,
+                sessions=sessions,
+            )
         )
 
 
@@ -107,10 +128,13 @@ def replay_command(
             )
         raise typer.Exit(3)
 
+    sessions: list[Session] = []
     with open_journal(db) as journal:
         try:
             with workflow_output(as_json):
-                outcome = _replay_with_progress(journal, run_id, entry, allow_live, break_at)
+                outcome = _replay_with_progress(
+                    journal, run_id, entry, allow_live, break_at, sessions
+                )
         except (NonDeterminismError, FrontierReached) as exc:
             differs(str(exc))
         except RunCancelled as exc:  # the replay reached where the run was cancelled
@@ -125,8 +149,14 @@ def replay_command(
             fail(str(exc))
         except Exception as exc:  # the workflow failed where the recording did not
             recorded = journal.run(run_id)
+            failure = f"{type(exc).__name__}: {exc}"
+            if recorded.status is RunStatus.FAILED and not same_recorded_failure(
+                journal, recorded, exc, sessions
+            ):
+                differs(
+                    f"the workflow raised {failure}, the recording failed with {_error(recorded)}"
+                )
             if recorded.status is RunStatus.FAILED:
-                failure = f"{type(exc).__name__}: {exc}"
                 if as_json:
                     print_json(_replayed(run_id, True, f"the recorded failure: {failure}"))
                 else:
@@ -151,6 +181,15 @@ def replay_command(
             f"note: {len(summary.unconsumed)} recorded steps were never asked for: "
             + ", ".join(summary.unconsumed[:10])
         )
+
+
+def _error(run: Run) -> str:
+    """The run's recorded error, `Type: message`."""
+    try:
+        recorded = RecordedError.model_validate_json(run.error or b"")
+    except ValueError:
+        return "an error the journal cannot read"
+    return f"{recorded.type.rpartition(':')[2]}: {recorded.message}"
 
 
 def _replayed(
