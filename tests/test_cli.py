@@ -562,3 +562,35 @@ def test_the_cli_is_quiet_unless_asked_to_be_verbose(tmp_path: Path) -> None:
         [script, "-v", *base[1:]], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
     assert loud.returncode == 0 and "event='run.sitting_finished'" in loud.stderr, loud.stderr
+
+
+def test_runs_transcripts_in_the_cli_page_have_the_columns_and_keys_it_prints(
+    tmp_path: Path,
+) -> None:
+    """Every `journal runs` table in docs/cli.md has the columns the command prints for runs
+    recorded by a script (each with the version that started it), and the `--json` transcript
+    has its keys: the cancel section's table once lacked the version column and the JSON its
+    `version` key."""
+    db = tmp_path / "j.db"
+    (tmp_path / "agent.py").write_text(
+        "import asyncio\nfrom journal import Journal\nfrom replay import run\n\n\n"
+        "async def forever() -> int:\n    return 1\n\n\n"
+        'asyncio.run(run(forever, journal=Journal("j.db"), run_id="runaway"))\n'
+    )
+    made = subprocess.run(
+        [sys.executable, "agent.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    table = CliRunner().invoke(app, ["runs", "--db", str(db)])
+    listed = CliRunner().invoke(app, ["runs", "--db", str(db), "--json"])
+    assert table.exit_code == 0 and listed.exit_code == 0
+    header = table.stdout.splitlines()[0].split()
+    keys = list(json.loads(listed.stdout)[0])
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    tables = re.findall(r"^\$ journal runs(?! .*--json)[^\n]*\n([^\n]*)", docs, flags=re.M)
+    assert tables
+    for documented in tables:
+        assert documented.split() == header, documented
+    shown = re.search(r"^\$ journal runs [^\n]*--json\n(\[.*?^\])", docs, flags=re.M | re.S)
+    assert shown is not None
+    assert list(json.loads(shown.group(1))[0]) == keys
