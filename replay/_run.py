@@ -111,13 +111,15 @@ def _inputs(
 
 def _run_id(run_id: str | None, *, resumable: bool = False) -> str:
     """`run_id`, checked; a new random one if None (and, for a run that is resumed by calling
-    again with its id, a warning that it cannot be: once per call site, as warnings are)."""
+    again with its id, a warning that it cannot be: once per call site, as warnings are, so
+    its text names no id: Python shows a warning again when its text differs)."""
     if run_id is None:
         new = uuid.uuid4().hex
         if resumable:
             warnings.warn(
-                f"this run was started without a run_id, so it got the random id {new!r}: "
-                "after a crash, calling again starts a new run instead of resuming this one. "
+                "this run was started without a run_id, so it got a random one (`journal "
+                "runs` lists it): after a crash, calling again starts a new run instead of "
+                "resuming this one. "
                 "Fix: pass run_id=... (a name for this piece of work, e.g. the ticket it "
                 "handles).",
                 MissingRunId,

@@ -343,3 +343,8 @@ def test_a_run_without_a_run_id_says_it_cannot_be_resumed(tmp_path: Path) -> Non
     with Journal(tmp_path / "j.db") as journal, warnings.catch_warnings():
         warnings.simplefilter("error")
         asyncio.run(replay.run(tiny, journal=journal, run_id="named"))  # no warning
+    with Journal(tmp_path / "j.db") as journal, warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")  # Python's own: once per call site and text
+        for _ in range(3):  # it once named each run's random id, so it said so every time
+            asyncio.run(replay.run(tiny, journal=journal))
+    assert [w.category for w in shown] == [replay.MissingRunId]
