@@ -119,7 +119,9 @@ def journal_datasette(path: Path, *, immutable: bool) -> Datasette:
     files = {"immutables": [str(path)]} if immutable else {"files": [str(path)]}
     datasette = Datasette(
         metadata=datasette_metadata(database_name(path)),
-        settings={"sql_time_limit_ms": 3000},
+        # No download of the whole file (Datasette offers it for an immutable one): the file
+        # holds the redaction salt that every query reads as null.
+        settings={"sql_time_limit_ms": 3000, "allow_download": False},
         **files,
     )
     return datasette
@@ -130,9 +132,13 @@ def serve(datasette: Datasette, host: str, port: int, announce: Callable[[str], 
     one), so `announce` gets the real address before the first request can arrive."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
     asyncio.run(datasette.invoke_startup())  # its errors before the address is announced
     server = uvicorn.Server(uvicorn.Config(datasette.app(), log_level="warning", access_log=False))
 

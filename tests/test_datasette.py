@@ -182,6 +182,19 @@ def test_the_served_journal_is_described_readable_untouched_and_live(recorded: P
             assert runs == ["trip-1", "trip-2"]
 
 
+def test_the_announced_address_opens_the_journal_whatever_its_file_name(
+    recorded: Path,
+) -> None:
+    """A stem with a dot, a space and an accent: the address the command prints is the
+    database's page (Datasette tilde-encodes the name in its URLs; the stem as it is was a
+    404, or a broken link at the space)."""
+    named = recorded.rename(recorded.with_name("café trip.2024.db"))
+    with served("--db", str(named)) as url, httpx.Client(timeout=10) as http:
+        assert http.get(url).status_code == 200
+        runs = http.get(f"{url}.json?sql={RUN_IDS}&_shape=arrayfirst").json()
+        assert runs == ["trip-1"]
+
+
 def test_every_connection_to_a_journal_refuses_writes(recorded: Path) -> None:
     """A write reaching SQLite through Datasette (as a plugin's or a writable canned query's
     would) fails: the plugin makes every connection query-only, the write one included."""
@@ -217,6 +230,22 @@ def test_immutable_mode_is_refused_while_the_log_holds_commits(recorded: Path) -
     assert not wal.exists() or wal.stat().st_size == 0
     shown = asyncio.run(_get(recorded, f"/travel.json?sql={RUN_IDS}&_shape=arrayfirst"))
     assert shown == ["trip-1", "trip-2"]
+
+
+def test_an_immutable_journal_cannot_be_downloaded_whole(recorded: Path) -> None:
+    """Datasette offers an immutable database as a download of the whole file, salt and all:
+    the page the salt reads as null on must not hand the file out."""
+    from journal._datasette import journal_datasette
+
+    salt = sqlite3.connect(recorded).execute("SELECT value FROM meta").fetchone()[0]
+    datasette = journal_datasette(recorded, immutable=True)
+
+    async def download() -> httpx.Response:
+        return await datasette.client.get("/travel.db")
+
+    response = asyncio.run(download())
+    assert response.status_code == 403
+    assert salt not in response.content
 
 
 async def _get(path: Path, page: str, *, immutable: bool = True) -> Any:
@@ -262,17 +291,26 @@ def test_the_metadata_file_works_with_plain_datasette(recorded: Path, tmp_path: 
         ("postgresql://127.0.0.1/test", "Datasette reads only SQLite"),
         ("nowhere.db", "no journal at nowhere.db"),
         ("notes.db", "not a journal"),
-        ("what?.db", "? and # mean something else"),
+        ("what?.db", "# and % mean something else"),
+        ("100%2E.db", "# and % mean something else"),
+        ("_internal.db", "_internal is its own database"),
+        ("--port=70000", "less than or equal to 65535"),
+        ("--host=nowhere.invalid", "Fix: pass --host an address"),
     ],
 )
 def test_what_cannot_be_served_is_said_with_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, message: str
 ) -> None:
     """Not a SQLite file, no file, a SQLite file that is not a journal, a path SQLite would
-    misread as a URI: exit 1, saying what is wrong and what to do."""
+    misread as a URI (a % escape opens another file), a name Datasette keeps for itself, a
+    port no socket has, an address that is not one: an error saying what is wrong and what
+    to do, not a traceback."""
     with sqlite3.connect(tmp_path / "notes.db") as conn:
         conn.execute("CREATE TABLE notes (text TEXT)")
+    record(tmp_path / "journal.db")
     monkeypatch.chdir(tmp_path)
-    result = cli.invoke(app, ["datasette", "--db", target])
-    assert result.exit_code == 1
-    assert message in result.output and "Fix:" in result.output, result.output
+    args = ["--db", "journal.db", target] if target.startswith("--") else ["--db", target]
+    result = cli.invoke(app, ["datasette", *args])
+    assert result.exit_code == (2 if "port" in target else 1), result.output
+    assert message in result.output, result.output
+    assert "Fix:" in result.output or "port" in target, result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -28,10 +29,16 @@ def _journal_file(db: str | None) -> Path:
             "with the path of a SQLite journal (a PostgreSQL journal is browsed with "
             "`journal runs` and `journal show`, or any PostgreSQL client)."
         )
-    if "?" in path or "#" in path:
+    if "?" in path or "#" in path or "%" in path:
         fail(
-            f"Datasette cannot open {path}: it passes the path to SQLite as a URI, where ? "
-            "and # mean something else. Fix: copy or link the journal to a path without them."
+            f"Datasette cannot open {path}: it passes the path to SQLite as a URI, where ?, "
+            "# and % mean something else. Fix: copy or link the journal to a path without "
+            "them."
+        )
+    if Path(path).stem == "_internal":
+        fail(
+            f"Datasette cannot serve {path}: it names a database after its file's stem, and "
+            "_internal is its own database. Fix: copy or link the journal to another name."
         )
     return Path(path)
 
@@ -53,14 +60,16 @@ def datasette_command(
             "keep it on this machine."
         ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, help="Port to listen on; 0 picks a free one.")] = 8001,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")
+    ] = 8001,
     immutable: Annotated[
         bool,
         typer.Option(
             "--immutable",
-            help="Open the file as immutable: faster, with row counts and a download link, "
-            "but it shows nothing written after it opened. Only for a journal nothing writes "
-            "to any more (an archive, a copy); refused while the file has a write-ahead log.",
+            help="Open the file as immutable: faster, with row counts, but it shows nothing "
+            "written after it opened. Only for a journal nothing writes to any more (an "
+            "archive, a copy); refused while the file has a write-ahead log.",
         ),
     ] = False,
     metadata_only: Annotated[
@@ -102,14 +111,20 @@ def datasette_command(
         fail(f"Datasette is not installed ({exc}). Fix: pip install 'journal-replay[datasette]'.")
     datasette = journal_datasette(path, immutable=immutable)
     mode = "immutable" if immutable else "read-only"
+    route = datasette.urls.database(name)  # encoded: a stem may hold spaces, dots, accents
 
     def announce(address: str) -> None:
         console().print(
-            f"Datasette: {escape(str(path))} ({mode}) at {address}/{escape(name)}  "
+            f"Datasette: {escape(str(path))} ({mode}) at {escape(address + route)}  "
             "(Ctrl+C stops it)"
         )
 
     try:
         serve(datasette, host, port, announce)
+    except socket.gaierror as exc:
+        fail(
+            f"cannot listen on {host}: {exc.strerror}. Fix: pass --host an address of this "
+            "machine, such as 127.0.0.1."
+        )
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}. Fix: choose another --port.")
