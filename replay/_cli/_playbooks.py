@@ -118,7 +118,7 @@ def run_command(
         )
     with Journal(target, read_only=replay) as journal:  # a replay writes nothing
         fresh = not (resume or replay)
-        run_id = _chosen_run_id(journal, shown, run_id, resume=resume, replay=replay)
+        run_id = _chosen_run_id(journal, shown, application, run_id, resume=resume, replay=replay)
         mode: Mode = "replay" if replay else "resume"
         again = f"journal playbooks run {shown} --run-id {run_id}"
         err = error_console()
@@ -205,7 +205,13 @@ def _exists(target: str) -> bool:
 
 
 def _chosen_run_id(
-    journal: Journal, program: str, run_id: str | None, *, resume: bool, replay: bool
+    journal: Journal,
+    program: str,
+    application: str,
+    run_id: str | None,
+    *,
+    resume: bool,
+    replay: bool,
 ) -> str:
     """The run to start or continue, checked against what the journal holds, so that a typo
     never starts a fresh run that pays for everything again."""
@@ -219,6 +225,8 @@ def _chosen_run_id(
     again = f"journal playbooks run {program} --run-id {run_id}"
     if existing is None and (resume or replay):
         _no_run(journal, run_id, program)
+    if existing is not None and (resume or replay):
+        _same_call(existing, program, application, resume=resume)
     if existing is not None and not (resume or replay):
         events = len(journal.events(run_id))
         fail(
@@ -227,6 +235,33 @@ def _chosen_run_id(
             "or start a new run with another --run-id."
         )
     return run_id
+
+
+def _same_call(run: Run, program: str, application: str, *, resume: bool) -> None:
+    """The run to continue is a run of this program with this application, said in the
+    command's words (the workflow's own check speaks of inputs and `run_id`)."""
+    flag = "--resume" if resume else "--replay"
+    if run.workflow != _WORKFLOW:
+        fail(
+            f"run {run.run_id!r} is not a run of a Playbooks program (its workflow is "
+            f"{run.workflow or 'a journaled block'}). Fix: check --run-id and --db; resume it "
+            f"with `journal resume {run.run_id}`."
+        )
+    recorded = _program_of(run)
+    if recorded is not None and recorded != program:
+        fail(
+            f"run {run.run_id!r} ran the program {recorded} (its path from the folder the run "
+            f"was started in), not {program}. Fix: run the command from that folder: "
+            f"`journal playbooks run {recorded} --run-id {run.run_id} {flag}`."
+        )
+    args = _recorded_args(run)
+    was = args[1] if len(args) > 1 else DEFAULT_APPLICATION
+    if was != application:
+        fail(
+            f"run {run.run_id!r} ran with the Playbooks application {was}, and [playbooks] "
+            f'application is now {application}. Fix: set application = "{was}" in '
+            f"[playbooks] (journal.toml) to {flag[2:]} it, or start a new run."
+        )
 
 
 def _newest_interrupted(journal: Journal, program: str) -> str:
@@ -240,13 +275,18 @@ def _newest_interrupted(journal: Journal, program: str) -> str:
     )
 
 
-def _program_of(run: Run) -> str | None:
+def _recorded_args(run: Run) -> list[object]:
     try:
         inputs = orjson.loads(run.inputs or b"null")
     except orjson.JSONDecodeError:
-        return None
+        return []
     args = inputs.get("args") if isinstance(inputs, dict) else None
-    return args[0] if isinstance(args, list) and args and isinstance(args[0], str) else None
+    return args if isinstance(args, list) else []
+
+
+def _program_of(run: Run) -> str | None:
+    args = _recorded_args(run)
+    return args[0] if args and isinstance(args[0], str) else None
 
 
 def _no_run(journal: Journal, run_id: str, program: str) -> NoReturn:

@@ -3,6 +3,7 @@ stand-in API, interrupted in a real process, resumed and replayed with the same 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import diskcache  # type: ignore[import-untyped]
 import pytest
 from typer.testing import CliRunner
 
+import replay
 from journal import Journal, RunStatus
 from replay._cli import app
 from tests.playbooks.api import GOODBYE, HELLO, PlaybooksAPI
@@ -201,3 +203,42 @@ def test_resume_and_replay_need_a_run_that_exists(project: Path) -> None:
     assert ran.code == 2 and "choose one of --resume and --replay" in ran.err
     with Journal(project / "journal" / "runs.db", read_only=True) as journal:
         assert journal.runs() == []
+
+
+async def _other() -> str:
+    return "not a Playbooks program"
+
+
+def test_a_run_continued_with_another_program_path_or_application_says_which_it_was(
+    api: PlaybooksAPI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run records the program's path from the folder it was started in, and the
+    application: resumed or replayed from another folder, with another [playbooks]
+    application, or under the id of a run that is no Playbooks program, the command says
+    what the run was and what to do, in its own words, and sends nothing (the workflow's own
+    check spoke of inputs and run_id)."""
+    assert in_process("hello.pb", "--run-id", "hello-1").code == 0
+    (project / "sub").mkdir()
+    (project / "sub" / "journal.toml").write_text('url = "../journal/runs.db"\n')
+    monkeypatch.chdir(project / "sub")
+    ran = in_process("../hello.pb", "--run-id", "hello-1", "--replay")
+    assert ran.code == 1
+    assert "ran the program hello.pb (its path from the folder the run was started in)" in ran.err
+    assert "`journal playbooks run hello.pb --run-id hello-1 --replay`" in ran.err
+    assert "inputs" not in ran.err
+
+    monkeypatch.chdir(project)
+    (project / "journal.toml").write_text(
+        'url = "journal/runs.db"\n\n[playbooks]\napplication = "tests.playbooks.api"\n'
+    )
+    ran = in_process("hello.pb", "--run-id", "hello-1", "--resume")
+    assert ran.code == 1
+    assert "application is now tests.playbooks.api" in ran.err
+    assert 'set application = "playbooks.applications.agent_chat"' in ran.err
+
+    (project / "journal.toml").write_text('url = "journal/runs.db"\n')
+    with Journal(project / "journal" / "runs.db") as journal:
+        asyncio.run(replay.run(_other, journal=journal, run_id="other-1"))
+    ran = in_process("hello.pb", "--run-id", "other-1", "--resume")
+    assert ran.code == 1 and "is not a run of a Playbooks program" in ran.err
+    assert api.roles() == ["compile", "hello", "goodbye"]
