@@ -15,8 +15,10 @@ Rows of other steps from the cut on (concurrent tasks begun before the step ende
 `gather`'s other branches) are carried past the marker, in their order, and stay served. So each
 reopened step starts afresh (attempt 1, its whole retry policy), and what follows it runs live
 again; what completed before it, and a failure the workflow caught and went on from, is
-served as it was. A run that failed before errors named their steps is reopened by the
-error's content (the failed steps it matches) and its tail after the last completed step.
+served as it was. An error that names no step, raised right after a step failed (the run's
+last row), reopens that step: a library wrapped its failure without a link to it. A run that
+failed before errors named their steps is reopened by the error's content (the failed steps
+it matches) and its tail after the last completed step.
 
 The journal keeps all of it: the failed attempts, the marker with the failure, the new
 attempts after it. The run's chain goes on through the marker.
@@ -66,6 +68,11 @@ def reopening(
             (index for index, row in enumerate(kept) if row[5] == "completed"), default=-1
         )
         keys = {row[1] for row in kept[last_completed + 1 :]} | _failed_with_the_run(run, kept)
+    elif not keys and kept and kept[-1][5] == "failed":
+        # Named none, yet the last thing the run recorded is a step's failure: what failed the
+        # run came of it, raised by code that dropped the link (a library wrapping a transport
+        # error in its own exception, raised outside its `except`).
+        keys = {kept[-1][1]}
     next_seq = rows[-1][0] + 1 if rows else 1
     cut = min((row[0] for row in kept if row[1] in keys), default=next_seq)
     spans, began = _spans(keys, kept), _first_rows(kept)

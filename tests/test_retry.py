@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import orjson
 import pytest
 from hypothesis import given
@@ -29,6 +30,7 @@ from journal import (
     RunStatus,
 )
 from replay import step
+from replay.integrations import AsyncJournalTransport
 
 
 class Calls:
@@ -726,3 +728,50 @@ def test_a_run_finished_twice_the_same_way_is_not_a_rewrite(journal: Journal) ->
     reasons = [h.reason for h in journal.store.read_heads() if h.run_id == "raced"]
     assert reasons == ["created", "finished", "finished"]
     assert {v.verdict for v in journal.verify()} == {"intact"}
+
+
+@pytest.mark.parametrize(
+    ("linked", "cleanup"),
+    [(True, False), (True, True), (False, False)],
+    ids=["raised-from-it", "raised-from-it-after-a-step", "link-dropped"],
+)
+def test_a_request_that_failed_the_run_through_a_wrapping_error_is_retried(
+    tmp_path: Path, linked: bool, cleanup: bool
+) -> None:
+    """An SDK turns a journaled request's transport error into its own exception: raised from
+    it (after a step of its own, perhaps), or (as litellm does) right after it with no link.
+    Each way the retry, with the API back, sends that request again; the recorded failure was
+    once served again, retry after retry."""
+    api = {"up": False, "calls": 0}
+
+    @step
+    async def note_outage() -> None:
+        return None
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if not api["up"]:
+            raise httpx2.ConnectError("connection refused", request=request)
+        api["calls"] += 1
+        return httpx2.Response(200, text="pong")
+
+    async def workflow() -> str:
+        transport = AsyncJournalTransport(httpx2.MockTransport(handler))
+        async with httpx2.AsyncClient(transport=transport) as client:
+            failed = None
+            try:
+                return (await client.get("http://api.example/v1/ping")).text
+            except httpx2.ConnectError as exc:
+                if cleanup:
+                    await note_outage()
+                if linked:
+                    raise RuntimeError("the API is unreachable") from exc
+                failed = type(exc).__name__
+            raise RuntimeError(f"the API is unreachable ({failed})")
+
+    with Journal(tmp_path / "j.db") as journal:
+        with pytest.raises(RuntimeError):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="w"))
+        api["up"] = True
+        assert asyncio.run(replay.retry(workflow, journal=journal, run_id="w")) == "pong"
+        assert api["calls"] == 1
+        assert {v.verdict for v in journal.verify()} == {"intact"}

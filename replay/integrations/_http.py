@@ -403,7 +403,8 @@ class Call:
             payload = scrubbed(payload)
         self.session.finish(self.step, plan, EventStatus.FAILED, payload)  # type: ignore[arg-type]
         self._remember(plan.fingerprint, plan.key, plan)
-        return as_replayed_error(exc, scrubbed)
+        self.session.raising(exc, plan.key)  # a run failing with it (as a cause) names the step
+        return self.session.raising(as_replayed_error(exc, scrubbed), plan.key)
 
     async def serve_in_turn(self, request: Any) -> Any:
         if self.turn is not None:
@@ -422,7 +423,7 @@ class Call:
             return _served_response(request, row[7])
         from .._session import rebuild_error
 
-        raise rebuild_error(row[7])
+        raise self.session.raising(rebuild_error(row[7]), row[1])
 
 
 def _is_stream(response: Any) -> bool:
