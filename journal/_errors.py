@@ -102,14 +102,14 @@ class RunNotFailed(JournalError):
 
 
 class RunFinished(JournalError):
-    """The run has already finished: it cannot be cancelled."""
+    """The run has already finished for good: it cannot be cancelled, or sent a signal."""
 
-    def __init__(self, run_id: str, status: str) -> None:
+    def __init__(
+        self, run_id: str, status: str, consequence: str = "there is nothing to cancel."
+    ) -> None:
         self.run_id = run_id
         self.status = status
-        super().__init__(
-            f"Run {run_id!r} has already finished ({status}): there is nothing to cancel."
-        )
+        super().__init__(f"Run {run_id!r} has already finished ({status}): {consequence}")
 
 
 class RunCancelled(JournalError):

@@ -115,7 +115,7 @@ def digest(run: Run, events: list[Event], prices: Prices | None = None) -> RunDi
                 cost = None  # one unpriced model makes the total unknown, not low
             else:
                 cost += (used_in * price["input"] + used_out * price["output"]) / 1e6
-    started = events[0].created_at if events else end
+    started = _first_start(run, events) or end
     return RunDigest(
         run,
         len(outcomes),
@@ -126,6 +126,14 @@ def digest(run: Run, events: list[Event], prices: Prices | None = None) -> RunDi
         cost,
         run_state(run, bool(events)),
     )
+
+
+def _first_start(run: Run, events: list[Event]) -> datetime | None:
+    """When the run first ran: its first event; for a fork, its first event after the fork's
+    marker (the ones before are its parent's, copied with their times). None: never ran."""
+    if run.fork_seq is None:
+        return events[0].created_at if events else None
+    return next((e.created_at for e in events if e.seq > run.fork_seq), None)
 
 
 def _count(value: Any) -> int:

@@ -14,7 +14,7 @@ from ._chain import Chain
 from ._codec import canonical_json
 from ._config import DEFAULT_URL, load_config
 from ._diff import RunDiff, diff_runs
-from ._errors import JournalUnavailable, PayloadTooLarge, RunNotFound
+from ._errors import JournalUnavailable, PayloadTooLarge, RunFinished, RunNotFound
 from ._events import Event, Run, RunStatus
 from ._export import ExportFormat, verify_export, write_export
 from ._fork import fork_run
@@ -186,7 +186,9 @@ class Journal:
         """Send `value` (JSON) as signal `name` to the run; its number among that name's values.
 
         A run waiting for it becomes due now; a run that has not asked yet gets it when it
-        does (nothing sent is lost). The value is redacted and size-checked like any payload.
+        does (nothing sent is lost), and so does a failed run once retried. A completed or
+        cancelled run never asks again: `RunFinished`. The value is redacted and size-checked
+        like any payload.
         """
         if name.startswith(ENGINE_SIGNALS):
             raise ValueError(
@@ -194,7 +196,15 @@ class Journal:
                 "keeps for its own signals (a child run's end, a cancellation). Fix: choose "
                 "another name; to cancel a run, use `journal cancel` or replay.cancel()."
             )
-        self.run(run_id)
+        run = self.run(run_id)
+        if run.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+            raise RunFinished(
+                run_id,
+                run.status.value,
+                f"it will never ask for signal {name!r}, so the value would never be read. "
+                "Fix: send it to a run that is still running, waiting or failed (a retry "
+                "reads it).",
+            )
         payload = canonical_json(value)
         redactor = self.redactor()
         if redactor is not None:

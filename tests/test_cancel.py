@@ -61,7 +61,9 @@ def test_a_waiting_run_is_cancelled_at_once_and_stays_cancelled(journal: Journal
 
     with pytest.raises(RunCancelled, match="the customer withdrew"):
         asyncio.run(replay.run(waits_for_approval, "hi", journal=journal, run_id="w"))
-    journal.signal("w", "approval", "yes")  # a late answer does not bring it back
+    with pytest.raises(RunFinished, match="would never be read"):
+        journal.signal("w", "approval", "yes")
+    journal.store.send_signal("w", "approval", b'"yes"')  # one that raced the cancel in
     worker = replay.Worker(journal)
     assert asyncio.run(worker.run_once()) == 0
     assert journal.run("w").status is RunStatus.CANCELLED
@@ -252,7 +254,9 @@ def test_cancelling_a_parent_cancels_its_unfinished_children(tmp_path: Path) -> 
         assert journal.run(child.run_id).status is RunStatus.CANCELLED
         error = RecordedError.decode(journal.run(child.run_id).error or b"")
         assert "its parent run 'parent' was cancelled: not needed" in error.message
-        journal.signal(child.run_id, "answer", "late")
+        with pytest.raises(RunFinished, match="would never be read"):
+            journal.signal(child.run_id, "answer", "late")
+        journal.store.send_signal(child.run_id, "answer", b'"late"')  # raced the cancel in
         assert asyncio.run(replay.Worker(journal).run_once()) == 0
         _intact(journal)
 

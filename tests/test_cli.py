@@ -278,12 +278,17 @@ def test_version_and_short_help_and_plain_help_texts() -> None:
     )
     top = subprocess.run([script, "-h"], capture_output=True, text=True, timeout=60)
     assert top.returncode == 0 and "Commands:" in top.stdout
-    commands = re.findall(r"^  ([a-z]+)  ", top.stdout, flags=re.MULTILINE)
-    assert {"runs", "show", "replay", "verify", "head", "gc"} <= set(commands)
-    for command in commands:  # in this process: the same app the script runs
-        text = CliRunner().invoke(app, [command, "-h"], prog_name="journal").stdout
-        assert "<bool>" not in text, command
+    commands = re.findall(r"^  ([a-z][a-z-]*)  ", top.stdout, flags=re.MULTILINE)
+    assert {"runs", "show", "replay", "verify", "head", "gc", "upgrade-check"} <= set(commands)
+    for command in [*(c.split() for c in commands), ["playbooks", "run"]]:
+        # In this process: the same app the script runs. Values are named as in the docs
+        # (`--db URL`, `show RUN`), never by their Python type (`--db <str>`, `{run_id}`).
+        text = CliRunner().invoke(app, [*command, "-h"], prog_name="journal").stdout
+        assert not re.search(r"<(bool|str|int|float|path|list)[^>]*>", text), (command, text)
+        assert not re.search(r"[{\[][a-z_]+[}\]]", text.partition("\n")[0]), text
         assert "Usage: journal " in text, command
+    show_help = CliRunner().invoke(app, ["show", "-h"], prog_name="journal").stdout
+    assert "{RUN}" in show_help and "--db URL" in show_help
     runs_help = CliRunner().invoke(app, ["runs", "-h"], prog_name="journal").stdout
     assert "[tool.journal]" in runs_help
 
@@ -519,8 +524,8 @@ def test_replay_resume_signal_and_worker_speak_json(tmp_path: Path) -> None:
         submit(crawl, 2, journal=journal, run_id="queued")
     code, replayed = journal_json("replay", "a1")
     assert code == 0 and replayed["reproduced"] is True and replayed["summary"]["served"] == 1
-    code, sent = journal_json("signal", "a1", "approval", "true")
-    assert code == 0 and (sent["number"], sent["due"], sent["status"]) == (1, False, "completed")
+    code, sent = journal_json("signal", "queued", "approval", "true")
+    assert code == 0 and (sent["number"], sent["due"], sent["status"]) == (1, False, "running")
     code, stats = journal_json("worker", "--once", "--import", "tests.test_cli")
     assert code == 0 and stats["completed"] == 1
     code, resumed = journal_json("resume", "queued")

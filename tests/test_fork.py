@@ -73,6 +73,29 @@ def test_fork_at_a_seq_copies_the_prefix_and_resumes_live_from_there(journal: Jo
     assert journal.verify("t1-retry")[0].sealed
 
 
+def test_a_forks_duration_counts_from_its_own_first_step(tmp_path: Any) -> None:
+    """The events a fork copies keep their parent's times: `journal runs` measured a fork from
+    its parent's first step (a fork cancelled before it ran showed the parent's age)."""
+    import time
+
+    with Journal(tmp_path / "j.db") as journal:
+        record(journal)
+        parent = journal.events("t1")
+        time.sleep(0.3)
+        idle = journal.fork("t1", at=parent[-1].seq, new_run_id="idle")
+        replay.cancel(journal, idle.run_id)
+        resumed = journal.fork("t1", at=parent[-1].seq, new_run_id="resumed")
+        time.sleep(0.3)
+        asyncio.run(replay.resume_run(journal, resumed.run_id))
+        digests = {d.run.run_id: d for d in journal.digests()}
+        assert digests["idle"].duration.total_seconds() == 0
+        own = [e for e in journal.events("resumed") if e.seq > parent[-1].seq]
+        run = journal.run("resumed")
+        assert run.finished_at is not None
+        assert digests["resumed"].duration == run.finished_at - own[0].created_at
+        assert digests["resumed"].duration.total_seconds() < 0.3
+
+
 def test_override_replaces_a_recorded_result_and_the_code_takes_the_other_path(
     journal: Journal,
 ) -> None:

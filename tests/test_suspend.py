@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import replay
-from journal import Journal, RunStatus
+from journal import Journal, RunFinished, RunStatus
 from tests.fleet_workflows import approve_refund, nap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +29,43 @@ def test_a_signal_sent_before_the_run_asks_is_kept(journal: Journal) -> None:
     assert journal.signal("early", "approval", {"approved": True}) == 1
     _finish(journal)
     assert journal.run("early").result == b'"refunded 30"'
+
+
+def test_a_signal_to_a_run_that_never_asks_again_is_refused(journal: Journal) -> None:
+    """A completed or cancelled run will never read a signal: sending one is a RunFinished
+    saying so (it was accepted, "kept until the run asks for it"), on the CLI an exit 1. A
+    failed run still takes one: its retry may ask for it."""
+    replay.submit(approve_refund, 30, journal=journal, run_id="done")
+    journal.signal("done", "approval", {"approved": True})
+    _finish(journal)
+    replay.submit(approve_refund, 40, journal=journal, run_id="called-off")
+    replay.cancel(journal, "called-off")
+    for run_id in ("done", "called-off"):
+        with pytest.raises(RunFinished) as err:
+            journal.signal(run_id, "approval", {"approved": True})
+        assert "would never be read" in str(err.value) and run_id in str(err.value)
+    assert journal.store.read_signal("done", "approval", 2) is None  # nothing was kept
+
+    async def fails() -> None:
+        raise RuntimeError("not yet")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(replay.run(fails, journal=journal, run_id="failed"))
+    assert journal.signal("failed", "approval", True) == 1
+
+
+def test_the_cli_refuses_a_signal_to_a_finished_run(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from replay._cli import app
+
+    db = tmp_path / "j.db"
+    with Journal(db) as journal:
+        replay.submit(approve_refund, 30, journal=journal, run_id="done")
+        journal.signal("done", "approval", {"approved": True})
+        _finish(journal)
+    cli = CliRunner().invoke(app, ["signal", "done", "approval", "true", "--db", str(db)])
+    assert cli.exit_code == 1 and "would never be read" in cli.stderr
 
 
 def test_waiting_for_a_signal_suspends_until_it_is_sent(journal: Journal) -> None:

@@ -32,6 +32,60 @@ class _Commands(typer.core.TyperGroup):
         except (JournalError, ReplayError) as exc:
             fail(str(exc))
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            for sub in getattr(command, "commands", {}).values():  # journal playbooks run
+                _plain_placeholders(sub)
+            _plain_placeholders(command)
+        return command
+
+
+PLACEHOLDERS = {
+    "accept_versions": "VERSION",
+    "at": "SEQ",
+    "break_at": "KEY",
+    "concurrency": "N",
+    "db": "URL",
+    "endpoint": "URL",
+    "entry": "FILE:FUNCTION",
+    "file": "FILE",
+    "fmt": "FORMAT",
+    "host": "ADDRESS",
+    "imports": "MODULE",
+    "keep_last": "N",
+    "limit": "N",
+    "new_run_id": "RUN",
+    "offset": "N",
+    "older_than": "AGE",
+    "output": "FILE",
+    "override": "KEY=JSON",
+    "poll": "SECONDS",
+    "port": "PORT",
+    "prices": "FILE",
+    "reason": "TEXT",
+    "run_a": "RUN_A",
+    "run_b": "RUN_B",
+    "run_id": "RUN",
+    "run_ids": "RUN",
+    "since": "WHEN",
+    "step_key": "KEY",
+    "wait": "SECONDS",
+}
+"""What an option's value is, in its help (`--db URL`, `show RUN`): typer prints the Python
+type (`--db <str>`, `{run_id} <str>`), which reads like an annotation."""
+
+
+def _plain_placeholders(command: Any) -> None:
+    for param in getattr(command, "params", ()):
+        if param.metavar is not None or param.name is None:
+            continue
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            continue
+        param.metavar = PLACEHOLDERS.get(param.name, param.name.upper())
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None  # the name says it: no `<str>` after
+
 
 app = typer.Typer(
     name="journal",
@@ -99,7 +153,7 @@ DbOption = Annotated[
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of text.")]
 
 STATUS_STYLE = {
     "completed": "green",

@@ -404,7 +404,9 @@ class Call:
         self.session.finish(self.step, plan, EventStatus.FAILED, payload)  # type: ignore[arg-type]
         self._remember(plan.fingerprint, plan.key, plan)
         self.session.raising(exc, plan.key)  # a run failing with it (as a cause) names the step
-        return self.session.raising(as_replayed_error(exc, scrubbed), plan.key)
+        failure = as_replayed_error(exc, scrubbed)
+        self.session.raising(failure, plan.key)
+        return failure
 
     async def serve_in_turn(self, request: Any) -> Any:
         if self.turn is not None:
