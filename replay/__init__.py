@@ -23,32 +23,107 @@ Everything a workflow may do durably, in one place:
     submit, Worker  record a run for workers to start; a worker resumes runs that need it
 """
 
-from journal import RunCancelled, RunConflict, RunLocked, RunNotFailed, RunNotFound
+# Importing the package imports nothing else (PEP 562): each name loads its module when first
+# used. pytest loads `replay.pytest_plugin` in every run of every project where journal-replay is
+# installed, and a command-line tool may only need one corner; the engine, pydantic and the
+# stores come with the first name that needs them.
 
-from ._cancel import cancel
-from ._determinism import now, random, signal, sleep, uuid4
-from ._errors import (
-    FrontierReached,
-    JournalWriteFailed,
-    NonDeterminismError,
-    NotJournalable,
-    OwnershipLost,
-    ReplayError,
-    SignalTimeout,
-    StepFailed,
-    Suspended,
-    VersionNotAccepted,
-)
-from ._ordering import as_completed
-from ._patches import deprecate_patch, patched
-from ._rerun import replay_run, resume_run, retry_run
-from ._run import JournaledRun, MissingRunId, journaled, retry, run, run_with_summary, submit
-from ._session import RunSummary
-from ._steps import RetryPolicy, idempotency_key, step
-from ._timeouts import Timeout, timeout, wait_for
-from ._upgrade import UpgradeVerdict, upgrade_check
-from ._worker import Worker, WorkerStats
-from ._workflow import RunOutcome
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from journal import RunCancelled, RunConflict, RunLocked, RunNotFailed, RunNotFound
+
+    from ._cancel import cancel
+    from ._determinism import now, random, signal, sleep, uuid4
+    from ._errors import (
+        FrontierReached,
+        JournalWriteFailed,
+        NonDeterminismError,
+        NotJournalable,
+        OwnershipLost,
+        ReplayError,
+        SignalTimeout,
+        StepFailed,
+        Suspended,
+        VersionNotAccepted,
+    )
+    from ._ordering import as_completed
+    from ._patches import deprecate_patch, patched
+    from ._rerun import replay_run, resume_run, retry_run
+    from ._run import JournaledRun, MissingRunId, journaled, retry, run, run_with_summary, submit
+    from ._session import RunSummary
+    from ._steps import RetryPolicy, idempotency_key, step
+    from ._timeouts import Timeout, timeout, wait_for
+    from ._upgrade import UpgradeVerdict, upgrade_check
+    from ._worker import Worker, WorkerStats
+    from ._workflow import RunOutcome
+
+_WHERE = {
+    "FrontierReached": "._errors",
+    "JournalWriteFailed": "._errors",
+    "JournaledRun": "._run",
+    "MissingRunId": "._run",
+    "NonDeterminismError": "._errors",
+    "NotJournalable": "._errors",
+    "OwnershipLost": "._errors",
+    "ReplayError": "._errors",
+    "RetryPolicy": "._steps",
+    "RunCancelled": "journal",
+    "RunConflict": "journal",
+    "RunLocked": "journal",
+    "RunNotFailed": "journal",
+    "RunNotFound": "journal",
+    "RunOutcome": "._workflow",
+    "RunSummary": "._session",
+    "SignalTimeout": "._errors",
+    "StepFailed": "._errors",
+    "Suspended": "._errors",
+    "Timeout": "._timeouts",
+    "UpgradeVerdict": "._upgrade",
+    "VersionNotAccepted": "._errors",
+    "Worker": "._worker",
+    "WorkerStats": "._worker",
+    "as_completed": "._ordering",
+    "cancel": "._cancel",
+    "deprecate_patch": "._patches",
+    "idempotency_key": "._steps",
+    "journaled": "._run",
+    "now": "._determinism",
+    "patched": "._patches",
+    "random": "._determinism",
+    "replay_run": "._rerun",
+    "resume_run": "._rerun",
+    "retry": "._run",
+    "retry_run": "._rerun",
+    "run": "._run",
+    "run_with_summary": "._run",
+    "signal": "._determinism",
+    "sleep": "._determinism",
+    "step": "._steps",
+    "submit": "._run",
+    "timeout": "._timeouts",
+    "upgrade_check": "._upgrade",
+    "uuid4": "._determinism",
+    "wait_for": "._timeouts",
+}
+"""Where each public name lives."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'replay' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next use is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "FrontierReached",

@@ -21,8 +21,7 @@ share a file (two tests that name the same file with the marker fail, naming eac
 Before a replay the run's hash chain is verified: a file edited by hand fails the test.
 
 This module imports only pytest and the standard library, and the engine when a test asks
-for the fixture; but pytest imports it as `replay.pytest_plugin`, which imports the `replay`
-package first.
+for the fixture (importing the `replay` package itself loads nothing: its names load lazily).
 """
 
 from __future__ import annotations

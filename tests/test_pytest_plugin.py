@@ -692,13 +692,6 @@ def test_a_replay_sends_no_request_that_the_recording_did_not_journal(
         server.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: pytest loads the plugin as replay.pytest_plugin, which imports the replay "
-    "package and journal (hundreds of modules, most of a second) in every pytest run of an "
-    "environment where journal-replay is installed; the entry point could name a module "
-    "outside the replay package, or replay/__init__.py could import lazily",
-)
 def test_loading_the_plugin_does_not_import_the_engine() -> None:
     """pytest loads the plugin in every run of every project in the environment: loading it
     costs pytest and the standard library only; the engine comes with the fixture."""

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import sqlite_utils
-
 from .._chain import Chain
 from .._errors import JournalUnavailable
 from . import _sqlite_heads as _heads
@@ -195,7 +193,7 @@ def _open_schema(
             f"{path} has journal schema version {version}, newer than this version of "
             f"journal-replay understands ({SCHEMA_VERSION}). Fix: upgrade journal-replay."
         )
-    tables = set(sqlite_utils.Database(conn).table_names())
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if version == 0 and tables and not {"runs", "events"} <= tables:
         raise JournalUnavailable(
             f"{path} is an SQLite database but not a journal (it has tables "
