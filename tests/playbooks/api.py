@@ -79,6 +79,8 @@ class PlaybooksAPI:
     def __init__(self) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.hold_goodbye = False
+        self.down = False
+        """Drop every connection without an answer, as a crashed API server does."""
         self.goodbye_arrived = threading.Event()
         self.release = threading.Event()
         self._lock = threading.Lock()
@@ -112,6 +114,9 @@ class PlaybooksAPI:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers["content-length"]))
+                if api.down:
+                    self.close_connection = True
+                    return  # the client reads no response: a transport error
                 body = json.loads(raw)
                 name = role(body["messages"])
                 with api._lock:

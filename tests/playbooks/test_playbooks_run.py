@@ -159,6 +159,24 @@ def test_a_new_run_gets_an_id_and_is_told_how_to_resume(api: PlaybooksAPI, proje
     assert api.roles() == ["compile", "hello", "goodbye"]
 
 
+def test_a_run_failed_by_an_unreachable_api_is_retried_once_it_is_back(
+    api: PlaybooksAPI, project: Path
+) -> None:
+    """litellm turns the journaled transport error into its own exception: the run's failure
+    must still reopen that request, so `journal retry` sends it again once the API is back
+    (it served the recorded failure again, retry after retry)."""
+    api.down = True
+    ran = in_process("hello.pb", "--run-id", "down-1")
+    assert ran.code == 1, ran.err
+    api.down = False
+    retried = CliRunner().invoke(app, ["retry", "down-1"], prog_name="journal")
+    assert retried.exit_code == 0, retried.stderr
+    assert api.roles() == ["compile", "hello", "goodbye"]
+    with Journal(project / "journal" / "runs.db", read_only=True) as journal:
+        assert journal.run("down-1").status is RunStatus.COMPLETED
+        assert {v.verdict for v in journal.verify()} == {"intact"}
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
