@@ -56,8 +56,11 @@ demo: $(VENV)/.installed
 # main suite.
 test: lint test-openai2 test-crewai test-playbooks test-main
 
+# Three workers on two cores: most of the suite's time is spent waiting on the subprocesses,
+# servers and browsers it drives (pytest-xdist). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 3
 test-main: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-openai2: $(VENV_OPENAI2)/.installed
 	$(BIN_OPENAI2)/python -m pytest -q tests/openai2

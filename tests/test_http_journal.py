@@ -287,7 +287,7 @@ def test_concurrent_calls_under_gather_replay_by_task(sqlite_journal: Journal) -
 
     async def answer(request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
-        await asyncio.sleep({"a": 0.03, "b": 0.0, "c": 0.015}[body["messages"][0]["content"]])
+        await asyncio.sleep({"a": 0.2, "b": 0.0, "c": 0.1}[body["messages"][0]["content"]])
         return chat_answer(request, 1)
 
     offline = {"on": False}

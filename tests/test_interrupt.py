@@ -16,13 +16,17 @@ from replay import run_with_summary
 
 WORKER = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, os, sys
     from journal import Journal
     from replay import run, step
 
+    STALL_FROM = int(os.environ.get("STALL_FROM", "-1"))
+
     @step
     async def slow(i: int) -> int:
-        await asyncio.sleep(0.05)
+        # In the child, steps from STALL_FROM on wait until the Ctrl+C comes, however slowly
+        # a loaded machine starts it; resumed here, each takes 50 ms.
+        await asyncio.sleep(60 if 0 <= STALL_FROM <= i else 0.05)
         return i * i
 
     async def squares(n: int) -> list[int]:
@@ -50,14 +54,14 @@ def test_sigint_releases_the_lease_and_resume_serves_completed_steps(tmp_path: P
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     db = tmp_path / "j.db"
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "STALL_FROM": "5"}
     proc = subprocess.Popen(
         [sys.executable, str(script), str(db)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while _completed(db) < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)

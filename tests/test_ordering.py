@@ -53,7 +53,8 @@ def test_replay_hands_out_outcomes_in_their_live_order(order: list[int]) -> None
     """For any live completion order, replay (offline) sees the same order: the step fed with
     it is not a divergence, and nothing runs. Plain asyncio.gather, no special helper."""
     names = ["a", "b", "c", "d"]
-    delays.update({name: 0.004 * rank for name, rank in zip(names, order, strict=True)})
+    # 20 ms apart: a loaded machine (a CI runner, test workers side by side) keeps the order.
+    delays.update({name: 0.02 * rank for name, rank in zip(names, order, strict=True)})
     journal = Journal(store=MemoryStore())
     live = asyncio.run(replay.run(first_come_first_served, names, journal=journal, run_id="r"))
     expected = " then ".join(f"<{n}>" for _, n in sorted(zip(order, names, strict=True)))
