@@ -46,6 +46,8 @@ _MAX_NAME = 120
 """Longest file name (before `.db`) kept whole: paths stay well under file systems' limits."""
 _CLAIMS = pytest.StashKey[dict[str, list[str]]]()
 """Each journal file (case-folded: one file on macOS and Windows) -> the tests that use it."""
+_CALL_FAILED = pytest.StashKey[bool]()
+"""Whether the test's own body failed: then runs it did not get to are not a second error."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -135,6 +137,7 @@ class JournalReplay:
         self._test_name = test_name
         self._journal: Any = None
         self._started = 0
+        self._replayed: set[str] = set()
         self.summaries: list[Any] = []
         """The `RunSummary` of each run, in order (what was served, what ran live)."""
 
@@ -196,6 +199,7 @@ class JournalReplay:
                     workflow, *args, kwargs=kwargs, journal=self.journal, run_id=run_id
                 )
         else:
+            self._replayed.add(run_id)
             recorded = self._recorded_run(run_id)
             from replay import FrontierReached, NonDeterminismError, NotJournalable
 
@@ -290,6 +294,16 @@ class JournalReplay:
                 pytrace=False,
             )
         return recorded
+
+    def unstarted_runs(self) -> list[str]:
+        """Runs the recording made (not a child run's or a fork) that this replay never
+        started: the test no longer makes them."""
+        if self.recording or not self.path.exists():
+            return []
+        runs = self.journal.runs()
+        return sorted(
+            r.run_id for r in runs if r.parent_run_id is None and r.run_id not in self._replayed
+        )
 
     def close(self) -> None:
         opened = self._journal is not None
@@ -430,5 +444,22 @@ def journal_replay(request: pytest.FixtureRequest) -> Iterator[JournalReplay]:
     recorded = JournalReplay(path, mode, _UNSAFE.sub("-", node.name).strip("-"))
     try:
         yield recorded
+        unstarted = [] if node.stash.get(_CALL_FAILED, True) else recorded.unstarted_runs()
     finally:
         recorded.close()
+    if unstarted:
+        pytest.fail(
+            f"the test no longer starts recorded run{'s' if len(unstarted) > 1 else ''} "
+            f"{', '.join(repr(r) for r in unstarted[:10])} of {_shown(path)}: it has changed "
+            "since it was recorded. If the change is meant, record it again with "
+            "--journal-record.",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
