@@ -57,8 +57,9 @@ def test_replay_hands_out_outcomes_in_their_live_order(order: list[int]) -> None
     delays.update({name: 0.02 * rank for name, rank in zip(names, order, strict=True)})
     journal = Journal(store=MemoryStore())
     live = asyncio.run(replay.run(first_come_first_served, names, journal=journal, run_id="r"))
-    expected = " then ".join(f"<{n}>" for _, n in sorted(zip(order, names, strict=True)))
-    assert live == expected
+    # The delays set the live order on a machine with time to spare (a loaded one may swap two
+    # tasks): whatever order live had, replay must see it again.
+    assert sorted(live.split(" then ")) == [f"<{n}>" for n in names]
     executions.clear()
     delays.clear()  # every fetch would now finish at once, in creation order
     replayed = asyncio.run(

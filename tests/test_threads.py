@@ -104,7 +104,9 @@ def test_a_thread_pool_taking_results_as_completed_replays_its_order(order: list
     pauses.update({n: 0.06 * rank for n, rank in zip(names, order, strict=True)})
     journal = Journal(store=MemoryStore())
     live = asyncio.run(replay.run(pool_in_thread, names, journal=journal, run_id="p"))
-    assert live == ",".join(f"<{n}>" for _, n in sorted(zip(order, names, strict=True)))
+    # The pauses set the live order on a machine with time to spare; a loaded one may swap
+    # two threads, and the law is the same for any order live had: replay sees it again.
+    assert sorted(live.split(",")) == [f"<{n}>" for n in names]
     executions.clear()
     pauses.update({n: 0.0 for n in names})
     replayed = asyncio.run(
