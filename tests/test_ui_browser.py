@@ -16,7 +16,7 @@ import pytest
 
 from journal import Journal, RunStatus
 from replay._ui._views import href
-from tests.ui_runs import HOSTILE, HOSTILE_RUN_ID, SCRIPT, Server, live_run, record
+from tests.ui_runs import HOSTILE, HOSTILE_RUN_ID, SCRIPT, Server, busy_run, live_run, record
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -242,4 +242,48 @@ def test_a_page_in_a_background_tab_lets_its_stream_go(
                 browser.switch_to.window(handle)
                 browser.close()
         browser.switch_to.window(first)
+    assert _errors(browser) == []
+
+
+WATCH_BLANK = """
+window.blank = 0;
+window.watch = setInterval(() => {
+  let drawn = false;
+  try {
+    drawn = document.getElementById('timeline').contentDocument.documentElement
+      .dataset.timeline === 'ready';
+  } catch (_) { /* no document */ }
+  if (!drawn) window.blank++;
+}, 20);
+"""
+"""Counts, every 20 ms, the moments the page's timeline frame shows no drawn timeline."""
+DRAWN_MORE = f"""
+try {{
+  const d = {FRAME}, bars = d.querySelectorAll('.bar').length;
+  return d.documentElement.dataset.timeline === 'ready' && bars > arguments[0] && bars;
+}} catch (_) {{ return false; }}
+"""
+"""The timeline's bars, once it is drawn with more than `arguments[0]` of them."""
+
+
+def test_a_big_live_runs_timeline_is_never_blank(browser: WebDriver, tmp_path: Path) -> None:
+    """A run of several thousand events, still recording: the page's timeline was reloaded in
+    place every 700 ms, and loading and drawing it took longer than that, so it stayed blank.
+    Now the next timeline is drawn in a hidden frame and shown once drawn, and reloads wait
+    for the last one (and longer, the longer it took)."""
+    path = tmp_path / "journal.db"
+    with busy_run(str(path), "busy-1", first=3000) as journal:
+        server = Server(journal)
+        try:
+            browser.get(server.url + href("/run", id="busy-1"))
+            drawn = _until(browser, DRAWN_MORE, 0, timeout=60)
+            assert drawn >= 3000
+            browser.execute_script(WATCH_BLANK)
+            for _ in range(2):  # redrawn twice with the run's new rows, never blank
+                drawn = _until(browser, DRAWN_MORE, drawn, timeout=60)
+                assert browser.execute_script("return window.blank") == 0
+            assert browser.execute_script("return document.querySelectorAll('iframe').length") <= 2
+        finally:
+            browser.execute_script("clearInterval(window.watch)")
+            server.stop()
     assert _errors(browser) == []

@@ -172,3 +172,59 @@ class Server:
         self.thread.join(10)
         assert not self.thread.is_alive()
         return time.monotonic() - began
+
+
+@step(kind="tool")
+async def tick(index: int) -> int:
+    return index
+
+
+_stops: dict[str, threading.Event] = {}
+
+
+async def busy(run_name: str, first: int) -> int:
+    """`first` steps at once, then one every 20 ms until the test is done: a big run, still
+    recording."""
+    stop = _stops[run_name]
+    index = 0
+    while index < first or not stop.is_set():
+        await tick(index)
+        index += 1
+        if index >= first:
+            await asyncio.sleep(0.02)
+    return index
+
+
+@contextlib.contextmanager
+def busy_run(url: str, run_id: str, first: int) -> Iterator[Journal]:
+    """Runs `busy` as `run_id` in a thread, on its own connection to the journal at `url`,
+    until exit; yields once it has recorded `first` events (the journal, read-only)."""
+    stop = _stops[run_id] = threading.Event()
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        with Journal(url) as journal:
+            try:
+                asyncio.run(run(busy, run_id, first, journal=journal, run_id=run_id))
+            except BaseException as exc:  # surfaced in the test's thread
+                failure.append(exc)
+
+    Journal(url).close()  # the schema, before a read-only connection opens it
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    try:
+        with Journal(url, read_only=True) as journal:
+            deadline = time.monotonic() + 120
+            while journal.store.get_run(run_id) is None or (
+                journal.store.count_events(run_id) < first
+            ):
+                assert not failure and thread.is_alive(), failure or "the busy run ended"
+                assert time.monotonic() < deadline, "the busy run did not record its events"
+                time.sleep(0.05)
+            yield journal
+    finally:
+        stop.set()
+        thread.join(30)
+        _stops.pop(run_id, None)
+    assert not thread.is_alive(), "the busy run did not finish"
+    assert not failure, failure

@@ -2,8 +2,8 @@
  *
  * A stream only says that something changed; the new rows are then fetched as HTML the server
  * rendered with its templates (which escape every recorded value), so recorded text is never
- * turned into markup here. The run's timeline is the HTML export's page in a frame, reloaded
- * when the run records more, keeping the step that was selected. */
+ * turned into markup here. The run's timeline is the HTML export's page in a frame, drawn
+ * again when the run records more, keeping the step that was selected. */
 (function () {
   "use strict";
   const body = document.body;
@@ -68,19 +68,47 @@
     };
   }
 
-  function reloadFrame(frame) {
-    let seq = null;
-    try {
-      const chosen = frame.contentDocument.querySelector(".bar.selected, .marker.selected");
-      if (chosen) seq = chosen.dataset.seq;
-    } catch (_) { /* not loaded yet */ }
-    frame.addEventListener("load", () => {
-      if (seq === null) return;
-      const sel = `.bar[data-seq="${CSS.escape(seq)}"], .marker[data-seq="${CSS.escape(seq)}"]`;
-      const again = frame.contentDocument.querySelector(sel);
-      if (again) again.click();
-    }, { once: true });
-    frame.contentWindow.location.reload();
+  /** Draws the timeline in `frame` again, with the run's new rows: the next one loads in a
+   * hidden frame over it and takes its place once drawn, with the step that was selected
+   * selected again, so the timeline never goes blank. A big run takes seconds to load and
+   * draw, so one load runs at a time, and the next waits twice as long as the last took. */
+  function timelineFollower(frame) {
+    let shown = frame, loading = null, timer = null, wanted = false, notBefore = 0;
+    function start() {
+      timer = null;
+      wanted = false;
+      let seq = null;
+      try {
+        const chosen = shown.contentDocument.querySelector(".bar.selected, .marker.selected");
+        if (chosen) seq = chosen.dataset.seq;
+      } catch (_) { /* not loaded yet */ }
+      const began = performance.now();
+      const next = loading = shown.cloneNode(false);
+      next.removeAttribute("id");
+      next.classList.add("next");
+      next.addEventListener("load", () => {
+        const doc = next.contentDocument;
+        if (seq !== null && doc) {
+          const sel = `.bar[data-seq="${CSS.escape(seq)}"], .marker[data-seq="${CSS.escape(seq)}"]`;
+          const again = doc.querySelector(sel);
+          if (again) again.click();
+        }
+        shown.remove();
+        next.id = "timeline";
+        next.classList.remove("next");
+        shown = next;
+        loading = null;
+        const took = performance.now() - began;
+        notBefore = performance.now() + Math.max(700, 2 * took);
+        if (wanted) request();
+      }, { once: true });
+      shown.after(next);
+    }
+    function request() {
+      if (loading !== null || timer !== null) { wanted = true; return; }
+      timer = setTimeout(start, Math.max(0, notBefore - performance.now()));
+    }
+    return request;
   }
 
   if (body.dataset.page === "runs" && body.dataset.live) {
@@ -112,7 +140,7 @@
     const refreshOutcome = serial(async () => {
       outcome.innerHTML = await fragment(body.dataset.outcome);
     });
-    const reloadTimeline = throttled(() => reloadFrame(frame), 700);
+    const reloadTimeline = timelineFollower(frame);
     const steps = () => { appendRows(); refreshSummary(); reloadTimeline(); };
     const run = () => { refreshSummary(); refreshOutcome(); reloadTimeline(); };
     connect(() => `${body.dataset.live}&after=${lastSeq}`, { steps, run }, () => {
