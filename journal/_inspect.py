@@ -191,10 +191,15 @@ class TimelineEntry:
         return entry
 
 
-def with_durations(events: Iterable[Event]) -> Iterator[tuple[Event, timedelta | None]]:
+def with_durations(
+    events: Iterable[Event], started: dict[tuple[str, int], datetime] | None = None
+) -> Iterator[tuple[Event, timedelta | None]]:
     """Each event (one run's, in seq order) with its attempt's duration: from the attempt's
-    `started` row to this row; None for a `started` row, or an outcome written alone."""
-    started: dict[tuple[str, int], datetime] = {}
+    `started` row to this row; None for a `started` row, or an outcome written alone.
+
+    `started` holds the attempts begun and not ended yet, kept across calls that go on from
+    the rows an earlier call read."""
+    started = {} if started is None else started
     for event in events:
         duration = None
         if event.status is EventStatus.STARTED:

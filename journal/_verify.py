@@ -75,8 +75,24 @@ def broken_at(run_id: str, where: str, detail: str, events: int = 0) -> RunVerif
     return RunVerification(run_id, "broken", events, False, Break(None, where, detail))
 
 
-def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerification:
-    """Recompute `run`'s chain over `events` (in seq order, read once) and its seal."""
+@dataclass(frozen=True)
+class Checked:
+    """Where an intact prefix of a run's chain ends: its last seq and hash, so that a check of
+    the events after it need not read the prefix again (a live page following a long run)."""
+
+    seq: int
+    hash: str
+    events: int
+    """Events checked in the prefix."""
+
+
+def verify_run(
+    chain: Chain, run: Run, events: Iterable[Event], *, after: Checked | None = None
+) -> RunVerification:
+    """Recompute `run`'s chain over `events` (in seq order, read once) and its seal.
+
+    With `after`, `events` are those after a prefix found intact (ending at `after`); a link back
+    into the prefix is reported as a plain break, without the seq it links to."""
     damage = damage_of(run)
     if damage is not None:
         return RunVerification(run.run_id, "broken", 0, False, _damaged(None, damage))
@@ -116,10 +132,10 @@ def verify_run(chain: Chain, run: Run, events: Iterable[Event]) -> RunVerificati
             False,
             note=describe_mismatch(run.run_id, run.chain, chain.scheme),
         )
-    expected_prev = chain.genesis(run)
-    expected_seq = 1
+    expected_prev = chain.genesis(run) if after is None else after.hash
+    expected_seq = 1 if after is None else after.seq + 1
     seen: dict[str, int] = {}
-    count = 0
+    count = 0 if after is None else after.events
     stream = iter(events)
     for event in stream:
         count += 1

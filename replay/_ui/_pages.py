@@ -25,14 +25,13 @@ from journal._html import write_html_timeline
 from journal._verify import HEAD_ROW
 
 from ._state import state_of
+from ._tail import events_of, rows_after, run_page
 from ._views import (
     STATES,
     BadFilter,
     RunFilter,
-    run_page,
     select_runs,
     step_page,
-    step_rows,
     whole_number,
 )
 
@@ -80,7 +79,8 @@ def runs_list(request: Request) -> Response:
 def run_view(request: Request) -> Response:
     """One run: its facts, outcome, verification, timeline and steps (and actions, if allowed)."""
     run_id = required(request, "id", "/run?id=RUN")
-    page = run_page(_journal(request), run_id)
+    whole = request.url.path == "/run"  # a load reads all; the live fragments what is new
+    page = run_page(_journal(request), state_of(request).tails, run_id, whole=whole)
     # What an action just did, said on the page it redirects to (only where actions exist).
     shown = state_of(request).allow_actions
     notice = {
@@ -95,19 +95,16 @@ def run_rows(request: Request) -> Response:
     """The run's step rows after seq `after`: what a live run page appends."""
     run_id = required(request, "id", "/run/rows?id=RUN&after=SEQ")
     after = whole_number(request.query_params.get("after", "0") or "0", "after")
-    journal = _journal(request)
-    run = journal.run(run_id)
-    rows = step_rows(run, journal.events(run_id))
+    run, rows = rows_after(_journal(request), state_of(request).tails, run_id, after)
     return render(request, "step_rows.html", {"run": run, "steps": rows, "after": after})
 
 
 def timeline(request: Request) -> Response:
     """The HTML export's timeline of the run, served with linked assets (no inline script)."""
     run_id = required(request, "id", "/run/timeline?id=RUN")
-    journal = _journal(request)
-    run = journal.run(run_id)
+    run, events = events_of(_journal(request), state_of(request).tails, run_id)
     out = io.StringIO()
-    records = (event_record(event) for event in journal.iter_events(run_id))
+    records = (event_record(event) for event in events)
     write_html_timeline(out, run_record(run), records, assets=TIMELINE_ASSETS, header=False)
     return HTMLResponse(out.getvalue())
 

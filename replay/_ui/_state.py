@@ -10,6 +10,8 @@ from starlette.requests import Request
 
 from journal import Journal
 
+from ._tail import Tails
+
 
 @dataclass
 class UiState:
@@ -23,6 +25,8 @@ class UiState:
     """The CSRF token of this process: forms carry it, actions require it."""
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the server shuts down: live streams end at once instead of holding it up."""
+    tails: Tails = field(default_factory=Tails)
+    """The rows of the runs open pages follow: each new event is read once."""
 
 
 def state_of(request: Request) -> UiState:

@@ -8,7 +8,7 @@ Everything recorded is untrusted text. Nothing here builds HTML: the templates e
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -27,7 +27,6 @@ from journal import (
 )
 from journal._codec import json_or_text
 from journal._inspect import RunDigest, digest, llm_usage, run_state, with_durations
-from journal._verify import verify_run
 
 PAGE_SIZE = 50
 """Runs per page of the list."""
@@ -191,41 +190,46 @@ class StepRow:
         return self.event.key.rpartition(":")[0].count("/")
 
 
-def step_rows(run: Run, events: Iterable[Event]) -> list[StepRow]:
-    """`events` (one run's, in seq order) as table rows, each with its attempt's duration."""
+def step_rows(
+    run: Run, events: Iterable[Event], started: dict[tuple[str, int], datetime] | None = None
+) -> list[StepRow]:
+    """`events` (one run's, in seq order) as table rows, each with its attempt's duration
+    (`started`: the attempts an earlier call left begun, as `with_durations` keeps them)."""
     rows = []
-    for event, duration in with_durations(events):
+    for event, duration in with_durations(events, started):
         offset = (event.created_at - run.created_at) / timedelta(milliseconds=1)
         rows.append(StepRow(event, offset, duration, llm_usage(event)))
     return rows
 
 
 class RunPage:
-    """Everything the run page shows around its timeline, each part read when first asked
-    for: a live page fetches its header on every new event, the rest only when the run
-    changes status, and neither should cost a read of the whole journal."""
+    """Everything the run page shows around its timeline, from the rows the server holds of
+    the run (`_tail`): a live page fetches its header on every new event, the rest only when
+    the run changes status, and neither reads more of the journal than what is new."""
 
-    def __init__(self, journal: Journal, run_id: str) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        run: Run,
+        events: list[Event],
+        steps: list[StepRow],
+        verify: Callable[[], RunVerification],
+    ) -> None:
         self.journal = journal
-        self.run = journal.run(run_id)  # RunNotFound for an unknown run
-
-    @cached_property
-    def events(self) -> list[Event]:
-        return self.journal.store.read_events(self.run.run_id)
+        self.run = run
+        self.events = events
+        self.steps = steps
+        self._verify = verify
 
     @cached_property
     def digest(self) -> RunDigest:
         return digest(self.run, self.events)
 
     @cached_property
-    def steps(self) -> list[StepRow]:
-        return step_rows(self.run, self.events)
-
-    @cached_property
     def verification(self) -> RunVerification:
         """The run's own hash chain and seal (`journal verify RUN` checks the journal's head
         too: the verify page does)."""
-        return verify_run(self.journal.chain, self.run, self.events)
+        return self._verify()
 
     @property
     def verdict(self) -> str:
@@ -252,11 +256,6 @@ class RunPage:
     def keys(self) -> list[str]:
         """Step keys in order of first appearance (what a fork's override may name)."""
         return list(dict.fromkeys(e.key for e in self.events if e.kind is not EventKind.FORK))
-
-
-def run_page(journal: Journal, run_id: str) -> RunPage:
-    """The run page's content; `RunNotFound` for an unknown run."""
-    return RunPage(journal, run_id)
 
 
 @dataclass(frozen=True)
