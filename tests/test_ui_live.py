@@ -208,3 +208,30 @@ def test_a_10000_event_runs_page_is_small(tmp_path: Path) -> None:
         page = client.get(href("/run", id="big"))
         assert page.status_code == 200
         assert len(page.content) < 1_000_000, f"{len(page.content):,} bytes"
+
+
+def test_a_journal_locked_past_the_busy_timeout_is_the_error_page(tmp_path: Path) -> None:
+    """A journal in SQLite's rollback-journal mode (as another tool may leave it) locked by a
+    writer: a page waited out the busy timeout, then was a plain 500 ('Internal Server
+    Error'); it is now the UI's error page, saying what holds it and what to do."""
+    import sqlite3
+
+    path = tmp_path / "journal.db"
+    with Journal(path) as journal:
+        record(journal)
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        assert conn.execute("PRAGMA journal_mode = DELETE").fetchone() == ("delete",)
+    with Journal(path, read_only=True) as journal:
+        journal.store._conn.execute("PRAGMA busy_timeout = 100")  # type: ignore[attr-defined]
+        client = TestClient(create_app(journal), base_url=BASE, raise_server_exceptions=False)
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            for address in ("/", href("/run", id="cats-1"), href("/run/rows", id="cats-1")):
+                page = client.get(address)
+                assert page.status_code == 500, address
+                assert "The journal could not answer" in page.text, address
+                assert "stayed locked by another process" in page.text, address
+        finally:
+            holder.close()
+        assert client.get("/").status_code == 200

@@ -167,11 +167,13 @@ class SQLiteStore:
         assert stored is not None
         return stored
 
+    @_named
     @lenient_text
     def get_run(self, run_id: str) -> Run | None:
         with self._lock:
             return self._select_run(run_id)
 
+    @_named
     @lenient_text
     def list_runs(
         self,
@@ -310,6 +312,7 @@ class SQLiteStore:
                 rollback(conn)
                 raise
 
+    @_named
     @lenient_text
     def read_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -363,6 +366,7 @@ class SQLiteStore:
             if sound or _unsound()  # a row edited by hand: read it the careful way
         ]
 
+    @_named
     @lenient_text
     def read_rows(self, run_id: str) -> list[EventRow]:
         with self._lock:
@@ -422,6 +426,7 @@ class SQLiteStore:
         signal_number: int = number
         return signal_number
 
+    @_named
     def read_signal(self, run_id: str, name: str, number: int) -> bytes | None:
         with self._lock:
             row = self._conn.execute(
@@ -430,6 +435,7 @@ class SQLiteStore:
             ).fetchone()
         return None if row is None else bytes(row[0])
 
+    @_named
     @lenient_text
     def list_due(self, now: datetime) -> list[Run]:
         with self._lock:
@@ -440,6 +446,7 @@ class SQLiteStore:
             ).fetchall()
         return [self._run_from_row(row) for row in rows]
 
+    @_named
     def count_events(self, run_id: str) -> int:
         with self._lock:
             row = self._conn.execute(
@@ -448,6 +455,7 @@ class SQLiteStore:
         count: int = row[0]
         return count
 
+    @_named
     def last_hash(self, run_id: str) -> str | None:
         with self._lock:
             row = self._conn.execute(
@@ -526,6 +534,7 @@ class SQLiteStore:
         opened to read (a writer upgrades it and adopts its runs)."""
         return self._heads_table
 
+    @_named
     @lenient_text
     def last_head(self) -> HeadEntry | None:
         if not self._heads_table:
@@ -533,6 +542,7 @@ class SQLiteStore:
         with self._lock:
             return _heads.last_head(self._conn)
 
+    @_named
     @lenient_text
     def read_heads(self, *, after_n: int = 0, limit: int | None = None) -> list[HeadEntry]:
         if not self._heads_table:
