@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import pytest
@@ -235,3 +236,75 @@ def test_a_journal_locked_past_the_busy_timeout_is_the_error_page(tmp_path: Path
         finally:
             holder.close()
         assert client.get("/").status_code == 200
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("Threads:")[1].split()[0])
+
+
+def _until_more_threads(pid: int, than: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while _threads(pid) <= than:
+        assert time.monotonic() < deadline, "the server never took the request"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="counts threads in /proc")
+def test_ctrl_c_during_a_slow_page_stops_quietly(tmp_path: Path) -> None:
+    """Ctrl+C while a page waits on a locked journal: once uvicorn's grace period is over it
+        cancels the request, and printed the cancellation's traceback ('Exception in ASGI
+        application'); the page is now answered 503, the server is stopping, and only uvicorn's
+    line saying it cancelled a request is printed."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import threading
+
+    import httpx
+
+    path = tmp_path / "journal.db"
+    with Journal(path) as journal:
+        record(journal)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode = DELETE")
+        journal_cli = "from replay._cli import main; main()"
+        command = [sys.executable, "-c", journal_cli, "ui", "--db", str(path), "--port", "0"]
+        with subprocess.Popen(command, stdout=PIPE, stderr=PIPE, text=True) as proc:
+            try:
+                assert proc.stdout is not None and proc.stderr is not None
+                url = proc.stdout.readline().split()[2]
+                holder.execute("BEGIN EXCLUSIVE")
+                answers: list[httpx.Response | Exception] = []
+
+                def ask() -> None:
+                    with httpx.Client(timeout=60) as http:
+                        try:
+                            with http.stream("GET", url + "/") as page:
+                                answers.append(page)
+                                page.read()
+                        except httpx.HTTPError as exc:
+                            answers.append(exc)
+
+                threads = _threads(proc.pid)
+                client = threading.Thread(target=ask, daemon=True)
+                client.start()
+                _until_more_threads(proc.pid, threads)  # the page's worker, waiting on the lock
+                proc.send_signal(signal.SIGINT)
+                client.join(30)
+                holder.rollback()  # lets the worker thread end, and the process with it
+                assert proc.wait(40) == 0
+                printed = proc.stderr.read()
+                assert "Traceback" not in printed and "Exception in ASGI" not in printed, printed
+                assert isinstance(answers[0], httpx.Response), answers
+                assert answers[0].status_code == 503
+                assert "journal ui is stopping" in answers[0].text
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+    finally:
+        holder.close()

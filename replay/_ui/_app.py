@@ -11,8 +11,11 @@ token and an Origin check (`_actions`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import socket
+import threading
 from pathlib import Path
 
 import jinja2
@@ -67,6 +70,41 @@ class _SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class _QuietStop:
+    """A request still running when the server's grace period for stopping ends (a page
+    waiting on a locked journal) is cancelled by uvicorn, which printed the cancellation's
+    traceback: it is answered 503 instead, saying that the server is stopping."""
+
+    def __init__(self, app: ASGIApp, stopping: threading.Event) -> None:
+        self.app = app
+        self.stopping = stopping
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise
+            if not started:
+                stopped = PlainTextResponse(
+                    "journal ui is stopping (Ctrl+C): this page was still waiting for the "
+                    "journal. Start journal ui again to see it.",
+                    status_code=503,
+                )
+                with contextlib.suppress(Exception):  # the client may be gone as well
+                    await stopped(scope, receive, send)
 
 
 def _templates(state: UiState) -> Jinja2Templates:
@@ -181,6 +219,7 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(_SecurityHeaders),
+            Middleware(_QuietStop, stopping=state.stopping),
             Middleware(_HostCheck, host=host),
         ],
         exception_handlers=_pages.exception_handlers(),
