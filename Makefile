@@ -16,8 +16,12 @@ BIN_CREWAI := $(VENV_CREWAI)/bin
 # Its packages: tests/envs/playbooks.txt; its tests: tests/playbooks/.
 VENV_PLAYBOOKS := .venv-playbooks
 BIN_PLAYBOOKS := $(VENV_PLAYBOOKS)/bin
+# The peers' benchmark (benchmarks/peers.py): DBOS and LangGraph at pinned versions, kept out of
+# every test environment. Its packages: benchmarks/requirements-peers.txt.
+VENV_PEERS := .venv-peers
+BIN_PEERS := $(VENV_PEERS)/bin
 
-.PHONY: demo test test-main test-openai2 test-crewai test-playbooks lint bench mutate clean
+.PHONY: demo test test-main test-openai2 test-crewai test-playbooks lint bench bench-peers mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +51,12 @@ $(VENV_PLAYBOOKS)/.installed: pyproject.toml tests/envs/playbooks.txt
 	rm -rf $(VENV_PLAYBOOKS)
 	$(PYTHON) -m venv $(VENV_PLAYBOOKS)
 	$(BIN_PLAYBOOKS)/python -m pip install -q -e '.[playbooks]' -r tests/envs/playbooks.txt
+	touch $@
+
+$(VENV_PEERS)/.installed: pyproject.toml benchmarks/requirements-peers.txt
+	rm -rf $(VENV_PEERS)
+	$(PYTHON) -m venv $(VENV_PEERS)
+	$(BIN_PEERS)/python -m pip install -q -e . -r benchmarks/requirements-peers.txt
 	touch $@
 
 demo: $(VENV)/.installed
@@ -79,10 +89,15 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/overhead.py
 
+# journal-replay, DBOS and LangGraph on the same workloads (slow, about 10 minutes; not part of
+# `make test`). PEERS="--quick" or PEERS="--postgres postgresql://..." passes options.
+bench-peers: $(VENV_PEERS)/.installed
+	$(BIN_PEERS)/python benchmarks/peers.py $(PEERS)
+
 # Mutation testing of the core files (slow; a developer tool, not part of `make test`).
 # MUTATE="journal/_chain.py --max 0" picks files and options.
 mutate: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.mutate $(MUTATE)
 
 clean:
-	rm -rf $(VENV) $(VENV_OPENAI2) $(VENV_CREWAI) $(VENV_PLAYBOOKS) .journal .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_OPENAI2) $(VENV_CREWAI) $(VENV_PLAYBOOKS) $(VENV_PEERS) .journal .pytest_cache .hypothesis
