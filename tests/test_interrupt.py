@@ -60,6 +60,9 @@ def test_sigint_releases_the_lease_and_resume_serves_completed_steps(tmp_path: P
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # Ctrl+C as in a terminal: a suite started in the background (`make test &`) passes
+        # SIGINT on ignored, and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while _completed(db) < 5 and time.monotonic() < deadline:
