@@ -42,9 +42,12 @@ from typing import Any
 
 import httpx
 
+# recipe: journaled-run-imports
 from journal import Journal
 from replay import run_with_summary
 from replay.integrations import instrument
+
+# end recipe: journaled-run-imports
 
 API_KEY = "sk-framework-secret-0000"
 """Fake key: the tests check it never reaches the journal file."""

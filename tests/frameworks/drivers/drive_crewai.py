@@ -40,8 +40,11 @@ os.environ.update(
 )
 # end recipe: crewai-telemetry
 
+# recipe: crewai-imports
 from crewai import LLM, Agent, Crew, Task  # noqa: E402
 from crewai.tools import BaseTool  # noqa: E402
+
+# end recipe: crewai-imports
 
 MODEL = "openai/gpt-4o-mini"
 """`openai/` picks crewai's native OpenAI provider (no litellm)."""

@@ -24,11 +24,15 @@ from _driver import (  # type: ignore[import-not-found]  # next to this script
     main,
     plan_prompt,
 )
+
+# recipe: langgraph-imports
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool, tool
 from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, create_react_agent, tools_condition
+
+# end recipe: langgraph-imports
 
 QUESTION = "What is the weather in Paris and Rome?"
 SEQUENTIAL = [[("lookup", {"city": "Paris"})], [("lookup", {"city": "Rome"})]]

@@ -28,9 +28,12 @@ from _driver import (  # type: ignore[import-not-found]  # next to this script
 
 forbid_network()  # before the import: llama-index's tokenizers come from its own package
 
+# recipe: llama-index-imports
 from llama_index.core.agent.workflow import AgentStream, FunctionAgent  # noqa: E402
 from llama_index.core.tools import FunctionTool  # noqa: E402
 from llama_index.llms.openai import OpenAI  # noqa: E402
+
+# end recipe: llama-index-imports
 
 MODEL = "gpt-4o-mini"
 """llama-index's OpenAI LLM looks the model up (context window, function calling)."""

@@ -21,6 +21,8 @@ from _driver import (  # type: ignore[import-not-found]  # next to this script
     main,
     plan_prompt,
 )
+
+# recipe: openai-agents-imports
 from agents import (
     Agent,
     Runner,
@@ -28,6 +30,8 @@ from agents import (
     set_default_openai_api,
     set_tracing_disabled,
 )
+
+# end recipe: openai-agents-imports
 
 QUESTION = "What is the weather in Paris and Rome?"
 TIMEOUT = 0.5

@@ -21,8 +21,12 @@ from _driver import (  # type: ignore[import-not-found]  # next to this script
     main,
     plan_prompt,
 )
+
+# recipe: smolagents-imports
 from smolagents import OpenAIServerModel, Tool, ToolCallingAgent
 from smolagents.monitoring import LogLevel
+
+# end recipe: smolagents-imports
 
 QUESTION = "What is the weather in Paris and Rome?"
 SEQUENTIAL = [[("lookup", {"city": "Paris"})], [("lookup", {"city": "Rome"})]]
