@@ -122,17 +122,7 @@ def live_run(url: str, run_id: str, count: int = 3) -> Iterator[Gates]:
     (as another process would); each step waits for `Gates.release`. All are released, and
     the run finished, on exit."""
     gates = _gates[run_id] = Gates(count)
-    failure: list[BaseException] = []
-
-    def body() -> None:
-        with Journal(url) as journal:
-            try:
-                asyncio.run(run(stepwise, run_id, count, journal=journal, run_id=run_id))
-            except BaseException as exc:  # surfaced in the test's thread
-                failure.append(exc)
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
+    thread, failure = _in_thread(url, run_id, stepwise, run_id, count)
     try:
         assert gates.entered[0].wait(10), "the live run never reached its first step"
         yield gates
@@ -195,23 +185,32 @@ async def busy(run_name: str, first: int) -> int:
     return index
 
 
-@contextlib.contextmanager
-def busy_run(url: str, run_id: str, first: int) -> Iterator[Journal]:
-    """Runs `busy` as `run_id` in a thread, on its own connection to the journal at `url`,
-    until exit; yields once it has recorded `first` events (the journal, read-only)."""
-    stop = _stops[run_id] = threading.Event()
+def _in_thread(
+    url: str, run_id: str, workflow: Any, *args: Any
+) -> tuple[threading.Thread, list[BaseException]]:
+    """`workflow(*args)` run as `run_id` in a started thread, on its own connection to the
+    journal at `url` (as another process would); what it raised lands in the list."""
     failure: list[BaseException] = []
 
     def body() -> None:
         with Journal(url) as journal:
             try:
-                asyncio.run(run(busy, run_id, first, journal=journal, run_id=run_id))
+                asyncio.run(run(workflow, *args, journal=journal, run_id=run_id))
             except BaseException as exc:  # surfaced in the test's thread
                 failure.append(exc)
 
-    Journal(url).close()  # the schema, before a read-only connection opens it
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
+    return thread, failure
+
+
+@contextlib.contextmanager
+def busy_run(url: str, run_id: str, first: int) -> Iterator[Journal]:
+    """Runs `busy` as `run_id` in a thread, on its own connection to the journal at `url`,
+    until exit; yields once it has recorded `first` events (the journal, read-only)."""
+    stop = _stops[run_id] = threading.Event()
+    Journal(url).close()  # the schema, before a read-only connection opens it
+    thread, failure = _in_thread(url, run_id, busy, run_id, first)
     try:
         with Journal(url, read_only=True) as journal:
             deadline = time.monotonic() + 120
