@@ -55,6 +55,7 @@ from ._errors import (
     NotJournalable,
     StepFailed,
 )
+from ._group import Ticket
 from ._history import History, Turn
 from ._log import get_logger
 from ._recorded import Recorded, as_recorded, fold_rows
@@ -71,6 +72,7 @@ Mode = Literal["resume", "replay"]
 OnDivergence = Literal["raise", "fork"]
 
 _FINISHED = ("completed", "failed", "cancelled")
+_GONE = object()
 RAISED_KEPT = 256
 """How many step failures a sitting remembers (a workflow that catches many keeps going)."""
 LARGE_PAYLOAD_BYTES = 1024 * 1024
@@ -664,15 +666,29 @@ class Session:
                 plan.attempt,
                 plan.args_payload,
             )
+            if plan.key not in self.in_flight:
+                self.writer.step_began()
             self.in_flight[plan.key] = getattr(spec, "passive", False)
             self.writer.start(plan.started, now=sync)
 
-    def finish(self, spec: StepSpec, plan: LivePlan, status: EventStatus, payload: bytes) -> None:
+    def finish(
+        self,
+        spec: StepSpec,
+        plan: LivePlan,
+        status: EventStatus,
+        payload: bytes,
+        *,
+        wait: bool = True,
+    ) -> Ticket | None:
         """Append the attempt's outcome (with any buffered starts) in one transaction; if its
         own start is still buffered (it never waited), the outcome takes its place and seq,
-        carrying the arguments: one row, one commit, the same information."""
+        carrying the arguments: one row, one commit, the same information.
+
+        Without `wait`, rows handed to the group committer may still be on their way: the
+        ticket returned says when, and the caller awaits `landed(ticket)` before the value
+        reaches the workflow."""
         with self.lock:
-            self.in_flight.pop(plan.key, None)
+            self._landed_step(plan.key)
             if self.closed:
                 log.warning(
                     "step.finished_after_its_run",
@@ -681,21 +697,51 @@ class Session:
                     step=spec.name,
                     reason="the run had ended: its outcome is not journaled",
                 )
-                return
+                return None
             if self.stopping is not None and not self.ending_normally:
                 raise self.stop_signal()
-            self.writer.outcome(*self._ending(spec, plan, status, payload))
+            ticket = self.writer.outcome(*self._ending(spec, plan, status, payload), wait=wait)
             if threading.get_ident() != self.loop_thread:
                 work = thread_work_scope()
                 if work is not None and work.session is self and not work.untaken:
                     work.untaken = True  # until the loop takes the work's result
                     self.untaken += 1
+            return ticket
+
+    async def landed(self, ticket: Ticket | None) -> None:
+        """Wait until the rows of `ticket` (from `finish(wait=False)`) are committed.
+
+        Their step's outcome is in the journal from then on, so the workflow must see it: a
+        cancellation that arrives meanwhile is put back for the workflow's next wait, as it
+        would have arrived had the commit been done on the spot."""
+        if ticket is None:
+            return
+        if not ticket.landed:
+            landing = self.writer.committer.awaitable(ticket, self.loop)
+            stops: list[asyncio.CancelledError] = []
+            while not landing.done():
+                try:
+                    await asyncio.shield(landing)
+                except asyncio.CancelledError as stop:
+                    stops.append(stop)
+            task = asyncio.current_task()
+            if stops and task is not None:
+                for _ in stops:
+                    task.uncancel()
+                for stop in stops:
+                    task.cancel(stop.args[0] if stop.args else None)
+        if ticket.error is not None:
+            self.writer.raise_write_error()
+
+    def _landed_step(self, key: str) -> None:
+        if self.in_flight.pop(key, _GONE) is not _GONE:
+            self.writer.step_ended()
 
     def cancelled(self, spec: StepSpec, plan: LivePlan) -> None:
         """The workflow cancelled a live attempt: record `cancelled` with the next write (a
         stop that cancels it records nothing; the attempt stays in flight for resume)."""
         with self.lock:
-            self.in_flight.pop(plan.key, None)
+            self._landed_step(plan.key)
             if self.closed or self.writer.token is None:
                 return
             if self.stopping is not None and not self.ending_normally:
@@ -736,7 +782,7 @@ class Session:
     def abandoned(self, plan: LivePlan) -> None:
         """A live attempt ended by the sitting's stop: it stays in flight in the journal."""
         with self.lock:
-            self.in_flight.pop(plan.key, None)
+            self._landed_step(plan.key)
 
     # -- reporting --------------------------------------------------------------------------
 

@@ -246,6 +246,7 @@ class Sitting:
                 current_scope.reset(scope_token)
             self._unhook(session, loop)
             self._let_go(session, heartbeat)
+            session.writer.close()
             with session.lock:
                 session.closed = True
                 # Whatever still waits for a turn (a thread the workflow let go) is let go too.

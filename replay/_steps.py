@@ -30,6 +30,7 @@ from journal._events import EventRow
 
 from ._context import TaskScope, current_scope, live_step_key, scope_here
 from ._errors import NotJournalable, ReplayError, StepFailed
+from ._group import Ticket
 from ._history import Turn
 from ._session import LivePlan, Session, rebuild_error
 from ._versions import module_version
@@ -165,7 +166,9 @@ def _serve(spec: StepSpec, session: Session, row: EventRow) -> Any:
     raise session.raising(rebuild_error(row[7]), row[1])
 
 
-def _record_value(spec: StepSpec, session: Session, plan: LivePlan, value: Any) -> Any:
+def _record_value(
+    spec: StepSpec, session: Session, plan: LivePlan, value: Any, *, wait: bool = True
+) -> tuple[Any, Ticket | None]:
     try:
         payload, decoded = spec.codec.record(value, what="result")
     except ValueNotJournalable as exc:
@@ -178,8 +181,7 @@ def _record_value(spec: StepSpec, session: Session, plan: LivePlan, value: Any) 
         if redacted is not payload:  # live code sees what replay will serve: the markers
             payload, decoded = redacted, spec.codec.decode(redacted, what="redacted result")
     session.check_size(plan.key, spec.name, "result", payload)
-    session.finish(spec, plan, EventStatus.COMPLETED, payload)
-    return decoded
+    return decoded, session.finish(spec, plan, EventStatus.COMPLETED, payload, wait=wait)
 
 
 def _record_failure(
@@ -273,7 +275,8 @@ async def _run_live(
         finally:
             _leave(tokens)
         if failed is None:
-            value = _record_value(spec, session, plan, value)
+            value, ticket = _record_value(spec, session, plan, value, wait=False)
+            await session.landed(ticket)
             await session.hold_live(plan.key, spec.name)
             return value
         try:
@@ -311,7 +314,7 @@ def _run_live_sync(
         finally:
             _leave(tokens)
         if failed is None:
-            value = _record_value(spec, session, plan, value)
+            value, _ = _record_value(spec, session, plan, value)
             session.hold_live_sync(plan.key, spec.name)
             return value
         try:

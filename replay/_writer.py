@@ -5,6 +5,10 @@ has its start durable while it is in flight, and a step that finishes without yi
 start and outcome as one row, in one transaction. A sync call blocks the loop, so its start is
 written at once. A cancelled attempt is written with the next write, and dropped if the sitting
 stops first (a resume then finds it in flight, as a crash would have left it).
+
+While other runs have steps in flight on the same store, rows go to the store's group committer
+(`replay._group`) instead of being committed on the loop; an async step then awaits its ticket
+before its value reaches the workflow, and everything else waits for it where it stands.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from journal._chain import Chain
 from journal._events import RunStatus, trusted_event
 
 from ._errors import JournalWriteFailed, OwnershipLost, ReplayError
+from ._group import Committer, Ticket, committer_of
 from ._log import get_logger
 
 if TYPE_CHECKING:
@@ -74,6 +79,11 @@ class Writer:
         """The first seq appended while `block_task` was being cancelled."""
         self.observer: SittingObserver | None = None
         """Told of every commit once the store took it (`replay._observe`)."""
+        self.committer: Committer = committer_of(store)
+        self.steps_in_flight = 0
+        self.outstanding = 0
+        """Tickets queued with the committer and not landed yet (changed under its lock)."""
+        self.last_ticket: Ticket | None = None
 
     def event(
         self,
@@ -122,16 +132,16 @@ class Writer:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush_pending)
 
-    def outcome(self, started: Event | None, outcome: Event) -> None:
+    def outcome(self, started: Event | None, outcome: Event, *, wait: bool = True) -> Ticket | None:
         """Append an attempt's outcome. If its start is still buffered, the outcome (built with
-        the start's seq and arguments) takes its place: one row, one commit."""
+        the start's seq and arguments) takes its place: one row, one commit. Without `wait`,
+        the ticket of rows handed to the group committer, which the caller awaits."""
         if started is not None:
             for index, event in enumerate(self.pending):
                 if event is started:
                     self.pending[index] = outcome
-                    self.write([])
-                    return
-        self.write([outcome])
+                    return self.write([], wait=wait)
+        return self.write([outcome], wait=wait)
 
     def unbuffered(self, started: Event | None) -> bool:
         """Whether `started` is still buffered (not written yet)."""
@@ -152,10 +162,14 @@ class Writer:
             if self.pending and self.write_error is None:
                 # A failure is kept in write_error; the next step raises it in the workflow.
                 with contextlib.suppress(ReplayError):
-                    self.write([])
+                    self.write([], wait=False)
 
-    def write(self, events: list[Event]) -> None:
-        """Append buffered rows plus `events`; raise a `ReplayError` if the store refuses."""
+    def write(self, events: list[Event], *, wait: bool = True) -> Ticket | None:
+        """Append buffered rows plus `events`; raise a `ReplayError` if the store refuses.
+
+        Committed when this returns, unless the rows went to the group committer and `wait`
+        is False: the ticket returned then says when they land (the caller waits for it before
+        anything it wrote is seen)."""
         with self.lock:
             if self.write_error is not None:
                 self.raise_write_error()
@@ -163,25 +177,62 @@ class Writer:
             if self.cancellations:
                 batch = sorted(batch + self.cancellations, key=_seq)
             if not batch:
-                return
+                if wait:
+                    self.drain()
+                return None
+            self.pending = []
+            self.cancellations = []
             if self.token is None:  # replay with allow_live: live steps are not recorded
-                self.pending = []
-                self.cancellations = []
-                return
-            head = self.head
+                return None
             if self.chain is not None:
-                head = self.chain.stamp(head, batch)
+                self.head = self.chain.stamp(self.head, batch)
+            if self.outstanding or self.committer.crowded(self):
+                ticket = self.last_ticket = self.committer.submit(self, batch)
+                if wait:
+                    self.drain()
+                    return None
+                return ticket
             try:
                 self.store.append(self.run_id, self.token, batch)
             except Exception as exc:  # LeaseLost, or the store's own I/O errors
                 self.write_error = exc
                 self.raise_write_error()
-            self.pending = []
-            self.cancellations = []
-            self.head = head
             self.written_seq = batch[-1].seq
             if self.observer is not None:
                 self.observer.written(batch)
+            return None
+
+    def drain(self) -> None:
+        """Wait until every row handed to the group committer has landed; raise if refused."""
+        ticket = self.last_ticket
+        if ticket is None:
+            return
+        self.committer.wait(ticket)
+        if self.last_ticket is ticket:
+            self.last_ticket = None
+        if self.write_error is not None:
+            self.raise_write_error()
+
+    def step_began(self) -> None:
+        self.steps_in_flight += 1
+        if self.steps_in_flight == 1:
+            self.committer.busy(1)
+
+    def step_ended(self) -> None:
+        if self.steps_in_flight > 0:
+            self.steps_in_flight -= 1
+            if self.steps_in_flight == 0:
+                self.committer.busy(-1)
+
+    def close(self) -> None:
+        """The sitting is over: its steps no longer count as in flight, its rows have landed."""
+        with self.lock:
+            if self.steps_in_flight:
+                self.steps_in_flight = 0
+                self.committer.busy(-1)
+            ticket = self.last_ticket
+        if ticket is not None:
+            self.committer.wait(ticket)
 
     def flush(self, *, cancellations: bool = True) -> None:
         """Write buffered rows now (at the end of a sitting, or before giving up the run).
@@ -192,6 +243,8 @@ class Writer:
             unwritten = self.pending or self.cancellations
             if unwritten and self.write_error is None and self.token is not None:
                 self.write([])
+            elif self.last_ticket is not None:
+                self.committer.wait(self.last_ticket)
 
     def seal(self, status: RunStatus, result: bytes | None, error: bytes | None) -> str | None:
         """The seal over the last appended event and the run's outcome (None if unchained)."""

@@ -124,6 +124,42 @@ def test_append_is_atomic(store: JournalStore) -> None:
     assert [e.seq for e in store.read_events("r")] == [1]
 
 
+def test_append_many_commits_several_runs_and_refuses_a_lost_one(store: JournalStore) -> None:
+    """The group commit's write: several runs' events in one call. A run whose token lost
+    the run gets nothing written and its id back; the others' events are all in."""
+    for run_id in ("a", "b", "c"):
+        store.create_run(make_run(run_id))
+    store.claim("a", make_owner("ta"), resuming=False)
+    store.claim("b", make_owner("old", pid=dead_pid()), resuming=False)
+    store.claim("b", make_owner("tb"), resuming=True)  # "old" no longer owns b
+    store.claim("c", make_owner("tc"), resuming=False)
+    refused = store.append_many(
+        [
+            ("a", "ta", [make_event(1), make_event(2, key="0:2")]),
+            ("b", "old", [make_event(1)]),
+            ("c", "tc", [make_event(1)]),
+        ]
+    )
+    assert list(refused) == ["b"]
+    assert [e.seq for e in store.read_events("a")] == [1, 2]
+    assert store.read_events("b") == []
+    assert [e.seq for e in store.read_events("c")] == [1]
+    assert list(store.append_many([("a", "ta", [make_event(3, key="0:3")])])) == []
+    assert [e.seq for e in store.read_events("a")] == [1, 2, 3]
+
+
+def test_append_many_is_atomic(store: JournalStore) -> None:
+    """An error other than a lost lease (a duplicate seq here) writes nothing of any run."""
+    for run_id in ("a", "b"):
+        store.create_run(make_run(run_id))
+        store.claim(run_id, make_owner(f"t{run_id}"), resuming=False)
+    store.append("b", "tb", [make_event(1)])
+    with pytest.raises(Exception):  # noqa: B017 - each store reports a duplicate its own way
+        store.append_many([("a", "ta", [make_event(1)]), ("b", "tb", [make_event(1)])])
+    assert store.read_events("a") == []
+    assert [e.seq for e in store.read_events("b")] == [1]
+
+
 def test_claim_refuses_a_live_owner_and_names_it(store: JournalStore) -> None:
     """A live owner (this process, unexpired lease) keeps the run: RunLocked names it."""
     store.create_run(make_run("r"))

@@ -111,6 +111,24 @@ class MemoryStore:
             self._owned(run_id, token)
             self._append_owned(run_id, events)
 
+    def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
+        with self._lock:
+            refused = []
+            for run_id, token, _ in batches:
+                try:
+                    self._owned(run_id, token)
+                except LeaseLost:
+                    refused.append(run_id)
+            kept = {run_id: list(self._events[run_id]) for run_id, _, _ in batches}
+            try:
+                for run_id, _, events in batches:
+                    if run_id not in refused:
+                        self._append_owned(run_id, events)
+            except BaseException:
+                self._events.update(kept)  # all or nothing, as one transaction
+                raise
+            return refused
+
     def _append_owned(self, run_id: str, events: Sequence[Event]) -> None:
         log = self._events[run_id]
         next_seq = log[-1].seq + 1 if log else 1

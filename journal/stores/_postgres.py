@@ -370,6 +370,17 @@ class PostgresStore:
         with self._transaction() as cur:
             self._insert_events(cur, run_id, token, events)
 
+    @_named
+    def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
+        refused = []
+        with self._transaction() as cur:
+            for run_id, token, events in batches:
+                try:
+                    self._insert_events(cur, run_id, token, events)
+                except LeaseLost:  # nothing of this run was inserted: the others go on
+                    refused.append(run_id)
+        return refused
+
     def _insert_events(
         self, cur: psycopg.Cursor[Any], run_id: str, token: str, events: Sequence[Event]
     ) -> None:

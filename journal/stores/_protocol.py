@@ -65,6 +65,13 @@ class JournalStore(Protocol):
         """
         ...
 
+    def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
+        """Append several runs' `(run_id, token, events)` in one transaction and one commit
+        (the group commit of concurrent runs). A run whose `token` no longer owns it has none
+        of its events written and its id returned; the others are. Any other failure raises,
+        and nothing is written."""
+        ...
+
     def read_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
     ) -> list[Event]:

@@ -313,6 +313,32 @@ class SQLiteStore:
                 raise
 
     @_named
+    def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
+        rows = [_event_row(run_id, token, e) for run_id, token, events in batches for e in events]
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                if conn.executemany(_INSERT_EVENT, rows).rowcount == len(rows):
+                    conn.execute("COMMIT")
+                    return []
+                rollback(conn)  # a run lost its lease: again, run by run, to find which
+                conn.execute("BEGIN")
+                refused = []
+                for run_id, token, events in batches:
+                    ours = [_event_row(run_id, token, event) for event in events]
+                    inserted = conn.executemany(_INSERT_EVENT, ours).rowcount
+                    if inserted == 0:
+                        refused.append(run_id)
+                    elif inserted != len(ours):
+                        raise LeaseLost(run_id)
+                conn.execute("COMMIT")
+                return refused
+            except BaseException:
+                rollback(conn)
+                raise
+
+    @_named
     @lenient_text
     def read_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None

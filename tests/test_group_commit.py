@@ -1,0 +1,271 @@
+"""Group commit: concurrent runs on one store share commits, and nothing is seen uncommitted.
+
+Real SQLite files (commits counted with the connection's own statement trace) and a real
+PostgreSQL (commits counted by the server). The SIGKILL law for group commit is in
+tests/test_crash_group.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from journal import EventStatus, Journal, RunStatus
+from replay import OwnershipLost, run, step
+from tests.conftest import PG_URL, postgres_store
+
+RUNS = 40
+STEPS = 5
+
+
+@step
+async def waits(run: int, i: int) -> dict[str, Any]:
+    await asyncio.sleep(0.001 * (1 + (run * 7 + i) % 3))
+    return {"run": run, "i": i, "text": "x" * 100}
+
+
+async def several(run: int, steps: int) -> int:
+    total = 0
+    for i in range(steps):
+        total += (await waits(run, i))["i"]
+    return total
+
+
+def _count_commits(journal: Journal) -> list[str]:
+    """Every COMMIT the store's own connection runs from now on: the name of the thread that
+    ran it."""
+    commits: list[str] = []
+
+    def traced(sql: str) -> None:
+        if sql == "COMMIT":
+            commits.append(threading.current_thread().name)
+
+    conn: sqlite3.Connection = journal.store._conn  # type: ignore[attr-defined]
+    conn.set_trace_callback(traced)
+    return commits
+
+
+def _rows(journal: Journal) -> int:
+    return sum(len(journal.events(r.run_id)) for r in journal.runs())
+
+
+def test_concurrent_runs_share_commits(tmp_path: Path) -> None:
+    """40 runs x 5 steps that wait: each step writes two rows (its start before the wait,
+    its outcome after), and the runs' rows go in far fewer commits than there are rows."""
+    with Journal(tmp_path / "j.db") as journal:
+
+        async def main() -> list[int]:
+            return await asyncio.gather(
+                *(run(several, k, STEPS, journal=journal, run_id=f"r{k}") for k in range(RUNS))
+            )
+
+        commits = _count_commits(journal)
+        assert asyncio.run(main()) == [sum(range(STEPS))] * RUNS
+        rows = _rows(journal)
+        assert rows == RUNS * STEPS * 2
+        step_commits = len(commits) - 3 * RUNS  # a run's creation, claim and end commit alone
+        assert step_commits < rows / 4, (len(commits), rows)
+        assert "journal-group-commit" in commits
+        verdicts = journal.verify()
+        assert len(verdicts) == RUNS and all(v.ok for v in verdicts), verdicts
+
+
+def test_one_run_alone_commits_on_the_spot(tmp_path: Path) -> None:
+    """A single run has nobody to share a commit with: each write commits at once, on the
+    loop, as it did before group commit (no hand-off to the committer's thread)."""
+    with Journal(tmp_path / "j.db") as journal:
+        commits = _count_commits(journal)
+        assert asyncio.run(run(several, 0, STEPS, journal=journal, run_id="alone")) == 10
+        assert commits == ["MainThread"] * (3 + STEPS * 2)  # create, claim, 2 per step, finish
+
+
+def test_a_value_is_seen_only_after_its_row_is_committed(tmp_path: Path) -> None:
+    """Under group commit, each workflow checks from a second connection, right after a
+    step returns, that the step's completed row is in the file."""
+    db = tmp_path / "j.db"
+    unseen: list[tuple[int, int]] = []
+
+    async def checking(run_no: int) -> int:
+        reader = sqlite3.connect(db)
+        try:
+            for i in range(STEPS):
+                await waits(run_no, i)
+                key = f"0:{i + 1}"
+                row = reader.execute(
+                    "SELECT status FROM events WHERE run_id = ? AND key = ? AND status = ?",
+                    (f"c{run_no}", key, EventStatus.COMPLETED.value),
+                ).fetchone()
+                if row is None:
+                    unseen.append((run_no, i))
+        finally:
+            reader.close()
+        return run_no
+
+    with Journal(db) as journal:
+        commits = _count_commits(journal)
+
+        async def main() -> list[int]:
+            return await asyncio.gather(
+                *(run(checking, k, journal=journal, run_id=f"c{k}") for k in range(RUNS))
+            )
+
+        assert asyncio.run(main()) == list(range(RUNS))
+        assert len(commits) - 3 * RUNS < RUNS * STEPS  # grouped: the check was not vacuous
+    assert unseen == []
+
+
+@step
+async def long_wait(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+def test_a_run_that_lost_its_lease_does_not_fail_the_others(tmp_path: Path) -> None:
+    """The rows of several runs go in one transaction. A run whose owner was replaced meanwhile
+    has its rows refused (OwnershipLost in that run only); the rows of the others commit."""
+    db = tmp_path / "j.db"
+
+    async def victim() -> str:
+        await long_wait(0.3)  # its lease is taken while this waits
+        return await long_wait(0.0)
+
+    def steal() -> None:
+        time.sleep(0.1)
+        conn = sqlite3.connect(db, timeout=10)
+        with conn:
+            conn.execute("UPDATE runs SET owner_token = 'someone-else' WHERE run_id = 'victim'")
+        conn.close()
+
+    with Journal(db) as journal:
+
+        async def main() -> list[Any]:
+            thief = threading.Thread(target=steal)
+            thief.start()
+            try:
+                return await asyncio.gather(
+                    run(victim, journal=journal, run_id="victim"),
+                    *(run(several, k, 12, journal=journal, run_id=f"o{k}") for k in range(RUNS)),
+                    return_exceptions=True,
+                )
+            finally:
+                thief.join()
+
+        commits = _count_commits(journal)
+        outcomes = asyncio.run(main())
+        assert isinstance(outcomes[0], OwnershipLost), outcomes[0]
+        assert outcomes[1:] == [sum(range(12))] * RUNS
+        assert len(commits) - 3 * RUNS < RUNS * 12  # the others' rows were grouped
+        for k in range(RUNS):
+            assert journal.run(f"o{k}").status is RunStatus.COMPLETED
+        assert all(v.ok for v in journal.verify() if v.run_id != "victim")
+        assert [e.status for e in journal.events("victim")] == [EventStatus.STARTED]
+
+
+@step
+async def quick(i: int) -> int:
+    await asyncio.sleep(0)
+    return i
+
+
+def test_a_cancellation_while_the_commit_is_on_its_way_comes_after_the_value(
+    tmp_path: Path,
+) -> None:
+    """A step's row is queued for the group commit, and its task is cancelled before the row
+    lands (another connection holds the file's write lock meanwhile). The row commits, so
+    the step's value is the workflow's: it sees the value, then the cancellation at its next
+    wait, as it would had the row been committed on the spot."""
+    db = tmp_path / "j.db"
+    seen: list[Any] = []
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_write_lock() -> None:
+        conn = sqlite3.connect(db, timeout=10, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(10)
+        conn.execute("COMMIT")
+        conn.close()
+
+    async def cancelled_while_landing() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        await quick(0)
+        holder = threading.Thread(target=hold_write_lock)
+        holder.start()
+        locked.wait(10)
+        asyncio.get_running_loop().call_later(0.05, task.cancel)
+        threading.Timer(0.3, release.set).start()  # as another process would, on its own
+        try:
+            seen.append(await quick(1))  # its row waits for the lock; the cancel comes first
+            seen.append("after the value")
+            await asyncio.sleep(1)
+            seen.append("not cancelled")
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        finally:
+            release.set()
+            holder.join()
+        return "unreachable"
+
+    async def neighbour() -> int:
+        return (await long_wait(0.5)) and 0  # a step in flight elsewhere: group mode
+
+    with Journal(db) as journal:
+
+        async def main() -> list[Any]:
+            return await asyncio.gather(
+                run(cancelled_while_landing, journal=journal, run_id="cancelled"),
+                run(neighbour, journal=journal, run_id="neighbour"),
+                return_exceptions=True,
+            )
+
+        outcomes = asyncio.run(main())
+        assert isinstance(outcomes[0], asyncio.CancelledError), outcomes
+        assert seen == [1, "after the value", "cancelled"]
+        completed = [
+            e.key for e in journal.events("cancelled") if e.status is EventStatus.COMPLETED
+        ]
+        assert completed == ["0:1", "0:2"]
+
+
+@pytest.fixture
+def pg_journal(pg_schema: str) -> Iterator[Journal]:
+    journal = Journal(store=postgres_store(pg_schema))
+    yield journal
+    journal.close()
+
+
+def _inserting_transactions(schema: str) -> int:
+    """How many transactions inserted the events: rows written together share their xmin."""
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(DISTINCT xmin::text) FROM {schema}.events").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_postgres_concurrent_runs_share_commits(pg_journal: Journal, pg_schema: str) -> None:
+    """The same on PostgreSQL, counted by the server: the rows of one transaction share
+    their `xmin`."""
+
+    async def main() -> list[int]:
+        return await asyncio.gather(
+            *(run(several, k, STEPS, journal=pg_journal, run_id=f"p{k}") for k in range(RUNS))
+        )
+
+    assert asyncio.run(main()) == [sum(range(STEPS))] * RUNS
+    rows = _rows(pg_journal)
+    assert rows == RUNS * STEPS * 2
+    transactions = _inserting_transactions(pg_schema)
+    assert transactions < rows / 4, (transactions, rows)
+    assert all(v.ok for v in pg_journal.verify())
