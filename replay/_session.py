@@ -722,14 +722,14 @@ class Session:
             while not landing.done():
                 try:
                     await asyncio.shield(landing)
-                except asyncio.CancelledError as stop:
-                    stops.append(stop)
+                except asyncio.CancelledError as cancelled:
+                    stops.append(cancelled)
             task = asyncio.current_task()
             if stops and task is not None:
                 for _ in stops:
                     task.uncancel()
-                for stop in stops:
-                    task.cancel(stop.args[0] if stop.args else None)
+                for again in stops:
+                    task.cancel(again.args[0] if again.args else None)
         if ticket.error is not None:
             self.writer.raise_write_error()
 
