@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 import weakref
 from collections.abc import Sequence
@@ -75,7 +76,9 @@ class Committer:
                 self.thread = threading.Thread(
                     target=self._work, name="journal-group-commit", daemon=True
                 )
-                self.thread.start()
+                # Started outside the run's context: the engine's threads are not the run's
+                # work, which would have them take the run's lock (the writer holds it).
+                contextvars.Context().run(self.thread.start)
             else:
                 self.lock.notify()
         return ticket
@@ -111,7 +114,11 @@ class Committer:
                         self.thread = None
                         return
                 tickets, self.queue = self.queue, []
-            self._land(tickets, self._commit(tickets))
+            try:
+                errors = self._commit(tickets)
+            except BaseException as exc:  # never leave a ticket unlanded: its step waits
+                errors = {ticket.writer.run_id: exc for ticket in tickets}
+            self._land(tickets, errors)
 
     def _commit(self, tickets: list[Ticket]) -> dict[str, BaseException]:
         """Commit every ticket's rows in one transaction; {run_id: why its rows were refused}."""
@@ -149,7 +156,8 @@ class Committer:
             else:
                 writer.written_seq = ticket.batch[-1].seq
                 if writer.observer is not None:
-                    writer.observer.written(ticket.batch)
+                    with contextlib.suppress(Exception):  # observers log their own failures
+                        writer.observer.written(ticket.batch)
         with self.lock:
             for ticket in tickets:
                 ticket.writer.outstanding -= 1

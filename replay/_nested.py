@@ -109,10 +109,11 @@ async def _live(
     run_it: Callable[..., Awaitable[RunOutcome[Any]]],
     child_id: str,
 ) -> RunOutcome[Any]:
-    session.start(step, plan)
+    starting = session.start(step, plan)
     # The child's sitting is a top-level one: its steps are its own, not the parent's.
     tokens = current_scope.set(None), live_step_key.set(None), parent_run.set(session.run_id)
     try:
+        await session.started(starting)
         outcome = await run_it(run_id=child_id)
     except RunLocked:  # another process works on the child right now: wait for it
         waiting = Suspended(

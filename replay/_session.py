@@ -651,9 +651,11 @@ class Session:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def start(self, spec: StepSpec, plan: LivePlan, *, sync: bool = False) -> None:
+    def start(self, spec: StepSpec, plan: LivePlan, *, sync: bool = False) -> Ticket | None:
         """Buffer the attempt's `started` row: written before the step's first wait, or with
-        its end. A sync call blocks the loop, so its start is written before it runs."""
+        its end. A sync call blocks the loop, so its start is written before it runs. While
+        other runs write, the row goes to the group committer: the step awaits the ticket
+        returned (`started(ticket)`) before its body runs."""
         with self.lock:
             if self.stopping is not None:
                 raise self.stop_signal()
@@ -669,7 +671,7 @@ class Session:
             if plan.key not in self.in_flight:
                 self.writer.step_began()
             self.in_flight[plan.key] = getattr(spec, "passive", False)
-            self.writer.start(plan.started, now=sync)
+            return self.writer.start(plan.started, now=sync)
 
     def finish(
         self,
@@ -707,6 +709,16 @@ class Session:
                     work.untaken = True  # until the loop takes the work's result
                     self.untaken += 1
             return ticket
+
+    async def started(self, ticket: Ticket | None) -> None:
+        """Wait until a step's `started` row handed to the group committer is committed: its
+        body (and its I/O) begins only then, as it would after a commit on the spot."""
+        if ticket is None:
+            return
+        if not ticket.landed:
+            await self.writer.committer.awaitable(ticket, self.loop)
+        if ticket.error is not None:
+            self.writer.raise_write_error()
 
     async def landed(self, ticket: Ticket | None) -> None:
         """Wait until the rows of `ticket` (from `finish(wait=False)`) are committed.

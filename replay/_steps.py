@@ -258,9 +258,10 @@ async def _run_live(
     kwargs: dict[str, Any],
 ) -> Any:
     while True:
-        session.start(spec, plan)
+        starting = session.start(spec, plan)
         tokens = _enter(session, plan)
         try:
+            await session.started(starting)
             value = await spec.fn(*args, **kwargs)
         except Exception as exc:
             failed: Exception | None = exc

@@ -122,15 +122,20 @@ class Writer:
             args,
         )
 
-    def start(self, started: Event, *, now: bool) -> None:
+    def start(self, started: Event, *, now: bool) -> Ticket | None:
         """Buffer a `started` row: written now, or by a loop callback before the step's first
-        wait (unless the step's outcome takes its place first)."""
+        wait (unless the step's outcome takes its place first). While other runs write, it
+        goes to the group committer at once, and the ticket returned is what the step awaits
+        before its body runs."""
         self.pending.append(started)
         if now or threading.get_ident() != self.loop_thread:
             self.write([])
+        elif self.outstanding or self.committer.crowded(self):
+            return self.write([], wait=False)
         elif not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush_pending)
+        return None
 
     def outcome(self, started: Event | None, outcome: Event, *, wait: bool = True) -> Ticket | None:
         """Append an attempt's outcome. If its start is still buffered, the outcome (built with
@@ -161,15 +166,17 @@ class Writer:
             self.flush_scheduled = False
             if self.pending and self.write_error is None:
                 # A failure is kept in write_error; the next step raises it in the workflow.
+                # On the spot: the step was promised its start before its first wait ends.
                 with contextlib.suppress(ReplayError):
-                    self.write([], wait=False)
+                    self.write([], wait=False, group=False)
 
-    def write(self, events: list[Event], *, wait: bool = True) -> Ticket | None:
+    def write(self, events: list[Event], *, wait: bool = True, group: bool = True) -> Ticket | None:
         """Append buffered rows plus `events`; raise a `ReplayError` if the store refuses.
 
         Committed when this returns, unless the rows went to the group committer and `wait`
         is False: the ticket returned then says when they land (the caller waits for it before
-        anything it wrote is seen)."""
+        anything it wrote is seen). Without `group`, they commit on the spot unless earlier
+        rows of the run are still with the committer."""
         with self.lock:
             if self.write_error is not None:
                 self.raise_write_error()
@@ -186,7 +193,7 @@ class Writer:
                 return None
             if self.chain is not None:
                 self.head = self.chain.stamp(self.head, batch)
-            if self.outstanding or self.committer.crowded(self):
+            if self.outstanding or (group and self.committer.crowded(self)):
                 ticket = self.last_ticket = self.committer.submit(self, batch)
                 if wait:
                     self.drain()

@@ -39,6 +39,7 @@ from journal._redact import Redactor
 
 from .._context import TaskScope, current_scope, scope_here
 from .._errors import ReplayError
+from .._group import Ticket
 from .._history import Turn
 from .._session import LivePlan, Session
 from .._steps import as_replayed_error
@@ -345,9 +346,9 @@ class Call:
             self.scope.retries = {}
         self.scope.retries[fp] = (key, state)
 
-    def start(self, *, sync: bool = False) -> None:
+    def start(self, *, sync: bool = False) -> Ticket | None:
         assert self.plan is not None
-        self.session.start(self.step, self.plan, sync=sync)  # type: ignore[arg-type]
+        return self.session.start(self.step, self.plan, sync=sync)  # type: ignore[arg-type]
 
     def cancelled(self) -> None:
         """The workflow cancelled the request while it was in flight."""
@@ -370,8 +371,11 @@ class Call:
         assert self.plan is not None
         self.session.hold_live_sync(self.plan.key, self.step.name)
 
-    def completed(self, status: int, headers: Any, raw: bytes) -> None:
-        """Record the response: a result, or a retryable attempt never to be served."""
+    def completed(
+        self, status: int, headers: Any, raw: bytes, *, wait: bool = True
+    ) -> Ticket | None:
+        """Record the response: a result, or a retryable attempt never to be served. Without
+        `wait`, the group commit's ticket to await before the response is handed on."""
         plan = self.plan
         assert plan is not None
         elapsed = (time.perf_counter() - self.started_at) * 1000
@@ -379,12 +383,13 @@ class Call:
         self.session.check_size(plan.key, self.step.name, "response", payload)
         fp = plan.fingerprint
         if status in RETRYABLE_STATUS:
-            self.session.finish(self.step, plan, EventStatus.RETRYING, payload)  # type: ignore[arg-type]
+            ticket = self.session.finish(self.step, plan, EventStatus.RETRYING, payload, wait=wait)  # type: ignore[arg-type]
             self._remember(fp, plan.key, plan)
-            return
-        self.session.finish(self.step, plan, EventStatus.COMPLETED, payload)  # type: ignore[arg-type]
+            return ticket
+        ticket = self.session.finish(self.step, plan, EventStatus.COMPLETED, payload, wait=wait)  # type: ignore[arg-type]
         if self.scope.retries:
             self.scope.retries.pop(fp, None)
+        return ticket
 
     def failed(self, exc: Exception) -> Exception:
         """A transport error (connection refused, timeout): an attempt the SDK may retry.
@@ -466,9 +471,10 @@ class AsyncJournalTransport:
         call = Call(request, scope, is_async=True)
         if call.served is not None:
             return await call.serve_in_turn(request)
-        call.start()
+        starting = call.start()
         outside = current_scope.set(None)  # tasks the HTTP stack starts belong to this call
         try:
+            await call.session.started(starting)  # the request leaves once its start is durable
             response = await self.inner.handle_async_request(request)
         except Exception as exc:
             failure = call.failed(exc)
@@ -496,7 +502,9 @@ class AsyncJournalTransport:
             raise
         finally:
             current_scope.reset(outside)
-        call.completed(response.status_code, response.headers, raw)
+        await call.session.landed(
+            call.completed(response.status_code, response.headers, raw, wait=False)
+        )
         if response.status_code not in RETRYABLE_STATUS:
             await call.hold()
         return _rebuilt(request, response, content=raw)

@@ -223,9 +223,10 @@ async def _run_live(
     session: Session, step: StepSpec, plan: LivePlan, body: Callable[[], Awaitable[object]]
 ) -> object:
     """Run the unit's body outside the journal (its inner work is its own) and append it."""
-    session.start(step, plan)
+    starting = session.start(step, plan)
     tokens = current_scope.set(None), live_step_key.set(f"{session.run_id}:{plan.key}")
     try:
+        await session.started(starting)
         value = await body()
     except _Unencodable as exc:
         raise _not_journalable(session, plan, step, exc) from exc.__cause__
