@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,9 @@ log = get_logger("replay")
 
 IDLE_SECONDS = 2.0
 """A committer's thread ends after this long without work (a new one starts on demand)."""
+ROWS_PER_COMMIT = 256
+"""At most this many rows (or one ticket, if larger) go in one commit: the store is held that
+long, and a run's own calls to it on the loop (its end, its heartbeat) wait at most that."""
 
 
 class Ticket:
@@ -113,12 +117,13 @@ class Committer:
                     if not self.queue:
                         self.thread = None
                         return
-                tickets, self.queue = self.queue, []
+                tickets = _take(self.queue)
             try:
                 errors = self._commit(tickets)
             except BaseException as exc:  # never leave a ticket unlanded: its step waits
                 errors = {ticket.writer.run_id: exc for ticket in tickets}
             self._land(tickets, errors)
+            time.sleep(0)  # let a thread waiting for the store (the loop: a run ending) in
 
     def _commit(self, tickets: list[Ticket]) -> dict[str, BaseException]:
         """Commit every ticket's rows in one transaction; {run_id: why its rows were refused}."""
@@ -161,20 +166,38 @@ class Committer:
         with self.lock:
             for ticket in tickets:
                 ticket.writer.outstanding -= 1
+        awaited: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         with self.landing:
             for ticket in tickets:
                 ticket.landed = True
                 future, loop = ticket.future, ticket.loop
                 if future is not None and loop is not None:
-                    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there
-                        loop.call_soon_threadsafe(_done, future)
+                    awaited.setdefault(loop, []).append(future)
             if self.waiting:
                 self.landing.notify_all()
+        for loop, futures in awaited.items():  # one wake-up per loop, not one per ticket
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there
+                loop.call_soon_threadsafe(_done, futures)
 
 
-def _done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _take(queue: list[Ticket]) -> list[Ticket]:
+    """The first tickets of `queue`, up to `ROWS_PER_COMMIT` rows (at least one ticket)."""
+    rows = 0
+    for count, ticket in enumerate(queue):
+        rows += len(ticket.batch)
+        if rows > ROWS_PER_COMMIT and count:
+            taken = queue[:count]
+            del queue[:count]
+            return taken
+    taken = queue[:]
+    queue.clear()
+    return taken
+
+
+def _done(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 _committers: weakref.WeakKeyDictionary[Any, Committer] = weakref.WeakKeyDictionary()

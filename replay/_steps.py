@@ -261,7 +261,8 @@ async def _run_live(
         starting = session.start(spec, plan)
         tokens = _enter(session, plan)
         try:
-            await session.started(starting)
+            if starting is not None:  # in a group commit: the body waits for its start
+                await session.started(starting)
             value = await spec.fn(*args, **kwargs)
         except Exception as exc:
             failed: Exception | None = exc
@@ -277,7 +278,8 @@ async def _run_live(
             _leave(tokens)
         if failed is None:
             value, ticket = _record_value(spec, session, plan, value, wait=False)
-            await session.landed(ticket)
+            if ticket is not None:
+                await session.landed(ticket)
             await session.hold_live(plan.key, spec.name)
             return value
         try:

@@ -6,6 +6,7 @@ Events are append-only: triggers reject UPDATE and DELETE on them.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,35 @@ _INSERT_EVENT = (
     " created_at, args, prev_hash, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
     " WHERE (SELECT owner_token FROM runs WHERE run_id = ?) = ?"
 )
+
+
+_ROWS_PER_INSERT = 64
+"""Rows per multi-row INSERT (15 parameters each, under SQLite's oldest limit of 999)."""
+
+
+@functools.cache
+def _insert_events(rows: int) -> str:
+    """One INSERT of `rows` rows of `_event_row` parameters, each kept only while its token
+    owns its run: one statement, where executemany steps (and hands over the GIL) per row."""
+    values = ", ".join(["(" + ", ".join(["?"] * 15) + ")"] * rows)
+    return (
+        "INSERT INTO events (run_id, seq, key, kind, name, fingerprint, status, attempt, payload,"
+        " created_at, args, prev_hash, hash) SELECT column1, column2, column3, column4, column5,"
+        " column6, column7, column8, column9, column10, column11, column12, column13"
+        f" FROM (VALUES {values}) WHERE (SELECT owner_token FROM runs WHERE run_id = column14)"
+        " = column15"
+    )
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Insert `_event_row` rows a chunk at a time, in the caller's transaction; how many were
+    kept."""
+    inserted = 0
+    for first in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[first : first + _ROWS_PER_INSERT]
+        params = [value for row in chunk for value in row]
+        inserted += conn.execute(_insert_events(len(chunk)), params).rowcount
+    return inserted
 
 
 def _event_row(run_id: str, token: str, event: Event) -> tuple[Any, ...]:
@@ -119,6 +149,7 @@ class SQLiteStore:
         )
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
         self._run_columns = RUN_COLUMNS if "version" in columns else RUN_COLUMNS_BEFORE_VERSIONS
+        self._variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         """What reads a run: an old journal opened to read has no `version` column."""
 
     # -- runs ---------------------------------------------------------------------------------
@@ -315,19 +346,28 @@ class SQLiteStore:
     @_named
     def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
         rows = [_event_row(run_id, token, e) for run_id, token, events in batches for e in events]
+        one_statement = len(rows) * 15 <= self._variables
+        if one_statement:  # built before the lock: the loop may be waiting for the store
+            params = [value for row in rows for value in row]
+            sql = _insert_events(len(rows))
         with self._lock:
             conn = self._conn
+            if one_statement:
+                # One statement is its own transaction: one step, where a BEGIN, inserts and a
+                # COMMIT each hand the GIL over and wait to get it back from the event loop.
+                inserted = conn.execute(sql, params).rowcount
+                if inserted == len(rows):
+                    return []
+                # A run lost its lease: its rows are not in (a run's rows pass or fail together).
+                return [
+                    run_id for run_id, _, events in batches if not self._has(run_id, events[0].seq)
+                ]
             conn.execute("BEGIN")
             try:
-                if conn.executemany(_INSERT_EVENT, rows).rowcount == len(rows):
-                    conn.execute("COMMIT")
-                    return []
-                rollback(conn)  # a run lost its lease: again, run by run, to find which
-                conn.execute("BEGIN")
                 refused = []
                 for run_id, token, events in batches:
                     ours = [_event_row(run_id, token, event) for event in events]
-                    inserted = conn.executemany(_INSERT_EVENT, ours).rowcount
+                    inserted = _insert_rows(conn, ours)
                     if inserted == 0:
                         refused.append(run_id)
                     elif inserted != len(ours):
@@ -337,6 +377,12 @@ class SQLiteStore:
             except BaseException:
                 rollback(conn)
                 raise
+
+    def _has(self, run_id: str, seq: int) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM events WHERE run_id = ? AND seq = ?", (run_id, seq)
+        ).fetchone()
+        return row is not None
 
     @_named
     @lenient_text
