@@ -75,6 +75,10 @@ class RecordedError(BaseModel):
         """The record of `exc`, its cause chain included. Never fails."""
         return _record(exc, 0, with_traceback=True)
 
+    def summary(self) -> str:
+        """`Type: message`, the type without its module: how one line names the failure."""
+        return f"{self.type.rpartition(':')[2]}: {self.message}"
+
     def encode(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json", exclude_defaults=True))
 

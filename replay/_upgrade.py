@@ -169,7 +169,7 @@ async def _check(journal: Journal, run: Run, status: str) -> UpgradeVerdict:
         return verdict(
             "diverges",
             f"the new code returns {outcome.result!r} where the run failed with "
-            f"{recorded.type.rpartition(':')[2]}: {recorded.message}",
+            f"{recorded.summary()}",
         )
     if outcome.summary.result_matches_recorded is False:
         return verdict(

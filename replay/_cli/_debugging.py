@@ -189,7 +189,7 @@ def _error(run: Run) -> str:
         recorded = RecordedError.model_validate_json(run.error or b"")
     except ValueError:
         return "an error the journal cannot read"
-    return f"{recorded.type.rpartition(':')[2]}: {recorded.message}"
+    return recorded.summary()
 
 
 def _replayed(
