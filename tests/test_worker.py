@@ -313,3 +313,24 @@ def test_a_journal_error_in_one_run_lets_the_other_runs_go_at_once(tmp_path: Pat
     runs = [journal.run(f"long{n}") for n in range(3)]
     assert all(r.status is RunStatus.RUNNING and r.owner is None for r in runs), runs
     journal.close()
+
+
+def test_a_worker_takes_runs_from_its_last_look_and_reads_each_again(journal: Journal) -> None:
+    """A worker whose slot frees up takes the next run its last look found, read again: one
+    finished meanwhile by another process, or claimed by a live owner, is passed over, and a
+    new look is taken only when the last one is used up."""
+    for n in range(4):
+        replay.submit(chain, n, 2, journal=journal, run_id=f"b{n}")
+    worker = replay.Worker(journal)
+    first = worker._next({}, 1)  # a look: every run that needs work, one of them taken
+    assert len(first) == 1
+    left = sorted(r.run_id for r in worker._backlog)
+    assert len(left) == 3
+    finished, claimed, free = left
+    asyncio.run(replay.run(chain, int(finished[1:]), 2, journal=journal, run_id=finished))
+    journal.store.claim(claimed, make_owner("x", host="elsewhere", pid=1, ttl=300), resuming=True)
+    assert [r.run_id for r in worker._next({first[0].run_id: None}, 3)] == [free]
+    assert worker._backlog == []
+    replay.submit(chain, 9, 2, journal=journal, run_id="late")
+    later = worker._next({}, 5)  # used up: a new look finds what came since
+    assert "late" in {r.run_id for r in later}

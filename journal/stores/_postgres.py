@@ -8,6 +8,7 @@ taken over cannot interleave with the new owner. Connections come from a psycopg
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -51,10 +52,6 @@ from ._postgres_schema import (
 )
 from ._postgres_schema import named_errors as _named
 
-_MANY_VALUES = (
-    "(%s::text, %s::text, %s::integer, %s::text, %s::text, %s::text, %s::text, %s::text,"
-    " %s::integer, %s::bytea, %s::timestamptz, %s::bytea, %s::text, %s::text)"
-)
 _EVENT_VALUES = (
     "(%s::integer, %s::text, %s::text, %s::text, %s::text, %s::text, %s::integer, %s::bytea,"
     " %s::timestamptz, %s::bytea, %s::text, %s::text)"
@@ -379,34 +376,54 @@ class PostgresStore:
         rows = [(run_id, token, e) for run_id, token, events in batches for e in events]
         if not rows:
             return []
-        accepted: set[str] = set()
+        columns: list[list[Any]] = [[] for _ in range(14)]
+        for run_id, token, e in rows:
+            for column, value in zip(
+                columns,
+                (
+                    run_id,
+                    token,
+                    e.seq,
+                    e.key,
+                    e.kind.value,
+                    e.name,
+                    e.fingerprint,
+                    e.status.value,
+                    e.attempt,
+                    e.payload,
+                    e.created_at,
+                    e.args,
+                    e.prev_hash,
+                    e.hash,
+                ),
+                strict=True,
+            ):
+                column.append(value)
+        # One statement for every run of the group, the same text whatever its size (so the
+        # server prepares it once): a run's rows go in only while its token owns it, under a
+        # share lock on its run row, as in `append`.
         with self._transaction() as cur:
-            # One statement for every run (one round trip, where a statement per run cost one
-            # each): a run's rows go in only while its token owns it, under a share lock on
-            # its run row, as in `append`.
-            for first in range(0, len(rows), _ROWS_PER_STATEMENT):
-                chunk = rows[first : first + _ROWS_PER_STATEMENT]
-                cur.execute(
-                    "WITH v AS (SELECT * FROM (VALUES "
-                    + ", ".join([_MANY_VALUES] * len(chunk))
-                    + ") AS v (run_id, token, seq, key, kind, name, fingerprint, status, attempt,"
-                    " payload, created_at, args, prev_hash, hash)),"
-                    f" fence AS (SELECT r.run_id FROM {self.schema}.runs r"
-                    " JOIN (SELECT DISTINCT run_id, token FROM v) t"
-                    " ON r.run_id = t.run_id AND r.owner_token = t.token FOR SHARE OF r)"
-                    f" INSERT INTO {self.schema}.events (run_id, seq, key, kind, name,"
-                    " fingerprint, status, attempt, payload, created_at, args, prev_hash, hash)"
-                    " SELECT v.run_id, v.seq, v.key, v.kind, v.name, v.fingerprint, v.status,"
-                    " v.attempt, v.payload, v.created_at, v.args, v.prev_hash, v.hash"
-                    " FROM v JOIN fence USING (run_id) RETURNING run_id",
-                    [value for run_id, token, e in chunk for value in (
-                        run_id, token, e.seq, e.key, e.kind.value, e.name, e.fingerprint,
-                        e.status.value, e.attempt, e.payload, e.created_at, e.args, e.prev_hash,
-                        e.hash,
-                    )],
-                )  # fmt: skip
-                accepted.update(row[0] for row in cur.fetchall())
+            cur.execute(self._append_many_sql, columns)
+            accepted = {row[0] for row in cur.fetchall()}
         return [run_id for run_id, _, _ in batches if run_id not in accepted]
+
+    @functools.cached_property
+    def _append_many_sql(self) -> str:
+        return (
+            "WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], %s::text[],"
+            " %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::bytea[],"
+            " %s::timestamptz[], %s::bytea[], %s::text[], %s::text[]) AS v (run_id, token, seq,"
+            " key, kind, name, fingerprint, status, attempt, payload, created_at, args,"
+            " prev_hash, hash)),"
+            f" fence AS (SELECT r.run_id FROM {self.schema}.runs r"
+            " JOIN (SELECT DISTINCT run_id, token FROM v) t"
+            " ON r.run_id = t.run_id AND r.owner_token = t.token FOR SHARE OF r)"
+            f" INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
+            " status, attempt, payload, created_at, args, prev_hash, hash)"
+            " SELECT v.run_id, v.seq, v.key, v.kind, v.name, v.fingerprint, v.status,"
+            " v.attempt, v.payload, v.created_at, v.args, v.prev_hash, v.hash"
+            " FROM v JOIN fence USING (run_id) RETURNING run_id"
+        )
 
     def _insert_events(
         self, cur: psycopg.Cursor[Any], run_id: str, token: str, events: Sequence[Event]
