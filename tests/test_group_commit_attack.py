@@ -1,0 +1,229 @@
+"""Attacks on group commit (replay/_group.py): each test is a defect found, failing until fixed.
+
+Real SQLite files; group mode is forced by a neighbour run with a step in flight on the same
+journal, and a row is kept "on its way" by another connection holding the file's write lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import replay
+from journal import EventStatus, Journal
+from replay import JournalWriteFailed, run, run_with_summary, step
+
+HOLDERS: list[threading.Thread] = []
+
+
+def _hold_write_lock(db: str, seconds: float) -> None:
+    """Another connection takes the file's write lock now and keeps it for `seconds`."""
+    locked = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(db, timeout=10, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        locked.set()
+        threading.Event().wait(seconds)
+        conn.execute("COMMIT")
+        conn.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    HOLDERS.append(holder)
+    locked.wait(10)
+
+
+@step
+async def returns_while_locked(db: str) -> int:
+    """Returns at once, while the file's write lock is held for 0.3 s: its outcome row waits
+    with the group committer (the workflow's wait for it lets timers fire)."""
+    await asyncio.sleep(0)
+    _hold_write_lock(db, 0.3)
+    return 1
+
+
+@step
+async def long_wait(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+async def neighbour() -> str:
+    """A step in flight on the same store: the other run writes in group mode."""
+    return await long_wait(0.6)
+
+
+def _join_holders() -> None:
+    for holder in HOLDERS:
+        holder.join()
+    HOLDERS.clear()
+
+
+async def timed_block(db: str) -> list[Any]:
+    seen: list[Any] = []
+    try:
+        async with replay.timeout(0.05):
+            seen.append(await returns_while_locked(db))
+    except TimeoutError:
+        seen.append("timeout")
+    await asyncio.sleep(0.01)
+    seen.append("after the block")
+    return seen
+
+
+def test_a_timeout_firing_while_the_row_lands_does_not_cancel_the_run(tmp_path: Path) -> None:
+    """`replay.timeout` around a step whose body returned before the deadline, but whose
+    row is still with the group committer when the deadline falls. Alone, the row commits on
+    the spot and the block ends without a timeout. In a group, the timer fires during the
+    step's wait for its ticket; the cancellation is put back for the 'next wait' -- which
+    is after the block, where no timeout catches it: the workflow (and the run) is
+    cancelled by a bare CancelledError. Expected: the block either ends normally (as alone)
+    or raises TimeoutError; the run completes either way."""
+    db = tmp_path / "j.db"
+    with Journal(db) as journal:
+
+        async def main() -> list[Any]:
+            return await asyncio.gather(
+                run(timed_block, str(db), journal=journal, run_id="timed"),
+                run(neighbour, journal=journal, run_id="neighbour"),
+                return_exceptions=True,
+            )
+
+        outcomes = asyncio.run(main())
+        _join_holders()
+        assert outcomes[1] == "done"
+        assert outcomes[0] in ([1, "after the block"], ["timeout", "after the block"]), outcomes
+        assert all(v.ok for v in journal.verify())
+        replayed = asyncio.run(
+            run_with_summary(timed_block, str(db), journal=journal, run_id="timed", mode="replay")
+        )
+        assert replayed.result == outcomes[0]
+
+
+async def task_cancelled_while_landing(db: str) -> Any:
+    """A task runs one step; the workflow cancels the task once the step's body returned
+    (its row still on its way to the store)."""
+
+    async def one_step() -> int:
+        value = await returns_while_locked(db)
+        return value
+
+    task = asyncio.create_task(one_step())
+    await asyncio.sleep(0.1)  # the body has returned by now; its row waits for the lock
+    task.cancel()
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return "task cancelled"
+
+
+def test_a_task_cancelled_while_its_row_lands_gets_the_committed_value(tmp_path: Path) -> None:
+    """The step's completed row is committed, so by the group-commit promise its value is
+    the workflow's. But the task holding it ends right after the step: Python marks a task
+    that returns with a cancellation pending as cancelled, so the value is lost and the
+    workflow sees the task cancelled. Replay serves the completed row and the task returns
+    the value: live and replay disagree (and alone, the task would have been cancelled
+    before the body returned, with a `cancelled` row)."""
+    db = tmp_path / "j.db"
+    with Journal(db) as journal:
+
+        async def main() -> list[Any]:
+            return await asyncio.gather(
+                run(task_cancelled_while_landing, str(db), journal=journal, run_id="t"),
+                run(neighbour, journal=journal, run_id="neighbour"),
+                return_exceptions=True,
+            )
+
+        outcomes = asyncio.run(main())
+        _join_holders()
+        statuses = [(e.key, e.status) for e in journal.events("t")]
+        assert all(v.ok for v in journal.verify())
+        replayed = asyncio.run(
+            run_with_summary(
+                task_cancelled_while_landing, str(db), journal=journal, run_id="t", mode="replay"
+            )
+        )
+        assert replayed.result == outcomes[0], (outcomes, replayed, statuses)
+        if (  # the completed row is the workflow's: it must have seen the value
+            "0/1:1" in dict(statuses) or any(s is EventStatus.COMPLETED for _, s in statuses)
+        ):
+            assert outcomes[0] == 1, (outcomes, statuses)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MB tmpfs (needs root, as CI has; as tests/test_faults.py mounts it)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; CI runs as root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@step
+async def too_big_for_the_disk(db: str) -> str:
+    """Returns 1.5 MB (more than the disk holds) while the write lock is held for 0.3 s:
+    its outcome row waits with the committer, then fails with a full disk."""
+    await asyncio.sleep(0.02)  # both steps' starts have landed
+    _hold_write_lock(db, 0.3)
+    return "x" * 1_500_000
+
+
+@step
+async def small_soon() -> int:
+    await asyncio.sleep(0.1)  # returns while the big row still waits for the lock
+    return 2
+
+
+async def big_and_small(db: str) -> list[Any]:
+    return list(await asyncio.gather(too_big_for_the_disk(db), small_soon()))
+
+
+async def long_neighbour() -> str:
+    return await long_wait(1.0)
+
+
+def test_rows_queued_behind_a_refused_commit_are_not_written_past_the_gap(
+    small_disk: Path,
+) -> None:
+    """Two steps of one run finish while the committer is busy: the first one's row (too big
+    for the disk) is refused, the second one's row was already queued behind it. The
+    committer commits the second in its next round, after the first failed: the journal
+    holds seq 4 without seq 3, the hash chain is broken (`journal verify` fails), promise 3
+    ("a run's rows land in the order it wrote them"). Expected: a run's rows queued after a
+    refused ticket are refused too."""
+    db = small_disk / "j.db"
+    with Journal(db) as journal:
+
+        async def main() -> list[Any]:
+            return await asyncio.gather(
+                run(big_and_small, str(db), journal=journal, run_id="gapped"),
+                run(long_neighbour, journal=journal, run_id="neighbour"),
+                return_exceptions=True,
+            )
+
+        outcomes = asyncio.run(main())
+        _join_holders()
+        assert isinstance(outcomes[0], JournalWriteFailed), outcomes
+        seqs = [e.seq for e in journal.events("gapped")]
+        assert seqs == list(range(1, len(seqs) + 1)), [
+            (e.seq, e.key, e.status.value) for e in journal.events("gapped")
+        ]
+        assert all(v.ok for v in journal.verify()), journal.verify()
