@@ -227,3 +227,89 @@ def test_rows_queued_behind_a_refused_commit_are_not_written_past_the_gap(
             (e.seq, e.key, e.status.value) for e in journal.events("gapped")
         ]
         assert all(v.ok for v in journal.verify()), journal.verify()
+
+
+@step
+async def one(i: int) -> int:
+    return i
+
+
+async def one_step() -> int:
+    return await one(1)
+
+
+def test_a_journal_used_by_a_run_can_be_collected(tmp_path: Path) -> None:
+    """Every Writer registers its store's committer in `_group._committers`, a
+    WeakKeyDictionary whose value (the Committer) holds the store itself: the entry never
+    dies, so every store a run ever used stays in memory for the life of the process, and a
+    Journal dropped without close() keeps its SQLite file open (three descriptors each).
+    Before group commit the store was collected and its file closed."""
+    import gc
+    import weakref
+
+    closed = Journal(tmp_path / "closed.db")
+    asyncio.run(run(one_step, journal=closed, run_id="r"))
+    closed.close()
+    store = weakref.ref(closed.store)
+    del closed
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = fds()
+    for i in range(5):
+        dropped = Journal(tmp_path / f"dropped{i}.db")
+        asyncio.run(run(one_step, journal=dropped, run_id="r"))
+        del dropped
+    gc.collect()
+    assert store() is None, "the store of a closed, dropped Journal is still alive"
+    assert fds() == before, f"{fds() - before} file descriptors of dropped journals still open"
+
+
+@step
+async def waits(i: int) -> int:
+    await asyncio.sleep(0)
+    return i
+
+
+async def many_waits(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await waits(i)
+    return total
+
+
+def test_serving_steps_while_another_thread_posts_to_the_loop(tmp_path: Path) -> None:
+    """Serving a recorded step that waited live, the engine looks through the loop's ready
+    queue (`_history.run_ready` iterates `loop._ready`, a deque) while another thread may
+    append to it (`call_soon_threadsafe`: the group committer landing tickets, a to_thread
+    worker finishing, any thread posting). The iteration then fails with "RuntimeError:
+    deque mutated during iteration", raised into the workflow at a step call, or in
+    History._settle, after which the run is stopped as a NonDeterminismError. Found resuming
+    60 runs (async steps, gather, asyncio.to_thread with sync steps) after a SIGINT; it
+    predates group commit (reproduced at 9f50a23), whose committer is one more poster."""
+    import threading as _threading
+
+    with Journal(tmp_path / "j.db") as journal:
+        asyncio.run(run(many_waits, 3000, journal=journal, run_id="r"))
+
+        async def replayed() -> Any:
+            loop = asyncio.get_running_loop()
+            stop = _threading.Event()
+
+            def poster() -> None:  # as the committer's thread does for each ticket it lands
+                while not stop.is_set():
+                    for _ in range(50):
+                        loop.call_soon_threadsafe(lambda: None)
+
+            thread = _threading.Thread(target=poster)
+            thread.start()
+            try:
+                return await run_with_summary(
+                    many_waits, 3000, journal=journal, run_id="r", mode="replay"
+                )
+            finally:
+                stop.set()
+                thread.join()
+
+        assert asyncio.run(replayed()).result == sum(range(3000))
