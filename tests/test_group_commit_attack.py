@@ -91,7 +91,7 @@ def test_a_timeout_firing_while_the_row_lands_does_not_cancel_the_run(tmp_path: 
     db = tmp_path / "j.db"
     with Journal(db) as journal:
 
-        async def main() -> list[Any]:
+        async def main() -> Any:
             return await asyncio.gather(
                 run(timed_block, str(db), journal=journal, run_id="timed"),
                 run(neighbour, journal=journal, run_id="neighbour"),
@@ -136,7 +136,7 @@ def test_a_task_cancelled_while_its_row_lands_gets_the_committed_value(tmp_path:
     db = tmp_path / "j.db"
     with Journal(db) as journal:
 
-        async def main() -> list[Any]:
+        async def main() -> Any:
             return await asyncio.gather(
                 run(task_cancelled_while_landing, str(db), journal=journal, run_id="t"),
                 run(neighbour, journal=journal, run_id="neighbour"),
@@ -212,7 +212,7 @@ def test_rows_queued_behind_a_refused_commit_are_not_written_past_the_gap(
     db = small_disk / "j.db"
     with Journal(db) as journal:
 
-        async def main() -> list[Any]:
+        async def main() -> Any:
             return await asyncio.gather(
                 run(big_and_small, str(db), journal=journal, run_id="gapped"),
                 run(long_neighbour, journal=journal, run_id="neighbour"),
@@ -313,3 +313,130 @@ def test_serving_steps_while_another_thread_posts_to_the_loop(tmp_path: Path) ->
                 thread.join()
 
         assert asyncio.run(replayed()).result == sum(range(3000))
+
+
+@step
+async def on_its_own_loop(i: int) -> int:
+    await asyncio.sleep(0.01)
+    return i * 2
+
+
+async def steps_on_a_loop_of_its_own() -> int:
+    return sum([await on_its_own_loop(i) for i in range(3)])
+
+
+async def runs_a_loop_in_a_thread() -> int:
+    """The workflow hands work to a thread that runs an event loop of its own (supported:
+    tasks there are keyed by creation order), with async steps on that loop."""
+    return await asyncio.to_thread(lambda: asyncio.run(steps_on_a_loop_of_its_own()))
+
+
+def test_an_async_step_on_a_loop_of_a_thread_waits_for_its_ticket_there(tmp_path: Path) -> None:
+    """Alone this works (6). In a group, the step's outcome goes to the committer and
+    `Session.landed` awaits a future made on the run's loop (`self.loop`), from the thread's
+    own loop: "RuntimeError: ... got Future ... attached to a different loop". The completed
+    row is committed meanwhile, but the workflow gets the RuntimeError instead of the value
+    (replay serves 6)."""
+    with Journal(tmp_path / "j.db") as journal:
+        assert asyncio.run(run(runs_a_loop_in_a_thread, journal=journal, run_id="alone")) == 6
+
+        async def main() -> Any:
+            return await asyncio.gather(
+                run(runs_a_loop_in_a_thread, journal=journal, run_id="grouped"),
+                run(neighbour, journal=journal, run_id="neighbour"),
+                return_exceptions=True,
+            )
+
+        assert asyncio.run(main()) == [6, "done"]
+
+
+GO: list[asyncio.Event] = []
+NEIGHBOUR_WAITING: list[asyncio.Event] = []
+FIRST_WAITING: list[asyncio.Event] = []
+SECOND_WAITING: list[asyncio.Event] = []
+
+
+@step
+async def checks_its_start_after_first_wait(db: str) -> bool:
+    """Whether this step's `started` row is committed once its first wait has ended."""
+    await asyncio.sleep(0.05)
+    reader = sqlite3.connect(db)
+    try:
+        row = reader.execute(
+            "SELECT 1 FROM events WHERE run_id = 'r' AND key = '0/1:1' AND status = ?",
+            (EventStatus.STARTED.value,),
+        ).fetchone()
+    finally:
+        reader.close()
+    return row is not None
+
+
+@step
+async def second(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "second"
+
+
+async def first_alone_then_grouped(db: str) -> list[Any]:
+    go = GO[0]
+
+    async def first() -> bool:
+        await go.wait()
+        return await checks_its_start_after_first_wait(db)
+
+    async def then() -> str:
+        await go.wait()
+        return await second(0.1)
+
+    one = asyncio.create_task(first())
+    await asyncio.sleep(0)
+    FIRST_WAITING[0].set()
+    await NEIGHBOUR_WAITING[0].wait()
+    two = asyncio.create_task(then())
+    await asyncio.sleep(0)
+    SECOND_WAITING[0].set()
+    return [await one, await two]
+
+
+async def neighbour_after_go() -> str:
+    await FIRST_WAITING[0].wait()
+    NEIGHBOUR_WAITING[0].set()
+    await GO[0].wait()
+    return await long_wait(0.5)
+
+
+def test_a_start_buffered_alone_is_committed_by_the_end_of_its_first_wait(
+    tmp_path: Path,
+) -> None:
+    """Step X of run R starts while R is alone: its `started` row is buffered, to be flushed
+    on the spot at X's first wait (promise 2 for a run alone). In the same loop turn another
+    run starts a step (R is crowded now) and R's second task starts step Y: Y's write takes
+    every buffered row, X's start included, to the committer, and only Y waits for that
+    ticket. X's flush callback then finds nothing buffered; X's body runs its first wait and
+    goes on while its start is still with the committer (held up by a write lock): a crash
+    then would leave X's effect without any record that it was in flight."""
+    db = tmp_path / "j.db"
+    with Journal(db) as journal:
+
+        async def main() -> Any:
+            GO[:] = [asyncio.Event()]
+            NEIGHBOUR_WAITING[:] = [asyncio.Event()]
+            FIRST_WAITING[:] = [asyncio.Event()]
+            SECOND_WAITING[:] = [asyncio.Event()]
+
+            async def driver() -> None:
+                await SECOND_WAITING[0].wait()
+                _hold_write_lock(str(db), 0.3)
+                GO[0].set()  # wakes X's task, then the neighbour, then Y's task, in that order
+
+            results = await asyncio.gather(
+                run(first_alone_then_grouped, str(db), journal=journal, run_id="r"),
+                run(neighbour_after_go, journal=journal, run_id="n"),
+                driver(),
+                return_exceptions=True,
+            )
+            return results[:2]
+
+        outcomes = asyncio.run(main())
+        _join_holders()
+        assert outcomes == [[True, "second"], "done"], outcomes
