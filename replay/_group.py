@@ -14,9 +14,8 @@ import asyncio
 import contextlib
 import contextvars
 import threading
-import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from journal import Event, JournalStore, LeaseLost
@@ -53,7 +52,12 @@ class Committer:
     """The group committer of one store."""
 
     def __init__(self, store: JournalStore) -> None:
-        self.store = store
+        try:
+            self.store: Callable[[], JournalStore | None] = weakref.ref(store)
+            """Weak: a journal dropped by its user closes (its writers hold it while they
+            write)."""
+        except TypeError:  # a store that cannot be weakly referenced
+            self.store = lambda: store
         self.lock = threading.Condition(threading.Lock())
         self.queue: list[Ticket] = []
         self.thread: threading.Thread | None = None
@@ -123,29 +127,39 @@ class Committer:
             except BaseException as exc:  # never leave a ticket unlanded: its step waits
                 errors = {ticket.writer.run_id: exc for ticket in tickets}
             self._land(tickets, errors)
-            time.sleep(0)  # let a thread waiting for the store (the loop: a run ending) in
 
     def _commit(self, tickets: list[Ticket]) -> dict[str, BaseException]:
-        """Commit every ticket's rows in one transaction; {run_id: why its rows were refused}."""
+        """Commit every ticket's rows in one transaction; {run_id: why its rows were refused}.
+        A run whose earlier rows were refused has none of its later ones written: they would
+        leave a gap in its seqs and its hash chain."""
         runs: dict[str, tuple[str, list[Event]]] = {}
+        errors: dict[str, BaseException] = {}
         for ticket in tickets:
             writer = ticket.writer
             assert writer.token is not None
+            if writer.write_error is not None:
+                errors[writer.run_id] = writer.write_error
+                continue
             token, rows = runs.setdefault(writer.run_id, (writer.token, []))
             rows.extend(ticket.batch)
+        for run_id in errors:
+            runs.pop(run_id, None)
+        store = self.store()
+        if store is None:  # nobody holds the journal any more: nobody waits on these rows
+            gone = RuntimeError("the journal was closed and let go of")
+            return {**errors, **{run_id: gone for run_id in runs}}
         batches = [(run_id, token, rows) for run_id, (token, rows) in runs.items()]
-        append_many = getattr(self.store, "append_many", None)
+        append_many = getattr(store, "append_many", None)
         if append_many is not None and len(batches) > 1:
             try:
                 refused: Sequence[str] = append_many(batches)
             except Exception as exc:  # one run's rows broke the transaction: find whose
                 log.debug("group_commit.split", runs=len(batches), error=repr(exc))
             else:
-                return {run_id: LeaseLost(run_id) for run_id in refused}
-        errors: dict[str, BaseException] = {}
+                return {**errors, **{run_id: LeaseLost(run_id) for run_id in refused}}
         for run_id, token, rows in batches:
             try:
-                self.store.append(run_id, token, rows)
+                store.append(run_id, token, rows)
             except Exception as exc:  # LeaseLost, or the store's own I/O errors
                 errors[run_id] = exc
         return errors
@@ -207,7 +221,10 @@ _committers_lock = threading.Lock()
 def committer_of(store: JournalStore) -> Committer:
     """The store's committer, shared by every run of this process that writes to it."""
     with _committers_lock:
-        committer = _committers.get(store)
-        if committer is None:
-            committer = _committers[store] = Committer(store)
+        try:
+            committer = _committers.get(store)
+            if committer is None:
+                committer = _committers[store] = Committer(store)
+        except TypeError:  # a store that cannot be weakly referenced: no sharing, no leak
+            committer = Committer(store)
         return committer

@@ -565,6 +565,9 @@ def _loop_state(loop: asyncio.AbstractEventLoop) -> str | None:
     selector = getattr(loop, "_selector", None)
     if ready is None or scheduled is None or selector is None:
         return None
+    # Copies, taken in one step: other threads append to the loop's queues (call_soon_threadsafe)
+    # while a generator walking them would let go of the GIL between items.
+    ready, scheduled = tuple(ready), tuple(scheduled)
     if any(not handle.cancelled() and handle not in engine_handles for handle in ready):
         return "busy"
     if any(not handle.cancelled() and handle not in engine_handles for handle in scheduled):
@@ -588,7 +591,7 @@ def run_ready(
         return False
     return any(
         not handle.cancelled() and handle not in engine_handles and _wakes(handle, tasks, root)
-        for handle in ready
+        for handle in tuple(ready)  # a copy in one step: other threads append to it
     )
 
 

@@ -716,32 +716,33 @@ class Session:
         if ticket is None:
             return
         if not ticket.landed:
-            await self.writer.committer.awaitable(ticket, self.loop)
+            await self.writer.committer.awaitable(ticket, asyncio.get_running_loop())
         if ticket.error is not None:
             self.writer.raise_write_error()
 
     async def landed(self, ticket: Ticket | None) -> None:
         """Wait until the rows of `ticket` (from `finish(wait=False)`) are committed.
 
-        Their step's outcome is in the journal from then on, so the workflow must see it: a
-        cancellation that arrives meanwhile is put back for the workflow's next wait, as it
-        would have arrived had the commit been done on the spot."""
+        Their step's outcome is in the journal from then on, so the workflow must see it. A
+        cancellation that arrives meanwhile is handled as if the commit had been done on the
+        spot, where no timer can fire and no other task run before the workflow's next wait:
+        it is delivered one loop turn later, unless whoever asked for it has taken it back by
+        then (a timeout whose block ended, `uncancel()`), or the task has ended."""
         if ticket is None:
             return
         if not ticket.landed:
-            landing = self.writer.committer.awaitable(ticket, self.loop)
+            task = asyncio.current_task()
+            asked_before = 0 if task is None else task.cancelling()
+            landing = self.writer.committer.awaitable(ticket, asyncio.get_running_loop())
             stops: list[asyncio.CancelledError] = []
             while not landing.done():
                 try:
                     await asyncio.shield(landing)
                 except asyncio.CancelledError as cancelled:
                     stops.append(cancelled)
-            task = asyncio.current_task()
             if stops and task is not None:
-                for _ in stops:
-                    task.uncancel()
-                for again in stops:
-                    task.cancel(again.args[0] if again.args else None)
+                message = stops[-1].args[0] if stops[-1].args else None
+                asyncio.get_running_loop().call_soon(_cancel_again, task, asked_before, message)
         if ticket.error is not None:
             self.writer.raise_write_error()
 
@@ -813,6 +814,14 @@ class Session:
             unfinished=unfinished,
             **extra,
         )
+
+
+def _cancel_again(task: asyncio.Task[Any], asked_before: int, message: Any) -> None:
+    """Deliver a cancellation that arrived while the task's step row was being committed,
+    if it is still asked for."""
+    if not task.done() and task.cancelling() > asked_before:
+        task.uncancel()  # cancel() counts the request again
+        task.cancel(message)
 
 
 def _decode_started(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:

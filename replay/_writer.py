@@ -164,11 +164,12 @@ class Writer:
     def _flush_pending(self) -> None:
         with self.lock:
             self.flush_scheduled = False
-            if self.pending and self.write_error is None:
+            if self.write_error is None and (self.pending or self.last_ticket is not None):
                 # A failure is kept in write_error; the next step raises it in the workflow.
-                # On the spot: the step was promised its start before its first wait ends.
+                # On the spot, and waited for: the step was promised its start before its
+                # first wait ends (another step's write may have carried it to the committer).
                 with contextlib.suppress(ReplayError):
-                    self.write([], wait=False, group=False)
+                    self.write([], group=False)
 
     def write(self, events: list[Event], *, wait: bool = True, group: bool = True) -> Ticket | None:
         """Append buffered rows plus `events`; raise a `ReplayError` if the store refuses.

@@ -1,4 +1,5 @@
-"""Attacks on group commit (replay/_group.py): each test is a defect found, failing until fixed.
+"""Attacks on group commit (replay/_group.py): each test is a defect an attack found, kept as
+a regression test.
 
 Real SQLite files; group mode is forced by a neighbour run with a step in flight on the same
 journal, and a row is kept "on its way" by another connection holding the file's write lock.
