@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,7 @@ def test_serving_steps_while_another_thread_posts_to_the_loop(tmp_path: Path) ->
                 while not stop.is_set():
                     for _ in range(50):
                         loop.call_soon_threadsafe(lambda: None)
+                    time.sleep(0.0002)  # bursts, not a flood the loop can never drain
 
             thread = _threading.Thread(target=poster)
             thread.start()
