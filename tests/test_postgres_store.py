@@ -114,6 +114,10 @@ def test_a_paused_owner_that_wakes_after_a_takeover_cannot_append(
     for line in zombie.stdout:
         if line.strip() == "step 2":
             break
+    # Paused inside step 3's 0.1 s wait, not inside the transaction that writes its start:
+    # paused there for longer than the server's idle-in-transaction timeout (5 s, as a loaded
+    # machine makes it), the server ends the connection, and the owner then stops on that.
+    time.sleep(0.05)
     os.kill(zombie.pid, signal.SIGSTOP)
     try:
         time.sleep(1.5)  # the lease (1 s) runs out while the owner is paused
@@ -122,8 +126,8 @@ def test_a_paused_owner_that_wakes_after_a_takeover_cannot_append(
         assert taker.returncode == 0, err
         assert json.loads(out.strip().splitlines()[-1])["result"] == 6
         os.kill(zombie.pid, signal.SIGCONT)
-        zombie_out, _ = zombie.communicate(timeout=60)
-        assert zombie.returncode == 4 and "ownership lost" in zombie_out
+        zombie_out, zombie_err = zombie.communicate(timeout=60)
+        assert zombie.returncode == 4 and "ownership lost" in zombie_out, zombie_err[-2000:]
     finally:
         for process in (zombie, taker):
             if process is not None and process.poll() is None:
