@@ -52,6 +52,20 @@ from ._postgres_schema import (
 )
 from ._postgres_schema import named_errors as _named
 
+
+def _columns(batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[list[Any]]:
+    """The 14 arrays `_append_many_sql` takes: run id, token, then each event column."""
+    columns: list[list[Any]] = [[] for _ in range(14)]
+    for run_id, token, events in batches:
+        for e in events:
+            for column, value in zip(columns, (
+                run_id, token, e.seq, e.key, e.kind.value, e.name, e.fingerprint,
+                e.status.value, e.attempt, e.payload, e.created_at, e.args, e.prev_hash, e.hash,
+            ), strict=True):  # fmt: skip
+                column.append(value)
+    return columns
+
+
 _EVENT_VALUES = (
     "(%s::integer, %s::text, %s::text, %s::text, %s::text, %s::text, %s::integer, %s::bytea,"
     " %s::timestamptz, %s::bytea, %s::text, %s::text)"
@@ -373,32 +387,9 @@ class PostgresStore:
 
     @_named
     def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
-        rows = [(run_id, token, e) for run_id, token, events in batches for e in events]
-        if not rows:
+        if not any(events for _, _, events in batches):
             return []
-        columns: list[list[Any]] = [[] for _ in range(14)]
-        for run_id, token, e in rows:
-            for column, value in zip(
-                columns,
-                (
-                    run_id,
-                    token,
-                    e.seq,
-                    e.key,
-                    e.kind.value,
-                    e.name,
-                    e.fingerprint,
-                    e.status.value,
-                    e.attempt,
-                    e.payload,
-                    e.created_at,
-                    e.args,
-                    e.prev_hash,
-                    e.hash,
-                ),
-                strict=True,
-            ):
-                column.append(value)
+        columns = _columns(batches)
         # One statement for every run of the group, the same text whatever its size (so the
         # server prepares it once): a run's rows go in only while its token owns it, under a
         # share lock on its run row, as in `append`.
