@@ -16,14 +16,24 @@ import contextvars
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from journal import Event, JournalStore, LeaseLost
 
 from ._log import get_logger
 
-if TYPE_CHECKING:
-    from ._writer import Writer
+
+class Writer(Protocol):
+    """What the committer reads and sets on a run's writer (`replay._writer.Writer`)."""
+
+    run_id: str
+    token: str | None
+    steps_in_flight: int
+    outstanding: int
+    write_error: BaseException | None
+    written_seq: int
+    observer: Any
+
 
 log = get_logger("replay")
 
