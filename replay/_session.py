@@ -732,7 +732,8 @@ class Session:
             return
         if not ticket.landed:
             task = asyncio.current_task()
-            asked_before = 0 if task is None else task.cancelling()
+            # Requests already held back for a later turn are not asked before this wait.
+            asked_before = 0 if task is None else task.cancelling() - _held.get(task, 0)
             landing = self.writer.committer.awaitable(ticket, asyncio.get_running_loop())
             stops: list[asyncio.CancelledError] = []
             while not landing.done():
@@ -742,7 +743,10 @@ class Session:
                     stops.append(cancelled)
             if stops and task is not None:
                 message = stops[-1].args[0] if stops[-1].args else None
-                asyncio.get_running_loop().call_soon(_cancel_again, task, asked_before, message)
+                _held[task] = _held.get(task, 0) + len(stops)
+                asyncio.get_running_loop().call_soon(
+                    _cancel_again, task, asked_before, len(stops), message
+                )
         if ticket.error is not None:
             self.writer.raise_write_error()
 
@@ -816,9 +820,18 @@ class Session:
         )
 
 
-def _cancel_again(task: asyncio.Task[Any], asked_before: int, message: Any) -> None:
+_held: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+"""Per task: cancellation requests held back while a step's row was landing, not delivered yet."""
+
+
+def _cancel_again(task: asyncio.Task[Any], asked_before: int, held: int, message: Any) -> None:
     """Deliver a cancellation that arrived while the task's step row was being committed,
     if it is still asked for."""
+    left = _held.get(task, 0) - held
+    if left > 0:
+        _held[task] = left
+    else:
+        _held.pop(task, None)
     if not task.done() and task.cancelling() > asked_before:
         task.uncancel()  # cancel() counts the request again
         task.cancel(message)

@@ -1,5 +1,6 @@
 """Second attack on group commit (replay/_group.py, the stores' append_many, the cancellation
-put back by Session.landed, the worker's backlog): each test is a defect found, failing.
+put back by Session.landed, the worker's backlog): each test is a defect found, kept as a
+regression test.
 
 Real SQLite files, real PostgreSQL, real processes.
 """

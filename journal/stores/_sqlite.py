@@ -51,6 +51,8 @@ _INSERT_EVENT = (
 )
 
 
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+"""INSERT ... RETURNING (SQLite 3.35): which runs' rows a group's one statement kept."""
 _ROWS_PER_INSERT = 64
 """Rows per multi-row INSERT (15 parameters each, under SQLite's oldest limit of 999)."""
 
@@ -346,22 +348,18 @@ class SQLiteStore:
     @_named
     def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
         rows = [_event_row(run_id, token, e) for run_id, token, events in batches for e in events]
-        one_statement = len(rows) * 15 <= self._variables
+        one_statement = _RETURNING and len(rows) * 15 <= self._variables
         if one_statement:  # built before the lock: the loop may be waiting for the store
             params = [value for row in rows for value in row]
-            sql = _insert_events(len(rows))
+            sql = _insert_events(len(rows)) + " RETURNING run_id"
         with self._lock:
             conn = self._conn
             if one_statement:
                 # One statement is its own transaction: one step, where a BEGIN, inserts and a
                 # COMMIT each hand the GIL over and wait to get it back from the event loop.
-                inserted = conn.execute(sql, params).rowcount
-                if inserted == len(rows):
-                    return []
-                # A run lost its lease: its rows are not in (a run's rows pass or fail together).
-                return [
-                    run_id for run_id, _, events in batches if not self._has(run_id, events[0].seq)
-                ]
+                # A run that lost its lease has none of its rows in: they pass or fail together.
+                accepted = {row[0] for row in conn.execute(sql, params).fetchall()}
+                return [run_id for run_id, _, _ in batches if run_id not in accepted]
             conn.execute("BEGIN")
             try:
                 refused = []
@@ -377,12 +375,6 @@ class SQLiteStore:
             except BaseException:
                 rollback(conn)
                 raise
-
-    def _has(self, run_id: str, seq: int) -> bool:
-        row = self._conn.execute(
-            "SELECT 1 FROM events WHERE run_id = ? AND seq = ?", (run_id, seq)
-        ).fetchone()
-        return row is not None
 
     @_named
     @lenient_text
