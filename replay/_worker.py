@@ -334,13 +334,15 @@ class Worker:
 
 
 def _needs_work(run: Run) -> bool:
-    """Whether a run found earlier may still need this worker: running without a live owner,
-    or waiting (whether it is due is for its sitting to find out)."""
+    """Whether a run found earlier still needs a worker: running without a live owner, or
+    waiting with its time come. (A run due for a signal is left to the next look, which asks
+    the store; one another worker has put back to sleep meanwhile is not due.)"""
+    now = datetime.now(UTC)
     if run.status is RunStatus.WAITING:
-        return run.owner is None
+        return run.owner is None and run.wake_at is not None and run.wake_at <= now
     if run.status is not RunStatus.RUNNING:
         return False
-    return run.owner is None or owner_is_gone(run.owner, datetime.now(UTC))
+    return run.owner is None or owner_is_gone(run.owner, now)
 
 
 def _where(journal: Journal) -> str:

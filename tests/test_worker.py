@@ -334,3 +334,20 @@ def test_a_worker_takes_runs_from_its_last_look_and_reads_each_again(journal: Jo
     replay.submit(chain, 9, 2, journal=journal, run_id="late")
     later = worker._next({}, 5)  # used up: a new look finds what came since
     assert "late" in {r.run_id for r in later}
+
+
+def test_a_waiting_run_from_the_last_look_is_taken_only_once_due(journal: Journal) -> None:
+    """A waiting run found due at the last look may have been continued by another worker
+    and put back to sleep since: read again, it is taken only if its time has come."""
+    from datetime import UTC, datetime, timedelta
+
+    for run_id, wake in (("asleep", timedelta(hours=1)), ("due", -timedelta(seconds=1))):
+        replay.submit(chain, 1, 2, journal=journal, run_id=run_id)
+        journal.store.claim(run_id, make_owner(f"t-{run_id}"), resuming=False)
+        journal.store.suspend(
+            run_id, f"t-{run_id}", wake_at=datetime.now(UTC) + wake, waiting_for=None
+        )
+    worker = replay.Worker(journal)
+    worker._backlog = [journal.run("asleep"), journal.run("due"), journal.run("due")]
+    worker._backlog.pop()  # as if the first was taken: what is left is a stale look
+    assert [r.run_id for r in worker._next({}, 5)] == ["due"]
