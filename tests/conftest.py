@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, settings
 
+import replay
 from journal import Journal, JournalStore, JournalUnavailable, MemoryStore
+
+# `replay` loads its names on first use (PEP 562), and pytest rewrites the package's modules
+# as they load (it is a pytest plugin's distribution): with `ast.parse`, whose state CPython
+# 3.11 does not keep per thread. A test whose first `replay.wait_for` came while another
+# thread was parsing failed with "SystemError: AST constructor recursion depth mismatch".
+# Loaded here, once, before any test starts a thread.
+for _name in replay.__all__:
+    getattr(replay, _name)
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
