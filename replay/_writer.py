@@ -212,14 +212,19 @@ class Writer:
 
     def drain(self) -> None:
         """Wait until every row handed to the group committer has landed; raise if refused."""
+        if self._wait_landed() and self.write_error is not None:
+            self.raise_write_error()
+
+    def _wait_landed(self) -> bool:
+        """Wait for the last ticket handed to the committer (the run's earlier ones land
+        before it); whether there was one."""
         ticket = self.last_ticket
         if ticket is None:
-            return
+            return False
         self.committer.wait(ticket)
         if self.last_ticket is ticket:
             self.last_ticket = None
-        if self.write_error is not None:
-            self.raise_write_error()
+        return True
 
     def step_began(self) -> None:
         self.steps_in_flight += 1
@@ -238,9 +243,7 @@ class Writer:
             if self.steps_in_flight:
                 self.steps_in_flight = 0
                 self.committer.busy(-1)
-            ticket = self.last_ticket
-        if ticket is not None:
-            self.committer.wait(ticket)
+            self._wait_landed()
 
     def flush(self, *, cancellations: bool = True) -> None:
         """Write buffered rows now (at the end of a sitting, or before giving up the run).
@@ -251,8 +254,8 @@ class Writer:
             unwritten = self.pending or self.cancellations
             if unwritten and self.write_error is None and self.token is not None:
                 self.write([])
-            elif self.last_ticket is not None:
-                self.committer.wait(self.last_ticket)
+            else:
+                self._wait_landed()
 
     def seal(self, status: RunStatus, result: bytes | None, error: bytes | None) -> str | None:
         """The seal over the last appended event and the run's outcome (None if unchained)."""

@@ -5,7 +5,6 @@ nothing recorded is lost, the error names the cause, resume completes, verify is
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import subprocess
 import threading
@@ -18,6 +17,7 @@ import pytest
 import replay
 from journal import Journal, JournalUnavailable
 from journal.stores._sqlite_file import _switch_to_wal
+from tests.disk_and_locks import small_tmpfs
 
 calls: Counter[int] = Counter()
 
@@ -38,22 +38,9 @@ async def fill(n: int) -> int:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 700 kB tmpfs (needs root, as CI has)."""
-    where = tmp_path / "small"
-    where.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root; CI runs as root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(where)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        if os.environ.get("CI") == "true":
-            raise AssertionError(f"cannot mount a tmpfs: {mounted.stderr.decode()}")
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    """A 700 kB tmpfs."""
+    with small_tmpfs(tmp_path / "small", "700k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_a_full_disk_says_so_keeps_what_was_written_and_resumes(small_disk: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,26 +21,13 @@ import pytest
 import replay
 from journal import EventStatus, Journal
 from replay import JournalWriteFailed, run, run_with_summary, step
+from tests.disk_and_locks import hold_write_lock, small_tmpfs
 
 HOLDERS: list[threading.Thread] = []
 
 
 def _hold_write_lock(db: str, seconds: float) -> None:
-    """Another connection takes the file's write lock now and keeps it for `seconds`."""
-    locked = threading.Event()
-
-    def hold() -> None:
-        conn = sqlite3.connect(db, timeout=10, isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        locked.set()
-        threading.Event().wait(seconds)
-        conn.execute("COMMIT")
-        conn.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    HOLDERS.append(holder)
-    locked.wait(10)
+    HOLDERS.append(hold_write_lock(db, seconds))
 
 
 @step
@@ -62,6 +48,19 @@ async def long_wait(seconds: float) -> str:
 async def neighbour() -> str:
     """A step in flight on the same store: the other run writes in group mode."""
     return await long_wait(0.6)
+
+
+def _beside_a_neighbour(journal: Journal, workflow: Any, *args: Any, run_id: str) -> list[Any]:
+    """[`workflow`'s outcome, the neighbour's], run together: the workflow writes in a group."""
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            run(workflow, *args, journal=journal, run_id=run_id),
+            run(neighbour, journal=journal, run_id="neighbour"),
+            return_exceptions=True,
+        )
+
+    return asyncio.run(main())
 
 
 def _join_holders() -> None:
@@ -92,15 +91,7 @@ def test_a_timeout_firing_while_the_row_lands_does_not_cancel_the_run(tmp_path: 
     or raises TimeoutError; the run completes either way."""
     db = tmp_path / "j.db"
     with Journal(db) as journal:
-
-        async def main() -> Any:
-            return await asyncio.gather(
-                run(timed_block, str(db), journal=journal, run_id="timed"),
-                run(neighbour, journal=journal, run_id="neighbour"),
-                return_exceptions=True,
-            )
-
-        outcomes = asyncio.run(main())
+        outcomes = _beside_a_neighbour(journal, timed_block, str(db), run_id="timed")
         _join_holders()
         assert outcomes[1] == "done"
         assert outcomes[0] in ([1, "after the block"], ["timeout", "after the block"]), outcomes
@@ -137,15 +128,7 @@ def test_a_task_cancelled_while_its_row_lands_gets_the_committed_value(tmp_path:
     before the body returned, with a `cancelled` row)."""
     db = tmp_path / "j.db"
     with Journal(db) as journal:
-
-        async def main() -> Any:
-            return await asyncio.gather(
-                run(task_cancelled_while_landing, str(db), journal=journal, run_id="t"),
-                run(neighbour, journal=journal, run_id="neighbour"),
-                return_exceptions=True,
-            )
-
-        outcomes = asyncio.run(main())
+        outcomes = _beside_a_neighbour(journal, task_cancelled_while_landing, str(db), run_id="t")
         _join_holders()
         statuses = [(e.key, e.status) for e in journal.events("t")]
         assert all(v.ok for v in journal.verify())
@@ -163,20 +146,9 @@ def test_a_task_cancelled_while_its_row_lands_gets_the_committed_value(tmp_path:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MB tmpfs (needs root, as CI has; as tests/test_faults.py mounts it)."""
-    where = tmp_path / "small"
-    where.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root; CI runs as root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    """A 1 MB tmpfs."""
+    with small_tmpfs(tmp_path / "small", "1m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 @step
@@ -346,14 +318,10 @@ def test_an_async_step_on_a_loop_of_a_thread_waits_for_its_ticket_there(tmp_path
     with Journal(tmp_path / "j.db") as journal:
         assert asyncio.run(run(runs_a_loop_in_a_thread, journal=journal, run_id="alone")) == 6
 
-        async def main() -> Any:
-            return await asyncio.gather(
-                run(runs_a_loop_in_a_thread, journal=journal, run_id="grouped"),
-                run(neighbour, journal=journal, run_id="neighbour"),
-                return_exceptions=True,
-            )
-
-        assert asyncio.run(main()) == [6, "done"]
+        assert _beside_a_neighbour(journal, runs_a_loop_in_a_thread, run_id="grouped") == [
+            6,
+            "done",
+        ]
 
 
 GO: list[asyncio.Event] = []

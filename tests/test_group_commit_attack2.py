@@ -1,6 +1,6 @@
 """Second attack on group commit (replay/_group.py, the stores' append_many, the cancellation
 put back by Session.landed, the worker's backlog): each test is a defect found, kept as a
-regression test.
+regression test. The one in the stores' `append_many` is in tests/test_store_contract.py.
 
 Real SQLite files, real PostgreSQL, real processes.
 """
@@ -8,58 +8,13 @@ Real SQLite files, real PostgreSQL, real processes.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from journal import Journal, JournalStore, MemoryStore, SQLiteStore
+from journal import Journal
 from replay import run, step
-from tests.conftest import postgres_store
-from tests.factories import dead_pid, make_event, make_owner, make_run
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalStore]:
-    if request.param == "postgres":
-        schema = request.getfixturevalue("pg_schema")
-        s: JournalStore = postgres_store(schema)
-    elif request.param == "memory":
-        s = MemoryStore()
-    else:
-        s = SQLiteStore(tmp_path / "s.db")
-    yield s
-    s.close()
-
-
-def test_append_many_refuses_a_lost_run_whose_new_owner_wrote_the_same_seq(
-    store: JournalStore,
-) -> None:
-    """Run b was taken over: its new owner resumed it and wrote seq 1 itself. The old owner's
-    group commit then brings its own seq 1 for b. Its rows are not written (the token check
-    filters them), but SQLite's `append_many` finds refused runs by whether a row with the
-    run's first seq exists (`_has`), and the new owner's row is there: b is not reported
-    refused, so the old owner's step believes its row committed and hands its value to the
-    workflow ("committed before seen" broken; the journal holds someone else's row)."""
-    for run_id in ("a", "b"):
-        store.create_run(make_run(run_id))
-    store.claim("a", make_owner("ta"), resuming=False)
-    store.claim("b", make_owner("old", pid=dead_pid()), resuming=False)
-    store.claim("b", make_owner("new"), resuming=True)
-    store.append("b", "new", [make_event(1, run_id="b", payload=b'"new owner"')])
-    refused = store.append_many(
-        [
-            ("a", "ta", [make_event(1, run_id="a")]),
-            ("b", "old", [make_event(1, run_id="b", payload=b'"old owner"')]),
-        ]
-    )
-    assert list(refused) == ["b"]
-    assert [e.payload for e in store.read_events("b")] == [b'"new owner"']
-    assert [e.seq for e in store.read_events("a")] == [1]
-
+from tests.disk_and_locks import hold_write_lock
 
 # -- a cancellation re-delivered by Session.landed, lost in a second landing --------------
 
@@ -69,21 +24,7 @@ SEEN: list[Any] = []
 
 
 def _hold_write_lock(db: str, seconds: float) -> None:
-    """Another connection takes the file's write lock now and keeps it for `seconds`."""
-    locked = threading.Event()
-
-    def hold() -> None:
-        conn = sqlite3.connect(db, timeout=10, isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        locked.set()
-        threading.Event().wait(seconds)
-        conn.execute("COMMIT")
-        conn.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    HOLDERS.append(holder)
-    locked.wait(10)
+    HOLDERS.append(hold_write_lock(db, seconds))
 
 
 async def _until(flag: str) -> None:

@@ -148,6 +148,32 @@ def test_append_many_commits_several_runs_and_refuses_a_lost_one(store: JournalS
     assert [e.seq for e in store.read_events("a")] == [1, 2, 3]
 
 
+def test_append_many_refuses_a_lost_run_whose_new_owner_wrote_the_same_seq(
+    store: JournalStore,
+) -> None:
+    """Run b was taken over: its new owner resumed it and wrote seq 1 itself. The old owner's
+    group commit then brings its own seq 1 for b. Its rows are not written (the token check
+    filters them), but SQLite's `append_many` found refused runs by whether a row with the
+    run's first seq existed, and the new owner's row is there: b is not reported
+    refused, so the old owner's step believes its row committed and hands its value to the
+    workflow ("committed before seen" broken; the journal holds someone else's row)."""
+    for run_id in ("a", "b"):
+        store.create_run(make_run(run_id))
+    store.claim("a", make_owner("ta"), resuming=False)
+    store.claim("b", make_owner("old", pid=dead_pid()), resuming=False)
+    store.claim("b", make_owner("new"), resuming=True)
+    store.append("b", "new", [make_event(1, run_id="b", payload=b'"new owner"')])
+    refused = store.append_many(
+        [
+            ("a", "ta", [make_event(1, run_id="a")]),
+            ("b", "old", [make_event(1, run_id="b", payload=b'"old owner"')]),
+        ]
+    )
+    assert list(refused) == ["b"]
+    assert [e.payload for e in store.read_events("b")] == [b'"new owner"']
+    assert [e.seq for e in store.read_events("a")] == [1]
+
+
 def test_append_many_is_atomic(store: JournalStore) -> None:
     """An error other than a lost lease (a duplicate seq here) writes nothing of any run."""
     for run_id in ("a", "b"):
