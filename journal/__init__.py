@@ -5,6 +5,7 @@ from ._diff import ABSENT, RunDiff, StepDiff, StepSide
 from ._errors import (
     ChainKeyMismatch,
     ForkRefused,
+    JournalDamaged,
     JournalError,
     JournalUnavailable,
     LeaseLost,
@@ -36,6 +37,7 @@ __all__ = [
     "ForkRefused",
     "HeadEntry",
     "Journal",
+    "JournalDamaged",
     "JournalError",
     "JournalStore",
     "JournalUnavailable",

@@ -12,7 +12,8 @@ JournalError                    root of everything the journal raises
 │   └── PayloadTooLarge         one event's payload is over the journal's size limit
 ├── ChainKeyMismatch            a run is signed with an HMAC key this process does not have
 ├── ForkRefused                 a fork cannot be made as asked (seq, step, broken parent)
-└── JournalUnavailable          the store cannot be opened or is not a journal
+├── JournalUnavailable          the store cannot be opened or is not a journal
+└── JournalDamaged              stored content a replay needs is missing or was edited
 """
 
 from __future__ import annotations
@@ -162,3 +163,8 @@ class ForkRefused(JournalError):
 
 class JournalUnavailable(JournalError):
     """The journal store cannot be opened, or the file is not a journal."""
+
+
+class JournalDamaged(JournalError):
+    """Stored content a replay needs is missing or no longer what was recorded (a chunk of a
+    long call record deleted or edited): the run is not served from a journal that lies."""

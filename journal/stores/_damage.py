@@ -39,7 +39,7 @@ def damage_of(model: BaseModel) -> Damage | None:
     return None if not private else private.get(_DAMAGE)
 
 
-def _mark(model: BaseModel, damage: Damage) -> None:
+def mark(model: BaseModel, damage: Damage) -> None:
     object.__setattr__(model, "__pydantic_private__", {_DAMAGE: damage})
 
 
@@ -134,7 +134,7 @@ def salvage_event(
         read.text("hash", digest, optional=True),
     )
     if read.damage is not None:
-        _mark(event, read.damage)
+        mark(event, read.damage)
     return event
 
 
@@ -178,5 +178,5 @@ def salvage_run(
         waiting_for=read.text("waiting_for", row[17], optional=True),
         version=read.text("version", row[18], optional=True),
     )
-    _mark(run, read.damage or ("run", "a value the journal never writes"))
+    mark(run, read.damage or ("run", "a value the journal never writes"))
     return run

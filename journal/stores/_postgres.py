@@ -28,6 +28,7 @@ from .._events import (
     trusted_event,
 )
 from .._heads import HeadEntry, Reason
+from ._chunked import Loaded, Pending, expand_events, expand_rows, stored_fields
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
 from ._rows import RUN_COLUMNS, RUN_COLUMNS_BEFORE_VERSIONS, list_runs_query, run_from_row
@@ -53,14 +54,18 @@ from ._postgres_schema import (
 from ._postgres_schema import named_errors as _named
 
 
-def _columns(batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[list[Any]]:
-    """The 14 arrays `_append_many_sql` takes: run id, token, then each event column."""
+def _columns(
+    batches: Sequence[tuple[str, str, Sequence[Event]]], pendings: Sequence[Pending]
+) -> list[list[Any]]:
+    """The 14 arrays `_append_many_sql` takes: run id, token, then each event column (a long
+    call record as a template, its chunks added to the run's `Pending`)."""
     columns: list[list[Any]] = [[] for _ in range(14)]
-    for run_id, token, events in batches:
+    for (run_id, token, events), pending in zip(batches, pendings, strict=True):
         for e in events:
+            payload, args = stored_fields(e, pending)
             for column, value in zip(columns, (
                 run_id, token, e.seq, e.key, e.kind.value, e.name, e.fingerprint,
-                e.status.value, e.attempt, e.payload, e.created_at, e.args, e.prev_hash, e.hash,
+                e.status.value, e.attempt, payload, e.created_at, args, e.prev_hash, e.hash,
             ), strict=True):  # fmt: skip
                 column.append(value)
     return columns
@@ -389,14 +394,63 @@ class PostgresStore:
     def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
         if not any(events for _, _, events in batches):
             return []
-        columns = _columns(batches)
+        pendings = [Pending() for _ in batches]
+        columns = _columns(batches, pendings)
         # One statement for every run of the group, the same text whatever its size (so the
         # server prepares it once): a run's rows go in only while its token owns it, under a
         # share lock on its run row, as in `append`.
         with self._transaction() as cur:
             cur.execute(self._append_many_sql, columns)
             accepted = {row[0] for row in cur.fetchall()}
+            for (run_id, _, _), pending in zip(batches, pendings, strict=True):
+                if pending and run_id in accepted:
+                    self._write_chunks(cur, run_id, pending)
         return [run_id for run_id, _, _ in batches if run_id not in accepted]
+
+    def _write_chunks(self, cur: psycopg.Cursor[Any], run_id: str, pending: Pending) -> None:
+        """`run_id`'s chunks, in the transaction that writes the events naming them, after
+        them (the order retention's sweep locks in: it never waits on a writer that waits)."""
+        s = self.schema
+        blobs = list(pending.blobs.items())
+        cur.execute(
+            f"INSERT INTO {s}.chunk_blobs SELECT * FROM unnest(%s::text[], %s::bytea[])"
+            " ON CONFLICT DO NOTHING",
+            ([name for name, _ in blobs], [body for _, body in blobs]),
+        )
+        nodes = list(pending.nodes.items())
+        cur.execute(
+            f"INSERT INTO {s}.chunk_nodes SELECT * FROM unnest(%s::text[], %s::text[],"
+            " %s::text[]) ON CONFLICT DO NOTHING",
+            (
+                [name for name, _ in nodes],
+                [prev for _, (prev, _) in nodes],
+                [item for _, (_, item) in nodes],
+            ),
+        )
+        cur.execute(
+            f"INSERT INTO {s}.chunk_refs SELECT %s, * FROM unnest(%s::text[])"
+            " ON CONFLICT DO NOTHING",
+            (run_id, sorted(pending.refs)),
+        )
+
+    def _load_chunks(self, cur: psycopg.Cursor[Any], names: list[str]) -> Loaded:
+        """Every node reachable from `names`, and the blobs they and `names` refer to."""
+        s = self.schema
+        cur.execute(
+            "WITH RECURSIVE walk(name) AS (SELECT unnest(%s::text[]) UNION"
+            f" SELECT n.prev FROM {s}.chunk_nodes n JOIN walk w ON n.name = w.name"
+            " WHERE n.prev IS NOT NULL)"
+            f" SELECT n.name, n.prev, n.item FROM {s}.chunk_nodes n"
+            " JOIN walk w ON n.name = w.name",
+            (names,),
+        )
+        nodes = {name: (prev, item) for name, prev, item in cur.fetchall()}
+        wanted = sorted({item for _, item in nodes.values()}.union(names))
+        cur.execute(
+            f"SELECT name, body FROM {s}.chunk_blobs WHERE name = ANY(%s::text[])",
+            (wanted,),
+        )
+        return nodes, {name: bytes(body) for name, body in cur.fetchall()}
 
     @functools.cached_property
     def _append_many_sql(self) -> str:
@@ -425,8 +479,11 @@ class PostgresStore:
         # pipeline ends in a way that leaves the server's idle-in-transaction timer off
         # (PostgreSQL 15), so a process paused before its commit held the lock for good.
         inserted = 0
+        pending = Pending()
+        stored = [stored_fields(e, pending) for e in events]
         for first in range(0, len(events), _ROWS_PER_STATEMENT):
             chunk = events[first : first + _ROWS_PER_STATEMENT]
+            fields = stored[first : first + _ROWS_PER_STATEMENT]
             cur.execute(
                 f"WITH fence AS (SELECT 1 FROM {self.schema}.runs"
                 " WHERE run_id = %s AND owner_token = %s FOR SHARE)"
@@ -434,14 +491,17 @@ class PostgresStore:
                 " status, attempt, payload, created_at, args, prev_hash, hash)"
                 " SELECT %s, v.* FROM fence, (VALUES " + ", ".join([_EVENT_VALUES] * len(chunk))
                 + ") AS v",
-                [run_id, token, run_id, *(value for e in chunk for value in (
+                [run_id, token, run_id, *(value for e, (payload, args) in zip(
+                    chunk, fields, strict=True) for value in (
                     e.seq, e.key, e.kind.value, e.name, e.fingerprint, e.status.value, e.attempt,
-                    e.payload, e.created_at, e.args, e.prev_hash, e.hash,
+                    payload, e.created_at, args, e.prev_hash, e.hash,
                 ))],
             )  # fmt: skip
             inserted += cur.rowcount
         if inserted != len(events):
             raise LeaseLost(run_id)  # the transaction rolls back: nothing half-written
+        if pending:
+            self._write_chunks(cur, run_id, pending)
 
     @_named
     def read_events(
@@ -455,10 +515,11 @@ class PostgresStore:
                 (run_id, after_seq, limit),
             )
             rows = cur.fetchall()
-        try:
-            return self._events(run_id, rows)
-        except (KeyError, TypeError):  # a value or a column's type edited by hand
-            return [salvage_event(run_id, row, _aware) for row in rows]
+            try:
+                events = self._events(run_id, rows)
+            except (KeyError, TypeError):  # a value or a column's type edited by hand
+                events = [salvage_event(run_id, row, _aware) for row in rows]
+            return expand_events(events, functools.partial(self._load_chunks, cur))
 
     @staticmethod
     def _events(run_id: str, rows: list[Any]) -> list[Event]:
@@ -493,17 +554,18 @@ class PostgresStore:
                 (run_id,),
             )
             rows = cur.fetchall()
-        try:
-            return [
-                (seq, key, kind, name, fp, status, attempt, _bytes(payload), _bytes(args))
-                for seq, key, kind, name, fp, status, attempt, payload, args in rows
-                if _sound(seq, attempt, payload, None, args) or _unsound()
-            ]
-        except TypeError:  # a column's type edited by hand: replay refuses it as changed
-            return [
-                (seq, key, kind, name, fp, status, attempt, _blob_of(payload), _blob_of(args))
-                for seq, key, kind, name, fp, status, attempt, payload, args in rows
-            ]
+            try:
+                read = [
+                    (seq, key, kind, name, fp, status, attempt, _bytes(payload), _bytes(args))
+                    for seq, key, kind, name, fp, status, attempt, payload, args in rows
+                    if _sound(seq, attempt, payload, None, args) or _unsound()
+                ]
+            except TypeError:  # a column's type edited by hand: replay refuses it as changed
+                read = [
+                    (seq, key, kind, name, fp, status, attempt, _blob_of(payload), _blob_of(args))
+                    for seq, key, kind, name, fp, status, attempt, payload, args in rows
+                ]
+            return expand_rows(run_id, read, (7, 8), functools.partial(self._load_chunks, cur))
 
     @_named
     def suspend(
@@ -607,7 +669,24 @@ class PostgresStore:
                     f"INSERT INTO {s}.retention_log VALUES (now(), %s, %s, %s, %s, %s)",
                     (run_id, row[0], row[1], events, row[2]),
                 )
+                cur.execute(f"DELETE FROM {s}.chunk_refs WHERE run_id = %s", (run_id,))
                 removed += 1
+            if removed:
+                # Chunks no remaining run names. The lock waits for writers still adding
+                # chunks (and the refs naming them), and holds new ones back until the commit.
+                cur.execute(
+                    f"LOCK TABLE {s}.chunk_nodes, {s}.chunk_blobs IN SHARE ROW EXCLUSIVE MODE"
+                )
+                cur.execute(
+                    f"DELETE FROM {s}.chunk_nodes WHERE name NOT IN (WITH RECURSIVE live(name)"
+                    f" AS (SELECT name FROM {s}.chunk_refs UNION SELECT n.prev FROM"
+                    f" {s}.chunk_nodes n JOIN live l ON n.name = l.name WHERE n.prev IS NOT"
+                    " NULL) SELECT name FROM live)"
+                )
+                cur.execute(
+                    f"DELETE FROM {s}.chunk_blobs WHERE name NOT IN (SELECT name FROM"
+                    f" {s}.chunk_refs UNION SELECT item FROM {s}.chunk_nodes)"
+                )
         return removed
 
     # -- the journal's head -------------------------------------------------------------------

@@ -19,7 +19,7 @@ from . import _postgres_heads as _heads
 
 _log = get_logger("journal.postgres")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STALLED_TRANSACTION_MS = 5000
 """How long the server lets a store's transaction wait for its client before ending it."""
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -106,6 +106,19 @@ CREATE TABLE IF NOT EXISTS {s}.heads (
     prev TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {s}.chunk_blobs (name TEXT PRIMARY KEY, body BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.chunk_nodes (name TEXT PRIMARY KEY, prev TEXT, item TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.chunk_refs (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+DROP TRIGGER IF EXISTS chunk_blobs_are_append_only ON {s}.chunk_blobs;
+CREATE TRIGGER chunk_blobs_are_append_only BEFORE UPDATE OR DELETE ON {s}.chunk_blobs
+    FOR EACH ROW EXECUTE FUNCTION {s}.events_are_append_only();
+DROP TRIGGER IF EXISTS chunk_nodes_are_append_only ON {s}.chunk_nodes;
+CREATE TRIGGER chunk_nodes_are_append_only BEFORE UPDATE OR DELETE ON {s}.chunk_nodes
+    FOR EACH ROW EXECUTE FUNCTION {s}.events_are_append_only();
 CREATE OR REPLACE FUNCTION {s}.heads_are_append_only() RETURNS trigger AS $$
 BEGIN
     RAISE EXCEPTION 'the journal head is append-only';

@@ -15,7 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .._chain import Chain
+from .._chunks import ChunkDamaged
 from .._errors import LeaseLost, RunNotFailed, RunNotFound
 from .._events import (
     KIND_BY_VALUE,
@@ -29,6 +32,7 @@ from .._events import (
 )
 from .._heads import HeadEntry, Reason
 from . import _sqlite_heads as _heads
+from ._chunked import Loaded, Pending, expand_events, expand_rows, stored_fields
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
 from ._rows import RUN_COLUMNS, RUN_COLUMNS_BEFORE_VERSIONS, list_runs_query, run_from_row
@@ -82,8 +86,10 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
     return inserted
 
 
-def _event_row(run_id: str, token: str, event: Event) -> tuple[Any, ...]:
-    """`_INSERT_EVENT`'s parameters: the event, inserted only while `token` owns the run."""
+def _event_row(run_id: str, token: str, event: Event, pending: Pending) -> tuple[Any, ...]:
+    """`_INSERT_EVENT`'s parameters: the event, inserted only while `token` owns the run. A
+    long call record is stored as a template, its chunks added to `pending`."""
+    payload, args = stored_fields(event, pending)
     return (
         run_id,
         event.seq,
@@ -93,14 +99,56 @@ def _event_row(run_id: str, token: str, event: Event) -> tuple[Any, ...]:
         event.fingerprint,
         event.status.value,
         event.attempt,
-        event.payload,
+        payload,
         event.created_at.timestamp(),
-        event.args,
+        args,
         event.prev_hash,
         event.hash,
         run_id,
         token,
     )
+
+
+def _write_chunks(conn: sqlite3.Connection, run_id: str, pending: Pending) -> None:
+    """`run_id`'s chunks, in the transaction that writes the events naming them."""
+    conn.executemany("INSERT OR IGNORE INTO chunk_blobs VALUES (?, ?)", pending.blobs.items())
+    conn.executemany(
+        "INSERT OR IGNORE INTO chunk_nodes VALUES (?, ?, ?)",
+        [(name, prev, item) for name, (prev, item) in pending.nodes.items()],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO chunk_refs VALUES (?, ?)", [(run_id, name) for name in pending.refs]
+    )
+
+
+_NODES_FROM = (
+    "WITH RECURSIVE walk(name) AS (SELECT value FROM json_each(?) UNION"
+    " SELECT n.prev FROM chunk_nodes n JOIN walk w ON n.name = w.name WHERE n.prev IS NOT NULL)"
+    " SELECT n.name, n.prev, n.item FROM chunk_nodes n JOIN walk w ON n.name = w.name"
+)
+_SWEEP = (
+    # Chunks no remaining run names, after runs were removed (under the retention permit).
+    "DELETE FROM chunk_nodes WHERE name NOT IN (WITH RECURSIVE live(name) AS"
+    " (SELECT name FROM chunk_refs UNION SELECT n.prev FROM chunk_nodes n JOIN live l"
+    " ON n.name = l.name WHERE n.prev IS NOT NULL) SELECT name FROM live)",
+    "DELETE FROM chunk_blobs WHERE name NOT IN"
+    " (SELECT name FROM chunk_refs UNION SELECT item FROM chunk_nodes)",
+)
+
+
+def _load_chunks(conn: sqlite3.Connection, names: list[str]) -> Loaded:
+    """Every node reachable from `names`, and the blobs they and `names` refer to."""
+    nodes = {
+        name: (prev, item) for name, prev, item in conn.execute(_NODES_FROM, (orjson.dumps(names),))
+    }
+    wanted = {item for _, item in nodes.values()}.union(names)
+    blobs = dict(
+        conn.execute(
+            "SELECT name, body FROM chunk_blobs WHERE name IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(sorted(wanted)),),
+        )
+    )
+    return nodes, blobs
 
 
 def _ts(moment: datetime) -> float:
@@ -313,11 +361,14 @@ class SQLiteStore:
                 raise LeaseLost(run_id)
             if run.status is not RunStatus.FAILED:
                 raise RunNotFailed(run_id, run.status.value)
+            pending = Pending()
             inserted = conn.executemany(
-                _INSERT_EVENT, [_event_row(run_id, token, event) for event in events]
+                _INSERT_EVENT, [_event_row(run_id, token, event, pending) for event in events]
             ).rowcount
             if inserted != len(events):
                 raise LeaseLost(run_id)
+            if pending:
+                _write_chunks(conn, run_id, pending)
             conn.execute(
                 "UPDATE runs SET status = 'running', result = NULL, error = NULL, seal = NULL,"
                 " finished_at = NULL, updated_at = ? WHERE run_id = ?",
@@ -332,7 +383,8 @@ class SQLiteStore:
 
     @_named
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
-        rows = [_event_row(run_id, token, event) for event in events]
+        pending = Pending()
+        rows = [_event_row(run_id, token, event, pending) for event in events]
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN")
@@ -340,6 +392,8 @@ class SQLiteStore:
                 inserted = conn.executemany(_INSERT_EVENT, rows).rowcount
                 if inserted != len(rows):
                     raise LeaseLost(run_id)
+                if pending:
+                    _write_chunks(conn, run_id, pending)
                 conn.execute("COMMIT")
             except BaseException:
                 rollback(conn)
@@ -347,8 +401,14 @@ class SQLiteStore:
 
     @_named
     def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
-        rows = [_event_row(run_id, token, e) for run_id, token, events in batches for e in events]
-        one_statement = _RETURNING and len(rows) * 15 <= self._variables
+        pendings = [Pending() for _ in batches]
+        by_run = [
+            [_event_row(run_id, token, e, pending) for e in events]
+            for (run_id, token, events), pending in zip(batches, pendings, strict=True)
+        ]
+        rows = [row for ours in by_run for row in ours]
+        chunked = any(pendings)
+        one_statement = not chunked and _RETURNING and len(rows) * 15 <= self._variables
         if one_statement:  # built before the lock: the loop may be waiting for the store
             params = [value for row in rows for value in row]
             sql = _insert_events(len(rows)) + " RETURNING run_id"
@@ -363,13 +423,14 @@ class SQLiteStore:
             conn.execute("BEGIN")
             try:
                 refused = []
-                for run_id, token, events in batches:
-                    ours = [_event_row(run_id, token, event) for event in events]
+                for (run_id, _, _), ours, pending in zip(batches, by_run, pendings, strict=True):
                     inserted = _insert_rows(conn, ours)
                     if inserted == 0:
                         refused.append(run_id)
                     elif inserted != len(ours):
                         raise LeaseLost(run_id)
+                    elif pending:
+                        _write_chunks(conn, run_id, pending)
                 conn.execute("COMMIT")
                 return refused
             except BaseException:
@@ -389,9 +450,17 @@ class SQLiteStore:
                 (run_id, after_seq, -1 if limit is None else limit),
             ).fetchall()
         try:
-            return self._events(run_id, rows)
+            events = self._events(run_id, rows)
         except (KeyError, TypeError, ValueError, OverflowError, OSError):
-            return [salvage_event(run_id, row[:12], _dt) for row in rows]  # edited by hand
+            events = [salvage_event(run_id, row[:12], _dt) for row in rows]  # edited by hand
+        return expand_events(events, self._load_chunks)
+
+    def _load_chunks(self, names: list[str]) -> Loaded:
+        with self._lock:
+            try:
+                return _load_chunks(self._conn, names)
+            except sqlite3.OperationalError as exc:  # a template in a journal with no chunks
+                raise ChunkDamaged("template", missing=True) from exc
 
     @staticmethod
     def _events(run_id: str, rows: list[Any]) -> list[Event]:
@@ -439,7 +508,7 @@ class SQLiteStore:
                 " FROM events WHERE run_id = ? AND seq > 0 ORDER BY seq",
                 (run_id,),
             ).fetchall()
-        return rows
+        return expand_rows(run_id, rows, (7, 8), self._load_chunks)
 
     @_named
     def suspend(
@@ -546,11 +615,15 @@ class SQLiteStore:
                     self._append_head(run_id, "removed")
                     events = conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,)).rowcount
                     conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                    conn.execute("DELETE FROM chunk_refs WHERE run_id = ?", (run_id,))
                     conn.execute(
                         "INSERT INTO retention_log VALUES (?, ?, ?, ?, ?, ?)",
                         (now, run_id, row[0], row[1], events, row[2]),
                     )
                     removed += 1
+                if removed:
+                    for statement in _SWEEP:
+                        conn.execute(statement)
                 conn.execute("DELETE FROM retention_permit")
                 conn.execute("COMMIT")
             except BaseException:

@@ -15,7 +15,7 @@ from .._chain import Chain
 from .._errors import JournalUnavailable
 from . import _sqlite_heads as _heads
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 Durability = Literal["normal", "full"]
 
 # Deleting events is the retention policy's job alone (`Journal.gc`): it removes whole runs,
@@ -107,7 +107,33 @@ BEGIN SELECT RAISE(ABORT, 'the journal head is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS heads_are_append_only_delete BEFORE DELETE ON heads
 BEGIN SELECT RAISE(ABORT, 'the journal head is append-only'); END;
 """
-_SCHEMA += _RETENTION_SCHEMA + _HEADS_SCHEMA
+# Long call records' repeated content, stored once (`journal._chunks`). A chunk is named by
+# the hash of what it holds; `chunk_refs` says which runs name which chunks, so that removing
+# runs (retention, under its permit) can remove the chunks no run names any more.
+_CHUNKS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunk_blobs (name TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chunk_nodes (
+    name TEXT PRIMARY KEY,
+    prev TEXT,
+    item TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunk_refs (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS chunk_blobs_are_append_only_update BEFORE UPDATE ON chunk_blobs
+BEGIN SELECT RAISE(ABORT, 'journal chunks are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS chunk_nodes_are_append_only_update BEFORE UPDATE ON chunk_nodes
+BEGIN SELECT RAISE(ABORT, 'journal chunks are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS chunk_blobs_are_append_only_delete BEFORE DELETE ON chunk_blobs
+WHEN NOT EXISTS (SELECT 1 FROM retention_permit)
+BEGIN SELECT RAISE(ABORT, 'journal chunks are append-only (only journal gc removes runs)'); END;
+CREATE TRIGGER IF NOT EXISTS chunk_nodes_are_append_only_delete BEFORE DELETE ON chunk_nodes
+WHEN NOT EXISTS (SELECT 1 FROM retention_permit)
+BEGIN SELECT RAISE(ABORT, 'journal chunks are append-only (only journal gc removes runs)'); END;
+"""
+_SCHEMA += _RETENTION_SCHEMA + _HEADS_SCHEMA + _CHUNKS_SCHEMA
 
 # Each schema version's upgrade from the one before; applied in order inside one transaction.
 _MIGRATIONS = {
@@ -129,6 +155,7 @@ _MIGRATIONS = {
         "INSERT OR IGNORE INTO meta VALUES ('heads_pending', x'01')",
     ],
     5: ["ALTER TABLE runs ADD COLUMN version TEXT"],
+    6: _CHUNKS_SCHEMA.split(";\n"),
 }
 
 
@@ -205,7 +232,7 @@ def _open_schema(
                 f"no journal at {path}: the file holds no journal yet. Fix: pass the "
                 "path of the journal your workflows write to."
             )
-        return "heads" in tables, False  # an old journal is read as it is
+        return "heads" in tables, False  # an old journal is read as it is (no chunks either)
     _switch_to_wal(conn)
     conn.execute(f"PRAGMA synchronous = {durability.upper()}")
     upgraded = False
