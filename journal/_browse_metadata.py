@@ -33,6 +33,10 @@ class Table:
 
 
 _TIMES = "Unix seconds, UTC (shown as a date; the JSON API gives the number)"
+_TEMPLATES = (
+    "A record of 4 KB or more is kept as a template naming chunks (chunk_blobs, chunk_nodes); "
+    "pages show it put back together, the JSON API gives the template."
+)
 
 TABLES: dict[str, Table] = {
     "runs": Table(
@@ -91,10 +95,10 @@ TABLES: dict[str, Table] = {
             "status": "started, completed, retrying, failed or cancelled.",
             "attempt": "Which attempt of the step this row belongs to, from 1.",
             "payload": "JSON: the arguments and call site on a started row, the result on a "
-            "completed one, the error on a failed one.",
+            f"completed one, the error on a failed one. {_TEMPLATES}",
             "created_at": f"When the row was appended. {_TIMES}.",
             "args": "JSON: on an outcome row with no started row before it, the call's "
-            "arguments and site.",
+            f"arguments and site. {_TEMPLATES}",
             "prev_hash": "The previous event's hash (the run's genesis hash for seq 1).",
             "hash": "Hash over prev_hash and this event's fields (journal verify checks "
             "the chain).",
@@ -165,6 +169,33 @@ TABLES: dict[str, Table] = {
             "value": "Its value (hidden: the redaction salt would let a reader test guesses "
             "of redacted secrets).",
         },
+        hidden=True,
+    ),
+    "chunk_blobs": Table(
+        title="Chunks: content",
+        description="Content of long call records stored once (an LLM request's messages, "
+        "tool definitions, a long system prompt), named by its hash.",
+        columns={
+            "name": "SHA-256 of the body, hex.",
+            "body": "JSON text of one list item or one long string.",
+        },
+        json_columns=frozenset({"body"}),
+    ),
+    "chunk_nodes": Table(
+        title="Chunks: lists",
+        description="Long lists of call records, one node per item: a conversation one turn "
+        "longer names the node its previous turn ended with and adds its new messages.",
+        columns={
+            "name": "Hash over prev and item (journal verify and every read check it).",
+            "prev": "The node of the item before, none for the first item.",
+            "item": "The item's content, a chunk_blobs name.",
+        },
+    ),
+    "chunk_refs": Table(
+        title="Chunks: runs naming them",
+        description="Which runs name which chunks, so that journal gc removes the chunks "
+        "only removed runs named.",
+        columns={"run_id": "The run.", "name": "A chunk its records name."},
         hidden=True,
     ),
     "retention_permit": Table(

@@ -18,11 +18,12 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import uvicorn
 from datasette import hookimpl  # type: ignore[import-untyped]
 from datasette.app import Datasette  # type: ignore[import-untyped]
@@ -37,6 +38,8 @@ from ._browse_metadata import (
     json_column,
     time_column,
 )
+from ._chunks import ChunkDamaged, expand, is_template, refs_of
+from .stores._sqlite import NODES_FROM
 
 _LINKED_RUN_IDS = {"events", "signals", "heads", "retention_log"}
 """Tables whose `run_id` cell links to the run's row."""
@@ -79,17 +82,18 @@ def _pretty_json(value: Any) -> str | None:
 @hookimpl  # type: ignore[untyped-decorator]
 def render_cell(
     row: Any, value: Any, column: str, table: str | None, database: str, datasette: Any
-) -> Markup | None:
+) -> Markup | Callable[[], Awaitable[Markup]] | None:
     """A journal's JSON cells pretty-printed (escaped: recorded content is never markup),
     its Unix-second moments as UTC dates, and a run id as a link to the run."""
     if value is None or not _is_journal(datasette, database):
         return None
     if json_column(table, column):
+        template = value.encode() if isinstance(value, str) else value  # CAST(... AS TEXT)
+        if isinstance(template, bytes) and is_template(template):
+            return _expanded(template, datasette.get_database(database))
         text = _pretty_json(value)
         if text is not None:
-            return Markup('<pre class="journal-json" style="{}">{}</pre>').format(
-                "margin:0; max-height:24em; overflow:auto; white-space:pre-wrap", text
-            )
+            return _json_markup(text)
     elif time_column(table, column) and isinstance(value, int | float):
         moment = datetime.fromtimestamp(value, UTC)
         return Markup('<span title="{}">{}</span>').format(
@@ -99,6 +103,37 @@ def render_cell(
         href = datasette.urls.row(database, "runs", tilde_encode(value))
         return Markup('<a href="{}">{}</a>').format(href, value)
     return None
+
+
+def _json_markup(text: str) -> Markup:
+    return Markup('<pre class="journal-json" style="{}">{}</pre>').format(
+        "margin:0; max-height:24em; overflow:auto; white-space:pre-wrap", text
+    )
+
+
+def _expanded(template: bytes, database: Any) -> Callable[[], Awaitable[Markup]]:
+    """A cell holding a long call record's template, rendered as the record it stands for
+    (Datasette awaits what `render_cell` returns as a coroutine function)."""
+
+    async def render() -> Markup:
+        names = orjson.dumps(refs_of(template)).decode()
+        rows = (await database.execute(NODES_FROM, [names])).rows
+        nodes = {row[0]: (row[1], row[2]) for row in rows}
+        wanted = orjson.dumps(sorted({row[2] for row in rows}.union(refs_of(template))))
+        found = await database.execute(
+            "SELECT name, body FROM chunk_blobs WHERE name IN (SELECT value FROM json_each(?))",
+            [wanted.decode()],
+        )
+        blobs = {row[0]: bytes(row[1]) for row in found.rows}
+        try:
+            text = _pretty_json(expand(template, nodes, blobs))
+        except ChunkDamaged as exc:
+            return Markup("<em>{}</em>").format(
+                f"a long call record whose {exc} (journal verify reports it)"
+            )
+        return _json_markup(text or "")
+
+    return render
 
 
 def _register() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from journal import Journal, LeaseLost, RecordedError, Run, RunCancelled, RunStatus
 from journal._chain import Chain
 from journal._events import EventRow
-from journal.stores._ownership import new_owner
+from journal.stores._ownership import give_up, new_owner
 
 from ._cancel import finish_cancelled
 from ._context import (
@@ -348,7 +348,9 @@ class Sitting:
         try:
             self.journal.store.release(self.run_id, self.token)
         except Exception as exc:  # the store is gone (a full disk, a lost server): the lease
-            # expires by itself, and the error that ended the sitting is the one to raise
+            # expires by itself (or this process takes it back at once once the store is
+            # back), and the error that ended the sitting is the one to raise
+            give_up(self.token)
             log.warning("run.release_failed", run_id=self.run_id, error=str(exc))
 
     def suspend(self, session: Session, waiting: Suspended) -> None:

@@ -182,6 +182,38 @@ def test_the_served_journal_is_described_readable_untouched_and_live(recorded: P
             assert runs == ["trip-1", "trip-2"]
 
 
+@step
+async def summarize(messages: list[str]) -> int:
+    await asyncio.sleep(0)  # waits, as a model call does: its started row holds the record
+    return len(messages)
+
+
+async def long_calls() -> int:
+    history = [f"message {n}: " + "and so on, " * 30 for n in range(30)]
+    return await summarize(history[:20]) + await summarize(history)
+
+
+def test_a_long_call_record_kept_as_chunks_shows_whole(tmp_path: Path) -> None:
+    """A call record stored as a template (4 KB or more) is shown put back together on the
+    table page and in the canned query; the JSON API gives the stored template."""
+    path = tmp_path / "long.db"
+    with Journal(path) as journal:
+        assert asyncio.run(replay.run(long_calls, journal=journal, run_id="long")) == 50
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute(
+            "SELECT payload FROM events WHERE status = 'started' ORDER BY seq DESC"
+        ).fetchone()[0]
+    assert stored.startswith(b"\x00journal-replay/chunks/v1")  # kept as a template
+    with served("--db", str(path)) as url, httpx.Client(timeout=10) as http:
+        page = http.get(f"{url}/events").text
+        assert page.count("message 29: and so on") == 1 and page.count("message 19: and") == 2
+        assert "chunks/v1" not in page
+        canned = http.get(f"{url}/run_events?run_id=long").text
+        assert canned.count("message 29: and so on") == 1, canned
+        nodes = http.get(f"{url}/chunk_nodes.json?_shape=array").json()
+        assert len(nodes) == 30  # the 20 items of the first list are the start of the second
+
+
 def test_the_announced_address_opens_the_journal_whatever_its_file_name(
     recorded: Path,
 ) -> None:

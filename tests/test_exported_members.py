@@ -80,6 +80,7 @@ def test_journal_exports() -> None:
             "ForkRefused",
             "HeadEntry",
             "Journal",
+            "JournalDamaged",
             "JournalError",
             "JournalStore",
             "JournalUnavailable",

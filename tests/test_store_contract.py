@@ -27,7 +27,7 @@ from journal import (
     SQLiteStore,
 )
 from journal._events import trusted_event
-from journal.stores._ownership import HOSTNAME
+from journal.stores._ownership import HOSTNAME, give_up, new_owner
 from journal.stores._sqlite import SCHEMA_VERSION
 from tests.conftest import postgres_store
 from tests.factories import dead_pid, make_event, make_owner, make_run
@@ -482,3 +482,18 @@ def test_signals_are_kept_in_order_and_wake_a_waiting_run(store: JournalStore) -
         other.execute("ROLLBACK")
         other.close()
     assert store.send_signal("r", "approval", b'"next"') == 3
+
+
+def test_a_lease_this_process_gave_up_is_taken_over_at_once(store: JournalStore) -> None:
+    """A sitting whose release failed (a full disk) gives its lease up: the run stays owned
+    by this live process in the store, and a new claim from this process takes it at once
+    (another live process's lease would hold it until it expired). The old token is fenced."""
+    store.create_run(make_run("r"))
+    first, second = new_owner(60), new_owner(60)
+    store.claim("r", first, resuming=False)
+    with pytest.raises(RunLocked):
+        store.claim("r", second, resuming=True)
+    give_up(first.token)
+    assert store.claim("r", second, resuming=True).owner == second
+    with pytest.raises(LeaseLost):
+        store.append("r", first.token, [make_event(1)])

@@ -11,6 +11,9 @@ from .._errors import RunLocked
 from .._events import Owner
 
 HOSTNAME = socket.gethostname()
+_GIVEN_UP: set[str] = set()
+"""Leases this process gave up though the store could not record it (the release failed on a
+full disk or a lost server): nothing here writes with them any more."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -35,11 +38,22 @@ def new_owner(lease_seconds: float) -> Owner:
     )
 
 
+def give_up(token: str) -> None:
+    """This process no longer writes with `token`, though the store still names it: a claim
+    from this process takes the run over at once, as it would a dead process's."""
+    _GIVEN_UP.add(token)
+
+
 def owner_is_gone(owner: Owner, now: datetime) -> bool:
-    """True when `owner` can no longer write: its lease expired, or it died on this host."""
+    """True when `owner` can no longer write: its lease expired, it died on this host, or it is
+    this process and gave the lease up."""
     if owner.lease_expires_at <= now:
         return True
-    return owner.host == HOSTNAME and not _pid_alive(owner.pid)
+    if owner.host != HOSTNAME:
+        return False
+    if owner.pid == os.getpid():
+        return owner.token in _GIVEN_UP
+    return not _pid_alive(owner.pid)
 
 
 def check_claim(run_id: str, current: Owner | None, claimant: Owner, now: datetime) -> None:

@@ -121,7 +121,7 @@ def _write_chunks(conn: sqlite3.Connection, run_id: str, pending: Pending) -> No
     )
 
 
-_NODES_FROM = (
+NODES_FROM = (  # every node reachable from the JSON array of names given
     "WITH RECURSIVE walk(name) AS (SELECT value FROM json_each(?) UNION"
     " SELECT n.prev FROM chunk_nodes n JOIN walk w ON n.name = w.name WHERE n.prev IS NOT NULL)"
     " SELECT n.name, n.prev, n.item FROM chunk_nodes n JOIN walk w ON n.name = w.name"
@@ -139,7 +139,7 @@ _SWEEP = (
 def _load_chunks(conn: sqlite3.Connection, names: list[str]) -> Loaded:
     """Every node reachable from `names`, and the blobs they and `names` refer to."""
     nodes = {
-        name: (prev, item) for name, prev, item in conn.execute(_NODES_FROM, (orjson.dumps(names),))
+        name: (prev, item) for name, prev, item in conn.execute(NODES_FROM, (orjson.dumps(names),))
     }
     wanted = {item for _, item in nodes.values()}.union(names)
     blobs = dict(

@@ -54,6 +54,7 @@ async def _record(journal: Journal) -> None:
     with contextlib.suppress(replay.Suspended):
         await replay.run(workflows.approved_research, "wasps", journal=journal, run_id="dropped")
     replay.cancel(journal, "dropped", "no longer needed")
+    await replay.run(workflows.converse, "cats", journal=journal, run_id="conversation")
 
 
 def _expected(journal: Journal) -> dict[str, Any]:
