@@ -25,7 +25,7 @@ from journal._export import EXPORT_VERSION
 from journal._heads import head_text
 from journal.stores._sqlite import SCHEMA_VERSION
 
-from . import workflows
+from . import conversation, workflows
 
 JOURNALS = {"unsigned": None, "signed": workflows.HMAC_KEY}
 EXPORTS = {"unsigned": ("jsonl", "csv"), "signed": ("json", "jsonl")}
@@ -54,7 +54,7 @@ async def _record(journal: Journal) -> None:
     with contextlib.suppress(replay.Suspended):
         await replay.run(workflows.approved_research, "wasps", journal=journal, run_id="dropped")
     replay.cancel(journal, "dropped", "no longer needed")
-    await replay.run(workflows.converse, "cats", journal=journal, run_id="conversation")
+    await replay.run(conversation.converse, "cats", journal=journal, run_id="conversation")
 
 
 def _expected(journal: Journal) -> dict[str, Any]:

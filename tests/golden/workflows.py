@@ -112,24 +112,6 @@ async def research(topic: str) -> Report:
     )
 
 
-async def converse(topic: str) -> list[str]:
-    """A conversation whose requests outgrow 4 KB: kept as chunks from schema 6 on."""
-    messages = [{"role": "system", "content": "You answer questions about animals. " * 60}]
-    answers = []
-    transport = AsyncJournalTransport(httpx2.MockTransport(_provider))
-    async with httpx2.AsyncClient(transport=transport, base_url="https://llm.example") as client:
-        for turn in range(4):
-            question = f"{topic} question {turn}: " + "tell me more, " * 40
-            messages.append({"role": "user", "content": question})
-            response = await client.post(
-                "/v1/chat/completions", json={"model": "m", "messages": messages}
-            )
-            answer: str = response.json()["choices"][0]["message"]["content"]
-            messages.append({"role": "assistant", "content": answer})
-            answers.append(answer)
-    return answers
-
-
 async def approved_research(topic: str) -> Report:
     """Waits for a person's approval (a signal) before it finishes."""
     report = await research(topic)
