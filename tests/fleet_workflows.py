@@ -134,3 +134,26 @@ async def pair(n: int) -> int:
     await mid(n)
     second = asyncio.ensure_future(asyncio.to_thread(_thread_b, n))
     return await first + await second
+
+
+BLOCKED: list[tuple[float, float]] = []
+"""(start, end) of each `blocking` run's blocking section."""
+
+
+async def blocking(seconds: float) -> str:
+    """A workflow that blocks its event loop (a sync call in async code), as some SDK and
+    framework code does."""
+    await work(0, 0)
+    began = time.monotonic()
+    time.sleep(seconds)
+    BLOCKED.append((began, time.monotonic()))
+    return "done"
+
+
+async def thread_names(calls: int) -> list[str]:
+    """The names of the threads `asyncio.to_thread` ran this run's work on."""
+    names = []
+    for _ in range(calls):
+        names.append(await asyncio.to_thread(lambda: threading.current_thread().name))
+        await work(len(names), 0)
+    return names

@@ -497,3 +497,28 @@ def test_a_lease_this_process_gave_up_is_taken_over_at_once(store: JournalStore)
     assert store.claim("r", second, resuming=True).owner == second
     with pytest.raises(LeaseLost):
         store.append("r", first.token, [make_event(1)])
+
+
+def test_append_many_reads_back_every_field_exactly(store: JournalStore) -> None:
+    """The group's write carries every field as `append` does, byte for byte and to the
+    microsecond: payloads and args that are not text (a NUL, bytes no UTF-8 reader takes),
+    None, hashes, moments with microseconds. The chain hashes all of them."""
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner("t"), resuming=False)
+    written = [
+        make_event(1, status=EventStatus.STARTED, payload=b'{"args":{"q":"\\u00e9"}}'),
+        make_event(2, key="0:2", payload=b"\x00\xff\xfe raw \x00").model_copy(
+            update={
+                "args": b"\x80not utf-8",
+                "created_at": datetime(2026, 5, 17, 3, 4, 5, 678901, tzinfo=UTC),
+                "prev_hash": "p" * 64,
+                "hash": "h" * 64,
+            }
+        ),
+        make_event(3, key="0:3", payload=None).model_copy(
+            update={"created_at": datetime(2026, 5, 17, 3, 4, 5, 1, tzinfo=UTC)}
+        ),
+    ]
+    assert list(store.append_many([("r", "t", written)])) == []
+    assert store.read_events("r") == written
+    assert [row[7:] for row in store.read_rows("r")] == [(e.payload, e.args) for e in written]

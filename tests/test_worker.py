@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -10,11 +11,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import pytest
 
 import replay
@@ -96,10 +99,14 @@ def test_a_worker_continues_up_to_its_concurrency_of_runs_at_once(journal: Journ
         replay.Worker(journal, concurrency=0)
 
 
-def test_concurrent_runs_do_not_starve_each_other_of_pool_threads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop_per_run", [False, True])
+def test_concurrent_runs_do_not_starve_each_other_of_pool_threads(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
     """Twelve interrupted runs whose first thread, continued, waits for its turn after a second
     thread's step: a worker whose own loop has a pool of two threads continues all twelve at
-    once (each run has a loop and a default pool of its own in the worker)."""
+    once (each run has threads of its own in the worker, whether its tasks run on the
+    worker's loop or on a loop of its own)."""
     count = 12
     journal = Journal(tmp_path / "j.db")
     fleet_workflows.CRASH_IN_S2[0] = True
@@ -110,7 +117,7 @@ def test_concurrent_runs_do_not_starve_each_other_of_pool_threads(tmp_path: Path
     finally:
         fleet_workflows.CRASH_IN_S2[0] = False
     assert len(journal.interrupted()) == count
-    worker = replay.Worker(journal, concurrency=count)
+    worker = replay.Worker(journal, concurrency=count, loop_per_run=loop_per_run)
 
     async def continue_all() -> int:
         # The worker's own loop with a small default pool, as a small machine has: runs that
@@ -123,6 +130,46 @@ def test_concurrent_runs_do_not_starve_each_other_of_pool_threads(tmp_path: Path
     assert {journal.run(f"pair{n}").result for n in range(count)} == {
         str(6 * n).encode() for n in range(count)
     }
+    journal.close()
+
+
+def test_work_a_run_hands_to_threads_runs_on_threads_of_its_own(tmp_path: Path) -> None:
+    """Runs going at once on the worker's loop: what each hands to `asyncio.to_thread` runs on
+    that run's own threads (named after it), never on the loop's shared pool or another
+    run's; outside any run, the loop's pool still serves."""
+    journal = Journal(tmp_path / "j.db")
+    for n in range(3):
+        replay.submit(fleet_workflows.thread_names, 2, journal=journal, run_id=f"t{n}")
+    worker = replay.Worker(journal, concurrency=3)
+
+    async def continue_all() -> str:
+        assert await worker.run_once() == 3
+        return await asyncio.to_thread(lambda: threading.current_thread().name)
+
+    outside = asyncio.run(asyncio.wait_for(continue_all(), 60))
+    for n in range(3):
+        names = orjson.loads(journal.run(f"t{n}").result or b"")
+        assert len(names) == 2 and all(name.startswith(f"journal-run t{n}_") for name in names)
+    assert not outside.startswith("journal-run")
+    journal.close()
+
+
+@pytest.mark.parametrize("loop_per_run", [False, True])
+def test_a_run_that_blocks_the_loop_holds_up_the_others_unless_each_has_its_own(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    """Four runs that each block their event loop for 0.3 s: on the worker's one loop they
+    block one after another; with a loop per run they block at the same time."""
+    journal = Journal(tmp_path / "j.db")
+    for n in range(4):
+        replay.submit(fleet_workflows.blocking, 0.3, journal=journal, run_id=f"b{n}")
+    fleet_workflows.BLOCKED.clear()
+    worker = replay.Worker(journal, concurrency=4, loop_per_run=loop_per_run)
+    assert asyncio.run(asyncio.wait_for(worker.run_once(), 60)) == 4
+    spans = sorted(fleet_workflows.BLOCKED)
+    assert len(spans) == 4
+    overlapping = any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+    assert overlapping is loop_per_run, spans
     journal.close()
 
 

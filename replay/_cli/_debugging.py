@@ -403,6 +403,14 @@ def worker_command(
             help="Runs continued at once in this process (agents mostly wait on LLM calls).",
         ),
     ] = DEFAULT_CONCURRENCY,
+    loop_per_run: Annotated[
+        bool,
+        typer.Option(
+            "--loop-per-run",
+            help="Give each run an event loop of its own, in a thread: for workflows that "
+            "block the loop (sync calls in async code); about twice the CPU per step.",
+        ),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -423,6 +431,7 @@ def worker_command(
                 poll_seconds=poll,
                 accept_versions=accept_versions or (),
                 concurrency=concurrency,
+                loop_per_run=loop_per_run,
             )
         except ImportError as exc:
             fail(f"cannot import {exc.name or exc}: {exc}. Fix: run from your project's root.")
