@@ -240,7 +240,7 @@ class PostgresStore:
             cur.execute(
                 f"INSERT INTO {self.schema}.runs ({RUN_COLUMNS}, owner_token) VALUES"
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (run_id) DO NOTHING",
+                f" ON CONFLICT (run_id) DO NOTHING RETURNING {self._run_columns}",
                 (
                     run.run_id,
                     run.workflow,
@@ -264,8 +264,10 @@ class PostgresStore:
                     None if run.owner is None else run.owner.token,
                 ),
             )
-            if cur.rowcount == 1:
+            inserted = cur.fetchone()
+            if inserted is not None:
                 self._append_head(cur, run.run_id, "created")
+                return self._run_from_row(inserted)
             stored = self._select_run(cur, run.run_id)
         assert stored is not None
         return stored
@@ -305,12 +307,12 @@ class PostgresStore:
                 " wake_at = CASE status WHEN 'waiting' THEN NULL ELSE wake_at END,"
                 " waiting_for = CASE status WHEN 'waiting' THEN NULL ELSE waiting_for END,"
                 " status = CASE status WHEN 'waiting' THEN 'running' ELSE status END"
-                " WHERE run_id = %s",
+                f" WHERE run_id = %s RETURNING {self._run_columns}",
                 (owner.model_dump_json(), owner.token, int(resuming), now, run_id),
             )
-            claimed = self._select_run(cur, run_id)
+            claimed = cur.fetchone()
         assert claimed is not None
-        return claimed
+        return self._run_from_row(claimed)
 
     @_named
     def heartbeat(self, run_id: str, token: str, lease_expires_at: datetime) -> bool:
@@ -359,15 +361,14 @@ class PostgresStore:
             cur.execute(
                 f"UPDATE {self.schema}.runs SET status = %s, result = %s, error = %s, seal = %s,"
                 " owner = NULL, owner_token = NULL, updated_at = %s, finished_at = %s"
-                " WHERE run_id = %s AND owner_token = %s",
+                f" WHERE run_id = %s AND owner_token = %s RETURNING {self._run_columns}",
                 (status.value, result, error, seal, now, now, run_id, token),
             )
-            if cur.rowcount != 1:
+            finished = cur.fetchone()
+            if finished is None:
                 raise LeaseLost(run_id)
             self._append_head(cur, run_id, "finished")
-            finished = self._select_run(cur, run_id)
-        assert finished is not None
-        return finished
+        return self._run_from_row(finished)
 
     @_named
     def reopen(self, run_id: str, token: str, events: Sequence[Event]) -> Run:

@@ -33,16 +33,21 @@ def append_head(cur: Cursor, s: str, chain: Chain, run_id: str, reason: Reason) 
     """Append the run's state now to the head of schema `s` (inside the caller's
     transaction)."""
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-heads:{s}",))
-    cur.execute(f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE run_id = %s", (run_id,))
-    row = cur.fetchone()
-    assert row is not None
+    # Read after the lock, in a statement of its own: under READ COMMITTED its snapshot then
+    # holds every entry appended before the lock was ours. One statement, one round trip.
     cur.execute(
-        f"SELECT seq, hash FROM {s}.events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
-        (run_id,),
+        f"SELECT {RUN_COLUMNS}, e.seq, e.hash, h.n, h.hash FROM {s}.runs"
+        f" LEFT JOIN LATERAL (SELECT seq, hash FROM {s}.events WHERE run_id = %s"
+        " ORDER BY seq DESC LIMIT 1) e ON true"
+        f" LEFT JOIN LATERAL (SELECT n, hash FROM {s}.heads ORDER BY n DESC LIMIT 1) h ON true"
+        " WHERE run_id = %s",
+        (run_id, run_id),
     )
-    last = cur.fetchone()
-    cur.execute(f"SELECT n, hash FROM {s}.heads ORDER BY n DESC LIMIT 1")
-    top = cur.fetchone()
+    found = cur.fetchone()
+    assert found is not None
+    row, (seq, last_hash, n, top_hash) = found[:-4], found[-4:]
+    last = None if seq is None else (seq, last_hash)
+    top = None if n is None else (n, top_hash)
     genesis = None
     if last is None:  # no event binds the run's header yet: the entry does
         genesis = genesis_of(chain, run_from_row(row, _moment, _blob))
