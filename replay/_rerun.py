@@ -289,15 +289,10 @@ def _http_journaled_if_recorded(journal: Journal, run_id: str) -> Iterator[None]
     if not recorded:
         yield
         return
-    from .integrations._instrument import instrument, is_instrumented, uninstrument
+    from .integrations._instrument import instrumented_while
 
-    already = is_instrumented()
-    instrument()
-    try:
+    with instrumented_while():
         yield
-    finally:
-        if not already:
-            uninstrument()
 
 
 def _holder(run: Run, entry: str | None) -> str | None:

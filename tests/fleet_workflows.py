@@ -157,3 +157,25 @@ async def thread_names(calls: int) -> list[str]:
         names.append(await asyncio.to_thread(lambda: threading.current_thread().name))
         await work(len(names), 0)
     return names
+
+
+CRASH_AFTER_FIRST_CALL = [False]
+
+
+async def ask_twice(base_url: str, pause: float) -> list[str]:
+    """Two model calls through a client this code builds (journaled only by `instrument()`,
+    which a resume of a run with recorded requests puts in force), `pause` seconds apart."""
+    import openai
+
+    answers = []
+    async with openai.AsyncOpenAI(api_key="sk-fleet-0000", base_url=base_url) as client:
+        for number in range(2):
+            if number:
+                await asyncio.sleep(pause)
+            completion = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": f"q{number}"}]
+            )
+            answers.append(completion.choices[0].message.content or "")
+            if CRASH_AFTER_FIRST_CALL[0]:
+                raise Crash
+    return answers

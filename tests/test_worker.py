@@ -22,10 +22,13 @@ import pytest
 
 import replay
 from journal import Journal, RunStatus
+from replay.integrations import instrument, uninstrument
+from replay.integrations._instrument import is_instrumented
 from tests import fleet_workflows
 from tests.conftest import PG_URL, postgres_store
 from tests.factories import make_owner
 from tests.fleet_workflows import TOGETHER, chain, meet, pair, slow
+from tests.llm_server import requests_logged, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,6 +155,46 @@ def test_work_a_run_hands_to_threads_runs_on_threads_of_its_own(tmp_path: Path) 
         assert len(names) == 2 and all(name.startswith(f"journal-run t{n}_") for name in names)
     assert not outside.startswith("journal-run")
     journal.close()
+
+
+@pytest.mark.parametrize("loop_per_run", [False, True])
+def test_runs_resumed_together_keep_their_requests_journaled(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    """Two interrupted runs whose requests were journaled, continued at once: the one that
+    ends first must not take the journaling of requests away from the other (its second
+    request, made after the first run ended, is journaled and reaches the server once)."""
+    log = tmp_path / "requests.log"
+    server = serve(log)
+    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    journal = Journal(tmp_path / "j.db")
+    try:
+        instrument()
+        fleet_workflows.CRASH_AFTER_FIRST_CALL[0] = True
+        try:
+            for run_id, pause in (("quick", 0.0), ("late", 1.0)):
+                with pytest.raises(fleet_workflows.Crash):
+                    asyncio.run(
+                        replay.run(
+                            fleet_workflows.ask_twice, base_url, pause, journal=journal,
+                            run_id=run_id,
+                        )
+                    )  # fmt: skip
+        finally:
+            fleet_workflows.CRASH_AFTER_FIRST_CALL[0] = False
+            uninstrument()
+        assert len(requests_logged(log)) == 2
+        worker = replay.Worker(journal, concurrency=2, loop_per_run=loop_per_run)
+        assert asyncio.run(asyncio.wait_for(worker.run_once(), 60)) == 2
+        assert not is_instrumented()  # as it was before
+        for run_id in ("quick", "late"):
+            requests = [e for e in journal.events(run_id) if e.kind.value == "llm"]
+            assert len({e.key for e in requests}) == 2, run_id  # both journaled
+        assert len(requests_logged(log)) == 4  # the first calls served, the second made once
+    finally:
+        journal.close()
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize("loop_per_run", [False, True])

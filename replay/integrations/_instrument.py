@@ -9,6 +9,9 @@ wrapped method only checks a context variable and calls the original.
 from __future__ import annotations
 
 import importlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .._context import current_scope
@@ -16,6 +19,11 @@ from ._http import AsyncJournalTransport, JournalTransport
 
 _MODULES = ("httpx2", "httpx")
 _patched: dict[tuple[str, str], Any] = {}
+_holds = 0
+"""Re-runs in progress that put `instrument()` in force (`instrumented_while`)."""
+_holds_instrumented = False
+"""Whether the first of them instrumented (the user had not): the last one undoes it."""
+_holds_lock = threading.Lock()
 
 
 class _Direct:
@@ -82,3 +90,23 @@ def uninstrument() -> None:
     for (_, method), (cls, original) in list(_patched.items()):
         setattr(cls, method, original)
     _patched.clear()
+
+
+@contextmanager
+def instrumented_while() -> Iterator[None]:
+    """`instrument()` in force while any holder is inside, then as it was before the first:
+    re-runs going at once (a worker's) share the process-wide patch, so the one that ends
+    first must not take it away from the others."""
+    global _holds, _holds_instrumented
+    with _holds_lock:
+        if _holds == 0:
+            _holds_instrumented = not is_instrumented()
+        instrument()
+        _holds += 1
+    try:
+        yield
+    finally:
+        with _holds_lock:
+            _holds -= 1
+            if _holds == 0 and _holds_instrumented:
+                uninstrument()
