@@ -1,0 +1,292 @@
+"""Attacks on the worker's runs sharing one event loop (and on a loop per run)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import replay
+from journal import Journal, RunStatus
+from tests import attack_workflows as wf
+from tests.conftest import PG_URL, postgres_store
+from tests.test_worker import _wait_until_it_handles_sigterm
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = pytest.mark.parametrize("loop_per_run", [False, True], ids=["shared", "per-run"])
+
+
+def _worker(db: str, effects: Path, *options: str) -> subprocess.Popen[str]:
+    script = str(Path(sys.executable).with_name("journal"))
+    return subprocess.Popen(
+        [script, "worker", "--import", "tests.attack_workflows", "--db", db, "--poll", "0.05",
+         *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "FLEET_EFFECTS": str(effects)},
+    )  # fmt: skip
+
+
+def _stop(worker: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, str]:
+    try:
+        worker.send_signal(sig)
+        return worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+
+
+@MODES
+def test_sigterm_with_fifty_runs_in_flight_releases_every_one(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    db = str(tmp_path / "j.db")
+    count = 50
+    with Journal(db) as journal:
+        for n in range(count):
+            replay.submit(wf.slow, 120.0, journal=journal, run_id=f"long{n}")
+    extra = ["--loop-per-run"] if loop_per_run else []
+    worker = _worker(db, tmp_path / "effects", "--concurrency", str(count), *extra)
+    _wait_until_it_handles_sigterm(worker)
+    deadline = time.monotonic() + 60
+    with Journal(db, read_only=True) as journal:
+        while not all(journal.events(f"long{n}") for n in range(count)):
+            assert time.monotonic() < deadline, "the worker did not start them all"
+            assert worker.poll() is None, worker.communicate()
+            time.sleep(0.05)
+    began = time.monotonic()
+    _, err = _stop(worker)
+    assert worker.returncode == 0, err
+    assert time.monotonic() - began < 20
+    with Journal(db, read_only=True) as journal:
+        runs = [journal.run(f"long{n}") for n in range(count)]
+        assert all(r.status is RunStatus.RUNNING and r.owner is None for r in runs)
+        assert len(journal.interrupted()) == count
+
+
+def _kill_nine_then_finish(db: str, tmp_path: Path, loop_per_run: bool) -> None:
+    count, steps = 50, 12
+    effects = tmp_path / "effects"
+    with Journal(db) as journal:
+        for n in range(count):
+            replay.submit(wf.threaded, n, steps, journal=journal, run_id=f"k{n:02d}")
+    expected = {f"k{n:02d}": asyncio.run(wf.threaded(n, steps)) for n in range(count)}
+    extra = ["--loop-per-run"] if loop_per_run else []
+    worker = _worker(db, effects, "--concurrency", str(count), *extra)
+    try:
+        deadline = time.monotonic() + 60
+        while not effects.exists() or len(effects.read_text().splitlines()) < count * steps // 3:
+            assert time.monotonic() < deadline, "no progress"
+            assert worker.poll() is None, worker.communicate()
+            time.sleep(0.01)
+    finally:
+        _stop(worker, signal.SIGKILL)
+    with Journal(db) as journal:
+        assert len(journal.runs(status=RunStatus.COMPLETED)) < count  # killed mid-flight
+    second = _worker(db, effects, "--concurrency", str(count), *extra)
+    try:
+        with Journal(db) as journal:
+            deadline = time.monotonic() + 120
+            while len(journal.runs(status=RunStatus.COMPLETED)) < count:
+                assert time.monotonic() < deadline, "the second worker did not finish"
+                assert second.poll() is None, second.communicate()
+                time.sleep(0.1)
+    finally:
+        _wait_until_it_handles_sigterm(second)
+        _, err = _stop(second)
+    assert second.returncode == 0, err
+    with Journal(db) as journal:
+        for run_id, value in expected.items():
+            run = journal.run(run_id)
+            assert run.status is RunStatus.COMPLETED, run_id
+            assert run.result == str(value).encode(), run_id
+        attempts = {
+            f"{run_id}:{e.key}": e.attempt
+            for run_id in expected
+            for e in journal.events(run_id)
+            if e.status.value == "completed"
+        }
+        assert all(v.sealed for v in journal.verify())
+    executions = Counter(line.split()[1] for line in effects.read_text().splitlines())
+    assert all(count <= attempts[key] for key, count in executions.items())
+    assert set(executions) == set(attempts)
+
+
+@MODES
+def test_kill_nine_mid_flight_then_a_second_worker_finishes_exactly_sqlite(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    _kill_nine_then_finish(str(tmp_path / "j.db"), tmp_path, loop_per_run)
+
+
+@MODES
+def test_kill_nine_mid_flight_then_a_second_worker_finishes_exactly_postgres(
+    pg_schema: str, tmp_path: Path, loop_per_run: bool
+) -> None:
+    postgres_store(pg_schema).close()
+    _kill_nine_then_finish(f"{PG_URL}?schema={pg_schema}", tmp_path, loop_per_run)
+
+
+@MODES
+def test_journal_cancel_reaches_a_run_the_worker_is_continuing(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    journal = Journal(tmp_path / "j.db")
+    for n in range(5):
+        replay.submit(wf.slow, 60.0, journal=journal, run_id=f"s{n}")
+    worker = replay.Worker(journal, concurrency=5, poll_seconds=0.05, loop_per_run=loop_per_run)
+
+    async def go() -> replay.WorkerStats:
+        runner = asyncio.ensure_future(worker.run())
+        while not all(journal.events(f"s{n}") for n in range(5)):
+            await asyncio.sleep(0.02)
+        replay.cancel(journal, "s2", "no longer wanted")
+        while journal.run("s2").status is not RunStatus.CANCELLED:
+            await asyncio.sleep(0.05)
+        worker.stop()
+        return await runner
+
+    stats = asyncio.run(asyncio.wait_for(go(), 30))
+    assert stats.cancelled == 1
+    assert journal.run("s2").status is RunStatus.CANCELLED
+    others = [journal.run(f"s{n}") for n in (0, 1, 3, 4)]
+    assert all(r.status is RunStatus.RUNNING and r.owner is None for r in others), others
+    journal.close()
+
+
+@MODES
+def test_cancelling_the_task_of_worker_run_stops_its_runs_at_once(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    """A program that runs the worker as a task of its own and cancels it (a timeout, its own
+    shutdown) without calling stop(): the worker stops its runs, releasing their leases, and
+    does not wait for them to finish."""
+    journal = Journal(tmp_path / "j.db")
+    for n in range(4):
+        replay.submit(wf.slow, 60.0, journal=journal, run_id=f"s{n}")
+    worker = replay.Worker(journal, concurrency=4, poll_seconds=0.05, loop_per_run=loop_per_run)
+
+    async def go() -> None:
+        runner = asyncio.ensure_future(worker.run())
+        while not all(journal.events(f"s{n}") for n in range(4)):
+            await asyncio.sleep(0.02)
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    began = time.monotonic()
+    asyncio.run(asyncio.wait_for(go(), 90))
+    assert time.monotonic() - began < 20
+    runs = [journal.run(f"s{n}") for n in range(4)]
+    assert all(r.status is RunStatus.RUNNING and r.owner is None for r in runs), runs
+    journal.close()
+
+
+@MODES
+def test_cancelling_run_once_stops_its_runs_at_once(tmp_path: Path, loop_per_run: bool) -> None:
+    journal = Journal(tmp_path / "j.db")
+    for n in range(4):
+        replay.submit(wf.slow, 60.0, journal=journal, run_id=f"s{n}")
+    worker = replay.Worker(journal, concurrency=2, loop_per_run=loop_per_run)
+
+    async def go() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(worker.run_once(), 2)
+        # still on the loop: nothing of the round goes on after it was given up
+        runs = [journal.run(f"s{n}") for n in range(4)]
+        assert all(r.owner is None for r in runs), runs
+
+    began = time.monotonic()
+    asyncio.run(asyncio.wait_for(go(), 90))
+    assert time.monotonic() - began < 20
+    journal.close()
+
+
+def _threads() -> int:
+    return threading.active_count()
+
+
+@MODES
+def test_thousands_of_runs_leave_no_threads_behind(tmp_path: Path, loop_per_run: bool) -> None:
+    journal = Journal(tmp_path / "j.db")
+    count = 1000
+    for n in range(count):
+        replay.submit(wf.threaded, n, 2, journal=journal, run_id=f"t{n}")
+    worker = replay.Worker(journal, concurrency=32, loop_per_run=loop_per_run)
+
+    async def go() -> int:
+        done = await worker.run_once()
+        await asyncio.sleep(0.5)
+        return done
+
+    before = _threads()
+    assert asyncio.run(go()) == count
+    deadline = time.monotonic() + 10
+    while _threads() > before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _threads() <= before + 1, [t.name for t in threading.enumerate()]
+    assert worker.stats.completed == count
+    journal.close()
+
+
+@MODES
+def test_runs_keep_their_context_variables_and_task(tmp_path: Path, loop_per_run: bool) -> None:
+    journal = Journal(tmp_path / "j.db")
+    names = [f"run-{n}" for n in range(30)]
+    for name in names:
+        replay.submit(wf.tagged, name, 5, journal=journal, run_id=name)
+    worker = replay.Worker(journal, concurrency=30, loop_per_run=loop_per_run)
+    assert asyncio.run(asyncio.wait_for(worker.run_once(), 60)) == 30
+    for name in names:
+        run = journal.run(name)
+        assert run.status is RunStatus.COMPLETED, run.error
+        assert run.result == f'"{name}"'.encode()
+    journal.close()
+
+
+@MODES
+def test_fifty_crashed_runs_replayed_at_once_equal_clean_runs(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    journal = Journal(tmp_path / "j.db")
+    count, width = 50, 6
+    expected = {}
+    for n in range(count):
+        expected[f"i{n}"] = asyncio.run(wf.interleaved(n, width))
+        wf.CRASH_AT[0] = 102  # after two waves and their steps
+        try:
+            with pytest.raises(wf.Crash):
+                asyncio.run(replay.run(wf.interleaved, n, width, journal=journal, run_id=f"i{n}"))
+        finally:
+            wf.CRASH_AT[0] = -1
+    worker = replay.Worker(journal, concurrency=count, loop_per_run=loop_per_run)
+    assert asyncio.run(asyncio.wait_for(worker.run_once(), 120)) == count
+    assert worker.stats.completed == count, worker.stats
+    for run_id, value in expected.items():
+        assert journal.run(run_id).result == str(value).encode(), run_id
+    journal.close()
+
+
+@MODES
+def test_journaled_timeouts_in_runs_going_at_once(tmp_path: Path, loop_per_run: bool) -> None:
+    journal = Journal(tmp_path / "j.db")
+    for n in range(20):
+        replay.submit(wf.timed, n, journal=journal, run_id=f"t{n}")
+    worker = replay.Worker(journal, concurrency=20, loop_per_run=loop_per_run)
+    assert asyncio.run(asyncio.wait_for(worker.run_once(), 60)) == 20
+    for n in range(20):
+        run = journal.run(f"t{n}")
+        assert run.status is RunStatus.COMPLETED, run.error
+        assert run.result == f'"True {asyncio.run(wf.async_work(n, 1))}"'.encode()
+    journal.close()
