@@ -118,6 +118,8 @@ class Worker:
         self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
         """Each run in progress: the loop of its own and the task continuing it."""
         self._running_lock = threading.Lock()
+        self._cancelled_early: set[str] = set()
+        """Runs given up before their loop of their own had started them (`loop_per_run`)."""
         self.imports = tuple(imports)
         for module in self.imports:
             if "" not in sys.path:
@@ -182,6 +184,9 @@ class Worker:
         finally:
             stopping.cancel()
             if in_flight:  # stopping: each run is stopped and releases its lease
+                if not self._stop_requested:  # this task was cancelled (or failed): likewise
+                    for task in in_flight.values():
+                        task.cancel()
                 await asyncio.gather(*in_flight.values(), return_exceptions=True)
         log.info("worker.stopped", **vars(self.stats))
         return self.stats
@@ -191,16 +196,24 @@ class Worker:
         many this worker finished."""
         finished = 0
         pending: set[asyncio.Future[int]] = set()
-        for run in self._candidates({}):
-            if self._stop_requested:
-                break
-            if len(pending) >= self.concurrency:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            for run in self._candidates({}):
+                if self._stop_requested:
+                    break
+                if len(pending) >= self.concurrency:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    finished += sum(task.result() for task in done)
+                pending.add(asyncio.ensure_future(self._resume(run)))
+            if pending:
+                done, pending = await asyncio.wait(pending)
                 finished += sum(task.result() for task in done)
-            pending.add(asyncio.ensure_future(self._resume(run)))
-        if pending:
-            done, _ = await asyncio.wait(pending)
-            finished += sum(task.result() for task in done)
+        finally:
+            # Given up (cancelled, a timeout) or failed: the runs still going are stopped and
+            # release their leases before the round ends, not carried on unseen.
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
         return finished
 
     def _next(self, in_flight: Mapping[str, object], free: int) -> list[Run]:
@@ -258,8 +271,13 @@ class Worker:
             outcome = await asyncio.shield(running)
         except asyncio.CancelledError:
             if not running.done():  # this task was cancelled, not the run: stop the run too
-                self._cancel(run.run_id)
+                if self.loop_per_run:
+                    self._cancel(run.run_id)
+                else:
+                    running.cancel()  # whether or not it has begun
                 await asyncio.wait([running])
+                if not running.cancelled():
+                    running.exception()  # retrieved: the cancellation's, raised below
                 raise
             if not self._stop_requested:
                 raise
@@ -303,6 +321,8 @@ class Worker:
             return 1
         finally:
             threads.close()
+            with self._running_lock:
+                self._cancelled_early.discard(run.run_id)
         self.stats.completed += 1
         log.info("worker.recovered", run_id=run.run_id, summary=str(outcome.summary))
         return 1
@@ -314,6 +334,8 @@ class Worker:
     def _cancel(self, run_id: str) -> None:
         with self._running_lock:
             running = self._running.get(run_id)
+            if running is None:  # its loop has not started it yet: it must not begin
+                self._cancelled_early.add(run_id)
         if running is not None:
             running[0].call_soon_threadsafe(running[1].cancel)
 
@@ -324,8 +346,9 @@ class Worker:
         assert task is not None
         with self._running_lock:
             self._running[run.run_id] = (asyncio.get_running_loop(), task)
+            given_up = run.run_id in self._cancelled_early
         try:
-            if self._stop_requested:
+            if self._stop_requested or given_up:
                 raise asyncio.CancelledError
             return await resume_run(
                 self.journal,
