@@ -290,3 +290,106 @@ def test_journaled_timeouts_in_runs_going_at_once(tmp_path: Path, loop_per_run: 
         assert run.status is RunStatus.COMPLETED, run.error
         assert run.result == f'"True {asyncio.run(wf.async_work(n, 1))}"'.encode()
     journal.close()
+
+
+def _crashed_asking_runs(journal: Journal, base_url: str, runs: dict[str, float]) -> None:
+    """Runs of `ask_twice` interrupted after their first (journaled) request."""
+    from replay.integrations import instrument, uninstrument
+    from tests import fleet_workflows
+
+    instrument()
+    fleet_workflows.CRASH_AFTER_FIRST_CALL[0] = True
+    try:
+        for run_id, pause in runs.items():
+            with pytest.raises(fleet_workflows.Crash):
+                asyncio.run(
+                    replay.run(
+                        fleet_workflows.ask_twice, base_url, pause, journal=journal, run_id=run_id
+                    )
+                )
+    finally:
+        fleet_workflows.CRASH_AFTER_FIRST_CALL[0] = False
+        uninstrument()
+
+
+@MODES
+def test_instrument_called_by_the_user_while_a_re_run_holds_it_stays(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    """The program calls instrument() (a module doing so as the worker imports it) while the
+    worker re-runs a run with recorded requests: when the re-run ends, the program's
+    instrument() is still in force, and a fresh run's requests are journaled."""
+    from replay.integrations import uninstrument
+    from replay.integrations._instrument import instrument, is_instrumented
+    from tests import fleet_workflows
+    from tests.llm_server import requests_logged, serve
+
+    log = tmp_path / "requests.log"
+    server = serve(log)
+    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    journal = Journal(tmp_path / "j.db")
+    try:
+        _crashed_asking_runs(journal, base_url, {"late": 0.5})
+        assert not is_instrumented()
+        worker = replay.Worker(journal, concurrency=2, loop_per_run=loop_per_run)
+
+        async def go() -> int:
+            round_ = asyncio.ensure_future(worker.run_once())
+            while not is_instrumented():  # the re-run holds it
+                await asyncio.sleep(0.005)
+            instrument()  # the program's own
+            return await round_
+
+        assert asyncio.run(asyncio.wait_for(go(), 60)) == 1
+        assert is_instrumented(), "the program's instrument() was undone by the re-run"
+        asyncio.run(
+            replay.run(fleet_workflows.ask_twice, base_url, 0.0, journal=journal, run_id="fresh")
+        )
+        requests = [e for e in journal.events("fresh") if e.kind.value == "llm"]
+        assert len(requests) >= 2
+        assert len(requests_logged(log)) == 1 + 1 + 2
+    finally:
+        uninstrument()
+        journal.close()
+        server.shutdown()
+        server.server_close()
+
+
+@MODES
+def test_uninstrument_called_by_the_user_does_not_unjournal_a_re_run(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    """The program calls uninstrument() while the worker re-runs a run whose requests were
+    journaled: the re-run's next request is still journaled (made once, kept), and
+    instrument() is undone once the re-run ends."""
+    from replay.integrations import instrument, uninstrument
+    from replay.integrations._instrument import is_instrumented
+    from tests.llm_server import requests_logged, serve
+
+    log = tmp_path / "requests.log"
+    server = serve(log)
+    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    journal = Journal(tmp_path / "j.db")
+    try:
+        _crashed_asking_runs(journal, base_url, {"late": 0.5})
+        instrument()  # the program's, from the start
+        worker = replay.Worker(journal, concurrency=2, loop_per_run=loop_per_run)
+
+        async def go() -> int:
+            round_ = asyncio.ensure_future(worker.run_once())
+            while not journal.events("late") or len(journal.events("late")) < 2:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.1)  # the re-run is in its pause
+            uninstrument()
+            return await round_
+
+        assert asyncio.run(asyncio.wait_for(go(), 60)) == 1
+        requests = [e for e in journal.events("late") if e.kind.value == "llm"]
+        assert len({e.key for e in requests}) == 2, "the re-run's second request went unjournaled"
+        assert len(requests_logged(log)) == 2
+        assert not is_instrumented()
+    finally:
+        uninstrument()
+        journal.close()
+        server.shutdown()
+        server.server_close()
