@@ -42,6 +42,13 @@ class _Direct:
 def instrument() -> list[str]:
     """Journal requests of every `httpx2` / `httpx` client made inside a run; the modules
     instrumented. Idempotent; `uninstrument()` restores the originals."""
+    global _holds_instrumented
+    with _holds_lock:
+        _holds_instrumented = False  # the program's own: kept after re-runs that hold it end
+        return _instrument()
+
+
+def _instrument() -> list[str]:
     done = []
     for name in _MODULES:
         try:
@@ -86,7 +93,17 @@ def _wrap(cls: type, method: str, module: str, *, asynchronous: bool) -> None:
 
 
 def uninstrument() -> None:
-    """Restore the transports `instrument()` wrapped."""
+    """Restore the transports `instrument()` wrapped. While re-runs that need it are going (a
+    worker's), they keep it: it is undone when the last of them ends."""
+    global _holds_instrumented
+    with _holds_lock:
+        if _holds:
+            _holds_instrumented = True
+            return
+        _uninstrument()
+
+
+def _uninstrument() -> None:
     for (_, method), (cls, original) in list(_patched.items()):
         setattr(cls, method, original)
     _patched.clear()
@@ -101,7 +118,7 @@ def instrumented_while() -> Iterator[None]:
     with _holds_lock:
         if _holds == 0:
             _holds_instrumented = not is_instrumented()
-        instrument()
+        _instrument()
         _holds += 1
     try:
         yield
@@ -109,4 +126,4 @@ def instrumented_while() -> Iterator[None]:
         with _holds_lock:
             _holds -= 1
             if _holds == 0 and _holds_instrumented:
-                uninstrument()
+                _uninstrument()
