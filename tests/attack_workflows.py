@@ -146,3 +146,14 @@ async def interleaved(n: int, width: int) -> int:
         total = (total * 7 + sum(p * (k + 1) for k, p in enumerate(parts))) % 100_003
         total = (total + crashing_work(total, 100 + wave)) % 100_003
     return total
+
+
+def _sleep_then_step(seconds: float) -> int:
+    time.sleep(seconds)
+    return sync_work(1, 1)
+
+
+async def thread_then_step(seconds: float) -> int:
+    """A step, then a thread that works for `seconds` and then takes a step."""
+    await async_work(0, 0)
+    return await asyncio.to_thread(_sleep_then_step, seconds)

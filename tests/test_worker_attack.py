@@ -393,3 +393,44 @@ def test_uninstrument_called_by_the_user_does_not_unjournal_a_re_run(
         journal.close()
         server.shutdown()
         server.server_close()
+
+
+@MODES
+def test_sigterm_while_runs_work_in_threads_exits_promptly(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    """Runs whose threads work for a long while get SIGTERM: each releases its lease at once
+    and the worker exits without waiting for work its runs let go."""
+    db = str(tmp_path / "j.db")
+    with Journal(db) as journal:
+        for n in range(6):
+            replay.submit(wf.thread_sleeper, 25.0, journal=journal, run_id=f"t{n}")
+    extra = ["--loop-per-run"] if loop_per_run else []
+    worker = _worker(db, tmp_path / "effects", "--concurrency", "6", *extra)
+    _wait_until_it_handles_sigterm(worker)
+    deadline = time.monotonic() + 60
+    with Journal(db, read_only=True) as journal:
+        while not all(journal.events(f"t{n}") for n in range(6)):
+            assert time.monotonic() < deadline
+            assert worker.poll() is None, worker.communicate()
+            time.sleep(0.05)
+    time.sleep(0.3)  # in their threads
+    began = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    released_at = None
+    with Journal(db, read_only=True) as journal:
+        while time.monotonic() - began < 30 and released_at is None:
+            if all(journal.run(f"t{n}").owner is None for n in range(6)):
+                released_at = time.monotonic() - began
+            time.sleep(0.05)
+    try:
+        _, err = worker.communicate(timeout=12)
+    except subprocess.TimeoutExpired:
+        err = "still running 12 s after SIGTERM (its runs' threads are joined at exit)"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    exited_at = time.monotonic() - began
+    assert released_at is not None and released_at < 10, released_at
+    assert worker.returncode == 0 and exited_at < 12, (exited_at, err)
