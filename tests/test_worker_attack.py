@@ -434,3 +434,114 @@ def test_sigterm_while_runs_work_in_threads_exits_promptly(
     exited_at = time.monotonic() - began
     assert released_at is not None and released_at < 10, released_at
     assert worker.returncode == 0 and exited_at < 12, (exited_at, err)
+
+
+@MODES
+def test_runs_that_suspend_are_woken_and_finish_on_a_running_worker(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    """Twenty runs wait for a signal and twenty take a durable nap, all on one worker: each
+    suspends (its lease released), is woken (its signal sent, its nap over) and finishes."""
+    from tests import fleet_workflows as fleet
+
+    journal = Journal(tmp_path / "j.db")
+    for n in range(20):
+        replay.submit(fleet.approve_refund, n, journal=journal, run_id=f"a{n}")
+        replay.submit(fleet.nap, 0.3, journal=journal, run_id=f"z{n}")
+    worker = replay.Worker(journal, concurrency=16, poll_seconds=0.05, loop_per_run=loop_per_run)
+
+    async def go() -> None:
+        runner = asyncio.ensure_future(worker.run())
+        deadline = time.monotonic() + 60
+        while any(journal.run(f"a{n}").status is not RunStatus.WAITING for n in range(20)):
+            assert time.monotonic() < deadline and not runner.done()
+            await asyncio.sleep(0.05)
+        for n in range(20):
+            journal.signal(f"a{n}", "approval", {"approved": n % 2 == 0})
+        ids = [f"{p}{n}" for p in "az" for n in range(20)]
+        while any(journal.run(i).status is not RunStatus.COMPLETED for i in ids):
+            assert time.monotonic() < deadline and not runner.done()
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await runner
+
+    asyncio.run(asyncio.wait_for(go(), 90))
+    for n in range(20):
+        expected = f'"refunded {n}"' if n % 2 == 0 else '"declined"'
+        assert journal.run(f"a{n}").result == expected.encode()
+        assert journal.run(f"z{n}").result == b'"rested"'
+    journal.close()
+
+
+@MODES
+def test_a_journal_error_in_one_run_of_run_once_releases_the_others_before_it_raises(
+    tmp_path: Path, loop_per_run: bool
+) -> None:
+    from journal import ChainKeyMismatch
+
+    path = tmp_path / "j.db"
+    with Journal(path, hmac_key="k" * 32) as signed:
+        replay.submit(wf.threaded, 1, 2, journal=signed, run_id="signed")
+    journal = Journal(path)
+    for n in range(3):
+        replay.submit(wf.slow, 60.0, journal=journal, run_id=f"long{n}")
+    worker = replay.Worker(journal, concurrency=4, loop_per_run=loop_per_run)
+
+    async def go() -> None:
+        with pytest.raises(ChainKeyMismatch):
+            await worker.run_once()
+        runs = [journal.run(f"long{n}") for n in range(3)]
+        assert all(r.owner is None for r in runs), runs
+
+    began = time.monotonic()
+    asyncio.run(asyncio.wait_for(go(), 60))
+    assert time.monotonic() - began < 20
+    journal.close()
+
+
+def test_a_users_default_executor_still_serves_outside_runs_and_two_loops_work(
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    journal = Journal(tmp_path / "j.db")
+    worker = replay.Worker(journal, concurrency=8)
+    for round_ in range(2):
+        for n in range(8):
+            replay.submit(wf.fanout, n, 4, journal=journal, run_id=f"f{round_}-{n}")
+
+        async def go() -> tuple[int, str]:
+            loop = asyncio.get_running_loop()
+            loop.set_default_executor(ThreadPoolExecutor(2, thread_name_prefix="mine"))
+            done = await worker.run_once()
+            name = await asyncio.to_thread(lambda: threading.current_thread().name)
+            return done, name
+
+        done, name = asyncio.run(asyncio.wait_for(go(), 60))
+        assert done == 8 and name.startswith("mine")
+    for round_ in range(2):
+        for n in range(8):
+            assert (
+                journal.run(f"f{round_}-{n}").result == str(asyncio.run(wf.fanout(n, 4))).encode()
+            )
+    journal.close()
+
+
+def test_fifty_crashed_runs_replayed_at_once_on_postgres_equal_clean_runs(pg_schema: str) -> None:
+    journal = Journal(store=postgres_store(pg_schema))
+    count, width = 50, 6
+    expected = {}
+    for n in range(count):
+        expected[f"i{n}"] = asyncio.run(wf.interleaved(n, width))
+        wf.CRASH_AT[0] = 102
+        try:
+            with pytest.raises(wf.Crash):
+                asyncio.run(replay.run(wf.interleaved, n, width, journal=journal, run_id=f"i{n}"))
+        finally:
+            wf.CRASH_AT[0] = -1
+    worker = replay.Worker(journal, concurrency=count)
+    assert asyncio.run(asyncio.wait_for(worker.run_once(), 120)) == count
+    assert worker.stats.completed == count, worker.stats
+    for run_id, value in expected.items():
+        assert journal.run(run_id).result == str(value).encode(), run_id
+    journal.close()
