@@ -328,8 +328,22 @@ class Worker:
         return 1
 
     def _alone(self, run: Run) -> RunOutcome[Any]:
-        """Continue `run` on an event loop of its own (`loop_per_run`), in a thread."""
-        return asyncio.run(self._continue(run))
+        """Continue `run` on an event loop of its own (`loop_per_run`), in a thread. As
+        `asyncio.run`, except that the loop's threads still busy at the end (work a stopped
+        run let go) are not waited for: a hung call must not hold the worker."""
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(self._continue(run))
+        finally:
+            try:
+                left = asyncio.all_tasks(loop)
+                for task in left:
+                    task.cancel()
+                if left:
+                    loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()  # its default pool is shut down without waiting
 
     def _cancel(self, run_id: str) -> None:
         with self._running_lock:

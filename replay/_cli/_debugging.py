@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, NoReturn
 
@@ -20,6 +23,7 @@ from journal import JournalError, Run, RunCancelled, RunStatus
 from journal._exceptions import RecordedError
 
 from .._errors import FrontierReached, NonDeterminismError, Suspended, VersionNotAccepted
+from .._log import get_logger
 from .._rerun import replay_run, resume_run, retry_run
 from .._session import RunSummary, Session
 from .._upgrade import same_recorded_failure
@@ -438,13 +442,41 @@ def worker_command(
         stats = asyncio.run(_work(worker, once))
     if as_json:
         print_json(dataclasses.asdict(stats))
-        return
-    console().print(
-        f"worker done: {stats.completed} completed, {stats.failed} failed, "
-        f"{stats.cancelled} cancelled, {stats.suspended} waiting again, {stats.locked} taken "
-        f"by other workers, {stats.skipped} skipped, {stats.other_version} left to other "
-        f"versions, {stats.unavailable} left while the journal was unavailable"
-    )
+    else:
+        console().print(
+            f"worker done: {stats.completed} completed, {stats.failed} failed, "
+            f"{stats.cancelled} cancelled, {stats.suspended} waiting again, {stats.locked} "
+            f"taken by other workers, {stats.skipped} skipped, {stats.other_version} left to "
+            f"other versions, {stats.unavailable} left while the journal was unavailable"
+        )
+    _exit_without_abandoned_threads()
+
+
+_ABANDONED_GRACE_SECONDS = 2.0
+log = get_logger("replay.worker")
+
+
+def _exit_without_abandoned_threads() -> None:
+    """The runs are stopped and their leases released, but threads they handed work to may
+    still be busy (a hung sync call). Nothing those threads do can be journaled any more, and
+    Python would join them at exit, for as long as they take: after a short grace, the worker
+    exits without them."""
+    deadline = time.monotonic() + _ABANDONED_GRACE_SECONDS
+    while True:
+        left = [
+            thread
+            for thread in threading.enumerate()
+            if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+        ]
+        if not left:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    log.warning("worker.threads_abandoned", threads=sorted(thread.name for thread in left))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 async def _work(worker: Worker, once: bool) -> WorkerStats:
