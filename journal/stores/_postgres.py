@@ -680,8 +680,11 @@ class PostgresStore:
             if removed:
                 # Chunks no remaining run names. The lock waits for writers still adding
                 # chunks (and the refs naming them), and holds new ones back until the commit.
+                # Its tables are taken in the order writers insert into them (`_write_chunks`):
+                # a writer between its blobs and its nodes would otherwise wait on the sweep
+                # while the sweep waits on it.
                 cur.execute(
-                    f"LOCK TABLE {s}.chunk_nodes, {s}.chunk_blobs IN SHARE ROW EXCLUSIVE MODE"
+                    f"LOCK TABLE {s}.chunk_blobs, {s}.chunk_nodes IN SHARE ROW EXCLUSIVE MODE"
                 )
                 cur.execute(
                     f"DELETE FROM {s}.chunk_nodes WHERE name NOT IN (WITH RECURSIVE live(name)"

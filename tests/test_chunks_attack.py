@@ -1,0 +1,134 @@
+"""Attacks on long call records stored as content-addressed chunks (`journal._chunks`): what
+retention, concurrent writers, hand edits and odd shapes of JSON do to them.
+
+Every journal is a real SQLite file or a real PostgreSQL schema; the workflows are real
+journaled runs whose step is called with a whole conversation, as an agent calls its model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+import replay
+from journal import Journal, canonical_json
+from journal._chunks import blob_name
+from tests.conftest import PG_URL, postgres_store
+
+SYSTEM = "You are a careful agent. " * 200  # 5 KB: every request is long from its first turn
+
+
+@replay.step
+async def ask(messages: list[dict[str, str]], model: str) -> str:
+    return f"answer {len(messages)} from {model}"
+
+
+def _user(run: str, turn: int) -> dict[str, str]:
+    return {"role": "user", "content": f"{run} question {turn}: " + "why? " * 30}
+
+
+def _agent(run: str, turns: int, system: str = SYSTEM) -> Any:
+    async def agent() -> list[str]:
+        messages = [{"role": "system", "content": system}]
+        answers = []
+        for turn in range(turns):
+            messages.append(_user(run, turn))
+            answer = await ask(list(messages), "m")
+            messages.append({"role": "assistant", "content": answer})
+            answers.append(answer)
+        return answers
+
+    return agent
+
+
+def _run(journal: Journal, run_id: str, agent: Any, mode: str = "resume") -> list[str]:
+    async def go() -> list[str]:
+        async with replay.journaled(journal, run_id, mode=mode):  # type: ignore[arg-type]
+            result: list[str] = await agent()
+            return result
+
+    return asyncio.run(go())
+
+
+def _ok(journal: Journal, run_id: str) -> bool:
+    return all(verdict.ok for verdict in journal.verify(run_id))
+
+
+def _pg(schema: str, sql: str, *params: Any) -> list[Any]:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        cur = conn.execute(sql.format(s=schema), params or None)
+        return cur.fetchall() if cur.description else []
+
+
+# -- retention beside a writer ----------------------------------------------------------------
+
+
+def test_postgres_retention_sweep_and_a_writer_lock_the_chunk_tables_in_one_order(
+    pg_schema: str,
+) -> None:
+    """A writer inserts a run's blobs, then its nodes; the sweep locked the nodes, then the
+    blobs. A writer between its two inserts (its blob insert waiting on a neighbour writing
+    the same message) and a sweep that had taken the nodes waited on each other, and
+    PostgreSQL ended one with 'deadlock detected': a step's write failed, or the gc did."""
+    journal = Journal(store=postgres_store(pg_schema))
+    _run(journal, "old", _agent("old", 3))  # shares the system message with "live"
+    # A neighbour is writing, uncommitted, the very message "live" sends at its second turn.
+    neighbour = psycopg.connect(PG_URL)
+    message = blob_name(canonical_json(_user("live", 1)))
+    neighbour.execute(
+        f"INSERT INTO {pg_schema}.chunk_blobs VALUES (%s, %s)",
+        (message, canonical_json(_user("live", 1))),
+    )
+    errors: list[BaseException] = []
+    answers: list[str] = []
+
+    def live() -> None:
+        try:
+            answers.extend(_run(journal, "live", _agent("live", 3)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    gc_store = postgres_store(pg_schema)
+    removed: list[int] = []
+
+    def sweep() -> None:
+        try:
+            removed.append(gc_store.delete_runs(["old"]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def waiting(prefix: str) -> bool:
+        rows = _pg(
+            pg_schema,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE %s",
+            prefix + "%",
+        )
+        return bool(rows[0][0])
+
+    def until(prefix: str) -> None:
+        deadline = time.monotonic() + 20
+        while not waiting(prefix):
+            assert time.monotonic() < deadline, f"nobody waits on {prefix!r}"
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=live)
+    writer.start()
+    until(f"INSERT INTO {pg_schema}.chunk_blobs")  # its blobs insert waits on the neighbour
+    gc = threading.Thread(target=sweep)
+    gc.start()
+    until("LOCK TABLE")  # the sweep holds the nodes and waits for the blobs
+    neighbour.rollback()
+    neighbour.close()
+    writer.join(30)
+    gc.join(30)
+    gc_store.close()
+    assert not errors, errors
+    assert removed == [1] and len(answers) == 3
+    assert _ok(journal, "live")
+    assert len(_run(journal, "live", _agent("live", 3), mode="replay")) == 3
+    journal.close()
