@@ -8,14 +8,17 @@ journaled runs whose step is called with a whole conversation, as an agent calls
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 import replay
-from journal import Journal, canonical_json
+from journal import Journal, SQLiteStore, canonical_json
 from journal._chunks import blob_name
 from tests.conftest import PG_URL, postgres_store
 
@@ -62,6 +65,42 @@ def _pg(schema: str, sql: str, *params: Any) -> list[Any]:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         cur = conn.execute(sql.format(s=schema), params or None)
         return cur.fetchall() if cur.description else []
+
+
+# -- the table that says which runs name which chunks -----------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_chunk_refs_are_as_append_only_as_the_chunks_they_keep(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`chunk_refs` decides what retention keeps. A plain DELETE of its rows (no trigger
+    dropped, as events and chunks need) made the next `gc` of an unrelated run remove the
+    chunks of a run that stays: its content was gone for good, and `verify` had said nothing
+    before the gc."""
+    if backend == "postgres":
+        schema = request.getfixturevalue("pg_schema")
+        journal = Journal(store=postgres_store(schema))
+    else:
+        db = tmp_path / "j.db"
+        journal = Journal(store=SQLiteStore(db))
+    _run(journal, "kept", _agent("kept", 4))
+    _run(journal, "old", _agent("old", 2, system="Another agent. " * 300))
+    try:
+        if backend == "postgres":
+            _pg(schema, "DELETE FROM {s}.chunk_refs WHERE run_id = 'kept'")
+            _pg(schema, "UPDATE {s}.chunk_refs SET run_id = 'old'")
+        else:
+            with sqlite3.connect(db) as conn:
+                conn.execute("DELETE FROM chunk_refs WHERE run_id = 'kept'")
+                conn.execute("UPDATE chunk_refs SET run_id = 'old'")
+    except (sqlite3.DatabaseError, psycopg.Error) as exc:
+        assert "append-only" in str(exc)
+    assert _ok(journal, "kept")  # verify does not read chunk_refs: nothing to see yet
+    assert journal.store.delete_runs(["old"]) == 1
+    assert _ok(journal, "kept")
+    assert len(_run(journal, "kept", _agent("kept", 4), mode="replay")) == 4
+    journal.close()
 
 
 # -- retention beside a writer ----------------------------------------------------------------

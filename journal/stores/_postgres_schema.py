@@ -119,6 +119,9 @@ CREATE TRIGGER chunk_blobs_are_append_only BEFORE UPDATE OR DELETE ON {s}.chunk_
 DROP TRIGGER IF EXISTS chunk_nodes_are_append_only ON {s}.chunk_nodes;
 CREATE TRIGGER chunk_nodes_are_append_only BEFORE UPDATE OR DELETE ON {s}.chunk_nodes
     FOR EACH ROW EXECUTE FUNCTION {s}.events_are_append_only();
+DROP TRIGGER IF EXISTS chunk_refs_are_append_only ON {s}.chunk_refs;
+CREATE TRIGGER chunk_refs_are_append_only BEFORE UPDATE OR DELETE ON {s}.chunk_refs
+    FOR EACH ROW EXECUTE FUNCTION {s}.events_are_append_only();
 CREATE OR REPLACE FUNCTION {s}.heads_are_append_only() RETURNS trigger AS $$
 BEGIN
     RAISE EXCEPTION 'the journal head is append-only';

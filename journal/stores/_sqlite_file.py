@@ -109,7 +109,8 @@ BEGIN SELECT RAISE(ABORT, 'the journal head is append-only'); END;
 """
 # Long call records' repeated content, stored once (`journal._chunks`). A chunk is named by
 # the hash of what it holds; `chunk_refs` says which runs name which chunks, so that removing
-# runs (retention, under its permit) can remove the chunks no run names any more.
+# runs (retention, under its permit) can remove the chunks no run names any more: a reference
+# removed by hand would have the next removal take a remaining run's chunks with it.
 _CHUNKS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunk_blobs (name TEXT PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS chunk_nodes (
@@ -130,6 +131,11 @@ CREATE TRIGGER IF NOT EXISTS chunk_blobs_are_append_only_delete BEFORE DELETE ON
 WHEN NOT EXISTS (SELECT 1 FROM retention_permit)
 BEGIN SELECT RAISE(ABORT, 'journal chunks are append-only (only journal gc removes runs)'); END;
 CREATE TRIGGER IF NOT EXISTS chunk_nodes_are_append_only_delete BEFORE DELETE ON chunk_nodes
+WHEN NOT EXISTS (SELECT 1 FROM retention_permit)
+BEGIN SELECT RAISE(ABORT, 'journal chunks are append-only (only journal gc removes runs)'); END;
+CREATE TRIGGER IF NOT EXISTS chunk_refs_are_append_only_update BEFORE UPDATE ON chunk_refs
+BEGIN SELECT RAISE(ABORT, 'journal chunks are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS chunk_refs_are_append_only_delete BEFORE DELETE ON chunk_refs
 WHEN NOT EXISTS (SELECT 1 FROM retention_permit)
 BEGIN SELECT RAISE(ABORT, 'journal chunks are append-only (only journal gc removes runs)'); END;
 """
