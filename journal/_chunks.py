@@ -35,6 +35,9 @@ SPLIT_FROM = 4096
 """Call records shorter than this (bytes) are stored whole: most steps, at no cost."""
 LIST_FROM = 512
 """A list whose JSON is at least this long is stored as nodes."""
+ITEM_FROM = 128
+"""...if its items' JSON is this long on average: a node costs three names (about 200 bytes),
+more than a number, a token id or a short word it would hold (an embedding, a prompt as ids)."""
 STRING_FROM = 1024
 """A string at least this long (characters) is stored as a blob."""
 _NODE_TAG = b"journal-replay/list/v1\x00"
@@ -111,7 +114,7 @@ def _walk(value: Any, parts: Split, segments: list[str], text: list[str]) -> Non
         return
     if type(value) is list:
         spelt = orjson.dumps(value)
-        if len(spelt) < LIST_FROM:
+        if len(spelt) < LIST_FROM or len(spelt) < ITEM_FROM * len(value):
             text.append(spelt.decode())
             return
         prev: str | None = None
