@@ -89,7 +89,10 @@ def split(record: bytes | None) -> Split | None:
     parts = Split(b"")
     segments: list[str] = []
     text: list[str] = []
-    _walk(tree, parts, segments, text)
+    try:
+        _walk(tree, parts, segments, text)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper)
+        return None
     if not parts.refs:
         return None
     segments.append("".join(text))

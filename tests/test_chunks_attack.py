@@ -18,9 +18,10 @@ import psycopg
 import pytest
 
 import replay
-from journal import Journal, SQLiteStore, canonical_json
+from journal import EventStatus, Journal, SQLiteStore, canonical_json
 from journal._chunks import blob_name
 from tests.conftest import PG_URL, postgres_store
+from tests.factories import make_event, make_owner, make_run
 
 SYSTEM = "You are a careful agent. " * 200  # 5 KB: every request is long from its first turn
 
@@ -216,3 +217,18 @@ def test_a_long_list_of_small_items_is_not_stored_as_a_node_per_item(tmp_path: P
     assert _stored_bytes(db) < 1.2 * recorded, (_stored_bytes(db), recorded)
     assert _ok(journal, "vectors")
     journal.close()
+
+
+def test_a_record_nested_deeper_than_the_encoder_goes_is_stored_whole(tmp_path: Path) -> None:
+    """JSON 300 levels deep is JSON (the parser takes 1024), but orjson writes 255: splitting
+    it raised TypeError out of `append`, where it must store the record whole (as it does
+    anything else it cannot spell back byte for byte). Such a record comes from a journal
+    written before, or by hand through the store's API; it was stored whole before chunks."""
+    deep = b'{"a":' + b"[" * 300 + b'"' + b"x" * 5000 + b'"' + b"]" * 300 + b"}"
+    store = SQLiteStore(tmp_path / "j.db")
+    store.create_run(make_run("r"))
+    token = store.claim("r", make_owner(), resuming=False).owner.token  # type: ignore[union-attr]
+    store.append("r", token, [make_event(1, run_id="r", status=EventStatus.STARTED, payload=deep)])
+    [event] = store.read_events("r")
+    assert event.payload == deep
+    store.close()
