@@ -232,3 +232,58 @@ def test_a_record_nested_deeper_than_the_encoder_goes_is_stored_whole(tmp_path: 
     [event] = store.read_events("r")
     assert event.payload == deep
     store.close()
+
+
+def test_postgres_writers_insert_shared_chunks_in_one_order(pg_schema: str) -> None:
+    """Two writers recording the same new content, listed in another order (two tools, or
+    two agents' prompts in two processes' group commits), inserted the blobs in the order of
+    each record: each held one the other needed, and PostgreSQL ended one with 'deadlock
+    detected', failing a step's write. Chunks go in by name, whatever the record's order."""
+    prompts = [
+        {"role": "system", "content": "First tool. " * 300},
+        {"role": "system", "content": "Second tool. " * 300},
+    ]
+    body = {blob_name(canonical_json(p)): canonical_json(p) for p in prompts}
+    prompts.sort(key=lambda p: blob_name(canonical_json(p)))  # the writer's record: by name
+    low, high = sorted(body)
+    journal = Journal(store=postgres_store(pg_schema))
+    # A neighbour writes, uncommitted, the blob the writer's record names first (in the
+    # reverse order): the writer inserts the other, then waits on this one.
+    neighbour = psycopg.connect(PG_URL)
+    neighbour.execute(f"INSERT INTO {pg_schema}.chunk_blobs VALUES (%s, %s)", (low, body[low]))
+    errors: list[BaseException] = []
+
+    async def agent() -> str:
+        return await ask(prompts[::-1], "m")  # high first, then low
+
+    def live() -> None:
+        try:
+            _run(journal, "live", agent)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=live)
+    writer.start()
+    deadline = time.monotonic() + 20
+    while not _pg(
+        pg_schema,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        f"INSERT INTO {pg_schema}.chunk_blobs%",
+    )[0][0]:
+        if time.monotonic() > deadline or not writer.is_alive():
+            break  # inserted in name order: the writer waits on the neighbour from the start
+        time.sleep(0.02)
+    # The neighbour, writing its record in its order, now wants the writer's first blob.
+    try:
+        neighbour.execute(
+            f"INSERT INTO {pg_schema}.chunk_blobs VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (high, body[high]),
+        )
+        neighbour.commit()
+    except psycopg.errors.DeadlockDetected:
+        neighbour.rollback()
+    neighbour.close()
+    writer.join(30)
+    assert not errors, errors
+    assert _ok(journal, "live")
+    journal.close()

@@ -410,35 +410,44 @@ class PostgresStore:
         with self._transaction() as cur:
             cur.execute(self._append_many_sql, (rows.decode(),))
             accepted = {row[0] for row in cur.fetchall()}
-            for (run_id, _, _), pending in zip(batches, pendings, strict=True):
-                if pending and run_id in accepted:
-                    self._write_chunks(cur, run_id, pending)
+            chunked = [
+                (run_id, pending)
+                for (run_id, _, _), pending in zip(batches, pendings, strict=True)
+                if pending and run_id in accepted
+            ]
+            if chunked:
+                self._write_chunks(cur, chunked)
         return [run_id for run_id, _, _ in batches if run_id not in accepted]
 
-    def _write_chunks(self, cur: psycopg.Cursor[Any], run_id: str, pending: Pending) -> None:
-        """`run_id`'s chunks, in the transaction that writes the events naming them, after
-        them (the order retention's sweep locks in: it never waits on a writer that waits)."""
+    def _write_chunks(self, cur: psycopg.Cursor[Any], chunked: list[tuple[str, Pending]]) -> None:
+        """The runs' chunks, in the transaction that writes the events naming them, after
+        them (the order retention's sweep locks in: it never waits on a writer that waits).
+        Every writer inserts chunks in the order of their names, all runs of a group at once:
+        two writers inserting the same new chunks in their records' orders each held one the
+        other needed, and PostgreSQL ended one of them (deadlock detected)."""
         s = self.schema
-        blobs = list(pending.blobs.items())
+        blobs: dict[str, bytes] = {}
+        nodes: dict[str, tuple[str | None, str]] = {}
+        for _, pending in chunked:
+            blobs.update(pending.blobs)
+            nodes.update(pending.nodes)
+        names = sorted(blobs)
         cur.execute(
             f"INSERT INTO {s}.chunk_blobs SELECT * FROM unnest(%s::text[], %s::bytea[])"
-            " ON CONFLICT DO NOTHING",
-            ([name for name, _ in blobs], [body for _, body in blobs]),
+            " ORDER BY 1 ON CONFLICT DO NOTHING",
+            (names, [blobs[name] for name in names]),
         )
-        nodes = list(pending.nodes.items())
+        names = sorted(nodes)
         cur.execute(
             f"INSERT INTO {s}.chunk_nodes SELECT * FROM unnest(%s::text[], %s::text[],"
-            " %s::text[]) ON CONFLICT DO NOTHING",
-            (
-                [name for name, _ in nodes],
-                [prev for _, (prev, _) in nodes],
-                [item for _, (_, item) in nodes],
-            ),
+            " %s::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
+            (names, [nodes[name][0] for name in names], [nodes[name][1] for name in names]),
         )
+        refs = sorted((run_id, name) for run_id, pending in chunked for name in pending.refs)
         cur.execute(
-            f"INSERT INTO {s}.chunk_refs SELECT %s, * FROM unnest(%s::text[])"
-            " ON CONFLICT DO NOTHING",
-            (run_id, sorted(pending.refs)),
+            f"INSERT INTO {s}.chunk_refs SELECT * FROM unnest(%s::text[], %s::text[])"
+            " ORDER BY 1, 2 ON CONFLICT DO NOTHING",
+            ([run_id for run_id, _ in refs], [name for _, name in refs]),
         )
 
     def _load_chunks(self, cur: psycopg.Cursor[Any], names: list[str]) -> Loaded:
@@ -507,7 +516,7 @@ class PostgresStore:
         if inserted != len(events):
             raise LeaseLost(run_id)  # the transaction rolls back: nothing half-written
         if pending:
-            self._write_chunks(cur, run_id, pending)
+            self._write_chunks(cur, [(run_id, pending)])
 
     @_named
     def read_events(
