@@ -11,6 +11,7 @@ loses the race gets `RunLocked` and moves on. No run is ever executed by two at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import random
 import sys
@@ -130,8 +131,10 @@ class Worker:
     def stop(self) -> None:
         """Finish no more runs: those in progress are cancelled, their leases released."""
         self._stop_requested = True
-        for event in self._stop_events.values():
-            event.set()
+        for loop, event in list(self._stop_events.items()):
+            # From any thread (an asyncio.Event is set only on its own loop's thread).
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nothing waits
+                loop.call_soon_threadsafe(event.set)
         with self._running_lock:
             running = list(self._running.values())
         for loop, task in running:
