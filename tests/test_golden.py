@@ -53,6 +53,37 @@ def test_there_is_a_golden_set() -> None:
     assert SETS, "tests/data/golden/ holds no golden set"
 
 
+def test_a_golden_set_holds_records_kept_as_chunks() -> None:
+    """The contract covers chunks: some golden journal keeps long call records as templates
+    (schema 6 on), and each reads back as the whole record its export holds."""
+    templated = 0
+    for folder, name in CASES:
+        with sqlite3.connect(folder / f"{name}.db") as conn:
+            stored = [
+                (run_id, seq, column, value)
+                for column in ("payload", "args")
+                for run_id, seq, value in conn.execute(
+                    f"SELECT run_id, seq, {column} FROM events WHERE substr({column}, 1, 1) = x'00'"
+                ).fetchall()
+            ]
+        if not stored:
+            continue
+        exported = {
+            (record["run_id"], record["seq"]): record
+            for record in map(orjson.loads, (folder / f"{name}.jsonl").read_bytes().splitlines())
+            if record.get("type") == "event"
+        }
+        with Journal(folder / f"{name}.db", read_only=True, hmac_key=JOURNALS[name]) as journal:
+            for run_id, seq, column, template in stored:
+                [event] = [e for e in journal.events(run_id) if e.seq == seq]
+                whole = getattr(event, column)
+                assert template.startswith(b"\x00journal-replay/chunks/v1")
+                assert whole is not None and len(whole) > len(template)
+                assert whole.decode() == exported[(run_id, seq)][column]
+                templated += 1
+    assert templated, "no golden journal keeps a record as chunks"
+
+
 def test_verify_gives_the_recorded_verdicts(golden: tuple[Path, str, dict[str, Any]]) -> None:
     path, name, expected = golden
     with Journal(path, read_only=True, hmac_key=JOURNALS[name]) as journal:
