@@ -221,8 +221,27 @@ async def resume_run(
     its version is in `accept_versions` (`"*"`: any): check it with `journal upgrade-check`
     first. Runs without a version (forks, runs from before versions) are always continued.
     """
+    return await resume_recorded(
+        journal,
+        journal.run(run_id),
+        entry=entry,
+        lease_seconds=lease_seconds,
+        accept_versions=accept_versions,
+    )
+
+
+async def resume_recorded(
+    journal: Journal,
+    run: Run,
+    *,
+    entry: str | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    accept_versions: Collection[str] = (),
+) -> RunOutcome[Any]:
+    """`resume_run` of a run just read (a worker's look read it): not read again before its
+    claim, which reads it under a lock in any case."""
     accepted = accepted_versions(accept_versions)
-    run = journal.run(run_id)
+    run_id = run.run_id
     holder = _holder(run, entry)
     unfinished = run.status in (RunStatus.RUNNING, RunStatus.WAITING)
     if holder is not None:
@@ -234,13 +253,14 @@ async def resume_run(
     if unfinished:
         check_version(run, workflow, accepted)
     with _http_journaled_if_recorded(journal, run_id):
-        return await run_with_summary(
+        return await start_run(
             workflow,
             *args,
             kwargs=kwargs,
             journal=journal,
             run_id=run_id,
             lease_seconds=lease_seconds,
+            known=run,
         )
 
 

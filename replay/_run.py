@@ -281,8 +281,10 @@ async def start_run(
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     suspend_after: float = DEFAULT_SUSPEND_AFTER,
     retry: Retry = None,
+    known: Run | None = None,
 ) -> RunOutcome[R]:
-    """`run_with_summary`, and the engine's own ways in: a retry, a child run."""
+    """`run_with_summary`, and the engine's own ways in: a retry, a child run, a resume of a
+    run just read (`known`, not read again)."""
     _check_mode(mode, on_divergence)
     spec = spec_for(workflow)
     call_kwargs = dict(kwargs or {})
@@ -310,7 +312,7 @@ async def start_run(
     inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs, run_id)
     store = journal.store
 
-    existing = store.get_run(run_id)
+    existing = known if known is not None and known.run_id == run_id else store.get_run(run_id)
     if existing is None:
         if mode == "replay" or retry == "failed":
             raise RunNotFound(

@@ -36,7 +36,7 @@ from journal.stores._ownership import owner_is_gone
 from ._blocks import WorkflowNotFound
 from ._errors import JournalWriteFailed, OwnershipLost, ReplayError, Suspended, VersionNotAccepted
 from ._log import get_logger
-from ._rerun import resume_run
+from ._rerun import resume_recorded
 from ._run_pools import RoutingPool, RunPool
 from ._sitting import DEFAULT_LEASE_SECONDS
 from ._versions import accepted_versions, module_version
@@ -367,9 +367,9 @@ class Worker:
         try:
             if self._stop_requested or given_up:
                 raise asyncio.CancelledError
-            return await resume_run(
+            return await resume_recorded(
                 self.journal,
-                run.run_id,
+                run,
                 lease_seconds=self.lease_seconds,
                 accept_versions=self.accept_versions,
             )

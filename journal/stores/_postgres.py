@@ -295,22 +295,30 @@ class PostgresStore:
 
     @_named
     def claim(self, run_id: str, owner: Owner, *, resuming: bool) -> Run:
+        claim_sql = (
+            f"UPDATE {self.schema}.runs SET owner = %s, owner_token = %s,"
+            " resumes = resumes + %s, updated_at = %s,"
+            " wake_at = CASE status WHEN 'waiting' THEN NULL ELSE wake_at END,"
+            " waiting_for = CASE status WHEN 'waiting' THEN NULL ELSE waiting_for END,"
+            " status = CASE status WHEN 'waiting' THEN 'running' ELSE status END"
+            " WHERE run_id = %s"
+        )
+        now = datetime.now(UTC)
+        params = (owner.model_dump_json(), owner.token, int(resuming), now, run_id)
         with self._transaction() as cur:
-            run = self._select_run(cur, run_id, " FOR UPDATE")
-            if run is None:
-                raise RunNotFound(run_id)
-            now = datetime.now(UTC)
-            check_claim(run_id, run.owner, owner, now)
+            # An unowned run (what workers take) in one statement; a claimer that waited for
+            # another's lock sees its owner and falls through to the rule below.
             cur.execute(
-                f"UPDATE {self.schema}.runs SET owner = %s, owner_token = %s,"
-                " resumes = resumes + %s, updated_at = %s,"
-                " wake_at = CASE status WHEN 'waiting' THEN NULL ELSE wake_at END,"
-                " waiting_for = CASE status WHEN 'waiting' THEN NULL ELSE waiting_for END,"
-                " status = CASE status WHEN 'waiting' THEN 'running' ELSE status END"
-                f" WHERE run_id = %s RETURNING {self._run_columns}",
-                (owner.model_dump_json(), owner.token, int(resuming), now, run_id),
+                f"{claim_sql} AND owner_token IS NULL RETURNING {self._run_columns}", params
             )
             claimed = cur.fetchone()
+            if claimed is None:
+                run = self._select_run(cur, run_id, " FOR UPDATE")
+                if run is None:
+                    raise RunNotFound(run_id)
+                check_claim(run_id, run.owner, owner, datetime.now(UTC))
+                cur.execute(f"{claim_sql} RETURNING {self._run_columns}", params)
+                claimed = cur.fetchone()
         assert claimed is not None
         return self._run_from_row(claimed)
 
