@@ -23,7 +23,7 @@ name (empty for the first item) and `item` the item's blob name, both as ASCII h
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,8 +224,3 @@ def _items(head: str, nodes: Mapping[str, tuple[str | None, str]], seen: set[str
         name = prev
     items.reverse()
     return items
-
-
-def blob_names(nodes: Iterable[tuple[str | None, str]]) -> set[str]:
-    """The blobs a set of nodes names as items."""
-    return {item for _, item in nodes}
