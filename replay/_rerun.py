@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import inspect
 import pdb
-import re
 import sys
 import typing
 from collections.abc import Awaitable, Callable, Collection, Iterator
@@ -30,7 +29,7 @@ from journal._events import EventRow
 from ._blocks import BlockCall, WorkflowNotFound, block_call, recorded_holder
 from ._run import run_with_summary, start_run
 from ._session import Session
-from ._sitting import DEFAULT_LEASE_SECONDS, DebugOptions, debug_options
+from ._sitting import DEFAULT_LEASE_SECONDS, SERVE_RECORDED_HTTP, DebugOptions, debug_options
 from ._versions import accepted_versions, check_version
 from ._workflow import RunOutcome
 
@@ -177,7 +176,7 @@ async def replay_run(
     if progress is not None:
         reporter = asyncio.get_running_loop().create_task(_report(sessions, progress))
     try:
-        with _http_journaled_if_recorded(journal, run_id):
+        with _serving_recorded_http():
             if holder is not None:
                 return await _call_holder(
                     journal, run_id, holder, BlockCall(run_id, journal, "replay")
@@ -247,12 +246,12 @@ async def resume_recorded(
     if holder is not None:
         if unfinished:
             check_version(run, load_workflow(holder), accepted)
-        with _http_journaled_if_recorded(journal, run_id):
+        with _serving_recorded_http():
             return await _call_holder(journal, run_id, holder, BlockCall(run_id, journal, "resume"))
     workflow, args, kwargs = _recorded_call(run, entry)
     if unfinished:
         check_version(run, workflow, accepted)
-    with _http_journaled_if_recorded(journal, run_id):
+    with _serving_recorded_http():
         return await start_run(
             workflow,
             *args,
@@ -279,10 +278,10 @@ async def retry_run(
         if run.status is not RunStatus.FAILED:
             raise RunNotFailed(run_id, run.status.value)
         call = BlockCall(run_id, journal, "resume", retry=True)
-        with _http_journaled_if_recorded(journal, run_id):
+        with _serving_recorded_http():
             return await _call_holder(journal, run_id, holder, call)
     workflow, args, kwargs = _recorded_call(run, entry)
-    with _http_journaled_if_recorded(journal, run_id):
+    with _serving_recorded_http():
         return await start_run(
             workflow,
             *args,
@@ -294,25 +293,17 @@ async def retry_run(
         )
 
 
-_HTTP_STEP = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) \S+$")
-
-
 @contextmanager
-def _http_journaled_if_recorded(journal: Journal, run_id: str) -> Iterator[None]:
+def _serving_recorded_http() -> Iterator[None]:
     """While re-running a run whose HTTP requests were journaled, journal (serve) them again,
     as `instrument()` does: without it, an "offline" replay of an entry that did not call
-    `instrument()` itself would send real requests (and, with an API key set, pay)."""
-    recorded = any(
-        _HTTP_STEP.match(str(row[3])) and row[2] in ("llm", "tool")
-        for row in journal.store.read_rows(run_id)
-    )
-    if not recorded:
+    `instrument()` itself would send real requests (and, with an API key set, pay). The
+    sitting decides from the rows it reads anyway (`SERVE_RECORDED_HTTP`)."""
+    token = SERVE_RECORDED_HTTP.set(True)
+    try:
         yield
-        return
-    from .integrations._instrument import instrumented_while
-
-    with instrumented_while():
-        yield
+    finally:
+        SERVE_RECORDED_HTTP.reset(token)
 
 
 def _holder(run: Run, entry: str | None) -> str | None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -65,6 +66,18 @@ class DebugOptions:
 debug_options: contextvars.ContextVar[DebugOptions | None] = contextvars.ContextVar(
     "replay_debug_options", default=None
 )
+SERVE_RECORDED_HTTP: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "replay_serve_recorded_http", default=False
+)
+"""Set while re-running a recorded run (`resume_run`, `replay_run`, `retry_run`): a sitting
+whose rows hold journaled HTTP requests journals (serves) them again, as `instrument()` does,
+for as long as it lasts."""
+_HTTP_STEP = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) \S+$")
+
+
+def _recorded_http(rows: list[EventRow]) -> bool:
+    """Whether the run journaled HTTP requests (the journaling transport's step names)."""
+    return any(row[2] in ("llm", "tool") and _HTTP_STEP.match(str(row[3])) for row in rows)
 
 
 class _Heartbeat:
@@ -231,6 +244,11 @@ class Sitting:
             recorded_events=len(rows),
             resuming=self.resuming,
         )
+        held = contextlib.ExitStack()
+        if SERVE_RECORDED_HTTP.get() and _recorded_http(rows):
+            from .integrations._instrument import instrumented_while
+
+            held.enter_context(instrumented_while())
         heartbeat = None
         if self.token is not None:
             heartbeat = _Heartbeat(session, self.token, self.lease_seconds)
@@ -253,6 +271,7 @@ class Sitting:
                 session.history.fail_all(asyncio.CancelledError())
             if session.observer is not None:
                 session.observer.closed(self.finished)
+            held.close()
 
     def pending_cancel(self) -> str | None:
         """The reason of a request to cancel the run that this sitting has not seen yet (it
