@@ -37,6 +37,7 @@ from ._session import Mode, OnDivergence, RunSummary, Session, rebuild_error
 from ._sitting import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_SUSPEND_AFTER,
+    EndedMeanwhile,
     Sitting,
     debug_options,
     end_stopped,
@@ -334,15 +335,33 @@ async def start_run(
     retrying = retry is not None and existing.status is RunStatus.FAILED
 
     if mode == "resume" and not retrying and existing.status in _ENDED:
-        summary = RunSummary(run_id=run_id, mode=mode, already_finished=True)
-        log.info("run.already_finished", run_id=run_id, status=existing.status.value)
-        if existing.status is RunStatus.COMPLETED:
-            return RunOutcome(spec.codec.decode(existing.result or b"null"), summary)
-        raise recorded_outcome_error(existing)
+        return _already_finished(spec, existing, mode)
 
     sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
     sitting.retry = retrying
     sitting.suspend_after = suspend_after
+    try:
+        return await _sit(sitting, spec, workflow, args, call_kwargs)
+    except EndedMeanwhile as ended:  # `existing` (a look's) was stale: it ended before the claim
+        return _already_finished(spec, ended.run, mode)
+
+
+def _already_finished(spec: WorkflowSpec, existing: Run, mode: Mode) -> RunOutcome[Any]:
+    summary = RunSummary(run_id=existing.run_id, mode=mode, already_finished=True)
+    log.info("run.already_finished", run_id=existing.run_id, status=existing.status.value)
+    if existing.status is RunStatus.COMPLETED:
+        return RunOutcome(spec.codec.decode(existing.result or b"null"), summary)
+    raise recorded_outcome_error(existing)
+
+
+async def _sit(
+    sitting: Sitting,
+    spec: WorkflowSpec,
+    workflow: Callable[..., Awaitable[R]],
+    args: tuple[Any, ...],
+    call_kwargs: dict[str, Any],
+) -> RunOutcome[R]:
+    existing, run_id = sitting.run, sitting.run_id
     async with sitting.open() as session:
         if session.redact is not None:  # the inputs' secrets, by parameter name
             named = dict(zip(spec.positional, args, strict=False))

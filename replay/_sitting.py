@@ -80,6 +80,19 @@ def _recorded_http(rows: list[EventRow]) -> bool:
     return any(row[2] in ("llm", "tool") and _HTTP_STEP.match(str(row[3])) for row in rows)
 
 
+_ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class EndedMeanwhile(Exception):
+    """The run, read unfinished before its claim (a worker's look), had finished by the claim
+    (another worker completed it, it was cancelled): nothing runs, the claim is let go, and
+    the caller answers with the run as it ended (`run`)."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(f"run {run.run_id!r} finished ({run.status.value}) before its claim")
+        self.run = run
+
+
 class _Heartbeat:
     """Renews the lease every third of it, and looks for a cancellation request every few
     seconds, from loop callbacks the engine owns: no task, so it takes no step key, and its
@@ -188,6 +201,13 @@ class Sitting:
                 chain.require_same(self.run)
             owner = new_owner(self.lease_seconds)
             claimed = store.claim(self.run_id, owner, resuming=self.resuming)
+            if (
+                claimed.status in _ENDED
+                and self.run.status not in _ENDED
+                and not (self.retry and claimed.status is RunStatus.FAILED)
+            ):  # read unfinished (a worker's look), it finished before the claim: let it be
+                store.release(self.run_id, owner.token)
+                raise EndedMeanwhile(claimed)
             self.token = owner.token
             if self.resuming:
                 self._cancel_if_requested(claimed)
