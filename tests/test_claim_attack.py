@@ -37,6 +37,18 @@ async def two_acts(n: int) -> int:
     return await act(n) + await act(n + 1)
 
 
+@step
+async def slow_act(run: str, i: int) -> int:
+    await asyncio.sleep(0.03)
+    _effect(f"step {run} {i}")
+    return i
+
+
+async def slow_acts(run: str) -> int:
+    _effect(f"body {run}")
+    return await slow_act(run, 0) + await slow_act(run, 1)
+
+
 # -- fixtures --------------------------------------------------------------------------------
 
 
@@ -103,3 +115,275 @@ def test_stale_run_completed_before_the_claim_is_not_finished_again(
 def _head_count(journal: Journal) -> int:
     head = journal.head()
     return 0 if head is None else head.n
+
+
+# -- 1. racing claims ---------------------------------------------------------------------------
+
+_CLAIMER = """
+import json, sys, time
+from journal import RunLocked
+from journal.stores import PostgresStore
+from journal.stores._ownership import new_owner
+url, schema, run_id, start = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+store = PostgresStore(url, schema=schema, max_size=1)
+owner = new_owner(60.0)
+time.sleep(max(0.0, start - time.time()))
+try:
+    run = store.claim(run_id, owner, resuming=True)
+    print(json.dumps({"won": owner.token, "owner": run.owner.token, "status": run.status.value}))
+except RunLocked:
+    print(json.dumps({"won": None}))
+sys.stdout.flush()
+time.sleep(float(sys.argv[5]))
+"""
+
+
+def _race_threads(schema: str, run_id: str, n: int) -> list[object]:
+    import threading
+
+    from journal import RunLocked
+    from journal.stores._ownership import new_owner
+
+    stores = [postgres_store(schema) for _ in range(n)]
+    barrier = threading.Barrier(n)
+    results: list[object] = [None] * n
+
+    def claim(i: int) -> None:
+        owner = new_owner(60.0)
+        barrier.wait()
+        try:
+            results[i] = stores[i].claim(run_id, owner, resuming=True)
+        except RunLocked as locked:
+            results[i] = locked
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for store in stores:
+        store.close()
+    return results
+
+
+@pytest.mark.parametrize("rounds", [8])
+def test_threads_race_to_claim_an_unowned_run(pg: Journal, pg_schema: str, rounds: int) -> None:
+    from journal import Run
+
+    for r in range(rounds):
+        run_id = replay.submit(two_acts, r, journal=pg, run_id=f"race-{r}")
+        results = _race_threads(pg_schema, run_id, 10)
+        won = [x for x in results if isinstance(x, Run)]
+        assert len(won) == 1, results
+        stored = pg.run(run_id)
+        assert stored.owner is not None and stored.owner.token == won[0].owner.token
+        assert stored.resumes == 1
+
+
+def test_processes_race_to_claim_a_waiting_run(pg: Journal, pg_schema: str) -> None:
+    """A due waiting run claimed by 6 processes at once: one wins, the run is running with its
+    wake time and wait cleared, and counted resumed once."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from journal.stores._ownership import new_owner
+    from tests.conftest import PG_URL
+
+    run_id = replay.submit(two_acts, 1, journal=pg, run_id="waiting-race")
+    owner = new_owner(60.0)
+    pg.store.claim(run_id, owner, resuming=False)
+    pg.store.suspend(
+        run_id, owner.token, wake_at=datetime.now(UTC) - timedelta(seconds=1), waiting_for="x"
+    )
+    assert pg.run(run_id).status is RunStatus.WAITING
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    start = time.time() + 2.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIMER, PG_URL, pg_schema, run_id, str(start), "3"],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        for _ in range(6)
+    ]
+    outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    winners = [o for o in outs if o["won"]]
+    assert len(winners) == 1, outs
+    assert winners[0]["status"] == "running"
+    stored = pg.run(run_id)
+    assert stored.status is RunStatus.RUNNING
+    assert stored.wake_at is None and stored.waiting_for is None
+    assert stored.resumes == 1
+
+
+def test_claim_rules_on_postgres(pg: Journal) -> None:
+    """A missing run, a dead owner on this host, an expired lease, a lease given up."""
+    import subprocess
+    import sys
+    from datetime import UTC, datetime, timedelta
+
+    from journal import RunLocked, RunNotFound
+    from journal.stores._ownership import give_up, new_owner
+
+    store = pg.store
+    with pytest.raises(RunNotFound):
+        store.claim("nope", new_owner(5.0), resuming=True)
+
+    run_id = replay.submit(two_acts, 2, journal=pg, run_id="rules")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ghost = new_owner(60.0).model_copy(update={"pid": dead.pid})
+    store.claim(run_id, ghost, resuming=False)
+    mine = new_owner(60.0)
+    assert store.claim(run_id, mine, resuming=True).owner.token == mine.token  # dead pid
+
+    other = new_owner(60.0)
+    with pytest.raises(RunLocked):
+        store.claim(run_id, other, resuming=True)  # this process, live lease
+    give_up(mine.token)
+    assert store.claim(run_id, other, resuming=True).owner.token == other.token
+
+    expired = new_owner(60.0).model_copy(
+        update={"host": "elsewhere", "lease_expires_at": datetime.now(UTC) - timedelta(seconds=1)}
+    )
+    store.release(run_id, other.token)
+    store.claim(run_id, expired, resuming=False)
+    third = new_owner(60.0)
+    assert store.claim(run_id, third, resuming=True).owner.token == third.token
+    live_elsewhere = new_owner(60.0).model_copy(update={"host": "elsewhere"})
+    store.release(run_id, third.token)
+    store.claim(run_id, live_elsewhere, resuming=False)
+    with pytest.raises(RunLocked):
+        store.claim(run_id, new_owner(60.0), resuming=True)
+    assert pg.run(run_id).resumes == 3
+
+
+# -- 2. the head under concurrent creates and finishes -----------------------------------------
+
+_HAMMER = """
+import asyncio, sys, time
+import replay
+from journal import Journal, RunLocked
+from journal.stores import PostgresStore
+from tests.test_claim_attack import two_acts
+url, schema, me, start = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+journal = Journal(store=PostgresStore(url, schema=schema, max_size=2))
+time.sleep(max(0.0, start - time.time()))
+
+async def main():
+    for i in range(25):
+        for run_id in (f"own-{me}-{i}", f"shared-{i}"):
+            replay.submit(two_acts, i, journal=journal, run_id=run_id)
+            try:
+                await replay.run(two_acts, i, journal=journal, run_id=run_id)
+            except RunLocked:
+                pass
+
+asyncio.run(main())
+journal.close()
+"""
+
+
+def test_processes_hammer_creates_and_finishes_head_stays_intact(
+    pg: Journal, pg_schema: str
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    from tests.conftest import PG_URL
+
+    pg.store.list_runs()  # the schema exists before the processes start
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    start = time.time() + 2.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _HAMMER, PG_URL, pg_schema, str(me), str(start)],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for me in range(4)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err.decode()[-3000:]
+    runs = pg.store.list_runs()
+    assert len(runs) == 4 * 25 + 25
+    assert all(r.status is RunStatus.COMPLETED for r in runs)
+    results = pg.verify()
+    assert [v for v in results if not v.ok] == []
+    with psycopg.connect(PG_URL) as conn:
+        ns = [row[0] for row in conn.execute(f"SELECT n FROM {pg_schema}.heads ORDER BY n")]
+        reasons = conn.execute(
+            f"SELECT run_id, reason, count(*) FROM {pg_schema}.heads GROUP BY 1, 2"
+        ).fetchall()
+    assert ns == list(range(1, len(ns) + 1))
+    created = {run_id: c for run_id, reason, c in reasons if reason == "created"}
+    finished = {run_id: c for run_id, reason, c in reasons if reason == "finished"}
+    assert len(created) == len(runs) and set(created.values()) == {1}
+    assert len(finished) == len(runs) and set(finished.values()) == {1}
+
+
+# -- 3. two workers, each working from its look ------------------------------------------------
+
+_WORKER = """
+import asyncio, json, sys, time
+from journal import Journal
+from journal.stores import PostgresStore
+from replay import Worker
+url, schema, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+journal = Journal(store=PostgresStore(url, schema=schema, max_size=2))
+worker = Worker(journal, imports=["tests.test_claim_attack"], concurrency=1)
+time.sleep(max(0.0, start - time.time()))
+finished = asyncio.run(worker.run_once())
+print(json.dumps({"finished": finished, **vars(worker.stats)}))
+journal.close()
+"""
+
+
+def test_two_workers_never_sit_on_a_run_the_other_finished(
+    pg: Journal, pg_schema: str, effects: Path
+) -> None:
+    """Two workers look at the same 16 runs at once and work through them one at a time:
+    each run's body runs once in all, and each run is finished once."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    from tests.conftest import PG_URL
+
+    ids = [replay.submit(slow_acts, f"w{i}", journal=pg, run_id=f"w{i}") for i in range(16)]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    start = time.time() + 2.5
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, PG_URL, pg_schema, str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err.decode()[-3000:]
+        json.loads(out.decode().splitlines()[-1])
+    lines = _lines(effects)
+    for run_id in ids:
+        assert pg.run(run_id).status is RunStatus.COMPLETED
+        assert lines.count(f"body {run_id}") == 1, (run_id, lines)
+        assert pg.run(run_id).result == b"1"
+    with psycopg.connect(PG_URL) as conn:
+        finished = conn.execute(
+            f"SELECT run_id, count(*) FROM {pg_schema}.heads WHERE reason = 'finished' GROUP BY 1"
+        ).fetchall()
+    assert sorted(finished) == sorted((run_id, 1) for run_id in ids)
+    assert [v for v in pg.verify() if not v.ok] == []
