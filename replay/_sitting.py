@@ -20,7 +20,9 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from journal import Journal, LeaseLost, RecordedError, Run, RunCancelled, RunStatus
+import orjson
+
+from journal import Journal, JournalStore, LeaseLost, RecordedError, Run, RunCancelled, RunStatus
 from journal._chain import Chain
 from journal._events import EventRow
 from journal.stores._ownership import give_up, new_owner
@@ -75,9 +77,24 @@ for as long as it lasts."""
 _HTTP_STEP = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) \S+$")
 
 
-def _recorded_http(rows: list[EventRow]) -> bool:
-    """Whether the run journaled HTTP requests (the journaling transport's step names)."""
-    return any(row[2] in ("llm", "tool") and _HTTP_STEP.match(str(row[3])) for row in rows)
+def _recorded_http(store: JournalStore, rows: list[EventRow], seen: set[str]) -> bool:
+    """Whether the run journaled HTTP requests (the journaling transport's step names), or
+    one of its child runs did: a parent whose requests all went through its children must
+    journal the requests of the children it starts anew too (their rows are empty)."""
+    if any(row[2] in ("llm", "tool") and _HTTP_STEP.match(str(row[3])) for row in rows):
+        return True
+    for row in rows:
+        if row[2] != "run" or row[5] != "started" or not row[7]:
+            continue
+        try:  # a child run's step starts with its arguments, the child's run id among them
+            child = orjson.loads(row[7])["args"]["run_id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        if isinstance(child, str) and child not in seen:
+            seen.add(child)
+            if _recorded_http(store, store.read_rows(child), seen):
+                return True
+    return False
 
 
 _ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -265,7 +282,7 @@ class Sitting:
             resuming=self.resuming,
         )
         held = contextlib.ExitStack()
-        if SERVE_RECORDED_HTTP.get() and _recorded_http(rows):
+        if SERVE_RECORDED_HTTP.get() and _recorded_http(store, rows, {self.run_id}):
             from .integrations._instrument import instrumented_while
 
             held.enter_context(instrumented_while())

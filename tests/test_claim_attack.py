@@ -49,6 +49,51 @@ async def slow_acts(run: str) -> int:
     return await slow_act(run, 0) + await slow_act(run, 1)
 
 
+class Crash(BaseException):
+    """The process dies here (a BaseException: nothing records it as the run's failure)."""
+
+
+def _crash_at(where: str) -> None:
+    if os.environ.get("CLAIM_ATTACK_CRASH") == where:
+        raise Crash
+
+
+async def _ask(base_url: str, question: str) -> str:
+    import openai
+
+    async with openai.AsyncOpenAI(api_key="sk-claim-0000", base_url=base_url) as client:
+        completion = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": question}]
+        )
+    return completion.choices[0].message.content or ""
+
+
+async def asking_child(base_url: str, name: str) -> list[str]:
+    first = await _ask(base_url, f"{name} one")
+    _crash_at(f"{name} after one")
+    return [first, await _ask(base_url, f"{name} two")]
+
+
+async def asking_parent(base_url: str, own_call: bool) -> list[str]:
+    """Its own request (or none), then two child runs that each make two requests."""
+    answers = [await _ask(base_url, "parent")] if own_call else []
+    answers += await replay.run(asking_child, base_url, "a", journal=_journal(), run_id="kid-a")
+    _crash_at("between children")
+    answers += await replay.run(asking_child, base_url, "b", journal=_journal(), run_id="kid-b")
+    return answers
+
+
+_JOURNALS: dict[str, Journal] = {}
+
+
+def _journal() -> Journal:
+    """The journal $CLAIM_ATTACK_DB names, one per process (child runs go in it)."""
+    url = os.environ["CLAIM_ATTACK_DB"]
+    if url not in _JOURNALS:
+        _JOURNALS[url] = Journal(url)
+    return _JOURNALS[url]
+
+
 # -- fixtures --------------------------------------------------------------------------------
 
 
@@ -387,3 +432,83 @@ def test_two_workers_never_sit_on_a_run_the_other_finished(
         ).fetchall()
     assert sorted(finished) == sorted((run_id, 1) for run_id in ids)
     assert [v for v in pg.verify() if not v.ok] == []
+
+
+# -- 4. re-runs serve the journaled HTTP requests ----------------------------------------------
+
+
+@pytest.mark.parametrize("own_call", [True, False])
+@pytest.mark.parametrize("crash", ["a after one", "between children"])
+def test_cli_resume_and_replay_of_instrumented_runs_with_children(
+    pg_schema: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    own_call: bool,
+    crash: str,
+) -> None:
+    """A parent run recorded through `instrument()` (its own request or none, then two child
+    runs of two requests each), the process gone at `crash`. `journal resume` in a process
+    that never calls `instrument()`: what was answered is served, every new request is made
+    once and journaled; `journal replay` then reaches the server with nothing."""
+    import json
+    import subprocess
+    import sys
+
+    from replay.integrations import instrument, uninstrument
+    from tests.conftest import PG_URL
+    from tests.llm_server import requests_logged, serve
+
+    url = f"{PG_URL}?schema={pg_schema}"
+    monkeypatch.setenv("CLAIM_ATTACK_DB", url)
+    log = tmp_path / "requests.log"
+    server = serve(log)
+    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    try:
+        journal = _journal()
+        instrument()
+        monkeypatch.setenv("CLAIM_ATTACK_CRASH", crash)
+        try:
+            with pytest.raises(Crash):
+                asyncio.run(replay.run(asking_parent, base_url, own_call, journal=journal,
+                                       run_id="parent"))  # fmt: skip
+        finally:
+            uninstrument()
+            monkeypatch.delenv("CLAIM_ATTACK_CRASH")
+        _JOURNALS.pop(url).close()
+        before = len(requests_logged(log))
+        assert before == (1 if own_call else 0) + (1 if crash == "a after one" else 2)
+
+        script = str(Path(sys.executable).with_name("journal"))
+        env = {**os.environ, "PYTHONPATH": os.getcwd(), "CLAIM_ATTACK_DB": url}
+
+        def cli(*args: str) -> tuple[int, str]:
+            done = subprocess.run(
+                [script, *args, "--db", url, "--json"],
+                capture_output=True, text=True, env=env, timeout=120,
+            )  # fmt: skip
+            return done.returncode, done.stdout + done.stderr
+
+        code, out = cli("resume", "parent")
+        assert code == 0, out
+        total = (1 if own_call else 0) + 4
+        logged = requests_logged(log)
+        assert len(logged) == total, out  # each request made once in all
+        check = Journal(url)
+        try:
+            for run_id in ("kid-a", "kid-b"):
+                llm = [e for e in check.events(run_id) if e.kind.value == "llm"]
+                assert len({e.key for e in llm}) == 2, (run_id, out)  # both journaled
+            assert check.run("parent").status is RunStatus.COMPLETED
+            assert [v for v in check.verify() if not v.ok] == []
+        finally:
+            check.close()
+        code, out = cli("replay", "parent")
+        assert code == 0, out
+        assert json.loads(out[: out.rfind("}") + 1] or "{}").get("reproduced", True)
+        assert len(requests_logged(log)) == total, out  # nothing reached the server
+    finally:
+        for j in _JOURNALS.values():
+            j.close()
+        _JOURNALS.clear()
+        server.shutdown()
+        server.server_close()
