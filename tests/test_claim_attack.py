@@ -83,6 +83,22 @@ async def asking_parent(base_url: str, own_call: bool) -> list[str]:
     return answers
 
 
+async def failing_asker(base_url: str) -> list[str]:
+    first = await _ask(base_url, "one")
+    if os.environ.get("CLAIM_ATTACK_FAIL"):
+        raise RuntimeError("the tool was down")
+    return [first, await _ask(base_url, "two")]
+
+
+async def napper() -> int:
+    _effect("napper body")
+    await act(1)
+    await replay.sleep(0.5)
+    await act(2)
+    await replay.sleep(600)
+    return await act(3)
+
+
 _JOURNALS: dict[str, Journal] = {}
 
 
@@ -510,5 +526,86 @@ def test_cli_resume_and_replay_of_instrumented_runs_with_children(
         for j in _JOURNALS.values():
             j.close()
         _JOURNALS.clear()
+        server.shutdown()
+        server.server_close()
+
+
+def test_stale_due_waiting_run_that_went_back_to_sleep_keeps_its_wake_time(
+    pg: Journal, effects: Path
+) -> None:
+    """The look read the run waiting and due; another worker continued it and it went back to
+    sleep for ten minutes. The stale resume runs no step again and leaves it asleep until
+    the same time."""
+    import time
+
+    from replay._errors import Suspended
+
+    run_id = replay.submit(napper, journal=pg, run_id="napper")
+    with pytest.raises(Suspended):
+        asyncio.run(replay.run(napper, journal=pg, run_id=run_id, suspend_after=0))
+    time.sleep(0.7)
+    stale = pg.run(run_id)
+    with pytest.raises(Suspended):
+        asyncio.run(replay.run(napper, journal=pg, run_id=run_id, suspend_after=0))
+    asleep = pg.run(run_id)
+    with pytest.raises(Suspended):
+        asyncio.run(resume_recorded(pg, stale))
+    after = pg.run(run_id)
+    assert after.status is RunStatus.WAITING and after.owner is None
+    assert after.wake_at == asleep.wake_at
+    assert [line for line in _lines(effects) if line.startswith("step")] == ["step 1", "step 2"]
+
+
+def test_cli_retry_of_an_instrumented_failed_run(
+    pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`journal retry` of a run recorded through `instrument()` that failed after its first
+    request, in a process that never calls `instrument()`: the first request is served, the
+    second made once and journaled; `journal replay` then reaches the server with nothing."""
+    import subprocess
+    import sys
+
+    from replay.integrations import instrument, uninstrument
+    from tests.conftest import PG_URL
+    from tests.llm_server import requests_logged, serve
+
+    url = f"{PG_URL}?schema={pg_schema}"
+    log = tmp_path / "requests.log"
+    server = serve(log)
+    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    try:
+        with Journal(url) as journal:
+            instrument()
+            monkeypatch.setenv("CLAIM_ATTACK_FAIL", "1")
+            try:
+                with pytest.raises(RuntimeError):
+                    asyncio.run(replay.run(failing_asker, base_url, journal=journal,
+                                           run_id="flaky"))  # fmt: skip
+            finally:
+                uninstrument()
+                monkeypatch.delenv("CLAIM_ATTACK_FAIL")
+        assert len(requests_logged(log)) == 1
+        script = str(Path(sys.executable).with_name("journal"))
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+
+        def cli(*args: str) -> tuple[int, str]:
+            done = subprocess.run(
+                [script, *args, "--db", url, "--json"],
+                capture_output=True, text=True, env=env, timeout=120,
+            )  # fmt: skip
+            return done.returncode, done.stdout + done.stderr
+
+        code, out = cli("retry", "flaky")
+        assert code == 0, out
+        assert len(requests_logged(log)) == 2, out
+        with Journal(url) as journal:
+            llm = [e for e in journal.events("flaky") if e.kind.value == "llm"]
+            assert len({e.key for e in llm}) == 2, out
+            assert journal.run("flaky").status is RunStatus.COMPLETED
+        for command in ("replay", "resume"):
+            code, out = cli(command, "flaky")
+            assert code == 0, out
+        assert len(requests_logged(log)) == 2, out
+    finally:
         server.shutdown()
         server.server_close()
