@@ -326,6 +326,9 @@ class Worker:
             threads.close()
             with self._running_lock:
                 self._cancelled_early.discard(run.run_id)
+        if outcome.summary.already_finished:  # another worker finished it since the look
+            self.stats.locked += 1
+            return 0
         self.stats.completed += 1
         log.info("worker.recovered", run_id=run.run_id, summary=str(outcome.summary))
         return 1

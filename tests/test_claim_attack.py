@@ -433,10 +433,14 @@ def test_two_workers_never_sit_on_a_run_the_other_finished(
         )
         for _ in range(2)
     ]
+    stats = []
     for p in procs:
         out, err = p.communicate(timeout=240)
         assert p.returncode == 0, err.decode()[-3000:]
-        json.loads(out.decode().splitlines()[-1])
+        stats.append(json.loads(out.decode().splitlines()[-1]))
+    # each run counted finished by the one worker that finished it
+    assert sum(s["finished"] for s in stats) == 16, stats
+    assert sum(s["completed"] for s in stats) == 16, stats
     lines = _lines(effects)
     for run_id in ids:
         assert pg.run(run_id).status is RunStatus.COMPLETED
