@@ -117,7 +117,8 @@ class Worker:
         self._backlog: list[Run] = []
         """Runs found needing work at the last look, not taken yet (a look reads every run)."""
         self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
-        """Each run in progress: the loop of its own and the task continuing it."""
+        """Each run in progress: the loop it runs on (the worker's, or its own with `loop_per_run`)
+        and the task continuing it."""
         self._running_lock = threading.Lock()
         self._cancelled_early: set[str] = set()
         """Runs given up before their loop of their own had started them (`loop_per_run`)."""

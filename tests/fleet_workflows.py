@@ -69,7 +69,7 @@ how many have begun."""
 async def together(group: int) -> int:
     """Wait (up to 10 s) until the `group` runs of this one's wave are all inside: the first
     `group` to begin are a wave, the next `group` the next one, and so on."""
-    with _TOGETHER_LOCK:  # each run has a thread and a loop of its own in the worker
+    with _TOGETHER_LOCK:  # with `loop_per_run`, each run has a thread and a loop of its own
         TOGETHER["entered"] += 1
         wave_end = -(-TOGETHER["entered"] // group) * group
         TOGETHER["inside"] += 1
