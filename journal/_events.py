@@ -226,3 +226,14 @@ def trusted_event(
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event
+
+
+def replaced(event: Event, **changes: Any) -> Event:
+    """A copy of `event` with `changes` (field name -> value), without validation: a copy of
+    valid fields stays valid, and the values given are the caller's to vouch for."""
+    copy = _new(Event)
+    _set(copy, "__dict__", {**event.__dict__, **changes})
+    _set(copy, "__pydantic_fields_set__", _EVENT_FIELDS.copy())
+    _set(copy, "__pydantic_extra__", None)
+    _set(copy, "__pydantic_private__", None)
+    return copy

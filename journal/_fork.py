@@ -13,7 +13,7 @@ import orjson
 from ._chain import Chain
 from ._codec import canonical_json
 from ._errors import ForkRefused, PayloadTooLarge, RunConflict
-from ._events import Event, EventKind, EventStatus, Run, RunStatus, trusted_event
+from ._events import Event, EventKind, EventStatus, Run, RunStatus, replaced, trusted_event
 from ._redact import Redactor
 from ._verify import verify_run
 from .stores import JournalStore
@@ -169,16 +169,10 @@ def _unknown_step(run_id: str, key: str, events: list[Event]) -> str:
 
 
 def _copy(event: Event, run_id: str, payload: bytes | None) -> Event:
-    return trusted_event(
-        run_id,
-        event.seq,
-        event.key,
-        event.kind,
-        event.name,
-        event.fingerprint,
-        event.status,
-        event.attempt,
-        event.payload if payload is None else payload,
-        event.created_at,
-        event.args,
+    return replaced(
+        event,
+        run_id=run_id,
+        payload=event.payload if payload is None else payload,
+        prev_hash=None,
+        hash=None,
     )

@@ -169,3 +169,25 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The local OpenAI-compatible server (tests/llm_server.py): its base URL and request log."""
+    from tests.llm_server import serve
+
+    log = tmp_path / "requests.log"
+    running = serve(log)
+    yield f"http://127.0.0.1:{running.server_port}/v1", log
+    running.shutdown()
+    running.server_close()
+
+
+@pytest.fixture
+def instrumented() -> Iterator[None]:
+    """`instrument()` in force for the test, undone after it."""
+    from replay.integrations import instrument, uninstrument
+
+    instrument()
+    yield
+    uninstrument()

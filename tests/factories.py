@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from journal import Event, EventKind, EventStatus, Owner, Run, RunStatus
+import replay
+from journal import Event, EventKind, EventStatus, Journal, Owner, Run, RunStatus
 from journal.stores._ownership import HOSTNAME
 
 
@@ -66,3 +70,15 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def run_in_block(
+    journal: Journal, run_id: str, agent: Callable[[], Awaitable[Any]], mode: str = "resume"
+) -> Any:
+    """`agent()` inside `replay.journaled(journal, run_id, mode=mode)`, on a new event loop."""
+
+    async def go() -> Any:
+        async with replay.journaled(journal, run_id, mode=mode):  # type: ignore[arg-type]
+            return await agent()
+
+    return asyncio.run(go())

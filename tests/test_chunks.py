@@ -7,11 +7,9 @@ journals are real SQLite files and a real PostgreSQL schema.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,12 +19,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import replay
 from journal import EventStatus, Journal, JournalDamaged, SQLiteStore, canonical_json
 from journal._chunks import MAGIC, SPLIT_FROM, blob_name, expand, node_name, split
-from replay.integrations import instrument, uninstrument
 from tests.conftest import postgres_store
-from tests.llm_server import requests_logged, serve
+from tests.factories import run_in_block
+from tests.llm_server import requests_logged
 
 SYSTEM = "You are a careful agent. " * 80  # about 2 KB, sent again every turn
 TOOLS = [
@@ -40,22 +37,6 @@ TOOLS = [
     }
     for n in range(4)
 ]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    log = tmp_path / "requests.log"
-    running = serve(log)
-    yield f"http://127.0.0.1:{running.server_port}/v1", log
-    running.shutdown()
-    running.server_close()
-
-
-@pytest.fixture
-def instrumented() -> Iterator[None]:
-    instrument()
-    yield
-    uninstrument()
 
 
 def _conversation(base_url: str, turns: int, system: str = SYSTEM, after_turn: Any = None) -> Any:
@@ -76,15 +57,6 @@ def _conversation(base_url: str, turns: int, system: str = SYSTEM, after_turn: A
         return answers
 
     return agent
-
-
-def _run(journal: Journal, run_id: str, agent: Any, mode: str = "resume") -> list[str]:
-    async def go() -> list[str]:
-        async with replay.journaled(journal, run_id, mode=mode):  # type: ignore[arg-type]
-            result: list[str] = await agent()
-            return result
-
-    return asyncio.run(go())
 
 
 def _stored_bytes(db: Path) -> int:
@@ -128,9 +100,9 @@ def test_a_long_conversation_replays_byte_for_byte_from_chunks(
     else:
         journal = Journal(store=SQLiteStore(tmp_path / "j.db"))
     agent = _conversation(base_url, 12)
-    live = _run(journal, "talk", agent)
+    live = run_in_block(journal, "talk", agent)
     assert len(requests_logged(log)) == 12
-    assert _run(journal, "talk", agent, mode="replay") == live
+    assert run_in_block(journal, "talk", agent, mode="replay") == live
     assert len(requests_logged(log)) == 12  # nothing sent again
     started = [e for e in journal.events("talk") if e.status is EventStatus.STARTED]
     assert len(started) == 12
@@ -159,7 +131,7 @@ def test_the_journal_grows_with_new_messages_not_with_the_conversation(
     db = tmp_path / "j.db"
     journal = Journal(store=SQLiteStore(db))
     sizes: list[int] = []
-    _run(
+    run_in_block(
         journal,
         "talk",
         _conversation(base_url, 41, after_turn=lambda: sizes.append(_stored_bytes(db))),
@@ -173,7 +145,7 @@ def test_the_journal_grows_with_new_messages_not_with_the_conversation(
 
 def _chunked_run(db: Path, base_url: str) -> Journal:
     journal = Journal(store=SQLiteStore(db))
-    _run(journal, "talk", _conversation(base_url, 6))
+    run_in_block(journal, "talk", _conversation(base_url, 6))
     return journal
 
 
@@ -208,7 +180,7 @@ def test_an_edited_or_removed_chunk_is_reported_and_never_served(
     assert verdict.broken is not None and verdict.broken.seq == first
     assert finding in verdict.broken.detail
     with pytest.raises(JournalDamaged, match="journal verify"):
-        _run(journal, "talk", _conversation(base_url, 6), mode="replay")
+        run_in_block(journal, "talk", _conversation(base_url, 6), mode="replay")
     assert len(requests_logged(log)) == 6
     journal.close()
 
@@ -242,13 +214,15 @@ def test_removing_runs_removes_the_chunks_only_they_named(
             )
 
     other = "Another agent. " * 100
-    _run(journal, "short", _conversation(base_url, 4, system=other))
+    run_in_block(journal, "short", _conversation(base_url, 4, system=other))
     only_short = count()
-    _run(journal, "long", _conversation(base_url, 8))
+    run_in_block(journal, "long", _conversation(base_url, 8))
     assert count()[0] > only_short[0] and count()[1] > only_short[1]
     assert journal.store.delete_runs(["long"]) == 1
     assert count() == only_short  # what only "long" named went; the tools "short" names stay
-    assert len(_run(journal, "short", _conversation(base_url, 4, other), mode="replay")) == 4
+    assert (
+        len(run_in_block(journal, "short", _conversation(base_url, 4, other), mode="replay")) == 4
+    )
     assert [r.run_id for r in journal.gc(keep_last=0)] == ["short"]
     assert count() == (0, 0)
     journal.close()

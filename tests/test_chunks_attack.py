@@ -21,7 +21,7 @@ import replay
 from journal import EventStatus, Journal, SQLiteStore, canonical_json
 from journal._chunks import blob_name
 from tests.conftest import PG_URL, postgres_store
-from tests.factories import make_event, make_owner, make_run
+from tests.factories import make_event, make_owner, make_run, run_in_block
 
 SYSTEM = "You are a careful agent. " * 200  # 5 KB: every request is long from its first turn
 
@@ -47,15 +47,6 @@ def _agent(run: str, turns: int, system: str = SYSTEM) -> Any:
         return answers
 
     return agent
-
-
-def _run(journal: Journal, run_id: str, agent: Any, mode: str = "resume") -> list[str]:
-    async def go() -> list[str]:
-        async with replay.journaled(journal, run_id, mode=mode):  # type: ignore[arg-type]
-            result: list[str] = await agent()
-            return result
-
-    return asyncio.run(go())
 
 
 def _ok(journal: Journal, run_id: str) -> bool:
@@ -85,8 +76,8 @@ def test_chunk_refs_are_as_append_only_as_the_chunks_they_keep(
     else:
         db = tmp_path / "j.db"
         journal = Journal(store=SQLiteStore(db))
-    _run(journal, "kept", _agent("kept", 4))
-    _run(journal, "old", _agent("old", 2, system="Another agent. " * 300))
+    run_in_block(journal, "kept", _agent("kept", 4))
+    run_in_block(journal, "old", _agent("old", 2, system="Another agent. " * 300))
     try:
         if backend == "postgres":
             _pg(schema, "DELETE FROM {s}.chunk_refs WHERE run_id = 'kept'")
@@ -100,7 +91,7 @@ def test_chunk_refs_are_as_append_only_as_the_chunks_they_keep(
     assert _ok(journal, "kept")  # verify does not read chunk_refs: nothing to see yet
     assert journal.store.delete_runs(["old"]) == 1
     assert _ok(journal, "kept")
-    assert len(_run(journal, "kept", _agent("kept", 4), mode="replay")) == 4
+    assert len(run_in_block(journal, "kept", _agent("kept", 4), mode="replay")) == 4
     journal.close()
 
 
@@ -115,7 +106,7 @@ def test_postgres_retention_sweep_and_a_writer_lock_the_chunk_tables_in_one_orde
     the same message) and a sweep that had taken the nodes waited on each other, and
     PostgreSQL ended one with 'deadlock detected': a step's write failed, or the gc did."""
     journal = Journal(store=postgres_store(pg_schema))
-    _run(journal, "old", _agent("old", 3))  # shares the system message with "live"
+    run_in_block(journal, "old", _agent("old", 3))  # shares the system message with "live"
     # A neighbour is writing, uncommitted, the very message "live" sends at its second turn.
     neighbour = psycopg.connect(PG_URL)
     message = blob_name(canonical_json(_user("live", 1)))
@@ -128,7 +119,7 @@ def test_postgres_retention_sweep_and_a_writer_lock_the_chunk_tables_in_one_orde
 
     def live() -> None:
         try:
-            answers.extend(_run(journal, "live", _agent("live", 3)))
+            answers.extend(run_in_block(journal, "live", _agent("live", 3)))
         except BaseException as exc:
             errors.append(exc)
 
@@ -170,7 +161,7 @@ def test_postgres_retention_sweep_and_a_writer_lock_the_chunk_tables_in_one_orde
     assert not errors, errors
     assert removed == [1] and len(answers) == 3
     assert _ok(journal, "live")
-    assert len(_run(journal, "live", _agent("live", 3), mode="replay")) == 3
+    assert len(run_in_block(journal, "live", _agent("live", 3), mode="replay")) == 3
     journal.close()
 
 
@@ -258,7 +249,7 @@ def test_postgres_writers_insert_shared_chunks_in_one_order(pg_schema: str) -> N
 
     def live() -> None:
         try:
-            _run(journal, "live", agent)
+            run_in_block(journal, "live", agent)
         except BaseException as exc:
             errors.append(exc)
 

@@ -465,6 +465,7 @@ def test_cli_resume_and_replay_of_instrumented_runs_with_children(
     monkeypatch: pytest.MonkeyPatch,
     own_call: bool,
     crash: str,
+    server: tuple[str, Path],
 ) -> None:
     """A parent run recorded through `instrument()` (its own request or none, then two child
     runs of two requests each), the process gone at `crash`. `journal resume` in a process
@@ -476,13 +477,11 @@ def test_cli_resume_and_replay_of_instrumented_runs_with_children(
 
     from replay.integrations import instrument, uninstrument
     from tests.conftest import PG_URL
-    from tests.llm_server import requests_logged, serve
+    from tests.llm_server import requests_logged
 
     url = f"{PG_URL}?schema={pg_schema}"
     monkeypatch.setenv("CLAIM_ATTACK_DB", url)
-    log = tmp_path / "requests.log"
-    server = serve(log)
-    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    base_url, log = server
     try:
         journal = _journal()
         instrument()
@@ -530,8 +529,6 @@ def test_cli_resume_and_replay_of_instrumented_runs_with_children(
         for j in _JOURNALS.values():
             j.close()
         _JOURNALS.clear()
-        server.shutdown()
-        server.server_close()
 
 
 def test_stale_due_waiting_run_that_went_back_to_sleep_keeps_its_wake_time(
@@ -561,7 +558,7 @@ def test_stale_due_waiting_run_that_went_back_to_sleep_keeps_its_wake_time(
 
 
 def test_cli_retry_of_an_instrumented_failed_run(
-    pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: tuple[str, Path]
 ) -> None:
     """`journal retry` of a run recorded through `instrument()` that failed after its first
     request, in a process that never calls `instrument()`: the first request is served, the
@@ -571,45 +568,39 @@ def test_cli_retry_of_an_instrumented_failed_run(
 
     from replay.integrations import instrument, uninstrument
     from tests.conftest import PG_URL
-    from tests.llm_server import requests_logged, serve
+    from tests.llm_server import requests_logged
 
     url = f"{PG_URL}?schema={pg_schema}"
-    log = tmp_path / "requests.log"
-    server = serve(log)
-    base_url = f"http://127.0.0.1:{server.server_port}/v1"
-    try:
-        with Journal(url) as journal:
-            instrument()
-            monkeypatch.setenv("CLAIM_ATTACK_FAIL", "1")
-            try:
-                with pytest.raises(RuntimeError):
-                    asyncio.run(replay.run(failing_asker, base_url, journal=journal,
-                                           run_id="flaky"))  # fmt: skip
-            finally:
-                uninstrument()
-                monkeypatch.delenv("CLAIM_ATTACK_FAIL")
-        assert len(requests_logged(log)) == 1
-        script = str(Path(sys.executable).with_name("journal"))
-        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    base_url, log = server
+    with Journal(url) as journal:
+        instrument()
+        monkeypatch.setenv("CLAIM_ATTACK_FAIL", "1")
+        try:
+            with pytest.raises(RuntimeError):
+                asyncio.run(replay.run(failing_asker, base_url, journal=journal,
+                                       run_id="flaky"))  # fmt: skip
+        finally:
+            uninstrument()
+            monkeypatch.delenv("CLAIM_ATTACK_FAIL")
+    assert len(requests_logged(log)) == 1
+    script = str(Path(sys.executable).with_name("journal"))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
 
-        def cli(*args: str) -> tuple[int, str]:
-            done = subprocess.run(
-                [script, *args, "--db", url, "--json"],
-                capture_output=True, text=True, env=env, timeout=120,
-            )  # fmt: skip
-            return done.returncode, done.stdout + done.stderr
+    def cli(*args: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [script, *args, "--db", url, "--json"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        return done.returncode, done.stdout + done.stderr
 
-        code, out = cli("retry", "flaky")
+    code, out = cli("retry", "flaky")
+    assert code == 0, out
+    assert len(requests_logged(log)) == 2, out
+    with Journal(url) as journal:
+        llm = [e for e in journal.events("flaky") if e.kind.value == "llm"]
+        assert len({e.key for e in llm}) == 2, out
+        assert journal.run("flaky").status is RunStatus.COMPLETED
+    for command in ("replay", "resume"):
+        code, out = cli(command, "flaky")
         assert code == 0, out
-        assert len(requests_logged(log)) == 2, out
-        with Journal(url) as journal:
-            llm = [e for e in journal.events("flaky") if e.kind.value == "llm"]
-            assert len({e.key for e in llm}) == 2, out
-            assert journal.run("flaky").status is RunStatus.COMPLETED
-        for command in ("replay", "resume"):
-            code, out = cli(command, "flaky")
-            assert code == 0, out
-        assert len(requests_logged(log)) == 2, out
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert len(requests_logged(log)) == 2, out

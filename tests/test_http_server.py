@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,22 +24,6 @@ from replay.integrations import instrument, uninstrument
 from tests.llm_server import requests_logged, serve
 
 WORKER = Path(__file__).parent / "workers" / "llm_worker.py"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    log = tmp_path / "requests.log"
-    running = serve(log)
-    yield f"http://127.0.0.1:{running.server_port}/v1", log
-    running.shutdown()
-    running.server_close()
-
-
-@pytest.fixture
-def instrumented() -> Iterator[None]:
-    instrument()
-    yield
-    uninstrument()
 
 
 def questions(log: Path) -> list[str]:

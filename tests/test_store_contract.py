@@ -26,7 +26,7 @@ from journal import (
     RunStatus,
     SQLiteStore,
 )
-from journal._events import trusted_event
+from journal._events import replaced, trusted_event
 from journal.stores._ownership import HOSTNAME, give_up, new_owner
 from journal.stores._sqlite import SCHEMA_VERSION
 from tests.conftest import postgres_store
@@ -322,6 +322,9 @@ def test_trusted_events_equal_validated_ones() -> None:
     assert trusted.model_copy(update={"seq": 4}).seq == 4  # its fields set is its own
     with pytest.raises(ValidationError):
         trusted.seq = 4  # frozen like any Event
+    copy = replaced(validated, payload=b'"y"', hash=None)
+    assert copy == Event(**{**fields, "payload": b'"y"', "hash": None})
+    assert validated.payload == b'"x"' and copy.model_fields_set == validated.model_fields_set
 
 
 def test_sqlite_migrates_a_version_1_journal(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from tests import fleet_workflows
 from tests.conftest import PG_URL, postgres_store
 from tests.factories import make_owner
 from tests.fleet_workflows import TOGETHER, chain, meet, pair, slow
-from tests.llm_server import requests_logged, serve
+from tests.llm_server import requests_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,14 +159,12 @@ def test_work_a_run_hands_to_threads_runs_on_threads_of_its_own(tmp_path: Path) 
 
 @pytest.mark.parametrize("loop_per_run", [False, True])
 def test_runs_resumed_together_keep_their_requests_journaled(
-    tmp_path: Path, loop_per_run: bool
+    tmp_path: Path, loop_per_run: bool, server: tuple[str, Path]
 ) -> None:
     """Two interrupted runs whose requests were journaled, continued at once: the one that
     ends first must not take the journaling of requests away from the other (its second
     request, made after the first run ended, is journaled and reaches the server once)."""
-    log = tmp_path / "requests.log"
-    server = serve(log)
-    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    base_url, log = server
     journal = Journal(tmp_path / "j.db")
     try:
         instrument()
@@ -193,8 +191,6 @@ def test_runs_resumed_together_keep_their_requests_journaled(
         assert len(requests_logged(log)) == 4  # the first calls served, the second made once
     finally:
         journal.close()
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("loop_per_run", [False, True])

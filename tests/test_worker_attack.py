@@ -314,7 +314,7 @@ def _crashed_asking_runs(journal: Journal, base_url: str, runs: dict[str, float]
 
 @MODES
 def test_instrument_called_by_the_user_while_a_re_run_holds_it_stays(
-    tmp_path: Path, loop_per_run: bool
+    tmp_path: Path, loop_per_run: bool, server: tuple[str, Path]
 ) -> None:
     """The program calls instrument() (a module doing so as the worker imports it) while the
     worker re-runs a run with recorded requests: when the re-run ends, the program's
@@ -322,11 +322,9 @@ def test_instrument_called_by_the_user_while_a_re_run_holds_it_stays(
     from replay.integrations import uninstrument
     from replay.integrations._instrument import instrument, is_instrumented
     from tests import fleet_workflows
-    from tests.llm_server import requests_logged, serve
+    from tests.llm_server import requests_logged
 
-    log = tmp_path / "requests.log"
-    server = serve(log)
-    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    base_url, log = server
     journal = Journal(tmp_path / "j.db")
     try:
         _crashed_asking_runs(journal, base_url, {"late": 0.5})
@@ -351,24 +349,20 @@ def test_instrument_called_by_the_user_while_a_re_run_holds_it_stays(
     finally:
         uninstrument()
         journal.close()
-        server.shutdown()
-        server.server_close()
 
 
 @MODES
 def test_uninstrument_called_by_the_user_does_not_unjournal_a_re_run(
-    tmp_path: Path, loop_per_run: bool
+    tmp_path: Path, loop_per_run: bool, server: tuple[str, Path]
 ) -> None:
     """The program calls uninstrument() while the worker re-runs a run whose requests were
     journaled: the re-run's next request is still journaled (made once, kept), and
     instrument() is undone once the re-run ends."""
     from replay.integrations import instrument, uninstrument
     from replay.integrations._instrument import is_instrumented
-    from tests.llm_server import requests_logged, serve
+    from tests.llm_server import requests_logged
 
-    log = tmp_path / "requests.log"
-    server = serve(log)
-    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    base_url, log = server
     journal = Journal(tmp_path / "j.db")
     try:
         _crashed_asking_runs(journal, base_url, {"late": 0.5})
@@ -391,8 +385,6 @@ def test_uninstrument_called_by_the_user_does_not_unjournal_a_re_run(
     finally:
         uninstrument()
         journal.close()
-        server.shutdown()
-        server.server_close()
 
 
 @MODES

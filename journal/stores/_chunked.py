@@ -9,7 +9,7 @@ from typing import Any
 
 from .._chunks import SPLIT_FROM, ChunkDamaged, Split, expand, is_template, refs_of, split
 from .._errors import JournalDamaged
-from .._events import Event, EventStatus, trusted_event
+from .._events import Event, EventStatus, replaced
 from ._damage import damage_of, mark
 
 Loaded = tuple[dict[str, tuple[str | None, str]], dict[str, bytes]]
@@ -119,21 +119,7 @@ def expand_events(events: list[Event], load: Loader) -> list[Event]:
                     values[name] = expand(value, nodes, blobs, checked)
                 except ChunkDamaged as exc:
                     damage = damage or (name, f"it refers to {exc}")
-        rebuilt = trusted_event(
-            event.run_id,
-            event.seq,
-            event.key,
-            event.kind,
-            event.name,
-            event.fingerprint,
-            event.status,
-            event.attempt,
-            values["payload"],
-            event.created_at,
-            values["args"],
-            event.prev_hash,
-            event.hash,
-        )
+        rebuilt = replaced(event, payload=values["payload"], args=values["args"])
         if damage is not None:
             mark(rebuilt, damage)
         out[number] = rebuilt
