@@ -84,6 +84,20 @@ def test_openai_agent_resumes_after_sigkill_without_paying_twice(tmp_path: Path)
     assert b"sk-example-not-real" not in b"".join(p.read_bytes() for p in db.parent.iterdir())
 
 
+def test_a_long_conversation_grows_the_journal_by_its_new_messages_only(tmp_path: Path) -> None:
+    """The chunks example: each tenth turn adds about what the tenth added, while the request
+    grows with the conversation; the run replays offline and verifies."""
+    out = run_example("long_conversation.py", tmp_path / "chat" / "journal.db", timeout=60)
+    turns = re.findall(r"turn (\d+): request about ([\d,]+) bytes, journal \+([\d,]+) bytes", out)
+    assert [int(t) for t, _, _ in turns] == [10, 20, 30, 40], out
+    requests = [int(r.replace(",", "")) for _, r, _ in turns]
+    added = [int(a.replace(",", "")) for _, _, a in turns]
+    assert requests[-1] > 3 * requests[0]  # the request grows with the conversation
+    assert max(added) < 1.1 * min(added) and max(added) < requests[0] / 2  # the journal does not
+    assert "replay offline: 40 served; same answers: True" in out
+    assert "verify: True" in out
+
+
 def test_pydantic_ai_agent_resumes_after_sigkill_and_replays_offline(tmp_path: Path) -> None:
     """The pydantic-ai example: killed while its tool ran, resumed paying only the request not
     yet answered, replayed with the server stopped paying none."""
