@@ -110,11 +110,11 @@ class StepSpec:
         self.retry = retry
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
-        self.positional = [
+        self.positional = tuple(
             p.name
             for p in self.signature.parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        )
 
     @functools.cached_property
     def codec(self) -> ValueCodec:
@@ -129,8 +129,14 @@ class StepSpec:
         return ValueCodec(hints.get("return", Any))
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        if not kwargs and len(args) <= len(self.positional):
-            return dict(zip(self.positional, args, strict=False))
+        # The hot path of every call, served or live: positional arguments only, the common
+        # single one spelt out (a third of the cost of dict(zip(...)) with one pair).
+        if not kwargs:
+            positional = self.positional
+            if len(args) == 1 and positional:
+                return {positional[0]: args[0]}
+            if len(args) <= len(positional):
+                return dict(zip(positional, args))  # noqa: B905 (fewer args than names)
         return dict(self.signature.bind(*args, **kwargs).arguments)
 
 
