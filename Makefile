@@ -88,6 +88,7 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/step_values.py
 
 # journal-replay, DBOS and LangGraph on the same workloads (slow, about 10 minutes; not part of
 # `make test`). PEERS="--quick" or PEERS="--postgres postgresql://..." passes options.

@@ -12,10 +12,12 @@ repetition uses a fresh run id):
             (WAL, synchronous=NORMAL): one INSERT + COMMIT per row of a comparable row
             (run_id, seq, key, name, fingerprint, status, ~35-byte payload, created_at text);
             and one SELECT of a run's rows ordered by seq with `orjson.loads` of each payload.
-* ratios    live / raw commit (target <= 2x) and replay / raw read+decode (target <= 3x).
+* ratios    live / raw commit (target <= 1.5x) and replay / raw read+decode (target <= 3x),
+            the targets of the throughput work (the first version's live target was 2x).
 * resume    a 100,000-step run interrupted before its last step, resumed: wall time of the
-            whole `run_with_summary` (target < 1 s); of `store.read_rows` alone (what the
-            engine reads), and of `store.read_events` (the same rows as pydantic Events).
+            whole `run_with_summary` (target < 0.5 s; the first version's was 1 s); of
+            `store.read_rows` alone (what the engine reads), and of `store.read_events` (the
+            same rows as pydantic Events).
 
 How to read it: "best" is the least disturbed repetition and is what the ratios and targets
 use; "median" shows the spread. PASS/MISS marks compare against the targets. The `info` rows
@@ -66,6 +68,13 @@ from journal import Journal
 from replay import run_with_summary, step
 
 Mode = Literal["resume", "replay"]
+
+LIVE_LIMIT = 1.5
+"""A journaled step live, at most this many times one raw insert+commit."""
+REPLAY_LIMIT = 3.0
+"""A served step, at most this many times one raw select+decode."""
+RESUME_LIMIT_S = 0.5
+"""Seconds to resume a 100,000-step run."""
 
 # -- workloads -------------------------------------------------------------------------------
 
@@ -300,8 +309,8 @@ async def _bench_sizes(cfg: Config, workdir: Path) -> list[Row]:
                     read_engine,
                     "µs/step",
                 ),
-                _ratio("live / raw commit", live_row, commit_row, 2.0),
-                _ratio("replay / raw read+decode", replay_row, read_row, 3.0),
+                _ratio("live / raw commit", live_row, commit_row, LIVE_LIMIT),
+                _ratio("replay / raw read+decode", replay_row, read_row, REPLAY_LIMIT),
             ]
 
         n = cfg.io_n
@@ -371,7 +380,8 @@ async def _bench_resume(cfg: Config, workdir: Path) -> list[Row]:
         resume = await _timed(_resume(j, n), len(reps))
         replay = await _timed(_runs(j, count_up_then_checkpoint, n, "resume", "replay"), len(reps))
     whole = _row("resume", "whole resume: serve n steps, run the last", n, resume, "s")
-    whole.target, whole.mark = "< 1 s", "PASS" if whole.best < 1.0 else "MISS"
+    whole.target = f"< {RESUME_LIMIT_S:g} s"
+    whole.mark = "PASS" if whole.best < RESUME_LIMIT_S else "MISS"
     return [
         whole,
         _row("resume", "store.read_rows alone (the engine's read)", n, read, "s"),
