@@ -327,11 +327,14 @@ class Redactor:
 
     def _secret(self, key: str, value: Any) -> bool:
         """Is this value, found under `key`, itself a secret to replace?"""
+        policy = self._policy
+        rule = policy.rule
+        if rule is None and not policy.is_secret_key(key):
+            return False  # most fields: the name decides, from a cache, before the value
         if value is None or is_marker(value) or _empty(value):
             return False  # nothing to hide, or already redacted (recorded inputs replayed)
-        if self._policy.is_secret_key(key):
+        if policy.is_secret_key(key):
             return True
-        rule = self._policy.rule
         return rule is not None and not isinstance(value, dict | list) and rule(key, value)
 
     def _holds_secret(self, key: str, value: Any) -> bool:
