@@ -17,6 +17,7 @@ from journal import (
     Event,
     EventKind,
     EventStatus,
+    Journal,
     JournalStore,
     JournalUnavailable,
     LeaseLost,
@@ -357,6 +358,40 @@ def test_sqlite_migrates_a_version_1_journal(tmp_path: Path) -> None:
     store.close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_sqlite_keeps_events_in_arrival_order_from_schema_7(tmp_path: Path) -> None:
+    """A schema-6 journal (events clustered by run, WITHOUT ROWID) opens as schema 7: its
+    events table rebuilt as a rowid table (rows of runs in flight then share pages, so a group
+    commit of many runs writes few), every row the same, still append-only, and it verifies."""
+    golden = Path(__file__).parent / "data" / "golden" / "v0.1.0-schema6-chunks" / "unsigned.db"
+    path = tmp_path / "old.db"
+    path.write_bytes(golden.read_bytes())
+    select = "SELECT * FROM events ORDER BY run_id, seq"
+    before = sqlite3.connect(path)
+    assert before.execute("PRAGMA user_version").fetchone() == (6,)
+    rows = before.execute(select).fetchall()
+    before.close()
+    assert rows
+
+    with Journal(path) as journal:
+        verdicts = journal.verify()
+        assert verdicts and all(v.ok for v in verdicts), [v for v in verdicts if not v.ok]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
+    assert "WITHOUT ROWID" not in sql
+    assert conn.execute(select).fetchall() == rows
+    run_id, seq = rows[0][:2]
+    for statement in (
+        f"UPDATE events SET payload = X'00' WHERE run_id = '{run_id}' AND seq = {seq}",
+        f"DELETE FROM events WHERE run_id = '{run_id}'",
+    ):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(statement)
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        conn.execute(f"INSERT INTO events SELECT * FROM events WHERE run_id = '{run_id}'")
     conn.close()
 
 
