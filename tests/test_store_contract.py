@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import subprocess
@@ -361,7 +362,9 @@ def test_sqlite_migrates_a_version_1_journal(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_sqlite_keeps_events_in_arrival_order_from_schema_7(tmp_path: Path) -> None:
+def test_sqlite_keeps_events_in_arrival_order_from_schema_7(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A schema-6 journal (events clustered by run, WITHOUT ROWID) opens as schema 7: its
     events table rebuilt as a rowid table (rows of runs in flight then share pages, so a group
     commit of many runs writes few), every row the same, still append-only, and it verifies."""
@@ -375,9 +378,11 @@ def test_sqlite_keeps_events_in_arrival_order_from_schema_7(tmp_path: Path) -> N
     before.close()
     assert rows
 
+    caplog.set_level(logging.INFO, logger="journal")
     with Journal(path) as journal:
         verdicts = journal.verify()
         assert verdicts and all(v.ok for v in verdicts), [v for v in verdicts if not v.ok]
+    assert "journal.schema_upgraded" in caplog.text  # a rebuild that takes seconds is said
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
     (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()

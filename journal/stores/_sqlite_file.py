@@ -13,7 +13,10 @@ from typing import Any, Literal
 
 from .._chain import Chain
 from .._errors import JournalUnavailable
+from .._log import get_logger
 from . import _sqlite_heads as _heads
+
+log = get_logger("journal")
 
 SCHEMA_VERSION = 7
 Durability = Literal["normal", "full"]
@@ -266,6 +269,7 @@ def _open_schema(
     conn.execute(f"PRAGMA synchronous = {durability.upper()}")
     upgraded = False
     if version < SCHEMA_VERSION:
+        started = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Re-read under the write lock: another process may have migrated meanwhile.
@@ -288,6 +292,14 @@ def _open_schema(
         except BaseException:
             rollback(conn)
             raise
+        if 0 < version < SCHEMA_VERSION:  # an older journal: a rebuild can take seconds
+            log.info(
+                "journal.schema_upgraded",
+                path=str(path),
+                from_version=version,
+                to_version=SCHEMA_VERSION,
+                seconds=round(time.monotonic() - started, 3),
+            )
     return True, upgraded
 
 
