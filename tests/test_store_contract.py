@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+import replay
 from journal import (
     Event,
     EventKind,
@@ -397,6 +399,48 @@ def test_sqlite_keeps_events_in_arrival_order_from_schema_7(
             conn.execute(statement)
     with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
         conn.execute(f"INSERT INTO events SELECT * FROM events WHERE run_id = '{run_id}'")
+    conn.close()
+
+
+@replay.step
+async def _answer() -> int:
+    return 42
+
+
+async def _one_step() -> int:
+    return await _answer()
+
+
+def test_sqlite_rebuilds_events_around_what_the_user_added_to_the_file(tmp_path: Path) -> None:
+    """A journal is an ordinary SQLite file: a user's view over the events (for Datasette),
+    index on them and trigger on them do not stop the schema-7 rebuild (a view once made the
+    journal impossible to open to write, "no such table: main.events"), and are still there
+    and still work after it."""
+    golden = Path(__file__).parent / "data" / "golden" / "v0.1.0-schema6-chunks" / "unsigned.db"
+    path = tmp_path / "old.db"
+    path.write_bytes(golden.read_bytes())
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE VIEW llm_events AS SELECT run_id, seq FROM events WHERE kind = 'llm';
+        CREATE INDEX my_events_by_kind ON events (kind);
+        CREATE TABLE my_counts (n INTEGER);
+        CREATE TRIGGER my_count AFTER INSERT ON events BEGIN INSERT INTO my_counts VALUES (1); END;
+        """
+    )
+    llm = conn.execute("SELECT * FROM llm_events ORDER BY run_id, seq").fetchall()
+    conn.close()
+    assert llm
+
+    with Journal(path) as journal:
+        asyncio.run(replay.run(_one_step, journal=journal, run_id="after-upgrade"))
+        assert all(v.ok for v in journal.verify())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (7,)
+    assert conn.execute("SELECT * FROM llm_events ORDER BY run_id, seq").fetchall() == llm
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"my_events_by_kind", "my_count"} <= names
+    assert conn.execute("SELECT count(*) FROM my_counts").fetchone()[0] > 0
     conn.close()
 
 

@@ -184,11 +184,22 @@ _MIGRATIONS = {
         f"INSERT INTO events_in_arrival_order ({_EVENT_FIELDS})"
         f" SELECT {_EVENT_FIELDS} FROM events ORDER BY run_id, seq",
         "DROP TABLE events",  # its triggers with it (a drop fires none)
+        # Legacy: views and triggers a user wrote against `events` are neither checked against
+        # the schema mid-rebuild (where they would fail the rename) nor rewritten.
+        "PRAGMA legacy_alter_table = ON",
         "ALTER TABLE events_in_arrival_order RENAME TO events",
+        "PRAGMA legacy_alter_table = OFF",
         _EVENTS_UPDATE_TRIGGER,
         _EVENTS_DELETE_TRIGGER,
     ],
 }
+# Indexes and triggers on `events` other than the journal's own: a user's, which the schema-7
+# rebuild drops with the table and then makes again.
+_USERS_ON_EVENTS = (
+    "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', 'trigger')"
+    " AND sql IS NOT NULL AND name NOT IN"
+    " ('events_are_append_only_update', 'events_are_append_only_delete')"
+)
 
 
 SOUND_EVENT = (
@@ -280,7 +291,8 @@ def _open_schema(
                         conn.execute(statement)
             else:
                 for step in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS[step]:
+                    kept = [r[0] for r in conn.execute(_USERS_ON_EVENTS)] if step == 7 else []
+                    for statement in [*_MIGRATIONS[step], *kept]:
                         if statement.strip():
                             conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
