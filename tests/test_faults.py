@@ -64,6 +64,45 @@ def test_a_full_disk_says_so_keeps_what_was_written_and_resumes(small_disk: Path
     assert not done_before & {i for i, n in calls.items() if n}  # nothing recorded ran again
 
 
+def test_an_upgrade_the_disk_has_no_room_for_says_so_and_leaves_the_journal(
+    tmp_path: Path,
+) -> None:
+    """Upgrading a schema-6 journal rebuilds its events table, which needs room for a second
+    copy of them: on a disk without it, the error says the disk is full and what to do (it
+    said the file "cannot be opened as a journal", and to point the journal at a new file),
+    the journal stays schema 6 and readable, and with room it upgrades."""
+    golden = Path(__file__).parent / "data" / "golden" / "v0.1.0-schema6-chunks" / "unsigned.db"
+    big = tmp_path / "big.db"
+    big.write_bytes(golden.read_bytes())
+    conn = sqlite3.connect(big)
+    fields = "seq, key, kind, name, fingerprint, status, attempt, payload, created_at, args"
+    conn.execute(f"CREATE TEMP TABLE base AS SELECT run_id, {fields} FROM events")
+    for copy in range(60):  # more runs' events (insertion is what the triggers allow)
+        conn.execute(
+            f"INSERT INTO events (run_id, {fields}) SELECT ? || run_id, {fields} FROM base",
+            (f"copy-{copy}-",),
+        )
+    conn.commit()
+    conn.close()
+    with small_tmpfs(tmp_path / "small", "4m") as where:
+        db = where / "j.db"
+        db.write_bytes(big.read_bytes())
+        with pytest.raises(JournalUnavailable) as err:
+            Journal(db)
+        assert "full" in str(err.value) and "Fix: free" in str(err.value), err.value
+        assert "new file" not in str(err.value)
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+        conn.close()
+        with Journal(db, read_only=True) as journal:
+            assert journal.runs()
+        subprocess.run(["mount", "-o", "remount,size=20m", str(where)], check=True)
+        Journal(db).close()
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA user_version").fetchone() == (7,)
+        conn.close()
+
+
 def test_a_read_only_file_is_journal_unavailable_with_the_fix(tmp_path: Path) -> None:
     """Opened read-only (a file the user may not write, as `mode=ro` makes it for root too):
     a live run is refused with the cause and the fix; finished runs are still served."""

@@ -301,6 +301,18 @@ def _open_schema(
                 _heads.adopt_runs(conn, head_chain)
                 upgraded = False
             conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            rollback(conn)
+            full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            if version == 0 or not (full or "disk is full" in str(exc)):
+                raise
+            raise JournalUnavailable(
+                f"the disk holding {path} is full ({exc}): upgrading the journal from schema "
+                f"{version} to {SCHEMA_VERSION} rebuilds its events table, which needs room "
+                "for a second copy of its events; the journal is left as it was. Fix: free "
+                "that much space on that disk (about the file's size), then open it again "
+                "(Journal(..., read_only=True) reads it meanwhile)."
+            ) from exc
         except BaseException:
             rollback(conn)
             raise
