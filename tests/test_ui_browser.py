@@ -34,6 +34,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Ser
         server.stop()
 
 
+def _text_of(browser: WebDriver, element_id: str, expected: str | None = None) -> str:
+    """The text of the element `element_id` once the page after a click has it (`expected`, or
+    any text): read in the page, so a re-render between finding and reading it (the action's
+    redirect, the live stream) is not a stale element. The last text seen if it never comes."""
+    script = (
+        "const e = document.getElementById(arguments[0]); const t = e ? e.innerText.trim() : '';"
+        " return (arguments[1] === null ? t !== '' : t === arguments[1]) ? t : null"
+    )
+    try:
+        return str(_until(browser, script, element_id, expected))
+    except Exception:  # a timeout: what the page shows is what the assertion reports
+        return str(browser.execute_script(script.rsplit("return", 1)[0] + "return t", element_id))
+
+
 def _until(browser: WebDriver, script: str, *args: Any, timeout: float = 10) -> Any:
     """Waits until `script` returns something truthy, and returns it."""
     from selenium.webdriver.support.ui import WebDriverWait
@@ -190,15 +204,15 @@ def test_actions_exist_only_with_the_flag_and_work(
             browser.get(server.url + href("/run", id="approve-3"))
             assert browser.find_element(By.ID, "mode").text == "actions enabled"
             browser.find_element(By.CSS_SELECTOR, "[data-action='signal'] button").click()
-            notice = browser.find_element(By.ID, "notice").text
+            notice = _text_of(browser, "notice")
             assert "Signal approval #1 sent: the run was waiting for it and is due now" in notice
             assert [run.run_id for run in journal.due()] == ["approve-3"]
 
             form = browser.find_element(By.CSS_SELECTOR, "[data-action='cancel']")
             form.find_element(By.NAME, "reason").send_keys("customer withdrew")
             form.find_element(By.TAG_NAME, "button").click()
-            assert browser.find_element(By.ID, "notice").text == "Run cancelled."
-            assert browser.find_element(By.ID, "run-status").text == "cancelled"
+            assert _text_of(browser, "notice", "Run cancelled.") == "Run cancelled."
+            assert _text_of(browser, "run-status", "cancelled") == "cancelled"
             assert journal.run("approve-3").status is RunStatus.CANCELLED
 
             browser.get(server.url + href("/run", id="cats-1"))
@@ -207,7 +221,7 @@ def test_actions_exist_only_with_the_flag_and_work(
             form.find_element(By.NAME, "value").send_keys('{"status": 200, "body": "fish"}')
             form.find_element(By.NAME, "as").send_keys("cats-1-fish")
             form.find_element(By.TAG_NAME, "button").click()
-            assert browser.find_element(By.ID, "run-id").text == "cats-1-fish"
+            assert _text_of(browser, "run-id", "cats-1-fish") == "cats-1-fish"
             assert journal.run("cats-1-fish").parent_run_id == "cats-1"
             assert _errors(browser) == []
         finally:
