@@ -36,6 +36,7 @@ from ._chunked import Loaded, Pending, expand_events, expand_rows, stored_fields
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
 from ._rows import RUN_COLUMNS, RUN_COLUMNS_BEFORE_VERSIONS, list_runs_query, run_from_row
+from ._sqlite_checkpoint import Checkpointer
 from ._sqlite_file import (
     SCHEMA_VERSION,
     SOUND_EVENT,
@@ -197,6 +198,8 @@ class SQLiteStore:
         self._conn, self._heads_table, self._upgraded = connect(
             self.path, durability, read_only=read_only, head_chain=head_chain
         )
+        self._checkpointer = None if read_only else Checkpointer(self.path, self._lock)
+        """Copies the WAL back into the file off the commit path (`_sqlite_checkpoint`)."""
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
         self._run_columns = RUN_COLUMNS if "version" in columns else RUN_COLUMNS_BEFORE_VERSIONS
         self._variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
@@ -405,6 +408,7 @@ class SQLiteStore:
             except BaseException:
                 rollback(conn)
                 raise
+            self._committed()
 
     @_named
     def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
@@ -426,6 +430,7 @@ class SQLiteStore:
                 # COMMIT each hand the GIL over and wait to get it back from the event loop.
                 # A run that lost its lease has none of its rows in: they pass or fail together.
                 accepted = {row[0] for row in conn.execute(sql, params).fetchall()}
+                self._committed()
                 return [run_id for run_id, _, _ in batches if run_id not in accepted]
             conn.execute("BEGIN")
             try:
@@ -439,6 +444,7 @@ class SQLiteStore:
                     elif pending:
                         _write_chunks(conn, run_id, pending)
                 conn.execute("COMMIT")
+                self._committed()
                 return refused
             except BaseException:
                 rollback(conn)
@@ -658,6 +664,12 @@ class SQLiteStore:
         except BaseException:
             rollback(conn)
             raise
+        self._committed()
+
+    def _committed(self) -> None:
+        """A write transaction committed (the caller holds the store's lock)."""
+        if self._checkpointer is not None:
+            self._checkpointer.commit()
 
     def _append_head(self, run_id: str, reason: Reason) -> None:
         """Append the run's state now to the journal's head (inside the caller's transaction)."""
@@ -715,5 +727,7 @@ class SQLiteStore:
         return value
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._lock:
-            self._conn.close()
+            self._conn.close()  # the last connection to the file checkpoints what is left

@@ -278,6 +278,7 @@ def _open_schema(
         return "heads" in tables, False  # an old journal is read as it is (no chunks either)
     _switch_to_wal(conn)
     conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # the store's thread does it (_sqlite_checkpoint)
     upgraded = False
     if version < SCHEMA_VERSION:
         started = time.monotonic()

@@ -1,0 +1,168 @@
+"""The WAL of an SQLite journal is checkpointed by the store's own thread, never by a commit:
+it stays bounded under steady writes, a long reader elsewhere does not hold writers back, and
+a process killed while a checkpoint runs loses nothing it committed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from journal import Journal, SQLiteStore
+from journal.stores import _sqlite_checkpoint
+from tests.factories import make_event, make_owner, make_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _store_with_run(path: Path) -> SQLiteStore:
+    store = SQLiteStore(path)
+    store.create_run(make_run("r"))
+    store.claim("r", make_owner(), resuming=False)
+    return store
+
+
+def _append(store: SQLiteStore, seq: int) -> None:
+    payload = b'{"text":"' + b"x" * 600 + b'"}'
+    store.append("r", "t1", [make_event(seq, f"0:{seq}", payload=payload)])
+
+
+def _wal_pages(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size // 4096 if wal.exists() else 0
+
+
+def _checkpointer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "journal-checkpoint"]
+
+
+def test_commits_do_not_checkpoint_the_store_thread_does(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    store = _store_with_run(path)
+    (autocheckpoint,) = store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+    assert autocheckpoint == 0  # no commit copies the WAL back (and waits on the disk)
+    for seq in range(1, 2 * _sqlite_checkpoint.COMMITS_PER_CHECKPOINT + 1):
+        _append(store, seq)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    deadline = time.monotonic() + 10
+    while checkpointer.checkpoints < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.checkpoints >= 2
+    assert _checkpointer_threads()
+    store.close()
+    assert not _checkpointer_threads()  # closing the store ends its thread
+    reopened = SQLiteStore(path, read_only=True)
+    assert len(reopened.read_rows("r")) == 2 * _sqlite_checkpoint.COMMITS_PER_CHECKPOINT
+    reopened.close()
+
+
+def _wal_high_water(path: Path, commits: int) -> tuple[int, SQLiteStore]:
+    """The WAL file's largest size in pages (a WAL started over is written from its
+    beginning again, so the file's size is its high-water mark) over `commits` commits."""
+    store = _store_with_run(path)
+    for seq in range(1, commits + 1):
+        _append(store, seq)
+    return _wal_pages(path), store
+
+
+def test_the_wal_stays_bounded_under_steady_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PASSIVE checkpoint never catches up with a writer that does not pause, and SQLite
+    starts a WAL over only once one has: without the RESTART the file grows for good."""
+    monkeypatch.setattr(_sqlite_checkpoint, "COMMITS_PER_CHECKPOINT", 10**9)
+    unchecked, store = _wal_high_water(tmp_path / "unchecked.db", 4_000)
+    store.close()
+    monkeypatch.setattr(_sqlite_checkpoint, "COMMITS_PER_CHECKPOINT", 20)
+    monkeypatch.setattr(_sqlite_checkpoint, "RESTART_PAGES", 200)
+    bounded, store = _wal_high_water(tmp_path / "j.db", 4_000)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None and checkpointer.restarts > 0
+    assert bounded < unchecked / 2, (bounded, unchecked)
+    assert [row[0] for row in store.read_rows("r")] == list(range(1, 4_001))
+    store.close()
+
+
+def test_a_reader_on_an_old_snapshot_does_not_hold_writers_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RESTART checkpoint blocks writers while it waits for readers: another process's long
+    read (a browser on the journal) must cost them at most the checkpoint's short wait, not
+    the 30 s of a busy timeout."""
+    monkeypatch.setattr(_sqlite_checkpoint, "COMMITS_PER_CHECKPOINT", 10)
+    monkeypatch.setattr(_sqlite_checkpoint, "RESTART_PAGES", 50)
+    path = tmp_path / "j.db"
+    store = _store_with_run(path)
+    _append(store, 1)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM events").fetchone() == (1,)  # a snapshot held
+    slowest = 0.0
+    for seq in range(2, 602):
+        started = time.monotonic()
+        _append(store, seq)
+        slowest = max(slowest, time.monotonic() - started)
+    assert slowest < 2.0, slowest  # RESTART_WAIT_MS at a time, not a busy timeout
+    assert reader.execute("SELECT count(*) FROM events").fetchone() == (1,)  # still its own
+    reader.execute("COMMIT")
+    reader.close()
+    for seq in range(602, 1_002):
+        _append(store, seq)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    deadline = time.monotonic() + 10
+    while checkpointer.restarts == 0 and time.monotonic() < deadline:
+        _append(store, checkpointer.commits + 1)
+    assert checkpointer.restarts > 0  # once the reader is gone the WAL starts over
+    store.close()
+
+
+WRITER = """
+import sys
+from journal import SQLiteStore
+from journal.stores import _sqlite_checkpoint
+from tests.factories import make_event, make_owner, make_run
+
+_sqlite_checkpoint.COMMITS_PER_CHECKPOINT = 5
+_sqlite_checkpoint.RESTART_PAGES = 40
+store = SQLiteStore(sys.argv[1])
+store.create_run(make_run("r"))
+store.claim("r", make_owner(), resuming=False)
+seq = 0
+while True:
+    seq += 1
+    store.append("r", "t1", [make_event(seq, f"0:{seq}", payload=b'"' + b"y" * 900 + b'"')])
+    print(seq, flush=True)
+"""
+
+
+@pytest.mark.parametrize("after", [0.1, 0.35, 0.6])
+def test_a_kill_while_checkpointing_loses_no_commit(tmp_path: Path, after: float) -> None:
+    path = tmp_path / "j.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    first = child.stdout.readline()  # started writing (the interpreter's start-up is not timed)
+    time.sleep(after)
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate()
+    reported = [int(line) for line in (first + out).split()]
+    assert reported, "the writer committed nothing before the kill"
+    with Journal(path) as journal:
+        seqs = [row[0] for row in journal.store.read_rows("r")]
+    # Every commit it reported is there, in order; at most the one in flight beyond them.
+    assert seqs[: len(reported)] == reported
+    assert len(seqs) - len(reported) <= 1
