@@ -1,10 +1,10 @@
 """Many runs at once on one journal: steps per second, commits per step, and the loop's stalls.
 
-    python benchmarks/many_runs.py [--runs 100 1000] [--steps 10] [--reps 3]
+    python benchmarks/many_runs.py [--runs 100 1000] [--steps 10] [--reps 3] [--wait 0.001]
                                     [--postgres postgresql://user@host/db]
 
 N runs are started together (`asyncio.gather` over `run(...)`), each a workflow of steps that
-await `asyncio.sleep(0.001)` as I/O would and return a dict of about 150 bytes; so each step
+await `asyncio.sleep(0.001)` (`--wait`) as I/O would and return a dict of about 150 bytes; each step
 writes two rows (its start before the wait, its outcome after). Printed per storage and N:
 
 - steps/s and µs/step over the whole gather, run start-up included (best / median);
@@ -41,6 +41,8 @@ from journal import Journal
 from replay import run, step
 
 IO_WAIT = 0.001
+_wait = [IO_WAIT]
+"""What a step awaits (`--wait`): 0 yields to the loop once, as the shortest I/O would."""
 TEXT = "x" * 100
 
 
@@ -50,7 +52,7 @@ def payload(i: int) -> dict[str, Any]:
 
 @step
 async def io_step(i: int) -> dict[str, Any]:
-    await asyncio.sleep(IO_WAIT)
+    await asyncio.sleep(_wait[0])
     return payload(i)
 
 
@@ -63,7 +65,7 @@ async def workflow(steps: int) -> int:
 
 async def plain_workflow(steps: int) -> int:
     async def plain_step(i: int) -> dict[str, Any]:
-        await asyncio.sleep(IO_WAIT)
+        await asyncio.sleep(_wait[0])
         return payload(i)
 
     total = 0
@@ -262,7 +264,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument(
+        "--wait", type=float, default=IO_WAIT, help="seconds each step awaits (0: one yield)"
+    )
     args = parser.parse_args()
+    _wait[0] = args.wait
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp)
