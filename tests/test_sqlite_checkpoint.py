@@ -166,3 +166,28 @@ def test_a_kill_while_checkpointing_loses_no_commit(tmp_path: Path, after: float
     # Every commit it reported is there, in order; at most the one in flight beyond them.
     assert seqs[: len(reported)] == reported
     assert len(seqs) - len(reported) <= 1
+
+
+def test_the_thread_checkpoints_the_store_file_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal opened by a relative path, then the process changes directory: the thread
+    still checkpoints the journal's file, and never creates an empty database in the new
+    directory (which a later `Journal("journal.db")` there would take for a new journal)."""
+    monkeypatch.setattr(_sqlite_checkpoint, "COMMITS_PER_CHECKPOINT", 10)
+    monkeypatch.setattr(_sqlite_checkpoint, "RESTART_PAGES", 50)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    store = _store_with_run(Path("j.db"))
+    monkeypatch.chdir(tmp_path / "b")
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    deadline = time.monotonic() + 10
+    seq = 0
+    while checkpointer.restarts == 0 and time.monotonic() < deadline:
+        seq += 1
+        _append(store, seq)
+    store.close()
+    assert list((tmp_path / "b").iterdir()) == []
+    assert checkpointer.restarts > 0  # the journal's own WAL was started over

@@ -45,7 +45,9 @@ class Checkpointer:
     """Checkpoints one journal file's WAL from a thread; `commit()` after each commit."""
 
     def __init__(self, path: Path, store_lock: threading.Lock) -> None:
-        self.path = path
+        self.path = path.resolve()
+        """Absolute: the process may change directory after opening the journal by a relative
+        path, and the thread must checkpoint the journal's file, not one of that name there."""
         self.store_lock = store_lock
         """The store's own lock: a RESTART holds it, so the process's writer waits on it (and
         wakes the moment it is free) rather than in SQLite's busy handler, which sleeps in
@@ -99,7 +101,10 @@ class Checkpointer:
                         return
                     self._asked.clear()
                 if conn is None:
-                    conn = sqlite3.connect(self.path, isolation_level=None)
+                    # mode=rw: a file gone meanwhile is an error, never a new empty database
+                    conn = sqlite3.connect(
+                        f"{self.path.as_uri()}?mode=rw", uri=True, isolation_level=None
+                    )
                     conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
                 self._checkpoint(conn)
         except sqlite3.Error as exc:  # the file could not be opened: commits go on as they are
