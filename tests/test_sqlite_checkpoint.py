@@ -191,3 +191,36 @@ def test_the_thread_checkpoints_the_store_file_after_a_chdir(
     store.close()
     assert list((tmp_path / "b").iterdir()) == []
     assert checkpointer.restarts > 0  # the journal's own WAL was started over
+
+
+def test_writes_other_than_events_are_checkpointed_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits turn SQLite's own checkpoint off, so every write must count towards the
+    thread's: a process that only sends signals (`journal ui --allow-actions`), heartbeats a
+    long step, claims or removes runs would otherwise grow the WAL for as long as it runs."""
+    from datetime import UTC, datetime
+
+    monkeypatch.setattr(_sqlite_checkpoint, "COMMITS_PER_CHECKPOINT", 10)
+    monkeypatch.setattr(_sqlite_checkpoint, "RESTART_PAGES", 50)
+    path = tmp_path / "j.db"
+    store = SQLiteStore(path)
+    store.create_run(make_run("r"))
+    owner = make_owner()
+    store.claim("r", owner, resuming=False)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    before = checkpointer.commits
+    store.send_signal("r", "go", b'"' + b"z" * 2000 + b'"')
+    assert store.heartbeat("r", owner.token, datetime.now(UTC))
+    store.release("r", owner.token)
+    store.claim("r", owner, resuming=True)
+    store.create_run(make_run("gone"))
+    assert store.delete_runs(["gone"]) == 1
+    assert checkpointer.commits - before == 6
+    deadline = time.monotonic() + 10
+    while checkpointer.restarts == 0 and time.monotonic() < deadline:
+        store.send_signal("r", "go", b'"' + b"z" * 2000 + b'"')
+        store.heartbeat("r", owner.token, datetime.now(UTC))
+    assert checkpointer.restarts > 0
+    store.close()

@@ -302,6 +302,7 @@ class SQLiteStore:
             except BaseException:
                 rollback(conn)
                 raise
+            self._committed()
         assert claimed is not None
         return claimed
 
@@ -320,6 +321,7 @@ class SQLiteStore:
                 "UPDATE runs SET owner = ? WHERE run_id = ? AND owner_token = ?",
                 (owner.model_dump_json(), run_id, token),
             )
+            self._committed()
             return cursor.rowcount == 1
 
     @_named
@@ -330,6 +332,7 @@ class SQLiteStore:
         if head is None:
             with self._lock:
                 self._conn.execute(release, (run_id, token))
+                self._committed()
             return
         with self._lock, self._transaction() as conn:
             if conn.execute(release, (run_id, token)).rowcount:
@@ -576,6 +579,7 @@ class SQLiteStore:
             except BaseException:
                 rollback(conn)
                 raise
+            self._committed()
         signal_number: int = number
         return signal_number
 
@@ -649,6 +653,7 @@ class SQLiteStore:
             except BaseException:
                 rollback(conn)
                 raise
+            self._committed()
         return removed
 
     # -- the journal's head -------------------------------------------------------------------
@@ -722,6 +727,7 @@ class SQLiteStore:
                 return make()  # nothing was ever redacted with it: nothing to match
             if row is None:  # read first: a journal opened to read is never written
                 conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (name, make()))
+                self._committed()
                 row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         value: bytes = row[0]
         return value
