@@ -224,3 +224,27 @@ def test_writes_other_than_events_are_checkpointed_too(
         store.heartbeat("r", owner.token, datetime.now(UTC))
     assert checkpointer.restarts > 0
     store.close()
+
+
+def test_large_commits_ask_for_a_checkpoint_before_the_200th(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps whose results are large (a file, a long model answer) write much more per
+    commit: counting commits alone let the WAL reach 200 of them (200 MB at 1 MB each), where
+    SQLite checkpoints every 4 MB and the docs promise about 20 MB."""
+    monkeypatch.setattr(_sqlite_checkpoint, "RESTART_PAGES", 200)
+    path = tmp_path / "j.db"
+    store = _store_with_run(path)
+    written = high_water = 0
+    commits = _sqlite_checkpoint.COMMITS_PER_CHECKPOINT - 10  # not one of the 200th
+    for seq in range(1, commits + 1):
+        payload = b'"' + os.urandom(64 * 1024).hex().encode() + b'"'  # no two alike
+        store.append("r", "t1", [make_event(seq, f"0:{seq}", payload=payload)])
+        written += len(payload)
+        high_water = max(high_water, _wal_pages(path) * 4096)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    assert checkpointer.commits < _sqlite_checkpoint.COMMITS_PER_CHECKPOINT
+    assert high_water < written / 2, (high_water, written)
+    assert len(store.read_rows("r")) == commits
+    store.close()

@@ -110,6 +110,13 @@ def _event_row(run_id: str, token: str, event: Event, pending: Pending) -> tuple
     )
 
 
+def _written(rows: list[tuple[Any, ...]], pendings: Sequence[Pending]) -> int:
+    """Bytes of results and arguments `_event_row` rows and their chunks write (what makes a
+    commit large, for the checkpoint thread)."""
+    size = sum(len(row[8] or b"") + len(row[10] or b"") for row in rows)
+    return size + sum(len(blob) for pending in pendings for blob in pending.blobs.values())
+
+
 def _write_chunks(conn: sqlite3.Connection, run_id: str, pending: Pending) -> None:
     """`run_id`'s chunks, in the transaction that writes the events naming them."""
     conn.executemany("INSERT OR IGNORE INTO chunk_blobs VALUES (?, ?)", pending.blobs.items())
@@ -411,7 +418,7 @@ class SQLiteStore:
             except BaseException:
                 rollback(conn)
                 raise
-            self._committed()
+            self._committed(_written(rows, [pending]))
 
     @_named
     def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
@@ -433,7 +440,7 @@ class SQLiteStore:
                 # COMMIT each hand the GIL over and wait to get it back from the event loop.
                 # A run that lost its lease has none of its rows in: they pass or fail together.
                 accepted = {row[0] for row in conn.execute(sql, params).fetchall()}
-                self._committed()
+                self._committed(_written(rows, pendings))
                 return [run_id for run_id, _, _ in batches if run_id not in accepted]
             conn.execute("BEGIN")
             try:
@@ -447,7 +454,7 @@ class SQLiteStore:
                     elif pending:
                         _write_chunks(conn, run_id, pending)
                 conn.execute("COMMIT")
-                self._committed()
+                self._committed(_written(rows, pendings))
                 return refused
             except BaseException:
                 rollback(conn)
@@ -579,7 +586,7 @@ class SQLiteStore:
             except BaseException:
                 rollback(conn)
                 raise
-            self._committed()
+            self._committed(len(payload))
         signal_number: int = number
         return signal_number
 
@@ -671,10 +678,11 @@ class SQLiteStore:
             raise
         self._committed()
 
-    def _committed(self) -> None:
-        """A write transaction committed (the caller holds the store's lock)."""
+    def _committed(self, written: int = 0) -> None:
+        """A write transaction committed, `written` bytes of results among what it wrote (the
+        caller holds the store's lock)."""
         if self._checkpointer is not None:
-            self._checkpointer.commit()
+            self._checkpointer.commit(written)
 
     def _append_head(self, run_id: str, reason: Reason) -> None:
         """Append the run's state now to the journal's head (inside the caller's transaction)."""

@@ -33,6 +33,10 @@ log = get_logger("journal")
 COMMITS_PER_CHECKPOINT = 200
 """A checkpoint is asked for every this many commits (a commit adds a few pages to the WAL;
 SQLite's own default is a checkpoint every 1,000 pages)."""
+ASK_BYTES = 1_000 * 4096
+"""A checkpoint is also asked for once commits have written this much since the last request
+(SQLite's own default): a few commits of large results would otherwise take the WAL far past
+`RESTART_PAGES` before the next so-many commits."""
 RESTART_PAGES = 4_000
 """A WAL longer than this (16 MB of 4 KB pages) is started over (a RESTART checkpoint)."""
 RESTART_WAIT_MS = 50
@@ -53,6 +57,8 @@ class Checkpointer:
         wakes the moment it is free) rather than in SQLite's busy handler, which sleeps in
         steps of up to 100 ms whatever the wait it needs."""
         self.commits = 0
+        self.written = 0
+        """Bytes of results the commits wrote since the last request."""
         self.checkpoints = 0
         """Checkpoints done (PASSIVE and RESTART alike)."""
         self.restarts = 0
@@ -62,10 +68,13 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def commit(self) -> None:
-        """Count a commit of the store's connection; every so many, ask for a checkpoint."""
+    def commit(self, written: int = 0) -> None:
+        """Count a commit of the store's connection that wrote `written` bytes of results;
+        every so many commits or bytes, ask for a checkpoint."""
         self.commits += 1
-        if self.commits % COMMITS_PER_CHECKPOINT == 0:
+        self.written += written
+        if self.commits % COMMITS_PER_CHECKPOINT == 0 or self.written >= ASK_BYTES:
+            self.written = 0
             self.ask()
 
     def ask(self) -> None:
