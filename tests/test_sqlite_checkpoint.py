@@ -248,3 +248,42 @@ def test_large_commits_ask_for_a_checkpoint_before_the_200th(
     assert high_water < written / 2, (high_water, written)
     assert len(store.read_rows("r")) == commits
     store.close()
+
+
+LEAVER = """
+import os, sys
+from journal import SQLiteStore
+from journal.stores import _sqlite_checkpoint
+from tests.factories import make_event, make_owner, make_run
+
+_sqlite_checkpoint.COMMITS_PER_CHECKPOINT = 10**9
+_sqlite_checkpoint.ASK_BYTES = 10**12
+store = SQLiteStore(sys.argv[1])
+store.create_run(make_run("r"))
+store.claim("r", make_owner(), resuming=False)
+for seq in range(1, 301):
+    store.append("r", "t1", [make_event(seq, f"0:{seq}", payload=b'"' + b"z" * 20_000 + b'"')])
+os._exit(0)  # as a kill would: the WAL is left as it is
+"""
+
+
+def test_a_long_wal_left_behind_is_checkpointed_on_open(tmp_path: Path) -> None:
+    """A WAL a process left (killed before its checkpoint, or an upgrade's rebuild) is copied
+    back once the journal is opened to write, before any commit asks for it."""
+    path = tmp_path / "j.db"
+    subprocess.run(
+        [sys.executable, "-c", LEAVER, str(path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    assert _wal_pages(path) * 4096 > _sqlite_checkpoint.ASK_BYTES
+    store = SQLiteStore(path)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    deadline = time.monotonic() + 10
+    while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.checkpoints >= 1 and checkpointer.commits == 0
+    assert len(store.read_rows("r")) == 300
+    store.close()
