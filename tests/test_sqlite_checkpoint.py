@@ -287,3 +287,43 @@ def test_a_long_wal_left_behind_is_checkpointed_on_open(tmp_path: Path) -> None:
     assert checkpointer.checkpoints >= 1 and checkpointer.commits == 0
     assert len(store.read_rows("r")) == 300
     store.close()
+
+
+def test_a_wal_a_long_reader_let_grow_is_cut_back_once_it_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite starts a WAL over from its beginning but keeps the file at its largest; the
+    store keeps at most `WAL_SIZE_LIMIT` of it. And while the reader holds its snapshot, a
+    RESTART that found it busy is not tried again at every request (each try holds the store)."""
+    monkeypatch.setattr(_sqlite_checkpoint, "COMMITS_PER_CHECKPOINT", 10)
+    monkeypatch.setattr(_sqlite_checkpoint, "RESTART_PAGES", 50)
+    monkeypatch.setattr(_sqlite_checkpoint, "WAL_SIZE_LIMIT", 256 * 1024)
+    path = tmp_path / "j.db"
+    store = _store_with_run(path)
+    _append(store, 1)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM events").fetchone()
+    for seq in range(2, 1_002):
+        _append(store, seq)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    deadline = time.monotonic() + 10
+    while checkpointer.commits < 1_001 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    grown = _wal_pages(path)
+    assert grown * 4096 > 4 * 256 * 1024  # held by the reader's snapshot
+    tries = checkpointer.checkpoints
+    assert tries < 1.5 * (checkpointer.commits // 10), tries  # no RESTART at every request
+    reader.execute("COMMIT")
+    reader.close()
+    seq = 1_001
+    while checkpointer.restarts == 0 and time.monotonic() < deadline:
+        seq += 1
+        _append(store, seq)
+    assert checkpointer.restarts > 0
+    for _ in range(20):  # the next commits write the WAL from its beginning, then cut it back
+        seq += 1
+        _append(store, seq)
+    assert _wal_pages(path) * 4096 <= 256 * 1024, _wal_pages(path)
+    store.close()

@@ -13,7 +13,7 @@ this thread do it instead, on a connection of its own:
   checkpoint: the store's calls wait while it copies what the PASSIVE one left and syncs the
   file, and the next commit starts the WAL from its beginning. It waits at most
   `RESTART_WAIT_MS` for readers on an older snapshot (another process's long read), and gives
-  up until next time rather than hold writers back.
+  up rather than hold writers back, trying again once the WAL has grown by as much again.
 
 What a commit promises is unchanged: a checkpoint only moves committed pages from the WAL into
 the file, and SQLite keeps that safe against a crash at any point.
@@ -39,8 +39,12 @@ ASK_BYTES = 1_000 * 4096
 `RESTART_PAGES` before the next so-many commits."""
 RESTART_PAGES = 4_000
 """A WAL longer than this (16 MB of 4 KB pages) is started over (a RESTART checkpoint)."""
-RESTART_WAIT_MS = 50
-"""How long a RESTART checkpoint waits for writers and readers before giving up."""
+RESTART_WAIT_MS = 20
+"""How long a RESTART checkpoint waits for other processes' writers and readers before giving
+up (it holds the store's lock meanwhile)."""
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""Bytes of its WAL file a store keeps once the WAL starts over (`journal_size_limit`): a WAL
+that a long reader let grow is cut back, where SQLite would keep the file at its largest."""
 IDLE_SECONDS = 5.0
 """The thread ends after this long without a request (a new one starts on the next)."""
 
@@ -62,6 +66,8 @@ class Checkpointer:
         self.checkpoints = 0
         """Checkpoints done (PASSIVE and RESTART alike)."""
         self.restarts = 0
+        self.restart_at = RESTART_PAGES
+        """A WAL longer than this gets a RESTART checkpoint (further after one that failed)."""
         """RESTART checkpoints that started the WAL over."""
         self._lock = threading.Lock()
         self._asked = threading.Event()
@@ -128,10 +134,14 @@ class Checkpointer:
         try:
             _, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
-            if wal_pages > RESTART_PAGES:
+            if wal_pages > self.restart_at:
                 with self.store_lock:  # what the PASSIVE one left, and the file's sync
                     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 self.checkpoints += 1
-                self.restarts += not busy
+                if busy:  # a reader on an old snapshot: not again until the WAL has grown
+                    self.restart_at = wal_pages + RESTART_PAGES  # (each try holds the store)
+                else:
+                    self.restarts += 1
+                    self.restart_at = RESTART_PAGES
         except sqlite3.Error as exc:  # a full disk, a lock held past the wait: next time
             log.warning("journal.checkpoint_failed", path=str(self.path), error=str(exc))

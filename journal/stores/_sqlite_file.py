@@ -14,6 +14,7 @@ from typing import Any, Literal
 from .._chain import Chain
 from .._errors import JournalUnavailable
 from .._log import get_logger
+from . import _sqlite_checkpoint as _checkpoint
 from . import _sqlite_heads as _heads
 
 log = get_logger("journal")
@@ -279,6 +280,7 @@ def _open_schema(
     _switch_to_wal(conn)
     conn.execute(f"PRAGMA synchronous = {durability.upper()}")
     conn.execute("PRAGMA wal_autocheckpoint = 0")  # the store's thread does it (_sqlite_checkpoint)
+    conn.execute(f"PRAGMA journal_size_limit = {_checkpoint.WAL_SIZE_LIMIT}")
     upgraded = False
     if version < SCHEMA_VERSION:
         started = time.monotonic()
