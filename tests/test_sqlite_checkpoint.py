@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,14 @@ def _wal_pages(path: Path) -> int:
     return wal.stat().st_size // 4096 if wal.exists() else 0
 
 
+def _eventually(done: Callable[[], bool], seconds: float = 10) -> bool:
+    """Whether `done()` came true within `seconds` (the checkpoint thread works on its own)."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return done()
+
+
 def _checkpointer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "journal-checkpoint"]
 
@@ -52,10 +61,7 @@ def test_commits_do_not_checkpoint_the_store_thread_does(tmp_path: Path) -> None
         _append(store, seq)
     checkpointer = store._checkpointer
     assert checkpointer is not None
-    deadline = time.monotonic() + 10
-    while checkpointer.checkpoints < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert checkpointer.checkpoints >= 2
+    assert _eventually(lambda: checkpointer.checkpoints >= 2)
     assert _checkpointer_threads()
     store.close()
     assert not _checkpointer_threads()  # closing the store ends its thread
@@ -281,10 +287,8 @@ def test_a_long_wal_left_behind_is_checkpointed_on_open(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     checkpointer = store._checkpointer
     assert checkpointer is not None
-    deadline = time.monotonic() + 10
-    while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert checkpointer.checkpoints >= 1 and checkpointer.commits == 0
+    assert _eventually(lambda: checkpointer.checkpoints >= 1)
+    assert checkpointer.commits == 0
     assert len(store.read_rows("r")) == 300
     store.close()
 
@@ -308,9 +312,7 @@ def test_a_wal_a_long_reader_let_grow_is_cut_back_once_it_starts_over(
         _append(store, seq)
     checkpointer = store._checkpointer
     assert checkpointer is not None
-    deadline = time.monotonic() + 10
-    while checkpointer.commits < 1_001 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _eventually(lambda: False, seconds=0.2)  # the thread answers what was asked
     grown = _wal_pages(path)
     assert grown * 4096 > 4 * 256 * 1024  # held by the reader's snapshot
     tries = checkpointer.checkpoints
@@ -318,6 +320,7 @@ def test_a_wal_a_long_reader_let_grow_is_cut_back_once_it_starts_over(
     reader.execute("COMMIT")
     reader.close()
     seq = 1_001
+    deadline = time.monotonic() + 10
     while checkpointer.restarts == 0 and time.monotonic() < deadline:
         seq += 1
         _append(store, seq)
