@@ -99,7 +99,7 @@ class TaskScope:
                 counts = self.thread_work = {}
             number = counts[name] = counts.get(name, 0) + 1
             child = TaskScope(session, f"{self.path}/{name}#{number}", in_thread=True, parent=self)
-            session.thread_scopes.add(child)
+            session.threads().scopes.add(child)
             return child
 
 
@@ -359,8 +359,9 @@ def _submit(
     work = functools.partial(_in_scope, child, fn)
     session = scope.session
     with session.lock:
-        session.pools.add(executor)
-        session.queued[executor] = session.queued.get(executor, 0) + 1
+        handed = session.threads()
+        handed.pools.add(executor)
+        handed.queued[executor] = handed.queued.get(executor, 0) + 1
         child.queued_in = executor
     future = _original_submit(executor, work, *args, **kwargs)
     future.add_done_callback(functools.partial(_never_started, child))
@@ -445,6 +446,26 @@ def waits_on_the_process(frame: Any) -> bool:
     return timeout is None or (isinstance(timeout, int | float) and timeout < 0)
 
 
+class ThreadWork:
+    """What one run handed to threads: made when it first does (`Session.threads()`)."""
+
+    __slots__ = ("pools", "queued", "scopes", "widened")
+
+    def __init__(self) -> None:
+        self.pools: weakref.WeakSet[concurrent.futures.ThreadPoolExecutor] = weakref.WeakSet()
+        """Thread pools the run handed work to."""
+        self.queued: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        """How much of the run's work each pool holds in its queue, not started yet."""
+        self.widened: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        """Pools given more threads for this replay: their own sizes, put back at the end."""
+        self.scopes: weakref.WeakSet[TaskScope] = weakref.WeakSet()
+        """Scopes of work handed to threads: what they were handed may not be in place yet."""
+
+
 def restore_pools(
     widened: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int],
 ) -> None:
@@ -483,7 +504,7 @@ def _left_queue(scope: TaskScope) -> None:
     pool = scope.queued_in
     if pool is not None:
         scope.queued_in = None
-        queued = scope.session.queued
+        queued = scope.session.threads().queued
         queued[pool] = queued.get(pool, 1) - 1
 
 

@@ -23,7 +23,6 @@ stop again. Everything the session mutates is guarded by one lock, so steps may 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import sys
 import threading
 import weakref
@@ -47,7 +46,13 @@ from journal._chain import Chain
 from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow
 from journal._redact import Redactor
 
-from ._context import TaskScope, thread_work_scope, waits_on_the_process, widen_starved
+from ._context import (
+    TaskScope,
+    ThreadWork,
+    thread_work_scope,
+    waits_on_the_process,
+    widen_starved,
+)
 from ._errors import (
     CallDescription,
     FrontierReached,
@@ -229,18 +234,10 @@ class Session:
         """Threads running the run's handed-over work now (ident -> how many pieces deep)."""
         self.held_threads: dict[int, int] = {}
         """Threads waiting for a recorded turn (ident -> how many waits)."""
-        self.pools: weakref.WeakSet[concurrent.futures.ThreadPoolExecutor] = weakref.WeakSet()
-        """Thread pools the run handed work to."""
-        self.queued: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int] = (
-            weakref.WeakKeyDictionary()
-        )
-        """How much of the run's work each pool holds in its queue, not started yet."""
-        self.widened: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int] = (
-            weakref.WeakKeyDictionary()
-        )
-        """Pools given more threads for this replay: their own sizes, put back at the end."""
-        self.thread_scopes: weakref.WeakSet[TaskScope] = weakref.WeakSet()
-        """Scopes of work handed to threads: what they were handed may not be in place yet."""
+        self.thread_work: ThreadWork | None = None
+        """What the run handed to threads (`threads()`); None until it hands something: most
+        runs never do, and its weak containers were a fifth of a run's objects in flight,
+        all of which a full garbage collection walks."""
         self.tasks: set[asyncio.Task[Any]] = set()
         """Tasks the workflow created in this run: cancelled if still pending when it ends."""
         self.root_task: asyncio.Task[Any] | None = None
@@ -496,11 +493,21 @@ class Session:
             for pos in deferred:
                 self.history.reach(pos)
 
+    def threads(self) -> ThreadWork:
+        """The run's thread work, made on first use (the caller holds the lock)."""
+        work = self.thread_work
+        if work is None:
+            work = self.thread_work = ThreadWork()
+        return work
+
     def settle_all(self) -> bool:
         """Every thread's outcomes take their place (the run has stood still a while: a thread
         waits for something of the run's without asking the engine); whether any did."""
         with self.lock:
-            waiting = [scope for scope in self.thread_scopes if scope.deferred]
+            work = self.thread_work
+            if work is None:
+                return False
+            waiting = [scope for scope in work.scopes if scope.deferred]
             for scope in waiting:
                 self.settle(scope)
             return bool(waiting)
@@ -563,17 +570,21 @@ class Session:
 
     def _widen(self) -> bool:
         """On replay, a starved pool may start one more thread (no real call can happen)."""
-        if self.mode != "replay":
+        work = self.thread_work
+        if self.mode != "replay" or work is None:
             return False
-        return widen_starved(self.pools, self.queued, self.widened)
+        return widen_starved(work.pools, work.queued, work.widened)
 
     def _stuck_hint(self) -> str:
+        work = self.thread_work
+        if work is None or self.mode == "replay":
+            return ""
         starved = [
             pool
-            for pool in self.pools
-            if not getattr(pool, "_shutdown", True) and self.queued.get(pool, 0) > 0
+            for pool in work.pools
+            if not getattr(pool, "_shutdown", True) and work.queued.get(pool, 0) > 0
         ]
-        if not starved or self.mode == "replay":
+        if not starved:
             return ""
         sizes = ", ".join(str(pool._max_workers) for pool in starved)
         return (

@@ -378,7 +378,8 @@ class Sitting:
         if self._hooked:
             self._hooked = False
             uninstall_task_factory(loop)
-            restore_pools(session.widened)
+            if session.thread_work is not None:
+                restore_pools(session.thread_work.widened)
 
     def _interrupted(
         self, session: Session, heartbeat: _Heartbeat | None, loop: asyncio.AbstractEventLoop
