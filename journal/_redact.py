@@ -328,14 +328,15 @@ class Redactor:
     def _secret(self, key: str, value: Any) -> bool:
         """Is this value, found under `key`, itself a secret to replace?"""
         policy = self._policy
+        secret_key = policy.is_secret_key(key)
         rule = policy.rule
-        if rule is None and not policy.is_secret_key(key):
+        if not secret_key and rule is None:
             return False  # most fields: the name decides, from a cache, before the value
         if value is None or is_marker(value) or _empty(value):
             return False  # nothing to hide, or already redacted (recorded inputs replayed)
-        if policy.is_secret_key(key):
-            return True
-        return rule is not None and not isinstance(value, dict | list) and rule(key, value)
+        return secret_key or (
+            rule is not None and not isinstance(value, dict | list) and rule(key, value)
+        )
 
     def _holds_secret(self, key: str, value: Any) -> bool:
         """A read-only pass first: most payloads hold no secret and are never rebuilt."""

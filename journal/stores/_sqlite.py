@@ -36,7 +36,7 @@ from ._chunked import Loaded, Pending, expand_events, expand_rows, stored_fields
 from ._damage import salvage_event, salvage_run
 from ._ownership import check_claim
 from ._rows import RUN_COLUMNS, RUN_COLUMNS_BEFORE_VERSIONS, list_runs_query, run_from_row
-from ._sqlite_checkpoint import ASK_BYTES, Checkpointer
+from ._sqlite_checkpoint import Checkpointer
 from ._sqlite_file import (
     SCHEMA_VERSION,
     SOUND_EVENT,
@@ -206,10 +206,9 @@ class SQLiteStore:
             self.path, durability, read_only=read_only, head_chain=head_chain
         )
         self._checkpointer = None if read_only else Checkpointer(self.path, self._lock)
-        wal = self.path.with_name(self.path.name + "-wal")
-        if self._checkpointer is not None and wal.exists() and wal.stat().st_size > ASK_BYTES:
-            self._checkpointer.ask()  # left by an upgrade's rebuild, or a process killed
         """Copies the WAL back into the file off the commit path (`_sqlite_checkpoint`)."""
+        if self._checkpointer is not None:
+            self._checkpointer.ask_if_long()
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
         self._run_columns = RUN_COLUMNS if "version" in columns else RUN_COLUMNS_BEFORE_VERSIONS
         self._variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)

@@ -66,9 +66,9 @@ class Checkpointer:
         self.checkpoints = 0
         """Checkpoints done (PASSIVE and RESTART alike)."""
         self.restarts = 0
+        """RESTART checkpoints that started the WAL over."""
         self.restart_at = RESTART_PAGES
         """A WAL longer than this gets a RESTART checkpoint (further after one that failed)."""
-        """RESTART checkpoints that started the WAL over."""
         self._lock = threading.Lock()
         self._asked = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,6 +81,13 @@ class Checkpointer:
         self.written += written
         if self.commits % COMMITS_PER_CHECKPOINT == 0 or self.written >= ASK_BYTES:
             self.written = 0
+            self.ask()
+
+    def ask_if_long(self) -> None:
+        """Ask now if the WAL is already long (an upgrade's rebuild, a process killed before
+        its checkpoint): no commit of this store has counted towards it."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > ASK_BYTES:
             self.ask()
 
     def ask(self) -> None:

@@ -159,8 +159,37 @@ BEGIN SELECT RAISE(ABORT, 'journal chunks are append-only (only journal gc remov
 """
 _SCHEMA += _RETENTION_SCHEMA + _HEADS_SCHEMA + _CHUNKS_SCHEMA
 
+# Indexes and triggers on `events` other than the journal's own: a user's, which the schema-7
+# rebuild drops with the table and then makes again.
+_USERS_ON_EVENTS = (
+    "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', 'trigger')"
+    " AND sql IS NOT NULL AND name NOT IN"
+    " ('events_are_append_only_update', 'events_are_append_only_delete')"
+)
+
+
+def _rebuilt_events(conn: sqlite3.Connection) -> list[str]:
+    """Schema 7: the events table rebuilt in arrival order, each run's rows together as they
+    were, with what a user added on it (indexes, triggers) made again."""
+    users = [row[0] for row in conn.execute(_USERS_ON_EVENTS)]
+    return [
+        f"CREATE TABLE events_in_arrival_order ({_EVENTS_COLUMNS})",
+        f"INSERT INTO events_in_arrival_order ({_EVENT_FIELDS})"
+        f" SELECT {_EVENT_FIELDS} FROM events ORDER BY run_id, seq",
+        "DROP TABLE events",  # its triggers with it (a drop fires none)
+        # Legacy: views and triggers a user wrote against `events` are neither checked against
+        # the schema mid-rebuild (where they would fail the rename) nor rewritten.
+        "PRAGMA legacy_alter_table = ON",
+        "ALTER TABLE events_in_arrival_order RENAME TO events",
+        "PRAGMA legacy_alter_table = OFF",
+        _EVENTS_UPDATE_TRIGGER,
+        _EVENTS_DELETE_TRIGGER,
+        *users,
+    ]
+
+
 # Each schema version's upgrade from the one before; applied in order inside one transaction.
-_MIGRATIONS = {
+_MIGRATIONS: dict[int, list[str] | Callable[[sqlite3.Connection], list[str]]] = {
     2: ["ALTER TABLE events ADD COLUMN args BLOB"],
     3: [
         "ALTER TABLE events ADD COLUMN prev_hash TEXT",
@@ -180,27 +209,8 @@ _MIGRATIONS = {
     ],
     5: ["ALTER TABLE runs ADD COLUMN version TEXT"],
     6: _CHUNKS_SCHEMA.split(";\n"),
-    7: [  # the events table rebuilt in arrival order: each run's rows together, as they were
-        f"CREATE TABLE events_in_arrival_order ({_EVENTS_COLUMNS})",
-        f"INSERT INTO events_in_arrival_order ({_EVENT_FIELDS})"
-        f" SELECT {_EVENT_FIELDS} FROM events ORDER BY run_id, seq",
-        "DROP TABLE events",  # its triggers with it (a drop fires none)
-        # Legacy: views and triggers a user wrote against `events` are neither checked against
-        # the schema mid-rebuild (where they would fail the rename) nor rewritten.
-        "PRAGMA legacy_alter_table = ON",
-        "ALTER TABLE events_in_arrival_order RENAME TO events",
-        "PRAGMA legacy_alter_table = OFF",
-        _EVENTS_UPDATE_TRIGGER,
-        _EVENTS_DELETE_TRIGGER,
-    ],
+    7: _rebuilt_events,
 }
-# Indexes and triggers on `events` other than the journal's own: a user's, which the schema-7
-# rebuild drops with the table and then makes again.
-_USERS_ON_EVENTS = (
-    "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', 'trigger')"
-    " AND sql IS NOT NULL AND name NOT IN"
-    " ('events_are_append_only_update', 'events_are_append_only_delete')"
-)
 
 
 SOUND_EVENT = (
@@ -294,8 +304,8 @@ def _open_schema(
                         conn.execute(statement)
             else:
                 for step in range(version + 1, SCHEMA_VERSION + 1):
-                    kept = [r[0] for r in conn.execute(_USERS_ON_EVENTS)] if step == 7 else []
-                    for statement in [*_MIGRATIONS[step], *kept]:
+                    migration = _MIGRATIONS[step]
+                    for statement in migration(conn) if callable(migration) else migration:
                         if statement.strip():
                             conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -306,8 +316,7 @@ def _open_schema(
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             rollback(conn)
-            full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-            if version == 0 or not (full or "disk is full" in str(exc)):
+            if version == 0 or not _disk_full(exc):
                 raise
             raise JournalUnavailable(
                 f"the disk holding {path} is full ({exc}): upgrading the journal from schema "
@@ -395,10 +404,15 @@ def _replacing(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
 def _cause(path: Path, exc: sqlite3.OperationalError) -> Exception:
     code = getattr(exc, "sqlite_errorcode", None)
     text = str(exc)
-    if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+    if _disk_full(exc):
         return JournalUnavailable(
             f"the disk holding {path} is full ({text}); nothing more could be written, and "
             "what was written before stays. Fix: free space on that disk, then resume the run."
