@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._log import get_logger
+from ._pools import set_thread_pool
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -399,53 +400,6 @@ def _work_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
     return name.replace(":", ".").replace("/", ".").replace("#", ".") or "work"
 
 
-def widen_starved(
-    pools: weakref.WeakSet[concurrent.futures.ThreadPoolExecutor],
-    queued: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int],
-    widened: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int],
-) -> bool:
-    """Let one pool of the run start one more thread, if work waits in its queue while every
-    thread it may have is taken (whether one did). Called on replay when nothing else can
-    move: the outcome due next may belong to queued work that a pool smaller than the recorded
-    run's (another machine's default size) would never start. `widened` keeps each pool's own
-    size, to be put back when the sitting ends. `queued`: how much of the run's work each pool
-    holds in its queue, not started."""
-    for pool in list(pools):
-        lock = getattr(pool, "_shutdown_lock", None)
-        if lock is None or getattr(pool, "_shutdown", True) or queued.get(pool, 0) <= 0:
-            continue
-        with lock:
-            if len(pool._threads) < pool._max_workers:
-                continue  # a thread is on its way
-            widened.setdefault(pool, pool._max_workers)
-            pool._max_workers += 1
-            idle = getattr(pool, "_idle_semaphore", None)
-            while idle is not None and idle.acquire(blocking=False):
-                pass  # it over-counts idle threads (one per finished job): start one for sure
-            pool._adjust_thread_count()
-        log.info("replay.pool_widened", workers=pool._max_workers)
-        return True
-    return False
-
-
-_INDEFINITE_WAITS = {
-    threading.Condition.wait.__code__: "timeout",  # Event.wait, Future.result, Queue.get...
-}
-_join_wait = getattr(threading.Thread, "_wait_for_tstate_lock", None)  # Thread.join, 3.11-3.12
-if _join_wait is not None:
-    _INDEFINITE_WAITS[_join_wait.__code__] = "timeout"
-
-
-def waits_on_the_process(frame: Any) -> bool:
-    """Whether a thread whose innermost frame is `frame` waits, with no timeout, for another
-    thread of this process to wake it (a wait with a timeout wakes by itself: it is at work)."""
-    argument = _INDEFINITE_WAITS.get(frame.f_code)
-    if argument is None:
-        return False
-    timeout = frame.f_locals.get(argument)
-    return timeout is None or (isinstance(timeout, int | float) and timeout < 0)
-
-
 class ThreadWork:
     """What one run handed to threads: made when it first does (`Session.threads()`)."""
 
@@ -458,21 +412,10 @@ class ThreadWork:
             weakref.WeakKeyDictionary()
         )
         """How much of the run's work each pool holds in its queue, not started yet."""
-        self.widened: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int] = (
-            weakref.WeakKeyDictionary()
-        )
-        """Pools given more threads for this replay: their own sizes, put back at the end."""
+        self.widened: list[Callable[[], None]] = []
+        """What takes back the threads pools were given for this replay (`restore_pools`)."""
         self.scopes: weakref.WeakSet[TaskScope] = weakref.WeakSet()
         """Scopes of work handed to threads: what they were handed may not be in place yet."""
-
-
-def restore_pools(
-    widened: weakref.WeakKeyDictionary[concurrent.futures.ThreadPoolExecutor, int],
-) -> None:
-    """Pools widened for a replay get their own size back (threads they started stay idle)."""
-    for pool, size in list(widened.items()):
-        pool._max_workers = size
-    widened.clear()
 
 
 def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -483,6 +426,7 @@ def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: An
     outer = getattr(_thread_work, "scope", None)
     _thread_work.scope = scope
     ident = threading.get_ident()
+    outer_pool = set_thread_pool(scope.queued_in)
     with session.lock:
         _left_queue(scope)
         session.threads_running += 1
@@ -496,6 +440,7 @@ def _in_scope(scope: TaskScope, fn: Callable[..., Any], *args: Any, **kwargs: An
             if left:
                 session.run_threads[ident] = left
         _thread_work.scope = outer
+        set_thread_pool(outer_pool)
         current_scope.reset(token)
 
 

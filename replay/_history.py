@@ -31,11 +31,14 @@ import orjson
 from journal._events import EventRow
 
 from ._errors import CallDescription, NonDeterminismError
+from ._pools import parked
 
 IDLE_SECONDS = 0.5
 """How long the loop may have nothing left to do, with a party held, before replay gives up."""
 _PARK_SECONDS = 0.05
 """How long a thread whose turn has come waits for the loop to give it before taking it."""
+_GLANCE_SECONDS = 0.005
+"""A thread parked longer than this looks whether its pool is held up (`_pools`)."""
 _SETTLE_TURNS = 64
 """At most this many loop turns for the run's tasks to settle before the next outcome is handed
 out anyway (a task polling with `sleep(0)` never settles)."""
@@ -161,6 +164,8 @@ class History:
         self.on_stuck: Callable[[BaseException], None] = lambda error: None
         self.widen: Callable[[], bool] = lambda: False
         """Let a starved thread pool start one more thread (replay only); whether one did."""
+        self.waits_on_queued_work: Callable[[], bool] = lambda: False
+        """Whether the outcome due next belongs to work queued in a thread pool, not started."""
         self.stuck_hint: Callable[[], str] = lambda: ""
         """What else to say when stuck (a starved pool on resume)."""
         self._checked_at = 0.0
@@ -418,26 +423,33 @@ class History:
     def _park(self, party: _Held, pos: int) -> None:
         """Block this thread until `party` is given its turn. The turn is given on the loop,
         once the run's tasks have settled; if the loop does not get to it (its thread is
-        blocked, waiting for this very thread), the turn is taken as soon as it has come."""
+        blocked, waiting for this very thread), the turn is taken as soon as it has come.
+        A pool's thread parked here has a stand-in take the pool's queued work, if that is
+        the only way on (`_pools`)."""
         assert party.event is not None
         seen, since = self.reaches, time.monotonic()
-        while not party.event.wait(_PARK_SECONDS):
-            with self.lock:
-                now = time.monotonic()
-                if self.reaches != seen:
-                    seen, since = self.reaches, now
-                elif now - since > SETTLE_SECONDS and self.settle_all():
-                    since = now  # what other threads held is in place: the loop may be blocked
-                elif (
-                    now - since > IDLE_SECONDS
-                    and now - self._checked_at > 2 * IDLE_SECONDS
-                    and self.widen()
-                ):
-                    since = now  # the loop is blocked (no check runs): queued work may start
-                stalled = self._settling and now - self._settle_since > _PARK_SECONDS
-                if stalled and pos == self.cursor and not party.event.is_set():
-                    self._drop(pos, party)
-                    return
+        wait = _GLANCE_SECONDS
+        with parked(self.waits_on_queued_work) as stand_in_if_held_up:
+            while not party.event.wait(wait):
+                wait = _PARK_SECONDS
+                if stand_in_if_held_up():
+                    seen, since = self.reaches, time.monotonic()
+                with self.lock:
+                    now = time.monotonic()
+                    if self.reaches != seen:
+                        seen, since = self.reaches, now
+                    elif now - since > SETTLE_SECONDS and self.settle_all():
+                        since = now  # what other threads held is in place: the loop may be blocked
+                    elif (
+                        now - since > IDLE_SECONDS
+                        and now - self._checked_at > 2 * IDLE_SECONDS
+                        and self.widen()
+                    ):
+                        since = now  # the loop is blocked (no check runs): queued work may start
+                    stalled = self._settling and now - self._settle_since > _PARK_SECONDS
+                    if stalled and pos == self.cursor and not party.event.is_set():
+                        self._drop(pos, party)
+                        return
 
     def _refuse_after_stop(self) -> None:
         stop = self.stopped()

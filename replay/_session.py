@@ -50,8 +50,6 @@ from ._context import (
     TaskScope,
     ThreadWork,
     thread_work_scope,
-    waits_on_the_process,
-    widen_starved,
 )
 from ._errors import (
     CallDescription,
@@ -63,6 +61,7 @@ from ._errors import (
 from ._group import Ticket
 from ._history import History, Turn
 from ._log import get_logger
+from ._pools import note_held, pool_at_work, waits_on_the_process, widen_starved
 from ._recorded import Recorded, as_recorded, fold_rows
 from ._sites import site_of
 from ._writer import Writer
@@ -172,6 +171,7 @@ class Session:
         self.history.settle_all = self.settle_all
         self.history.on_stuck = self._stuck
         self.history.widen = self._widen
+        self.history.waits_on_queued_work = self._waits_on_queued_work
         self.history.stuck_hint = self._stuck_hint
         self.on_interrupt: Callable[[], None] = lambda: None
         """Called when Ctrl+C or an exit raised in the run's code stops it on the loop's thread."""
@@ -531,6 +531,8 @@ class Session:
             self.held_threads[ident] = count
         else:
             self.held_threads.pop(ident, None)
+        if count <= 1:  # it began or ended holding: pools the thread serves see it
+            note_held(ident, count > 0)
 
     def task_done(self, task: asyncio.Task[Any]) -> None:
         """A task of the run ended. Ctrl+C or an exit raised in one stops the sitting before
@@ -546,11 +548,17 @@ class Session:
         return self.tasks, self.root_task
 
     def _busy(self) -> bool:
-        """Whether a step or a thread of the run is at work (then a standstill is not stuck).
+        """Whether a step or a thread of the run is at work, or a pool holding its queued work
+        is (then a standstill is not stuck).
         A thread that waits, with no timeout, on another thread of this process (an event, a
         future's result, a queue, a join) is not: only the run's own progress can wake it."""
         if any(not passive for passive in self.in_flight.values()):
             return True
+        work = self.thread_work
+        if work is not None and any(
+            work.queued.get(pool, 0) > 0 and pool_at_work(pool) for pool in work.pools
+        ):
+            return True  # its work waits its turn in a pool that gets through work
         if self.threads_running <= self.threads_held:
             return False
         frames = sys._current_frames()
@@ -567,6 +575,21 @@ class Session:
         blocked forever may keep the process from ending), and stop the sitting."""
         log.error("replay.stuck", run_id=self.run_id, error=str(error))
         self.stop(error)
+
+    def _waits_on_queued_work(self) -> bool:
+        """Whether the outcome due next belongs to work the run handed to a thread pool that
+        has not started it (its key lies under that work's scope)."""
+        with self.lock:
+            work, history = self.thread_work, self.history
+            if work is None or history.cursor >= history.size:
+                return False
+            path = history.rows[history.cursor][1].rpartition(":")[0]
+            for scope in work.scopes:
+                if scope.queued_in is not None and (
+                    path == scope.path or path.startswith(scope.path + "/")
+                ):
+                    return True
+            return False
 
     def _widen(self) -> bool:
         """On replay, a starved pool may start one more thread (no real call can happen)."""

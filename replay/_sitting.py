@@ -32,7 +32,6 @@ from ._context import (
     TaskScope,
     current_scope,
     install_task_factory,
-    restore_pools,
     uninstall_task_factory,
 )
 from ._engine_signals import cancel_requested, cancel_requests, wake_parent
@@ -40,6 +39,7 @@ from ._errors import OwnershipLost, ReplayError, StepFailed, Suspended
 from ._history import engine_handles
 from ._log import get_logger
 from ._observe import observer_for
+from ._pools import restore_pools
 from ._retry import cancels_spent, failure_record, reopening
 from ._session import Mode, OnDivergence, Session
 

@@ -7,6 +7,7 @@ test can count executions and see which process ran which run, outside the journ
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 import time
@@ -179,3 +180,34 @@ async def ask_twice(base_url: str, pause: float) -> list[str]:
             if CRASH_AFTER_FIRST_CALL[0]:
                 raise Crash
     return answers
+
+
+SHARED_POOL = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="user-shared")
+"""A user's own small pool, made at import and used by every run of the process."""
+
+
+@step
+def late_first(n: int, i: int) -> int:
+    """Live, the later calls finish first: served, the earlier ones wait for them."""
+    time.sleep(0.004 * (3 - i))
+    _effect()
+    return n + i
+
+
+def _handoff(n: int) -> int:
+    """Work a run hands to a thread, which hands three steps on to the shared pool."""
+    parts = [SHARED_POOL.submit(late_first, n, i) for i in range(3)]
+    return sum(part.result() for part in parts)
+
+
+async def shared_pool(n: int) -> int:
+    """Steps in a pool every run shares, before and after a signal: resumed together, the
+    runs' served steps wait in that pool for their turns."""
+    loop = asyncio.get_running_loop()
+    first = await asyncio.gather(
+        *(loop.run_in_executor(SHARED_POOL, late_first, n, i) for i in range(3))
+    )
+    second = await asyncio.to_thread(_handoff, n + 1)
+    await signal("go")
+    third = await asyncio.to_thread(_handoff, n + 2)
+    return sum(first) + second + third

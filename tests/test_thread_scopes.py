@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import queue
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import replay
 from journal import Journal
-from replay._context import waits_on_the_process
+from replay._pools import waits_on_the_process
 
 ran: Counter[str] = Counter()
 
@@ -255,10 +258,11 @@ def test_a_deadline_while_thread_work_holds_its_step_result_is_a_busy_expiry(
         assert again == "timeout" and ran == Counter()
 
 
-def test_a_resume_with_a_smaller_pool_says_to_give_it_more_threads(journal: Journal) -> None:
+def test_a_resume_with_a_smaller_pool_keeps_the_recorded_order(journal: Journal) -> None:
     """Recorded with four threads, the pool's work finished in the order only four threads
-    allow; resumed where the pool has one, the recorded order cannot be kept. The error says
-    why and what to do (a replay widens the pool instead: nothing real can happen there)."""
+    allow; resumed where the pool has one, its thread waits for a turn that belongs to work
+    queued behind it. A stand-in takes that work while the thread waits (the pool still runs
+    one piece of work at a time): the resume keeps the recorded order and runs nothing again."""
     pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
 
     def slow_first(index: int) -> str:
@@ -277,9 +281,111 @@ def test_a_resume_with_a_smaller_pool_says_to_give_it_more_threads(journal: Jour
     pools["now"].shutdown()
     pools["now"] = concurrent.futures.ThreadPoolExecutor(1)  # as on a machine with fewer cores
     journal.signal("small", "go", "went")
+    ran.clear()
+    try:
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
+        assert again == [["W0", "W1", "W2"], "went"]
+        assert ran == Counter()
+        assert pools["now"]._max_workers == 1 and len(pools["now"]._threads) == 1
+    finally:
+        pools["now"].shutdown(wait=False, cancel_futures=True)
+
+
+def test_a_resume_waiting_behind_someone_elses_long_work_in_its_pool_is_not_stuck(
+    journal: Journal,
+) -> None:
+    """Resumed with a pool of one, the run's served steps wait for a turn that belongs to its
+    work queued behind a second of work that is not the run's: the pool is at work, so the
+    run is waiting for it, not stuck (it was called stuck after half a second)."""
+    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
+
+    def slow_first(index: int) -> str:
+        time.sleep(0.05 * (3 - index))
+        return lookup(f"w{index}")
+
+    async def workflow() -> list[object]:
+        loop = asyncio.get_running_loop()
+        first = loop.run_in_executor(pools["now"], slow_first, 0)
+        second = loop.run_in_executor(pools["now"], slow_first, 1)
+        contextvars.Context().run(pools["now"].submit, time.sleep, 1.0)  # not the run's
+        third = loop.run_in_executor(pools["now"], slow_first, 2)
+        done = list(await asyncio.gather(first, second, third))
+        return [done, await replay.signal("go")]
+
+    with pytest.raises(replay.Suspended):
+        asyncio.run(replay.run(workflow, journal=journal, run_id="behind"))
+    pools["now"].shutdown()
+    pools["now"] = concurrent.futures.ThreadPoolExecutor(1)
+    journal.signal("behind", "go", "went")
+    ran.clear()
+    try:
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="behind"))
+        assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
+    finally:
+        pools["now"].shutdown(wait=False, cancel_futures=True)
+
+
+class _PriorityPool(concurrent.futures.ThreadPoolExecutor):
+    """A pool with a queue of its own making (as some libraries have): no stand-ins for it."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self._work_queue: Any = queue.Queue()
+
+
+def test_a_resume_with_a_smaller_pool_of_its_own_kind_says_to_give_it_more_threads(
+    journal: Journal,
+) -> None:
+    """The same resume with a pool whose queue is not the standard one: the engine cannot
+    take its work, so the error says why and what to do (a replay gives the pool a thread
+    instead: nothing real can happen there)."""
+    pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {"now": _PriorityPool(4)}
+
+    def slow_first(index: int) -> str:
+        time.sleep(0.1 * (3 - index))
+        return lookup(f"w{index}")
+
+    def fan_out() -> list[str]:
+        return list(pools["now"].map(slow_first, range(3)))
+
+    async def workflow() -> list[object]:
+        done = await asyncio.to_thread(fan_out)
+        return [done, await replay.signal("go")]
+
+    with pytest.raises(replay.Suspended):
+        asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
+    pools["now"].shutdown()
+    pools["now"] = _PriorityPool(1)
+    journal.signal("small", "go", "went")
     try:
         with pytest.raises(replay.NonDeterminismError, match="give the pool more threads"):
             asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
+    finally:
+        pools["now"].shutdown(wait=False, cancel_futures=True)
+
+
+def test_a_replay_with_a_smaller_pool_of_its_own_kind_gives_it_a_thread(
+    journal: Journal,
+) -> None:
+    """On replay the same pool gets one more thread of its own when nothing else can move
+    (no real call can happen), and its own size back afterwards."""
+    pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {"now": _PriorityPool(4)}
+
+    def slow_first(index: int) -> str:
+        time.sleep(0.05 * (3 - index))
+        return lookup(f"w{index}")
+
+    async def workflow() -> list[str]:
+        return await asyncio.to_thread(lambda: list(pools["now"].map(slow_first, range(3))))
+
+    assert asyncio.run(replay.run(workflow, journal=journal, run_id="own")) == ["W0", "W1", "W2"]
+    pools["now"].shutdown()
+    pools["now"] = _PriorityPool(1)
+    ran.clear()
+    try:
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="own", mode="replay"))
+        assert again == ["W0", "W1", "W2"] and ran == Counter()
+        assert pools["now"]._max_workers == 1
     finally:
         pools["now"].shutdown(wait=False, cancel_futures=True)
 

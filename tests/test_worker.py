@@ -158,6 +158,35 @@ def test_work_a_run_hands_to_threads_runs_on_threads_of_its_own(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("loop_per_run", [False, True])
+def test_runs_sharing_a_small_pool_of_the_users_continue_together(
+    tmp_path: Path, loop_per_run: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """32 runs hand steps to one two-thread pool of the user's, before and after a signal.
+    Continued together, each served step waits in a pool thread for its run's recorded turn,
+    which may belong to work queued behind the other runs' waiting steps: with nothing to
+    take that work, the worker hung (shared loop) or called runs stuck (a loop each). Every
+    run completes with the result a run of its own gives, and no step body runs twice."""
+    effects = tmp_path / "effects.log"
+    monkeypatch.setenv("FLEET_EFFECTS", str(effects))
+    journal = Journal(tmp_path / "j.db")
+    count = 32
+    for n in range(count):
+        replay.submit(fleet_workflows.shared_pool, n, journal=journal, run_id=f"p{n}")
+    worker = replay.Worker(journal, concurrency=count, loop_per_run=loop_per_run)
+    asyncio.run(asyncio.wait_for(worker.run_once(), 60))
+    assert worker.stats.suspended == count, worker.stats
+    for n in range(count):
+        journal.signal(f"p{n}", "go", True)
+    asyncio.run(asyncio.wait_for(worker.run_once(), 60))
+    assert (worker.stats.completed, worker.stats.skipped) == (count, 0), worker.stats
+    for n in range(count):  # 3n+3, 3(n+1)+3 and 3(n+2)+3: every step's value in place
+        assert journal.run(f"p{n}").result == str(9 * n + 18).encode()
+    lines = effects.read_text().splitlines()
+    assert len(lines) == count * 9 and len(set(lines)) == len(lines)  # each step body once
+    journal.close()
+
+
+@pytest.mark.parametrize("loop_per_run", [False, True])
 def test_runs_resumed_together_keep_their_requests_journaled(
     tmp_path: Path, loop_per_run: bool, server: tuple[str, Path]
 ) -> None:

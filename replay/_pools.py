@@ -1,0 +1,266 @@
+"""Thread pools whose threads wait on the journal.
+
+A thread of a pool that waits for its recorded turn (a served step whose turn has not come, or
+a live outcome held until the replayed part is over) does no work, yet it holds its place in
+the pool. Live, that step was at work and its run's next outcome came from elsewhere; served,
+the next outcome may be queued in that very pool, behind work whose threads all wait: runs
+sharing a small pool (a worker continuing many runs) can hold each other up for good.
+
+When every thread of a pool waits (for its turn, or with no timeout on another thread), at
+least one for its turn, and every run with a thread waiting there has its next outcome in a
+pool's queue, nothing else can move them: a stand-in thread takes one piece of the pool's
+queued work. The pool runs no more work at once than its size allows: the threads it stands
+in for do none. Pools are the standard library's `ThreadPoolExecutor`; others are left alone.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import queue
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from ._log import get_logger
+
+log = get_logger("replay")
+
+_pool_of_thread = threading.local()
+"""The pool whose work this thread runs right now, if a run handed it that work."""
+
+_lock = threading.Lock()
+_parked: dict[int, Callable[[], bool]] = {}
+"""Threads waiting for their recorded turn: whether their run's next outcome is queued work."""
+_held: set[int] = set()
+"""Threads with a step held for its turn in some way (an event loop of their own, say)."""
+_stand_ins: weakref.WeakKeyDictionary[ThreadPoolExecutor, set[threading.Thread]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Stand-in threads at work for each pool."""
+
+
+def set_thread_pool(pool: ThreadPoolExecutor | None) -> ThreadPoolExecutor | None:
+    """Say which pool's work this thread runs (None: none); returns what was said before."""
+    outer = getattr(_pool_of_thread, "pool", None)
+    _pool_of_thread.pool = pool
+    return outer
+
+
+def note_held(ident: int, held: bool) -> None:
+    """Thread `ident` has a step held for its turn (or no more): it is not at work."""
+    with _lock:
+        if held:
+            _held.add(ident)
+        else:
+            _held.discard(ident)
+
+
+@contextmanager
+def parked(waits_on_queued_work: Callable[[], bool]) -> Iterator[Callable[[], bool]]:
+    """This thread waits for its recorded turn while the block runs. Yields what to call now
+    and then: it starts a stand-in for this thread's pool if the pool is held up (whether it
+    did). `waits_on_queued_work`: whether this thread's run has its next outcome in a pool's
+    queue (asked with no lock of this module held)."""
+    ident = threading.get_ident()
+    with _lock:
+        _parked[ident] = waits_on_queued_work
+    try:
+        yield _stand_in_if_held_up
+    finally:
+        with _lock:
+            del _parked[ident]
+
+
+def pool_at_work(pool: ThreadPoolExecutor) -> bool:
+    """Whether a thread of `pool` is at work: not waiting for its turn, nor with no timeout
+    on another thread (an idle one takes queued work at once)."""
+    with _lock:
+        return _waiting_in(pool) is None
+
+
+def _waiting_in(pool: ThreadPoolExecutor) -> list[Callable[[], bool]] | None:
+    """None if a thread of `pool` is at work; else, for each thread waiting for its turn, what
+    says whether its run's next outcome is queued work (the caller holds `_lock`)."""
+    asking: list[Callable[[], bool]] = []
+    frames = sys._current_frames()
+    for thread in [*pool._threads, *_stand_ins.get(pool, ())]:
+        ident = thread.ident or 0
+        asks = _parked.get(ident)
+        if asks is not None:
+            asking.append(asks)
+            continue
+        frame = frames.get(ident)
+        if ident not in _held and frame is not None and not waits_on_the_process(frame):
+            return None
+    return asking
+
+
+def _stand_in_if_held_up() -> bool:
+    pool = getattr(_pool_of_thread, "pool", None)
+    if pool is None or not _standard(pool) or pool._shutdown or pool._work_queue.empty():
+        return False
+    with _lock:
+        asking = _waiting_in(pool)
+    if not asking or not all(asks() for asks in asking):
+        return False  # a run can still move without the queued work: it will free a thread
+    with _lock:
+        if pool._work_queue.empty():
+            return False
+        thread = threading.Thread(
+            target=_take_one,
+            args=(weakref.ref(pool), pool._work_queue),
+            name=f"{pool._thread_name_prefix or 'pool'}_stand-in",
+        )
+        _stand_ins.setdefault(pool, set()).add(thread)
+        # An empty context, as the pool's own threads have: the work carries its own.
+        contextvars.Context().run(thread.start)
+    log.debug("replay.pool_stand_in", thread=thread.name, workers=pool._max_workers)
+    return True
+
+
+def _take_one(
+    pool_ref: weakref.ref[ThreadPoolExecutor], work_queue: queue.SimpleQueue[Any]
+) -> None:
+    """What a pool's own thread does (`concurrent.futures.thread._worker`), for one piece of
+    work: the pool is its own size again as soon as it is done."""
+    pool = pool_ref()
+    try:
+        if pool is None:
+            return
+        try:
+            run = _runner(pool)
+        except BaseException as exc:  # its initializer failed: the pool's own threads run it
+            log.warning("replay.stand_in_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        try:
+            item = work_queue.get_nowait()
+        except queue.Empty:
+            return
+        if item is None:  # the pool shuts down: leave the signal for its own threads
+            work_queue.put(None)
+            return
+        run(item)
+        del item
+    finally:
+        if pool is not None:
+            with _lock:
+                _stand_ins.get(pool, set()).discard(threading.current_thread())
+
+
+def widen_starved(
+    pools: weakref.WeakSet[ThreadPoolExecutor],
+    queued: weakref.WeakKeyDictionary[ThreadPoolExecutor, int],
+    widened: list[Callable[[], None]],
+) -> bool:
+    """Give one pool of the run one more thread until the sitting ends, if work of the run
+    waits in its queue while every thread it may have is taken (whether one did). Called on
+    replay when nothing else can move: the outcome due next may belong to queued work that a
+    pool smaller than the recorded run's (another machine's default size) would never start,
+    its threads held by work waiting for that outcome. `widened` gets what takes the thread
+    back (`restore_pools`). `queued`: how much of the run's work each pool holds in its
+    queue, not started."""
+    for pool in list(pools):
+        lock = getattr(pool, "_shutdown_lock", None)
+        if lock is None or getattr(pool, "_shutdown", True) or queued.get(pool, 0) <= 0:
+            continue
+        with lock:
+            if len(pool._threads) < pool._max_workers:
+                continue  # a thread is on its way
+            if _standard(pool):
+                released = threading.Event()
+                widened.append(released.set)
+                thread = threading.Thread(
+                    target=_take_until,
+                    args=(weakref.ref(pool), pool._work_queue, released),
+                    name=f"{pool._thread_name_prefix or 'pool'}_widened",
+                )
+                contextvars.Context().run(thread.start)
+            else:  # a queue of its own: its own threads must take the work (and they stay)
+                widened.append(functools.partial(setattr, pool, "_max_workers", pool._max_workers))
+                pool._max_workers += 1
+                idle = getattr(pool, "_idle_semaphore", None)
+                while idle is not None and idle.acquire(blocking=False):
+                    pass  # it over-counts idle threads (one per finished job): start one for sure
+                pool._adjust_thread_count()
+        log.info("replay.pool_widened", workers=pool._max_workers)
+        return True
+    return False
+
+
+def restore_pools(widened: list[Callable[[], None]]) -> None:
+    """Pools given threads for a replay are back to their own sizes: a standard pool's extra
+    thread stops once the work it has in hand is done."""
+    for take_back in reversed(widened):  # a pool widened twice is back to its first size
+        take_back()
+    widened.clear()
+
+
+def _take_until(
+    pool_ref: weakref.ref[ThreadPoolExecutor],
+    work_queue: queue.SimpleQueue[Any],
+    released: threading.Event,
+) -> None:
+    """What a pool's own thread does, until `released` is set."""
+    pool = pool_ref()
+    if pool is None:
+        return
+    try:
+        run = _runner(pool)
+    except BaseException as exc:
+        log.warning("replay.stand_in_failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    del pool
+    while not released.is_set():
+        try:
+            item = work_queue.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if item is None:
+            work_queue.put(None)
+            return
+        run(item)
+        del item
+
+
+def _standard(pool: Any) -> bool:
+    """A standard-library pool, whose queue holds work items (or None to stop) in order."""
+    return isinstance(pool, ThreadPoolExecutor) and isinstance(
+        getattr(pool, "_work_queue", None), queue.SimpleQueue
+    )
+
+
+def _runner(pool: ThreadPoolExecutor) -> Callable[[Any], None]:
+    """How a thread of `pool` runs a work item, its initializer done (3.14 gave pools a
+    worker context that does both)."""
+    create = getattr(pool, "_create_worker_context", None)
+    if create is not None:
+        context = create()
+        context.initialize()
+        return lambda item: item.run(context)
+    initializer = getattr(pool, "_initializer", None)
+    if initializer is not None:
+        initializer(*pool._initargs)
+    return lambda item: item.run()
+
+
+_INDEFINITE_WAITS = {
+    threading.Condition.wait.__code__: "timeout",  # Event.wait, Future.result, Queue.get...
+}
+_join_wait = getattr(threading.Thread, "_wait_for_tstate_lock", None)  # Thread.join, 3.11-3.12
+if _join_wait is not None:
+    _INDEFINITE_WAITS[_join_wait.__code__] = "timeout"
+
+
+def waits_on_the_process(frame: Any) -> bool:
+    """Whether a thread whose innermost frame is `frame` waits, with no timeout, for another
+    thread of this process to wake it (a wait with a timeout wakes by itself: it is at work)."""
+    argument = _INDEFINITE_WAITS.get(frame.f_code)
+    if argument is None:
+        return False
+    timeout = frame.f_locals.get(argument)
+    return timeout is None or (isinstance(timeout, int | float) and timeout < 0)
