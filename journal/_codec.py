@@ -29,6 +29,7 @@ from pydantic_core import PydanticSerializationError
 
 from ._errors import ValueNotJournalable
 from ._fidelity import Difference, difference
+from ._plain_json import dumped, is_plain, plain_top
 
 _CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _VALUE_CONFIG = ConfigDict(
@@ -295,7 +296,7 @@ class ValueCodec:
     look alike in JSON would give the workflow something other than what the step returned.
     """
 
-    __slots__ = ("_adapter", "_scalar", "_sets", "_wrapped", "annotation")
+    __slots__ = ("_adapter", "_plain", "_scalar", "_sets", "_wrapped", "annotation")
 
     def __init__(self, annotation: Any = Any) -> None:
         self.annotation = annotation
@@ -311,6 +312,9 @@ class ValueCodec:
         # str, int, bool and float results skip pydantic (the common LLM-text case, ~10x
         # faster); anything unusual (big ints, infinities, lone surrogates) takes the full path.
         self._scalar: type | None = annotation if annotation in (str, int, bool, float) else None
+        self._plain = plain_top(annotation)
+        """For `Any`, `dict[str, Any]`, `list[Any]`: the class a plain-JSON result has, which
+        orjson writes and reads as pydantic does (`_plain_json`)."""
         self._sets = self._scalar is None and _may_hold_a_set(self._adapter)
         """pydantic writes a set in iteration order, which for strings changes from one process
         to the next (hash randomisation): such values are spelt again with their sets sorted,
@@ -327,6 +331,11 @@ class ValueCodec:
                 return orjson.dumps(value), value
             except (TypeError, orjson.JSONEncodeError):
                 pass
+        plain = self._plain
+        if plain is not None and (plain is object or type(value) is plain) and is_plain(value):
+            payload = dumped(value)
+            if payload is not None:
+                return payload, orjson.loads(payload)  # a copy, as pydantic's way gives
         try:
             if self._wrapped:
                 payload = self._adapter.dump_json([value], warnings="error")[1:-1]

@@ -17,6 +17,7 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 
 from journal import RecordedError, ValueCodec, ValueNotJournalable, canonical_json, fingerprint
 from journal._codec import fingerprinter
+from journal._fidelity import difference
 
 
 class Color(enum.Enum):
@@ -327,3 +328,76 @@ def test_a_validation_error_is_told_by_its_first_three_lines() -> None:
     message = str(err.value)
     assert "2 validation errors for Pair a Input should be a valid integer" in message
     assert "For further information" not in message
+
+
+# -- plain JSON results take orjson's way: the same bytes and values as pydantic's -----------
+
+_plain_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def _pydantic_way(codec: Any, value: Any) -> tuple[bytes, Any] | type[Exception]:
+    """What `record` gave before plain JSON took orjson's way: pydantic writes, reads and
+    compares (the codec's own slow path, with the plain-JSON shortcut switched off)."""
+    from journal import ValueNotJournalable
+
+    plain, codec._plain = codec._plain, None
+    try:
+        return codec.record(value)  # type: ignore[no-any-return]
+    except ValueNotJournalable:
+        return ValueNotJournalable
+    finally:
+        codec._plain = plain
+
+
+@pytest.mark.parametrize("annotation", [Any, dict[str, Any], list[Any], dict, list])
+@given(value=_plain_json)
+def test_plain_json_results_are_recorded_as_pydantic_records_them(
+    annotation: Any, value: Any
+) -> None:
+    """Every JSON-like value, plain or not (infinities, integers past 64 bits, lone
+    surrogates), of every annotation that has the shortcut: the same bytes, the same value
+    with the same classes throughout (or the same refusal)."""
+    from journal import ValueNotJournalable
+
+    codec = ValueCodec(annotation)
+    expected = _pydantic_way(codec, value)
+    try:
+        got: tuple[bytes, Any] | type[Exception] = codec.record(value)
+    except ValueNotJournalable:
+        got = ValueNotJournalable
+    if isinstance(expected, tuple) and isinstance(got, tuple):
+        assert got[0] == expected[0]
+        assert difference(expected[1], got[1]) is None and difference(value, got[1]) is None
+        assert got[1] is not value or not isinstance(value, dict | list)  # a copy
+    else:
+        assert got == expected
+
+
+def test_plain_json_results_that_are_not_plain_take_pydantic_s_way() -> None:
+    """A tuple, a str subclass, an int key or a value that holds itself is refused as before,
+    and a value past the size the shortcut walks is still recorded."""
+    from journal import ValueNotJournalable
+
+    class Name(str):
+        pass
+
+    codec = ValueCodec(Any)
+    for refused in ((1, 2), {"a": (1,)}, {1: "a"}, [Name("x")]):
+        with pytest.raises(ValueNotJournalable):
+            codec.record(refused)
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueNotJournalable):
+        codec.record(looped)
+    big = [[i] for i in range(120_000)]
+    assert codec.record(big)[1] == big
