@@ -31,7 +31,7 @@ import orjson
 from journal._events import EventRow
 
 from ._errors import CallDescription, NonDeterminismError
-from ._pools import parked
+from ._pools import parked, wait_for_room
 
 IDLE_SECONDS = 0.5
 """How long the loop may have nothing left to do, with a party held, before replay gives up."""
@@ -425,7 +425,7 @@ class History:
         once the run's tasks have settled; if the loop does not get to it (its thread is
         blocked, waiting for this very thread), the turn is taken as soon as it has come.
         A pool's thread parked here has a stand-in take the pool's queued work, if that is
-        the only way on (`_pools`)."""
+        the only way on, and goes on once its pool has room for it again (`_pools`)."""
         assert party.event is not None
         seen, since = self.reaches, time.monotonic()
         wait = _GLANCE_SECONDS
@@ -449,7 +449,9 @@ class History:
                     stalled = self._settling and now - self._settle_since > _PARK_SECONDS
                     if stalled and pos == self.cursor and not party.event.is_set():
                         self._drop(pos, party)
-                        return
+                        break
+            if party.error is None:  # a stand-in may have its place in the pool
+                wait_for_room(lambda: party.error is not None)
 
     def _refuse_after_stop(self) -> None:
         stop = self.stopped()

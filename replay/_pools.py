@@ -6,11 +6,14 @@ the pool. Live, that step was at work and its run's next outcome came from elsew
 the next outcome may be queued in that very pool, behind work whose threads all wait: runs
 sharing a small pool (a worker continuing many runs) can hold each other up for good.
 
-When every thread of a pool waits (for its turn, or with no timeout on another thread), at
-least one for its turn, and every run with a thread waiting there has its next outcome in a
-pool's queue, nothing else can move them: a stand-in thread takes one piece of the pool's
-queued work. The pool runs no more work at once than its size allows: the threads it stands
-in for do none. Pools are the standard library's `ThreadPoolExecutor`; others are left alone.
+When a thread of a pool waits for its turn, fewer of the pool's threads are at work than its
+size (a waiting thread does none), and every run with a thread waiting there has its next
+outcome in a pool's queue, nothing else can move them: a stand-in thread takes one piece of
+the pool's queued work. A thread whose turn comes while the pool's place is taken (by a
+stand-in still at work) waits for a place before it goes on: the pool runs no more work at
+once than its size. Pools are the standard library's `ThreadPoolExecutor` with no
+initializer (a stand-in is a thread of its own: it would run the initializer once more than
+the pool's size); others are left alone.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import functools
 import queue
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.thread import _worker as _pool_worker
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,6 +47,8 @@ _stand_ins: weakref.WeakKeyDictionary[ThreadPoolExecutor, set[threading.Thread]]
     weakref.WeakKeyDictionary()
 )
 """Stand-in threads at work for each pool."""
+_IDLE_CODE = _pool_worker.__code__
+"""What a pool's own thread runs between pieces of work (it waits on its queue in there)."""
 
 
 def set_thread_pool(pool: ThreadPoolExecutor | None) -> ThreadPoolExecutor | None:
@@ -73,21 +80,51 @@ def parked(waits_on_queued_work: Callable[[], bool]) -> Iterator[Callable[[], bo
         yield _stand_in_if_held_up
     finally:
         with _lock:
-            del _parked[ident]
+            _parked.pop(ident, None)  # `wait_for_room` may have taken it out
+
+
+_ROOM_SECONDS = 0.005
+"""How often a thread whose turn came looks whether its pool has room for it again."""
+
+
+def wait_for_room(stopped: Callable[[], bool]) -> None:
+    """This thread's turn came (inside `parked`): it goes on once its pool runs fewer pieces
+    of work than its size. A stand-in took a place while this thread waited; going on beside
+    it, the pool would run more at once than its size for as long as the stand-in's work
+    lasts (live work after the recorded part, say). Taken out of the parked threads as it
+    finds room, so the next one to look counts it at work. `stopped`: whether the thread has
+    no more to do than raise (its sitting stopped)."""
+    pool = getattr(_pool_of_thread, "pool", None)
+    ident = threading.get_ident()
+    while True:
+        with _lock:
+            if (
+                pool is None
+                or not _stand_ins.get(pool)
+                or _at_work(pool)[0] < pool._max_workers
+                or stopped()
+            ):
+                _parked.pop(ident, None)
+                _held.discard(ident)
+                return
+        time.sleep(_ROOM_SECONDS)
 
 
 def pool_at_work(pool: ThreadPoolExecutor) -> bool:
     """Whether a thread of `pool` is at work: not waiting for its turn, nor with no timeout
-    on another thread (an idle one takes queued work at once)."""
+    on another thread (an idle one is, while work is queued: it takes some at once)."""
     with _lock:
-        return _waiting_in(pool) is None
+        return _at_work(pool)[0] > 0
 
 
-def _waiting_in(pool: ThreadPoolExecutor) -> list[Callable[[], bool]] | None:
-    """None if a thread of `pool` is at work; else, for each thread waiting for its turn, what
-    says whether its run's next outcome is queued work (the caller holds `_lock`)."""
+def _at_work(pool: ThreadPoolExecutor) -> tuple[int, list[Callable[[], bool]]]:
+    """How many threads of `pool` (its own and stand-ins) are at work; for each thread
+    waiting for its turn, what says whether its run's next outcome is queued work (the
+    caller holds `_lock`)."""
+    at_work = 0
     asking: list[Callable[[], bool]] = []
     frames = sys._current_frames()
+    idle_takes_work = not pool._work_queue.empty()  # an idle thread is about to take some
     for thread in [*pool._threads, *_stand_ins.get(pool, ())]:
         ident = thread.ident or 0
         asks = _parked.get(ident)
@@ -95,9 +132,12 @@ def _waiting_in(pool: ThreadPoolExecutor) -> list[Callable[[], bool]] | None:
             asking.append(asks)
             continue
         frame = frames.get(ident)
-        if ident not in _held and frame is not None and not waits_on_the_process(frame):
-            return None
-    return asking
+        if ident in _held or frame is None or waits_on_the_process(frame):
+            continue
+        if frame.f_code is _IDLE_CODE and not idle_takes_work:
+            continue  # between pieces of work, with none queued
+        at_work += 1
+    return at_work, asking
 
 
 def _stand_in_if_held_up() -> bool:
@@ -105,11 +145,13 @@ def _stand_in_if_held_up() -> bool:
     if pool is None or not _standard(pool) or pool._shutdown or pool._work_queue.empty():
         return False
     with _lock:
-        asking = _waiting_in(pool)
+        at_work, asking = _at_work(pool)
+    if at_work >= pool._max_workers:
+        return False  # the pool is full: work it has in hand frees a place
     if not asking or not all(asks() for asks in asking):
         return False  # a run can still move without the queued work: it will free a thread
     with _lock:
-        if pool._work_queue.empty():
+        if pool._work_queue.empty() or _at_work(pool)[0] >= pool._max_workers:
             return False
         thread = threading.Thread(
             target=_take_one,
@@ -228,10 +270,28 @@ def _take_until(
 
 
 def _standard(pool: Any) -> bool:
-    """A standard-library pool, whose queue holds work items (or None to stop) in order."""
-    return isinstance(pool, ThreadPoolExecutor) and isinstance(
-        getattr(pool, "_work_queue", None), queue.SimpleQueue
+    """A standard-library pool, whose queue holds work items (or None to stop) in order, and
+    whose threads need no initializer: a thread the engine starts for it would run that once
+    more than the pool has threads (one that takes a place of a fixed number, such as a
+    connection of the pool's own, would wait for good, and keep the process from exiting)."""
+    return (
+        isinstance(pool, ThreadPoolExecutor)
+        and isinstance(getattr(pool, "_work_queue", None), queue.SimpleQueue)
+        and not _initializes(pool)
     )
+
+
+def _initializes(pool: ThreadPoolExecutor) -> bool:
+    """Whether `pool` runs an initializer in each thread it starts."""
+    if getattr(pool, "_initializer", None) is not None:
+        return True
+    create = getattr(pool, "_create_worker_context", None)  # 3.14
+    if create is None:
+        return False
+    try:
+        return getattr(create(), "initializer", None) is not None
+    except Exception:
+        return True  # a worker context of another kind: leave the pool alone
 
 
 def _runner(pool: ThreadPoolExecutor) -> Callable[[Any], None]:

@@ -1,0 +1,207 @@
+"""Stand-ins for a user's thread pool on resume (`replay._pools`): what they must keep. The
+pool runs no more work at once than its size, a pool's initializer runs once a thread of its
+own, and a resume held up behind a pool thread that never ends its job goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import replay
+from journal import Journal
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ran: Counter[str] = Counter()
+
+
+@replay.step(kind="tool")
+def lookup(name: str) -> str:
+    ran[name] += 1
+    time.sleep(0.002)
+    return name.upper()
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    ran.clear()
+    return Journal(tmp_path / "journal.db")
+
+
+class Crash(BaseException):
+    """The process dies here."""
+
+
+def test_a_pool_of_one_runs_one_live_step_at_a_time_on_resume(journal: Journal) -> None:
+    """Recorded with four threads, three pieces of work each had a step served on resume and
+    a step after it that runs live. Resumed with a pool of one, stand-ins take the queued
+    work while the pool's thread waits for its turn; once turns come, the threads they stood
+    in for must not go on beside them: the live steps ran three at once in a pool of one."""
+    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
+    resumed = {"yes": False}
+    at_once = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    @replay.step(kind="tool")
+    def act(name: str) -> str:
+        with lock:
+            at_once["now"] += 1
+            at_once["most"] = max(at_once["most"], at_once["now"])
+        time.sleep(0.15)  # a real call the pool was made small for (one at a time)
+        with lock:
+            at_once["now"] -= 1
+        return name
+
+    def slow_first(index: int) -> str:
+        time.sleep(0.05 * (3 - index))
+        got = lookup(f"w{index}")
+        if resumed["yes"]:
+            act(f"a{index}")
+        return got
+
+    async def workflow() -> list[str]:
+        done = await asyncio.to_thread(lambda: list(pools["now"].map(slow_first, range(3))))
+        if not resumed["yes"]:
+            raise Crash
+        return done
+
+    with pytest.raises(Crash):
+        asyncio.run(replay.run(workflow, journal=journal, run_id="one"))
+    pools["now"].shutdown()
+    pools["now"] = concurrent.futures.ThreadPoolExecutor(1)
+    resumed["yes"] = True
+    ran.clear()
+    try:
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="one"))
+        assert again == ["W0", "W1", "W2"] and ran == Counter()
+        assert at_once["most"] == 1
+    finally:
+        pools["now"].shutdown(wait=False, cancel_futures=True)
+
+
+def test_a_pool_whose_thread_runs_a_job_for_good_does_not_hold_a_resume_up(
+    journal: Journal,
+) -> None:
+    """Resumed with two threads where four recorded it, one of them runs a job of the app's
+    for as long as the app lives (a poller), the other waits for its run's turn, which
+    belongs to work queued behind it. The pool has a free place (the waiting thread does no
+    work): a stand-in takes the work. It waited as long as the poller ran (for good), where
+    before the run stopped with an error at once."""
+    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
+    stop = threading.Event()
+
+    def poller() -> None:
+        while not stop.is_set():
+            stop.wait(0.02)
+
+    def slow_first(index: int) -> str:
+        time.sleep(0.05 * (3 - index))
+        return lookup(f"w{index}")
+
+    async def workflow() -> list[object]:
+        done = await asyncio.to_thread(lambda: list(pools["now"].map(slow_first, range(3))))
+        return [done, await replay.signal("go")]
+
+    with pytest.raises(replay.Suspended):
+        asyncio.run(replay.run(workflow, journal=journal, run_id="poll"))
+    pools["now"].shutdown()
+    pools["now"] = concurrent.futures.ThreadPoolExecutor(2)
+    pools["now"].submit(poller)
+    journal.signal("poll", "go", "went")
+    ran.clear()
+    gives_up = threading.Timer(8, stop.set)  # what the test waits at most
+    gives_up.start()
+    started = time.monotonic()
+    try:
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="poll"))
+        assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
+        assert time.monotonic() - started < 5
+    finally:
+        gives_up.cancel()
+        stop.set()
+        pools["now"].shutdown(wait=False, cancel_futures=True)
+
+
+_HANDS_OUT_CONNECTIONS = """
+import asyncio, concurrent.futures, queue, sys, threading, time
+import replay
+from journal import Journal
+
+connections = queue.Queue()
+local = threading.local()
+
+def take_connection():
+    local.connection = connections.get()  # one a thread: the pool has as many as threads
+
+def pool(size):
+    for n in range(size):
+        connections.put(n)
+    return concurrent.futures.ThreadPoolExecutor(size, initializer=take_connection)
+
+pools = {"now": pool(4)}
+
+@replay.step(kind="tool")
+def lookup(name):
+    return f"{name}@{local.connection}"
+
+def slow_first(index):
+    time.sleep(0.05 * (3 - index))
+    return lookup(f"w{index}")
+
+async def workflow():
+    done = await asyncio.to_thread(lambda: list(pools["now"].map(slow_first, range(3))))
+    return [done, await replay.signal("go")]
+
+journal = Journal(sys.argv[1])
+try:
+    asyncio.run(replay.run(workflow, journal=journal, run_id="init"))
+except replay.Suspended:
+    pass
+pools["now"].shutdown()
+while not connections.empty():
+    connections.get()
+pools["now"] = pool(1)
+journal.signal("init", "go", "went")
+try:
+    asyncio.run(replay.run(workflow, journal=journal, run_id="init"))
+except replay.NonDeterminismError as error:
+    print("error", "give the pool more threads" in str(error), flush=True)
+else:
+    print("done", flush=True)
+pools["now"].shutdown(wait=False, cancel_futures=True)
+"""
+
+
+def test_a_pool_whose_initializer_takes_a_place_of_its_own_lets_the_process_exit(
+    tmp_path: Path,
+) -> None:
+    """A pool's initializer takes, for its thread, one of as many connections as the pool
+    has threads. A stand-in is a thread of its own, so it ran the initializer again, which
+    waited for a connection for good: one stand-in after another (a new one each glance),
+    and the process could not exit. Pools with an initializer get no stand-ins: the resume
+    says to give the pool more threads, as before, and the process exits."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(_HANDS_OUT_CONNECTIONS))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "j.db")],
+            capture_output=True,
+            text=True,
+            timeout=8,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"the process did not exit: {expired.stdout!r}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["error", "True"]
