@@ -205,3 +205,44 @@ def test_a_pool_whose_initializer_takes_a_place_of_its_own_lets_the_process_exit
         pytest.fail(f"the process did not exit: {expired.stdout!r}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["error", "True"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a step held on a pool thread's own event loop (asyncio.run) is not parked in "
+    "`_park`, the only place that starts stand-ins: no stand-in, and the resume stops with "
+    "'give the pool more threads' where the same work with sync steps goes on",
+)
+def test_a_smaller_pool_whose_work_runs_async_steps_with_asyncio_run_keeps_the_order(
+    journal: Journal,
+) -> None:
+    """The smaller-pool resume, with each piece of work a sync tool around an async client
+    (`asyncio.run`): its step waits for its turn on the thread's own loop. The resume must go
+    on as it does with sync steps (a stand-in takes the queued work), not stop."""
+    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
+
+    @replay.step(kind="tool")
+    async def fetch(name: str) -> str:
+        ran[name] += 1
+        await asyncio.sleep(0.002)
+        return name.upper()
+
+    def slow_first(index: int) -> str:
+        time.sleep(0.05 * (3 - index))
+        return asyncio.run(fetch(f"w{index}"))
+
+    async def workflow() -> list[object]:
+        done = await asyncio.to_thread(lambda: list(pools["now"].map(slow_first, range(3))))
+        return [done, await replay.signal("go")]
+
+    with pytest.raises(replay.Suspended):
+        asyncio.run(replay.run(workflow, journal=journal, run_id="aio"))
+    pools["now"].shutdown()
+    pools["now"] = concurrent.futures.ThreadPoolExecutor(1)
+    journal.signal("aio", "go", "went")
+    ran.clear()
+    try:
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="aio"))
+        assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
+    finally:
+        pools["now"].shutdown(wait=False, cancel_futures=True)
