@@ -175,18 +175,14 @@ def _take_one(
         if pool is None:
             return
         try:
-            run = _runner(pool)
-        except BaseException as exc:  # its initializer failed: the pool's own threads run it
-            log.warning("replay.stand_in_failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        try:
             item = work_queue.get_nowait()
         except queue.Empty:
             return
         if item is None:  # the pool shuts down: leave the signal for its own threads
             work_queue.put(None)
             return
-        run(item)
+        with _worker_of(pool) as run:
+            run(item)
         del item
     finally:
         if pool is not None:
@@ -251,22 +247,18 @@ def _take_until(
     pool = pool_ref()
     if pool is None:
         return
-    try:
-        run = _runner(pool)
-    except BaseException as exc:
-        log.warning("replay.stand_in_failed", error=f"{type(exc).__name__}: {exc}")
-        return
-    del pool
-    while not released.is_set():
-        try:
-            item = work_queue.get(timeout=0.05)
-        except queue.Empty:
-            continue
-        if item is None:
-            work_queue.put(None)
-            return
-        run(item)
-        del item
+    with _worker_of(pool) as run:
+        del pool
+        while not released.is_set():
+            try:
+                item = work_queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if item is None:
+                work_queue.put(None)
+                return
+            run(item)
+            del item
 
 
 def _standard(pool: Any) -> bool:
@@ -294,18 +286,20 @@ def _initializes(pool: ThreadPoolExecutor) -> bool:
         return True  # a worker context of another kind: leave the pool alone
 
 
-def _runner(pool: ThreadPoolExecutor) -> Callable[[Any], None]:
-    """How a thread of `pool` runs a work item, its initializer done (3.14 gave pools a
-    worker context that does both)."""
+@contextmanager
+def _worker_of(pool: ThreadPoolExecutor) -> Iterator[Callable[[Any], None]]:
+    """How a thread of `pool` runs a piece of work. Python 3.14 gave pools a worker context,
+    made, set up and finished around a thread's work; pools here have no initializer."""
     create = getattr(pool, "_create_worker_context", None)
-    if create is not None:
-        context = create()
-        context.initialize()
-        return lambda item: item.run(context)
-    initializer = getattr(pool, "_initializer", None)
-    if initializer is not None:
-        initializer(*pool._initargs)
-    return lambda item: item.run()
+    if create is None:
+        yield lambda item: item.run()
+        return
+    context = create()
+    context.initialize()
+    try:
+        yield lambda item: item.run(context)
+    finally:
+        context.finalize()
 
 
 _INDEFINITE_WAITS = {
