@@ -337,9 +337,12 @@ _plain_json = st.recursive(
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(),
+    | st.text()
+    | st.sampled_from(["\ud800", "x\udfff", "\ud83d\ude00"]),  # lone surrogates
     lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(max_size=8), children, max_size=5)
+        | st.dictionaries(st.integers(0, 3), children, max_size=2)
     ),
     max_leaves=25,
 )
