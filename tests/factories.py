@@ -82,3 +82,22 @@ def run_in_block(
             return await agent()
 
     return asyncio.run(go())
+
+
+def suspend_then_shrink(
+    journal: Journal,
+    workflow: Callable[[], Awaitable[Any]],
+    run_id: str,
+    pools: dict[str, Any],
+    smaller: Any,
+) -> None:
+    """Run `workflow` until it waits for the signal "go", with the pool in `pools["now"]`;
+    then put `smaller` in its place (as on a machine with fewer cores) and send the signal,
+    ready for the resume the test makes."""
+    import pytest
+
+    with pytest.raises(replay.Suspended):
+        asyncio.run(replay.run(workflow, journal=journal, run_id=run_id))
+    pools["now"].shutdown()
+    pools["now"] = smaller
+    journal.signal(run_id, "go", "went")

@@ -19,6 +19,7 @@ import pytest
 
 import replay
 from journal import Journal
+from tests.factories import suspend_then_shrink
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,11 +236,7 @@ def test_a_smaller_pool_whose_work_runs_async_steps_with_asyncio_run_keeps_the_o
         done = await asyncio.to_thread(lambda: list(pools["now"].map(slow_first, range(3))))
         return [done, await replay.signal("go")]
 
-    with pytest.raises(replay.Suspended):
-        asyncio.run(replay.run(workflow, journal=journal, run_id="aio"))
-    pools["now"].shutdown()
-    pools["now"] = concurrent.futures.ThreadPoolExecutor(1)
-    journal.signal("aio", "go", "went")
+    suspend_then_shrink(journal, workflow, "aio", pools, concurrent.futures.ThreadPoolExecutor(1))
     ran.clear()
     try:
         again = asyncio.run(replay.run(workflow, journal=journal, run_id="aio"))

@@ -18,6 +18,7 @@ import pytest
 import replay
 from journal import Journal
 from replay._pools import waits_on_the_process
+from tests.factories import suspend_then_shrink
 
 ran: Counter[str] = Counter()
 
@@ -276,11 +277,7 @@ def test_a_resume_with_a_smaller_pool_keeps_the_recorded_order(journal: Journal)
         done = await asyncio.to_thread(fan_out)
         return [done, await replay.signal("go")]
 
-    with pytest.raises(replay.Suspended):
-        asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
-    pools["now"].shutdown()
-    pools["now"] = concurrent.futures.ThreadPoolExecutor(1)  # as on a machine with fewer cores
-    journal.signal("small", "go", "went")
+    suspend_then_shrink(journal, workflow, "small", pools, concurrent.futures.ThreadPoolExecutor(1))
     ran.clear()
     try:
         again = asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
@@ -312,11 +309,9 @@ def test_a_resume_waiting_behind_someone_elses_long_work_in_its_pool_is_not_stuc
         done = list(await asyncio.gather(first, second, third))
         return [done, await replay.signal("go")]
 
-    with pytest.raises(replay.Suspended):
-        asyncio.run(replay.run(workflow, journal=journal, run_id="behind"))
-    pools["now"].shutdown()
-    pools["now"] = concurrent.futures.ThreadPoolExecutor(1)
-    journal.signal("behind", "go", "went")
+    suspend_then_shrink(
+        journal, workflow, "behind", pools, concurrent.futures.ThreadPoolExecutor(1)
+    )
     ran.clear()
     try:
         again = asyncio.run(replay.run(workflow, journal=journal, run_id="behind"))
@@ -352,11 +347,7 @@ def test_a_resume_with_a_smaller_pool_of_its_own_kind_says_to_give_it_more_threa
         done = await asyncio.to_thread(fan_out)
         return [done, await replay.signal("go")]
 
-    with pytest.raises(replay.Suspended):
-        asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
-    pools["now"].shutdown()
-    pools["now"] = _PriorityPool(1)
-    journal.signal("small", "go", "went")
+    suspend_then_shrink(journal, workflow, "small", pools, _PriorityPool(1))
     try:
         with pytest.raises(replay.NonDeterminismError, match="give the pool more threads"):
             asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
