@@ -303,7 +303,7 @@ class History:
             else:
                 party, foreign = self._held_task(row[1], row[3], pos, on_hold)
         try:
-            await party.future  # type: ignore[misc]
+            await self._turn_of(party, foreign)
         except asyncio.CancelledError:
             with self.lock:
                 if foreign:
@@ -334,6 +334,24 @@ class History:
             if foreign:
                 on_hold(-1)
             self.reach(pos)
+
+    async def _turn_of(self, party: _Held, foreign: bool) -> None:
+        """Wait for `party`'s turn. On an event loop of a pool thread's own (`asyncio.run` in
+        work handed to the pool), the thread waits as a parked one does (`_park`): its pool
+        may get a stand-in meanwhile, and it goes on once the pool has room for it."""
+        future = party.future
+        assert future is not None
+        if foreign:
+            with parked(self.waits_on_queued_work) as stand_in_if_held_up:
+                wait = _GLANCE_SECONDS
+                while not future.done():
+                    await asyncio.wait((future,), timeout=wait)
+                    wait = _PARK_SECONDS
+                    if not future.done():
+                        stand_in_if_held_up()
+                if not future.cancelled() and future.exception() is None:
+                    wait_for_room(lambda: self.stopped() is not None)
+        await future
 
     def others_ready(self) -> bool:
         """Whether other tasks of the run are ready to run, on the run's own loop (the asker is
@@ -395,7 +413,7 @@ class History:
             self._refuse_after_stop()
             party, foreign = self._held_task(key, name, self.size, on_hold)
         try:
-            await party.future  # type: ignore[misc]
+            await self._turn_of(party, foreign)
         except asyncio.CancelledError:
             with self.lock:
                 self._drop(self.size, party)

@@ -39,8 +39,9 @@ _pool_of_thread = threading.local()
 """The pool whose work this thread runs right now, if a run handed it that work."""
 
 _lock = threading.Lock()
-_parked: dict[int, Callable[[], bool]] = {}
-"""Threads waiting for their recorded turn: whether their run's next outcome is queued work."""
+_parked: dict[int, list[Callable[[], bool]]] = {}
+"""Threads waiting for their recorded turn, with what says whether their run's next outcome is
+queued work (one for each step held: a thread's own event loop may hold several)."""
 _held: set[int] = set()
 """Threads with a step held for its turn in some way (an event loop of their own, say)."""
 _stand_ins: weakref.WeakKeyDictionary[ThreadPoolExecutor, set[threading.Thread]] = (
@@ -75,12 +76,16 @@ def parked(waits_on_queued_work: Callable[[], bool]) -> Iterator[Callable[[], bo
     queue (asked with no lock of this module held)."""
     ident = threading.get_ident()
     with _lock:
-        _parked[ident] = waits_on_queued_work
+        _parked.setdefault(ident, []).append(waits_on_queued_work)
     try:
         yield _stand_in_if_held_up
     finally:
         with _lock:
-            _parked.pop(ident, None)  # `wait_for_room` may have taken it out
+            held = _parked.get(ident)  # `wait_for_room` may have taken the thread out
+            if held is not None and waits_on_queued_work in held:
+                held.remove(waits_on_queued_work)
+                if not held:
+                    del _parked[ident]
 
 
 _ROOM_SECONDS = 0.005
@@ -127,9 +132,9 @@ def _at_work(pool: ThreadPoolExecutor) -> tuple[int, list[Callable[[], bool]]]:
     idle_takes_work = not pool._work_queue.empty()  # an idle thread is about to take some
     for thread in [*pool._threads, *_stand_ins.get(pool, ())]:
         ident = thread.ident or 0
-        asks = _parked.get(ident)
-        if asks is not None:
-            asking.append(asks)
+        held = _parked.get(ident)
+        if held:
+            asking.extend(held)
             continue
         frame = frames.get(ident)
         if ident in _held or frame is None or waits_on_the_process(frame):

@@ -391,7 +391,8 @@ def test_nested_pools_smaller_on_replay(journal: Journal) -> None:
 
 def test_a_pool_shut_down_with_cancelled_work_is_a_clear_error(journal: Journal) -> None:
     """Shut down with cancel_futures while work is queued, then replayed with a smaller pool:
-    other work is cancelled, so replay cannot go on; it says so, and never spins."""
+    whether the cancelled work is still queued at the shutdown depends on timing. The replay
+    ends as live did, or says it cannot go on; it never spins."""
     workers = {"n": 2}
 
     def job(i: int) -> str:
@@ -414,9 +415,14 @@ def test_a_pool_shut_down_with_cancelled_work_is_a_clear_error(journal: Journal)
     workers["n"] = 1
     started = time.monotonic()
     # Served work ends at once, so the pool may take work that live was still queued when
-    # cancelled (a step the journal has no result for) or not (an outcome that never comes)
-    with pytest.raises((replay.NonDeterminismError, replay.FrontierReached)):
-        asyncio.run(replay.run(workflow, journal=journal, run_id="shut", mode="replay"))
+    # cancelled (a step the journal has no result for), or not: then, the queued work taken
+    # by a stand-in while the pool's thread waits for its turn, the replay ends as live did
+    try:
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="shut", mode="replay"))
+    except (replay.NonDeterminismError, replay.FrontierReached):
+        pass
+    else:
+        assert again == ["S0", "S1", "cancelled", "cancelled"]
     assert time.monotonic() - started < 10
 
 

@@ -208,12 +208,6 @@ def test_a_pool_whose_initializer_takes_a_place_of_its_own_lets_the_process_exit
     assert done.stdout.split() == ["error", "True"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a step held on a pool thread's own event loop (asyncio.run) is not parked in "
-    "`_park`, the only place that starts stand-ins: no stand-in, and the resume stops with "
-    "'give the pool more threads' where the same work with sync steps goes on",
-)
 def test_a_smaller_pool_whose_work_runs_async_steps_with_asyncio_run_keeps_the_order(
     journal: Journal,
 ) -> None:
@@ -241,5 +235,41 @@ def test_a_smaller_pool_whose_work_runs_async_steps_with_asyncio_run_keeps_the_o
     try:
         again = asyncio.run(replay.run(workflow, journal=journal, run_id="aio"))
         assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
+    finally:
+        pools["now"].shutdown(wait=False, cancel_futures=True)
+
+
+def test_a_smaller_pool_whose_work_gathers_async_steps_on_its_own_loop_keeps_the_order(
+    journal: Journal,
+) -> None:
+    """As above, each piece of work gathering two async steps on its thread's own loop (two
+    steps held there at once): the resume keeps the recorded order and runs nothing again."""
+    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
+
+    @replay.step(kind="tool")
+    async def fetch(name: str, pause: float) -> str:
+        ran[name] += 1
+        await asyncio.sleep(pause)
+        return name.upper()
+
+    def slow_first(index: int) -> list[str]:
+        time.sleep(0.04 * (3 - index))
+
+        async def both() -> list[str]:
+            pair = (fetch(f"w{index}a", 0.02), fetch(f"w{index}b", 0.0))
+            return list(await asyncio.gather(*pair))
+
+        return asyncio.run(both())
+
+    async def workflow() -> list[object]:
+        done = await asyncio.to_thread(lambda: list(pools["now"].map(slow_first, range(3))))
+        return [done, await replay.signal("go")]
+
+    suspend_then_shrink(journal, workflow, "two", pools, concurrent.futures.ThreadPoolExecutor(1))
+    ran.clear()
+    try:
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="two"))
+        expected = [[f"W{i}A", f"W{i}B"] for i in range(3)]
+        assert again == [expected, "went"] and ran == Counter()
     finally:
         pools["now"].shutdown(wait=False, cancel_futures=True)
