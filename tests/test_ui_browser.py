@@ -130,7 +130,9 @@ def test_a_live_runs_steps_appear_without_a_reload(
         browser.find_element(By.LINK_TEXT, "live-7").click()
         _until(browser, TIMELINE_READY)
         browser.execute_script("window.notReloaded = true")
-        assert browser.find_element(By.ID, "run-status").get_attribute("data-status") == "running"
+        # Read in the page: the live stream may re-render it between finding and reading
+        status = "return document.getElementById('run-status').dataset.status"
+        assert browser.execute_script(status) == "running"
         seqs = "return [...document.querySelectorAll('tr.step')].map(r => +r.dataset.seq)"
         assert browser.execute_script(seqs) == [1]
         assert _bars(browser) == 1
@@ -138,7 +140,7 @@ def test_a_live_runs_steps_appear_without_a_reload(
         gates.release(0)
         _until(browser, "return document.querySelector(\"tr.step[data-seq='3']\")")
         assert browser.execute_script(seqs) == [1, 2, 3]
-        assert browser.find_element(By.ID, "event-count").text == "3"
+        assert _text_of(browser, "event-count", "3") == "3"
         _until(browser, f"return {FRAME}.querySelectorAll('.bar').length === 2")
 
         gates.release_all()
