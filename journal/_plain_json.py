@@ -27,6 +27,11 @@ _PLAIN_TOPS: dict[Any, type] = {
 _MOST_NODES = 100_000
 """A bigger value (or one that holds itself) takes pydantic's way, which says what is wrong."""
 
+_DEEPEST = 128
+"""A value nested deeper takes pydantic's way: pydantic's JSON reader (replay's decode) refuses
+nesting past about 200 levels, which orjson writes (up to 255), so such a value would be
+recorded and then fail to decode on replay; pydantic's way refuses it when it is recorded."""
+
 
 def plain_top(annotation: Any) -> type | None:
     """The class a plain-JSON result of `annotation` must have (object: any), or None when
@@ -38,37 +43,58 @@ def plain_top(annotation: Any) -> type | None:
 
 
 def is_plain(value: Any) -> bool:
-    """Whether `value` is plain JSON whose integers orjson and pydantic both write."""
-    stack = [value]
-    nodes = 0
+    """Whether `value` is plain JSON whose integers orjson and pydantic both write, nested no
+    deeper than pydantic reads back."""
+    if type(value) is dict or type(value) is list:
+        return _is_plain_tree(value)
+    return _is_plain_leaf(value)
+
+
+def _is_plain_leaf(item: Any) -> bool:
+    kind = type(item)
+    if kind is str or kind is bool or item is None:
+        return True
+    if kind is int:
+        return -(2**63) <= item < 2**64
+    if kind is float:
+        return math.isfinite(item)
+    return False
+
+
+def _is_plain_tree(value: dict[Any, Any] | list[Any]) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    nodes = 1
     while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is str or kind is bool or item is None:
-            continue
-        nodes += 1
-        if nodes > _MOST_NODES:
+        item, depth = stack.pop()
+        if depth > _DEEPEST:
             return False
-        if kind is dict:
+        if type(item) is dict:
             for key in item:
                 if type(key) is not str:
                     return False
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-        elif kind is int:
-            if not -(2**63) <= item < 2**64:
+            item = item.values()
+        for child in item:
+            kind = type(child)
+            if kind is str or kind is bool or child is None:
+                continue
+            nodes += 1
+            if nodes > _MOST_NODES:
                 return False
-        elif kind is float:
-            if not math.isfinite(item):
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is int:
+                if not -(2**63) <= child < 2**64:
+                    return False
+            elif kind is float:
+                if not math.isfinite(child):
+                    return False
+            else:
                 return False
-        else:
-            return False
     return True
 
 
 def dumped(value: Any) -> bytes | None:
-    """orjson's bytes for a plain value, or None (a lone surrogate, nesting past 255 levels)."""
+    """orjson's bytes for a plain value, or None (a lone surrogate)."""
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:

@@ -404,3 +404,28 @@ def test_plain_json_results_that_are_not_plain_take_pydantic_s_way() -> None:
         codec.record(looped)
     big = [[i] for i in range(120_000)]
     assert codec.record(big)[1] == big
+
+
+@pytest.mark.parametrize("annotation", [Any, dict[str, Any], list[Any]])
+def test_plain_json_nested_deeper_than_pydantic_reads_is_refused_when_recorded(
+    annotation: Any,
+) -> None:
+    """pydantic's JSON reader stops at about 200 levels of nesting; orjson writes up to 255.
+    A result nested in between must be refused when it is recorded, as pydantic's way refuses
+    it, not recorded and then fail to decode on replay."""
+    codec = ValueCodec(annotation)
+    for depth in (150, 199, 200, 201, 202, 230, 254, 255, 256):
+        value: Any = {} if annotation is dict[str, Any] else []
+        for _ in range(depth):
+            value = {"a": value} if annotation is dict[str, Any] else [value]
+        expected = _pydantic_way(codec, value)
+        try:
+            got: tuple[bytes, Any] | type[Exception] = codec.record(value)
+        except ValueNotJournalable:
+            got = ValueNotJournalable
+        if isinstance(got, tuple):
+            assert isinstance(expected, tuple), depth
+            assert got[0] == expected[0]
+            assert codec.decode(got[0]) == value  # what replay serves
+        else:
+            assert got is expected, depth
