@@ -97,8 +97,9 @@ def wait_for_room(stopped: Callable[[], bool]) -> None:
     of work than its size. A stand-in took a place while this thread waited; going on beside
     it, the pool would run more at once than its size for as long as the stand-in's work
     lasts (live work after the recorded part, say). Taken out of the parked threads as it
-    finds room, so the next one to look counts it at work. `stopped`: whether the thread has
-    no more to do than raise (its sitting stopped)."""
+    finds room, so the next one to look counts it at work (unless another step is still held
+    on the thread's own loop). `stopped`: whether the thread has no more to do than raise
+    (its sitting stopped)."""
     pool = getattr(_pool_of_thread, "pool", None)
     ident = threading.get_ident()
     while True:
@@ -109,8 +110,12 @@ def wait_for_room(stopped: Callable[[], bool]) -> None:
                 or _at_work(pool)[0] < pool._max_workers
                 or stopped()
             ):
-                _parked.pop(ident, None)
-                _held.discard(ident)
+                held = _parked.get(ident)
+                if held is None or len(held) <= 1:
+                    _parked.pop(ident, None)
+                    _held.discard(ident)
+                # else: another step is still held on this thread's own loop; the thread stays
+                # parked for it, and `parked` takes this step's entry out as it ends
                 return
         time.sleep(_ROOM_SECONDS)
 

@@ -337,3 +337,41 @@ def test_a_pool_of_one_runs_one_piece_at_a_time_while_its_loop_works_beside_a_he
         assert at_once["most"] == 1
     finally:
         pools["now"].shutdown(wait=False, cancel_futures=True)
+
+
+def test_a_step_that_goes_on_leaves_the_other_step_held_on_its_loop_parked(
+    journal: Journal,
+) -> None:
+    """Resumed with a pool of one: the first piece of work gathers two steps on its thread's
+    own loop, the first recorded before the queued piece's step, the second after it. The
+    first goes on (`wait_for_room`) while the second is still held: the thread must stay
+    parked for it, so that a stand-in takes the queued piece. It stopped with 'give the pool
+    more threads': going on took every entry of the thread out of the parked ones."""
+    pools = {"now": concurrent.futures.ThreadPoolExecutor(2)}
+
+    @replay.step(kind="tool")
+    async def fetch(name: str, pause: float) -> str:
+        ran[name] += 1
+        await asyncio.sleep(pause)
+        return name.upper()
+
+    def job(index: int) -> str:
+        async def first() -> str:
+            return "".join(await asyncio.gather(fetch("a0", 0.0), fetch("a1", 0.2)))
+
+        if index:
+            time.sleep(0.05)
+            return asyncio.run(fetch("b1", 0.0))
+        return asyncio.run(first())
+
+    async def workflow() -> list[object]:
+        done = await asyncio.to_thread(lambda: list(pools["now"].map(job, range(2))))
+        return [done, await replay.signal("go")]
+
+    suspend_then_shrink(journal, workflow, "pair", pools, concurrent.futures.ThreadPoolExecutor(1))
+    ran.clear()
+    try:
+        again = asyncio.run(replay.run(workflow, journal=journal, run_id="pair"))
+        assert again == [["A0A1", "B1"], "went"] and ran == Counter()
+    finally:
+        pools["now"].shutdown(wait=False, cancel_futures=True)
