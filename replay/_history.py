@@ -31,7 +31,7 @@ import orjson
 from journal._events import EventRow
 
 from ._errors import CallDescription, NonDeterminismError
-from ._pools import parked, wait_for_room
+from ._pools import park, parked, stand_in_if_held_up, unpark, wait_for_room
 
 IDLE_SECONDS = 0.5
 """How long the loop may have nothing left to do, with a party held, before replay gives up."""
@@ -121,6 +121,62 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.cancel()
     else:
         future.set_exception(error)
+
+
+class _OwnLoopWatch:
+    """Steps held for their turns on an event loop of a pool thread's own (`asyncio.run` in
+    work handed to the pool). While nothing else on that loop is ready to run or waits on a
+    timer or a socket, the thread does no work, as one parked in `History._park` does: it
+    counts as parked, and its pool may get a stand-in. Looked at from a callback of that loop,
+    so what the loop has ready is the others' (`_loop_state`). Kept by the loop, weakly: it
+    holds no reference to it (it runs on it)."""
+
+    __slots__ = ("asks", "handle", "held", "parked")
+
+    def __init__(self, asks: Callable[[], bool]) -> None:
+        self.asks = asks
+        """Whether the run's next outcome is queued work (`History.waits_on_queued_work`)."""
+        self.held = 0
+        self.parked = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def hold(self) -> None:
+        self.held += 1
+        if self.handle is None:
+            self._look_in(_GLANCE_SECONDS)
+
+    def release(self) -> bool:
+        """One step goes on: whether the thread counted as parked (then it waits for room)."""
+        self.held -= 1
+        if self.held == 0 and self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        was, self.parked = self.parked, False
+        return was
+
+    def _look(self) -> None:
+        self.handle = None
+        if self.held <= 0:
+            return
+        idle = _loop_state(asyncio.get_running_loop()) == "idle"
+        if idle and not self.parked:
+            park(self.asks)
+            self.parked = True
+        elif not idle and self.parked:
+            unpark(self.asks)
+            self.parked = False
+        if self.parked:
+            stand_in_if_held_up()
+        self._look_in(_PARK_SECONDS)
+
+    def _look_in(self, seconds: float) -> None:
+        self.handle = asyncio.get_running_loop().call_later(seconds, self._look)
+        engine_handles.add(self.handle)
+
+
+_own_loop_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _OwnLoopWatch] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class History:
@@ -337,21 +393,25 @@ class History:
 
     async def _turn_of(self, party: _Held, foreign: bool) -> None:
         """Wait for `party`'s turn. On an event loop of a pool thread's own (`asyncio.run` in
-        work handed to the pool), the thread waits as a parked one does (`_park`): its pool
-        may get a stand-in meanwhile, and it goes on once the pool has room for it."""
+        work handed to the pool), the thread counts as parked while nothing else on that
+        loop can run (`_OwnLoopWatch`), and goes on once its pool has room for it."""
         future = party.future
         assert future is not None
-        if foreign:
-            with parked(self.waits_on_queued_work) as stand_in_if_held_up:
-                wait = _GLANCE_SECONDS
-                while not future.done():
-                    await asyncio.wait((future,), timeout=wait)
-                    wait = _PARK_SECONDS
-                    if not future.done():
-                        stand_in_if_held_up()
-                if not future.cancelled() and future.exception() is None:
-                    wait_for_room(lambda: self.stopped() is not None)
-        await future
+        if not foreign:
+            await future
+            return
+        loop = asyncio.get_running_loop()
+        watch = _own_loop_watches.get(loop)
+        if watch is None:
+            watch = _own_loop_watches[loop] = _OwnLoopWatch(self.waits_on_queued_work)
+        watch.hold()
+        try:
+            await future
+        finally:
+            ok = future.done() and not future.cancelled() and future.exception() is None
+            if watch.release() and ok:  # a stand-in may have its place in the pool
+                wait_for_room(lambda: self.stopped() is not None)
+            unpark(watch.asks)
 
     def others_ready(self) -> bool:
         """Whether other tasks of the run are ready to run, on the run's own loop (the asker is

@@ -68,24 +68,41 @@ def note_held(ident: int, held: bool) -> None:
             _held.discard(ident)
 
 
-@contextmanager
-def parked(waits_on_queued_work: Callable[[], bool]) -> Iterator[Callable[[], bool]]:
-    """This thread waits for its recorded turn while the block runs. Yields what to call now
-    and then: it starts a stand-in for this thread's pool if the pool is held up (whether it
-    did). `waits_on_queued_work`: whether this thread's run has its next outcome in a pool's
-    queue (asked with no lock of this module held)."""
+def park(waits_on_queued_work: Callable[[], bool]) -> None:
+    """This thread waits for its recorded turn (until `unpark`). `waits_on_queued_work`:
+    whether its run has its next outcome in a pool's queue (asked with no lock of this module
+    held)."""
+    with _lock:
+        _parked.setdefault(threading.get_ident(), []).append(waits_on_queued_work)
+
+
+def unpark(waits_on_queued_work: Callable[[], bool]) -> None:
+    """This thread's wait that `park` began is over (if `wait_for_room` did not end it)."""
     ident = threading.get_ident()
     with _lock:
-        _parked.setdefault(ident, []).append(waits_on_queued_work)
+        held = _parked.get(ident)
+        if held is not None and waits_on_queued_work in held:
+            held.remove(waits_on_queued_work)
+            if not held:
+                del _parked[ident]
+
+
+def is_parked() -> bool:
+    """Whether this thread counts as waiting for its turn."""
+    with _lock:
+        return threading.get_ident() in _parked
+
+
+@contextmanager
+def parked(waits_on_queued_work: Callable[[], bool]) -> Iterator[Callable[[], bool]]:
+    """This thread waits for its recorded turn while the block runs (`park`). Yields what to
+    call now and then: it starts a stand-in for this thread's pool if the pool is held up
+    (whether it did)."""
+    park(waits_on_queued_work)
     try:
-        yield _stand_in_if_held_up
+        yield stand_in_if_held_up
     finally:
-        with _lock:
-            held = _parked.get(ident)  # `wait_for_room` may have taken the thread out
-            if held is not None and waits_on_queued_work in held:
-                held.remove(waits_on_queued_work)
-                if not held:
-                    del _parked[ident]
+        unpark(waits_on_queued_work)
 
 
 _ROOM_SECONDS = 0.005
@@ -150,7 +167,8 @@ def _at_work(pool: ThreadPoolExecutor) -> tuple[int, list[Callable[[], bool]]]:
     return at_work, asking
 
 
-def _stand_in_if_held_up() -> bool:
+def stand_in_if_held_up() -> bool:
+    """Start a stand-in for this thread's pool if the pool is held up (whether it did)."""
     pool = getattr(_pool_of_thread, "pool", None)
     if pool is None or not _standard(pool) or pool._shutdown or pool._work_queue.empty():
         return False

@@ -275,13 +275,6 @@ def test_a_smaller_pool_whose_work_gathers_async_steps_on_its_own_loop_keeps_the
         pools["now"].shutdown(wait=False, cancel_futures=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a step held on a pool thread's own loop parks the whole thread (`parked`), though "
-    "other tasks on that loop still run live code: the thread counts as not at work, a "
-    "stand-in takes the queued work beside it, and a pool of one runs two pieces at once. "
-    "Telling a loop that only waits from one that works needs more than `_turn_of` knows",
-)
 def test_a_pool_of_one_runs_one_piece_at_a_time_while_its_loop_works_beside_a_held_step(
     journal: Journal,
 ) -> None:
