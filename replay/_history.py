@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +30,8 @@ import orjson
 from journal._events import EventRow
 
 from ._errors import CallDescription, NonDeterminismError
-from ._pools import park, parked, stand_in_if_held_up, unpark, wait_for_room
+from ._loop_state import engine_handles, loop_state
+from ._pools import own_loop_watch, parked, wait_for_room
 
 IDLE_SECONDS = 0.5
 """How long the loop may have nothing left to do, with a party held, before replay gives up."""
@@ -48,10 +48,6 @@ _TICK = 0.02
 _NO_PROGRESS_SECONDS = 60.0
 """With a party held and no step or thread of the run at work, give up after this long without
 any progress, whatever else the loop does (a web server in the same loop, a long timer)."""
-
-engine_handles: weakref.WeakSet[asyncio.Handle] = weakref.WeakSet()
-"""Timers the engine itself keeps (heartbeats, these checks): they do not make a loop busy."""
-
 
 _NO_OUTCOME = ("cancelled", "started", "retrying")
 """A served row with one of these statuses is never handed out: the step stays pending until
@@ -121,62 +117,6 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.cancel()
     else:
         future.set_exception(error)
-
-
-class _OwnLoopWatch:
-    """Steps held for their turns on an event loop of a pool thread's own (`asyncio.run` in
-    work handed to the pool). While nothing else on that loop is ready to run or waits on a
-    timer or a socket, the thread does no work, as one parked in `History._park` does: it
-    counts as parked, and its pool may get a stand-in. Looked at from a callback of that loop,
-    so what the loop has ready is the others' (`_loop_state`). Kept by the loop, weakly: it
-    holds no reference to it (it runs on it)."""
-
-    __slots__ = ("asks", "handle", "held", "parked")
-
-    def __init__(self, asks: Callable[[], bool]) -> None:
-        self.asks = asks
-        """Whether the run's next outcome is queued work (`History.waits_on_queued_work`)."""
-        self.held = 0
-        self.parked = False
-        self.handle: asyncio.TimerHandle | None = None
-
-    def hold(self) -> None:
-        self.held += 1
-        if self.handle is None:
-            self._look_in(_GLANCE_SECONDS)
-
-    def release(self) -> bool:
-        """One step goes on: whether the thread counted as parked (then it waits for room)."""
-        self.held -= 1
-        if self.held == 0 and self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-        was, self.parked = self.parked, False
-        return was
-
-    def _look(self) -> None:
-        self.handle = None
-        if self.held <= 0:
-            return
-        idle = _loop_state(asyncio.get_running_loop()) == "idle"
-        if idle and not self.parked:
-            park(self.asks)
-            self.parked = True
-        elif not idle and self.parked:
-            unpark(self.asks)
-            self.parked = False
-        if self.parked:
-            stand_in_if_held_up()
-        self._look_in(_PARK_SECONDS)
-
-    def _look_in(self, seconds: float) -> None:
-        self.handle = asyncio.get_running_loop().call_later(seconds, self._look)
-        engine_handles.add(self.handle)
-
-
-_own_loop_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _OwnLoopWatch] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 class History:
@@ -394,24 +334,19 @@ class History:
     async def _turn_of(self, party: _Held, foreign: bool) -> None:
         """Wait for `party`'s turn. On an event loop of a pool thread's own (`asyncio.run` in
         work handed to the pool), the thread counts as parked while nothing else on that
-        loop can run (`_OwnLoopWatch`), and goes on once its pool has room for it."""
+        loop can run (`_pools.OwnLoopWatch`), and goes on once its pool has room for it."""
         future = party.future
         assert future is not None
         if not foreign:
             await future
             return
-        loop = asyncio.get_running_loop()
-        watch = _own_loop_watches.get(loop)
-        if watch is None:
-            watch = _own_loop_watches[loop] = _OwnLoopWatch(self.waits_on_queued_work)
+        watch = own_loop_watch(self.waits_on_queued_work)
         watch.hold()
         try:
             await future
         finally:
             ok = future.done() and not future.cancelled() and future.exception() is None
-            if watch.release() and ok:  # a stand-in may have its place in the pool
-                wait_for_room(lambda: self.stopped() is not None)
-            unpark(watch.asks)
+            watch.release(ok, lambda: self.stopped() is not None)
 
     def others_ready(self) -> bool:
         """Whether other tasks of the run are ready to run, on the run's own loop (the asker is
@@ -587,7 +522,7 @@ class History:
                 self._idle_since = now
                 self._quiet_since = now
             else:
-                state = _loop_state(self.loop)
+                state = loop_state(self.loop)
                 if state != "idle":
                     self._idle_since = now
                 idle_for = now - self._idle_since
@@ -645,31 +580,6 @@ def _call_of(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(started, dict):
         return None, None
     return started.get("args"), started.get("site")
-
-
-def _loop_state(loop: asyncio.AbstractEventLoop) -> str | None:
-    """What the loop may still do for anyone: "busy" (callbacks ready to run), "waiting" (a
-    timer is set or a socket, pipe or subprocess is watched: something may come), or "idle"
-    (nothing can happen but what the engine itself does). None if its internals cannot be
-    read (uvloop): then only a long standstill counts."""
-    ready = getattr(loop, "_ready", None)
-    scheduled = getattr(loop, "_scheduled", None)
-    selector = getattr(loop, "_selector", None)
-    if ready is None or scheduled is None or selector is None:
-        return None
-    # Copies, taken in one step: other threads append to the loop's queues (call_soon_threadsafe)
-    # while a generator walking them would let go of the GIL between items.
-    ready, scheduled = tuple(ready), tuple(scheduled)
-    if any(not handle.cancelled() and handle not in engine_handles for handle in ready):
-        return "busy"
-    if any(not handle.cancelled() and handle not in engine_handles for handle in scheduled):
-        return "waiting"
-    own = getattr(getattr(loop, "_ssock", None), "fileno", lambda: -1)()
-    try:
-        watched = selector.get_map()
-    except RuntimeError:
-        return None
-    return "waiting" if any(key.fd != own for key in watched.values()) else "idle"
 
 
 def run_ready(

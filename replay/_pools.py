@@ -18,6 +18,7 @@ the pool's size); others are left alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import queue
@@ -32,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._log import get_logger
+from ._loop_state import engine_handles, loop_state
 
 log = get_logger("replay")
 
@@ -105,6 +107,10 @@ def parked(waits_on_queued_work: Callable[[], bool]) -> Iterator[Callable[[], bo
         unpark(waits_on_queued_work)
 
 
+_GLANCE_SECONDS = 0.005
+"""How long a step waits on a pool thread's own loop before the thread is looked at."""
+_LOOK_SECONDS = 0.05
+"""How often, after that, while it waits."""
 _ROOM_SECONDS = 0.005
 """How often a thread whose turn came looks whether its pool has room for it again."""
 
@@ -135,6 +141,75 @@ def wait_for_room(stopped: Callable[[], bool]) -> None:
                 # parked for it, and `parked` takes this step's entry out as it ends
                 return
         time.sleep(_ROOM_SECONDS)
+
+
+class OwnLoopWatch:
+    """Steps held for their turns on an event loop of a pool thread's own (`asyncio.run` in
+    work handed to the pool). While nothing else on that loop is ready to run or waits on a
+    timer or a socket, the thread does no work, as one parked in `History._park` does: it
+    counts as parked, and its pool may get a stand-in. Looked at from a callback of that loop,
+    so what the loop has ready is the others' (`loop_state`). Kept by the loop, weakly: it
+    holds no reference to it (it runs on it)."""
+
+    __slots__ = ("asks", "handle", "held", "parked")
+
+    def __init__(self, asks: Callable[[], bool]) -> None:
+        self.asks = asks
+        """Whether the run's next outcome is queued work (`History.waits_on_queued_work`)."""
+        self.held = 0
+        self.parked = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def hold(self) -> None:
+        self.held += 1
+        if self.handle is None:
+            self._look_in(_GLANCE_SECONDS)
+
+    def release(self, went_on: bool, stopped: Callable[[], bool]) -> None:
+        """One step's wait is over (`went_on`: its turn came). A thread that counted as
+        parked waits for room in its pool before it goes on, as `wait_for_room` says."""
+        self.held -= 1
+        if self.held == 0 and self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if self.parked:
+            self.parked = False
+            if went_on:
+                wait_for_room(stopped)
+            unpark(self.asks)
+
+    def _look(self) -> None:
+        self.handle = None
+        if self.held <= 0:
+            return
+        idle = loop_state(asyncio.get_running_loop()) == "idle"
+        if idle and not self.parked:
+            park(self.asks)
+            self.parked = True
+        elif not idle and self.parked:
+            unpark(self.asks)
+            self.parked = False
+        if self.parked:
+            stand_in_if_held_up()
+        self._look_in(_LOOK_SECONDS)
+
+    def _look_in(self, seconds: float) -> None:
+        self.handle = asyncio.get_running_loop().call_later(seconds, self._look)
+        engine_handles.add(self.handle)
+
+
+_own_loop_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OwnLoopWatch] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def own_loop_watch(asks: Callable[[], bool]) -> OwnLoopWatch:
+    """The watch of the running loop (made on first use); `asks`: as for `park`."""
+    loop = asyncio.get_running_loop()
+    watch = _own_loop_watches.get(loop)
+    if watch is None:
+        watch = _own_loop_watches[loop] = OwnLoopWatch(asks)
+    return watch
 
 
 def pool_at_work(pool: ThreadPoolExecutor) -> bool:

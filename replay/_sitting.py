@@ -36,8 +36,8 @@ from ._context import (
 )
 from ._engine_signals import cancel_requested, cancel_requests, wake_parent
 from ._errors import OwnershipLost, ReplayError, StepFailed, Suspended
-from ._history import engine_handles
 from ._log import get_logger
+from ._loop_state import engine_handles
 from ._observe import observer_for
 from ._pools import restore_pools
 from ._retry import cancels_spent, failure_record, reopening
