@@ -55,7 +55,7 @@ def _is_plain_leaf(item: Any) -> bool:
     if kind is str or kind is bool or item is None:
         return True
     if kind is int:
-        return -(2**63) <= item < 2**64
+        return bool(-(2**63) <= item < 2**64)
     if kind is float:
         return math.isfinite(item)
     return False
