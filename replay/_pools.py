@@ -13,7 +13,9 @@ the pool's queued work. A thread whose turn comes while the pool's place is take
 stand-in still at work) waits for a place before it goes on: the pool runs no more work at
 once than its size. Pools are the standard library's `ThreadPoolExecutor` with no
 initializer (a stand-in is a thread of its own: it would run the initializer once more than
-the pool's size); others are left alone.
+the pool's size); others are left alone. A step held on an event loop of a pool thread's own
+(`asyncio.run` in the pool's work) parks its thread while nothing else on that loop works
+(`OwnLoopWatch`).
 """
 
 from __future__ import annotations
@@ -87,12 +89,6 @@ def unpark(waits_on_queued_work: Callable[[], bool]) -> None:
             held.remove(waits_on_queued_work)
             if not held:
                 del _parked[ident]
-
-
-def is_parked() -> bool:
-    """Whether this thread counts as waiting for its turn."""
-    with _lock:
-        return threading.get_ident() in _parked
 
 
 @contextmanager
