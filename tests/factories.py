@@ -101,3 +101,30 @@ def suspend_then_shrink(
     pools["now"].shutdown()
     pools["now"] = smaller
     journal.signal(run_id, "go", "went")
+
+
+def resume_in_a_smaller_pool(
+    journal: Journal,
+    run_id: str,
+    job: Callable[[int], Any],
+    count: int,
+    recorded: Any,
+    resumed: Any,
+    between: Callable[[], None] = lambda: None,
+) -> Any:
+    """A run that maps `job` over `range(count)` in the pool `recorded` (from a thread), then
+    waits for the signal "go": recorded, then resumed with the pool `resumed` in its place,
+    `between` called before the resume. What the resume returns (or raises); `resumed` is
+    shut down afterwards."""
+    pools = {"now": recorded}
+
+    async def workflow() -> list[object]:
+        done = await asyncio.to_thread(lambda: list(pools["now"].map(job, range(count))))
+        return [done, await replay.signal("go")]
+
+    suspend_then_shrink(journal, workflow, run_id, pools, resumed)
+    between()
+    try:
+        return asyncio.run(replay.run(workflow, journal=journal, run_id=run_id))
+    finally:
+        resumed.shutdown(wait=False, cancel_futures=True)

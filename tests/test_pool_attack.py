@@ -19,7 +19,7 @@ import pytest
 
 import replay
 from journal import Journal
-from tests.factories import suspend_then_shrink
+from tests.factories import resume_in_a_smaller_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,7 +214,6 @@ def test_a_smaller_pool_whose_work_runs_async_steps_with_asyncio_run_keeps_the_o
     """The smaller-pool resume, with each piece of work a sync tool around an async client
     (`asyncio.run`): its step waits for its turn on the thread's own loop. The resume must go
     on as it does with sync steps (a stand-in takes the queued work), not stop."""
-    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
 
     @replay.step(kind="tool")
     async def fetch(name: str) -> str:
@@ -226,17 +225,8 @@ def test_a_smaller_pool_whose_work_runs_async_steps_with_asyncio_run_keeps_the_o
         time.sleep(0.05 * (3 - index))
         return asyncio.run(fetch(f"w{index}"))
 
-    async def workflow() -> list[object]:
-        done = await asyncio.to_thread(lambda: list(pools["now"].map(slow_first, range(3))))
-        return [done, await replay.signal("go")]
-
-    suspend_then_shrink(journal, workflow, "aio", pools, concurrent.futures.ThreadPoolExecutor(1))
-    ran.clear()
-    try:
-        again = asyncio.run(replay.run(workflow, journal=journal, run_id="aio"))
-        assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
-    finally:
-        pools["now"].shutdown(wait=False, cancel_futures=True)
+    again = resume_in_a_smaller_pool(journal, "aio", slow_first, 3, _pool(4), _pool(1), ran.clear)
+    assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
 
 
 def test_a_smaller_pool_whose_work_gathers_async_steps_on_its_own_loop_keeps_the_order(
@@ -244,7 +234,6 @@ def test_a_smaller_pool_whose_work_gathers_async_steps_on_its_own_loop_keeps_the
 ) -> None:
     """As above, each piece of work gathering two async steps on its thread's own loop (two
     steps held there at once): the resume keeps the recorded order and runs nothing again."""
-    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
 
     @replay.step(kind="tool")
     async def fetch(name: str, pause: float) -> str:
@@ -261,18 +250,9 @@ def test_a_smaller_pool_whose_work_gathers_async_steps_on_its_own_loop_keeps_the
 
         return asyncio.run(both())
 
-    async def workflow() -> list[object]:
-        done = await asyncio.to_thread(lambda: list(pools["now"].map(slow_first, range(3))))
-        return [done, await replay.signal("go")]
-
-    suspend_then_shrink(journal, workflow, "two", pools, concurrent.futures.ThreadPoolExecutor(1))
-    ran.clear()
-    try:
-        again = asyncio.run(replay.run(workflow, journal=journal, run_id="two"))
-        expected = [[f"W{i}A", f"W{i}B"] for i in range(3)]
-        assert again == [expected, "went"] and ran == Counter()
-    finally:
-        pools["now"].shutdown(wait=False, cancel_futures=True)
+    again = resume_in_a_smaller_pool(journal, "two", slow_first, 3, _pool(4), _pool(1), ran.clear)
+    expected = [[f"W{i}A", f"W{i}B"] for i in range(3)]
+    assert again == [expected, "went"] and ran == Counter()
 
 
 def test_a_pool_of_one_runs_one_piece_at_a_time_while_its_loop_works_beside_a_held_step(
@@ -281,7 +261,6 @@ def test_a_pool_of_one_runs_one_piece_at_a_time_while_its_loop_works_beside_a_he
     """Resumed with a pool of one: the first piece of work gathers, on its thread's own loop,
     a step held for its turn and live code (not a step, so it runs again) that keeps the
     thread working. The queued piece must not start before that live code is done."""
-    pools = {"now": concurrent.futures.ThreadPoolExecutor(2)}
     at_once = {"now": 0, "most": 0}
     lock = threading.Lock()
 
@@ -317,19 +296,13 @@ def test_a_pool_of_one_runs_one_piece_at_a_time_while_its_loop_works_beside_a_he
             time.sleep(0.03)
         return asyncio.run(second() if index else first())
 
-    async def workflow() -> list[object]:
-        done = await asyncio.to_thread(lambda: list(pools["now"].map(job, range(2))))
-        return [done, await replay.signal("go")]
+    def between() -> None:
+        ran.clear()
+        at_once["most"] = 0
 
-    suspend_then_shrink(journal, workflow, "busy", pools, concurrent.futures.ThreadPoolExecutor(1))
-    ran.clear()
-    at_once["most"] = 0
-    try:
-        again = asyncio.run(replay.run(workflow, journal=journal, run_id="busy"))
-        assert again == [["A0", "B1"], "went"] and ran == Counter()
-        assert at_once["most"] == 1
-    finally:
-        pools["now"].shutdown(wait=False, cancel_futures=True)
+    again = resume_in_a_smaller_pool(journal, "busy", job, 2, _pool(2), _pool(1), between)
+    assert again == [["A0", "B1"], "went"] and ran == Counter()
+    assert at_once["most"] == 1
 
 
 def test_a_step_that_goes_on_leaves_the_other_step_held_on_its_loop_parked(
@@ -340,7 +313,6 @@ def test_a_step_that_goes_on_leaves_the_other_step_held_on_its_loop_parked(
     first goes on (`wait_for_room`) while the second is still held: the thread must stay
     parked for it, so that a stand-in takes the queued piece. It stopped with 'give the pool
     more threads': going on took every entry of the thread out of the parked ones."""
-    pools = {"now": concurrent.futures.ThreadPoolExecutor(2)}
 
     @replay.step(kind="tool")
     async def fetch(name: str, pause: float) -> str:
@@ -357,14 +329,9 @@ def test_a_step_that_goes_on_leaves_the_other_step_held_on_its_loop_parked(
             return asyncio.run(fetch("b1", 0.0))
         return asyncio.run(first())
 
-    async def workflow() -> list[object]:
-        done = await asyncio.to_thread(lambda: list(pools["now"].map(job, range(2))))
-        return [done, await replay.signal("go")]
+    again = resume_in_a_smaller_pool(journal, "pair", job, 2, _pool(2), _pool(1), ran.clear)
+    assert again == [["A0A1", "B1"], "went"] and ran == Counter()
 
-    suspend_then_shrink(journal, workflow, "pair", pools, concurrent.futures.ThreadPoolExecutor(1))
-    ran.clear()
-    try:
-        again = asyncio.run(replay.run(workflow, journal=journal, run_id="pair"))
-        assert again == [["A0A1", "B1"], "went"] and ran == Counter()
-    finally:
-        pools["now"].shutdown(wait=False, cancel_futures=True)
+
+def _pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(size)

@@ -18,7 +18,7 @@ import pytest
 import replay
 from journal import Journal
 from replay._pools import waits_on_the_process
-from tests.factories import suspend_then_shrink
+from tests.factories import resume_in_a_smaller_pool, suspend_then_shrink
 
 ran: Counter[str] = Counter()
 
@@ -264,28 +264,18 @@ def test_a_resume_with_a_smaller_pool_keeps_the_recorded_order(journal: Journal)
     allow; resumed where the pool has one, its thread waits for a turn that belongs to work
     queued behind it. A stand-in takes that work while the thread waits (the pool still runs
     one piece of work at a time): the resume keeps the recorded order and runs nothing again."""
-    pools = {"now": concurrent.futures.ThreadPoolExecutor(4)}
+    resumed = concurrent.futures.ThreadPoolExecutor(1)  # as on a machine with fewer cores
+    recorded = concurrent.futures.ThreadPoolExecutor(4)
+    again = resume_in_a_smaller_pool(journal, "small", _slow_first, 3, recorded, resumed, ran.clear)
+    assert again == [["W0", "W1", "W2"], "went"]
+    assert ran == Counter()
+    assert resumed._max_workers == 1 and len(resumed._threads) == 1
 
-    def slow_first(index: int) -> str:
-        time.sleep(0.1 * (3 - index))
-        return lookup(f"w{index}")
 
-    def fan_out() -> list[str]:
-        return list(pools["now"].map(slow_first, range(3)))
-
-    async def workflow() -> list[object]:
-        done = await asyncio.to_thread(fan_out)
-        return [done, await replay.signal("go")]
-
-    suspend_then_shrink(journal, workflow, "small", pools, concurrent.futures.ThreadPoolExecutor(1))
-    ran.clear()
-    try:
-        again = asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
-        assert again == [["W0", "W1", "W2"], "went"]
-        assert ran == Counter()
-        assert pools["now"]._max_workers == 1 and len(pools["now"]._threads) == 1
-    finally:
-        pools["now"].shutdown(wait=False, cancel_futures=True)
+def _slow_first(index: int) -> str:
+    """The later pieces finish first with a pool of four."""
+    time.sleep(0.1 * (3 - index))
+    return lookup(f"w{index}")
 
 
 def test_a_resume_waiting_behind_someone_elses_long_work_in_its_pool_is_not_stuck(
@@ -334,25 +324,10 @@ def test_a_resume_with_a_smaller_pool_of_its_own_kind_says_to_give_it_more_threa
     """The same resume with a pool whose queue is not the standard one: the engine cannot
     take its work, so the error says why and what to do (a replay gives the pool a thread
     instead: nothing real can happen there)."""
-    pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {"now": _PriorityPool(4)}
-
-    def slow_first(index: int) -> str:
-        time.sleep(0.1 * (3 - index))
-        return lookup(f"w{index}")
-
-    def fan_out() -> list[str]:
-        return list(pools["now"].map(slow_first, range(3)))
-
-    async def workflow() -> list[object]:
-        done = await asyncio.to_thread(fan_out)
-        return [done, await replay.signal("go")]
-
-    suspend_then_shrink(journal, workflow, "small", pools, _PriorityPool(1))
-    try:
-        with pytest.raises(replay.NonDeterminismError, match="give the pool more threads"):
-            asyncio.run(replay.run(workflow, journal=journal, run_id="small"))
-    finally:
-        pools["now"].shutdown(wait=False, cancel_futures=True)
+    with pytest.raises(replay.NonDeterminismError, match="give the pool more threads"):
+        resume_in_a_smaller_pool(
+            journal, "small", _slow_first, 3, _PriorityPool(4), _PriorityPool(1)
+        )
 
 
 def test_a_replay_with_a_smaller_pool_of_its_own_kind_gives_it_a_thread(
