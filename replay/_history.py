@@ -31,14 +31,12 @@ from journal._events import EventRow
 
 from ._errors import CallDescription, NonDeterminismError
 from ._loop_state import engine_handles, loop_state
-from ._pools import own_loop_watch, parked, wait_for_room
+from ._pools import GLANCE_SECONDS, own_loop_watch, parked, wait_for_room
 
 IDLE_SECONDS = 0.5
 """How long the loop may have nothing left to do, with a party held, before replay gives up."""
 _PARK_SECONDS = 0.05
 """How long a thread whose turn has come waits for the loop to give it before taking it."""
-_GLANCE_SECONDS = 0.005
-"""A thread parked longer than this looks whether its pool is held up (`_pools`)."""
 _SETTLE_TURNS = 64
 """At most this many loop turns for the run's tasks to settle before the next outcome is handed
 out anyway (a task polling with `sleep(0)` never settles)."""
@@ -441,7 +439,7 @@ class History:
         the only way on, and goes on once its pool has room for it again (`_pools`)."""
         assert party.event is not None
         seen, since = self.reaches, time.monotonic()
-        wait = _GLANCE_SECONDS
+        wait = GLANCE_SECONDS
         with parked(self.waits_on_queued_work) as stand_in_if_held_up:
             while not party.event.wait(wait):
                 wait = _PARK_SECONDS

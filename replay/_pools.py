@@ -103,8 +103,9 @@ def parked(waits_on_queued_work: Callable[[], bool]) -> Iterator[Callable[[], bo
         unpark(waits_on_queued_work)
 
 
-_GLANCE_SECONDS = 0.005
-"""How long a step waits on a pool thread's own loop before the thread is looked at."""
+GLANCE_SECONDS = 0.005
+"""How long a thread waits for its turn (parked, or on a loop of its own) before it looks
+whether its pool is held up."""
 _LOOK_SECONDS = 0.05
 """How often, after that, while it waits."""
 _ROOM_SECONDS = 0.005
@@ -159,7 +160,7 @@ class OwnLoopWatch:
     def hold(self) -> None:
         self.held += 1
         if self.handle is None:
-            self._look_in(_GLANCE_SECONDS)
+            self._look_in(GLANCE_SECONDS)
 
     def release(self, went_on: bool, stopped: Callable[[], bool]) -> None:
         """One step's wait is over (`went_on`: its turn came). A thread that counted as

@@ -46,11 +46,7 @@ from journal._chain import Chain
 from journal._events import KIND_BY_VALUE, STATUS_BY_VALUE, EventRow
 from journal._redact import Redactor
 
-from ._context import (
-    TaskScope,
-    ThreadWork,
-    thread_work_scope,
-)
+from ._context import TaskScope, ThreadWork, thread_work_scope
 from ._errors import (
     CallDescription,
     FrontierReached,
