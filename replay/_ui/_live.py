@@ -88,8 +88,10 @@ async def runs_stream(request: Request) -> Response:
     journal = state_of(request).journal
 
     async def messages() -> AsyncGenerator[str, None]:
-        yield ": watching the runs\n\n"  # sends the headers now: the page knows it is live
+        # What is there now, read before the first line: a run added once the client has
+        # that line is one the stream reports as added, never part of what it started from
         seen = await _read(lambda: runs_signature(journal))
+        yield ": watching the runs\n\n"  # sends the headers now: the page knows it is live
         async for tick in _ticks(request):
             now = await _read(lambda: runs_signature(journal))
             if now != seen:
