@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import queue
 import sys
 import threading
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.thread import _worker as _pool_worker
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from ._log import get_logger
@@ -54,6 +56,25 @@ _stand_ins: weakref.WeakKeyDictionary[ThreadPoolExecutor, set[threading.Thread]]
 """Stand-in threads at work for each pool."""
 _IDLE_CODE = _pool_worker.__code__
 """What a pool's own thread runs between pieces of work (it waits on its queue in there)."""
+
+
+_COLLECTS_IN_CURRENT_FRAMES = sys.version_info < (3, 11, 9)
+"""CPython before 3.11.9 can collect garbage inside `sys._current_frames()` (gh-106883)."""
+
+
+def current_frames() -> dict[int, FrameType]:
+    """`sys._current_frames()`, safe from a CPython deadlock (gh-106883, fixed in 3.11.9).
+    A garbage collection inside it runs weakref callbacks while it holds the lock a starting
+    or ending thread takes; a callback that lets go of the GIL can then wait forever for it,
+    held by a thread that waits for that lock. The collector is held off during the call, as
+    CPython's own fix does, unless someone else has turned it off."""
+    if not _COLLECTS_IN_CURRENT_FRAMES or not gc.isenabled():
+        return sys._current_frames()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        gc.enable()
 
 
 def set_thread_pool(pool: ThreadPoolExecutor | None) -> ThreadPoolExecutor | None:
@@ -222,7 +243,7 @@ def _at_work(pool: ThreadPoolExecutor) -> tuple[int, list[Callable[[], bool]]]:
     caller holds `_lock`)."""
     at_work = 0
     asking: list[Callable[[], bool]] = []
-    frames = sys._current_frames()
+    frames = current_frames()
     idle_takes_work = not pool._work_queue.empty()  # an idle thread is about to take some
     for thread in [*pool._threads, *_stand_ins.get(pool, ())]:
         ident = thread.ident or 0

@@ -57,7 +57,7 @@ from ._errors import (
 from ._group import Ticket
 from ._history import History, Turn
 from ._log import get_logger
-from ._pools import note_held, pool_at_work, waits_on_the_process, widen_starved
+from ._pools import current_frames, note_held, pool_at_work, waits_on_the_process, widen_starved
 from ._recorded import Recorded, as_recorded, fold_rows
 from ._sites import site_of
 from ._writer import Writer
@@ -557,7 +557,7 @@ class Session:
             return True  # its work waits its turn in a pool that gets through work
         if self.threads_running <= self.threads_held:
             return False
-        frames = sys._current_frames()
+        frames = current_frames()
         for ident in self.run_threads:
             if ident in self.held_threads:
                 continue

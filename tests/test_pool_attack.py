@@ -335,3 +335,60 @@ def test_a_step_that_goes_on_leaves_the_other_step_held_on_its_loop_parked(
 
 def _pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(size)
+
+
+def test_looking_at_the_threads_frames_does_not_hang_the_process() -> None:
+    """Whether a pool's threads are at work is read from their frames. In CPython 3.11
+    before 3.11.9 (gh-106883), a garbage collection inside `sys._current_frames()` runs a
+    weakref callback while it holds the lock a starting thread takes; the callback lets go of
+    the GIL, the starting thread takes the GIL and waits for that lock, and the process hangs
+    for good (a worker test hung so). Here the collection is made to fall inside the call,
+    with a callback that sleeps while another thread starts one: nothing must hang."""
+    script = textwrap.dedent(
+        """
+        import gc, threading, time, weakref
+        from replay._pools import current_frames
+
+        started = threading.Event()
+        refs = []
+
+        class Cycle:
+            pass
+
+        def garbage(callback):
+            cycle = Cycle()
+            cycle.me = cycle
+            refs.append(weakref.ref(cycle, callback))
+
+        def sleeper(_):
+            started.set()
+            time.sleep(0.3)  # lets go of the GIL
+
+        def first(_):
+            garbage(sleeper)  # for the next collection, inside the call
+
+        def starter():
+            started.wait()
+            threading.Thread(target=lambda: None).start()
+
+        thread = threading.Thread(target=starter)
+        thread.start()
+        gc.collect()
+        garbage(first)
+        gc.set_threshold(1)  # every allocation collects
+        current_frames()
+        gc.set_threshold(700)
+        gc.collect()
+        gc.collect()  # the callbacks run here if not before
+        thread.join()
+        print("ok")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process hung looking at its threads' frames")
+    assert done.stdout.strip() == "ok", done.stderr
