@@ -4,7 +4,9 @@
 
 Runs in a scratch schema that is dropped afterwards. Prints, best of several repetitions:
 the live cost per step (one commit each, as for the SQLite figures), the served cost per step
-on replay, and a plain psycopg INSERT + COMMIT of a row the same size, on the same server.
+on replay, and a plain psycopg INSERT + COMMIT of a row the same size, on the same server:
+psycopg's default, where BEGIN and COMMIT are round trips of their own. For scale, the same
+INSERT in autocommit, one round trip (what a journaled step of one row now costs the server).
 """
 
 from __future__ import annotations
@@ -55,12 +57,13 @@ async def _engine(journal: Journal, n: int, reps: int, mode: Mode) -> list[float
     return samples
 
 
-def _raw(url: str, schema: str, n: int, reps: int) -> list[float]:
+def _raw(url: str, schema: str, n: int, reps: int, *, autocommit: bool = False) -> list[float]:
     payload = b'{"args":{"i":1},"site":"benchmarks/postgres.py:40"}'
+    table = f"{schema}.raw_{'auto' if autocommit else 'tx'}"
     samples = []
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, autocommit=autocommit) as conn:
         conn.execute(
-            f"CREATE TABLE {schema}.raw (run_id TEXT, seq INT, key TEXT, payload BYTEA,"
+            f"CREATE TABLE {table} (run_id TEXT, seq INT, key TEXT, payload BYTEA,"
             " hash TEXT, created_at TIMESTAMPTZ, PRIMARY KEY (run_id, seq))"
         )
         conn.commit()
@@ -69,10 +72,10 @@ def _raw(url: str, schema: str, n: int, reps: int) -> list[float]:
             start = time.perf_counter()
             for seq in range(n):
                 conn.execute(
-                    f"INSERT INTO {schema}.raw VALUES (%s, %s, %s, %s, %s, now())",
+                    f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, now())",
                     (f"raw{rep}", seq, f"0:{seq}", payload, "f" * 64),
                 )
-                conn.commit()
+                conn.commit()  # in autocommit there is nothing to commit: no round trip
             samples.append(time.perf_counter() - start)
     return samples
 
@@ -89,6 +92,7 @@ def main() -> None:
         live = _best(asyncio.run(_engine(journal, args.n, args.reps, "resume")), args.n)
         served = _best(asyncio.run(_engine(journal, args.n, args.reps, "replay")), args.n)
         raw = _best(_raw(args.url, schema, args.n, args.reps), args.n)
+        one_trip = _best(_raw(args.url, schema, args.n, args.reps, autocommit=True), args.n)
     finally:
         journal.close()
         with psycopg.connect(args.url, autocommit=True) as conn:
@@ -97,6 +101,7 @@ def main() -> None:
     rows = [
         ("live     engine: journaled step, 1 commit/step", live, "µs/step"),
         ("live     raw psycopg: insert+commit", raw, "µs/row"),
+        ("info     raw psycopg: insert in autocommit", one_trip, "µs/row"),
         ("replay   engine: served step", served, "µs/step"),
     ]
     for label, (best, median), unit in rows:

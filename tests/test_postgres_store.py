@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import replay
-from journal import Journal, JournalUnavailable, LeaseLost
+from journal import Journal, JournalUnavailable, LeaseLost, RunStatus
 from tests.conftest import PG_URL, drop_schema, postgres_store
 from tests.factories import make_event, make_owner, make_run
 
@@ -329,3 +329,53 @@ def test_the_stalled_transaction_limit_is_the_stores_only_when_nobody_chose_one(
         row = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
     store.close()
     assert row is not None and row[0] == expected
+
+
+def _messages(store: object, call: object) -> list[str]:
+    """The protocol messages the store's one connection sends for `call()` (libpq's trace):
+    `Query "BEGIN..."`, `Parse ...`, `Query "COMMIT"`."""
+    import tempfile
+
+    pool = store._pool  # type: ignore[attr-defined]
+    with tempfile.TemporaryFile("w+") as trace:
+        with pool.connection() as conn:
+            conn.pgconn.trace(trace.fileno())
+        try:
+            call()  # type: ignore[operator]
+        finally:
+            with pool.connection() as conn:
+                conn.pgconn.untrace()
+        trace.seek(0)
+        sent = [line.split("\t") for line in trace.read().splitlines()]
+    return [" ".join(fields[3:5]).strip()[:50] for fields in sent if fields[1] == "F"]
+
+
+def test_a_call_of_one_statement_is_one_round_trip(pg_schema: str) -> None:
+    """A store call that is one statement is sent on its own, without BEGIN and COMMIT around
+    it (each its own round trip to the server: a worker made three for every read); a call
+    of several statements is still one transaction."""
+    from journal.stores import PostgresStore
+
+    store = PostgresStore(PG_URL, schema=pg_schema, min_size=1, max_size=1)
+    try:
+        store.create_run(make_run("r"))
+        owner = make_owner()
+        single = {
+            "get_run": lambda: store.get_run("r"),
+            "list_runs": lambda: store.list_runs(),
+            "claim": lambda: store.claim("r", owner, resuming=False),
+            "append": lambda: store.append("r", owner.token, [make_event(1)]),
+            "append_many": lambda: store.append_many([("r", owner.token, [make_event(2)])]),
+            "read_signal": lambda: store.read_signal("r", "s", 1),
+            "read_rows": lambda: store.read_rows("r"),
+            "read_events": lambda: store.read_events("r"),
+            "list_due": lambda: store.list_due(make_run("x").created_at),
+        }
+        for name, call in single.items():
+            sent = _messages(store, call)
+            assert not [m for m in sent if "BEGIN" in m or "COMMIT" in m], (name, sent)
+            assert len([m for m in sent if m.startswith(("Query", "Parse"))]) == 1, (name, sent)
+        sent = _messages(store, lambda: store.finish("r", owner.token, RunStatus.COMPLETED))
+        assert "BEGIN" in sent[0] and "COMMIT" in sent[-1], sent
+    finally:
+        store.close()

@@ -97,8 +97,14 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     a frozen VM, a debugger) would otherwise hold the run row's lock, and the journal's head
     lock, for as long as it stays paused, and no other process could take its runs over. Ours
     are a few statements sent back to back; the ended one was never committed and is run again
-    (`named_errors`)."""
+    (`named_errors`).
+
+    A call of one statement is sent on its own (autocommit): in a transaction of its own, as
+    a statement outside BEGIN always is, without the BEGIN and COMMIT round trips. Its
+    isolation is the session's, set here to the same READ COMMITTED."""
+    conn.autocommit = True
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
     row = conn.execute(
         "SELECT source FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
     ).fetchone()
@@ -107,7 +113,6 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
             "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
             (str(STALLED_TRANSACTION_MS),),
         )
-    conn.commit()
 
 
 def _sound(seq: Any, attempt: Any, payload: Any, created: Any, args: Any) -> bool:
@@ -220,6 +225,13 @@ class PostgresStore:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             yield cursor
 
+    @contextmanager
+    def _statement(self) -> Iterator[psycopg.Cursor[Any]]:
+        """For a call of one statement: each statement executed is its own transaction (the
+        connections are in autocommit), one round trip where BEGIN and COMMIT made three."""
+        with self._pool.connection() as conn, conn.cursor() as cursor:
+            yield cursor
+
     # -- runs ---------------------------------------------------------------------------------
 
     @staticmethod
@@ -274,7 +286,7 @@ class PostgresStore:
 
     @_named
     def get_run(self, run_id: str) -> Run | None:
-        with self._transaction() as cur:
+        with self._statement() as cur:
             return self._select_run(cur, run_id)
 
     @_named
@@ -288,7 +300,7 @@ class PostgresStore:
         sql, params = list_runs_query(
             f"{self.schema}.runs", "%s", status, workflow, limit, self._run_columns
         )
-        with self._transaction() as cur:
+        with self._statement() as cur:
             cur.execute(sql, params)
             rows = cur.fetchall()
         return [self._run_from_row(row) for row in rows]
@@ -305,14 +317,15 @@ class PostgresStore:
         )
         now = datetime.now(UTC)
         params = (owner.model_dump_json(), owner.token, int(resuming), now, run_id)
-        with self._transaction() as cur:
+        with self._statement() as cur:
             # An unowned run (what workers take) in one statement; a claimer that waited for
             # another's lock sees its owner and falls through to the rule below.
             cur.execute(
                 f"{claim_sql} AND owner_token IS NULL RETURNING {self._run_columns}", params
             )
             claimed = cur.fetchone()
-            if claimed is None:
+        if claimed is None:  # owned (or gone): the rule decides, under the row's lock
+            with self._transaction() as cur:
                 run = self._select_run(cur, run_id, " FOR UPDATE")
                 if run is None:
                     raise RunNotFound(run_id)
@@ -403,8 +416,13 @@ class PostgresStore:
 
     @_named
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
-        with self._transaction() as cur:
-            self._insert_events(cur, run_id, token, events)
+        pending = Pending()
+        stored = [stored_fields(e, pending) for e in events]
+        # One statement unless there are more rows than one takes, or chunks to write with
+        # them: those need the rows and the chunks in one transaction.
+        one = len(events) <= _ROWS_PER_STATEMENT and not pending
+        with self._statement() if one else self._transaction() as cur:
+            self._insert_events(cur, run_id, token, events, stored, pending)
 
     @_named
     def append_many(self, batches: Sequence[tuple[str, str, Sequence[Event]]]) -> list[str]:
@@ -415,7 +433,8 @@ class PostgresStore:
         # One statement for every run of the group, the same text whatever its size (so the
         # server prepares it once): a run's rows go in only while its token owns it, under a
         # share lock on its run row, as in `append`.
-        with self._transaction() as cur:
+        # With chunks to write, the rows and their chunks go in one transaction.
+        with self._transaction() if any(pendings) else self._statement() as cur:
             cur.execute(self._append_many_sql, (rows.decode(),))
             accepted = {row[0] for row in cur.fetchall()}
             chunked = [
@@ -494,7 +513,13 @@ class PostgresStore:
         )
 
     def _insert_events(
-        self, cur: psycopg.Cursor[Any], run_id: str, token: str, events: Sequence[Event]
+        self,
+        cur: psycopg.Cursor[Any],
+        run_id: str,
+        token: str,
+        events: Sequence[Event],
+        stored: list[tuple[bytes | None, bytes | None]] | None = None,
+        pending: Pending | None = None,
     ) -> None:
         # The rows are inserted only while `token` owns the run, checked under a share lock on
         # the run row: a claim (FOR UPDATE) waits for this transaction, or this one sees the
@@ -502,8 +527,9 @@ class PostgresStore:
         # pipeline ends in a way that leaves the server's idle-in-transaction timer off
         # (PostgreSQL 15), so a process paused before its commit held the lock for good.
         inserted = 0
-        pending = Pending()
-        stored = [stored_fields(e, pending) for e in events]
+        if stored is None or pending is None:
+            pending = Pending()
+            stored = [stored_fields(e, pending) for e in events]
         for first in range(0, len(events), _ROWS_PER_STATEMENT):
             chunk = events[first : first + _ROWS_PER_STATEMENT]
             fields = stored[first : first + _ROWS_PER_STATEMENT]
@@ -530,7 +556,7 @@ class PostgresStore:
     def read_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
     ) -> list[Event]:
-        with self._transaction() as cur:
+        with self._statement() as cur:
             cur.execute(
                 "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, created_at,"
                 f" args, prev_hash, hash FROM {self.schema}.events WHERE run_id = %s AND seq > %s"
@@ -570,7 +596,7 @@ class PostgresStore:
 
     @_named
     def read_rows(self, run_id: str) -> list[EventRow]:
-        with self._transaction() as cur:
+        with self._statement() as cur:
             cur.execute(
                 "SELECT seq, key, kind, name, fingerprint, status, attempt, payload, args"
                 f" FROM {self.schema}.events WHERE run_id = %s AND seq > 0 ORDER BY seq",
@@ -630,7 +656,7 @@ class PostgresStore:
 
     @_named
     def read_signal(self, run_id: str, name: str, number: int) -> bytes | None:
-        with self._transaction() as cur:
+        with self._statement() as cur:
             cur.execute(
                 f"SELECT payload FROM {self.schema}.signals WHERE run_id = %s AND name = %s"
                 " AND number = %s",
@@ -641,7 +667,7 @@ class PostgresStore:
 
     @_named
     def list_due(self, now: datetime) -> list[Run]:
-        with self._transaction() as cur:
+        with self._statement() as cur:
             cur.execute(
                 f"SELECT {self._run_columns} FROM {self.schema}.runs WHERE status = 'waiting'"
                 " AND wake_at <= %s ORDER BY wake_at",
@@ -652,7 +678,7 @@ class PostgresStore:
 
     @_named
     def count_events(self, run_id: str) -> int:
-        with self._transaction() as cur:
+        with self._statement() as cur:
             cur.execute(f"SELECT count(*) FROM {self.schema}.events WHERE run_id = %s", (run_id,))
             row = cur.fetchone()
         assert row is not None
@@ -660,7 +686,7 @@ class PostgresStore:
 
     @_named
     def last_hash(self, run_id: str) -> str | None:
-        with self._transaction() as cur:
+        with self._statement() as cur:
             cur.execute(
                 f"SELECT hash FROM {self.schema}.events WHERE run_id = %s ORDER BY seq DESC"
                 " LIMIT 1",

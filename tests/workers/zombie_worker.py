@@ -48,9 +48,15 @@ def stop_inside_the_third_steps_transaction(times: int) -> None:
 
     insert = PostgresStore._insert_events  # type: ignore[attr-defined]
     stops = [times]
+    # An append of one statement commits with it, outside any transaction: this process sends
+    # every call in a transaction, as the calls of several statements are (a run's end with
+    # its head entry, an append with its chunks), to stop inside one.
+    PostgresStore._statement = PostgresStore._transaction  # type: ignore[attr-defined]
 
-    def insert_then_stop(self: Any, cur: Any, run_id: str, token: str, events: Any) -> None:
-        insert(self, cur, run_id, token, events)
+    def insert_then_stop(
+        self: Any, cur: Any, run_id: str, token: str, events: Any, *rest: Any
+    ) -> None:
+        insert(self, cur, run_id, token, events, *rest)
         if stops[0] and any(e.key == "0:3" for e in events):
             stops[0] -= 1
             print("stopping in the transaction", flush=True)
