@@ -331,9 +331,10 @@ def test_the_stalled_transaction_limit_is_the_stores_only_when_nobody_chose_one(
     assert row is not None and row[0] == expected
 
 
-def _messages(store: object, call: object) -> list[str]:
-    """The protocol messages the store's one connection sends for `call()` (libpq's trace):
-    `Query "BEGIN..."`, `Parse ...`, `Query "COMMIT"`."""
+def _messages(store: object, call: object) -> tuple[list[str], int]:
+    """The protocol messages the store's one connection sends for `call()` (libpq's trace:
+    `Query "BEGIN..."`, `Parse ...`, `Sync`), and how many times it sent something after
+    waiting for the server's answer (its round trips)."""
     import tempfile
 
     pool = store._pool  # type: ignore[attr-defined]
@@ -346,14 +347,18 @@ def _messages(store: object, call: object) -> list[str]:
             with pool.connection() as conn:
                 conn.pgconn.untrace()
         trace.seek(0)
-        sent = [line.split("\t") for line in trace.read().splitlines()]
-    return [" ".join(fields[3:5]).strip()[:50] for fields in sent if fields[1] == "F"]
+        lines = [line.split("\t") for line in trace.read().splitlines()]
+    sent = [" ".join(fields[3:5]).strip()[:50] for fields in lines if fields[1] == "F"]
+    directions = [fields[1] for fields in lines]
+    trips = sum(
+        1 for i, d in enumerate(directions) if d == "F" and (i == 0 or directions[i - 1] == "B")
+    )
+    return sent, trips
 
 
 def test_a_call_of_one_statement_is_one_round_trip(pg_schema: str) -> None:
     """A store call that is one statement is sent on its own, without BEGIN and COMMIT around
-    it (each its own round trip to the server: a worker made three for every read); a call
-    of several statements is still one transaction."""
+    it (each its own round trip to the server: a worker made three for every read)."""
     from journal.stores import PostgresStore
 
     store = PostgresStore(PG_URL, schema=pg_schema, min_size=1, max_size=1)
@@ -372,10 +377,33 @@ def test_a_call_of_one_statement_is_one_round_trip(pg_schema: str) -> None:
             "list_due": lambda: store.list_due(make_run("x").created_at),
         }
         for name, call in single.items():
-            sent = _messages(store, call)
+            sent, trips = _messages(store, call)
+            assert trips == 1, (name, sent)
             assert not [m for m in sent if "BEGIN" in m or "COMMIT" in m], (name, sent)
             assert len([m for m in sent if m.startswith(("Query", "Parse"))]) == 1, (name, sent)
-        sent = _messages(store, lambda: store.finish("r", owner.token, RunStatus.COMPLETED))
-        assert "BEGIN" in sent[0] and "COMMIT" in sent[-1], sent
+    finally:
+        store.close()
+
+
+def test_a_runs_end_and_its_head_entry_take_two_round_trips(pg_schema: str) -> None:
+    """`finish` sends BEGIN, its update, the head's lock and read together, then the entry
+    and COMMIT: two waits for the server where each statement was one (six)."""
+    from journal.stores import PostgresStore
+
+    store = PostgresStore(PG_URL, schema=pg_schema, min_size=1, max_size=1)
+    store.head_chain = Journal(store=store).store.head_chain  # as a journal sets it
+    try:
+        assert store.head_chain is not None
+        store.create_run(make_run("r"))
+        owner = make_owner()
+        store.claim("r", owner, resuming=False)
+        store.append("r", owner.token, [make_event(1)])
+        with pytest.raises(LeaseLost):  # rolled back: the head's lock is let go, no entry
+            store.finish("r", "not-the-owner", RunStatus.COMPLETED)
+        sent, trips = _messages(store, lambda: store.finish("r", owner.token, RunStatus.COMPLETED))
+        assert any("pg_advisory_xact_lock" in m for m in sent), sent
+        assert trips == 2, sent
+        assert store.get_run("r").status is RunStatus.COMPLETED  # type: ignore[union-attr]
+        assert len(store.read_heads()) == 2  # created, finished
     finally:
         store.close()

@@ -56,6 +56,8 @@ from ._postgres_schema import (
 )
 from ._postgres_schema import named_errors as _named
 
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
 
 def _rows_json(
     batches: Sequence[tuple[str, str, Sequence[Event]]], pendings: Sequence[Pending]
@@ -226,6 +228,23 @@ class PostgresStore:
             yield cursor
 
     @contextmanager
+    def _pipelined(self) -> Iterator[tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]]:
+        """A transaction whose statements are sent together until a result is fetched (libpq's
+        pipeline mode): a run's end and its head entry in two round trips where they took six.
+        Its BEGIN and COMMIT are statements of the pipeline (psycopg's own transaction waits
+        for each). Two cursors, each holding the results of what it executed."""
+        with self._pool.connection() as conn:
+            try:
+                with conn.pipeline(), conn.cursor() as cursor, conn.cursor() as head:
+                    cursor.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    yield cursor, head
+                    cursor.execute("COMMIT")
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status != _IDLE:
+                    conn.rollback()  # nothing of it stays, the head's lock is let go
+                raise
+
+    @contextmanager
     def _statement(self) -> Iterator[psycopg.Cursor[Any]]:
         """For a call of one statement: each statement executed is its own transaction (the
         connections are in autocommit), one round trip where BEGIN and COMMIT made three."""
@@ -248,7 +267,7 @@ class PostgresStore:
 
     @_named
     def create_run(self, run: Run) -> Run:
-        with self._transaction() as cur:
+        with self._pipelined() as (cur, head):
             cur.execute(
                 f"INSERT INTO {self.schema}.runs ({RUN_COLUMNS}, owner_token) VALUES"
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -276,9 +295,12 @@ class PostgresStore:
                     None if run.owner is None else run.owner.token,
                 ),
             )
+            if self.head_chain is not None:  # sent with the insert (a run there already:
+                _heads.read_for_head(head, self.schema, run.run_id)  # read, nothing written)
             inserted = cur.fetchone()
             if inserted is not None:
-                self._append_head(cur, run.run_id, "created")
+                if self.head_chain is not None:
+                    _heads.insert_head(head, self.schema, self.head_chain, run.run_id, "created")
                 return self._run_from_row(inserted)
             stored = self._select_run(cur, run.run_id)
         assert stored is not None
@@ -378,18 +400,21 @@ class PostgresStore:
         seal: str | None = None,
     ) -> Run:
         now = datetime.now(UTC)
-        with self._transaction() as cur:
+        with self._pipelined() as (cur, head):
             cur.execute(
                 f"UPDATE {self.schema}.runs SET status = %s, result = %s, error = %s, seal = %s,"
                 " owner = NULL, owner_token = NULL, updated_at = %s, finished_at = %s"
                 f" WHERE run_id = %s AND owner_token = %s RETURNING {self._run_columns}",
                 (status.value, result, error, seal, now, now, run_id, token),
             )
-            finished = cur.fetchone()
+            if self.head_chain is not None:
+                _heads.read_for_head(head, self.schema, run_id)
+            finished = cur.fetchone()  # BEGIN, the update, the head's lock and read: one trip
             if finished is None:
-                raise LeaseLost(run_id)
-            self._append_head(cur, run_id, "finished")
-        return self._run_from_row(finished)
+                raise LeaseLost(run_id)  # the lock is let go with the rollback
+            if self.head_chain is not None:
+                _heads.insert_head(head, self.schema, self.head_chain, run_id, "finished")
+        return self._run_from_row(finished)  # the entry and COMMIT went in the second trip
 
     @_named
     def reopen(self, run_id: str, token: str, events: Sequence[Event]) -> Run:

@@ -32,6 +32,13 @@ def _blob(value: Any) -> bytes | None:
 def append_head(cur: Cursor, s: str, chain: Chain, run_id: str, reason: Reason) -> None:
     """Append the run's state now to the head of schema `s` (inside the caller's
     transaction)."""
+    read_for_head(cur, s, run_id)
+    insert_head(cur, s, chain, run_id, reason)
+
+
+def read_for_head(cur: Cursor, s: str, run_id: str) -> None:
+    """The first half of `append_head`: take the head's lock and read what the entry is made
+    of (not fetched yet: in a pipeline, sent with the statements before it)."""
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"journal-heads:{s}",))
     # Read after the lock, in a statement of its own: under READ COMMITTED its snapshot then
     # holds every entry appended before the lock was ours. One statement, one round trip.
@@ -43,6 +50,10 @@ def append_head(cur: Cursor, s: str, chain: Chain, run_id: str, reason: Reason) 
         " WHERE run_id = %s",
         (run_id, run_id),
     )
+
+
+def insert_head(cur: Cursor, s: str, chain: Chain, run_id: str, reason: Reason) -> None:
+    """The second half of `append_head`, on the cursor `read_for_head` used."""
     found = cur.fetchone()
     assert found is not None
     row, (seq, last_hash, n, top_hash) = found[:-4], found[-4:]
