@@ -206,13 +206,22 @@ def measure(
     }
 
 
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
+
+
 def _sqlite_journal(where: Path) -> Any:
     def make() -> tuple[Journal, Any]:
         path = where / f"j-{uuid.uuid4().hex[:8]}.db"
         journal = Journal(path)
         seen: list[int] = []
         conn: sqlite3.Connection = journal.store._conn  # type: ignore[attr-defined]
-        conn.set_trace_callback(lambda sql: seen.append(1) if sql == "COMMIT" else None)
+
+        def traced(sql: str) -> None:  # a COMMIT, or a write outside BEGIN (its own commit)
+            alone = not conn.in_transaction and sql.lstrip()[:6].upper() in _WRITES
+            if sql == "COMMIT" or alone:
+                seen.append(1)
+
+        conn.set_trace_callback(traced)
         return journal, lambda: len(seen)
 
     return make

@@ -39,16 +39,20 @@ async def several(run: int, steps: int) -> int:
     return total
 
 
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
+
+
 def _count_commits(journal: Journal) -> list[str]:
-    """Every COMMIT the store's own connection runs from now on: the name of the thread that
-    ran it."""
+    """Every commit the store's own connection makes from now on: the name of the thread that
+    made it. A COMMIT, or a write outside BEGIN (one statement is its own transaction)."""
     commits: list[str] = []
+    conn: sqlite3.Connection = journal.store._conn  # type: ignore[attr-defined]
 
     def traced(sql: str) -> None:
-        if sql == "COMMIT":
+        alone = not conn.in_transaction and sql.lstrip()[:6].upper() in _WRITES
+        if sql == "COMMIT" or alone:
             commits.append(threading.current_thread().name)
 
-    conn: sqlite3.Connection = journal.store._conn  # type: ignore[attr-defined]
     conn.set_trace_callback(traced)
     return commits
 
@@ -82,6 +86,7 @@ def test_one_run_alone_commits_on_the_spot(tmp_path: Path) -> None:
     """A single run has nobody to share a commit with: each write commits at once, on the
     loop, as it did before group commit (no hand-off to the committer's thread)."""
     with Journal(tmp_path / "j.db") as journal:
+        journal.redactor()  # the journal's salt, written once on first use: not the run's
         commits = _count_commits(journal)
         assert asyncio.run(run(several, 0, STEPS, journal=journal, run_id="alone")) == 10
         assert commits == ["MainThread"] * (3 + STEPS * 2)  # create, claim, 2 per step, finish

@@ -407,6 +407,15 @@ class SQLiteStore:
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
         pending = Pending()
         rows = [_event_row(run_id, token, event, pending) for event in events]
+        if len(rows) == 1 and not pending:
+            # One row, one statement: its own transaction, without a BEGIN and a COMMIT each
+            # going through the driver (the sequential step's hot path). It is kept only while
+            # the token owns the run, as below.
+            with self._lock:
+                if self._conn.execute(_INSERT_EVENT, rows[0]).rowcount != 1:
+                    raise LeaseLost(run_id)
+                self._committed(_written(rows, [pending]))
+            return
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN")
