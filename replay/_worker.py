@@ -221,8 +221,8 @@ class Worker:
         return finished
 
     def _next(self, in_flight: Mapping[str, object], free: int) -> list[Run]:
-        """Up to `free` runs to continue: from what the last look found, each read again (it
-        may have been taken or finished since), or from a new look once that is used up. A
+        """Up to `free` runs to continue: from what the last look found, read again in one read
+        (they may have been taken or finished since), or from a new look once that is used up. A
         look reads every run of the journal; with many runs in progress, a slot frees up
         many times a second, and a look each time cost a worker a quarter of its CPU."""
         if not self._backlog:
@@ -232,15 +232,20 @@ class Worker:
             fresh = False
         chosen: list[Run] = []
         while self._backlog and len(chosen) < free:
-            run = self._backlog.pop()
-            if run.run_id in in_flight or run.run_id in self._unresolvable:
-                continue
+            wanted = free - len(chosen)
+            batch: list[Run] = []
+            # Read again in one read, a few more than wanted: with other workers about, most
+            # of what a look found is taken by them before this one reaches it.
+            while self._backlog and len(batch) < (wanted if fresh else 2 * wanted + 6):
+                run = self._backlog.pop()
+                if run.run_id not in in_flight and run.run_id not in self._unresolvable:
+                    batch.append(run)
             if not fresh:
-                current = self.journal.store.get_run(run.run_id)
-                if current is None or not _needs_work(current):
-                    continue
-                run = current
-            chosen.append(run)
+                current = {run.run_id: run for run in _read_again(self.journal.store, batch)}
+                batch = [current[run.run_id] for run in batch if run.run_id in current]
+                batch = [run for run in batch if _needs_work(run)]
+            chosen += batch[:wanted]
+            self._backlog += reversed(batch[wanted:])  # read just now: next in line
         return chosen
 
     def _candidates(self, in_flight: Mapping[str, object]) -> list[Run]:
@@ -393,6 +398,16 @@ def _route_threads() -> None:
     current = getattr(loop, "_default_executor", None)  # None until first used
     if not isinstance(current, RoutingPool):
         loop.set_default_executor(RoutingPool(current))
+
+
+def _read_again(store: Any, runs: list[Run]) -> list[Run]:
+    """`runs` as the store holds them now, in one read (one each from a store of another
+    package written before `get_runs`)."""
+    ids = [run.run_id for run in runs]
+    get_runs = getattr(store, "get_runs", None)
+    if get_runs is not None:
+        return list(get_runs(ids))
+    return [run for run in map(store.get_run, ids) if run is not None]
 
 
 def _needs_work(run: Run) -> bool:

@@ -60,6 +60,20 @@ def test_create_run_is_idempotent(store: JournalStore) -> None:
     assert store.get_run("missing") is None
 
 
+def test_get_runs_reads_several_runs_at_once(store: JournalStore) -> None:
+    """get_runs returns each existing run asked for once, as get_run would, and nothing for
+    ids that name no run; more ids than one statement takes are read too."""
+    for i in range(3):
+        store.create_run(make_run(f"r{i}"))
+    store.claim("r1", make_owner(), resuming=False)
+    got = store.get_runs(["r1", "missing", "r0", "r1"])
+    assert sorted(run.run_id for run in got) == ["r0", "r1"]
+    assert {run.run_id: run for run in got}["r1"] == store.get_run("r1")
+    assert store.get_runs([]) == []
+    many = [f"x{i}" for i in range(1200)] + ["r2"]
+    assert [run.run_id for run in store.get_runs(many)] == ["r2"]
+
+
 def test_list_runs_newest_first_with_filters(store: JournalStore) -> None:
     """Runs list newest first, filter by status and workflow, honour the limit."""
     base = datetime(2026, 1, 1, tzinfo=UTC)

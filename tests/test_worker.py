@@ -87,6 +87,29 @@ def test_stopping_a_worker_releases_the_run_it_was_on(journal: Journal) -> None:
     assert journal.events("long")[0].status.value in ("completed", "started")
 
 
+def test_a_worker_reads_what_its_last_look_found_again_in_one_read(journal: Journal) -> None:
+    """A slot frees up: the worker takes the next runs its last look found, read again first
+    (another worker may have taken them). Those it passes over, taken meanwhile, cost no read
+    each: with four workers, three of every four runs a look found were taken by another,
+    and each was a round trip to the server before the worker found one to take."""
+    for n in range(20):
+        replay.submit(chain, n, 1, journal=journal, run_id=f"r{n:02d}")
+    worker = replay.Worker(journal, concurrency=4)
+    first = worker._next({}, 4)  # a look: 20 found, 4 taken
+    taken_elsewhere = [run.run_id for run in worker._backlog[-12:]]
+    for run_id in taken_elsewhere:  # the next 12 it would reach, claimed by others
+        journal.store.claim(run_id, make_owner("x", host="elsewhere", pid=1), resuming=False)
+    reads: list[str] = []
+    store = journal.store
+    get_run, get_runs = store.get_run, store.get_runs
+    store.get_run = lambda run_id: reads.append(run_id) or get_run(run_id)  # type: ignore[method-assign]
+    store.get_runs = lambda ids: reads.append(f"{len(ids)} at once") or get_runs(ids)  # type: ignore[method-assign]
+    again = worker._next({run.run_id: None for run in first}, 3)
+    assert len(again) == 3 and not {run.run_id for run in again} & set(taken_elsewhere)
+    assert all(run.owner is None for run in again)
+    assert len(reads) <= 2 and all(read.endswith("at once") for read in reads), reads
+
+
 def test_a_worker_continues_up_to_its_concurrency_of_runs_at_once(journal: Journal) -> None:
     """Eight runs whose step waits until its wave of four runs is inside it: a worker of
     concurrency 4 has four going at a time, never more, and finishes them all (with fewer at

@@ -42,6 +42,9 @@ class MemoryStore:
     def get_run(self, run_id: str) -> Run | None:
         return self._runs.get(run_id)
 
+    def get_runs(self, run_ids: Sequence[str]) -> list[Run]:
+        return [self._runs[run_id] for run_id in dict.fromkeys(run_ids) if run_id in self._runs]
+
     def list_runs(
         self,
         *,

@@ -312,6 +312,16 @@ class PostgresStore:
             return self._select_run(cur, run_id)
 
     @_named
+    def get_runs(self, run_ids: Sequence[str]) -> list[Run]:
+        with self._statement() as cur:
+            cur.execute(
+                f"SELECT {self._run_columns} FROM {self.schema}.runs WHERE run_id = ANY(%s)",
+                (list(dict.fromkeys(run_ids)),),
+            )
+            rows = cur.fetchall()
+        return [self._run_from_row(row) for row in rows]
+
+    @_named
     def list_runs(
         self,
         *,

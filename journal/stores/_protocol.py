@@ -41,6 +41,11 @@ class JournalStore(Protocol):
         """Runs, newest first, optionally filtered."""
         ...
 
+    def get_runs(self, run_ids: Sequence[str]) -> list[Run]:
+        """The runs of `run_ids` that exist, in one read, in no particular order (a worker
+        reads again what its last look found before it takes any)."""
+        ...
+
     def claim(self, run_id: str, owner: Owner, *, resuming: bool) -> Run:
         """Make `owner` the run's live owner; `RunLocked` if another live owner holds it.
 

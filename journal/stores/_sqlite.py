@@ -60,6 +60,8 @@ _RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 """INSERT ... RETURNING (SQLite 3.35): which runs' rows a group's one statement kept."""
 _ROWS_PER_INSERT = 64
 """Rows per multi-row INSERT (15 parameters each, under SQLite's oldest limit of 999)."""
+_IDS_PER_SELECT = 500
+"""Run ids per `get_runs` statement (one parameter each)."""
 
 
 @functools.cache
@@ -272,6 +274,20 @@ class SQLiteStore:
     def get_run(self, run_id: str) -> Run | None:
         with self._lock:
             return self._select_run(run_id)
+
+    @_named
+    @lenient_text
+    def get_runs(self, run_ids: Sequence[str]) -> list[Run]:
+        wanted = list(dict.fromkeys(run_ids))
+        rows = []
+        with self._lock:
+            for first in range(0, len(wanted), _IDS_PER_SELECT):
+                ids = wanted[first : first + _IDS_PER_SELECT]
+                marks = ", ".join("?" * len(ids))
+                rows += self._conn.execute(
+                    f"SELECT {self._run_columns} FROM runs WHERE run_id IN ({marks})", ids
+                ).fetchall()
+        return [self._run_from_row(row) for row in rows]
 
     @_named
     @lenient_text
