@@ -407,3 +407,69 @@ def test_a_runs_end_and_its_head_entry_take_two_round_trips(pg_schema: str) -> N
         assert len(store.read_heads()) == 2  # created, finished
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("call", ["finish", "create_run"])
+def test_a_call_paused_between_its_round_trips_does_not_hold_the_head_for_good(
+    pg_schema: str, call: str
+) -> None:
+    """`finish` and `create_run` wait for the server once while they hold the journal-wide
+    head's lock (and the run row's). A process paused right there (a GC pause, a frozen VM, a
+    debugger) must be ended by the server's idle-in-transaction limit like any transaction:
+    sent with a flush and no sync, the server was never idle by its own account and no other
+    process could create or end any run of the journal until the paused one woke up. Woken,
+    the ended call is made again and the head stays whole."""
+    import threading
+
+    from journal.stores import PostgresStore
+    from journal.stores import _postgres_heads as heads
+
+    url = f"{PG_URL}?schema={pg_schema}&{SHORT_IDLE_LIMIT}"
+    paused_store = PostgresStore.from_url(url)
+    journal = Journal(store=paused_store)
+    other = PostgresStore.from_url(url, head_chain=paused_store.head_chain)
+    owner = make_owner()
+    paused_store.create_run(make_run("r"))
+    paused_store.claim("r", owner, resuming=False)
+    paused_store.append("r", owner.token, [make_event(1)])
+    wake, insert_head, outcome = threading.Event(), heads.insert_head, []
+
+    def pause_once(*args: object) -> None:
+        if threading.current_thread().name == "paused" and not wake.is_set():
+            wake.wait(10)  # paused after the first round trip: the head's lock is held
+        insert_head(*args)  # type: ignore[arg-type]
+
+    def paused() -> None:
+        try:
+            if call == "finish":
+                outcome.append(paused_store.finish("r", owner.token, RunStatus.COMPLETED))
+            else:
+                outcome.append(paused_store.create_run(make_run("new")))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    heads.insert_head = pause_once  # type: ignore[assignment]
+    thread = threading.Thread(target=paused, name="paused")
+    try:
+        thread.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        other.create_run(make_run("other"))  # waits for the head's lock
+        waited = time.monotonic() - started
+    finally:
+        wake.set()
+        thread.join()
+        heads.insert_head = insert_head  # type: ignore[assignment]
+    try:
+        assert waited < 5, f"another process waited {waited:.1f} s for the head's lock"
+        (result,) = outcome
+        assert not isinstance(result, BaseException), result
+        expected = {"finish": ("r", RunStatus.COMPLETED), "create_run": ("new", RunStatus.RUNNING)}
+        assert (result.run_id, result.status) == expected[call]
+        assert [e.reason for e in paused_store.read_heads()] == (
+            ["created", "created", "finished"] if call == "finish" else ["created"] * 3
+        )
+        assert all(v.ok for v in journal.verify())
+    finally:
+        other.close()
+        paused_store.close()

@@ -57,6 +57,8 @@ from ._postgres_schema import (
 from ._postgres_schema import named_errors as _named
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
+_IDLE_TIMEOUT = "25P03"
+"""SQLSTATE idle_in_transaction_session_timeout: the server ended a transaction left idle."""
 
 
 def _rows_json(
@@ -228,21 +230,46 @@ class PostgresStore:
             yield cursor
 
     @contextmanager
-    def _pipelined(self) -> Iterator[tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]]:
-        """A transaction whose statements are sent together until a result is fetched (libpq's
-        pipeline mode): a run's end and its head entry in two round trips where they took six.
-        Its BEGIN and COMMIT are statements of the pipeline (psycopg's own transaction waits
-        for each). Two cursors, each holding the results of what it executed."""
+    def _pipelined(
+        self,
+    ) -> Iterator[tuple[psycopg.Cursor[Any], psycopg.Cursor[Any], Callable[[], None]]]:
+        """A transaction whose statements are sent together until `sync()` (libpq's pipeline
+        mode): a run's end and its head entry in two round trips where they took six. Its
+        BEGIN and COMMIT are statements of the pipeline (psycopg's own transaction waits for
+        each). Two cursors, each holding the results of what it executed, and `sync`, which
+        sends what is queued and waits for its results.
+
+        Results are waited for only after `sync()`, never by fetching first: a fetch sends a
+        flush, not a sync, and a server that was never told the batch ended does not count
+        its transaction idle. A process paused there (holding the run row's lock and the
+        head's) was never ended by `idle_in_transaction_session_timeout`, and no other
+        process could create or end a run of the journal until it woke up.
+
+        The server's word that it ended the transaction so reaches libpq as a notice in
+        pipeline mode, and the call fails as a lost connection: it is raised as the error it
+        is, which `named_errors` answers by making the call again (nothing was committed)."""
+        ended: list[psycopg.errors.Diagnostic] = []
+
+        def note(diag: psycopg.errors.Diagnostic) -> None:
+            if diag.sqlstate == _IDLE_TIMEOUT:
+                ended.append(diag)
+
         with self._pool.connection() as conn:
+            conn.add_notice_handler(note)
             try:
-                with conn.pipeline(), conn.cursor() as cursor, conn.cursor() as head:
+                with conn.pipeline() as pipeline, conn.cursor() as cursor, conn.cursor() as head:
                     cursor.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                    yield cursor, head
+                    yield cursor, head, pipeline.sync
                     cursor.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if not conn.closed and conn.info.transaction_status != _IDLE:
                     conn.rollback()  # nothing of it stays, the head's lock is let go
+                if ended and isinstance(exc, psycopg.OperationalError):
+                    message = ended[0].message_primary or "idle-in-transaction timeout"
+                    raise psycopg.errors.IdleInTransactionSessionTimeout(message) from exc
                 raise
+            finally:
+                conn.remove_notice_handler(note)
 
     @contextmanager
     def _statement(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -267,7 +294,7 @@ class PostgresStore:
 
     @_named
     def create_run(self, run: Run) -> Run:
-        with self._pipelined() as (cur, head):
+        with self._pipelined() as (cur, head, sync):
             cur.execute(
                 f"INSERT INTO {self.schema}.runs ({RUN_COLUMNS}, owner_token) VALUES"
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -297,14 +324,19 @@ class PostgresStore:
             )
             if self.head_chain is not None:  # sent with the insert (a run there already:
                 _heads.read_for_head(head, self.schema, run.run_id)  # read, nothing written)
-            inserted = cur.fetchone()
-            if inserted is not None:
-                if self.head_chain is not None:
-                    _heads.insert_head(head, self.schema, self.head_chain, run.run_id, "created")
-                return self._run_from_row(inserted)
-            stored = self._select_run(cur, run.run_id)
-        assert stored is not None
-        return stored
+            sync()
+            row = cur.fetchone()
+            if row is None:  # there already: the stored run (each wait after a sync)
+                cur.execute(
+                    f"SELECT {self._run_columns} FROM {self.schema}.runs WHERE run_id = %s",
+                    (run.run_id,),
+                )
+                sync()
+                row = cur.fetchone()
+            elif self.head_chain is not None:
+                _heads.insert_head(head, self.schema, self.head_chain, run.run_id, "created")
+        assert row is not None
+        return self._run_from_row(row)  # the entry and COMMIT went in the second trip
 
     @_named
     def get_run(self, run_id: str) -> Run | None:
@@ -410,7 +442,7 @@ class PostgresStore:
         seal: str | None = None,
     ) -> Run:
         now = datetime.now(UTC)
-        with self._pipelined() as (cur, head):
+        with self._pipelined() as (cur, head, sync):
             cur.execute(
                 f"UPDATE {self.schema}.runs SET status = %s, result = %s, error = %s, seal = %s,"
                 " owner = NULL, owner_token = NULL, updated_at = %s, finished_at = %s"
@@ -419,7 +451,8 @@ class PostgresStore:
             )
             if self.head_chain is not None:
                 _heads.read_for_head(head, self.schema, run_id)
-            finished = cur.fetchone()  # BEGIN, the update, the head's lock and read: one trip
+            sync()  # BEGIN, the update, the head's lock and read: one trip
+            finished = cur.fetchone()
             if finished is None:
                 raise LeaseLost(run_id)  # the lock is let go with the rollback
             if self.head_chain is not None:
