@@ -60,6 +60,8 @@ _IDLE_CODE = _pool_worker.__code__
 
 _COLLECTS_IN_CURRENT_FRAMES = sys.version_info < (3, 11, 9)
 """CPython before 3.11.9 can collect garbage inside `sys._current_frames()` (gh-106883)."""
+_frames_lock = threading.RLock()
+"""One look at the frames at a time: the collector is the whole process's."""
 
 
 def current_frames() -> dict[int, FrameType]:
@@ -67,14 +69,21 @@ def current_frames() -> dict[int, FrameType]:
     A garbage collection inside it runs weakref callbacks while it holds the lock a starting
     or ending thread takes; a callback that lets go of the GIL can then wait forever for it,
     held by a thread that waits for that lock. The collector is held off during the call, as
-    CPython's own fix does, unless someone else has turned it off."""
-    if not _COLLECTS_IN_CURRENT_FRAMES or not gc.isenabled():
+    CPython's own fix does, unless someone else has turned it off.
+
+    One thread at a time: a second caller that found the collector off (the first's doing)
+    read the frames as it was, and the first turned it back on while the second was still
+    inside the call."""
+    if not _COLLECTS_IN_CURRENT_FRAMES:
         return sys._current_frames()
-    gc.disable()
-    try:
-        return sys._current_frames()
-    finally:
-        gc.enable()
+    with _frames_lock:
+        if not gc.isenabled():
+            return sys._current_frames()
+        gc.disable()
+        try:
+            return sys._current_frames()
+        finally:
+            gc.enable()
 
 
 def set_thread_pool(pool: ThreadPoolExecutor | None) -> ThreadPoolExecutor | None:

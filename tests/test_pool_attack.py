@@ -392,3 +392,41 @@ def test_looking_at_the_threads_frames_does_not_hang_the_process() -> None:
     except subprocess.TimeoutExpired:
         pytest.fail("the process hung looking at its threads' frames")
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_frames_looked_at_by_two_threads_at_once_are_both_read_with_the_collector_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two threads look at the frames at once (a run's loop and another's pool check): the
+    second found the collector off, the first's, and read the frames without turning it off
+    itself; the first then turned it back on while the second was still inside the call,
+    open to the very deadlock the call is kept from (gh-106883)."""
+    import gc
+
+    from replay import _pools
+
+    if not _pools._COLLECTS_IN_CURRENT_FRAMES:
+        pytest.skip("CPython 3.11.9 and later keep the collector out of the call themselves")
+    real = sys._current_frames
+    inside = threading.Event()
+    seen: list[tuple[str, bool, bool]] = []
+
+    def slow_frames() -> dict[int, object]:
+        name = threading.current_thread().name
+        at_start = gc.isenabled()
+        if name == "first":
+            inside.set()
+        time.sleep(0.3 if name == "first" else 0.6)  # the second is still inside after
+        seen.append((name, at_start, gc.isenabled()))
+        return real()
+
+    monkeypatch.setattr(sys, "_current_frames", slow_frames)
+    first = threading.Thread(target=_pools.current_frames, name="first")
+    second = threading.Thread(target=_pools.current_frames, name="second")
+    first.start()
+    assert inside.wait(5)
+    second.start()
+    first.join()
+    second.join()
+    assert gc.isenabled()
+    assert sorted(seen) == [("first", False, False), ("second", False, False)], seen
