@@ -98,3 +98,34 @@ def test_a_mistyped_postgres_schema_is_no_journal_here(pg_schema: str) -> None:
     assert found is None
     result = runner.invoke(app, ["runs", "--db", f"{PG_URL}?schema={pg_schema}"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_postgres_journal_opened_to_read_writes_nothing(pg_schema: str) -> None:
+    """As a SQLite file opened to read: finished runs are served and replayed, and a run the
+    journal is asked to start is refused with a clear error, nothing of it written (it was
+    created, claimed, journaled and finished, head entries and all)."""
+    postgres_store(pg_schema).close()
+    url = f"{PG_URL}?schema={pg_schema}"
+    with Journal(url) as journal:
+        asyncio.run(replay.run(agent, "A-1", journal=journal, run_id="r1"))
+
+    def rows() -> list[int]:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            return [
+                conn.execute(f"SELECT count(*) FROM {pg_schema}.{table}").fetchone()[0]  # type: ignore[index]
+                for table in ("runs", "events", "heads", "meta")
+            ]
+
+    before = rows()
+    with Journal(url, read_only=True) as journal:
+        assert (
+            asyncio.run(replay.run(agent, "A-1", journal=journal, run_id="r1")) == "A-1 is shipped"
+        )
+        again = asyncio.run(replay.run(agent, "A-1", journal=journal, run_id="r1", mode="replay"))
+        assert again == "A-1 is shipped"
+        with pytest.raises(JournalUnavailable, match="opened to read") as err:
+            asyncio.run(replay.run(agent, "A-2", journal=journal, run_id="r2"))
+        assert "Fix:" in str(err.value)
+        assert journal.store.get_run("r2") is None
+        assert all(v.ok for v in journal.verify())
+    assert rows() == before

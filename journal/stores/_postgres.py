@@ -91,7 +91,7 @@ _ROWS_PER_STATEMENT = 4000
 """12 parameters a row: PostgreSQL takes at most 65,535 in one statement."""
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
+def _configure(conn: psycopg.Connection[Any], *, read_only: bool = False) -> None:
     """Every connection reads committed data, whatever the database's default: the head's
     next entry is read after the lock that orders appends, never from an older snapshot
     (REPEATABLE READ would have two writers number their entries alike).
@@ -105,10 +105,15 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 
     A call of one statement is sent on its own (autocommit): in a transaction of its own, as
     a statement outside BEGIN always is, without the BEGIN and COMMIT round trips. Its
-    isolation is the session's, set here to the same READ COMMITTED."""
+    isolation is the session's, set here to the same READ COMMITTED.
+
+    A store opened to read has read-only sessions: the server refuses whatever it is asked
+    to write (a run started on a journal opened to read), as SQLite refuses a file opened
+    with mode=ro; `named_errors` says so."""
     conn.autocommit = True
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-    conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    mode = ", READ ONLY" if read_only else ""
+    conn.execute(f"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED{mode}")
     row = conn.execute(
         "SELECT source FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
     ).fetchone()
@@ -192,7 +197,7 @@ class PostgresStore:
                 max_size=max_size,
                 open=True,
                 timeout=30,
-                configure=_configure,
+                configure=functools.partial(_configure, read_only=read_only),
             )
         except NoJournal as exc:
             raise JournalUnavailable(masked(f"{exc} (at {url})", url)) from None

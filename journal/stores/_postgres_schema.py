@@ -225,6 +225,20 @@ def named_errors(method: Callable[..., Any]) -> Callable[..., Any]:
                 "idle_in_transaction_session_timeout; nothing of it was written. Fix: find what "
                 "pauses the process (CPU starved, swapping, a debugger), then resume the run."
             ) from None
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            why = (
+                "it was opened to read (read_only=True)"
+                if self.read_only
+                else "the server only reads (a standby, default_transaction_read_only)"
+            )
+            raise JournalUnavailable(
+                masked(
+                    f"the journal at {self.url} cannot be written: {why} "
+                    f"({str(exc).strip()}); nothing was written. Fix: to start or change a "
+                    "run, open the journal to write, on a server that takes writes.",
+                    self.url,
+                )
+            ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise JournalUnavailable(
                 masked(
