@@ -473,3 +473,56 @@ def test_a_call_paused_between_its_round_trips_does_not_hold_the_head_for_good(
     finally:
         other.close()
         paused_store.close()
+
+
+def test_removing_runs_while_one_of_them_ends_is_no_deadlock(pg_schema: str) -> None:
+    """`delete_runs` held the journal's head lock from its first run on and then waited for
+    the next run's row; a run ending meanwhile (a failed run reopened and finished again)
+    held that row and waited for the head lock: PostgreSQL ended one of them, and the end
+    failed as a lost connection. The rows are now locked first, before the head's lock."""
+    import threading
+
+    from journal.stores import PostgresStore
+
+    store = PostgresStore(PG_URL, schema=pg_schema)
+    journal = Journal(store=store)
+    owner = make_owner()
+    for run_id in ("done", "ending"):
+        store.create_run(make_run(run_id))
+        store.claim(run_id, owner, resuming=False)
+    store.finish("done", owner.token, RunStatus.COMPLETED)
+    append_head = store._append_head
+
+    def slow_removal(cur: object, run_id: str, reason: str) -> None:
+        append_head(cur, run_id, reason)  # type: ignore[arg-type]
+        if reason == "removed":
+            time.sleep(1.0)  # the head's lock held: the end below takes its row meanwhile
+
+    store._append_head = slow_removal  # type: ignore[method-assign]
+    outcome: dict[str, object] = {}
+
+    def remove() -> None:
+        try:
+            outcome["removed"] = store.delete_runs(["done", "ending"])
+        except Exception as exc:
+            outcome["removed"] = exc
+
+    def end() -> None:
+        try:
+            outcome["ended"] = store.finish("ending", owner.token, RunStatus.COMPLETED).status
+        except Exception as exc:
+            outcome["ended"] = exc
+
+    remover = threading.Thread(target=remove)
+    remover.start()
+    time.sleep(0.3)
+    ender = threading.Thread(target=end)
+    ender.start()
+    remover.join()
+    ender.join()
+    try:
+        assert outcome == {"removed": 1, "ended": RunStatus.COMPLETED}, outcome
+        assert store.get_run("done") is None
+        assert all(v.ok for v in journal.verify())
+    finally:
+        store.close()

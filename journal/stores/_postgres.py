@@ -774,13 +774,18 @@ class PostgresStore:
         s = self.schema
         with self._transaction() as cur:
             cur.execute("SELECT set_config('journal.retention', 'on', true)")
+            # Every run's row is locked first, in one order, and only then the head's lock:
+            # taken between rows, the head's lock was held while waiting for the next row,
+            # held by a run's end that waited for the head's lock (a deadlock PostgreSQL
+            # ended, failing the end as a lost connection).
+            cur.execute(
+                f"SELECT run_id, workflow, status, seal, owner_token FROM {s}.runs"
+                " WHERE run_id = ANY(%s::text[]) ORDER BY run_id FOR UPDATE",
+                (list(run_ids),),
+            )
+            locked = {each[0]: each[1:] for each in cur.fetchall()}
             for run_id in run_ids:
-                cur.execute(
-                    f"SELECT workflow, status, seal, owner_token FROM {s}.runs WHERE run_id = %s"
-                    " FOR UPDATE",
-                    (run_id,),
-                )
-                row = cur.fetchone()
+                row = locked.pop(run_id, None)
                 if row is None or row[3] is not None:
                     continue  # gone already, or owned right now: never remove a live run
                 self._append_head(cur, run_id, "removed")
