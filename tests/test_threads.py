@@ -13,8 +13,9 @@ from collections import Counter
 
 import httpx2
 import openai
+import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import replay
@@ -107,12 +108,60 @@ def test_a_thread_pool_taking_results_as_completed_replays_its_order(order: list
     # The pauses set the live order on a machine with time to spare; a loaded one may swap
     # two threads, and the law is the same for any order live had: replay sees it again.
     assert sorted(live.split(",")) == [f"<{n}>" for n in names]
+    # Unless live, a tool was held up between its step and its `put` while the next tool's
+    # step finished (a loaded machine, seen once in a full run): the journal holds the steps'
+    # order, not the puts', and a replay serves each tool's work in the steps' order.
+    finished = [
+        e.payload
+        for e in journal.events("p")
+        if e.name == "lookup" and e.status.value == "completed"
+    ]
+    assume([orjson.loads(p or b"null") for p in finished] == live.split(","))
     executions.clear()
     pauses.update({n: 0.0 for n in names})
     replayed = asyncio.run(
         replay.run(pool_in_thread, names, journal=journal, run_id="p", mode="replay")
     )
     assert replayed == live and executions == Counter()
+
+
+def reacting_tools(names: list[str], slow: str) -> str:
+    """As `parallel_tools`, with the tool `slow` working 30 ms on what its step returned
+    (parsing it, say), done live long before the next tool finished."""
+    finished: queue.Queue[str] = queue.Queue()
+
+    def tool(name: str) -> None:
+        got = lookup(name)
+        time.sleep(0.03 if name == slow else 0.0)
+        finished.put(got)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        for name in names:
+            pool.submit(contextvars.copy_context().run, tool, name)
+    return decide([finished.get() for _ in names])
+
+
+async def reacting_pool(names: list[str], slow: str) -> str:
+    return await asyncio.to_thread(reacting_tools, names, slow)
+
+
+def test_a_threads_work_on_its_served_result_ends_before_the_next_thread_has_its_turn() -> None:
+    """Live, tool c put its result in the queue 30 ms after its step, 70 ms before the next
+    tool's step finished. Served back to back, the next thread has its turn once c's work on
+    its result is done (a thread's served outcome is reached when its work ends, or after
+    `SETTLE_SECONDS` without progress), so c's `put` comes before d's again."""
+    names = ["a", "b", "c", "d"]
+    pauses.update({n: 0.1 * rank for rank, n in enumerate(names)})
+    journal = Journal(store=MemoryStore())
+    live = asyncio.run(replay.run(reacting_pool, names, "c", journal=journal, run_id="r"))
+    assert live == "<a>,<b>,<c>,<d>"
+    executions.clear()
+    pauses.update({n: 0.0 for n in names})
+    for _ in range(3):
+        replayed = asyncio.run(
+            replay.run(reacting_pool, names, "c", journal=journal, run_id="r", mode="replay")
+        )
+        assert replayed == live and executions == Counter()
 
 
 def test_a_pool_driven_from_the_loop_thread_is_journaled_too(journal: Journal) -> None:
