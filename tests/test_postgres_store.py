@@ -526,3 +526,24 @@ def test_removing_runs_while_one_of_them_ends_is_no_deadlock(pg_schema: str) -> 
         assert all(v.ok for v in journal.verify())
     finally:
         store.close()
+
+
+def test_a_statement_the_server_cancels_is_not_called_a_lost_connection(pg_schema: str) -> None:
+    """A statement the server cancels (statement_timeout, here while another session holds a
+    lock on the runs) is a JournalUnavailable that says so and what to do, not "the
+    connection was lost or refused", which sends the user to check a server that runs."""
+    from journal.stores import PostgresStore
+
+    postgres_store(pg_schema).close()
+    url = f"{PG_URL}?schema={pg_schema}&options=-c%20statement_timeout%3D200"
+    store = PostgresStore.from_url(url)
+    try:
+        with psycopg.connect(PG_URL) as holder:
+            holder.execute(f"LOCK TABLE {pg_schema}.runs IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(JournalUnavailable) as err:
+                store.get_run("r")
+        message = str(err.value)
+        assert "lost or refused" not in message, message
+        assert "cancelled" in message and "statement_timeout" in message, message
+    finally:
+        store.close()

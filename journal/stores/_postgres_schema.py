@@ -239,6 +239,29 @@ def named_errors(method: Callable[..., Any]) -> Callable[..., Any]:
                     self.url,
                 )
             ) from None
+        except (psycopg.errors.QueryCanceled, psycopg.errors.TransactionRollback) as exc:
+            # The server refused this one statement, on a connection that still works.
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                why = (
+                    "the server cancelled a statement of the journal's (statement_timeout, "
+                    "lock_timeout, or a cancel sent to it)"
+                )
+                fix = (
+                    "let the journal's statements take longer (statement_timeout and "
+                    "lock_timeout in the URL's options, the role or the database), or find "
+                    "what held the journal's tables"
+                )
+            else:
+                why = "the server ended the journal's transaction to undo a deadlock or conflict"
+                fix = "resume the run; if it happens again, report it with the server's log"
+            raise JournalUnavailable(
+                masked(
+                    f"PostgreSQL at {self.url}: {why} ({type(exc).__name__}: "
+                    f"{str(exc).strip()}); nothing of that call was written. Fix: {fix}, then "
+                    "resume the run: what was written before stays.",
+                    self.url,
+                )
+            ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise JournalUnavailable(
                 masked(
