@@ -25,6 +25,7 @@ from typing import Any
 from journal import (
     Journal,
     JournalError,
+    JournalStore,
     JournalUnavailable,
     Run,
     RunCancelled,
@@ -402,10 +403,11 @@ def _route_threads() -> None:
 
 def _read_again(store: Any, runs: list[Run]) -> list[Run]:
     """`runs` as the store holds them now, in one read (one each from a store of another
-    package written before `get_runs`)."""
+    package written before `get_runs`, also one that subclasses `JournalStore` and so has
+    the protocol's stub, which returns None)."""
     ids = [run.run_id for run in runs]
     get_runs = getattr(store, "get_runs", None)
-    if get_runs is not None:
+    if get_runs is not None and getattr(type(store), "get_runs", None) is not JournalStore.get_runs:
         return list(get_runs(ids))
     return [run for run in map(store.get_run, ids) if run is not None]
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import replay
-from journal import Journal, RunStatus
+from journal import Journal, JournalStore, MemoryStore, RunStatus
 from tests import attack_workflows as wf
 from tests.conftest import PG_URL, postgres_store
+from tests.fleet_workflows import chain
 from tests.test_worker import _wait_until_it_handles_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -537,3 +538,45 @@ def test_fifty_crashed_runs_replayed_at_once_on_postgres_equal_clean_runs(pg_sch
     for run_id, value in expected.items():
         assert journal.run(run_id).result == str(value).encode(), run_id
     journal.close()
+
+
+class _StoreOfBeforeGetRuns(JournalStore):
+    """A store of another package written before `get_runs`, declaring the protocol it
+    implements (as docs/deployment.md asks): `get_runs` is the protocol's own stub."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.head_chain = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+for _name, _member in vars(JournalStore).items():
+    if callable(_member) and not _name.startswith("_") and _name != "get_runs":
+        setattr(
+            _StoreOfBeforeGetRuns,
+            _name,
+            (lambda name: lambda self, *a, **k: getattr(self.inner, name)(*a, **k))(_name),
+        )
+
+
+def test_a_store_subclassing_the_protocol_before_get_runs_is_read_a_run_at_a_time() -> None:
+    """The protocol's stub of `get_runs` (a store subclassing JournalStore inherits it)
+    returns None: the worker reads that store a run at a time, as any store without it,
+    instead of failing on None with a TypeError that ended `Worker.run`."""
+    journal = Journal(store=_StoreOfBeforeGetRuns())
+    for n in range(10):
+        replay.submit(chain, n, 1, journal=journal, run_id=f"r{n}")
+    worker = replay.Worker(journal, concurrency=2, poll_seconds=0.01)
+
+    async def until_done() -> replay.WorkerStats:
+        runner = asyncio.ensure_future(worker.run())
+        while len(journal.runs(status=RunStatus.COMPLETED)) < 10:
+            assert not runner.done(), runner.result()
+            await asyncio.sleep(0.01)
+        worker.stop()
+        return await runner
+
+    stats = asyncio.run(asyncio.wait_for(until_done(), 30))
+    assert stats.completed == 10
