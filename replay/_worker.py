@@ -242,7 +242,12 @@ class Worker:
                 if run.run_id not in in_flight and run.run_id not in self._unresolvable:
                     batch.append(run)
             if not fresh:
-                current = {run.run_id: run for run in _read_again(self.journal.store, batch)}
+                try:
+                    found = _read_again(self.journal.store, batch)
+                except BaseException:  # out of reach: all taken off wait for the next try
+                    self._backlog += [*reversed(batch), *reversed(chosen)]
+                    raise
+                current = {run.run_id: run for run in found}
                 batch = [current[run.run_id] for run in batch if run.run_id in current]
                 batch = [run for run in batch if _needs_work(run)]
             chosen += batch[:wanted]

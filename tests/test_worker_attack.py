@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import replay
-from journal import Journal, JournalStore, MemoryStore, RunStatus
+from journal import Journal, JournalStore, JournalUnavailable, MemoryStore, RunStatus
 from tests import attack_workflows as wf
 from tests.conftest import PG_URL, postgres_store
 from tests.fleet_workflows import chain
@@ -580,3 +580,29 @@ def test_a_store_subclassing_the_protocol_before_get_runs_is_read_a_run_at_a_tim
 
     stats = asyncio.run(asyncio.wait_for(until_done(), 30))
     assert stats.completed == 10
+
+
+def test_a_failed_read_again_leaves_the_backlog_as_it_was(tmp_path: Path) -> None:
+    """The journal out of reach while the worker reads again what its last look found: the
+    runs it had taken off its backlog for that read go back on it, in their order. Lost, they
+    waited for the whole backlog to drain and a new look (up to 2 x concurrency + 6 runs a
+    blip, where a read a run lost one)."""
+    with Journal(str(tmp_path / "j.db")) as journal:
+        for n in range(40):
+            replay.submit(chain, n, 1, journal=journal, run_id=f"r{n:02d}")
+        worker = replay.Worker(journal, concurrency=4)
+        first = worker._next({}, 4)
+        before = [run.run_id for run in worker._backlog]
+        store = journal.store
+        get_runs = store.get_runs
+
+        def unreachable(ids: object) -> list[object]:
+            raise JournalUnavailable("the server went away")
+
+        store.get_runs = unreachable  # type: ignore[method-assign,assignment]
+        with pytest.raises(JournalUnavailable):
+            worker._next({run.run_id: None for run in first}, 4)
+        store.get_runs = get_runs  # type: ignore[method-assign]
+        assert [run.run_id for run in worker._backlog] == before
+        taken = worker._next({run.run_id: None for run in first}, 4)
+        assert [run.run_id for run in taken] == before[::-1][:4]
