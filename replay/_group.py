@@ -160,6 +160,8 @@ class Committer:
             return {**errors, **{run_id: gone for run_id in runs}}
         batches = [(run_id, token, rows) for run_id, (token, rows) in runs.items()]
         append_many = getattr(store, "append_many", None)
+        if getattr(type(store), "append_many", None) is JournalStore.append_many:
+            append_many = None  # the protocol's stub (a subclass written before it): None
         if append_many is not None and len(batches) > 1:
             try:
                 refused: Sequence[str] = append_many(batches)

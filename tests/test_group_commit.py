@@ -325,3 +325,35 @@ def test_postgres_concurrent_runs_share_commits(pg_journal: Journal, pg_schema: 
     transactions = _inserting_transactions(pg_schema)
     assert transactions < rows / 4, (transactions, rows)
     assert all(v.ok for v in pg_journal.verify())
+
+
+def test_a_store_subclassing_the_protocol_before_append_many_commits_a_run_at_a_time() -> None:
+    """A store of another package that subclasses JournalStore (as docs/deployment.md asks it
+    to implement the protocol) but was written before `append_many` inherits the protocol's
+    stub, which returns None: the committer appends its runs one by one, as for a store
+    without it, instead of failing all but the first runs of a group with JournalWriteFailed."""
+    from journal import JournalStore, MemoryStore
+    from tests.fleet_workflows import chain
+
+    class Older(JournalStore):
+        def __init__(self) -> None:
+            self.inner = MemoryStore()
+            self.head_chain = None
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    for name, member in vars(JournalStore).items():
+        if callable(member) and not name.startswith("_") and name != "append_many":
+            setattr(
+                Older, name, (lambda n: lambda self, *a, **k: getattr(self.inner, n)(*a, **k))(name)
+            )
+    journal = Journal(store=Older())
+
+    async def together() -> list[int]:
+        return await asyncio.gather(
+            *(run(chain, n, 5, journal=journal, run_id=f"g{n}") for n in range(20))
+        )
+
+    assert asyncio.run(together()) == [asyncio.run(chain(n, 5)) for n in range(20)]
+    assert all(r.status is RunStatus.COMPLETED for r in journal.runs())
