@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from journal import Event, JournalStore, LeaseLost
+from journal.stores._protocol import provided
 
 from ._log import get_logger
 
@@ -159,9 +160,7 @@ class Committer:
             gone = RuntimeError("the journal was closed and let go of")
             return {**errors, **{run_id: gone for run_id in runs}}
         batches = [(run_id, token, rows) for run_id, (token, rows) in runs.items()]
-        append_many = getattr(store, "append_many", None)
-        if getattr(type(store), "append_many", None) is JournalStore.append_many:
-            append_many = None  # the protocol's stub (a subclass written before it): None
+        append_many = provided(store, "append_many")
         if append_many is not None and len(batches) > 1:
             try:
                 refused: Sequence[str] = append_many(batches)

@@ -25,7 +25,6 @@ from typing import Any
 from journal import (
     Journal,
     JournalError,
-    JournalStore,
     JournalUnavailable,
     Run,
     RunCancelled,
@@ -33,6 +32,7 @@ from journal import (
     RunStatus,
 )
 from journal.stores._ownership import owner_is_gone
+from journal.stores._protocol import provided
 
 from ._blocks import WorkflowNotFound
 from ._errors import JournalWriteFailed, OwnershipLost, ReplayError, Suspended, VersionNotAccepted
@@ -408,11 +408,10 @@ def _route_threads() -> None:
 
 def _read_again(store: Any, runs: list[Run]) -> list[Run]:
     """`runs` as the store holds them now, in one read (one each from a store of another
-    package written before `get_runs`, also one that subclasses `JournalStore` and so has
-    the protocol's stub, which returns None)."""
+    package written before `get_runs`)."""
     ids = [run.run_id for run in runs]
-    get_runs = getattr(store, "get_runs", None)
-    if get_runs is not None and getattr(type(store), "get_runs", None) is not JournalStore.get_runs:
+    get_runs = provided(store, "get_runs")
+    if get_runs is not None:
         return list(get_runs(ids))
     return [run for run in map(store.get_run, ids) if run is not None]
 

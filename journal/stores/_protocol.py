@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._chain import Chain
 from .._events import Event, EventRow, Owner, Run, RunStatus
@@ -166,3 +166,13 @@ class JournalStore(Protocol):
     def close(self) -> None:
         """Release connections. The store is unusable afterwards."""
         ...
+
+
+def provided(store: Any, name: str) -> Callable[..., Any] | None:
+    """The store's method `name`, or None if it has none of its own: a store of another
+    package written before the method was added lacks it, or, subclassing `JournalStore`,
+    inherits the protocol's stub, which returns None."""
+    method = getattr(store, name, None)
+    if method is None or getattr(type(store), name, None) is getattr(JournalStore, name, None):
+        return None
+    return method  # type: ignore[no-any-return]
