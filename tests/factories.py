@@ -128,3 +128,28 @@ def resume_in_a_smaller_pool(
         return asyncio.run(replay.run(workflow, journal=journal, run_id=run_id))
     finally:
         resumed.shutdown(wait=False, cancel_futures=True)
+
+
+def store_from_before(method: str) -> Any:
+    """A store of another package written before `method` was added to the protocol, that
+    declares the protocol it implements (subclasses `JournalStore`, as docs/deployment.md
+    asks): every other method goes to a `MemoryStore`, `method` is the protocol's own stub,
+    which returns None."""
+    from journal import JournalStore, MemoryStore
+
+    class Older(JournalStore):
+        def __init__(self) -> None:
+            self.inner = MemoryStore()
+            self.head_chain = None
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    for name, member in vars(JournalStore).items():
+        if callable(member) and not name.startswith("_") and name != method:
+            setattr(Older, name, _delegate(name))
+    return Older()
+
+
+def _delegate(name: str) -> Callable[..., Any]:
+    return lambda self, *args, **kwargs: getattr(self.inner, name)(*args, **kwargs)

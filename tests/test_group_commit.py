@@ -332,23 +332,10 @@ def test_a_store_subclassing_the_protocol_before_append_many_commits_a_run_at_a_
     to implement the protocol) but was written before `append_many` inherits the protocol's
     stub, which returns None: the committer appends its runs one by one, as for a store
     without it, instead of failing all but the first runs of a group with JournalWriteFailed."""
-    from journal import JournalStore, MemoryStore
+    from tests.factories import store_from_before
     from tests.fleet_workflows import chain
 
-    class Older(JournalStore):
-        def __init__(self) -> None:
-            self.inner = MemoryStore()
-            self.head_chain = None
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
-
-    for name, member in vars(JournalStore).items():
-        if callable(member) and not name.startswith("_") and name != "append_many":
-            setattr(
-                Older, name, (lambda n: lambda self, *a, **k: getattr(self.inner, n)(*a, **k))(name)
-            )
-    journal = Journal(store=Older())
+    journal = Journal(store=store_from_before("append_many"))
 
     async def together() -> list[int]:
         return await asyncio.gather(

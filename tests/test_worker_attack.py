@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import replay
-from journal import Journal, JournalStore, JournalUnavailable, MemoryStore, RunStatus
+from journal import Journal, JournalUnavailable, RunStatus
 from tests import attack_workflows as wf
 from tests.conftest import PG_URL, postgres_store
+from tests.factories import store_from_before
 from tests.fleet_workflows import chain
 from tests.test_worker import _wait_until_it_handles_sigterm
 
@@ -540,32 +541,11 @@ def test_fifty_crashed_runs_replayed_at_once_on_postgres_equal_clean_runs(pg_sch
     journal.close()
 
 
-class _StoreOfBeforeGetRuns(JournalStore):
-    """A store of another package written before `get_runs`, declaring the protocol it
-    implements (as docs/deployment.md asks): `get_runs` is the protocol's own stub."""
-
-    def __init__(self) -> None:
-        self.inner = MemoryStore()
-        self.head_chain = None
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-
-for _name, _member in vars(JournalStore).items():
-    if callable(_member) and not _name.startswith("_") and _name != "get_runs":
-        setattr(
-            _StoreOfBeforeGetRuns,
-            _name,
-            (lambda name: lambda self, *a, **k: getattr(self.inner, name)(*a, **k))(_name),
-        )
-
-
 def test_a_store_subclassing_the_protocol_before_get_runs_is_read_a_run_at_a_time() -> None:
     """The protocol's stub of `get_runs` (a store subclassing JournalStore inherits it)
     returns None: the worker reads that store a run at a time, as any store without it,
     instead of failing on None with a TypeError that ended `Worker.run`."""
-    journal = Journal(store=_StoreOfBeforeGetRuns())
+    journal = Journal(store=store_from_before("get_runs"))
     for n in range(10):
         replay.submit(chain, n, 1, journal=journal, run_id=f"r{n}")
     worker = replay.Worker(journal, concurrency=2, poll_seconds=0.01)
