@@ -87,6 +87,12 @@ _ROWS_PER_STATEMENT = 4000
 """12 parameters a row: PostgreSQL takes at most 65,535 in one statement."""
 
 
+def _stored(events: Sequence[Event]) -> tuple[list[tuple[bytes | None, bytes | None]], Pending]:
+    """Each event's `(payload, args)` as stored, and the chunks the long ones were split into."""
+    pending = Pending()
+    return [stored_fields(e, pending) for e in events], pending
+
+
 def _sound(seq: Any, attempt: Any, payload: Any, created: Any, args: Any) -> bool:
     """Whether an event row holds the types the journal writes (a column's type can be
     changed with ALTER TABLE: text payloads, naive timestamps, numeric attempts)."""
@@ -207,11 +213,20 @@ class PostgresStore:
     def _run_from_row(row: Sequence[Any]) -> Run:
         return salvage_run(row, _aware, lambda: run_from_row(row, _aware, _bytes))
 
-    def _select_run(self, cur: psycopg.Cursor[Any], run_id: str, lock: str = "") -> Run | None:
+    def _select_run(
+        self,
+        cur: psycopg.Cursor[Any],
+        run_id: str,
+        lock: str = "",
+        sync: Callable[[], None] | None = None,
+    ) -> Run | None:
+        """The run, read on `cur`; in a pipeline, its `sync` sends the read before the wait."""
         cur.execute(
             f"SELECT {self._run_columns} FROM {self.schema}.runs WHERE run_id = %s{lock}",
             (run_id,),
         )
+        if sync is not None:
+            sync()
         row = cur.fetchone()
         return None if row is None else self._run_from_row(row)
 
@@ -248,18 +263,14 @@ class PostgresStore:
             if self.head_chain is not None:  # sent with the insert (a run there already:
                 _heads.read_for_head(head, self.schema, run.run_id)  # read, nothing written)
             sync()
-            row = cur.fetchone()
-            if row is None:  # there already: the stored run (each wait after a sync)
-                cur.execute(
-                    f"SELECT {self._run_columns} FROM {self.schema}.runs WHERE run_id = %s",
-                    (run.run_id,),
-                )
-                sync()
-                row = cur.fetchone()
-            elif self.head_chain is not None:
+            inserted = cur.fetchone()
+            if inserted is None:  # there already: the stored run (each wait after a sync)
+                stored = self._select_run(cur, run.run_id, sync=sync)
+                assert stored is not None
+                return stored
+            if self.head_chain is not None:
                 _heads.insert_head(head, self.schema, self.head_chain, run.run_id, "created")
-        assert row is not None
-        return self._run_from_row(row)  # the entry and COMMIT went in the second trip
+        return self._run_from_row(inserted)  # the entry and COMMIT went in the second trip
 
     @_named
     def get_run(self, run_id: str) -> Run | None:
@@ -392,7 +403,7 @@ class PostgresStore:
                 raise LeaseLost(run_id)
             if run.status is not RunStatus.FAILED:
                 raise RunNotFailed(run_id, run.status.value)
-            self._insert_events(cur, run_id, token, events)
+            self._insert_events(cur, run_id, token, events, *_stored(events))
             cur.execute(
                 f"UPDATE {self.schema}.runs SET status = 'running', result = NULL, error = NULL,"
                 " seal = NULL, finished_at = NULL, updated_at = %s WHERE run_id = %s",
@@ -407,8 +418,7 @@ class PostgresStore:
 
     @_named
     def append(self, run_id: str, token: str, events: Sequence[Event]) -> None:
-        pending = Pending()
-        stored = [stored_fields(e, pending) for e in events]
+        stored, pending = _stored(events)
         # One statement unless there are more rows than one takes, or chunks to write with
         # them: those need the rows and the chunks in one transaction.
         one = len(events) <= _ROWS_PER_STATEMENT and not pending
@@ -509,8 +519,8 @@ class PostgresStore:
         run_id: str,
         token: str,
         events: Sequence[Event],
-        stored: list[tuple[bytes | None, bytes | None]] | None = None,
-        pending: Pending | None = None,
+        stored: list[tuple[bytes | None, bytes | None]],
+        pending: Pending,
     ) -> None:
         # The rows are inserted only while `token` owns the run, checked under a share lock on
         # the run row: a claim (FOR UPDATE) waits for this transaction, or this one sees the
@@ -518,9 +528,6 @@ class PostgresStore:
         # pipeline ends in a way that leaves the server's idle-in-transaction timer off
         # (PostgreSQL 15), so a process paused before its commit held the lock for good.
         inserted = 0
-        if stored is None or pending is None:
-            pending = Pending()
-            stored = [stored_fields(e, pending) for e in events]
         for first in range(0, len(events), _ROWS_PER_STATEMENT):
             chunk = events[first : first + _ROWS_PER_STATEMENT]
             fields = stored[first : first + _ROWS_PER_STATEMENT]
