@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -77,9 +78,10 @@ def measure(
     llm: bool = False,
     concurrency: int = 1,
     loop_per_run: bool = False,
-) -> tuple[float, float]:
-    """Seconds for `workers` processes to finish `runs` x `steps`: from their start, and from
-    the first step any of them journaled (worker start-up left out) to the last run's end."""
+) -> Measured:
+    """`workers` processes finishing `runs` x `steps`: seconds from their start, and from the
+    first step any of them journaled (worker start-up left out) to the last run's end; with
+    `llm`, where the time beyond the ideal went."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     db = f"{url}?schema={schema}"
     journal = Journal(store=PostgresStore(url, schema=schema))
@@ -112,15 +114,43 @@ def measure(
                 f" - (SELECT min(created_at) FROM {schema}.events))"
             ).fetchone()
             working = float(row[0]) if row else elapsed
+            # Each run's time from its first event to its end, against the waits it made.
+            lived = poll.execute(
+                f"SELECT r.run_id, extract(epoch FROM r.finished_at - min(e.created_at))"
+                f" FROM {schema}.runs r JOIN {schema}.events e USING (run_id)"
+                " GROUP BY r.run_id, r.finished_at"
+            ).fetchall()
         for proc in procs:
             proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+        cpu = sum(_cpu_seconds(proc) for proc in procs)
     finally:
         journal.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    return elapsed, working
+    run_seconds = sum(float(seconds) for _, seconds in lived)
+    waited = sum(sum(waits_ms(int(run_id[4:]), steps)) for run_id, _ in lived) / 1000
+    return Measured(elapsed, working, run_seconds, waited, cpu)
+
+
+@dataclass
+class Measured:
+    elapsed: float
+    """Seconds from the workers' start to the last run's end."""
+    working: float
+    """Seconds from the first step journaled to the last run's end."""
+    run_seconds: float
+    """The runs' times added up, each from its first event to its end."""
+    waited: float
+    """The waits of the runs' steps added up (`--llm`)."""
+    cpu: float
+    """CPU seconds the worker processes used, start-up included."""
+
+
+def _cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """Wait for the process to exit; the CPU time (user + system) it used."""
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0  # reaped here: Popen must not wait for it again
+    return usage.ru_utime + usage.ru_stime
 
 
 def _count(conn: psycopg.Connection[tuple[int]], sql: str) -> int:
@@ -150,7 +180,7 @@ def main() -> None:
             f"{concurrency}{loops}; % of ideal from the workers' start, and from the first step"
         )
         for workers in args.workers or [4]:
-            elapsed, working = measure(
+            m = measure(
                 args.url,
                 runs,
                 steps,
@@ -161,21 +191,31 @@ def main() -> None:
             )
             ideal = waited / (workers * concurrency)
             print(
-                f"{workers:>2} workers x {concurrency}: {runs / elapsed:7.1f} runs/s, ideal "
-                f"{runs / ideal:7.1f} ({100 * ideal / elapsed:.0f}% of ideal, {elapsed:.1f} s;"
-                f" {100 * ideal / working:.0f}% once working, {working:.1f} s)"
+                f"{workers:>2} workers x {concurrency}: {runs / m.elapsed:7.1f} runs/s, ideal "
+                f"{runs / ideal:7.1f} ({100 * ideal / m.elapsed:.0f}% of ideal, {m.elapsed:.1f} s;"
+                f" {100 * ideal / m.working:.0f}% once working, {m.working:.1f} s)"
+            )
+            # Where the rest went: each step ending later than its wait (the loop busy, the
+            # CPU shared), slots left empty between runs, and the CPU the workers used.
+            print(
+                f"   a run took {m.run_seconds / m.waited:.2f}x its waits "
+                f"(+{1000 * (m.run_seconds - m.waited) / (runs * steps):.1f} ms a step); "
+                f"slots busy {100 * m.run_seconds / (workers * concurrency * m.working):.0f}% "
+                f"once working; workers' CPU {1000 * m.cpu / runs:.1f} ms a run "
+                f"({m.cpu:.1f} s, {100 * m.cpu / (m.elapsed * (os.cpu_count() or 1)):.0f}% of "
+                f"{os.cpu_count()} cores)"
             )
         return
     print(f"PostgreSQL, {args.runs} runs x {args.steps} steps, one commit per step")
     for workers in args.workers or [1, 4, 8]:
-        elapsed, _ = measure(
+        elapsed = measure(
             args.url,
             args.runs,
             args.steps,
             workers,
             concurrency=args.concurrency or 1,
             loop_per_run=args.loop_per_run,
-        )
+        ).elapsed
         print(f"{workers:>2} worker processes: {args.runs * args.steps / elapsed:8.0f} steps/s")
 
 
