@@ -146,11 +146,18 @@ class Measured:
     """CPU seconds the worker processes used, start-up included."""
 
 
-def _cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
-    """Wait for the process to exit; the CPU time (user + system) it used."""
-    _, _, usage = os.wait4(proc.pid, 0)
-    proc.returncode = 0  # reaped here: Popen must not wait for it again
-    return usage.ru_utime + usage.ru_stime
+def _cpu_seconds(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> float:
+    """Wait for the process to exit (killed after `timeout`); the CPU time (user + system)
+    it used."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+            return usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.01)
 
 
 def _count(conn: psycopg.Connection[tuple[int]], sql: str) -> int:
