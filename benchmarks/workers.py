@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -85,6 +86,10 @@ def measure(
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     db = f"{url}?schema={schema}"
     journal = Journal(store=PostgresStore(url, schema=schema))
+    procs: list[subprocess.Popen[bytes]] = []
+    # The workers' CPU: what this process's reaped children used, read before and after
+    # reaping them (Popen may reap a worker itself, e.g. terminate() one already exited).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         from benchmarks import workers as importable  # workers import it by this name
 
@@ -98,10 +103,10 @@ def measure(
         command += ["--concurrency", str(concurrency)]
         command += ["--loop-per-run"] if loop_per_run else []
         began = time.perf_counter()
-        procs = [
-            subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, env=dict(os.environ))
-            for _ in range(workers)
-        ]
+        for _ in range(workers):
+            procs.append(
+                subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, env=dict(os.environ))
+            )
         # Counted by one cheap query: listing every run each time (Run models for all of
         # them) took a tenth of the two cores from the workers being measured.
         with psycopg.connect(url, autocommit=True) as poll:
@@ -114,22 +119,33 @@ def measure(
                 f" - (SELECT min(created_at) FROM {schema}.events))"
             ).fetchone()
             working = float(row[0]) if row else elapsed
-            # Each run's time from its first event to its end, against the waits it made.
-            lived = poll.execute(
-                f"SELECT r.run_id, extract(epoch FROM r.finished_at - min(e.created_at))"
-                f" FROM {schema}.runs r JOIN {schema}.events e USING (run_id)"
-                " GROUP BY r.run_id, r.finished_at"
-            ).fetchall()
-        for proc in procs:
-            proc.terminate()
-        cpu = sum(_cpu_seconds(proc) for proc in procs)
+            # Each run's first event and end, in seconds from the first step journaled.
+            lived = [
+                (str(run_id), float(start), float(end))
+                for run_id, start, end in poll.execute(
+                    f"WITH r AS (SELECT r.run_id, min(e.created_at) AS start, r.finished_at"
+                    f" FROM {schema}.runs r JOIN {schema}.events e USING (run_id)"
+                    " GROUP BY r.run_id, r.finished_at)"
+                    " SELECT run_id, extract(epoch FROM start - min(start) OVER ()),"
+                    " extract(epoch FROM finished_at - min(start) OVER ()) FROM r"
+                ).fetchall()
+            ]
     finally:
+        codes = _end(procs)  # on every path: no worker left polling a dropped schema
         journal.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    run_seconds = sum(float(seconds) for _, seconds in lived)
-    waited = sum(sum(waits_ms(int(run_id[4:]), steps)) for run_id, _ in lived) / 1000
-    return Measured(elapsed, working, run_seconds, waited, cpu)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    if any(codes):
+        print(f"   worker exit codes {codes}: a worker failed or was killed", file=sys.stderr)
+    run_seconds = sum(end - start for _, start, end in lived)
+    waited = sum(sum(waits_ms(int(run_id[4:]), steps)) for run_id, _, _ in lived) / 1000
+    # Until the last run started, every slot had a run to take; after it, slots empty as the
+    # last runs end (the drain), whatever the workers do.
+    last_start = max(start for _, start, _ in lived)
+    filling = sum(max(0.0, min(end, last_start) - start) for _, start, end in lived)
+    return Measured(elapsed, working, run_seconds, waited, cpu, last_start, filling)
 
 
 @dataclass
@@ -144,20 +160,25 @@ class Measured:
     """The waits of the runs' steps added up (`--llm`)."""
     cpu: float
     """CPU seconds the worker processes used, start-up included."""
+    last_start: float
+    """Seconds from the first step journaled to the last run's first event."""
+    filling: float
+    """The runs' times added up, each cut at `last_start`."""
 
 
-def _cpu_seconds(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> float:
-    """Wait for the process to exit (killed after `timeout`); the CPU time (user + system)
-    it used."""
+def _end(procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> list[int]:
+    """SIGTERM every worker, wait for each (killed if not exited `timeout` s after the
+    SIGTERM); their exit codes."""
+    for proc in procs:
+        proc.terminate()
     deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-            return usage.ru_utime + usage.ru_stime
-        if time.monotonic() > deadline:
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
             proc.kill()
-        time.sleep(0.01)
+            proc.wait()
+    return [proc.returncode for proc in procs]
 
 
 def _count(conn: psycopg.Connection[tuple[int]], sql: str) -> int:
@@ -196,7 +217,8 @@ def main() -> None:
                 concurrency=concurrency,
                 loop_per_run=args.loop_per_run,
             )
-            ideal = waited / (workers * concurrency)
+            slots = workers * concurrency
+            ideal = waited / slots
             print(
                 f"{workers:>2} workers x {concurrency}: {runs / m.elapsed:7.1f} runs/s, ideal "
                 f"{runs / ideal:7.1f} ({100 * ideal / m.elapsed:.0f}% of ideal, {m.elapsed:.1f} s;"
@@ -207,23 +229,26 @@ def main() -> None:
             print(
                 f"   a run took {m.run_seconds / m.waited:.2f}x its waits "
                 f"(+{1000 * (m.run_seconds - m.waited) / (runs * steps):.1f} ms a step); "
-                f"slots busy {100 * m.run_seconds / (workers * concurrency * m.working):.0f}% "
-                f"once working; workers' CPU {1000 * m.cpu / runs:.1f} ms a run "
+                f"slots busy {100 * m.run_seconds / (slots * m.working):.0f}% "
+                f"once working ({100 * m.filling / (slots * m.last_start or 1):.0f}% "
+                f"until the last run started, then {m.working - m.last_start:.1f} s of drain); "
+                f"workers' CPU {1000 * m.cpu / runs:.1f} ms a run "
                 f"({m.cpu:.1f} s, {100 * m.cpu / (m.elapsed * (os.cpu_count() or 1)):.0f}% of "
                 f"{os.cpu_count()} cores)"
             )
         return
-    print(f"PostgreSQL, {args.runs} runs x {args.steps} steps, one commit per step")
+    runs, steps = args.runs or 40, args.steps or 50
+    print(f"PostgreSQL, {runs} runs x {steps} steps, one commit per step")
     for workers in args.workers or [1, 4, 8]:
         elapsed = measure(
             args.url,
-            args.runs,
-            args.steps,
+            runs,
+            steps,
             workers,
             concurrency=args.concurrency or 1,
             loop_per_run=args.loop_per_run,
         ).elapsed
-        print(f"{workers:>2} worker processes: {args.runs * args.steps / elapsed:8.0f} steps/s")
+        print(f"{workers:>2} worker processes: {runs * steps / elapsed:8.0f} steps/s")
 
 
 if __name__ == "__main__":
