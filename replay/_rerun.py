@@ -8,12 +8,14 @@ replay it against the journal, offline; or resume it live (`journal resume RUN`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import pdb
 import sys
 import typing
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,20 +112,49 @@ def _close_coroutines(exc: BaseException) -> None:
         frame_tb = frame_tb.tb_next
 
 
+_Parameters = tuple[inspect.Signature, dict[str, TypeAdapter[Any]]]
+_parameters: weakref.WeakKeyDictionary[Any, _Parameters] = weakref.WeakKeyDictionary()
+"""Each workflow's signature and a validator for each annotated parameter: built once, as a
+worker resumes runs of the same few workflows all day (a TypeAdapter took a twentieth of a
+busy worker's CPU when built for every run)."""
+
+
+def _parameters_of(workflow: Callable[..., Any]) -> _Parameters | None:
+    """None where the signature or the hints cannot be read (the arguments then go as
+    recorded); a hint pydantic cannot validate with raises, as it always did."""
+    try:
+        return _parameters[workflow]
+    except (KeyError, TypeError):  # not seen yet, or not weakly referable (then not kept)
+        pass
+    try:
+        hints = typing.get_type_hints(workflow)
+        signature = inspect.signature(workflow)
+    except (TypeError, NameError):
+        return None
+    adapters = {name: TypeAdapter(hints[name]) for name in signature.parameters if name in hints}
+    with contextlib.suppress(TypeError):
+        _parameters[workflow] = (signature, adapters)
+    return signature, adapters
+
+
 def recorded_inputs(
     workflow: Callable[..., Any], inputs: bytes | None
 ) -> tuple[list[Any], dict[str, Any]]:
     """The recorded arguments, each rebuilt as the type its parameter declares."""
     recorded = orjson.loads(inputs or b'{"args": [], "kwargs": {}}')
     args, kwargs = list(recorded.get("args", [])), dict(recorded.get("kwargs", {}))
+    parameters = _parameters_of(workflow)
+    if parameters is None:
+        return args, kwargs
+    signature, adapters = parameters
     try:
-        hints = typing.get_type_hints(workflow)
-        bound = inspect.signature(workflow).bind(*args, **kwargs)
-    except (TypeError, NameError):
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
         return args, kwargs
     for name, value in list(bound.arguments.items()):
-        if name in hints:
-            bound.arguments[name] = TypeAdapter(hints[name]).validate_python(value)
+        adapter = adapters.get(name)
+        if adapter is not None:
+            bound.arguments[name] = adapter.validate_python(value)
     return list(bound.args), dict(bound.kwargs)
 
 

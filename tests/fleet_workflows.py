@@ -11,6 +11,9 @@ import concurrent.futures
 import os
 import threading
 import time
+from datetime import datetime
+
+from pydantic import BaseModel
 
 from replay import idempotency_key, now, signal, sleep, step
 from tests.workers.effects import append_line
@@ -211,3 +214,18 @@ async def shared_pool(n: int) -> int:
     await signal("go")
     third = await asyncio.to_thread(_handoff, n + 2)
     return sum(first) + second + third
+
+
+class Order(BaseModel):
+    sku: str
+    placed: datetime
+
+
+async def describe_order(order: Order, copies: int) -> str:
+    """Its arguments as the types they arrive as (a resumed run gets them back from JSON)."""
+    return f"{type(order).__name__} {order.placed.year} x{copies}"
+
+
+async def describe_when(order: datetime, copies: str) -> str:
+    """The same parameter names as `describe_order`, other types."""
+    return f"{type(order).__name__} {type(copies).__name__}"

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -27,7 +28,16 @@ from replay.integrations._instrument import is_instrumented
 from tests import fleet_workflows
 from tests.conftest import PG_URL, postgres_store
 from tests.factories import make_owner
-from tests.fleet_workflows import TOGETHER, chain, meet, pair, slow
+from tests.fleet_workflows import (
+    TOGETHER,
+    Order,
+    chain,
+    describe_order,
+    describe_when,
+    meet,
+    pair,
+    slow,
+)
 from tests.llm_server import requests_logged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +118,21 @@ def test_a_worker_reads_what_its_last_look_found_again_in_one_read(journal: Jour
     assert len(again) == 3 and not {run.run_id for run in again} & set(taken_elsewhere)
     assert all(run.owner is None for run in again)
     assert len(reads) <= 2 and all(read.endswith("at once") for read in reads), reads
+
+
+def test_resumed_runs_get_their_arguments_back_as_the_types_declared(journal: Journal) -> None:
+    """A worker rebuilds each recorded argument as its parameter's type, a model from its
+    JSON, for every run of a workflow (what it learns of a workflow's parameters is kept
+    across runs), and each workflow by its own parameters, whatever their names."""
+    placed = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
+    for n in range(3):
+        replay.submit(describe_order, Order(sku=f"s{n}", placed=placed), n, journal=journal,
+                      run_id=f"order{n}")  # fmt: skip
+    replay.submit(describe_when, placed, "2", journal=journal, run_id="when")
+    assert asyncio.run(replay.Worker(journal).run_once()) == 4
+    for n in range(3):
+        assert journal.run(f"order{n}").result == orjson.dumps(f"Order 2026 x{n}")
+    assert journal.run("when").result == orjson.dumps("datetime str")
 
 
 def test_a_worker_continues_up_to_its_concurrency_of_runs_at_once(journal: Journal) -> None:
