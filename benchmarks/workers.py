@@ -90,6 +90,7 @@ def measure(
     # The workers' CPU: what this process's reaped children used, read before and after
     # reaping them (Popen may reap a worker itself, e.g. terminate() one already exited).
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before: ServerUsage | None = None
     try:
         from benchmarks import workers as importable  # workers import it by this name
 
@@ -102,6 +103,7 @@ def measure(
         command = [script, "worker", "--import", "benchmarks.workers", "--db", db, "--poll", "0.02"]
         command += ["--concurrency", str(concurrency)]
         command += ["--loop-per-run"] if loop_per_run else []
+        server_before = _server_usage(url)  # the runs' submission left out
         began = time.perf_counter()
         for _ in range(workers):
             procs.append(
@@ -132,6 +134,7 @@ def measure(
             ]
     finally:
         codes = _end(procs)  # on every path: no worker left polling a dropped schema
+        server = None if server_before is None else _server_usage(url).since(server_before)
         journal.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -145,7 +148,68 @@ def measure(
     # last runs end (the drain), whatever the workers do.
     last_start = max(start for _, start, _ in lived)
     filling = sum(max(0.0, min(end, last_start) - start) for _, start, end in lived)
-    return Measured(elapsed, working, run_seconds, waited, cpu, last_start, filling)
+    assert server is not None  # measured once the workers started
+    return Measured(elapsed, working, run_seconds, waited, cpu, last_start, filling, server)
+
+
+@dataclass
+class ServerUsage:
+    """What the PostgreSQL server did, read from its statistics views and, when it runs on
+    this machine and its processes can be read, from /proc (None where it could not be read).
+    Other sessions of the server count too: measure on an otherwise idle server."""
+
+    cpu: float | None
+    """CPU seconds of the server's processes."""
+    commits: int
+    """Transactions committed in the database."""
+    wal_syncs: int | None
+    """Times the server waited for its write-ahead log to reach the disk."""
+
+    def since(self, before: ServerUsage) -> ServerUsage:
+        def minus(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else a - b
+
+        syncs = minus(self.wal_syncs, before.wal_syncs)
+        return ServerUsage(
+            minus(self.cpu, before.cpu),
+            self.commits - before.commits,
+            None if syncs is None else int(syncs),
+        )
+
+
+def _server_usage(url: str) -> ServerUsage:
+    # The statistics are flushed by each backend when idle, at most once a second.
+    time.sleep(1.1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        commits = int(row[0]) if row else 0
+        try:
+            wal = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()
+            syncs = int(wal[0]) if wal else None
+        except psycopg.Error:  # before PostgreSQL 14
+            syncs = None
+    return ServerUsage(_postgres_cpu(), commits, syncs)
+
+
+def _postgres_cpu() -> float | None:
+    """CPU seconds of this machine's `postgres` processes and of those that ended, or None if
+    none can be read."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, found = 0, False
+    for proc in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        try:
+            if (proc / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # ended meanwhile, or not a process
+            continue
+        # utime, stime, and cutime, cstime: the postmaster's reaped backends (their
+        # connections closed) count there.
+        total += sum(int(field) for field in fields[11:15])
+        found = True
+    return total / ticks if found else None
 
 
 @dataclass
@@ -164,6 +228,8 @@ class Measured:
     """Seconds from the first step journaled to the last run's first event."""
     filling: float
     """The runs' times added up, each cut at `last_start`."""
+    server: ServerUsage
+    """What the PostgreSQL server did meanwhile."""
 
 
 def _end(procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> list[int]:
@@ -236,6 +302,12 @@ def main() -> None:
                 f"({m.cpu:.1f} s, {100 * m.cpu / (m.elapsed * (os.cpu_count() or 1)):.0f}% of "
                 f"{os.cpu_count()} cores)"
             )
+            server = m.server
+            cpu = "" if server.cpu is None else f"CPU {1000 * server.cpu / runs:.1f} ms a run, "
+            syncs = (
+                "" if server.wal_syncs is None else f", {server.wal_syncs / runs:.1f} WAL flushes"
+            )
+            print(f"   PostgreSQL: {cpu}{server.commits / runs:.1f} commits a run{syncs}")
         return
     runs, steps = args.runs or 40, args.steps or 50
     print(f"PostgreSQL, {runs} runs x {steps} steps, one commit per step")
