@@ -436,7 +436,9 @@ class PostgresStore:
         # share lock on its run row, as in `append`.
         # With chunks to write, the rows and their chunks go in one transaction.
         with self._transaction() if any(pendings) else self._statement() as cur:
-            cur.execute(self._append_many_sql, (rows.decode(),))
+            cur.execute(
+                self._append_many_sql, (rows.decode(), [run_id for run_id, _, _ in batches])
+            )
             accepted = {row[0] for row in cur.fetchall()}
             chunked = [
                 (run_id, pending)
@@ -505,7 +507,8 @@ class PostgresStore:
             " c timestamptz, g text, h text, x text)),"
             f" fence AS (SELECT r.run_id FROM {self.schema}.runs r"
             " JOIN (SELECT DISTINCT v.r, v.t FROM v) t"
-            " ON r.run_id = t.r AND r.owner_token = t.t FOR SHARE OF r)"
+            " ON r.run_id = t.r AND r.owner_token = t.t"
+            " WHERE r.run_id = ANY(%s::text[]) FOR SHARE OF r)"
             f" INSERT INTO {self.schema}.events (run_id, seq, key, kind, name, fingerprint,"
             " status, attempt, payload, created_at, args, prev_hash, hash)"
             " SELECT v.r, v.s, v.k, v.d, v.n, v.f, v.u, v.a, decode(v.p, 'base64'), v.c,"
