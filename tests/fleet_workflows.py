@@ -229,3 +229,13 @@ async def describe_order(order: Order, copies: int) -> str:
 async def describe_when(order: datetime, copies: str) -> str:
     """The same parameter names as `describe_order`, other types."""
     return f"{type(order).__name__} {type(copies).__name__}"
+
+
+class Session:
+    """Something a caller may hand a workflow in-process, never recorded (pydantic has no
+    schema for it)."""
+
+
+async def describe_at(when: datetime, session: Session | None = None) -> str:
+    """An optional parameter of a type pydantic cannot validate, left out of the inputs."""
+    return f"{type(when).__name__} {session is None}"

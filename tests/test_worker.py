@@ -32,6 +32,7 @@ from tests.fleet_workflows import (
     TOGETHER,
     Order,
     chain,
+    describe_at,
     describe_order,
     describe_when,
     meet,
@@ -133,6 +134,20 @@ def test_resumed_runs_get_their_arguments_back_as_the_types_declared(journal: Jo
     for n in range(3):
         assert journal.run(f"order{n}").result == orjson.dumps(f"Order 2026 x{n}")
     assert journal.run("when").result == orjson.dumps("datetime str")
+
+
+def test_a_parameter_left_to_its_default_needs_no_validator(journal: Journal) -> None:
+    """Only the recorded arguments are rebuilt as their types: an optional parameter of a
+    type pydantic has no schema for (a client, a session), never recorded, is no reason to
+    fail the run, whichever run of the workflow it is."""
+    when = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
+    for n in range(2):
+        replay.submit(describe_at, when, journal=journal, run_id=f"at{n}")
+    worker = replay.Worker(journal)
+    assert asyncio.run(worker.run_once()) == 2
+    assert worker.stats.failed == 0, worker.stats
+    for n in range(2):
+        assert journal.run(f"at{n}").result == orjson.dumps("datetime True")
 
 
 def test_a_worker_continues_up_to_its_concurrency_of_runs_at_once(journal: Journal) -> None:
