@@ -112,16 +112,16 @@ def _close_coroutines(exc: BaseException) -> None:
         frame_tb = frame_tb.tb_next
 
 
-_Parameters = tuple[inspect.Signature, dict[str, TypeAdapter[Any]]]
+_Parameters = tuple[inspect.Signature, dict[str, Any], dict[str, TypeAdapter[Any]]]
 _parameters: weakref.WeakKeyDictionary[Any, _Parameters] = weakref.WeakKeyDictionary()
-"""Each workflow's signature and a validator for each annotated parameter: built once, as a
-worker resumes runs of the same few workflows all day (a TypeAdapter took a twentieth of a
-busy worker's CPU when built for every run)."""
+"""Each workflow's signature, its hints, and the validators built so far for the parameters
+runs passed: kept, as a worker resumes runs of the same few workflows all day (a TypeAdapter
+took a twentieth of a busy worker's CPU when built for every run)."""
 
 
 def _parameters_of(workflow: Callable[..., Any]) -> _Parameters | None:
     """None where the signature or the hints cannot be read (the arguments then go as
-    recorded); a hint pydantic cannot validate with raises, as it always did."""
+    recorded)."""
     try:
         return _parameters[workflow]
     except (KeyError, TypeError):  # not seen yet, or not weakly referable (then not kept)
@@ -131,30 +131,36 @@ def _parameters_of(workflow: Callable[..., Any]) -> _Parameters | None:
         signature = inspect.signature(workflow)
     except (TypeError, NameError):
         return None
-    adapters = {name: TypeAdapter(hints[name]) for name in signature.parameters if name in hints}
+    parameters: _Parameters = (signature, hints, {})
     with contextlib.suppress(TypeError):
-        _parameters[workflow] = (signature, adapters)
-    return signature, adapters
+        _parameters[workflow] = parameters
+    return parameters
 
 
 def recorded_inputs(
     workflow: Callable[..., Any], inputs: bytes | None
 ) -> tuple[list[Any], dict[str, Any]]:
-    """The recorded arguments, each rebuilt as the type its parameter declares."""
+    """The recorded arguments, each rebuilt as the type its parameter declares. A validator
+    is built for a parameter the first time a run passes it (one left to its default may
+    have a type pydantic cannot validate); a hint pydantic cannot validate raises, as it
+    always did."""
     recorded = orjson.loads(inputs or b'{"args": [], "kwargs": {}}')
     args, kwargs = list(recorded.get("args", [])), dict(recorded.get("kwargs", {}))
     parameters = _parameters_of(workflow)
     if parameters is None:
         return args, kwargs
-    signature, adapters = parameters
+    signature, hints, adapters = parameters
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError:
         return args, kwargs
     for name, value in list(bound.arguments.items()):
+        if name not in hints:
+            continue
         adapter = adapters.get(name)
-        if adapter is not None:
-            bound.arguments[name] = adapter.validate_python(value)
+        if adapter is None:
+            adapter = adapters[name] = TypeAdapter(hints[name])
+        bound.arguments[name] = adapter.validate_python(value)
     return list(bound.args), dict(bound.kwargs)
 
 
