@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from types import FrameType
+import gc
+import sys
+from pathlib import Path
+from types import FrameType, FunctionType
 
 import pytest
 
 import replay
 from journal import Journal
 from journal._events import EventRow
+from replay._rerun import load_workflow
 
 LIVE_CALLS: list[str] = []
 
@@ -77,3 +81,56 @@ def test_progress_reports_served_steps_out_of_recorded(journal: Journal) -> None
     )
     assert seen[-1] == (30, 30)
     assert all(done <= total for done, total in seen)
+
+
+_ORDERS_FLOW = """
+from pydantic import BaseModel, field_validator
+
+
+class Order(BaseModel):
+    sku: str
+
+    @field_validator("sku")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+
+async def place(order: Order) -> str:
+    return order.sku
+"""
+
+
+def _copies_of(path: Path) -> int:
+    """Functions alive whose code came from the file at `path`."""
+    gc.collect()
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if isinstance(obj, FunctionType)
+        and obj.__name__ == "place"
+        and obj.__code__.co_filename == str(path)
+    )
+
+
+def test_replays_from_a_file_let_each_loaded_copy_of_it_go(
+    sqlite_journal: Journal, tmp_path: Path
+) -> None:
+    """`entry="path/to/file.py:function"` imports the file afresh for each replay; what was
+    learnt of its workflow's parameters (validators of the file's own models, whose methods
+    hold the file's globals, hence the workflow) must not keep every copy alive."""
+    path = tmp_path / "orders_flow_for_replays.py"
+    path.write_text(_ORDERS_FLOW)
+    entry = f"{path}:place"
+    place = load_workflow(entry)  # its module stays in sys.modules, as the first import's
+    try:
+        order = place.__globals__["Order"](sku="a")
+        asyncio.run(replay.run(place, order, journal=sqlite_journal, run_id="r"))
+        del place, order
+        alive = _copies_of(path)
+        for _ in range(3):
+            outcome = asyncio.run(replay.replay_run(sqlite_journal, "r", entry=entry))
+            assert outcome.result == "A"
+        assert _copies_of(path) == alive
+    finally:
+        sys.modules.pop(path.stem, None)
