@@ -442,6 +442,29 @@ def test_a_group_commit_reads_only_the_runs_it_writes_for(
         store.close()
 
 
+def test_a_groups_rows_under_a_token_that_does_not_own_their_run_are_not_written(
+    pg_schema: str,
+) -> None:
+    """`append_many` writes a run's rows only while their token owns it: rows of a run under
+    a stale token are refused even beside rows of the same run under its owner's token in
+    the same group (the owner check matched the run, the rows went in by run id alone)."""
+    store = postgres_store(pg_schema)
+    try:
+        owner = make_owner()
+        for run_id in ("a", "b"):
+            store.create_run(make_run(run_id))
+            store.claim(run_id, owner, resuming=False)
+        store.append_many(
+            [("a", owner.token, [make_event(1, run_id="a")]),
+             ("a", "stale", [make_event(2, key="0:2", run_id="a")]),
+             ("b", owner.token, [make_event(1, run_id="b")])]
+        )  # fmt: skip
+        assert [e.seq for e in store.read_events("a")] == [1]
+        assert [e.seq for e in store.read_events("b")] == [1]
+    finally:
+        store.close()
+
+
 def test_a_runs_end_and_its_head_entry_take_two_round_trips(pg_schema: str) -> None:
     """`finish` sends BEGIN, its update, the head's lock and read together, then the entry
     and COMMIT: two waits for the server where each statement was one (six)."""
