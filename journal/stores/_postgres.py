@@ -505,7 +505,7 @@ class PostgresStore:
             "WITH v AS (SELECT * FROM json_to_recordset(%s::json) AS v (r text, t text,"
             " s integer, k text, d text, n text, f text, u text, a integer, p text,"
             " c timestamptz, g text, h text, x text)),"
-            f" fence AS (SELECT r.run_id FROM {self.schema}.runs r"
+            f" fence AS (SELECT r.run_id, r.owner_token FROM {self.schema}.runs r"
             " JOIN (SELECT DISTINCT v.r, v.t FROM v) t"
             " ON r.run_id = t.r AND r.owner_token = t.t"
             " WHERE r.run_id = ANY(%s::text[]) FOR SHARE OF r)"
@@ -513,7 +513,8 @@ class PostgresStore:
             " status, attempt, payload, created_at, args, prev_hash, hash)"
             " SELECT v.r, v.s, v.k, v.d, v.n, v.f, v.u, v.a, decode(v.p, 'base64'), v.c,"
             " decode(v.g, 'base64'), v.h, v.x"
-            " FROM v JOIN fence ON fence.run_id = v.r RETURNING run_id"
+            " FROM v JOIN fence ON fence.run_id = v.r AND fence.owner_token = v.t"
+            " RETURNING run_id"
         )
 
     def _insert_events(
