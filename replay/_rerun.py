@@ -8,18 +8,16 @@ replay it against the journal, offline; or resume it live (`journal resume RUN`)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import importlib.util
 import inspect
 import pdb
 import sys
 import typing
-import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
+from types import FrameType, FunctionType
 from typing import Any
 
 import orjson
@@ -113,27 +111,34 @@ def _close_coroutines(exc: BaseException) -> None:
 
 
 _Parameters = tuple[inspect.Signature, dict[str, Any], dict[str, TypeAdapter[Any]]]
-_parameters: weakref.WeakKeyDictionary[Any, _Parameters] = weakref.WeakKeyDictionary()
-"""Each workflow's signature, its hints, and the validators built so far for the parameters
-runs passed: kept, as a worker resumes runs of the same few workflows all day (a TypeAdapter
-took a twentieth of a busy worker's CPU when built for every run)."""
+_LEARNT = "__journal_replay_parameters__"
+"""Where a workflow function keeps its signature, its hints and the validators built so far
+for the parameters runs passed, as a worker resumes runs of the same few workflows all day (a
+TypeAdapter took a twentieth of a busy worker's CPU when built for every run). On the function
+itself, not in a weak mapping keyed by it: a validator holds the workflow's models, whose
+methods hold the module's globals, hence the function, so a mapping's entry would keep every
+copy of a file loaded afresh (`entry="file.py:fn"`) alive; on the function they are a cycle
+the collector frees with it."""
 
 
 def _parameters_of(workflow: Callable[..., Any]) -> _Parameters | None:
     """None where the signature or the hints cannot be read (the arguments then go as
-    recorded)."""
-    try:
-        return _parameters[workflow]
-    except (KeyError, TypeError):  # not seen yet, or not weakly referable (then not kept)
-        pass
+    recorded). Kept only on plain functions: a bound method's signature is not its
+    function's, and a wrapper made with functools.wraps copies the wrapped one's `__dict__`
+    (hence the check that what is found was learnt of this very function)."""
+    keeps = isinstance(workflow, FunctionType)
+    if keeps:
+        learnt = workflow.__dict__.get(_LEARNT)
+        if learnt is not None and learnt[0] is workflow:
+            return typing.cast(_Parameters, learnt[1])
     try:
         hints = typing.get_type_hints(workflow)
         signature = inspect.signature(workflow)
     except (TypeError, NameError):
         return None
     parameters: _Parameters = (signature, hints, {})
-    with contextlib.suppress(TypeError):
-        _parameters[workflow] = parameters
+    if keeps:
+        workflow.__dict__[_LEARNT] = (workflow, parameters)
     return parameters
 
 

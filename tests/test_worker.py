@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -23,6 +24,7 @@ import pytest
 
 import replay
 from journal import Journal, RunStatus
+from replay._rerun import recorded_inputs
 from replay.integrations import instrument, uninstrument
 from replay.integrations._instrument import is_instrumented
 from tests import fleet_workflows
@@ -148,6 +150,28 @@ def test_a_parameter_left_to_its_default_needs_no_validator(journal: Journal) ->
     assert worker.stats.failed == 0, worker.stats
     for n in range(2):
         assert journal.run(f"at{n}").result == orjson.dumps("datetime True")
+
+
+def test_a_function_that_copied_a_workflows_attributes_learns_its_own_parameters() -> None:
+    """What is learnt of a workflow's parameters is kept on the function; a wrapper given its
+    attributes (functools.update_wrapper copies `__dict__`) with parameters of its own must
+    not be handed the wrapped one's."""
+    placed = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
+    order_inputs = orjson.dumps({"args": [{"sku": "s", "placed": placed.isoformat()}, 1]})
+    order, copies = recorded_inputs(describe_order, order_inputs)[0]
+    assert (type(order), type(copies)) == (Order, int)
+
+    async def describe(order: datetime, copies: str) -> str:
+        return ""
+
+    functools.update_wrapper(describe, describe_order, assigned=("__doc__",))
+    del describe.__wrapped__  # its own signature, as a wrapper that rewrites it has
+    assert recorded_inputs(describe, orjson.dumps({"args": [placed.isoformat(), "1"]})) == (
+        [placed, "1"],
+        {},
+    )
+    order, copies = recorded_inputs(describe_order, order_inputs)[0]
+    assert (order, copies) == (Order(sku="s", placed=placed), 1)
 
 
 def test_a_worker_continues_up_to_its_concurrency_of_runs_at_once(journal: Journal) -> None:
