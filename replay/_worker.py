@@ -31,7 +31,7 @@ from journal import (
     RunLocked,
     RunStatus,
 )
-from journal.stores._ownership import owner_is_gone
+from journal.stores._ownership import HOSTNAME, owner_is_gone
 from journal.stores._protocol import provided
 
 from ._blocks import WorkflowNotFound
@@ -48,6 +48,9 @@ log = get_logger("replay.worker")
 DEFAULT_CONCURRENCY = 32
 """Runs a worker continues at once by default: agents' steps mostly wait on LLM calls and
 tools, so one process keeps many runs going; each run renews its own lease."""
+LOOK_SAMPLE = 256
+"""Runs needing a worker that a look picks at most (at random), or four per slot when more:
+enough for the slots and for the runs other workers take first."""
 
 
 @dataclass
@@ -202,7 +205,7 @@ class Worker:
         finished = 0
         pending: set[asyncio.Future[int]] = set()
         try:
-            for run in self._candidates({}):
+            for run in self._candidates({}, every=True):
                 if self._stop_requested:
                     break
                 if len(pending) >= self.concurrency:
@@ -254,10 +257,12 @@ class Worker:
             self._backlog += reversed(batch[wanted:])  # read just now: next in line
         return chosen
 
-    def _candidates(self, in_flight: Mapping[str, object]) -> list[Run]:
+    def _candidates(self, in_flight: Mapping[str, object], *, every: bool = False) -> list[Run]:
         """Runs that need resuming now and that this worker is not already continuing, in
-        random order, so workers spread over the work."""
-        needing = [*self.journal.interrupted(), *self.journal.due()]
+        random order, so workers spread over the work: all of them with `every` (one round),
+        else a sample of the interrupted ones (a look of a worker that goes on)."""
+        interrupted = self.journal.interrupted() if every else self._interrupted()
+        needing = [*interrupted, *self.journal.due()]
         seen: set[str] = set()
         candidates = []
         for run in needing:
@@ -268,6 +273,17 @@ class Worker:
                 candidates.append(run)
         random.shuffle(candidates)
         return candidates
+
+    def _interrupted(self) -> list[Run]:
+        """Running runs with no live owner: a sample of them, from a store that can pick one
+        (`sample_resumable`), so that a look costs the same with 100 runs queued or 100,000;
+        otherwise every running run, read whole."""
+        sample = provided(self.journal.store, "sample_resumable")
+        if sample is None:
+            return self.journal.interrupted()
+        now = datetime.now(UTC)
+        found: list[Run] = sample(now, HOSTNAME, max(LOOK_SAMPLE, 4 * self.concurrency))
+        return [run for run in found if run.owner is None or owner_is_gone(run.owner, now)]
 
     async def _resume(self, run: Run) -> int:
         if run.workflow is None or run.workflow.startswith("__main__:"):

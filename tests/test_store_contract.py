@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from pydantic import ValidationError
 
@@ -33,7 +34,7 @@ from journal import (
 from journal._events import replaced, trusted_event
 from journal.stores._ownership import HOSTNAME, give_up, new_owner
 from journal.stores._sqlite import SCHEMA_VERSION
-from tests.conftest import postgres_store
+from tests.conftest import PG_URL, postgres_store
 from tests.factories import dead_pid, make_event, make_owner, make_run
 
 
@@ -85,6 +86,78 @@ def test_list_runs_newest_first_with_filters(store: JournalStore) -> None:
     assert [r.run_id for r in store.list_runs(status=RunStatus.COMPLETED)] == ["r1"]
     assert [r.run_id for r in store.list_runs(workflow="app:wf", limit=2)] == ["r2", "r1"]
     assert store.list_runs(workflow="nope") == []
+
+
+def test_a_sample_of_resumable_runs_is_bounded_random_and_has_every_local_one(
+    store: JournalStore,
+) -> None:
+    """A worker's look: running runs that are unowned or whose lease ran out, at most `limit`
+    of them and a different pick each time; every run owned from the asking host (whether its
+    process lives is the caller's check); never one a live owner elsewhere holds, nor one that
+    is not running."""
+    free = {f"free{i}" for i in range(12)} | {"expired0", "expired1"}
+    local = {"local", "local-dead"}
+    for run_id in sorted(free | local | {"far0", "far1", "done"}):
+        store.create_run(make_run(run_id))
+    for n in range(2):
+        store.claim(f"expired{n}", make_owner(f"e{n}", host="elsewhere", ttl=-1), resuming=False)
+        store.claim(f"far{n}", make_owner(f"f{n}", host="elsewhere", ttl=60), resuming=False)
+    store.claim("local", make_owner("l"), resuming=False)
+    store.claim("local-dead", make_owner("ld", pid=dead_pid()), resuming=False)
+    store.claim("done", make_owner("d"), resuming=False)
+    store.finish("done", "d", RunStatus.COMPLETED, result=b"1")
+    now = datetime.now(UTC)
+
+    picks = []
+    for _ in range(20):
+        ids = [run.run_id for run in store.sample_resumable(now, HOSTNAME, 5)]
+        assert len(ids) == len(set(ids)) == 7
+        assert set(ids) >= local and len(set(ids) & free) == 5
+        picks.append(frozenset(ids))
+    assert len(set(picks)) > 1  # 20 equal picks of 5 among 14: about 1 in 10^60
+
+    whole = store.sample_resumable(now, HOSTNAME, 100)
+    assert {run.run_id for run in whole} == free | local
+    assert all(run == store.get_run(run.run_id) for run in whole)
+    assert {run.run_id for run in store.sample_resumable(now, "another-host", 100)} == free
+    later = store.sample_resumable(now + timedelta(seconds=120), "another-host", 100)
+    assert {run.run_id for run in later} == free | local | {"far0", "far1"}
+    assert {run.run_id for run in store.sample_resumable(now, HOSTNAME, 0)} == local
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])  # the memory store keeps models
+def test_a_sample_counts_a_run_whose_owner_record_was_edited_as_ownerless(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """An owner's record edited by hand (not JSON, or a lease that is not a moment) neither
+    fails a worker's look nor hides the run from it: the run reads as ownerless, as
+    `get_run` reads it, so a worker takes it over."""
+    store: JournalStore
+    if kind == "sqlite":
+        store = SQLiteStore(tmp_path / "s.db")
+    else:
+        store = postgres_store(request.getfixturevalue("pg_schema"))
+    request.addfinalizer(store.close)
+    store.create_run(make_run("far"))
+    store.claim("far", make_owner("f", host="elsewhere", ttl=60), resuming=False)
+    edited = {"garbage": "not json", "odd-lease": '{"host": "h", "lease_expires_at": "soon"}'}
+    for run_id, owner in edited.items():
+        store.create_run(make_run(run_id))
+        store.claim(run_id, make_owner(run_id, host="elsewhere"), resuming=False)
+        if isinstance(store, SQLiteStore):
+            with sqlite3.connect(tmp_path / "s.db") as conn:
+                conn.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (owner, run_id))
+            conn.close()
+        else:
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(
+                    f"UPDATE {store.schema}.runs SET owner = %s WHERE run_id = %s",  # type: ignore[attr-defined]
+                    (owner, run_id),
+                )
+        assert store.get_run(run_id).owner is None  # type: ignore[union-attr]
+    found = store.sample_resumable(datetime.now(UTC), HOSTNAME, 10)
+    assert {run.run_id for run in found} >= set(edited)
+    assert all(run.owner is None for run in found if run.run_id in edited)
 
 
 def test_append_and_read_round_trip(store: JournalStore) -> None:

@@ -79,6 +79,44 @@ def test_a_worker_starts_submitted_runs_and_skips_what_it_cannot_run(
         replay.submit(local, journal=journal)
 
 
+def test_a_worker_looks_at_a_bounded_sample_of_a_long_queue_and_finishes_it(
+    journal: Journal,
+) -> None:
+    """With more runs queued than a look takes (256 for a worker of few slots), each look
+    reads a sample of them, not every run of the journal, and the worker still finishes them
+    all; a round (`run_once`) still tries every one."""
+    for n in range(300):
+        replay.submit(chain, n, 0, journal=journal, run_id=f"q{n:03d}")
+    store = journal.store
+    sample = store.sample_resumable
+    looked: list[int] = []
+
+    def counted(now: datetime, host: str, limit: int) -> list[replay.Run]:
+        found = sample(now, host, limit)
+        looked.append(len(found))
+        return found
+
+    store.sample_resumable = counted  # type: ignore[method-assign]
+    worker = replay.Worker(journal, poll_seconds=0.01, concurrency=4)
+
+    async def until_done() -> None:
+        runner = asyncio.ensure_future(worker.run())
+        while len(journal.interrupted()) > 0:
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await runner
+
+    asyncio.run(asyncio.wait_for(until_done(), 60))
+    assert looked and max(looked) == 256, looked
+    assert worker.stats.completed == 300
+    assert all(journal.run(f"q{n:03d}").result == orjson.dumps(n) for n in range(300))
+    for n in range(300):
+        replay.submit(chain, n, 0, journal=journal, run_id=f"again{n:03d}")
+    looked.clear()
+    assert asyncio.run(replay.Worker(journal, concurrency=8).run_once()) == 300
+    assert looked == []
+
+
 def test_stopping_a_worker_releases_the_run_it_was_on(journal: Journal) -> None:
     """stop() cancels the run in progress and releases its lease: it is interrupted again,
     for another worker, with its first step kept."""

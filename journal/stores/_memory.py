@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -241,6 +242,16 @@ class MemoryStore:
             if run.status is RunStatus.WAITING and run.wake_at is not None and run.wake_at <= now
         ]
         return sorted(due, key=lambda run: run.wake_at or now)
+
+    def sample_resumable(self, now: datetime, host: str, limit: int) -> list[Run]:
+        running = [run for run in self._runs.values() if run.status is RunStatus.RUNNING]
+        free = [run for run in running if run.owner is None or run.owner.lease_expires_at <= now]
+        local = [
+            run
+            for run in running
+            if run.owner is not None and run.owner.lease_expires_at > now and run.owner.host == host
+        ]
+        return random.sample(free, min(limit, len(free))) + local
 
     def last_hash(self, run_id: str) -> str | None:
         log = self._events.get(run_id)

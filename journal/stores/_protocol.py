@@ -134,6 +134,14 @@ class JournalStore(Protocol):
         """`waiting` runs whose `wake_at` has come, oldest due first."""
         ...
 
+    def sample_resumable(self, now: datetime, host: str, limit: int) -> list[Run]:
+        """For a worker's look, read in time bounded by `limit`, not by the journal: `running`
+        runs that are unowned or whose lease ran out by `now` (one whose owner's record cannot
+        be read counts as ownerless), at most `limit` of them picked at random, and every
+        `running` run owned from `host`, whose processes the caller checks. Optional: a worker
+        lists every running run instead where a store lacks it."""
+        ...
+
     def last_hash(self, run_id: str) -> str | None:
         """The `hash` of the run's last event (None if it has none): where its chain goes on."""
         ...

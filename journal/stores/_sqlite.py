@@ -638,6 +638,27 @@ class SQLiteStore:
         return [self._run_from_row(row) for row in rows]
 
     @_named
+    @lenient_text
+    def sample_resumable(self, now: datetime, host: str, limit: int) -> list[Run]:
+        # An owner's record that is not JSON, or whose lease is not a moment, counts as
+        # ownerless here (the worker's own check then reads it as the run's model does).
+        lease_over = (
+            "CASE WHEN json_valid(owner) THEN coalesce(julianday(json_extract(owner,"
+            " '$.lease_expires_at')) <= julianday(?), 1) ELSE 1 END"
+        )
+        moment = now.isoformat()
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT * FROM (SELECT {self._run_columns} FROM runs WHERE status = 'running'"
+                f" AND (owner_token IS NULL OR {lease_over}) ORDER BY random() LIMIT ?)"
+                f" UNION ALL SELECT {self._run_columns} FROM runs WHERE status = 'running'"
+                f" AND owner_token IS NOT NULL AND NOT {lease_over}"
+                " AND CASE WHEN json_valid(owner) THEN json_extract(owner, '$.host') END = ?",
+                (moment, int(limit), moment, host),
+            ).fetchall()
+        return [self._run_from_row(row) for row in rows]
+
+    @_named
     def count_events(self, run_id: str) -> int:
         with self._lock:
             row = self._conn.execute(
