@@ -261,29 +261,44 @@ class Worker:
         """Runs that need resuming now and that this worker is not already continuing, in
         random order, so workers spread over the work: all of them with `every` (one round),
         else a sample of the interrupted ones (a look of a worker that goes on)."""
-        interrupted = self.journal.interrupted() if every else self._interrupted()
-        needing = [*interrupted, *self.journal.due()]
+        due = self.journal.due()
+        sampled = None if every else self._sampled()
+        if sampled is None:
+            return self._usable([*self.journal.interrupted(), *due], in_flight)
+        found, partial = sampled
+        candidates = self._usable([*found, *due], in_flight)
+        if partial and not candidates:
+            # A full sample of runs this worker cannot take (other versions, unimportable)
+            # says nothing of the others: this look reads them all rather than find nothing.
+            candidates = self._usable([*self.journal.interrupted(), *due], in_flight)
+        return candidates
+
+    def _usable(self, needing: list[Run], in_flight: Mapping[str, object]) -> list[Run]:
+        """`needing` in random order, without repeats, nor runs in flight here or that this
+        worker cannot take."""
         seen: set[str] = set()
-        candidates = []
+        usable = []
         for run in needing:
             if run.run_id in self._unresolvable or run.run_id in in_flight:
                 continue
             if run.run_id not in seen:
                 seen.add(run.run_id)
-                candidates.append(run)
-        random.shuffle(candidates)
-        return candidates
+                usable.append(run)
+        random.shuffle(usable)
+        return usable
 
-    def _interrupted(self) -> list[Run]:
-        """Running runs with no live owner: a sample of them, from a store that can pick one
-        (`sample_resumable`), so that a look costs the same with 100 runs queued or 100,000;
-        otherwise every running run, read whole."""
+    def _sampled(self) -> tuple[list[Run], bool] | None:
+        """Running runs with no live owner, a sample of them from a store that can pick one
+        (`sample_resumable`), so that a look costs the same with 100 runs queued or 100,000,
+        and whether there may be more; None from a store that cannot."""
         sample = provided(self.journal.store, "sample_resumable")
         if sample is None:
-            return self.journal.interrupted()
+            return None
         now = datetime.now(UTC)
-        found: list[Run] = sample(now, HOSTNAME, max(LOOK_SAMPLE, 4 * self.concurrency))
-        return [run for run in found if run.owner is None or owner_is_gone(run.owner, now)]
+        limit = max(LOOK_SAMPLE, 4 * self.concurrency)
+        found: list[Run] = sample(now, HOSTNAME, limit)
+        live = [run for run in found if run.owner is None or owner_is_gone(run.owner, now)]
+        return live, len(found) >= limit
 
     async def _resume(self, run: Run) -> int:
         if run.workflow is None or run.workflow.startswith("__main__:"):

@@ -29,7 +29,7 @@ from replay.integrations import instrument, uninstrument
 from replay.integrations._instrument import is_instrumented
 from tests import fleet_workflows
 from tests.conftest import PG_URL, postgres_store
-from tests.factories import make_owner
+from tests.factories import make_owner, make_run
 from tests.fleet_workflows import (
     TOGETHER,
     Order,
@@ -115,6 +115,19 @@ def test_a_worker_looks_at_a_bounded_sample_of_a_long_queue_and_finishes_it(
     looked.clear()
     assert asyncio.run(replay.Worker(journal, concurrency=8).run_once()) == 300
     assert looked == []
+
+
+def test_a_look_whose_sample_it_cannot_take_reads_every_run(journal: Journal) -> None:
+    """Runs a worker has found it cannot take (another version's, an unimportable workflow's)
+    may fill a whole sample: the look then reads every run rather than find nothing, so one
+    run it can take among a thousand it cannot is found at every look, not by chance."""
+    for n in range(1000):
+        journal.store.create_run(make_run(f"other{n:04d}"))
+    replay.submit(chain, 7, 0, journal=journal, run_id="mine")
+    worker = replay.Worker(journal, concurrency=2)
+    worker._unresolvable.update(f"other{n:04d}" for n in range(1000))  # as found by its tries
+    for _ in range(5):  # a sample of 256 of the 1,001 holds "mine" one time in four
+        assert [run.run_id for run in worker._candidates({})] == ["mine"]
 
 
 def test_stopping_a_worker_releases_the_run_it_was_on(journal: Journal) -> None:
