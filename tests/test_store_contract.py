@@ -140,7 +140,11 @@ def test_a_sample_counts_a_run_whose_owner_record_was_edited_as_ownerless(
     request.addfinalizer(store.close)
     store.create_run(make_run("far"))
     store.claim("far", make_owner("f", host="elsewhere", ttl=60), resuming=False)
-    edited = {"garbage": "not json", "odd-lease": '{"host": "h", "lease_expires_at": "soon"}'}
+    edited: dict[str, str | None] = {
+        "no-record": None,  # its token left
+        "garbage": "not json",
+        "odd-lease": '{"host": "h", "lease_expires_at": "soon"}',
+    }
     for run_id, owner in edited.items():
         store.create_run(make_run(run_id))
         store.claim(run_id, make_owner(run_id, host="elsewhere"), resuming=False)
@@ -155,6 +159,8 @@ def test_a_sample_counts_a_run_whose_owner_record_was_edited_as_ownerless(
                     (owner, run_id),
                 )
         assert store.get_run(run_id).owner is None  # type: ignore[union-attr]
+        found = store.sample_resumable(datetime.now(UTC), HOSTNAME, 10)
+        assert run_id in {run.run_id for run in found}, run_id  # each edit alone, then with others
     found = store.sample_resumable(datetime.now(UTC), HOSTNAME, 10)
     assert {run.run_id for run in found} >= set(edited)
     assert all(run.owner is None for run in found if run.run_id in edited)

@@ -684,7 +684,8 @@ class PostgresStore:
         runs = f"{self.schema}.runs"
         sql = (
             f"(SELECT {self._run_columns} FROM {runs} WHERE status = 'running'"
-            f" AND (owner_token IS NULL OR {lease_over}) ORDER BY random() LIMIT %s)"
+            f" AND (owner_token IS NULL OR owner IS NULL OR {lease_over})"
+            " ORDER BY random() LIMIT %s)"
             f" UNION ALL (SELECT {self._run_columns} FROM {runs} WHERE status = 'running'"
             f" AND owner_token IS NOT NULL AND owner::json->>'host' = %s AND NOT {lease_over})"
         )
