@@ -604,3 +604,37 @@ def test_a_waiting_run_from_the_last_look_is_taken_only_once_due(journal: Journa
     worker._backlog = [journal.run("asleep"), journal.run("due"), journal.run("due")]
     worker._backlog.pop()  # as if the first was taken: what is left is a stale look
     assert [r.run_id for r in worker._next({}, 5)] == ["due"]
+
+
+@pytest.mark.parametrize("owner", ["{}", '{"host": "elsewhere"}', "null", "[1]"])
+def test_a_worker_takes_over_a_run_whose_owner_record_lost_its_lease_on_postgres(
+    owner: str, pg_schema: str
+) -> None:
+    """An owner's record edited by hand into JSON without a lease reads as ownerless
+    (`get_run`, `interrupted()`): a worker that goes on takes the run over, as a round does,
+    though its look's sample is not full (the sample's lease test is NULL there)."""
+    import psycopg
+
+    journal = Journal(store=postgres_store(pg_schema))
+    try:
+        replay.submit(chain, 3, 0, journal=journal, run_id="edited")
+        journal.store.claim("edited", make_owner("x", host="elsewhere", ttl=300), resuming=False)
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(
+                f"UPDATE {pg_schema}.runs SET owner = %s WHERE run_id = 'edited'", (owner,)
+            )
+        assert [run.run_id for run in journal.interrupted()] == ["edited"]
+        worker = replay.Worker(journal, poll_seconds=0.02, concurrency=2)
+
+        async def for_a_while() -> None:
+            runner = asyncio.ensure_future(worker.run())
+            deadline = time.monotonic() + 3
+            while journal.run("edited").status is RunStatus.RUNNING and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            worker.stop()
+            await runner
+
+        asyncio.run(for_a_while())
+        assert journal.run("edited").status is RunStatus.COMPLETED
+    finally:
+        journal.close()
