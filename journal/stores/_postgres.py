@@ -680,7 +680,9 @@ class PostgresStore:
 
     @_named
     def sample_resumable(self, now: datetime, host: str, limit: int) -> list[Run]:
-        lease_over = "(owner::json->>'lease_expires_at')::timestamptz <= %s"
+        # A record without a lease (JSON of another shape) reads as ownerless, as get_run
+        # reads it: true here, not NULL, which would leave the run out of both branches.
+        lease_over = "coalesce((owner::json->>'lease_expires_at')::timestamptz <= %s, true)"
         runs = f"{self.schema}.runs"
         sql = (
             f"(SELECT {self._run_columns} FROM {runs} WHERE status = 'running'"
