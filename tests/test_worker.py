@@ -638,3 +638,51 @@ def test_a_worker_takes_over_a_run_whose_owner_record_lost_its_lease_on_postgres
         assert journal.run("edited").status is RunStatus.COMPLETED
     finally:
         journal.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_an_owner_record_with_a_lease_without_offset_neither_kills_a_worker_nor_hides_the_run(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """An owner's record edited by hand whose lease has no UTC offset (long past) reads as an
+    owner whose lease ran out: a worker that goes on takes the run over instead of dying on
+    comparing a naive moment with an aware one (TypeError out of `Worker.run()`)."""
+    import sqlite3
+
+    import psycopg
+
+    if kind == "sqlite":
+        journal = Journal(tmp_path / "j.db")
+    else:
+        schema = request.getfixturevalue("pg_schema")
+        journal = Journal(store=postgres_store(schema))
+    owner = (
+        '{"token": "x", "host": "elsewhere", "pid": 1, "since": "2020-01-01T00:00:00",'
+        ' "lease_expires_at": "2020-01-01T00:00:00"}'
+    )
+    try:
+        replay.submit(chain, 3, 0, journal=journal, run_id="naive")
+        journal.store.claim("naive", make_owner("x", host="elsewhere", ttl=300), resuming=False)
+        if kind == "sqlite":
+            with sqlite3.connect(tmp_path / "j.db") as conn:
+                conn.execute("UPDATE runs SET owner = ? WHERE run_id = 'naive'", (owner,))
+            conn.close()
+        else:
+            with psycopg.connect(PG_URL, autocommit=True) as pg:
+                pg.execute(f"UPDATE {schema}.runs SET owner = %s WHERE run_id = 'naive'", (owner,))
+        worker = replay.Worker(journal, poll_seconds=0.02, concurrency=2)
+
+        async def for_a_while() -> None:
+            runner = asyncio.ensure_future(worker.run())
+            deadline = time.monotonic() + 3
+            while journal.run("naive").status is RunStatus.RUNNING and time.monotonic() < deadline:
+                if runner.done():
+                    break
+                await asyncio.sleep(0.05)
+            worker.stop()
+            await runner
+
+        asyncio.run(for_a_while())
+        assert journal.run("naive").status is RunStatus.COMPLETED
+    finally:
+        journal.close()
