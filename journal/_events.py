@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
 class RunStatus(StrEnum):
@@ -68,6 +68,13 @@ class Owner(BaseModel):
     pid: int
     since: datetime
     lease_expires_at: datetime
+
+    @field_validator("since", "lease_expires_at")
+    @classmethod
+    def _in_utc(cls, moment: datetime) -> datetime:
+        """A moment without an offset (a record edited by hand) is UTC, as the journal writes
+        and as SQLite's sample reads it: never compared naive with the aware `now`."""
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Run(BaseModel):
