@@ -702,3 +702,46 @@ def test_append_many_reads_back_every_field_exactly(store: JournalStore) -> None
     assert list(store.append_many([("r", "t", written)])) == []
     assert store.read_events("r") == written
     assert [row[7:] for row in store.read_rows("r")] == [(e.payload, e.args) for e in written]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    "lease",
+    ["tomorrow", "infinity", "Dec 31 2099", "2099-01-01T00:00:00 +00:00", "3000000", 3000000],
+)
+def test_a_sample_never_hides_a_run_a_worker_reads_as_needing_it(
+    kind: str, lease: object, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A lease edited by hand into text the database reads as a moment to come but the
+    journal's model does not (PostgreSQL's `tomorrow`, SQLite's Julian day number, an offset
+    after a space) reads as ownerless or long past through `get_run`: the sample holds the
+    run too, or a worker that goes on never sees it (`interrupted()` lists it)."""
+    import json
+
+    store: JournalStore
+    if kind == "sqlite":
+        store = SQLiteStore(tmp_path / "s.db")
+    else:
+        store = postgres_store(request.getfixturevalue("pg_schema"))
+    request.addfinalizer(store.close)
+    owner = json.dumps(
+        {"token": "t", "host": "elsewhere", "pid": 1, "since": "2020-01-01T00:00:00Z",
+         "lease_expires_at": lease}
+    )  # fmt: skip
+    store.create_run(make_run("edited"))
+    store.claim("edited", make_owner("t", host="elsewhere", ttl=60), resuming=False)
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(tmp_path / "s.db") as conn:
+            conn.execute("UPDATE runs SET owner = ? WHERE run_id = 'edited'", (owner,))
+        conn.close()
+    else:
+        with psycopg.connect(PG_URL, autocommit=True) as pg:
+            pg.execute(
+                f"UPDATE {store.schema}.runs SET owner = %s WHERE run_id = 'edited'",  # type: ignore[attr-defined]
+                (owner,),
+            )
+    now = datetime.now(UTC)
+    run = store.get_run("edited")
+    assert run is not None
+    assert run.owner is None or run.owner.lease_expires_at <= now
+    assert "edited" in {run.run_id for run in store.sample_resumable(now, HOSTNAME, 10)}
