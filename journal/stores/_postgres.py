@@ -682,7 +682,13 @@ class PostgresStore:
     def sample_resumable(self, now: datetime, host: str, limit: int) -> list[Run]:
         # A record without a lease (JSON of another shape) reads as ownerless, as get_run
         # reads it: true here, not NULL, which would leave the run out of both branches.
-        lease_over = "coalesce((owner::json->>'lease_expires_at')::timestamptz <= %s, true)"
+        # Only a lease written as the journal writes it (RFC 3339 with its offset) is read as a
+        # moment: PostgreSQL reads more (tomorrow, infinity, words) than the model does.
+        lease = "(owner::json->>'lease_expires_at')"
+        lease_over = (
+            f"CASE WHEN {lease} ~ '^\\d{{4}}-\\d\\d-\\d\\dT\\d\\d:\\d\\d(:\\d\\d(\\.\\d+)?)?"
+            f"(Z|[+-]\\d\\d:\\d\\d)$' THEN coalesce({lease}::timestamptz <= %s, true) ELSE true END"
+        )
         runs = f"{self.schema}.runs"
         sql = (
             f"(SELECT {self._run_columns} FROM {runs} WHERE status = 'running'"

@@ -642,9 +642,16 @@ class SQLiteStore:
     def sample_resumable(self, now: datetime, host: str, limit: int) -> list[Run]:
         # An owner's record that is not JSON, or whose lease is not a moment, counts as
         # ownerless here (the worker's own check then reads it as the run's model does).
+        # Only a lease written as the journal writes it (RFC 3339 with its offset) is read as a
+        # moment: SQLite reads more (a Julian day, an offset after a space) than the model does,
+        # and a run it read as owned could be one the worker reads as ownerless, never sampled.
+        lease = "json_extract(owner, '$.lease_expires_at')"
         lease_over = (
-            "CASE WHEN json_valid(owner) THEN coalesce(julianday(json_extract(owner,"
-            " '$.lease_expires_at')) <= julianday(?), 1) ELSE 1 END"
+            f"CASE WHEN json_valid(owner) AND json_type(owner, '$.lease_expires_at') = 'text'"
+            f" AND {lease} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:*'"
+            f" AND {lease} NOT GLOB '*[^0-9:.TZ+-]*'"
+            f" AND ({lease} GLOB '*Z' OR {lease} GLOB '*[+-][0-9][0-9]:[0-9][0-9]')"
+            f" THEN coalesce(julianday({lease}) <= julianday(?), 1) ELSE 1 END"
         )
         moment = now.isoformat()
         with self._lock:
