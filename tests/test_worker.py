@@ -130,6 +130,30 @@ def test_a_look_whose_sample_it_cannot_take_reads_every_run(journal: Journal) ->
         assert [run.run_id for run in worker._candidates({})] == ["mine"]
 
 
+def test_a_look_with_many_runs_going_on_this_host_and_none_free_reads_no_whole_list(
+    journal: Journal,
+) -> None:
+    """Runs going on in the other workers of this host (live processes, live leases) are in
+    every sample (the worker checks their pids) but are no work: with a sample's worth of them
+    and nothing to take, a look is not "a full sample it cannot take" and must not read every
+    run of the journal (eight workers of 32 slots on one host hold 256 runs at all times)."""
+    store = journal.store
+    for n in range(300):
+        store.create_run(make_run(f"going{n:03d}"))
+        store.claim(f"going{n:03d}", make_owner(f"g{n}", pid=os.getppid()), resuming=False)
+    whole: list[object] = []
+    list_runs = store.list_runs
+
+    def counted(**kwargs: object) -> list[replay.Run]:
+        whole.append(kwargs)
+        return list_runs(**kwargs)  # type: ignore[arg-type]
+
+    store.list_runs = counted  # type: ignore[method-assign]
+    worker = replay.Worker(journal, concurrency=2)
+    assert worker._candidates({}) == []
+    assert whole == []
+
+
 def test_stopping_a_worker_releases_the_run_it_was_on(journal: Journal) -> None:
     """stop() cancels the run in progress and releases its lease: it is interrupted again,
     for another worker, with its first step kept."""
