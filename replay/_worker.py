@@ -298,7 +298,16 @@ class Worker:
         limit = max(LOOK_SAMPLE, 4 * self.concurrency)
         found: list[Run] = sample(now, HOSTNAME, limit)
         live = [run for run in found if run.owner is None or owner_is_gone(run.owner, now)]
-        return live, len(found) >= limit
+        # Runs owned from this host with a live lease come on top of the `limit` picked: the
+        # sample is full only when the picked part is.
+        picked = [
+            run
+            for run in found
+            if run.owner is None
+            or run.owner.host != HOSTNAME
+            or run.owner.lease_expires_at <= now
+        ]
+        return live, len(picked) >= limit
 
     async def _resume(self, run: Run) -> int:
         if run.workflow is None or run.workflow.startswith("__main__:"):
