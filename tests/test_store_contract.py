@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
@@ -716,8 +717,6 @@ def test_a_sample_never_hides_a_run_a_worker_reads_as_needing_it(
     journal's model does not (PostgreSQL's `tomorrow`, SQLite's Julian day number, an offset
     after a space) reads as ownerless or long past through `get_run`: the sample holds the
     run too, or a worker that goes on never sees it (`interrupted()` lists it)."""
-    import json
-
     store: JournalStore
     if kind == "sqlite":
         store = SQLiteStore(tmp_path / "s.db")
@@ -745,3 +744,60 @@ def test_a_sample_never_hides_a_run_a_worker_reads_as_needing_it(
     assert run is not None
     assert run.owner is None or run.owner.lease_expires_at <= now
     assert "edited" in {run.run_id for run in store.sample_resumable(now, HOSTNAME, 10)}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_sample_reads_an_owner_record_as_the_run_model_reads_it(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Every run the journal counts as interrupted (`Journal.interrupted()`: no owner as the
+    model reads the record, or a lease the model reads as over) is in a look's sample, however
+    the record was written: the SQL must not read a lease as live that the model reads as
+    over or unreadable, or a worker never finds that run (it is owned from another host)."""
+    store: JournalStore
+    if kind == "sqlite":
+        store = SQLiteStore(tmp_path / "s.db")
+    else:
+        store = postgres_store(request.getfixturevalue("pg_schema"))
+    request.addfinalizer(store.close)
+    journal = Journal(store=store)
+    future = (datetime.now(UTC) + timedelta(days=3650)).isoformat()
+    whole = {"token": "x", "host": "elsewhere", "pid": 1, "since": "2026-01-01T00:00:00Z"}
+
+    def record(**fields: object) -> str:
+        return json.dumps({key: value for key, value in {**whole, **fields}.items() if value})
+
+    edited = {
+        # a whole record but for one field: the model reads no owner, the SQL a live lease
+        "no-pid": record(pid=None, lease_expires_at=future),
+        "no-token": record(token=None, lease_expires_at=future),
+        # a lease as a number: seconds since 1970 to the model, a Julian day to SQLite
+        "lease-number": record(lease_expires_at=2500000),
+        "lease-digits": record(lease_expires_at="2500000"),
+        # no lease at all: the model reads no owner
+        "no-lease": record(lease_expires_at=None),
+        # words a database reads as moments, the model as none
+        "lease-now": record(lease_expires_at="now"),
+        "lease-infinity": record(lease_expires_at="infinity"),
+    }
+    hidden: list[str] = []
+    for run_id, owner in edited.items():
+        store.create_run(make_run(run_id))
+        store.claim(run_id, make_owner(run_id, host="elsewhere"), resuming=False)
+        if isinstance(store, SQLiteStore):
+            with sqlite3.connect(tmp_path / "s.db") as conn:
+                conn.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (owner, run_id))
+            conn.close()
+        else:
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(
+                    f"UPDATE {store.schema}.runs SET owner = %s WHERE run_id = %s",  # type: ignore[attr-defined]
+                    (owner, run_id),
+                )
+        # each edit alone (one the database cannot read at all makes it read every run)
+        assert run_id in {run.run_id for run in journal.interrupted()}
+        found = store.sample_resumable(datetime.now(UTC), HOSTNAME, 100)
+        if run_id not in {run.run_id for run in found}:
+            hidden.append(run_id)
+        store.finish(run_id, run_id, RunStatus.CANCELLED)  # out of the next edit's way
+    assert hidden == [], hidden
