@@ -684,10 +684,15 @@ class PostgresStore:
         # reads it: true here, not NULL, which would leave the run out of both branches.
         # Only a lease written as the journal writes it (RFC 3339 with its offset) is read as a
         # moment: PostgreSQL reads more (tomorrow, infinity, words) than the model does.
+        # Nor is one the model cannot read at all (a field missing, of another type).
         lease = "(owner::json->>'lease_expires_at')"
+        moment = "'^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d(:\\d\\d(\\.\\d+)?)?(Z|[+-]\\d\\d:\\d\\d)$'"
         lease_over = (
-            f"CASE WHEN {lease} ~ '^\\d{{4}}-\\d\\d-\\d\\dT\\d\\d:\\d\\d(:\\d\\d(\\.\\d+)?)?"
-            f"(Z|[+-]\\d\\d:\\d\\d)$' THEN coalesce({lease}::timestamptz <= %s, true) ELSE true END"
+            "CASE WHEN json_typeof(owner::json->'token') = 'string'"
+            " AND json_typeof(owner::json->'host') = 'string'"
+            " AND json_typeof(owner::json->'pid') = 'number'"
+            f" AND owner::json->>'since' ~ {moment} AND {lease} ~ {moment}"
+            f" THEN coalesce({lease}::timestamptz <= %s, true) ELSE true END"
         )
         runs = f"{self.schema}.runs"
         sql = (

@@ -645,13 +645,22 @@ class SQLiteStore:
         # Only a lease written as the journal writes it (RFC 3339 with its offset) is read as a
         # moment: SQLite reads more (a Julian day, an offset after a space) than the model does,
         # and a run it read as owned could be one the worker reads as ownerless, never sampled.
-        lease = "json_extract(owner, '$.lease_expires_at')"
+        # Nor is one the model cannot read at all (a field missing, of another type).
+        def moment_at(path: str) -> str:
+            field = f"json_extract(owner, '{path}')"
+            return (
+                f"json_type(owner, '{path}') = 'text'"
+                f" AND {field} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:*'"
+                f" AND {field} NOT GLOB '*[^0-9:.TZ+-]*'"
+                f" AND ({field} GLOB '*Z' OR {field} GLOB '*[+-][0-9][0-9]:[0-9][0-9]')"
+            )
+
         lease_over = (
-            f"CASE WHEN json_valid(owner) AND json_type(owner, '$.lease_expires_at') = 'text'"
-            f" AND {lease} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:*'"
-            f" AND {lease} NOT GLOB '*[^0-9:.TZ+-]*'"
-            f" AND ({lease} GLOB '*Z' OR {lease} GLOB '*[+-][0-9][0-9]:[0-9][0-9]')"
-            f" THEN coalesce(julianday({lease}) <= julianday(?), 1) ELSE 1 END"
+            "CASE WHEN json_valid(owner) AND json_type(owner, '$.token') = 'text'"
+            " AND json_type(owner, '$.host') = 'text' AND json_type(owner, '$.pid') = 'integer'"
+            f" AND {moment_at('$.since')} AND {moment_at('$.lease_expires_at')}"
+            " THEN coalesce(julianday(json_extract(owner, '$.lease_expires_at'))"
+            " <= julianday(?), 1) ELSE 1 END"
         )
         moment = now.isoformat()
         with self._lock:
