@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -11,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import replay
-from journal import Event, EventKind, EventStatus, Journal, Owner, Run, RunStatus
+from journal import Event, EventKind, EventStatus, Journal, JournalStore, Owner, Run, RunStatus
 from journal.stores._ownership import HOSTNAME
 
 
@@ -153,3 +155,22 @@ def store_from_before(method: str) -> Any:
 
 def _delegate(name: str) -> Callable[..., Any]:
     return lambda self, *args, **kwargs: getattr(self.inner, name)(*args, **kwargs)
+
+
+def edit_owner(store: JournalStore, run_id: str, owner: str | None) -> None:
+    """Write `owner` as the run's owner record by hand, past the store, as someone editing
+    the database would (its token is left as it was)."""
+    path = getattr(store, "path", None)
+    if path is not None:
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (owner, run_id))
+        return
+    import psycopg  # the PostgreSQL extra
+
+    from tests.conftest import PG_URL
+
+    with psycopg.connect(PG_URL, autocommit=True) as pg:
+        pg.execute(
+            f"UPDATE {getattr(store, 'schema')}.runs SET owner = %s WHERE run_id = %s",  # noqa: B009
+            (owner, run_id),
+        )

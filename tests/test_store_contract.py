@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from pydantic import ValidationError
 
@@ -35,8 +34,8 @@ from journal import (
 from journal._events import replaced, trusted_event
 from journal.stores._ownership import HOSTNAME, give_up, new_owner
 from journal.stores._sqlite import SCHEMA_VERSION
-from tests.conftest import PG_URL, postgres_store
-from tests.factories import dead_pid, make_event, make_owner, make_run
+from tests.conftest import postgres_store
+from tests.factories import dead_pid, edit_owner, make_event, make_owner, make_run
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -47,6 +46,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalSto
         s: JournalStore = postgres_store(schema)
     elif request.param == "memory":
         s = MemoryStore()
+    else:
+        s = SQLiteStore(tmp_path / "s.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalStore]:
+    """A store whose database can be edited by hand (the memory store keeps models)."""
+    if request.param == "postgres":
+        s: JournalStore = postgres_store(request.getfixturevalue("pg_schema"))
     else:
         s = SQLiteStore(tmp_path / "s.db")
     yield s
@@ -126,19 +136,13 @@ def test_a_sample_of_resumable_runs_is_bounded_random_and_has_every_local_one(
     assert {run.run_id for run in store.sample_resumable(now, HOSTNAME, 0)} == local
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])  # the memory store keeps models
 def test_a_sample_counts_a_run_whose_owner_record_was_edited_as_ownerless(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+    durable_store: JournalStore,
 ) -> None:
     """An owner's record edited by hand (not JSON, or a lease that is not a moment) neither
     fails a worker's look nor hides the run from it: the run reads as ownerless, as
     `get_run` reads it, so a worker takes it over."""
-    store: JournalStore
-    if kind == "sqlite":
-        store = SQLiteStore(tmp_path / "s.db")
-    else:
-        store = postgres_store(request.getfixturevalue("pg_schema"))
-    request.addfinalizer(store.close)
+    store = durable_store
     store.create_run(make_run("far"))
     store.claim("far", make_owner("f", host="elsewhere", ttl=60), resuming=False)
     edited: dict[str, str | None] = {
@@ -149,16 +153,7 @@ def test_a_sample_counts_a_run_whose_owner_record_was_edited_as_ownerless(
     for run_id, owner in edited.items():
         store.create_run(make_run(run_id))
         store.claim(run_id, make_owner(run_id, host="elsewhere"), resuming=False)
-        if isinstance(store, SQLiteStore):
-            with sqlite3.connect(tmp_path / "s.db") as conn:
-                conn.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (owner, run_id))
-            conn.close()
-        else:
-            with psycopg.connect(PG_URL, autocommit=True) as conn:
-                conn.execute(
-                    f"UPDATE {store.schema}.runs SET owner = %s WHERE run_id = %s",  # type: ignore[attr-defined]
-                    (owner, run_id),
-                )
+        edit_owner(store, run_id, owner)
         assert store.get_run(run_id).owner is None  # type: ignore[union-attr]
         found = store.sample_resumable(datetime.now(UTC), HOSTNAME, 10)
         assert run_id in {run.run_id for run in found}, run_id  # each edit alone, then with others
@@ -705,40 +700,25 @@ def test_append_many_reads_back_every_field_exactly(store: JournalStore) -> None
     assert [row[7:] for row in store.read_rows("r")] == [(e.payload, e.args) for e in written]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @pytest.mark.parametrize(
     "lease",
     ["tomorrow", "infinity", "Dec 31 2099", "2099-01-01T00:00:00 +00:00", "3000000", 3000000],
 )
 def test_a_sample_never_hides_a_run_a_worker_reads_as_needing_it(
-    kind: str, lease: object, request: pytest.FixtureRequest, tmp_path: Path
+    durable_store: JournalStore, lease: object
 ) -> None:
     """A lease edited by hand into text the database reads as a moment to come but the
     journal's model does not (PostgreSQL's `tomorrow`, SQLite's Julian day number, an offset
     after a space) reads as ownerless or long past through `get_run`: the sample holds the
     run too, or a worker that goes on never sees it (`interrupted()` lists it)."""
-    store: JournalStore
-    if kind == "sqlite":
-        store = SQLiteStore(tmp_path / "s.db")
-    else:
-        store = postgres_store(request.getfixturevalue("pg_schema"))
-    request.addfinalizer(store.close)
+    store = durable_store
     owner = json.dumps(
         {"token": "t", "host": "elsewhere", "pid": 1, "since": "2020-01-01T00:00:00Z",
          "lease_expires_at": lease}
     )  # fmt: skip
     store.create_run(make_run("edited"))
     store.claim("edited", make_owner("t", host="elsewhere", ttl=60), resuming=False)
-    if isinstance(store, SQLiteStore):
-        with sqlite3.connect(tmp_path / "s.db") as conn:
-            conn.execute("UPDATE runs SET owner = ? WHERE run_id = 'edited'", (owner,))
-        conn.close()
-    else:
-        with psycopg.connect(PG_URL, autocommit=True) as pg:
-            pg.execute(
-                f"UPDATE {store.schema}.runs SET owner = %s WHERE run_id = 'edited'",  # type: ignore[attr-defined]
-                (owner,),
-            )
+    edit_owner(store, "edited", owner)
     now = datetime.now(UTC)
     run = store.get_run("edited")
     assert run is not None
@@ -746,20 +726,14 @@ def test_a_sample_never_hides_a_run_a_worker_reads_as_needing_it(
     assert "edited" in {run.run_id for run in store.sample_resumable(now, HOSTNAME, 10)}
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_sample_reads_an_owner_record_as_the_run_model_reads_it(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+    durable_store: JournalStore,
 ) -> None:
     """Every run the journal counts as interrupted (`Journal.interrupted()`: no owner as the
     model reads the record, or a lease the model reads as over) is in a look's sample, however
     the record was written: the SQL must not read a lease as live that the model reads as
     over or unreadable, or a worker never finds that run (it is owned from another host)."""
-    store: JournalStore
-    if kind == "sqlite":
-        store = SQLiteStore(tmp_path / "s.db")
-    else:
-        store = postgres_store(request.getfixturevalue("pg_schema"))
-    request.addfinalizer(store.close)
+    store = durable_store
     journal = Journal(store=store)
     future = (datetime.now(UTC) + timedelta(days=3650)).isoformat()
     whole = {"token": "x", "host": "elsewhere", "pid": 1, "since": "2026-01-01T00:00:00Z"}
@@ -784,16 +758,7 @@ def test_a_sample_reads_an_owner_record_as_the_run_model_reads_it(
     for run_id, owner in edited.items():
         store.create_run(make_run(run_id))
         store.claim(run_id, make_owner(run_id, host="elsewhere"), resuming=False)
-        if isinstance(store, SQLiteStore):
-            with sqlite3.connect(tmp_path / "s.db") as conn:
-                conn.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (owner, run_id))
-            conn.close()
-        else:
-            with psycopg.connect(PG_URL, autocommit=True) as conn:
-                conn.execute(
-                    f"UPDATE {store.schema}.runs SET owner = %s WHERE run_id = %s",  # type: ignore[attr-defined]
-                    (owner, run_id),
-                )
+        edit_owner(store, run_id, owner)
         # each edit alone (one the database cannot read at all makes it read every run)
         assert run_id in {run.run_id for run in journal.interrupted()}
         found = store.sample_resumable(datetime.now(UTC), HOSTNAME, 100)

@@ -29,7 +29,7 @@ from replay.integrations import instrument, uninstrument
 from replay.integrations._instrument import is_instrumented
 from tests import fleet_workflows
 from tests.conftest import PG_URL, postgres_store
-from tests.factories import make_owner, make_run
+from tests.factories import edit_owner, make_owner, make_run
 from tests.fleet_workflows import (
     TOGETHER,
     Order,
@@ -152,6 +152,24 @@ def test_a_look_with_many_runs_going_on_this_host_and_none_free_reads_no_whole_l
     worker = replay.Worker(journal, concurrency=2)
     assert worker._candidates({}) == []
     assert whole == []
+
+
+def _work_on(journal: Journal, run_id: str, *, seconds: float) -> None:
+    """A worker that goes on (`run()`, its looks sampled) until `run_id` is no longer running,
+    it stops by itself (a failure is raised here), or `seconds` pass."""
+    worker = replay.Worker(journal, poll_seconds=0.02, concurrency=2)
+
+    async def for_a_while() -> None:
+        runner = asyncio.ensure_future(worker.run())
+        deadline = time.monotonic() + seconds
+        while journal.run(run_id).status is RunStatus.RUNNING and time.monotonic() < deadline:
+            if runner.done():
+                break
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await runner
+
+    asyncio.run(for_a_while())
 
 
 def test_stopping_a_worker_releases_the_run_it_was_on(journal: Journal) -> None:
@@ -637,28 +655,14 @@ def test_a_worker_takes_over_a_run_whose_owner_record_lost_its_lease_on_postgres
     """An owner's record edited by hand into JSON without a lease reads as ownerless
     (`get_run`, `interrupted()`): a worker that goes on takes the run over, as a round does,
     though its look's sample is not full (the sample's lease test is NULL there)."""
-    import psycopg
 
     journal = Journal(store=postgres_store(pg_schema))
     try:
         replay.submit(chain, 3, 0, journal=journal, run_id="edited")
         journal.store.claim("edited", make_owner("x", host="elsewhere", ttl=300), resuming=False)
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(
-                f"UPDATE {pg_schema}.runs SET owner = %s WHERE run_id = 'edited'", (owner,)
-            )
+        edit_owner(journal.store, "edited", owner)
         assert [run.run_id for run in journal.interrupted()] == ["edited"]
-        worker = replay.Worker(journal, poll_seconds=0.02, concurrency=2)
-
-        async def for_a_while() -> None:
-            runner = asyncio.ensure_future(worker.run())
-            deadline = time.monotonic() + 3
-            while journal.run("edited").status is RunStatus.RUNNING and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            worker.stop()
-            await runner
-
-        asyncio.run(for_a_while())
+        _work_on(journal, "edited", seconds=3)
         assert journal.run("edited").status is RunStatus.COMPLETED
     finally:
         journal.close()
@@ -671,9 +675,6 @@ def test_an_owner_record_with_a_lease_without_offset_neither_kills_a_worker_nor_
     """An owner's record edited by hand whose lease has no UTC offset (long past) reads as an
     owner whose lease ran out: a worker that goes on takes the run over instead of dying on
     comparing a naive moment with an aware one (TypeError out of `Worker.run()`)."""
-    import sqlite3
-
-    import psycopg
 
     if kind == "sqlite":
         journal = Journal(tmp_path / "j.db")
@@ -687,26 +688,8 @@ def test_an_owner_record_with_a_lease_without_offset_neither_kills_a_worker_nor_
     try:
         replay.submit(chain, 3, 0, journal=journal, run_id="naive")
         journal.store.claim("naive", make_owner("x", host="elsewhere", ttl=300), resuming=False)
-        if kind == "sqlite":
-            with sqlite3.connect(tmp_path / "j.db") as conn:
-                conn.execute("UPDATE runs SET owner = ? WHERE run_id = 'naive'", (owner,))
-            conn.close()
-        else:
-            with psycopg.connect(PG_URL, autocommit=True) as pg:
-                pg.execute(f"UPDATE {schema}.runs SET owner = %s WHERE run_id = 'naive'", (owner,))
-        worker = replay.Worker(journal, poll_seconds=0.02, concurrency=2)
-
-        async def for_a_while() -> None:
-            runner = asyncio.ensure_future(worker.run())
-            deadline = time.monotonic() + 3
-            while journal.run("naive").status is RunStatus.RUNNING and time.monotonic() < deadline:
-                if runner.done():
-                    break
-                await asyncio.sleep(0.05)
-            worker.stop()
-            await runner
-
-        asyncio.run(for_a_while())
+        edit_owner(journal.store, "naive", owner)
+        _work_on(journal, "naive", seconds=3)
         assert journal.run("naive").status is RunStatus.COMPLETED
     finally:
         journal.close()
