@@ -303,9 +303,7 @@ class Worker:
         picked = [
             run
             for run in found
-            if run.owner is None
-            or run.owner.host != HOSTNAME
-            or run.owner.lease_expires_at <= now
+            if run.owner is None or run.owner.host != HOSTNAME or run.owner.lease_expires_at <= now
         ]
         return live, len(picked) >= limit
 
