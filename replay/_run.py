@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from journal import (
     Journal,
+    Owner,
     PayloadTooLarge,
     Run,
     RunCancelled,
@@ -26,6 +27,7 @@ from journal import (
     canonical_json,
     fingerprint,
 )
+from journal.stores._ownership import new_owner
 
 from ._blocks import block_call, holder_here, refuse_other_run
 from ._context import current_scope, engine_task
@@ -184,7 +186,10 @@ def _create_run(
     inputs: bytes,
     inputs_fp: str,
     version: str | None,
+    owner: Owner | None = None,
 ) -> Run:
+    """The run as stored: created now, owned by `owner` from its first moment if given (one
+    transaction where a creation and a claim took two), or as another process created it."""
     now = datetime.now(UTC)
     return journal.store.create_run(
         Run(
@@ -193,6 +198,7 @@ def _create_run(
             inputs=inputs,
             inputs_fingerprint=inputs_fp,
             status=RunStatus.RUNNING,
+            owner=owner,
             created_at=now,
             updated_at=now,
             chain=journal.chain.scheme,
@@ -314,6 +320,7 @@ async def start_run(
     store = journal.store
 
     existing = known if known is not None and known.run_id == run_id else store.get_run(run_id)
+    created: Owner | None = None
     if existing is None:
         if mode == "replay" or retry == "failed":
             raise RunNotFound(
@@ -322,8 +329,13 @@ async def start_run(
                 if mode == "replay"
                 else "Only a recorded run that failed can be retried; run() starts a new one.",
             )
-        existing = _create_run(journal, spec, run_id, inputs, inputs_fp, version_of(workflow))
+        owner = new_owner(lease_seconds)
+        existing = _create_run(
+            journal, spec, run_id, inputs, inputs_fp, version_of(workflow), owner
+        )
         resuming = False
+        if existing.owner is not None and existing.owner.token == owner.token:
+            created = owner  # ours from its creation: nothing to claim, nothing recorded
     else:
         resuming = True
     debugging = debug_options.get()
@@ -338,6 +350,7 @@ async def start_run(
         return _already_finished(spec, existing, mode)
 
     sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
+    sitting.created_owner = created
     sitting.retry = retrying
     sitting.suspend_after = suspend_after
     try:

@@ -22,7 +22,16 @@ from typing import Any
 
 import orjson
 
-from journal import Journal, JournalStore, LeaseLost, RecordedError, Run, RunCancelled, RunStatus
+from journal import (
+    Journal,
+    JournalStore,
+    LeaseLost,
+    Owner,
+    RecordedError,
+    Run,
+    RunCancelled,
+    RunStatus,
+)
 from journal._chain import Chain
 from journal._events import EventRow
 from journal.stores._ownership import give_up, new_owner
@@ -203,6 +212,9 @@ class Sitting:
         """The workflow's own task scope (path `0`), once the sitting is open."""
         self.retry = False
         """Reopen the run first if it failed (`replay.retry`): its failed tail runs again."""
+        self.created_owner: Owner | None = None
+        """The owner this process created the run with (`run` is then ours, with no events):
+        the sitting neither claims it nor reads its rows."""
 
     @asynccontextmanager
     async def open(self, *, enter_scope: bool = False) -> AsyncIterator[Session]:
@@ -216,8 +228,11 @@ class Sitting:
         if self.mode == "resume":
             if chain is not None:
                 chain.require_same(self.run)
-            owner = new_owner(self.lease_seconds)
-            claimed = store.claim(self.run_id, owner, resuming=self.resuming)
+            created = self.created_owner
+            owner = created or new_owner(self.lease_seconds)
+            claimed = (
+                self.run if created else store.claim(self.run_id, owner, resuming=self.resuming)
+            )
             if (
                 claimed.status in _ENDED
                 and self.run.status not in _ENDED
@@ -230,7 +245,7 @@ class Sitting:
                 self._cancel_if_requested(claimed)
             if self.retry and claimed.status is RunStatus.FAILED:
                 self._reopen(claimed, chain)
-            previous = self.run.owner
+            previous = None if created else self.run.owner
             log.info(
                 "run.taken_over" if previous is not None else "run.claimed",
                 run_id=self.run_id,
@@ -243,7 +258,8 @@ class Sitting:
                     else {}
                 ),
             )
-        rows = store.read_rows(self.run_id)  # read after claiming: nobody else appends
+        # Read after claiming: nobody else appends. A run created here has no rows yet.
+        rows = [] if self.created_owner else store.read_rows(self.run_id)
         head = ""
         if chain is not None and self.token is not None:
             head = (store.last_hash(self.run_id) if rows else None) or chain.genesis(self.run)

@@ -75,7 +75,7 @@ def test_concurrent_runs_share_commits(tmp_path: Path) -> None:
         assert asyncio.run(main()) == [sum(range(STEPS))] * RUNS
         rows = _rows(journal)
         assert rows == RUNS * STEPS * 2
-        step_commits = len(commits) - 3 * RUNS  # a run's creation, claim and end commit alone
+        step_commits = len(commits) - 2 * RUNS  # a run's creation (owned) and end commit alone
         assert step_commits < rows / 4, (len(commits), rows)
         assert "journal-group-commit" in commits
         verdicts = journal.verify()
@@ -89,7 +89,8 @@ def test_one_run_alone_commits_on_the_spot(tmp_path: Path) -> None:
         journal.redactor()  # the journal's salt, written once on first use: not the run's
         commits = _count_commits(journal)
         assert asyncio.run(run(several, 0, STEPS, journal=journal, run_id="alone")) == 10
-        assert commits == ["MainThread"] * (3 + STEPS * 2)  # create, claim, 2 per step, finish
+        # Its creation (owned from then on: no claim), two per step, its end.
+        assert commits == ["MainThread"] * (2 + STEPS * 2)
 
 
 def test_a_value_is_seen_only_after_its_row_is_committed(tmp_path: Path) -> None:

@@ -502,3 +502,73 @@ def test_a_run_taken_over_after_its_last_step_cannot_record_its_result(db_path: 
         assert stolen.finished_at is None
         assert stolen.owner is not None and stolen.owner.token == "thief"
         assert _outcomes(j.events("r")) == [("0:1", 1)]
+
+
+def test_a_new_run_is_owned_from_the_moment_it_exists(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run()` creates a new run already owned by its sitting, in one transaction: there is no
+    moment when another process's worker (or `journal resume`) sees it as interrupted and
+    takes it, and the sitting neither claims it again nor reads its (empty) history."""
+    store = journal.store
+    seen_from_outside: list[list[str]] = []
+    real_create = store.create_run
+
+    def create_then_look(new_run: Any) -> Any:
+        stored = real_create(new_run)
+        seen_from_outside.append([r.run_id for r in journal.interrupted()])
+        return stored
+
+    claims: list[str] = []
+    real_claim = store.claim
+
+    def counted_claim(run_id: str, owner: Owner, *, resuming: bool) -> Any:
+        claims.append(run_id)
+        return real_claim(run_id, owner, resuming=resuming)
+
+    monkeypatch.setattr(store, "create_run", create_then_look)
+    monkeypatch.setattr(store, "claim", counted_claim)
+
+    @step
+    async def double(n: int) -> int:
+        return n * 2
+
+    async def workflow(n: int) -> int:
+        return await double(n) + await double(n + 1)
+
+    outcome = asyncio.run(run_with_summary(workflow, 3, journal=journal, run_id="fresh"))
+    assert outcome.result == 14
+    assert seen_from_outside == [[]]
+    assert claims == []
+    assert [e.status for e in journal.events("fresh")] == [EventStatus.COMPLETED] * 2
+    finished = store.get_run("fresh")
+    assert finished is not None and finished.status is RunStatus.COMPLETED
+    assert finished.owner is None and finished.resumes == 0
+    # Called again, the finished run is read, not created: the rule holds for new runs only.
+    assert asyncio.run(run(workflow, 3, journal=journal, run_id="fresh")) == 14
+    assert claims == []
+
+
+def test_a_run_another_process_created_first_is_claimed_as_before(
+    sqlite_journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes creating one run id at once: the one whose creation lost the race finds
+    the run the other owns, claims it as any resume would, and gets `RunLocked`."""
+    store = sqlite_journal.store
+    rival = make_owner(token="rival-token", pid=os.getpid())
+    real_create = store.create_run
+
+    def the_other_process_came_first(new_run: Any) -> Any:
+        real_create(new_run.model_copy(update={"owner": rival}))
+        return real_create(new_run)
+
+    monkeypatch.setattr(store, "create_run", the_other_process_came_first)
+
+    async def workflow() -> int:
+        return 1
+
+    with pytest.raises(RunLocked):
+        asyncio.run(run(workflow, journal=sqlite_journal, run_id="raced"))
+    raced = store.get_run("raced")
+    assert raced is not None and raced.owner is not None
+    assert raced.owner.token == "rival-token"

@@ -263,9 +263,9 @@ class SQLiteStore:
                     None if run.owner is None else run.owner.token,
                 ),
             ).rowcount
-            if created:
-                self._append_head(run.run_id, "created")
-            stored = self._select_run(run.run_id)
+            stored = self._append_head(run.run_id, "created") if created else None
+            if stored is None:
+                stored = self._select_run(run.run_id)
         assert stored is not None
         return stored
 
@@ -384,8 +384,7 @@ class SQLiteStore:
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(run_id)
-            self._append_head(run_id, "finished")
-            finished = self._select_run(run_id)
+            finished = self._append_head(run_id, "finished") or self._select_run(run_id)
         assert finished is not None
         return finished
 
@@ -412,8 +411,7 @@ class SQLiteStore:
                 " finished_at = NULL, updated_at = ? WHERE run_id = ?",
                 (_ts(datetime.now(UTC)), run_id),
             )
-            self._append_head(run_id, "reopened")
-            reopened = self._select_run(run_id)
+            reopened = self._append_head(run_id, "reopened") or self._select_run(run_id)
         assert reopened is not None
         return reopened
 
@@ -581,8 +579,7 @@ class SQLiteStore:
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(run_id)
-            self._append_head(run_id, "suspended")
-            suspended = self._select_run(run_id)
+            suspended = self._append_head(run_id, "suspended") or self._select_run(run_id)
         assert suspended is not None
         return suspended
 
@@ -748,10 +745,16 @@ class SQLiteStore:
         if self._checkpointer is not None:
             self._checkpointer.commit(written)
 
-    def _append_head(self, run_id: str, reason: Reason) -> None:
-        """Append the run's state now to the journal's head (inside the caller's transaction)."""
-        if self.head_chain is not None:
-            _heads.append_head(self._conn, self.head_chain, run_id, reason)
+    def _append_head(self, run_id: str, reason: Reason) -> Run | None:
+        """Append the run's state now to the journal's head (inside the caller's transaction);
+        the run as the entry read it (None without a head): what the caller returns, not
+        read again."""
+        if self.head_chain is None:
+            return None
+        row, run = _heads.append_head(self._conn, self.head_chain, run_id, reason)
+        if self._run_columns is not RUN_COLUMNS:
+            return None
+        return run or self._run_from_row(row)
 
     @_named
     def adopt_runs(self) -> int:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._chain import Chain
+from .._events import Run
 from .._heads import HeadEntry, Reason, entry_row, genesis_of, next_entry
 from ._rows import RUN_COLUMNS, head_from_row, run_from_row
 
@@ -22,21 +23,27 @@ def _blob(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-def append_head(conn: sqlite3.Connection, chain: Chain, run_id: str, reason: Reason) -> None:
-    """Append the run's state now to the journal's head (inside the caller's transaction)."""
+def append_head(
+    conn: sqlite3.Connection, chain: Chain, run_id: str, reason: Reason
+) -> tuple[tuple[Any, ...], Run | None]:
+    """Append the run's state now to the journal's head (inside the caller's transaction).
+    The run's row as read for it (`RUN_COLUMNS`), which the caller may return as the run, and
+    that row as a `Run` if the entry needed one (a run with no events)."""
     row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     last = conn.execute(
         "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
     ).fetchone()
     top = conn.execute("SELECT n, hash FROM heads ORDER BY n DESC LIMIT 1").fetchone()
-    genesis = None
+    genesis = run = None
     if last is None:  # no event binds the run's header yet: the entry does
-        genesis = genesis_of(chain, run_from_row(row, _moment, _blob))
+        run = run_from_row(row, _moment, _blob)
+        genesis = genesis_of(chain, run)
     entry = next_entry(chain, run_id, reason, (row[4], row[15], row[14]), last, top, genesis)
     conn.execute(
         f"INSERT INTO heads ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         entry_row(entry, entry.at.timestamp()),
     )
+    return tuple(row), run
 
 
 def adopt_runs(conn: sqlite3.Connection, chain: Chain) -> int:
