@@ -556,12 +556,14 @@ async def journaled(
         journal, mode, retry = again.journal, again.mode, again.retry or retry
     store = journal.store
     existing = store.get_run(run_id)
+    created: Owner | None = None
     if existing is None:
         if mode == "replay" or retry:
             raise RunNotFound(run_id, hint="Replay and retry need a recorded run.")
         now = datetime.now(UTC)
         holder = holder_here()
         inputs = None if holder is None else canonical_json({"block": holder})
+        owner = new_owner(lease_seconds)
         existing = store.create_run(
             Run(
                 run_id=run_id,
@@ -569,6 +571,7 @@ async def journaled(
                 inputs=inputs,
                 inputs_fingerprint=None if inputs is None else fingerprint("inputs", inputs),
                 status=RunStatus.RUNNING,
+                owner=owner,
                 created_at=now,
                 updated_at=now,
                 chain=journal.chain.scheme,
@@ -577,6 +580,8 @@ async def journaled(
             )
         )
         resuming = False
+        if existing.owner is not None and existing.owner.token == owner.token:
+            created = owner  # ours from its creation: nothing to claim, nothing recorded
     else:
         resuming = True
     if existing.workflow is not None:
@@ -588,6 +593,7 @@ async def journaled(
     if existing.status in (RunStatus.COMPLETED, RunStatus.FAILED) and not retry:
         mode = "replay"
     sitting = Sitting(journal, existing, mode, on_divergence, lease_seconds, resuming)
+    sitting.created_owner = created
     sitting.retry = retry
     sitting.suspend_after = suspend_after
     async with sitting.open(enter_scope=True) as session:

@@ -33,7 +33,7 @@ from journal import (
     SQLiteStore,
 )
 from journal.stores._ownership import HOSTNAME
-from replay import OwnershipLost, run, run_with_summary, step
+from replay import OwnershipLost, journaled, run, run_with_summary, step
 from tests.factories import dead_pid, make_event, make_owner, make_run
 
 WORKER = Path(__file__).parent / "workers" / "owner_worker.py"
@@ -547,6 +547,41 @@ def test_a_new_run_is_owned_from_the_moment_it_exists(
     # Called again, the finished run is read, not created: the rule holds for new runs only.
     assert asyncio.run(run(workflow, 3, journal=journal, run_id="fresh")) == 14
     assert claims == []
+
+
+def test_a_new_journaled_block_is_owned_from_the_moment_it_exists(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a `journaled(...)` block's run: created owned, never claimed."""
+    store = journal.store
+    seen_from_outside: list[list[str]] = []
+    real_create = store.create_run
+
+    def create_then_look(new_run: Any) -> Any:
+        stored = real_create(new_run)
+        seen_from_outside.append([r.run_id for r in journal.interrupted()])
+        return stored
+
+    monkeypatch.setattr(store, "create_run", create_then_look)
+    monkeypatch.setattr(store, "claim", _no_claim)
+
+    @step
+    async def double(n: int) -> int:
+        return n * 2
+
+    async def main() -> int:
+        async with journaled(journal, run_id="block"):
+            return await double(2) + await double(3)
+
+    assert asyncio.run(main()) == 10
+    assert seen_from_outside == [[]]
+    assert [e.status for e in journal.events("block")] == [EventStatus.COMPLETED] * 2
+    ended = store.get_run("block")
+    assert ended is not None and ended.status is RunStatus.COMPLETED and ended.owner is None
+
+
+def _no_claim(run_id: str, owner: Owner, *, resuming: bool) -> Any:
+    raise AssertionError(f"run {run_id!r} was claimed: a run created here is owned already")
 
 
 def test_a_run_another_process_created_first_is_claimed_as_before(
