@@ -236,10 +236,13 @@ class SQLiteStore:
 
     @_named
     def create_run(self, run: Run) -> Run:
+        insert = (
+            f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}, owner_token)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         with self._lock, self._transaction() as conn:
-            created = conn.execute(
-                f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}, owner_token)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            cursor = conn.execute(
+                f"{insert} RETURNING {RUN_COLUMNS}" if _RETURNING else insert,
                 (
                     run.run_id,
                     run.workflow,
@@ -262,8 +265,13 @@ class SQLiteStore:
                     run.version,
                     None if run.owner is None else run.owner.token,
                 ),
-            ).rowcount
-            stored = self._append_head(run.run_id, "created") if created else None
+            )
+            # The row as inserted (none if the run was there already: it is read below).
+            returned = cursor.fetchall() if _RETURNING else []
+            created = bool(returned) if _RETURNING else cursor.rowcount == 1
+            stored = None
+            if created:
+                stored = self._append_head(run.run_id, "created", *returned)
             if stored is None:
                 stored = self._select_run(run.run_id)
         assert stored is not None
@@ -375,16 +383,22 @@ class SQLiteStore:
         seal: str | None = None,
     ) -> Run:
         now = _ts(datetime.now(UTC))
+        update = (
+            "UPDATE runs SET status = ?, result = ?, error = ?, seal = ?, owner = NULL,"
+            " owner_token = NULL, updated_at = ?, finished_at = ?"
+            " WHERE run_id = ? AND owner_token = ?"
+        )
+        params = (status.value, result, error, seal, now, now, run_id, token)
         with self._lock, self._transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE runs SET status = ?, result = ?, error = ?, seal = ?, owner = NULL,"
-                " owner_token = NULL, updated_at = ?, finished_at = ?"
-                " WHERE run_id = ? AND owner_token = ?",
-                (status.value, result, error, seal, now, now, run_id, token),
-            )
-            if cursor.rowcount != 1:
-                raise LeaseLost(run_id)
-            finished = self._append_head(run_id, "finished") or self._select_run(run_id)
+            if _RETURNING:  # the run as updated, in the same statement
+                returned = conn.execute(f"{update} RETURNING {RUN_COLUMNS}", params).fetchall()
+                if len(returned) != 1:
+                    raise LeaseLost(run_id)
+            else:
+                returned = []
+                if conn.execute(update, params).rowcount != 1:
+                    raise LeaseLost(run_id)
+            finished = self._append_head(run_id, "finished", *returned) or self._select_run(run_id)
         assert finished is not None
         return finished
 
@@ -745,13 +759,15 @@ class SQLiteStore:
         if self._checkpointer is not None:
             self._checkpointer.commit(written)
 
-    def _append_head(self, run_id: str, reason: Reason) -> Run | None:
+    def _append_head(
+        self, run_id: str, reason: Reason, row: tuple[Any, ...] | None = None
+    ) -> Run | None:
         """Append the run's state now to the journal's head (inside the caller's transaction);
         the run as the entry read it (None without a head): what the caller returns, not
-        read again."""
+        read again. `row`: the run's `RUN_COLUMNS` as the caller's write returned them."""
         if self.head_chain is None:
-            return None
-        row, run = _heads.append_head(self._conn, self.head_chain, run_id, reason)
+            return None if row is None else self._run_from_row(row)
+        row, run = _heads.append_head(self._conn, self.head_chain, run_id, reason, row)
         if self._run_columns is not RUN_COLUMNS:
             return None
         return run or self._run_from_row(row)

@@ -24,12 +24,18 @@ def _blob(value: Any) -> bytes | None:
 
 
 def append_head(
-    conn: sqlite3.Connection, chain: Chain, run_id: str, reason: Reason
+    conn: sqlite3.Connection,
+    chain: Chain,
+    run_id: str,
+    reason: Reason,
+    row: tuple[Any, ...] | None = None,
 ) -> tuple[tuple[Any, ...], Run | None]:
     """Append the run's state now to the journal's head (inside the caller's transaction).
-    The run's row as read for it (`RUN_COLUMNS`), which the caller may return as the run, and
-    that row as a `Run` if the entry needed one (a run with no events)."""
-    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    The run's row as read for it (`RUN_COLUMNS`; `row` if the caller has just read it), which
+    the caller may return as the run, and that row as a `Run` if the entry needed one (a run
+    with no events)."""
+    if row is None:
+        row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     last = conn.execute(
         "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
     ).fetchone()
