@@ -607,3 +607,65 @@ def test_a_run_another_process_created_first_is_claimed_as_before(
     raced = store.get_run("raced")
     assert raced is not None and raced.owner is not None
     assert raced.owner.token == "rival-token"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
+    """A journal whose database can be edited by hand (the memory store keeps models)."""
+    if request.param == "postgres":
+        from tests.conftest import postgres_store
+
+        j = Journal(store=postgres_store(request.getfixturevalue("pg_schema")))
+    else:
+        j = Journal(tmp_path / "journal.db")
+    yield j
+    j.close()
+
+
+def _delete_run_row_by_hand(journal: Journal, run_id: str) -> None:
+    """DELETE the run's row past the store, as someone "resetting" a run would (its events
+    cannot be deleted: the journal's triggers refuse it, so they stay)."""
+    path = getattr(journal.store, "path", None)
+    if path is not None:
+        import contextlib
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        return
+    import psycopg
+
+    from tests.conftest import PG_URL
+
+    schema = getattr(journal.store, "schema")  # noqa: B009
+    with psycopg.connect(PG_URL, autocommit=True) as pg:
+        pg.execute(f"DELETE FROM {schema}.runs WHERE run_id = %s", (run_id,))  # type: ignore[arg-type]
+
+
+def test_a_new_run_whose_id_has_events_left_serves_them_and_runs_no_recorded_step_again(
+    durable_journal: Journal,
+) -> None:
+    """A run's row deleted by hand leaves its events behind. Calling the run again creates it
+    anew, owned: the sitting must still read what the journal holds for that id, not assume
+    it is empty. Otherwise a step whose outcome is recorded runs live again (its side effect
+    repeated) and its row then collides with the recorded one (`JournalWriteFailed`)."""
+    executed: list[int] = []
+
+    @step
+    async def effect(n: int) -> int:
+        executed.append(n)
+        return n + 1
+
+    async def workflow(n: int) -> int:
+        return await effect(n) + await effect(n + 1)
+
+    assert asyncio.run(run(workflow, 1, journal=durable_journal, run_id="reset")) == 5
+    assert executed == [1, 2]
+    _delete_run_row_by_hand(durable_journal, "reset")
+    assert durable_journal.store.get_run("reset") is None
+
+    assert asyncio.run(run(workflow, 1, journal=durable_journal, run_id="reset")) == 5
+    assert executed == [1, 2], "a step whose outcome the journal holds ran live again"
+    again = durable_journal.store.get_run("reset")
+    assert again is not None and again.status is RunStatus.COMPLETED and again.owner is None
+    assert _outcomes(durable_journal.events("reset")) == [("0:1", 1), ("0:2", 1)]
