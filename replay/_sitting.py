@@ -213,8 +213,8 @@ class Sitting:
         self.retry = False
         """Reopen the run first if it failed (`replay.retry`): its failed tail runs again."""
         self.created_owner: Owner | None = None
-        """The owner this process created the run with (`run` is then ours, with no events):
-        the sitting neither claims it nor reads its rows."""
+        """The owner this process created the run with (`run` is then ours): the sitting does
+        not claim it."""
 
     @asynccontextmanager
     async def open(self, *, enter_scope: bool = False) -> AsyncIterator[Session]:
@@ -258,8 +258,9 @@ class Sitting:
                     else {}
                 ),
             )
-        # Read after claiming: nobody else appends. A run created here has no rows yet.
-        rows = [] if self.created_owner else store.read_rows(self.run_id)
+        # Read after claiming: nobody else appends. Read for a run created here too: its id
+        # may still hold events (its row deleted by hand), which are served, never run again.
+        rows = store.read_rows(self.run_id)
         head = ""
         if chain is not None and self.token is not None:
             head = (store.last_hash(self.run_id) if rows else None) or chain.genesis(self.run)

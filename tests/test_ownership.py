@@ -509,7 +509,7 @@ def test_a_new_run_is_owned_from_the_moment_it_exists(
 ) -> None:
     """`run()` creates a new run already owned by its sitting, in one transaction: there is no
     moment when another process's worker (or `journal resume`) sees it as interrupted and
-    takes it, and the sitting neither claims it again nor reads its (empty) history."""
+    takes it, and the sitting does not claim it again."""
     store = journal.store
     seen_from_outside: list[list[str]] = []
     real_create = store.create_run
