@@ -72,6 +72,32 @@ def test_create_run_is_idempotent(store: JournalStore) -> None:
     assert store.get_run("missing") is None
 
 
+def test_a_run_created_with_an_owner_is_owned_by_it_from_its_creation(
+    store: JournalStore,
+) -> None:
+    """`run()` creates a new run with its owner in it and, given that owner back, never claims
+    it: the owner must be stored as a claim would store it. Its token writes and renews, any
+    other is fenced out, a rival claim is refused, and a second creation changes nothing."""
+    creator = make_owner("creator")
+    created = store.create_run(make_run("r").model_copy(update={"owner": creator}))
+    assert created.owner == creator and created.resumes == 0
+    assert store.get_run("r") == created
+    store.append("r", "creator", [make_event(1)])
+    with pytest.raises(LeaseLost):
+        store.append("r", "other", [make_event(2)])
+    assert store.append_many([("r", "other", [make_event(2)])]) == ["r"]
+    with pytest.raises(RunLocked) as info:
+        store.claim("r", make_owner("rival"), resuming=False)
+    assert info.value.owner.token == "creator"
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert store.heartbeat("r", "creator", later) and not store.heartbeat("r", "other", later)
+    late = store.create_run(make_run("r").model_copy(update={"owner": make_owner("late")}))
+    assert late.owner is not None and late.owner.token == "creator"
+    done = store.finish("r", "creator", RunStatus.COMPLETED, result=b"1")
+    assert done.owner is None and store.get_run("r") == done
+    assert [e.seq for e in store.read_events("r")] == [1]
+
+
 def test_get_runs_reads_several_runs_at_once(store: JournalStore) -> None:
     """get_runs returns each existing run asked for once, as get_run would, and nothing for
     ids that name no run; more ids than one statement takes are read too."""

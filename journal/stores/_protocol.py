@@ -24,7 +24,10 @@ class JournalStore(Protocol):
     suspending, finishing and removing a run each append an entry, in the same transaction."""
 
     def create_run(self, run: Run) -> Run:
-        """Insert `run` unless a run with its id exists; return the stored run either way."""
+        """Insert `run` unless a run with its id exists; return the stored run either way.
+
+        A `run.owner` is stored as `claim` stores one, in the same write: `run()` creates a
+        new run owned, and never claims a run that comes back with its own owner's token."""
         ...
 
     def get_run(self, run_id: str) -> Run | None:
