@@ -232,6 +232,27 @@ def test_gc_never_removes_a_run_that_is_owned(tmp_path: Path) -> None:
     journal.close()
 
 
+async def _awaits_approval() -> str:
+    value: str = await replay.signal("approval")
+    return value
+
+
+def test_a_new_run_of_a_removed_runs_id_is_not_handed_its_signals(tmp_path: Path) -> None:
+    """Run ids that name a business object (an order) come back after `gc` removed the old
+    run: the new run waits for its own approval, not the one sent to the removed run."""
+    journal = Journal(tmp_path / "j.db")
+    with pytest.raises(replay.Suspended):
+        asyncio.run(replay.run(_awaits_approval, journal=journal, run_id="order-7"))
+    journal.signal("order-7", "approval", "approved (the old order)")
+    journal.signal("order-7", "approval", "approved twice by mistake")
+    old = asyncio.run(replay.run(_awaits_approval, journal=journal, run_id="order-7"))
+    assert old == "approved (the old order)"
+    assert [r.run_id for r in journal.gc(keep_last=0, statuses=["completed"])] == ["order-7"]
+    with pytest.raises(replay.Suspended):
+        asyncio.run(replay.run(_awaits_approval, journal=journal, run_id="order-7"))
+    journal.close()
+
+
 def test_csv_cells_never_start_a_formula(tmp_path: Path) -> None:
     """Run ids, step names and payloads that start with =, +, -, @, a tab or a carriage return
     are written with a leading ' (OWASP), so a spreadsheet shows them instead of running them."""

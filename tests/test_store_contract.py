@@ -624,6 +624,24 @@ def test_delete_runs_removes_whole_runs_but_never_an_owned_one(store: JournalSto
     assert [e.seq for e in store.read_events("live")] == [1]
 
 
+def test_a_removed_runs_signals_go_with_it_and_never_reach_a_new_run_of_its_id(
+    store: JournalStore,
+) -> None:
+    """Retention removes a run's signals with it: a new run later created with the same id (an
+    order number, a ticket) must not be handed the removed run's values when it asks, nor a
+    cancellation that was asked of the removed one (the engine signal `replay.cancel`)."""
+    store.create_run(make_run("order-7"))
+    store.send_signal("order-7", "approval", b'"yes, for the old order"')
+    store.send_signal("order-7", "replay.cancel", b'{"reason": "old"}')
+    store.claim("order-7", make_owner("t"), resuming=False)
+    store.finish("order-7", "t", RunStatus.COMPLETED, result=b"1")
+    assert store.delete_runs(["order-7"]) == 1
+    store.create_run(make_run("order-7"))
+    assert store.read_signal("order-7", "approval", 1) is None
+    assert store.read_signal("order-7", "replay.cancel", 1) is None
+    assert store.send_signal("order-7", "approval", b'"new"') == 1
+
+
 def test_secret_is_made_once_and_kept(store: JournalStore) -> None:
     """A journal secret is created by the first caller and returned unchanged afterwards."""
     first = store.secret("salt", lambda: b"first")
