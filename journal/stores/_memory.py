@@ -267,6 +267,8 @@ class MemoryStore:
                 self._append_head(run_id, "removed")
                 del self._runs[run_id]
                 self._events.pop(run_id, None)
+                for key in [key for key in self._signals if key[0] == run_id]:
+                    del self._signals[key]  # a new run of its id must not be handed them
                 removed += 1
         return removed
 

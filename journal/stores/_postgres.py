@@ -761,6 +761,8 @@ class PostgresStore:
                     (run_id, row[0], row[1], events, row[2]),
                 )
                 cur.execute(f"DELETE FROM {s}.chunk_refs WHERE run_id = %s", (run_id,))
+                # Its signals too: a new run of its id must not be handed them.
+                cur.execute(f"DELETE FROM {s}.signals WHERE run_id = %s", (run_id,))
                 removed += 1
             if removed:
                 # Chunks no remaining run names. The lock waits for writers still adding

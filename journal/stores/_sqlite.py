@@ -722,6 +722,8 @@ class SQLiteStore:
                     events = conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,)).rowcount
                     conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
                     conn.execute("DELETE FROM chunk_refs WHERE run_id = ?", (run_id,))
+                    # Its signals too: a new run of its id must not be handed them.
+                    conn.execute("DELETE FROM signals WHERE run_id = ?", (run_id,))
                     conn.execute(
                         "INSERT INTO retention_log VALUES (?, ?, ?, ?, ?, ?)",
                         (now, run_id, row[0], row[1], events, row[2]),
