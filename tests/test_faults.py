@@ -5,6 +5,8 @@ nothing recorded is lost, the error names the cause, resume completes, verify is
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -185,6 +187,104 @@ def test_a_postgres_backend_killed_mid_step_names_the_lost_connection(pg_schema:
         assert asyncio.run(replay.run(workflow, journal=journal, run_id="killed")) == [0, 1, 2]
         assert all(v.verdict == "intact" for v in journal.verify())
     assert calls[0] == 0  # recorded before the kill: served
+
+
+class _CuttingProxy:
+    """A TCP proxy to PostgreSQL that drops a connection right after the client sent bytes
+    holding `cut_after` (once): the server gets all of it and commits, the client never hears
+    back, as when the network fails after a COMMIT left."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cut_after: bytes | None = None
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            muted = threading.Event()
+            for src, dst, up in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, up, muted), daemon=True).start()
+
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, up: bool, muted: threading.Event
+    ) -> None:
+        try:
+            while data := src.recv(65536):
+                if not up and muted.is_set():
+                    continue  # the server's answer never reaches the client
+                dst.sendall(data)
+                if up and self.cut_after is not None and self.cut_after in data:
+                    self.cut_after = None
+                    self.cuts += 1
+                    muted.set()
+                    # What the client sends next (its COMMIT) still goes through, for a while.
+                    threading.Timer(0.5, self._drop, (src, dst)).start()
+        except OSError:
+            pass
+        self._drop(src, dst)
+
+    @staticmethod
+    def _drop(*ends: socket.socket) -> None:
+        for each in ends:
+            with contextlib.suppress(OSError):
+                each.shutdown(socket.SHUT_RDWR)
+            each.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_postgres_connection_lost_as_a_new_run_commits_leaves_the_run_to_a_retry(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after the server committed a new run (created owned by this
+    process) and before the answer came back: `run()` fails naming the lost connection, and
+    running it again from this process, as the error says, runs it at once. The owner the
+    creation wrote is one nobody here holds: it must not lock the run out for a whole lease
+    (`RunLocked` naming this very process) as a live process's would."""
+    from urllib.parse import urlsplit
+
+    from journal.stores import PostgresStore
+
+    from .conftest import PG_URL
+
+    monkeypatch.setenv("PGSSLMODE", "disable")  # the proxy reads the statements it passes on
+    where = urlsplit(PG_URL)
+    proxy = _CuttingProxy((where.hostname or "127.0.0.1", where.port or 5432))
+    through = where._replace(netloc=f"{where.username}@127.0.0.1:{proxy.port}").geturl()
+    calls.clear()
+
+    @replay.step(kind="tool")
+    async def once() -> int:
+        calls[0] += 1
+        return 1
+
+    async def workflow() -> int:
+        return await once()
+
+    journal = Journal(store=PostgresStore(through, schema=pg_schema, max_size=4))
+    try:
+        journal.redactor()  # the journal's salt, written before the cut
+        proxy.cut_after = f"INSERT INTO {pg_schema}.heads".encode()  # a creation's 2nd trip
+        with pytest.raises(JournalUnavailable, match="lost"):
+            asyncio.run(replay.run(workflow, journal=journal, run_id="cut"))
+        assert proxy.cuts == 1
+        assert journal.run("cut").status.value == "running"  # committed, unheard of
+        assert calls[0] == 0
+        assert asyncio.run(replay.run(workflow, journal=journal, run_id="cut")) == 1
+        assert calls[0] == 1
+        assert journal.run("cut").owner is None
+    finally:
+        journal.close()
+        proxy.close()
 
 
 def test_a_wal_cut_mid_frame_loses_only_the_torn_write(tmp_path: Path) -> None:
