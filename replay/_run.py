@@ -7,8 +7,8 @@ import sys
 import typing
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -27,7 +27,7 @@ from journal import (
     canonical_json,
     fingerprint,
 )
-from journal.stores._ownership import new_owner
+from journal.stores._ownership import give_up, new_owner
 
 from ._blocks import block_call, holder_here, refuse_other_run
 from ._context import current_scope, engine_task
@@ -208,6 +208,18 @@ def _create_run(
     )
 
 
+@contextmanager
+def _given_up_if_failed(owner: Owner) -> Iterator[None]:
+    """A creation that raised may still have committed (a connection lost after its COMMIT
+    left): its owner, which nobody here holds, is given up, so that running the run again from
+    this process takes it at once rather than waiting a whole lease for itself."""
+    try:
+        yield
+    except BaseException:
+        give_up(owner.token)
+        raise
+
+
 def _check_same(existing: Run, spec: WorkflowSpec, inputs: bytes, inputs_fp: str) -> None:
     """A run id names one workflow with one set of inputs: `RunConflict` otherwise."""
     if not _same_workflow(existing.workflow, spec.path):
@@ -329,10 +341,10 @@ async def start_run(
                 if mode == "replay"
                 else "Only a recorded run that failed can be retried; run() starts a new one.",
             )
+        version = version_of(workflow)
         owner = new_owner(lease_seconds)
-        existing = _create_run(
-            journal, spec, run_id, inputs, inputs_fp, version_of(workflow), owner
-        )
+        with _given_up_if_failed(owner):
+            existing = _create_run(journal, spec, run_id, inputs, inputs_fp, version, owner)
         resuming = False
         if existing.owner is not None and existing.owner.token == owner.token:
             created = owner  # ours from its creation: nothing to claim, nothing recorded
@@ -563,22 +575,25 @@ async def journaled(
         now = datetime.now(UTC)
         holder = holder_here()
         inputs = None if holder is None else canonical_json({"block": holder})
-        owner = new_owner(lease_seconds)
-        existing = store.create_run(
-            Run(
-                run_id=run_id,
-                workflow=None,
-                inputs=inputs,
-                inputs_fingerprint=None if inputs is None else fingerprint("inputs", inputs),
-                status=RunStatus.RUNNING,
-                owner=owner,
-                created_at=now,
-                updated_at=now,
-                chain=journal.chain.scheme,
-                version=configured_version()
-                or (None if holder is None else module_version(holder["function"].split(":")[0])),
-            )
+        version = configured_version() or (
+            None if holder is None else module_version(holder["function"].split(":")[0])
         )
+        owner = new_owner(lease_seconds)
+        with _given_up_if_failed(owner):
+            existing = store.create_run(
+                Run(
+                    run_id=run_id,
+                    workflow=None,
+                    inputs=inputs,
+                    inputs_fingerprint=None if inputs is None else fingerprint("inputs", inputs),
+                    status=RunStatus.RUNNING,
+                    owner=owner,
+                    created_at=now,
+                    updated_at=now,
+                    chain=journal.chain.scheme,
+                    version=version,
+                )
+            )
         resuming = False
         if existing.owner is not None and existing.owner.token == owner.token:
             created = owner  # ours from its creation: nothing to claim, nothing recorded
