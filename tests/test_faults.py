@@ -359,3 +359,40 @@ def test_switching_to_wal_waits_out_a_lock_but_no_other_error(tmp_path: Path) ->
     assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     writer.close()
     holder.close()
+
+
+@pytest.mark.parametrize("how", ["submitted", "new"])
+def test_a_postgres_connection_lost_at_a_sittings_first_read_leaves_the_run_to_a_retry(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The sitting owns the run (claimed, or created owned) and its first read of the run's
+    rows loses the connection: `run()` fails naming it, and running it again from this
+    process runs it at once, not after a whole lease of `RunLocked` naming this process."""
+    from urllib.parse import urlsplit
+
+    from journal.stores import PostgresStore
+
+    from .conftest import PG_URL
+
+    monkeypatch.setenv("PGSSLMODE", "disable")  # the proxy reads the statements it passes on
+    where = urlsplit(PG_URL)
+    proxy = _CuttingProxy((where.hostname or "127.0.0.1", where.port or 5432))
+    through = where._replace(netloc=f"{where.username}@127.0.0.1:{proxy.port}").geturl()
+    calls.clear()
+    journal = Journal(store=PostgresStore(through, schema=pg_schema, max_size=4))
+    try:
+        journal.redactor()  # the journal's salt, written before the cut
+        if how == "submitted":
+            replay.submit(fill, 1, journal=journal, run_id="cut")
+        proxy.cut_after = b"AND seq > 0 ORDER BY seq"  # the sitting's read of the run's rows
+        with pytest.raises(JournalUnavailable, match="lost"):
+            asyncio.run(replay.run(fill, 1, journal=journal, run_id="cut"))
+        assert proxy.cuts == 1 and calls[0] == 0
+        assert asyncio.run(replay.run(fill, 1, journal=journal, run_id="cut")) == len(
+            "0:" + "x" * 20_000
+        )
+        assert calls[0] == 1
+        assert journal.run("cut").owner is None
+    finally:
+        journal.close()
+        proxy.close()
