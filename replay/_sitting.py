@@ -258,12 +258,17 @@ class Sitting:
                     else {}
                 ),
             )
-        # Read after claiming: nobody else appends. Read for a run created here too: its id
-        # may still hold events (its row deleted by hand), which are served, never run again.
-        rows = store.read_rows(self.run_id)
-        head = ""
-        if chain is not None and self.token is not None:
-            head = (store.last_hash(self.run_id) if rows else None) or chain.genesis(self.run)
+        try:
+            # Read after claiming: nobody else appends. Read for a run created here too: its
+            # id may still hold events (its row deleted by hand), served, never run again.
+            rows = store.read_rows(self.run_id)
+            head = ""
+            if chain is not None and self.token is not None:
+                head = (store.last_hash(self.run_id) if rows else None) or chain.genesis(self.run)
+            redact = self.journal.redactor()
+        except BaseException:
+            self._give_back()
+            raise
         session = Session(
             run_id=self.run_id,
             store=store,
@@ -274,7 +279,7 @@ class Sitting:
             loop=loop,
             chain=chain,
             head=head,
-            redact=self.journal.redactor(),
+            redact=redact,
             max_payload=self.journal.max_payload_bytes,
             run_finished=self.run.status in (RunStatus.COMPLETED, RunStatus.FAILED),
         )
@@ -326,6 +331,18 @@ class Sitting:
             if session.observer is not None:
                 session.observer.closed(self.finished)
             held.close()
+
+    def _give_back(self) -> None:
+        """The sitting failed before it began (its first reads, on a lost connection): the run
+        it owns is released, or, if the store cannot be told, given up, so that running it
+        again from this process takes it at once rather than after a whole lease."""
+        if self.token is None:
+            return
+        try:
+            self.journal.store.release(self.run_id, self.token)
+        except Exception as exc:
+            give_up(self.token)
+            log.warning("run.release_failed", run_id=self.run_id, error=str(exc))
 
     def pending_cancel(self) -> str | None:
         """The reason of a request to cancel the run that this sitting has not seen yet (it
