@@ -7,8 +7,8 @@ import sys
 import typing
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -179,7 +179,7 @@ def _encoded_inputs(
     return inputs, fingerprint("inputs", inputs)
 
 
-def _create_run(
+def _new_run(
     journal: Journal,
     spec: WorkflowSpec,
     run_id: str,
@@ -188,36 +188,40 @@ def _create_run(
     version: str | None,
     owner: Owner | None = None,
 ) -> Run:
-    """The run as stored: created now, owned by `owner` from its first moment if given (one
-    transaction where a creation and a claim took two), or as another process created it."""
+    """A run of `spec` to create now, owned by `owner` from its first moment if given."""
     now = datetime.now(UTC)
-    return journal.store.create_run(
-        Run(
-            run_id=run_id,
-            workflow=spec.path,
-            inputs=inputs,
-            inputs_fingerprint=inputs_fp,
-            status=RunStatus.RUNNING,
-            owner=owner,
-            created_at=now,
-            updated_at=now,
-            chain=journal.chain.scheme,
-            parent_run_id=parent_run.get(),
-            version=version,
-        )
+    return Run(
+        run_id=run_id,
+        workflow=spec.path,
+        inputs=inputs,
+        inputs_fingerprint=inputs_fp,
+        status=RunStatus.RUNNING,
+        owner=owner,
+        created_at=now,
+        updated_at=now,
+        chain=journal.chain.scheme,
+        parent_run_id=parent_run.get(),
+        version=version,
     )
 
 
-@contextmanager
-def _given_up_if_failed(owner: Owner) -> Iterator[None]:
-    """A creation that raised may still have committed (a connection lost after its COMMIT
-    left): its owner, which nobody here holds, is given up, so that running the run again from
-    this process takes it at once rather than waiting a whole lease for itself."""
+def _create_owned(
+    journal: Journal, lease_seconds: float, new_run: Callable[[Owner], Run]
+) -> tuple[Run, Owner | None]:
+    """The run as stored, created with a fresh owner (one transaction where a creation and a
+    claim took two); that owner if the run is ours, None if another process created it first.
+
+    A creation that raised may still have committed (a connection lost after its COMMIT left):
+    its owner, which nobody here holds, is given up, so that running the run again from this
+    process takes it at once rather than waiting a whole lease for itself."""
+    owner = new_owner(lease_seconds)
     try:
-        yield
+        stored = journal.store.create_run(new_run(owner))
     except BaseException:
         give_up(owner.token)
         raise
+    ours = stored.owner is not None and stored.owner.token == owner.token
+    return stored, owner if ours else None
 
 
 def _check_same(existing: Run, spec: WorkflowSpec, inputs: bytes, inputs_fp: str) -> None:
@@ -253,7 +257,9 @@ def submit(
     inputs, inputs_fp = _inputs(journal, spec, args, call_kwargs, run_id)
     existing = journal.store.get_run(run_id)
     if existing is None:
-        existing = _create_run(journal, spec, run_id, inputs, inputs_fp, version_of(workflow))
+        existing = journal.store.create_run(
+            _new_run(journal, spec, run_id, inputs, inputs_fp, version_of(workflow))
+        )
     _check_same(existing, spec, inputs, inputs_fp)
     log.info("run.submitted", run_id=run_id, workflow=spec.path)
     return run_id
@@ -342,12 +348,12 @@ async def start_run(
                 else "Only a recorded run that failed can be retried; run() starts a new one.",
             )
         version = version_of(workflow)
-        owner = new_owner(lease_seconds)
-        with _given_up_if_failed(owner):
-            existing = _create_run(journal, spec, run_id, inputs, inputs_fp, version, owner)
+        existing, created = _create_owned(
+            journal,
+            lease_seconds,
+            lambda owner: _new_run(journal, spec, run_id, inputs, inputs_fp, version, owner),
+        )
         resuming = False
-        if existing.owner is not None and existing.owner.token == owner.token:
-            created = owner  # ours from its creation: nothing to claim, nothing recorded
     else:
         resuming = True
     debugging = debug_options.get()
@@ -578,25 +584,23 @@ async def journaled(
         version = configured_version() or (
             None if holder is None else module_version(holder["function"].split(":")[0])
         )
-        owner = new_owner(lease_seconds)
-        with _given_up_if_failed(owner):
-            existing = store.create_run(
-                Run(
-                    run_id=run_id,
-                    workflow=None,
-                    inputs=inputs,
-                    inputs_fingerprint=None if inputs is None else fingerprint("inputs", inputs),
-                    status=RunStatus.RUNNING,
-                    owner=owner,
-                    created_at=now,
-                    updated_at=now,
-                    chain=journal.chain.scheme,
-                    version=version,
-                )
-            )
+        existing, created = _create_owned(
+            journal,
+            lease_seconds,
+            lambda owner: Run(
+                run_id=run_id,
+                workflow=None,
+                inputs=inputs,
+                inputs_fingerprint=None if inputs is None else fingerprint("inputs", inputs),
+                status=RunStatus.RUNNING,
+                owner=owner,
+                created_at=now,
+                updated_at=now,
+                chain=journal.chain.scheme,
+                version=version,
+            ),
+        )
         resuming = False
-        if existing.owner is not None and existing.owner.token == owner.token:
-            created = owner  # ours from its creation: nothing to claim, nothing recorded
     else:
         resuming = True
     if existing.workflow is not None:

@@ -504,6 +504,21 @@ def test_a_run_taken_over_after_its_last_step_cannot_record_its_result(db_path: 
         assert _outcomes(j.events("r")) == [("0:1", 1)]
 
 
+def _look_after_each_creation(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The ids of the runs `journal.interrupted()` lists right after each run's creation (what
+    a worker in another process would find needing it), one list per creation."""
+    seen: list[list[str]] = []
+    real_create = journal.store.create_run
+
+    def create_then_look(new_run: Any) -> Any:
+        stored = real_create(new_run)
+        seen.append([r.run_id for r in journal.interrupted()])
+        return stored
+
+    monkeypatch.setattr(journal.store, "create_run", create_then_look)
+    return seen
+
+
 def test_a_new_run_is_owned_from_the_moment_it_exists(
     journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -511,14 +526,7 @@ def test_a_new_run_is_owned_from_the_moment_it_exists(
     moment when another process's worker (or `journal resume`) sees it as interrupted and
     takes it, and the sitting does not claim it again."""
     store = journal.store
-    seen_from_outside: list[list[str]] = []
-    real_create = store.create_run
-
-    def create_then_look(new_run: Any) -> Any:
-        stored = real_create(new_run)
-        seen_from_outside.append([r.run_id for r in journal.interrupted()])
-        return stored
-
+    seen_from_outside = _look_after_each_creation(journal, monkeypatch)
     claims: list[str] = []
     real_claim = store.claim
 
@@ -526,7 +534,6 @@ def test_a_new_run_is_owned_from_the_moment_it_exists(
         claims.append(run_id)
         return real_claim(run_id, owner, resuming=resuming)
 
-    monkeypatch.setattr(store, "create_run", create_then_look)
     monkeypatch.setattr(store, "claim", counted_claim)
 
     @step
@@ -554,15 +561,7 @@ def test_a_new_journaled_block_is_owned_from_the_moment_it_exists(
 ) -> None:
     """The same for a `journaled(...)` block's run: created owned, never claimed."""
     store = journal.store
-    seen_from_outside: list[list[str]] = []
-    real_create = store.create_run
-
-    def create_then_look(new_run: Any) -> Any:
-        stored = real_create(new_run)
-        seen_from_outside.append([r.run_id for r in journal.interrupted()])
-        return stored
-
-    monkeypatch.setattr(store, "create_run", create_then_look)
+    seen_from_outside = _look_after_each_creation(journal, monkeypatch)
     monkeypatch.setattr(store, "claim", _no_claim)
 
     @step
