@@ -158,6 +158,9 @@ class History:
         self.on_stuck: Callable[[BaseException], None] = lambda error: None
         self.widen: Callable[[], bool] = lambda: False
         """Let a starved thread pool start one more thread (replay only); whether one did."""
+        self.stand_in: Callable[[], bool] = lambda: False
+        """Start a stand-in thread for a pool that holds the run's queued work while all its
+        threads wait for turns; whether one started (called without the lock held)."""
         self.waits_on_queued_work: Callable[[], bool] = lambda: False
         """Whether the outcome due next belongs to work queued in a thread pool, not started."""
         self.stuck_hint: Callable[[], str] = lambda: ""
@@ -173,6 +176,8 @@ class History:
         self._settle_since = 0.0
         self._progress = (-1, -1)
         self._quiet_since = 0.0
+        self._stand_in_tried = False
+        """The check gave a stand-in one last try before calling the run stuck."""
         self.reaches = 0
 
     # -- reaching ---------------------------------------------------------------------------
@@ -503,12 +508,27 @@ class History:
         """Whether the held parties can still get their turns. Two clocks: the run's progress
         (a row reached), and the loop's idleness. Nothing the loop could still do for anyone
         (no callback, no timer, no socket) for IDLE_SECONDS means stuck; so does no progress
-        at all for a minute, with no step or thread of the run at work."""
+        at all for a minute, with no step or thread of the run at work.
+
+        Before that, a pool holding the run's queued work while its threads all wait for
+        turns gets a stand-in from here. Its parked threads start one too, but a thread
+        starved of CPU (a loaded machine, many runs sharing one small pool) may not look in
+        time, and the run would be called stuck with its work about to start."""
         self._watch = None
+        if self._check_once() and self.stand_in():
+            with self.lock:
+                self._quiet_since = self._idle_since = self.loop.time()
+        with self.lock:
+            if self._watch is None and self.held:
+                self._watch = self.loop.call_later(_TICK, self._check)
+                engine_handles.add(self._watch)
+
+    def _check_once(self) -> bool:
+        """One look (`_check`); whether a stand-in is worth trying before the next."""
         with self.lock:
             self._checked_at = time.monotonic()
             if not self.held:
-                return
+                return False
             now = self.loop.time()
             progress = (self.cursor, self.reaches)
             if progress != self._progress:
@@ -527,12 +547,17 @@ class History:
                 if idle_for >= SETTLE_SECONDS and self.widen():
                     self._quiet_since = self._idle_since = now  # queued work may start now
                 elif idle_for >= IDLE_SECONDS or now - self._quiet_since >= _NO_PROGRESS_SECONDS:
+                    if not self._stand_in_tried:  # one last chance, outside the lock
+                        self._stand_in_tried = True
+                        return True
                     error = self.stuck_error()
                     self.on_stuck(error)
                     self.fail_all(error)
-                    return
-            self._watch = self.loop.call_later(_TICK, self._check)
-            engine_handles.add(self._watch)
+                    return False
+                elif idle_for >= SETTLE_SECONDS:
+                    return True
+            self._stand_in_tried = False
+            return False
 
     def stuck_error(self) -> NonDeterminismError:
         """What the code failed to do: the row the recorded run had next, and who waits."""

@@ -269,9 +269,11 @@ def _at_work(pool: ThreadPoolExecutor) -> tuple[int, list[Callable[[], bool]]]:
     return at_work, asking
 
 
-def stand_in_if_held_up() -> bool:
-    """Start a stand-in for this thread's pool if the pool is held up (whether it did)."""
-    pool = getattr(_pool_of_thread, "pool", None)
+def stand_in_if_held_up(pool: ThreadPoolExecutor | None = None) -> bool:
+    """Start a stand-in for `pool` (this thread's pool if None) if the pool is held up
+    (whether it did). Called with no lock of a run held: it asks each parked thread's run."""
+    if pool is None:
+        pool = getattr(_pool_of_thread, "pool", None)
     if pool is None or not _standard(pool) or pool._shutdown or pool._work_queue.empty():
         return False
     with _lock:

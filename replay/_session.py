@@ -57,7 +57,14 @@ from ._errors import (
 from ._group import Ticket
 from ._history import History, Turn
 from ._log import get_logger
-from ._pools import current_frames, note_held, pool_at_work, waits_on_the_process, widen_starved
+from ._pools import (
+    current_frames,
+    note_held,
+    pool_at_work,
+    stand_in_if_held_up,
+    waits_on_the_process,
+    widen_starved,
+)
 from ._recorded import Recorded, as_recorded, fold_rows
 from ._sites import site_of
 from ._writer import Writer
@@ -167,6 +174,7 @@ class Session:
         self.history.settle_all = self.settle_all
         self.history.on_stuck = self._stuck
         self.history.widen = self._widen
+        self.history.stand_in = self._stand_in
         self.history.waits_on_queued_work = self._waits_on_queued_work
         self.history.stuck_hint = self._stuck_hint
         self.on_interrupt: Callable[[], None] = lambda: None
@@ -593,6 +601,17 @@ class Session:
         if self.mode != "replay" or work is None:
             return False
         return widen_starved(work.pools, work.queued, work.widened)
+
+    def _stand_in(self) -> bool:
+        """A stand-in for a pool holding the run's queued work while every thread it has
+        waits for a turn (`replay._pools.stand_in_if_held_up`); whether one started."""
+        work = self.thread_work
+        if work is None:
+            return False
+        for pool in list(work.pools):
+            if work.queued.get(pool, 0) > 0 and stand_in_if_held_up(pool):
+                return True
+        return False
 
     def _stuck_hint(self) -> str:
         work = self.thread_work

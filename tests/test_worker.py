@@ -23,6 +23,8 @@ import orjson
 import pytest
 
 import replay
+import replay._history
+import replay._pools
 from journal import Journal, RunStatus
 from replay._rerun import recorded_inputs
 from replay.integrations import instrument, uninstrument
@@ -346,6 +348,32 @@ def test_runs_sharing_a_small_pool_of_the_users_continue_together(
     which may belong to work queued behind the other runs' waiting steps: with nothing to
     take that work, the worker hung (shared loop) or called runs stuck (a loop each). Every
     run completes with the result a run of its own gives, and no step body runs twice."""
+    _continue_runs_sharing_a_small_pool(tmp_path, loop_per_run, monkeypatch)
+
+
+@pytest.mark.parametrize("loop_per_run", [False, True])
+def test_runs_sharing_a_small_pool_continue_when_its_waiting_threads_look_late(
+    tmp_path: Path, loop_per_run: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same 32 runs on a loaded machine: the pool threads that wait for their turns get
+    the CPU too late to start a stand-in for the queued work before the run's own check
+    gives up on it (IDLE_SECONDS). Seen in a full suite run: two runs of 32 were called stuck
+    and skipped. Made certain here by having the waiting threads look only every 0.7 s; the
+    run's check starts the stand-in itself."""
+    late = replay._history.IDLE_SECONDS + 0.2
+    for module, name in [
+        (replay._history, "GLANCE_SECONDS"),
+        (replay._history, "_PARK_SECONDS"),
+        (replay._pools, "GLANCE_SECONDS"),
+        (replay._pools, "_LOOK_SECONDS"),
+    ]:
+        monkeypatch.setattr(module, name, late)
+    _continue_runs_sharing_a_small_pool(tmp_path, loop_per_run, monkeypatch)
+
+
+def _continue_runs_sharing_a_small_pool(
+    tmp_path: Path, loop_per_run: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     effects = tmp_path / "effects.log"
     monkeypatch.setenv("FLEET_EFFECTS", str(effects))
     journal = Journal(tmp_path / "j.db")
