@@ -34,8 +34,12 @@ from agents import (
 # end recipe: openai-agents-imports
 
 QUESTION = "What is the weather in Paris and Rome?"
-TIMEOUT = 0.5
-"""Seconds `timeout` gives the agent: the tests hold its tool calls open far longer."""
+TIMEOUT = 2.0
+"""Seconds `timeout` gives the agent: the tests hold its tool calls open far longer. Long
+enough that the tool calls have begun when it expires, on a loaded machine too: at 0.5 s, a
+full suite run beside other heavy work once saw it expire between the LLM's answer and the
+tool calls, a point no step records, so replay went on to the calls (a plain asyncio timer
+that fires between steps is not in the journal: docs/concepts.md)."""
 
 
 # recipe: openai-agents
