@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import httpx2
 import openai
@@ -19,6 +20,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import replay
+import replay._history
 from journal import Journal, MemoryStore
 from replay.integrations import JournalTransport
 
@@ -245,3 +247,29 @@ def test_sync_sdk_calls_from_threads_are_journaled_without_races(tmp_path: objec
     served.clear()
     assert asyncio.run(replay.run(workflow, journal=journal, run_id="s", mode="replay")) == live
     assert served == []
+
+
+def test_a_thread_given_its_turn_late_by_the_cpu_is_not_called_stuck(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served steps in threads, recorded later first: each thread waits for its turn while
+    the others' are held. On a loaded machine a thread given its turn may get the CPU only
+    later (or wait for room in its pool), while the run's loop has nothing to do: the run
+    looked idle with parties held, and was called stuck (NonDeterminismError) though the
+    thread was on its way. Made certain here by having each thread take 0.7 s to go on."""
+    names = [f"n{i}" for i in range(3)]
+    pauses.update({name: 0.02 * (3 - i) for i, name in enumerate(names)})
+    live = asyncio.run(replay.run(to_thread_under_gather, names, journal=journal, run_id="r"))
+    late = replay._history.IDLE_SECONDS + 0.2
+    go_on = replay._history.wait_for_room
+
+    def starved(stopped: Callable[[], bool]) -> None:
+        time.sleep(late)  # the thread has its turn, not the CPU
+        go_on(stopped)
+
+    monkeypatch.setattr(replay._history, "wait_for_room", starved)
+    executions.clear()
+    replayed = asyncio.run(
+        replay.run(to_thread_under_gather, names, journal=journal, run_id="r", mode="replay")
+    )
+    assert replayed == live and executions == Counter()
