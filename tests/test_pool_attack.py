@@ -14,10 +14,13 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import replay
+import replay._history
+import replay._pools
 from journal import Journal
 from tests.factories import resume_in_a_smaller_pool
 
@@ -430,3 +433,36 @@ def test_frames_looked_at_by_two_threads_at_once_are_both_read_with_the_collecto
     second.join()
     assert gc.isenabled()
     assert sorted(seen) == [("first", False, False), ("second", False, False)], seen
+
+
+def test_work_on_its_own_loop_given_its_turn_late_by_the_cpu_is_not_called_stuck(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The smaller-pool resume with async steps on each thread's own loop, on a loaded
+    machine: a thread whose step was given its turn gets the CPU only later, while the run's
+    loop has nothing to do and other steps are held. The run was called stuck with the step
+    on its way. Made certain here by having each such thread take 0.7 s to go on."""
+
+    @replay.step(kind="tool")
+    async def fetch(name: str) -> str:
+        ran[name] += 1
+        await asyncio.sleep(0.002)
+        return name.upper()
+
+    def slow_first(index: int) -> str:
+        time.sleep(0.05 * (3 - index))
+        return asyncio.run(fetch(f"w{index}"))
+
+    late = replay._history.IDLE_SECONDS + 0.2
+    go_on = replay._pools.OwnLoopWatch.release
+
+    def starved(watch: replay._pools.OwnLoopWatch, *args: Any) -> None:
+        time.sleep(late)  # the thread has its turn, not the CPU
+        go_on(watch, *args)
+
+    def starve() -> None:
+        ran.clear()
+        monkeypatch.setattr(replay._pools.OwnLoopWatch, "release", starved)
+
+    again = resume_in_a_smaller_pool(journal, "late", slow_first, 3, _pool(4), _pool(1), starve)
+    assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
