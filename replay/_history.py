@@ -143,6 +143,10 @@ class History:
         self.lock = lock
         self.held: dict[int, list[_Held]] = {}
         """Parties waiting, by the position whose turn they wait for (`size`: the end)."""
+        self.waking: set[_Held] = set()
+        """Parties given their turn on another thread (a thread's, or a task on a loop of a
+        thread's own) that have not gone on yet: the run is not idle while one is on its way
+        (a thread starved of CPU, or waiting for room in its pool, may take a while)."""
         self.timers: dict[int, Callable[[], None]] = {}
         self.unsettled: set[int] = set()
         """Timers to fire as soon as their turn comes, without waiting for the run to settle."""
@@ -225,7 +229,7 @@ class History:
         on_loop = threading.get_ident() == self.loop_thread
         for overtaken in [pos for pos in self.held if pos < self.cursor]:
             for party in self.held.pop(overtaken):
-                party.release(self.loop, on_loop)
+                self._wake(party, on_loop)
 
     def _release(self, cursor: int) -> None:
         """Give what waits at `cursor` its turn. A task gets it once the run's tasks have done
@@ -267,7 +271,14 @@ class History:
         if cursor < self.size and self.rows[cursor][5] == "cancelled":
             return  # it waits to be cancelled, not for a turn
         for party in self.held.pop(cursor, ()):
-            party.release(self.loop, on_loop)
+            self._wake(party, on_loop)
+
+    def _wake(self, party: _Held, on_loop: bool) -> None:
+        """Give `party` its turn; one that goes on in another thread is `waking` until then."""
+        future = party.future
+        if party.event is not None or (future is not None and future.get_loop() is not self.loop):
+            self.waking.add(party)
+        party.release(self.loop, on_loop)
 
     def at_turn(self, pos: int, callback: Callable[[], None], *, settle: bool = True) -> None:
         """Call `callback` when row `pos` gets its turn (now, if it has it); it must reach it.
@@ -305,6 +316,7 @@ class History:
             await self._turn_of(party, foreign)
         except asyncio.CancelledError:
             with self.lock:
+                self.waking.discard(party)
                 if foreign:
                     on_hold(-1)
                 self._drop(pos, party)
@@ -327,9 +339,11 @@ class History:
         except BaseException:
             if foreign:
                 with self.lock:
+                    self.waking.discard(party)
                     on_hold(-1)
             raise
         with self.lock:
+            self.waking.discard(party)
             if foreign:
                 on_hold(-1)
             self.reach(pos)
@@ -393,8 +407,15 @@ class History:
             self.held.setdefault(pos, []).append(party)
             on_hold(1)
             self.loop.call_soon_threadsafe(self._watch_soon_locked)
-        self._park(party, pos)
+        try:
+            self._park(party, pos)
+        except BaseException:
+            with self.lock:
+                self.waking.discard(party)
+                on_hold(-1)
+            raise
         with self.lock:
+            self.waking.discard(party)  # with the hold let go: the run never looks idle between
             on_hold(-1)
             if party.error is not None:
                 raise party.error
@@ -419,6 +440,7 @@ class History:
         finally:
             if foreign:
                 with self.lock:
+                    self.waking.discard(party)
                     on_hold(-1)
 
     def wait_drained_blocking(self, key: str, name: str, on_hold: Callable[[int], None]) -> None:
@@ -430,8 +452,15 @@ class History:
             self.held.setdefault(self.size, []).append(party)
             on_hold(1)
             self.loop.call_soon_threadsafe(self._watch_soon_locked)
-        self._park(party, self.size)
+        try:
+            self._park(party, self.size)
+        except BaseException:
+            with self.lock:
+                self.waking.discard(party)
+                on_hold(-1)
+            raise
         with self.lock:
+            self.waking.discard(party)  # with the hold let go: the run never looks idle between
             on_hold(-1)
             if party.error is not None:
                 raise party.error
@@ -541,8 +570,8 @@ class History:
                 self._quiet_since = now
             else:
                 state = loop_state(self.loop)
-                if state != "idle":
-                    self._idle_since = now
+                if state != "idle" or self.waking:
+                    self._idle_since = now  # a party given its turn is on its way: not stuck
                 idle_for = now - self._idle_since
                 if idle_for >= SETTLE_SECONDS and self.widen():
                     self._quiet_since = self._idle_since = now  # queued work may start now
