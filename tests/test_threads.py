@@ -249,14 +249,17 @@ def test_sync_sdk_calls_from_threads_are_journaled_without_races(tmp_path: objec
     assert served == []
 
 
+@pytest.mark.parametrize("loop_late", [False, True])
 def test_a_thread_given_its_turn_late_by_the_cpu_is_not_called_stuck(
-    journal: Journal, monkeypatch: pytest.MonkeyPatch
+    journal: Journal, monkeypatch: pytest.MonkeyPatch, loop_late: bool
 ) -> None:
     """Served steps in threads, recorded later first: each thread waits for its turn while
     the others' are held. On a loaded machine a thread given its turn may get the CPU only
     later (or wait for room in its pool), while the run's loop has nothing to do: the run
     looked idle with parties held, and was called stuck (NonDeterminismError) though the
-    thread was on its way. Made certain here by having each thread take 0.7 s to go on."""
+    thread was on its way. Made certain here by having each thread take 0.7 s to go on.
+    `loop_late`: the loop is slow to hand the turn out too, so the thread takes it itself
+    once its turn has come (`_PARK_SECONDS`)."""
     names = [f"n{i}" for i in range(3)]
     pauses.update({name: 0.02 * (3 - i) for i, name in enumerate(names)})
     live = asyncio.run(replay.run(to_thread_under_gather, names, journal=journal, run_id="r"))
@@ -268,6 +271,14 @@ def test_a_thread_given_its_turn_late_by_the_cpu_is_not_called_stuck(
         go_on(stopped)
 
     monkeypatch.setattr(replay._history, "wait_for_room", starved)
+    if loop_late:
+        settle = replay._history.History._settle
+
+        def settle_late(history: replay._history.History) -> None:
+            time.sleep(2 * replay._history._PARK_SECONDS)  # the loop's thread gets the CPU late
+            settle(history)
+
+        monkeypatch.setattr(replay._history.History, "_settle", settle_late)
     executions.clear()
     replayed = asyncio.run(
         replay.run(to_thread_under_gather, names, journal=journal, run_id="r", mode="replay")
