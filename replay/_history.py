@@ -494,6 +494,7 @@ class History:
                     stalled = self._settling and now - self._settle_since > _PARK_SECONDS
                     if stalled and pos == self.cursor and not party.event.is_set():
                         self._drop(pos, party)
+                        self.waking.add(party)  # on its way, as one given its turn
                         break
             if party.error is None:  # a stand-in may have its place in the pool
                 wait_for_room(lambda: party.error is not None)
