@@ -466,3 +466,84 @@ def test_work_on_its_own_loop_given_its_turn_late_by_the_cpu_is_not_called_stuck
 
     again = resume_in_a_smaller_pool(journal, "late", slow_first, 3, _pool(4), _pool(1), starve)
     assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
+
+
+def test_a_run_whose_work_waits_behind_another_runs_moving_step_is_not_called_stuck(
+    journal: Journal,
+) -> None:
+    """Two runs resumed at once (a loop each, as a worker runs them) share a pool of one.
+    The first run's served step waits in the pool's thread for its turn, which comes after
+    a timer of that run's own; the second run's work waits in the pool's queue. Nothing is
+    stuck: the first run moves on, and its thread then takes the work. The second run was
+    called stuck ('the pool has fewer threads than when the run was recorded', of a pool of
+    the same size) once its loop had been idle IDLE_SECONDS."""
+    pool = _pool(1)
+    crash = {"yes": True}
+    pause = replay._history.IDLE_SECONDS + 0.5
+
+    @replay.step(kind="tool")
+    def first_in_pool() -> str:
+        ran["first_in_pool"] += 1
+        time.sleep(pause + 0.2)  # live, it finished after the step the timer led to
+        return "f1"
+
+    @replay.step(kind="tool")
+    async def first_after_timer() -> str:
+        ran["first_after_timer"] += 1
+        return "f2"
+
+    async def first() -> list[str]:
+        held = asyncio.get_running_loop().run_in_executor(pool, first_in_pool)
+        await asyncio.sleep(pause)  # not journaled: the run moves on by itself
+        done = [await first_after_timer(), await held]
+        if crash["yes"]:
+            raise Crash
+        return done
+
+    @replay.step(kind="tool")
+    def second_in_pool() -> str:
+        ran["second_in_pool"] += 1
+        return "s1"
+
+    @replay.step(kind="tool")
+    async def second_beside() -> str:
+        ran["second_beside"] += 1
+        await asyncio.sleep(0.05)
+        return "s2"
+
+    async def second() -> list[str]:
+        queued = asyncio.get_running_loop().run_in_executor(pool, second_in_pool)
+        done = list(await asyncio.gather(queued, second_beside()))
+        if crash["yes"]:
+            raise Crash
+        return done
+
+    for workflow in (first, second):
+        with pytest.raises(Crash):
+            asyncio.run(replay.run(workflow, journal=journal, run_id=workflow.__name__))
+    crash["yes"] = False
+    ran.clear()
+    results: dict[str, object] = {}
+
+    def resume(workflow: Any) -> None:
+        try:
+            results[workflow.__name__] = asyncio.run(
+                replay.run(workflow, journal=journal, run_id=workflow.__name__)
+            )
+        except BaseException as error:  # a NonDeterminismError, say
+            results[workflow.__name__] = error
+
+    try:
+        threads = [threading.Thread(target=resume, args=(first,))]
+        threads[0].start()
+        deadline = time.monotonic() + 5
+        while not replay._pools._parked and time.monotonic() < deadline:
+            time.sleep(0.005)  # the first run's step waits in the pool's only thread
+        threads.append(threading.Thread(target=resume, args=(second,)))
+        threads[1].start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    assert results == {"first": ["f2", "f1"], "second": ["s1", "s2"]}
+    assert ran == Counter()
