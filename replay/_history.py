@@ -165,6 +165,9 @@ class History:
         self.stand_in: Callable[[], bool] = lambda: False
         """Start a stand-in thread for a pool that holds the run's queued work while all its
         threads wait for turns; whether one started (called without the lock held)."""
+        self.pool_moves_on: Callable[[], bool] = lambda: False
+        """Whether a pool holding the run's queued work has a thread held for the turn of
+        another run that is `moving` (it will free the thread); called without the lock."""
         self.waits_on_queued_work: Callable[[], bool] = lambda: False
         """Whether the outcome due next belongs to work queued in a thread pool, not started."""
         self.stuck_hint: Callable[[], str] = lambda: ""
@@ -180,6 +183,8 @@ class History:
         self._settle_since = 0.0
         self._progress = (-1, -1)
         self._quiet_since = 0.0
+        self._moved_at = 0.0
+        """When the check last saw the run move or do something (`moving`)."""
         self._stand_in_tried = False
         """The check gave a stand-in one last try before calling the run stuck."""
         self.reaches = 0
@@ -529,7 +534,7 @@ class History:
 
     def _watch_soon(self) -> None:
         if self._watch is None:
-            self._quiet_since = self._idle_since = self.loop.time()
+            self._quiet_since = self._idle_since = self._moved_at = self.loop.time()
             self._progress = (-1, -1)
             self._watch = self.loop.call_later(_TICK, self._check)
             engine_handles.add(self._watch)
@@ -545,9 +550,13 @@ class History:
         starved of CPU (a loaded machine, many runs sharing one small pool) may not look in
         time, and the run would be called stuck with its work about to start."""
         self._watch = None
-        if self._check_once() and self.stand_in():
-            with self.lock:
-                self._quiet_since = self._idle_since = self.loop.time()
+        if self._check_once():
+            if self.stand_in():
+                with self.lock:
+                    self._quiet_since = self._idle_since = self._moved_at = self.loop.time()
+            elif self.pool_moves_on():
+                with self.lock:  # its turn in the pool comes: not idle (not moving either)
+                    self._idle_since = self.loop.time()
         with self.lock:
             if self._watch is None and self.held:
                 self._watch = self.loop.call_later(_TICK, self._check)
@@ -563,19 +572,22 @@ class History:
             progress = (self.cursor, self.reaches)
             if progress != self._progress:
                 self._progress = progress
-                self._quiet_since = self._idle_since = now
+                self._quiet_since = self._idle_since = self._moved_at = now
             elif now - self._quiet_since >= SETTLE_SECONDS and self.settle_all():
                 self._quiet_since = self._idle_since = now  # a thread kept its place: not stuck
+                self._moved_at = now
             elif self.busy():
-                self._idle_since = now
+                self._idle_since = self._moved_at = now
                 self._quiet_since = now
             else:
                 state = loop_state(self.loop)
                 if state != "idle" or self.waking:
                     self._idle_since = now  # a party given its turn is on its way: not stuck
+                    self._moved_at = now
                 idle_for = now - self._idle_since
                 if idle_for >= SETTLE_SECONDS and self.widen():
                     self._quiet_since = self._idle_since = now  # queued work may start now
+                    self._moved_at = now
                 elif idle_for >= IDLE_SECONDS or now - self._quiet_since >= _NO_PROGRESS_SECONDS:
                     if not self._stand_in_tried:  # one last chance, outside the lock
                         self._stand_in_tried = True
@@ -588,6 +600,12 @@ class History:
                     return True
             self._stand_in_tried = False
             return False
+
+    def moving(self) -> bool:
+        """Whether the check saw the run move or do something within IDLE_SECONDS (read from
+        another run's check, without the lock). Not the run's waiting for its turn in a pool
+        held up by another: two runs waiting so must not count each other as moving."""
+        return self.loop.time() - self._moved_at < IDLE_SECONDS
 
     def stuck_error(self) -> NonDeterminismError:
         """What the code failed to do: the row the recorded run had next, and who waits."""

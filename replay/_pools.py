@@ -269,6 +269,14 @@ def _at_work(pool: ThreadPoolExecutor) -> tuple[int, list[Callable[[], bool]]]:
     return at_work, asking
 
 
+def parked_for(pool: ThreadPoolExecutor) -> list[Callable[[], bool]]:
+    """For each step held for its turn on a thread of `pool`, what says whether its run's
+    next outcome is queued work (what `park` was given)."""
+    with _lock:
+        threads = [*getattr(pool, "_threads", ()), *_stand_ins.get(pool, ())]
+        return [asks for thread in threads for asks in _parked.get(thread.ident or 0, ())]
+
+
 def stand_in_if_held_up(pool: ThreadPoolExecutor | None = None) -> bool:
     """Start a stand-in for `pool` (this thread's pool if None) if the pool is held up
     (whether it did). Called with no lock of a run held: it asks each parked thread's run."""

@@ -60,6 +60,7 @@ from ._log import get_logger
 from ._pools import (
     current_frames,
     note_held,
+    parked_for,
     pool_at_work,
     stand_in_if_held_up,
     waits_on_the_process,
@@ -175,6 +176,7 @@ class Session:
         self.history.on_stuck = self._stuck
         self.history.widen = self._widen
         self.history.stand_in = self._stand_in
+        self.history.pool_moves_on = self._pool_moves_on
         self.history.waits_on_queued_work = self._waits_on_queued_work
         self.history.stuck_hint = self._stuck_hint
         self.on_interrupt: Callable[[], None] = lambda: None
@@ -611,6 +613,22 @@ class Session:
         for pool in list(work.pools):
             if work.queued.get(pool, 0) > 0 and stand_in_if_held_up(pool):
                 return True
+        return False
+
+    def _pool_moves_on(self) -> bool:
+        """Whether a pool holding the run's queued work has a thread held for the turn of
+        another run that is moving (`History.moving`): that run will free the thread, and
+        the work will start. Called with no lock held: it looks at the other runs."""
+        work = self.thread_work
+        if work is None:
+            return False
+        with self.lock:
+            pools = [pool for pool in work.pools if work.queued.get(pool, 0) > 0]
+        for pool in pools:
+            for asks in parked_for(pool):
+                other = getattr(asks, "__self__", None)
+                if isinstance(other, Session) and other is not self and other.history.moving():
+                    return True
         return False
 
     def _stuck_hint(self) -> str:
