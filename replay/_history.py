@@ -550,17 +550,19 @@ class History:
         starved of CPU (a loaded machine, many runs sharing one small pool) may not look in
         time, and the run would be called stuck with its work about to start."""
         self._watch = None
-        if self._check_once():
-            if self.stand_in():
-                with self.lock:
-                    self._quiet_since = self._idle_since = self._moved_at = self.loop.time()
-            elif self.pool_moves_on():
-                with self.lock:  # its turn in the pool comes: not idle (not moving either)
-                    self._idle_since = self.loop.time()
-        with self.lock:
-            if self._watch is None and self.held:
-                self._watch = self.loop.call_later(_TICK, self._check)
-                engine_handles.add(self._watch)
+        try:
+            if self._check_once():
+                if self.stand_in():
+                    with self.lock:
+                        self._quiet_since = self._idle_since = self._moved_at = self.loop.time()
+                elif self.pool_moves_on():
+                    with self.lock:  # its turn in the pool comes: not idle (not moving either)
+                        self._idle_since = self.loop.time()
+        finally:  # a look that raised must not end the watch: a stuck run would hang
+            with self.lock:
+                if self._watch is None and self.held:
+                    self._watch = self.loop.call_later(_TICK, self._check)
+                    engine_handles.add(self._watch)
 
     def _check_once(self) -> bool:
         """One look (`_check`); whether a stand-in is worth trying before the next."""

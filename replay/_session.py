@@ -610,10 +610,9 @@ class Session:
         work = self.thread_work
         if work is None:
             return False
-        for pool in list(work.pools):
-            if work.queued.get(pool, 0) > 0 and stand_in_if_held_up(pool):
-                return True
-        return False
+        with self.lock:  # a thread of the run may hand work to a new pool meanwhile
+            pools = [pool for pool in work.pools if work.queued.get(pool, 0) > 0]
+        return any(stand_in_if_held_up(pool) for pool in pools)
 
     def _pool_moves_on(self) -> bool:
         """Whether a pool holding the run's queued work has a thread held for the turn of
