@@ -13,7 +13,9 @@ writes two rows (its start before the wait, its outcome after). Printed per stor
   PostgreSQL the rows' distinct `xmin` counts the transactions that wrote them;
 - the longest single callback the event loop ran (a stall: nothing else ran meanwhile), found
   by timing every callback; the same without the garbage collector's time inside it; and the
-  longest collection (a full one walks every object of the process).
+  longest collection (a full one walks every object of the process);
+- the CPU the loop's thread used a step (the committer's thread is left out), and of it, what
+  went into the runs' creations and ends (`create_run`, `finish` called on the loop).
 
 The plain asyncio line runs the same workload without a journal: the floor of the event loop.
 """
@@ -28,6 +30,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -172,18 +175,50 @@ async def _gather(journal: Journal | None, runs: int, steps: int, tag: str) -> f
     return took
 
 
+class RunCalls:
+    """The loop's CPU in a run's creation and end (`create_run`, `finish`): the part of a run's
+    own cost that is store calls on the loop, not Python around them."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+
+    def watch(self, journal: Journal) -> None:
+        store, loop_thread = journal.store, threading.get_ident()
+        for name in ("create_run", "finish"):
+            call = getattr(store, name)
+
+            def timed(*args: Any, _call: Any = call, **kwargs: Any) -> Any:
+                if threading.get_ident() != loop_thread:
+                    return _call(*args, **kwargs)
+                start = time.thread_time()
+                try:
+                    return _call(*args, **kwargs)
+                finally:
+                    self.cpu += time.thread_time() - start
+
+            setattr(store, name, timed)
+
+
 def measure(
     storage: str, journal_of: Any, runs: int, steps: int, reps: int, raw_us: float | None
 ) -> dict[str, Any]:
     samples: list[float] = []
     commits: list[float] = []
+    loop_cpu: list[float] = []
+    run_calls: list[float] = []
     stalls = Stalls()
     for rep in range(reps):
         gc.collect()
         journal, count = journal_of()
+        calls = RunCalls()
+        if journal is not None:
+            calls.watch(journal)
         try:
+            cpu = time.thread_time()
             with stalls.watching():
                 took = asyncio.run(_gather(journal, runs, steps, f"r{rep}"))
+            loop_cpu.append((time.thread_time() - cpu) / (runs * steps) * 1e6)
+            run_calls.append(calls.cpu / (runs * steps) * 1e6)
             samples.append(took)
             if count is not None:
                 commits.append(count() / (runs * steps))
@@ -200,10 +235,17 @@ def measure(
         "µs/step": (us, median / total * 1e6),
         "x raw": None if raw_us is None else us / raw_us,
         "commits/step": min(commits) if commits else None,
+        "loop cpu": min(loop_cpu),
+        "run calls": None if journal_of is _no_journal else min(run_calls),
         "longest callback ms": stalls.longest * 1e3,
         "without gc ms": stalls.longest_without_gc * 1e3,
         "longest gc ms": stalls.longest_gc * 1e3,
     }
+
+
+def _no_journal() -> tuple[None, None]:
+    """The plain asyncio rows' "journal": none."""
+    return None, None
 
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
@@ -251,7 +293,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'storage':<28} {'runs':>5} {'steps/s (best / median)':>24} {'µs/step':>12} "
         f"{'x raw':>6} {'commits/step':>13} {'longest callback':>17} {'without gc':>11} "
-        f"{'longest gc':>11}"
+        f"{'longest gc':>11} {'loop CPU µs/step':>17} {'of which create+end':>20}"
     )
     print(header)
     print("-" * len(header))
@@ -260,10 +302,12 @@ def _print(rows: list[dict[str, Any]]) -> None:
         us = f"{row['µs/step'][0]:.0f} / {row['µs/step'][1]:.0f}"
         ratio = "" if row["x raw"] is None else f"{row['x raw']:.1f}x"
         commits = "" if row["commits/step"] is None else f"{row['commits/step']:.3f}"
+        calls = "" if row["run calls"] is None else f"{row['run calls']:.0f}"
         print(
             f"{row['storage']:<28} {row['runs']:>5} {rate:>24} {us:>12} {ratio:>6} "
             f"{commits:>13} {row['longest callback ms']:>14.1f} ms "
-            f"{row['without gc ms']:>8.1f} ms {row['longest gc ms']:>8.1f} ms"
+            f"{row['without gc ms']:>8.1f} ms {row['longest gc ms']:>8.1f} ms "
+            f"{row['loop cpu']:>17.0f} {calls:>20}"
         )
 
 
@@ -285,7 +329,7 @@ def main() -> None:
         print(f"plain sqlite3 INSERT + COMMIT (WAL, synchronous=NORMAL): {raw_sqlite:.1f} µs")
         for runs in args.runs:
             rows.append(
-                measure("plain asyncio (no journal)", lambda: (None, None), runs, args.steps,
+                measure("plain asyncio (no journal)", _no_journal, runs, args.steps,
                         args.reps, None)
             )  # fmt: skip
             rows.append(
