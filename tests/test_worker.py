@@ -25,6 +25,7 @@ import pytest
 import replay
 import replay._history
 import replay._pools
+import replay._run
 from journal import Journal, RunStatus
 from replay._rerun import recorded_inputs
 from replay.integrations import instrument, uninstrument
@@ -87,6 +88,27 @@ def test_a_worker_looks_at_a_bounded_sample_of_a_long_queue_and_finishes_it(
     """With more runs queued than a look takes (256 for a worker of few slots), each look
     reads a sample of them, not every run of the journal, and the worker still finishes them
     all; a round (`run_once`) still tries every one."""
+    _finish_a_long_queue(journal)
+
+
+def test_a_long_queue_is_finished_when_its_last_runs_take_long(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same when the last runs the worker starts are still going once none is left to
+    claim (a loaded machine): the worker is stopped after they end, not while they go on."""
+    body, started = replay._run.workflow_body, itertools.count(1)
+
+    async def last_ones_slow(session: object, workflow: object) -> object:
+        if next(started) > 296:
+            await asyncio.sleep(0.5)
+        return await body(session, workflow)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(replay._run, "workflow_body", last_ones_slow)
+    with Journal(db_path) as journal:
+        _finish_a_long_queue(journal)
+
+
+def _finish_a_long_queue(journal: Journal) -> None:
     for n in range(300):
         replay.submit(chain, n, 0, journal=journal, run_id=f"q{n:03d}")
     store = journal.store
