@@ -125,7 +125,8 @@ def _finish_a_long_queue(journal: Journal) -> None:
 
     async def until_done() -> None:
         runner = asyncio.ensure_future(worker.run())
-        while len(journal.interrupted()) > 0:
+        # Not until none is left to claim: the last ones claimed may still be going.
+        while journal.store.list_runs(status=RunStatus.RUNNING):
             await asyncio.sleep(0.05)
         worker.stop()
         await runner
