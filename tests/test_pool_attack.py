@@ -468,15 +468,32 @@ def test_work_on_its_own_loop_given_its_turn_late_by_the_cpu_is_not_called_stuck
     assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
 
 
+@pytest.mark.parametrize("starved", [False, True], ids=["", "first-loop-starved"])
 def test_a_run_whose_work_waits_behind_another_runs_moving_step_is_not_called_stuck(
-    journal: Journal,
+    journal: Journal, starved: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two runs resumed at once (a loop each, as a worker runs them) share a pool of one.
     The first run's served step waits in the pool's thread for its turn, which comes after
     a timer of that run's own; the second run's work waits in the pool's queue. Nothing is
     stuck: the first run moves on, and its thread then takes the work. The second run was
     called stuck ('the pool has fewer threads than when the run was recorded', of a pool of
-    the same size) once its loop had been idle IDLE_SECONDS."""
+    the same size) once its loop had been idle IDLE_SECONDS.
+
+    `starved`: the first run's loop gets no CPU for over IDLE_SECONDS just before one of its
+    own checks (a loaded machine; another thread holding the GIL in a long C call): its
+    check has not looked since, which is not the run standing still. The second run was
+    called stuck meanwhile."""
+    second_started, slept = threading.Event(), threading.Event()
+    if starved:
+        look = replay._history.History._check
+
+        def late_look(history: replay._history.History) -> None:
+            if history.run_id == "first" and second_started.is_set() and not slept.is_set():
+                slept.set()
+                time.sleep(2 * replay._history.IDLE_SECONDS + 0.3)
+            look(history)
+
+        monkeypatch.setattr(replay._history.History, "_check", late_look)
     pool = _pool(1)
     crash = {"yes": True}
     pause = replay._history.IDLE_SECONDS + 0.5
@@ -541,9 +558,11 @@ def test_a_run_whose_work_waits_behind_another_runs_moving_step_is_not_called_st
             time.sleep(0.005)  # the first run's step waits in the pool's only thread
         threads.append(threading.Thread(target=resume, args=(second,)))
         threads[1].start()
+        second_started.set()
         for thread in threads:
             thread.join(10)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+    assert slept.is_set() == starved
     assert results == {"first": ["f2", "f1"], "second": ["s1", "s2"]}
     assert ran == Counter()
