@@ -606,7 +606,15 @@ class History:
     def moving(self) -> bool:
         """Whether the check saw the run move or do something within IDLE_SECONDS (read from
         another run's check, without the lock). Not the run's waiting for its turn in a pool
-        held up by another: two runs waiting so must not count each other as moving."""
+        held up by another: two runs waiting so must not count each other as moving.
+
+        Nor is it standing still while its check does not look (its loop's thread got no CPU,
+        or another thread held the GIL): the check last saw it do something, and what it has
+        done since is not known until the next look. Nor while a party given its turn is on
+        its way. A loop held up for good (a sync call that never returns) leaves the other
+        run to the no-progress bound."""
+        if self.waking or (self.held and time.monotonic() - self._checked_at > SETTLE_SECONDS):
+            return True
         return self.loop.time() - self._moved_at < IDLE_SECONDS
 
     def stuck_error(self) -> NonDeterminismError:
