@@ -123,18 +123,27 @@ def test_a_task_cancelled_after_its_step_finished_gets_its_result(journal: Journ
     assert _replays_as_live(workflow, journal, "late-cancel", times=10) == ["fast", "slow"]
 
 
-def test_a_deadline_that_beat_a_threads_result_to_the_loop_replays(journal: Journal) -> None:
+@pytest.mark.parametrize("late", [0.0, 0.05], ids=["", "thread-starts-late"])
+def test_a_deadline_that_beat_a_threads_result_to_the_loop_replays(
+    journal: Journal, late: float
+) -> None:
     """A thread's step finished, but the loop was busy and the journaled deadline fired before
-    the loop took the result: live says timeout, and so must every replay."""
+    the loop took the result: live says timeout, and so must every replay. `late`: the
+    thread gets the CPU that much later (a loaded machine); its result still comes while the
+    loop is busy."""
 
     async def hog() -> None:
         await asyncio.sleep(0.01)
         time.sleep(0.06)  # the loop is busy from 0.01 s to 0.07 s
 
+    def in_thread() -> str:
+        time.sleep(late)
+        return lookup("x", 0.03)
+
     async def workflow() -> str:
         busy = asyncio.create_task(hog())
         try:
-            answer = await replay.wait_for(asyncio.to_thread(lookup, "x", 0.03), 0.04)
+            answer = await replay.wait_for(asyncio.to_thread(in_thread), 0.04)
         except TimeoutError:
             answer = "timeout"
         await busy
