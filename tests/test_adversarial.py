@@ -134,7 +134,9 @@ def test_a_deadline_that_beat_a_threads_result_to_the_loop_replays(
 
     async def hog() -> None:
         await asyncio.sleep(0.01)
-        time.sleep(0.06)  # the loop is busy from 0.01 s to 0.07 s
+        # The loop is busy from 0.01 s to 0.31 s: the thread's result (0.03 s) comes meanwhile
+        # though the thread gets the CPU late, and the deadline (0.04 s) passes meanwhile.
+        time.sleep(0.3)
 
     def in_thread() -> str:
         time.sleep(late)
