@@ -211,6 +211,20 @@ def test_a_pool_whose_initializer_takes_a_place_of_its_own_lets_the_process_exit
     assert done.stdout.split() == ["error", "True"]
 
 
+@replay.step(kind="tool")
+async def _fetch(name: str) -> str:
+    ran[name] += 1
+    await asyncio.sleep(0.002)
+    return name.upper()
+
+
+def _slow_first_on_its_own_loop(index: int) -> str:
+    """A sync tool around an async client: its step runs on the thread's own loop, the first
+    piece of work the slowest."""
+    time.sleep(0.05 * (3 - index))
+    return asyncio.run(_fetch(f"w{index}"))
+
+
 def test_a_smaller_pool_whose_work_runs_async_steps_with_asyncio_run_keeps_the_order(
     journal: Journal,
 ) -> None:
@@ -218,17 +232,9 @@ def test_a_smaller_pool_whose_work_runs_async_steps_with_asyncio_run_keeps_the_o
     (`asyncio.run`): its step waits for its turn on the thread's own loop. The resume must go
     on as it does with sync steps (a stand-in takes the queued work), not stop."""
 
-    @replay.step(kind="tool")
-    async def fetch(name: str) -> str:
-        ran[name] += 1
-        await asyncio.sleep(0.002)
-        return name.upper()
-
-    def slow_first(index: int) -> str:
-        time.sleep(0.05 * (3 - index))
-        return asyncio.run(fetch(f"w{index}"))
-
-    again = resume_in_a_smaller_pool(journal, "aio", slow_first, 3, _pool(4), _pool(1), ran.clear)
+    again = resume_in_a_smaller_pool(
+        journal, "aio", _slow_first_on_its_own_loop, 3, _pool(4), _pool(1), ran.clear
+    )
     assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
 
 
@@ -443,16 +449,6 @@ def test_work_on_its_own_loop_given_its_turn_late_by_the_cpu_is_not_called_stuck
     loop has nothing to do and other steps are held. The run was called stuck with the step
     on its way. Made certain here by having each such thread take 0.7 s to go on."""
 
-    @replay.step(kind="tool")
-    async def fetch(name: str) -> str:
-        ran[name] += 1
-        await asyncio.sleep(0.002)
-        return name.upper()
-
-    def slow_first(index: int) -> str:
-        time.sleep(0.05 * (3 - index))
-        return asyncio.run(fetch(f"w{index}"))
-
     late = replay._history.IDLE_SECONDS + 0.2
     go_on = replay._pools.OwnLoopWatch.release
 
@@ -464,7 +460,9 @@ def test_work_on_its_own_loop_given_its_turn_late_by_the_cpu_is_not_called_stuck
         ran.clear()
         monkeypatch.setattr(replay._pools.OwnLoopWatch, "release", starved)
 
-    again = resume_in_a_smaller_pool(journal, "late", slow_first, 3, _pool(4), _pool(1), starve)
+    again = resume_in_a_smaller_pool(
+        journal, "late", _slow_first_on_its_own_loop, 3, _pool(4), _pool(1), starve
+    )
     assert again == [["W0", "W1", "W2"], "went"] and ran == Counter()
 
 
